@@ -1,0 +1,109 @@
+"""One exception tree for everything ratecontrol raises on purpose.
+
+Only the CLI turns these into exit codes (see ``exit_code``); library callers catch
+``RatecontrolError`` or a subclass. Every message is one line that says what went
+wrong, which file, and what to do.
+"""
+from __future__ import annotations
+
+__all__ = [
+    "RatecontrolError",
+    "InputError",
+    "InputNotFoundError",
+    "NotAudioError",
+    "EmptyAudioError",
+    "OutputError",
+    "PresetError",
+    "EncoderNotAvailableError",
+    "FFmpegError",
+    "FFmpegNotFoundError",
+    "TargetNotReachable",
+    "UsageError",
+    "ModelError",
+    "DatasetError",
+]
+
+
+class RatecontrolError(Exception):
+    """Base of every error ratecontrol raises on purpose."""
+
+    #: process exit code the CLI uses for this class of error
+    exit_code = 1
+
+
+class UsageError(RatecontrolError, ValueError):
+    """An argument is out of range or inconsistent (e.g. target MOS outside [1, 5])."""
+
+    exit_code = 2
+
+
+class InputError(RatecontrolError):
+    """The input file cannot be used."""
+
+    exit_code = 3
+
+
+class InputNotFoundError(InputError, FileNotFoundError):
+    """The input path does not exist or is a directory where a file was expected."""
+
+
+class NotAudioError(InputError):
+    """ffmpeg cannot find an audio stream in the file (or cannot read it at all)."""
+
+
+class EmptyAudioError(InputError):
+    """The file has an audio stream but no samples (zero length or truncated)."""
+
+
+class OutputError(RatecontrolError):
+    """The output cannot be written (unwritable folder, same as input, ...)."""
+
+    exit_code = 4
+
+
+class PresetError(RatecontrolError):
+    """Unknown preset name or invalid preset YAML (the message names file and key)."""
+
+    exit_code = 5
+
+
+class EncoderNotAvailableError(PresetError):
+    """The preset needs an ffmpeg encoder this ffmpeg build lacks (e.g. libfdk_aac)."""
+
+
+class FFmpegError(RatecontrolError):
+    """ffmpeg failed; carries the command line and the tail of its stderr."""
+
+    exit_code = 6
+
+    def __init__(self, message: str, cmd: list[str] | None = None, stderr: str = ""):
+        super().__init__(message)
+        self.cmd = list(cmd or [])
+        self.stderr = stderr
+
+
+class FFmpegNotFoundError(FFmpegError):
+    """No usable ffmpeg binary (RATECONTROL_FFMPEG, PATH, imageio-ffmpeg)."""
+
+
+class TargetNotReachable(RatecontrolError):
+    """Even the top rung of the ladder misses the target (use --best-effort)."""
+
+    exit_code = 7
+
+    def __init__(self, message: str, result=None):
+        super().__init__(message)
+        #: the SearchResult with every probe, so callers can see how close it got
+        self.result = result
+
+
+class ModelError(RatecontrolError):
+    """A model checkpoint is missing, corrupt, or of an unknown format version."""
+
+    exit_code = 8
+
+
+class DatasetError(RatecontrolError):
+    """A dataset / shard set is missing or malformed."""
+
+    exit_code = 9

@@ -1,0 +1,71 @@
+"""The Scorer protocol and the registry of scoring backends.
+
+A scorer compares reference and degraded 1-s windows (float32 [W, 44100] at 44.1 kHz,
+see ``ratecontrol.windows``) and returns one MOS per window on the ViSQOL v3 audio-mode
+scale (1 .. ~4.73). Reference work (resampling, features) happens once in ``prepare``
+and is reused for every degraded candidate the search probes.
+
+Backends register under a name. Built-in backends are imported lazily, so importing
+ratecontrol does not import torch or numba until a scorer is asked for.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable, Protocol, runtime_checkable
+
+import numpy as np
+
+from ratecontrol.errors import UsageError
+
+__all__ = ["Scorer", "register_scorer", "get_scorer", "available_scorers", "DEFAULT_SCORER"]
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    #: registry name, e.g. "visqol"
+    name: str
+    #: changes whenever scores could change (library/model version); used in cache keys
+    version: str
+
+    def prepare(self, ref_windows: np.ndarray) -> Any:
+        """Do the reference-only work once per track."""
+
+    def score(self, prepared: Any, deg_windows: np.ndarray) -> np.ndarray:
+        """MOS float64 [W] for degraded windows aligned with the prepared reference."""
+
+
+_REGISTRY: dict[str, Callable[..., Scorer]] = {}
+# name -> module that registers it on import
+_BUILTIN = {
+    "visqol": "ratecontrol.scoring.visqol",
+    "learned": "ratecontrol.scoring.learned",
+}
+#: the scorer used when none is asked for
+DEFAULT_SCORER = "visqol"
+
+
+def register_scorer(name: str) -> Callable[[Callable[..., Scorer]], Callable[..., Scorer]]:
+    """Class decorator: make a scorer factory available as ``name``."""
+
+    def deco(factory: Callable[..., Scorer]) -> Callable[..., Scorer]:
+        _REGISTRY[name] = factory
+        return factory
+
+    return deco
+
+
+def available_scorers() -> list[str]:
+    return sorted(set(_REGISTRY) | set(_BUILTIN))
+
+
+def get_scorer(name: str | None = None, **kwargs: Any) -> Scorer:
+    """Instantiate a registered scorer; ``kwargs`` go to its constructor."""
+    name = name or DEFAULT_SCORER
+    if name not in _REGISTRY and name in _BUILTIN:
+        try:
+            importlib.import_module(_BUILTIN[name])
+        except ModuleNotFoundError as exc:
+            raise UsageError(f"scorer {name!r} is not available ({exc}); use one of {available_scorers()}") from exc
+    if name not in _REGISTRY:
+        raise UsageError(f"unknown scorer {name!r}; use one of {available_scorers()}")
+    return _REGISTRY[name](**kwargs)

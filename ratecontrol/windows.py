@@ -1,0 +1,101 @@
+"""Cutting tracks into the 1-s windows every scorer sees.
+
+The learned model's convention (and the public balanced dataset's): mono windows of
+exactly 1 s at 44.1 kHz, one set per channel. The exact ViSQOL scorer scores the *same*
+windows (it resamples each one to 48 kHz itself), so learned and exact scores are
+comparable window by window.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "MODEL_SAMPLE_RATE_HZ",
+    "WINDOW_SAMPLES",
+    "SILENCE_PEAK",
+    "WindowIndex",
+    "window_starts",
+    "cut_windows",
+    "is_digital_silence",
+]
+
+MODEL_SAMPLE_RATE_HZ = 44_100
+WINDOW_SAMPLES = MODEL_SAMPLE_RATE_HZ  # 1 s
+
+#: Peak below which a window counts as digital silence: half an LSB of 16-bit PCM
+#: (2**-16). Anything a 16-bit source actually contains is at least 1 LSB = 2**-15.
+SILENCE_PEAK = 2.0**-16
+
+
+@dataclass(frozen=True)
+class WindowIndex:
+    """Where each window of a windowed track comes from."""
+
+    channel: np.ndarray  # int [W]
+    start_sample: np.ndarray  # int [W], at MODEL_SAMPLE_RATE_HZ
+    n_samples: int  # length of the track the windows were cut from
+
+    def __len__(self) -> int:
+        return int(self.channel.shape[0])
+
+    def start_s(self) -> np.ndarray:
+        return self.start_sample / MODEL_SAMPLE_RATE_HZ
+
+
+def window_starts(n_samples: int, hop_s: float = 1.0, window: int = WINDOW_SAMPLES) -> np.ndarray:
+    """Start samples of the windows covering ``n_samples``.
+
+    Windows start every ``hop_s``; when the hop grid does not end exactly at the end of
+    the track, one last window is aligned to the track's end so the tail is scored too
+    (instead of a zero-padded partial window, which would score the padding). A track
+    shorter than one window gets a single window at 0 (the caller pads it).
+    """
+    if hop_s <= 0:
+        raise ValueError(f"hop_s must be > 0, got {hop_s}")
+    hop = max(1, int(round(hop_s * MODEL_SAMPLE_RATE_HZ)))
+    if n_samples <= window:
+        return np.zeros(1, dtype=np.int64)
+    starts = np.arange(0, n_samples - window + 1, hop, dtype=np.int64)
+    if starts[-1] != n_samples - window:
+        starts = np.append(starts, n_samples - window)
+    return starts
+
+
+def cut_windows(
+    audio: np.ndarray,
+    starts: np.ndarray | None = None,
+    hop_s: float = 1.0,
+    channels: list[int] | None = None,
+) -> tuple[np.ndarray, WindowIndex]:
+    """Cut ``audio`` (float32 [C, N] at 44.1 kHz) into windows ``[W, 44100]``.
+
+    Windows are ordered channel-major (all windows of channel 0, then channel 1, ...).
+    ``starts`` fixes the window grid (e.g. sampled segments); otherwise a regular grid
+    with ``hop_s`` is used. Tracks shorter than 1 s are zero-padded at the end.
+    """
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim == 1:
+        audio = audio[None, :]
+    n_ch, n = audio.shape
+    if n < WINDOW_SAMPLES:
+        audio = np.pad(audio, ((0, 0), (0, WINDOW_SAMPLES - n)))
+    if starts is None:
+        starts = window_starts(n, hop_s)
+    starts = np.asarray(starts, dtype=np.int64)
+    chans = list(range(n_ch)) if channels is None else list(channels)
+    # sliding_window_view is a view; fancy indexing with starts copies only what we keep
+    view = np.lib.stride_tricks.sliding_window_view(audio, WINDOW_SAMPLES, axis=1)
+    windows = np.concatenate([view[c, starts] for c in chans], axis=0)
+    index = WindowIndex(
+        channel=np.repeat(np.asarray(chans, dtype=np.int64), len(starts)),
+        start_sample=np.tile(starts, len(chans)),
+        n_samples=n,
+    )
+    return np.ascontiguousarray(windows), index
+
+
+def is_digital_silence(windows: np.ndarray) -> np.ndarray:
+    """bool [W]: True where a window's peak is below half a 16-bit LSB."""
+    return np.max(np.abs(windows), axis=-1) < SILENCE_PEAK
