@@ -14,6 +14,7 @@ from importlib.metadata import version as _pkg_version
 
 import numpy as np
 
+from ratecontrol._resample import resample
 from ratecontrol.scoring.base import register_scorer
 from ratecontrol.windows import MODEL_SAMPLE_RATE_HZ
 
@@ -22,34 +23,10 @@ __all__ = ["VISQOL_SAMPLE_RATE_HZ", "visqol_mos", "resample_to_visqol", "VisqolS
 VISQOL_SAMPLE_RATE_HZ = 48_000
 
 
-@functools.lru_cache(maxsize=1)
-def _resampler():
-    import torchaudio
-
-    # Kaiser-windowed sinc, 64 zero crossings, rolloff 0.9475: torchaudio's documented
-    # "kaiser_best" setting (equivalent to librosa's). Passband flat to ~20.9 kHz, so the
-    # 44.1-kHz content ViSQOL sees is not dulled by the resampler itself.
-    return torchaudio.transforms.Resample(
-        MODEL_SAMPLE_RATE_HZ,
-        VISQOL_SAMPLE_RATE_HZ,
-        resampling_method="sinc_interp_kaiser",
-        lowpass_filter_width=64,
-        rolloff=0.9475,
-        beta=14.769656459379492,
-        dtype=__import__("torch").float64,
-    )
-
-
 def resample_to_visqol(windows: np.ndarray) -> np.ndarray:
     """float [W, 44100] at 44.1 kHz -> float64 [W, 48000] at 48 kHz."""
-    import torch
-
     w = np.asarray(windows, dtype=np.float64)
-    if w.ndim == 1:
-        w = w[None, :]
-    with torch.no_grad():
-        out = _resampler()(torch.from_numpy(np.ascontiguousarray(w)))
-    return out.numpy()
+    return resample(w if w.ndim == 2 else w[None, :], MODEL_SAMPLE_RATE_HZ, VISQOL_SAMPLE_RATE_HZ, dtype=np.float64)
 
 
 @functools.lru_cache(maxsize=1)

@@ -1,0 +1,101 @@
+"""Result types returned by the library (frozen; units in the names)."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Probe", "SearchResult", "EncodeResult", "ScoreResult"]
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One candidate encode at one rung, scored against the reference."""
+
+    rung_index: int
+    rung_label: str
+    bitrate_kbps: float  # the rung's nominal bitrate for this channel count
+    pooled_mos: float
+    window_mos: tuple[float, ...]
+    passed: bool
+    seconds: float  # wall time of encode + decode + score
+    encoded_bytes: int | None = None
+    #: measured bitrate of the probe encode (bytes * 8 / duration), when known
+    actual_kbps: float | None = None
+
+    @property
+    def worst_mos(self) -> float:
+        return min(self.window_mos) if self.window_mos else math.nan
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Outcome of searching one preset's ladder for one target."""
+
+    preset: str
+    target_mos: float
+    pool: str
+    scorer: str
+    channels: int
+    duration_s: float
+    #: the probe of the chosen rung; None when no rung met the target
+    chosen: Probe | None
+    #: every probe, in the order they ran
+    probes: tuple[Probe, ...]
+    reached: bool
+    n_windows: int
+    #: human-readable notes (silent input, lossy source, best effort, downmix...)
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(asdict(self))
+
+
+@dataclass(frozen=True)
+class EncodeResult:
+    """A finished encode: where it went, which rung, what it scored."""
+
+    input_path: str
+    output_path: str
+    search: SearchResult
+    rung_label: str
+    bitrate_kbps: float
+    pooled_mos: float
+    output_bytes: int
+    input_bytes: int
+    best_effort: bool
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(asdict(self))
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """Per-window and pooled scores of a degraded file against its reference."""
+
+    scorer: str
+    pool: str
+    pooled_mos: float
+    window_mos: tuple[float, ...]
+    window_start_s: tuple[float, ...]
+    window_channel: tuple[int, ...]
+    delay_samples: int  # delay found and removed (at 44.1 kHz), positive = degraded lags
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(asdict(self))
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item"):  # numpy scalar
+        return obj.item()
+    return obj
