@@ -1,0 +1,24 @@
+"""Everything that runs ffmpeg: discovery, probing, decoding, encoding, round trips.
+
+No other ratecontrol module starts ffmpeg; they call these functions.
+"""
+from ._decode import decode, resample_filter
+from ._encode import EncodeResult, RoundTrip, encode_array, encode_file, roundtrip, roundtrip_info
+from ._ffmpeg import available_encoders, ffmpeg_path, ffmpeg_version
+from ._probe import ProbeInfo, probe
+
+__all__ = [
+    "ffmpeg_path",
+    "ffmpeg_version",
+    "available_encoders",
+    "ProbeInfo",
+    "probe",
+    "decode",
+    "resample_filter",
+    "encode_array",
+    "encode_file",
+    "roundtrip",
+    "roundtrip_info",
+    "RoundTrip",
+    "EncodeResult",
+]

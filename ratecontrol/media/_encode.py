@@ -1,0 +1,348 @@
+"""Encoding with a preset rung, and encode+decode round trips for scoring.
+
+Every output is written to a temporary file in the destination folder and moved into
+place with ``os.replace`` only after ffmpeg succeeded, so a failed or interrupted encode
+never leaves a partial file under the final name.
+
+Tags: the source's tags are dumped with ffmpeg's ``ffmetadata`` muxer (exact, escaped,
+no command-line length limits even for the 1000-repeated-tag FLAC), extra ``metadata``
+entries are appended, and the result is fed back as a second input with
+``-map_metadata 1``.
+
+Cover art: MP3 (ID3v2 APIC) and MP4/M4A (``covr``) keep the attached picture
+(``-c:v copy`` + ``disposition attached_pic``; MP4 only stores JPEG/PNG/BMP, other
+formats are converted to PNG). Ogg (Opus/Vorbis) cannot carry it through ffmpeg: the
+ogg muxer takes no picture stream (ffmpeg 9.0 writes nothing and fails with "at least
+one of its streams received no packets"), so the picture is dropped there.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import ffmpeg
+import numpy as np
+
+from ..errors import EmptyAudioError, OutputError, UsageError
+from ..presets import Preset, Rung, load_preset
+from ._decode import decode, resample_filter
+from ._ffmpeg import run
+from ._probe import check_input_path, probe
+
+__all__ = ["encode_array", "encode_file", "roundtrip", "roundtrip_info", "RoundTrip",
+           "EncodeResult"]
+
+#: muxers that can store an attached picture, and the picture codecs each accepts as is
+_COVER_CODECS = {
+    "mp3": {"mjpeg", "png", "gif", "bmp", "tiff", "webp"},
+    "ipod": {"mjpeg", "png", "bmp"},
+    "mp4": {"mjpeg", "png", "bmp"},
+    "mov": {"mjpeg", "png", "bmp"},
+    "flac": {"mjpeg", "png", "gif", "bmp", "tiff", "webp"},
+    "matroska": None,  # anything: stored as an attachment-like stream
+}
+
+
+@dataclass(frozen=True)
+class EncodeResult:
+    """What encode_file / encode_array wrote."""
+
+    path: Path
+    size_bytes: int
+    duration_s: float
+    #: size_bytes * 8 / duration_s / 1000 (the whole file, container + tags included)
+    bitrate_kbps: float
+    preset: str
+    rung: str
+
+
+@dataclass(frozen=True)
+class RoundTrip:
+    """Result of :func:`roundtrip_info`: decoded audio plus what the encode cost."""
+
+    audio: np.ndarray
+    size_bytes: int
+    bitrate_kbps: float
+
+
+def _resolve(preset, rung, channels: int) -> tuple[Preset, Rung]:
+    p = load_preset(preset)
+    p.check_available()
+    if isinstance(rung, Rung):
+        return p, rung
+    return p, p.rung(rung, channels)
+
+
+def _check_output(out_path, in_path: Path | None = None) -> Path:
+    out = Path(out_path)
+    if out.is_dir():
+        raise OutputError(f"output path is a directory: {out} (give a file name)")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputError(f"output folder does not exist: {parent} (create it first)")
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"output folder is not writable: {parent}")
+    if in_path is not None and out.exists() and out.resolve() == in_path.resolve():
+        raise OutputError(f"output would overwrite the input: {out} (choose another name)")
+    return out
+
+
+def _temp_path(out: Path) -> Path:
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def _escape_ffmeta(text: str) -> str:
+    # ffmetadata format: '=', ';', '#', '\' and newlines are escaped with a backslash
+    out = []
+    for ch in str(text):
+        if ch in "=;#\\\n":
+            out.append("\\")
+        out.append(ch)
+    return "".join(out)
+
+
+def _write_ffmetadata(dest_dir: Path, base: bytes, extra: dict | None) -> Path:
+    """A temp ffmetadata file: ``base`` (an ffmetadata dump, may be empty) + ``extra``."""
+    lines = [";FFMETADATA1"]
+    for raw in base.decode("utf-8", "replace").splitlines()[1:] if base else []:
+        if raw.startswith("encoder="):
+            continue  # the dump muxer's own tag; the encoding ffmpeg sets its own
+        if raw.startswith("["):  # [CHAPTER]/[STREAM] sections: global tags only
+            break
+        lines.append(raw)
+    for k, v in (extra or {}).items():
+        lines.append(f"{_escape_ffmeta(k)}={_escape_ffmeta(v)}")
+    fd, tmp = tempfile.mkstemp(prefix=".ffmeta.", suffix=".txt", dir=dest_dir)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write("\n".join(lines) + "\n")
+    return Path(tmp)
+
+
+def _output_kwargs(preset: Preset, rung: Rung) -> dict:
+    kw = {"acodec": preset.encoder, "format": preset.format}
+    kw.update(preset.options)
+    kw.update(rung.options)
+    return kw
+
+
+def _finish(tmp: Path, out: Path, preset: Preset, rung: Rung) -> EncodeResult:
+    size = tmp.stat().st_size
+    if size == 0:
+        raise OutputError(f"ffmpeg wrote an empty file for {out}; nothing was saved")
+    os.replace(tmp, out)
+    try:
+        dur = probe(out).duration_s or 0.0
+    except Exception:  # the file is written; a failed re-probe only loses the figure
+        dur = 0.0
+    return EncodeResult(
+        path=out, size_bytes=size, duration_s=dur,
+        bitrate_kbps=(size * 8 / dur / 1000.0) if dur > 0 else float("nan"),
+        preset=preset.name, rung=rung.label,
+    )
+
+
+def _as_audio(audio) -> np.ndarray:
+    a = np.asarray(audio)
+    if a.ndim == 1:
+        a = a[None, :]
+    if a.ndim != 2:
+        raise UsageError(f"audio must be [channels, samples], got shape {a.shape}")
+    if a.shape[0] > 64:
+        raise UsageError(
+            f"audio has {a.shape[0]} channels; expected [channels, samples] (transposed?)"
+        )
+    if a.shape[1] == 0:
+        raise EmptyAudioError("cannot encode an empty signal (0 samples)")
+    a = a.astype(np.float32, copy=False)
+    if not np.all(np.isfinite(a)):
+        raise UsageError("audio contains NaN or infinite samples")
+    return a
+
+
+def _input_index(stream, path: str) -> int:
+    """Index ffmpeg will give the input file ``path`` in the compiled command."""
+    args = ffmpeg.compile(stream)
+    inputs = [args[k + 1] for k, a in enumerate(args[:-1]) if a == "-i"]
+    return inputs.index(path)
+
+
+def _build(streams: list, meta_in, meta_path: Path | None, filename: str, kw: dict):
+    """ffmpeg-python output node; the ffmetadata input (if any) feeds -map_metadata.
+
+    An ffmetadata input has no streams, and ffmpeg-python only emits inputs that a
+    mapped stream comes from, so it is referenced with the optional map ``N:d?``
+    (matches nothing, never an error).
+    """
+    if meta_in is None:
+        return ffmpeg.output(*streams, filename, **kw)
+    kw = dict(kw)
+    kw["map_metadata"] = "1"
+    stream = ffmpeg.output(*streams, meta_in["d?"], filename, **kw)
+    idx = _input_index(stream, str(meta_path))
+    if idx != 1:
+        kw["map_metadata"] = str(idx)
+        stream = ffmpeg.output(*streams, meta_in["d?"], filename, **kw)
+    return stream
+
+
+def encode_array(
+    audio: np.ndarray,
+    sample_rate_hz: int,
+    preset,
+    rung,
+    out_path,
+    metadata: dict | None = None,
+) -> EncodeResult:
+    """Encode float32 ``[C, N]`` audio (fed to ffmpeg as raw f32le on stdin).
+
+    preset: a Preset or a name/path for load_preset. rung: a Rung, or a label/index into
+    ``preset.rungs_for(C)``. metadata: tags to write. Returns an EncodeResult.
+    """
+    a = _as_audio(audio)
+    channels = a.shape[0]
+    p, r = _resolve(preset, rung, channels)
+    out = _check_output(out_path)
+    src = ffmpeg.input("pipe:", format="f32le", ar=int(sample_rate_hz), ac=channels)
+    kw = _output_kwargs(p, r)
+    if p.sample_rate_hz and p.sample_rate_hz != int(sample_rate_hz):
+        kw["af"] = resample_filter(p.sample_rate_hz)
+        kw["ar"] = p.sample_rate_hz
+    if channels > p.max_channels:
+        kw["ac"] = p.max_channels
+    tmp = _temp_path(out)
+    meta_path = meta_in = None
+    try:
+        if metadata:
+            meta_path = _write_ffmetadata(out.parent, b"", metadata)
+            meta_in = ffmpeg.input(str(meta_path), format="ffmetadata")
+        stream = _build([src["a:0"]], meta_in, meta_path, str(tmp), kw)
+        run(stream, input=np.ascontiguousarray(a.T).astype("<f4").tobytes(),
+            what=f"encoding {out.name} with preset '{p.name}' rung {r.label}")
+        return _finish(tmp, out, p, r)
+    finally:
+        tmp.unlink(missing_ok=True)
+        if meta_path is not None:
+            meta_path.unlink(missing_ok=True)
+
+
+def encode_file(
+    in_path,
+    out_path,
+    preset,
+    rung,
+    metadata: dict | None = None,
+    start_s: float | None = None,
+    duration_s: float | None = None,
+    channels: int | None = None,
+) -> EncodeResult:
+    """Encode an audio file with one preset rung, keeping its tags and cover art.
+
+    metadata: extra/overriding tags (e.g. {"comment": "ratecontrol opus 96k MOS 4.31"}).
+    start_s / duration_s: encode only this span. channels: downmix/upmix to this count
+    (None keeps the source's, capped at the preset's max_channels).
+    rung: a Rung, or a label/index into ``preset.rungs_for(output channels)``.
+    """
+    src_path = check_input_path(in_path)
+    info = probe(src_path)
+    out_ch = int(channels) if channels is not None else info.channels
+    p, r = _resolve(preset, rung, min(out_ch, load_preset(preset).max_channels))
+    out = _check_output(out_path, src_path)
+    if start_s is not None and start_s < 0:
+        raise UsageError(f"start_s must be >= 0, got {start_s}")
+    if duration_s is not None and duration_s <= 0:
+        raise UsageError(f"duration_s must be > 0, got {duration_s}")
+    in_kw = {}
+    if start_s:
+        in_kw["ss"] = f"{float(start_s):.6f}"
+    if duration_s is not None:
+        in_kw["t"] = f"{float(duration_s):.6f}"
+    src = ffmpeg.input(str(src_path), **in_kw)
+
+    kw = _output_kwargs(p, r)
+    if p.sample_rate_hz and p.sample_rate_hz != info.sample_rate_hz:
+        kw["af"] = resample_filter(p.sample_rate_hz)
+        kw["ar"] = p.sample_rate_hz
+    if out_ch != info.channels or out_ch > p.max_channels:
+        kw["ac"] = min(out_ch, p.max_channels)
+    streams = [src["a:0"]]
+    cover_ok = _COVER_CODECS.get(p.format, set()) if p.format in _COVER_CODECS else set()
+    if info.cover_art_stream is not None and p.format in _COVER_CODECS:
+        streams.append(src[str(info.cover_art_stream)])
+        if cover_ok is None or info.cover_art_codec in cover_ok:
+            kw["c:v"] = "copy"
+        else:  # e.g. GIF cover into MP4, whose covr atom holds JPEG/PNG/BMP only
+            kw["c:v"] = "png"
+        kw["disposition:v:0"] = "attached_pic"
+
+    tmp = _temp_path(out)
+    meta_path = None
+    try:
+        # source tags (exact ffmetadata dump; Ogg keeps them on the audio stream)
+        dump_kw = {"format": "ffmetadata"}
+        if info.tags_on_stream:
+            dump_kw["map_metadata"] = "0:s:a:0"
+        base, _ = run(ffmpeg.input(str(src_path)).output("pipe:", **dump_kw),
+                      what=f"reading tags of {src_path}")
+        meta_path = _write_ffmetadata(out.parent, base, metadata)
+        meta_in = ffmpeg.input(str(meta_path), format="ffmetadata")
+        stream = _build(streams, meta_in, meta_path, str(tmp), kw)
+        run(stream, what=f"encoding {src_path.name} -> {out.name} with preset "
+                         f"'{p.name}' rung {r.label}")
+        return _finish(tmp, out, p, r)
+    finally:
+        tmp.unlink(missing_ok=True)
+        if meta_path is not None:
+            meta_path.unlink(missing_ok=True)
+
+
+def _delay_at(preset: Preset, sample_rate_hz: int) -> int:
+    """The preset's residual decoder delay converted to ``sample_rate_hz`` samples."""
+    if not preset.decoder_delay_samples:
+        return 0
+    return int(round(preset.decoder_delay_samples * sample_rate_hz
+                     / preset.decoder_delay_rate_hz))
+
+
+def roundtrip_info(audio: np.ndarray, sample_rate_hz: int, preset, rung) -> RoundTrip:
+    """Encode ``audio`` [C, N] with a rung, decode it back; see :func:`roundtrip`."""
+    a = _as_audio(audio)
+    channels, n = a.shape
+    p, r = _resolve(preset, rung, channels)
+    with tempfile.TemporaryDirectory(prefix="ratecontrol-rt-") as td:
+        enc = Path(td) / f"rt{p.extension}"
+        encode_array(a, sample_rate_hz, p, r, enc)
+        size = enc.stat().st_size
+        dec = decode(enc, sample_rate_hz=int(sample_rate_hz), channels=channels)
+    delay = _delay_at(p, int(sample_rate_hz))
+    if delay > 0:
+        dec = dec[:, delay:]
+    elif delay < 0:
+        dec = np.concatenate([np.zeros((channels, -delay), np.float32), dec], axis=1)
+    if dec.shape[1] >= n:
+        dec = dec[:, :n]
+    else:
+        dec = np.concatenate([dec, np.zeros((channels, n - dec.shape[1]), np.float32)], axis=1)
+    dur = n / float(sample_rate_hz)
+    return RoundTrip(audio=np.ascontiguousarray(dec, dtype=np.float32), size_bytes=size,
+                     bitrate_kbps=size * 8 / dur / 1000.0)
+
+
+def roundtrip(audio: np.ndarray, sample_rate_hz: int, preset, rung,
+              return_size: bool = False):
+    """Encode + decode back at ``sample_rate_hz``, aligned sample-accurately, N samples.
+
+    The codec's priming/padding is removed by ffmpeg (Opus pre-skip, the LAME gapless
+    header, the MP4 edit list); any residual constant delay the preset declares is
+    removed here; the result is cut (or zero-padded at the end) to exactly the input's
+    N samples so it lines up with the reference for scoring.
+
+    Returns float32 ``[C, N]``, or ``(audio, size_bytes)`` with ``return_size=True``
+    (size of the whole encoded file, container included). ``roundtrip_info`` returns a
+    RoundTrip with the bitrate too.
+    """
+    rt = roundtrip_info(audio, sample_rate_hz, preset, rung)
+    return (rt.audio, rt.size_bytes) if return_size else rt.audio

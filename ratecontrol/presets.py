@@ -1,0 +1,406 @@
+"""Codec presets: an ffmpeg encoder + container + a ladder of rungs, cheapest first.
+
+Presets live in YAML (``ratecontrol/presets/*.yaml`` are packaged; users may pass a path
+to their own file). Schema (unknown keys are errors, so typos do not pass silently)::
+
+    name: opus                      # required, str
+    description: "..."              # optional, str
+    encoder: libopus                # required, ffmpeg encoder name (-c:a)
+    format: ogg                     # required, ffmpeg muxer (-f)
+    extension: .opus                # required, output file extension
+    sample_rate_hz: 48000           # optional, force the output rate (null: keep input)
+    max_channels: 2                 # optional, more input channels are downmixed (default 8)
+    options: {vbr: "on"}            # optional, ffmpeg output options shared by all rungs
+    decoder_delay_samples: 0        # optional, residual delay after ffmpeg's own handling
+    decoder_delay_rate_hz: 48000    #   ... counted at this rate (required if delay != 0)
+    mono:                           # optional, how rungs_for(1) derives a mono ladder
+      policy: scale                 #   scale | same | rungs
+      scale: 0.5                    #   bitrate rungs: kbps x scale ...
+      valid_kbps: [32, 40, ...]     #   ... snapped to the nearest valid value, deduplicated
+      min_kbps: 6                   #   ... and never below this
+      rungs: [...]                  #   policy "rungs": an explicit mono ladder
+    rungs:                          # required, non-empty, nominal_kbps strictly increasing
+      - label: 64k
+        nominal_kbps: 64            # stereo nominal: for reports and "never above source"
+        options: {"b:a": "64k"}     # ffmpeg output options of this rung
+
+Mono policy: bitrate rungs (those with a ``b:a`` option) are scaled; quality rungs
+(``q:a``) keep their options because the encoder's quality scale already spends fewer
+bits on one channel, only their ``nominal_kbps`` is scaled for reporting.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import yaml
+
+from .errors import EncoderNotAvailableError, PresetError
+
+__all__ = [
+    "Rung",
+    "MonoPolicy",
+    "Preset",
+    "load_preset",
+    "list_presets",
+    "preset_names",
+    "PRESET_DIR",
+]
+
+#: the packaged presets (``package-data: presets/*.yaml`` in pyproject.toml)
+PRESET_DIR = Path(__file__).resolve().parent / "presets"
+
+_TOP_KEYS = {
+    "name": str, "description": str, "encoder": str, "format": str, "extension": str,
+    "sample_rate_hz": (int, type(None)), "max_channels": int, "options": dict,
+    "decoder_delay_samples": int, "decoder_delay_rate_hz": (int, type(None)),
+    "mono": dict, "rungs": list,
+}
+_REQUIRED_TOP = ("name", "encoder", "format", "extension", "rungs")
+_RUNG_KEYS = {"label": str, "nominal_kbps": (int, float), "options": dict}
+_MONO_KEYS = {"policy": str, "scale": (int, float), "valid_kbps": list,
+              "min_kbps": (int, float), "rungs": list}
+_OPTION_VALUE = (str, int, float)
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One step of a ladder."""
+
+    index: int
+    label: str
+    #: stereo nominal bitrate (for reports and the "never above source bitrate" rule)
+    nominal_kbps: float
+    #: ffmpeg output options of this rung, e.g. {"b:a": "64k"} or {"q:a": 2}
+    options: dict = field(default_factory=dict, hash=False, compare=True)
+
+    @property
+    def bitrate_kbps(self) -> float | None:
+        """The ``b:a`` value in kbps for bitrate rungs, None for quality rungs."""
+        val = self.options.get("b:a")
+        return None if val is None else _parse_kbps(val)
+
+
+@dataclass(frozen=True)
+class MonoPolicy:
+    """How a stereo ladder becomes a mono ladder (see module docstring)."""
+
+    policy: str = "scale"
+    scale: float = 0.5
+    valid_kbps: tuple[float, ...] | None = None
+    min_kbps: float = 0.0
+    rungs: tuple[Rung, ...] = ()
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    encoder: str
+    format: str
+    extension: str
+    sample_rate_hz: int | None
+    rungs: tuple[Rung, ...]
+    mono: MonoPolicy = MonoPolicy()
+    max_channels: int = 8
+    #: ffmpeg output options shared by every rung (e.g. {"vbr": "on"})
+    options: dict = field(default_factory=dict, hash=False)
+    #: residual decoder delay left after ffmpeg's own priming removal, at the rate below
+    decoder_delay_samples: int = 0
+    decoder_delay_rate_hz: int | None = None
+    source_path: Path | None = None
+
+    @property
+    def is_bitrate_ladder(self) -> bool:
+        return all(r.bitrate_kbps is not None for r in self.rungs)
+
+    def rungs_for(self, channels: int) -> tuple[Rung, ...]:
+        """The ladder to use for a source with ``channels`` channels.
+
+        2 channels: the ladder as written. 1 channel: the mono policy. More than 2:
+        bitrate rungs scale by ``min(channels, max_channels) / 2`` (same bits per
+        channel pair as stereo); quality rungs keep their options.
+        """
+        if channels < 1:
+            raise PresetError(f"preset '{self.name}': channels must be >= 1, got {channels}")
+        eff = min(int(channels), self.max_channels)
+        if eff == 2:
+            return self.rungs
+        if eff == 1:
+            if self.mono.policy == "same":
+                return self.rungs
+            if self.mono.policy == "rungs":
+                return self.mono.rungs
+            return self._scaled(self.mono.scale, self.mono.valid_kbps, self.mono.min_kbps)
+        return self._scaled(eff / 2.0, self.mono.valid_kbps, 0.0)
+
+    def _scaled(self, scale, valid, min_kbps) -> tuple[Rung, ...]:
+        out: list[Rung] = []
+        seen: set[float] = set()
+        for r in self.rungs:
+            br = r.bitrate_kbps
+            if br is None:  # quality rung: same encoder setting, nominal scaled
+                out.append(replace(r, index=len(out), nominal_kbps=r.nominal_kbps * scale))
+                continue
+            kbps = max(br * scale, min_kbps)
+            if valid:
+                kbps = min(valid, key=lambda v: (abs(v - kbps), v))
+            kbps = float(round(kbps))
+            if kbps in seen:
+                continue
+            seen.add(kbps)
+            opts = dict(r.options)
+            opts["b:a"] = f"{int(kbps)}k"
+            out.append(Rung(index=len(out), label=f"{int(kbps)}k", nominal_kbps=kbps,
+                            options=opts))
+        return tuple(out)
+
+    def rung(self, label_or_index, channels: int = 2) -> Rung:
+        """Look a rung up by label ("64k", "V2") or index in ``rungs_for(channels)``."""
+        ladder = self.rungs_for(channels)
+        if isinstance(label_or_index, int):
+            if 0 <= label_or_index < len(ladder):
+                return ladder[label_or_index]
+        else:
+            for r in ladder:
+                if r.label == str(label_or_index):
+                    return r
+        raise PresetError(
+            f"preset '{self.name}' has no rung {label_or_index!r} for {channels} "
+            f"channel(s); rungs are {', '.join(r.label for r in ladder)}"
+        )
+
+    def check_available(self) -> None:
+        """Raise EncoderNotAvailableError if this ffmpeg lacks the preset's encoder."""
+        from .media._ffmpeg import available_encoders, ffmpeg_path, ffmpeg_version
+
+        if self.encoder in available_encoders():
+            return
+        hint = ""
+        if self.encoder.startswith("lib"):
+            hint = f" built with --enable-{self.encoder.replace('_', '-')}"
+        raise EncoderNotAvailableError(
+            f"preset '{self.name}' needs ffmpeg encoder '{self.encoder}', which this "
+            f"ffmpeg ({ffmpeg_path()}, version {ffmpeg_version()}) lacks; install an "
+            f"ffmpeg{hint} and point RATECONTROL_FFMPEG at it"
+        )
+
+    @property
+    def available(self) -> bool:
+        try:
+            self.check_available()
+        except EncoderNotAvailableError:
+            return False
+        return True
+
+
+def _parse_kbps(val) -> float:
+    """'64k' / '64000' / 64000 / '1.5M' -> kbps."""
+    if isinstance(val, (int, float)):
+        return float(val) / 1000.0
+    m = re.fullmatch(r"\s*([\d.]+)\s*([kKmM]?)\s*", str(val))
+    if not m:
+        raise ValueError(f"not a bitrate: {val!r}")
+    num = float(m.group(1))
+    unit = m.group(2).lower()
+    return num if unit == "k" else num * 1000.0 if unit == "m" else num / 1000.0
+
+
+def _type_name(t) -> str:
+    ts = t if isinstance(t, tuple) else (t,)
+    return " or ".join("null" if x is type(None) else x.__name__ for x in ts)
+
+
+def _check_type(src, key, val, t):
+    # bool is an int subclass; a YAML "yes" where a number is expected is still wrong
+    if isinstance(val, bool) and bool not in (t if isinstance(t, tuple) else (t,)):
+        raise PresetError(f"{src}: key '{key}' must be {_type_name(t)}, got a boolean")
+    if not isinstance(val, t):
+        raise PresetError(
+            f"{src}: key '{key}' must be {_type_name(t)}, got {type(val).__name__} {val!r}"
+        )
+
+
+def _check_options(src, where, opts):
+    for k, v in opts.items():
+        if not isinstance(k, str) or not isinstance(v, _OPTION_VALUE) or isinstance(v, bool):
+            raise PresetError(
+                f"{src}: key '{where}.{k}' must map an option name to a string or number, "
+                f"got {v!r}"
+            )
+
+
+def _parse_rungs(src, where, raw) -> tuple[Rung, ...]:
+    if not raw:
+        raise PresetError(f"{src}: key '{where}' is empty; a ladder needs at least one rung")
+    rungs: list[Rung] = []
+    for i, item in enumerate(raw):
+        here = f"{where}[{i}]"
+        if not isinstance(item, dict):
+            raise PresetError(f"{src}: key '{here}' must be a mapping with label, "
+                              "nominal_kbps, options")
+        for k in item:
+            if k not in _RUNG_KEYS:
+                raise PresetError(f"{src}: unknown key '{here}.{k}' (allowed: "
+                                  f"{', '.join(_RUNG_KEYS)})")
+        for k, t in _RUNG_KEYS.items():
+            if k not in item:
+                raise PresetError(f"{src}: missing key '{here}.{k}'")
+            _check_type(src, f"{here}.{k}", item[k], t)
+        _check_options(src, f"{here}.options", item["options"])
+        if "b:a" in item["options"]:
+            try:
+                _parse_kbps(item["options"]["b:a"])
+            except ValueError:
+                raise PresetError(f"{src}: key '{here}.options.b:a' is not a bitrate: "
+                                  f"{item['options']['b:a']!r}") from None
+        nominal = float(item["nominal_kbps"])
+        if not math.isfinite(nominal) or nominal <= 0:
+            raise PresetError(f"{src}: key '{here}.nominal_kbps' must be > 0, got {nominal}")
+        if rungs and nominal <= rungs[-1].nominal_kbps:
+            raise PresetError(
+                f"{src}: key '{here}.nominal_kbps' ({nominal:g}) must be greater than the "
+                f"previous rung's ({rungs[-1].nominal_kbps:g}); ladders go cheapest first"
+            )
+        rungs.append(Rung(index=i, label=item["label"], nominal_kbps=nominal,
+                          options=dict(item["options"])))
+    labels = [r.label for r in rungs]
+    if len(set(labels)) != len(labels):
+        raise PresetError(f"{src}: key '{where}' has duplicate labels {labels}")
+    return tuple(rungs)
+
+
+def parse_preset(data, source: str | Path | None = None) -> Preset:
+    """Validate a loaded YAML mapping and build a Preset (errors name file and key)."""
+    src = str(source) if source is not None else "<preset>"
+    if not isinstance(data, dict):
+        raise PresetError(f"{src}: a preset file must be a YAML mapping, got "
+                          f"{type(data).__name__}")
+    for k in data:
+        if k not in _TOP_KEYS:
+            raise PresetError(f"{src}: unknown key '{k}' (allowed: {', '.join(_TOP_KEYS)})")
+    for k in _REQUIRED_TOP:
+        if k not in data:
+            raise PresetError(f"{src}: missing key '{k}'")
+    for k, v in data.items():
+        _check_type(src, k, v, _TOP_KEYS[k])
+    if not data["extension"].startswith("."):
+        raise PresetError(f"{src}: key 'extension' must start with '.', got "
+                          f"{data['extension']!r}")
+    opts = data.get("options") or {}
+    _check_options(src, "options", opts)
+    rungs = _parse_rungs(src, "rungs", data["rungs"])
+
+    mono_raw = data.get("mono") or {}
+    for k in mono_raw:
+        if k not in _MONO_KEYS:
+            raise PresetError(f"{src}: unknown key 'mono.{k}' (allowed: "
+                              f"{', '.join(_MONO_KEYS)})")
+    for k, v in mono_raw.items():
+        _check_type(src, f"mono.{k}", v, _MONO_KEYS[k])
+    policy = mono_raw.get("policy", "scale")
+    if policy not in ("scale", "same", "rungs"):
+        raise PresetError(f"{src}: key 'mono.policy' must be scale, same or rungs, got "
+                          f"{policy!r}")
+    if policy == "rungs" and "rungs" not in mono_raw:
+        raise PresetError(f"{src}: missing key 'mono.rungs' (mono.policy is 'rungs')")
+    valid = mono_raw.get("valid_kbps")
+    if valid is not None and (not valid or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in valid)):
+        raise PresetError(f"{src}: key 'mono.valid_kbps' must be a non-empty list of numbers")
+    scale = float(mono_raw.get("scale", 0.5))
+    if not 0 < scale <= 1:
+        raise PresetError(f"{src}: key 'mono.scale' must be in (0, 1], got {scale}")
+    mono = MonoPolicy(
+        policy=policy,
+        scale=scale,
+        valid_kbps=tuple(float(v) for v in valid) if valid else None,
+        min_kbps=float(mono_raw.get("min_kbps", 0.0)),
+        rungs=_parse_rungs(src, "mono.rungs", mono_raw["rungs"]) if policy == "rungs" else (),
+    )
+    delay = data.get("decoder_delay_samples", 0)
+    delay_rate = data.get("decoder_delay_rate_hz")
+    if delay and not delay_rate:
+        raise PresetError(f"{src}: missing key 'decoder_delay_rate_hz' "
+                          "(decoder_delay_samples is not 0)")
+    sr = data.get("sample_rate_hz")
+    if sr is not None and sr <= 0:
+        raise PresetError(f"{src}: key 'sample_rate_hz' must be > 0, got {sr}")
+    max_ch = data.get("max_channels", 8)
+    if max_ch < 1:
+        raise PresetError(f"{src}: key 'max_channels' must be >= 1, got {max_ch}")
+    return Preset(
+        name=data["name"],
+        description=data.get("description", ""),
+        encoder=data["encoder"],
+        format=data["format"],
+        extension=data["extension"],
+        sample_rate_hz=sr,
+        rungs=rungs,
+        mono=mono,
+        max_channels=max_ch,
+        options=dict(opts),
+        decoder_delay_samples=int(delay),
+        decoder_delay_rate_hz=delay_rate,
+        source_path=Path(source) if source is not None else None,
+    )
+
+
+def _load_file(path: Path) -> Preset:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PresetError(f"{path}: cannot read preset file ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "syntax error"
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise PresetError(f"{path}: invalid YAML{where}: {first}") from None
+    return parse_preset(data, path)
+
+
+@functools.lru_cache(maxsize=None)
+def _packaged() -> dict[str, Preset]:
+    presets: dict[str, Preset] = {}
+    for f in sorted(PRESET_DIR.glob("*.yaml")):
+        p = _load_file(f)
+        if p.name in presets:
+            raise PresetError(f"{f}: key 'name' {p.name!r} is already used by "
+                              f"{presets[p.name].source_path}")
+        presets[p.name] = p
+    return presets
+
+
+def preset_names() -> list[str]:
+    """Names of the packaged presets."""
+    return list(_packaged())
+
+
+def list_presets() -> list[Preset]:
+    """All packaged presets (including ones whose encoder this ffmpeg lacks)."""
+    return list(_packaged().values())
+
+
+def load_preset(name_or_path) -> Preset:
+    """A packaged preset by name (``"opus"``), or a user's YAML file by path."""
+    if isinstance(name_or_path, Preset):
+        return name_or_path
+    text = str(name_or_path)
+    packaged = _packaged()
+    if text in packaged:
+        return packaged[text]
+    path = Path(text).expanduser()
+    looks_like_path = path.suffix.lower() in (".yaml", ".yml") or "/" in text or "\\" in text
+    if looks_like_path:
+        if not path.is_file():
+            raise PresetError(f"preset file not found: {path} (check the path)")
+        return _load_file(path)
+    raise PresetError(
+        f"unknown preset '{text}'; choose one of {', '.join(packaged)} or pass a path to "
+        "a preset .yaml file"
+    )
