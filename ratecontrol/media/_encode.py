@@ -238,6 +238,7 @@ def encode_file(
     start_s: float | None = None,
     duration_s: float | None = None,
     channels: int | None = None,
+    sample_rate_hz: int | None = None,
 ) -> EncodeResult:
     """Encode an audio file with one preset rung, keeping its tags and cover art.
 
@@ -245,6 +246,8 @@ def encode_file(
     start_s / duration_s: encode only this span. channels: downmix/upmix to this count
     (None keeps the source's, capped at the preset's max_channels).
     rung: a Rung, or a label/index into ``preset.rungs_for(output channels)``.
+    sample_rate_hz: output rate (the preset's own forced rate wins), so the final encode
+    is made at the rate the search probed at.
     """
     src_path = check_input_path(in_path)
     info = probe(src_path)
@@ -263,9 +266,10 @@ def encode_file(
     src = ffmpeg.input(str(src_path), **in_kw)
 
     kw = _output_kwargs(p, r)
-    if p.sample_rate_hz and p.sample_rate_hz != info.sample_rate_hz:
-        kw["af"] = resample_filter(p.sample_rate_hz)
-        kw["ar"] = p.sample_rate_hz
+    out_rate = p.sample_rate_hz or sample_rate_hz
+    if out_rate and out_rate != info.sample_rate_hz:
+        kw["af"] = resample_filter(out_rate)
+        kw["ar"] = out_rate
     if out_ch != info.channels or out_ch > p.max_channels:
         kw["ac"] = min(out_ch, p.max_channels)
     streams = [src["a:0"]]
