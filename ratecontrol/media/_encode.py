@@ -122,6 +122,28 @@ def _write_ffmetadata(dest_dir: Path, base: bytes, extra: dict | None) -> Path:
     return Path(tmp)
 
 
+#: Vorbis I channel mapping (Vorbis spec section 4.3.9, reused by Opus mapping family 1,
+#: RFC 7845 section 5.1.1.2): the only layouts libopus accepts for 3..8 channels. FLAC
+#: 5.1 decodes as "5.1(side)", which libopus refuses ("Invalid channel layout 5.1(side)
+#: for specified mapping family -1"); aformat makes swr move SL/SR onto BL/BR (gain 1).
+_VORBIS_LAYOUTS = {3: "3.0", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
+
+
+def _add_filters(kw: dict, out_rate: int | None, preset: Preset, in_rate: int,
+                 in_ch: int, out_ch: int) -> None:
+    """Resampling / channel-count / layout options for one encode (edits ``kw``)."""
+    filters = []
+    if out_ch != in_ch:
+        kw["ac"] = out_ch
+    if preset.encoder in ("libopus", "libvorbis") and out_ch in _VORBIS_LAYOUTS:
+        filters.append(f"aformat=channel_layouts={_VORBIS_LAYOUTS[out_ch]}")
+    if out_rate and int(out_rate) != int(in_rate):
+        filters.append(resample_filter(int(out_rate)))
+        kw["ar"] = int(out_rate)
+    if filters:
+        kw["af"] = ",".join(filters)
+
+
 def _output_kwargs(preset: Preset, rung: Rung) -> dict:
     kw = {"acodec": preset.encoder, "format": preset.format}
     kw.update(preset.options)
@@ -133,6 +155,10 @@ def _finish(tmp: Path, out: Path, preset: Preset, rung: Rung) -> EncodeResult:
     size = tmp.stat().st_size
     if size == 0:
         raise OutputError(f"ffmpeg wrote an empty file for {out}; nothing was saved")
+    # mkstemp creates 0600 files; give the result the permissions a normal file gets
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     os.replace(tmp, out)
     try:
         dur = probe(out).duration_s or 0.0
@@ -208,11 +234,8 @@ def encode_array(
     out = _check_output(out_path)
     src = ffmpeg.input("pipe:", format="f32le", ar=int(sample_rate_hz), ac=channels)
     kw = _output_kwargs(p, r)
-    if p.sample_rate_hz and p.sample_rate_hz != int(sample_rate_hz):
-        kw["af"] = resample_filter(p.sample_rate_hz)
-        kw["ar"] = p.sample_rate_hz
-    if channels > p.max_channels:
-        kw["ac"] = p.max_channels
+    _add_filters(kw, p.sample_rate_hz, p, int(sample_rate_hz), channels,
+                 min(channels, p.max_channels))
     tmp = _temp_path(out)
     meta_path = meta_in = None
     try:
@@ -266,16 +289,12 @@ def encode_file(
     src = ffmpeg.input(str(src_path), **in_kw)
 
     kw = _output_kwargs(p, r)
-    out_rate = p.sample_rate_hz or sample_rate_hz
-    if out_rate and out_rate != info.sample_rate_hz:
-        kw["af"] = resample_filter(out_rate)
-        kw["ar"] = out_rate
-    if out_ch != info.channels or out_ch > p.max_channels:
-        kw["ac"] = min(out_ch, p.max_channels)
+    _add_filters(kw, p.sample_rate_hz or sample_rate_hz, p, info.sample_rate_hz,
+                 info.channels, min(out_ch, p.max_channels))
     streams = [src["a:0"]]
-    cover_ok = _COVER_CODECS.get(p.format, set()) if p.format in _COVER_CODECS else set()
     if info.cover_art_stream is not None and p.format in _COVER_CODECS:
         streams.append(src[str(info.cover_art_stream)])
+        cover_ok = _COVER_CODECS[p.format]
         if cover_ok is None or info.cover_art_codec in cover_ok:
             kw["c:v"] = "copy"
         else:  # e.g. GIF cover into MP4, whose covr atom holds JPEG/PNG/BMP only
