@@ -1,4 +1,11 @@
-"""Shared fixtures: a seeded RNG and the real recordings in ../shared/audio."""
+"""Shared fixtures: a seeded RNG, the real recordings in ../shared/audio, synth signals.
+
+Signals are float32 ``[channels, samples]`` in [-1, 1], like ``ratecontrol.media.decode``
+returns. Use the ``synth`` fixture (seeded) rather than hand-rolling test audio::
+
+    def test_x(synth):
+        x = synth.transients(44100, channels=2, duration_s=1.0)
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,3 +26,65 @@ def shared_audio() -> Path:
     if not SHARED_AUDIO.is_dir():
         pytest.skip("../shared/audio is not present")
     return SHARED_AUDIO
+
+
+class Synth:
+    """Deterministic test signals; every method returns float32 [channels, N]."""
+
+    def __init__(self, seed: int = 1234):
+        self.rng = np.random.default_rng(seed)
+
+    @staticmethod
+    def _n(sample_rate_hz: int, duration_s: float) -> int:
+        return int(round(sample_rate_hz * duration_s))
+
+    def tone(self, sample_rate_hz: int, channels: int = 1, duration_s: float = 1.0,
+             freq_hz: float = 440.0, amplitude: float = 0.5) -> np.ndarray:
+        """A sine; channel c is detuned by c * 1.5 % so channels are not identical."""
+        t = np.arange(self._n(sample_rate_hz, duration_s)) / sample_rate_hz
+        rows = [amplitude * np.sin(2 * np.pi * freq_hz * (1 + 0.015 * c) * t)
+                for c in range(channels)]
+        return np.asarray(rows, dtype=np.float32)
+
+    def noise(self, sample_rate_hz: int, channels: int = 1, duration_s: float = 1.0,
+              amplitude: float = 0.25) -> np.ndarray:
+        """White Gaussian noise, independent per channel, clipped to [-1, 1]."""
+        x = amplitude * self.rng.standard_normal((channels, self._n(sample_rate_hz,
+                                                                     duration_s)))
+        return np.clip(x, -1, 1).astype(np.float32)
+
+    def chirp(self, sample_rate_hz: int, channels: int = 1, duration_s: float = 1.0,
+              f0_hz: float = 50.0, f1_hz: float | None = None,
+              amplitude: float = 0.5) -> np.ndarray:
+        """Exponential sine sweep f0 -> f1 (default 0.45 * rate), same on all channels."""
+        from scipy.signal import chirp as _chirp
+
+        f1 = f1_hz if f1_hz is not None else 0.45 * sample_rate_hz
+        t = np.arange(self._n(sample_rate_hz, duration_s)) / sample_rate_hz
+        x = amplitude * _chirp(t, f0=f0_hz, t1=max(duration_s, 1e-9), f1=f1,
+                               method="logarithmic")
+        return np.repeat(x[None, :], channels, axis=0).astype(np.float32)
+
+    def transients(self, sample_rate_hz: int, channels: int = 1, duration_s: float = 1.0,
+                   n_events: int | None = None, amplitude: float = 0.6) -> np.ndarray:
+        """Decaying noise bursts at random onsets over a quiet tone bed.
+
+        Sharp onsets make cross-correlation peaks unambiguous (unlike pure tones), so
+        this is the signal for delay / alignment checks.
+        """
+        n = self._n(sample_rate_hz, duration_s)
+        events = n_events if n_events is not None else max(4, int(12 * duration_s))
+        x = 0.05 * self.tone(sample_rate_hz, channels, duration_s, 330.0, 1.0).astype(
+            np.float64)
+        burst = max(16, int(0.015 * sample_rate_hz))  # 15 ms bursts, 3 ms decay
+        env = np.exp(-np.arange(burst) / (0.003 * sample_rate_hz))
+        for _ in range(events):
+            start = int(self.rng.integers(0, max(1, n - burst)))
+            seg = self.rng.standard_normal((channels, burst)) * env
+            x[:, start:start + burst] += amplitude * seg[:, : n - start]
+        return np.clip(x, -1, 1).astype(np.float32)
+
+
+@pytest.fixture
+def synth() -> Synth:
+    return Synth(1234)
