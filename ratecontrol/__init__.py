@@ -1,3 +1,68 @@
-"""ratecontrol: encode audio at the lowest bitrate that meets a perceptual quality target."""
+"""ratecontrol: encode audio at the lowest bitrate that meets a perceptual quality target.
+
+    >>> import ratecontrol
+    >>> res = ratecontrol.encode("song.flac", target_mos=4.2, codec="opus")
+    >>> res.output_path, res.bitrate_kbps, res.pooled_mos
+
+Scores are ViSQOL v3 audio-mode MOS-LQO (1 .. ~4.73 for identical signals).
+"""
+from ratecontrol.api import encode, score, select_bitrate
+from ratecontrol.errors import (
+    DatasetError,
+    EmptyAudioError,
+    EncoderNotAvailableError,
+    FFmpegError,
+    FFmpegNotFoundError,
+    InputError,
+    InputNotFoundError,
+    ModelError,
+    NotAudioError,
+    OutputError,
+    PresetError,
+    RatecontrolError,
+    TargetNotReachable,
+    UsageError,
+)
+from ratecontrol.presets import Preset, Rung, list_presets, load_preset
+from ratecontrol.results import EncodeResult, Probe, ScoreResult, SearchResult
+from ratecontrol.scoring import DEFAULT_POOL, available_scorers, get_scorer, register_scorer
+
 __version__ = "0.1.0"
-__all__ = ["__version__"]
+
+__all__ = [
+    "__version__",
+    # library entry points
+    "encode",
+    "select_bitrate",
+    "score",
+    # results
+    "EncodeResult",
+    "SearchResult",
+    "ScoreResult",
+    "Probe",
+    # presets
+    "Preset",
+    "Rung",
+    "load_preset",
+    "list_presets",
+    # scoring backends
+    "get_scorer",
+    "register_scorer",
+    "available_scorers",
+    "DEFAULT_POOL",
+    # errors
+    "RatecontrolError",
+    "UsageError",
+    "InputError",
+    "InputNotFoundError",
+    "NotAudioError",
+    "EmptyAudioError",
+    "OutputError",
+    "PresetError",
+    "EncoderNotAvailableError",
+    "FFmpegError",
+    "FFmpegNotFoundError",
+    "TargetNotReachable",
+    "ModelError",
+    "DatasetError",
+]

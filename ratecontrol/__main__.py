@@ -1,0 +1,3 @@
+from ratecontrol.cli import main
+
+main()

@@ -1,0 +1,180 @@
+"""`ratecontrol` command line: thin click commands over the library.
+
+Only this module turns RatecontrolError into exit codes: one line on stderr, no traceback
+(set RATECONTROL_DEBUG=1 to see one for an unexpected error).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import traceback
+
+import click
+
+from ratecontrol.errors import RatecontrolError, TargetNotReachable
+from ratecontrol.scoring.pooling import DEFAULT_POOL, POOL_HELP
+
+__all__ = ["cli", "main"]
+
+
+def _fmt(x: float | None, spec: str = ".3f") -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+
+
+def _probe_line(p) -> str:
+    mark = "pass" if p.passed else "fail"
+    worst = _fmt(p.worst_mos, ".2f") if p.window_mos else "n/a"
+    size = f"  {p.actual_kbps:6.1f} kbps actual" if p.actual_kbps else ""
+    return (f"  probe {p.rung_label:>8} ({p.bitrate_kbps:g} kbps nominal){size}: "
+            f"pooled {_fmt(p.pooled_mos)}  worst {worst}  {mark}  [{p.seconds:.1f} s]")
+
+
+def _echo_json(obj) -> None:
+    click.echo(json.dumps(obj, indent=2, allow_nan=False))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="ratecontrol")
+def cli() -> None:
+    """Encode audio at the lowest bitrate that still meets a ViSQOL quality target."""
+
+
+_scorer_opt = click.option("--scorer", default=None, help="Scoring backend: visqol (exact) or learned (fast).")
+_pool_opt = click.option("--pool", default=DEFAULT_POOL, show_default=True, help=f"Pooling of window scores: {POOL_HELP}.")
+_jobs_opt = click.option("-j", "--jobs", type=int, default=None, help="Processes for scoring (default: scorer's own).")
+_hop_opt = click.option("--hop", "hop_s", type=float, default=1.0, show_default=True, help="Window hop in seconds.")
+
+
+@cli.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=str))
+@click.option("--target-mos", type=float, required=True, help="Quality target on the ViSQOL MOS scale (1..5; identity ~4.73).")
+@click.option("--codec", default="opus", show_default=True, help="Preset name (see `ratecontrol presets`) or a preset YAML file.")
+@click.option("-o", "--output", default=None, type=click.Path(path_type=str), help="Output file (default: INPUT with the preset's extension).")
+@_scorer_opt
+@_pool_opt
+@_hop_opt
+@_jobs_opt
+@click.option("--best-effort", is_flag=True, help="If even the top rung misses the target, encode at the top rung anyway.")
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists (never the input).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+def encode(input_path, target_mos, codec, output, scorer, pool, hop_s, jobs, best_effort, overwrite, as_json):
+    """Encode INPUT at the cheapest rung of a codec ladder that meets --target-mos."""
+    from ratecontrol.api import encode as _encode
+
+    if not as_json:
+        click.echo(f"{input_path}: searching '{codec}' for {pool} MOS >= {target_mos:g}", err=True)
+    res = _encode(
+        input_path, output, target_mos=target_mos, codec=codec, scorer=scorer, pool=pool, hop_s=hop_s,
+        best_effort=best_effort, overwrite=overwrite, jobs=jobs,
+        on_probe=None if as_json else (lambda p: click.echo(_probe_line(p), err=True)),
+    )
+    if as_json:
+        _echo_json(res.to_dict())
+        return
+    s = res.search
+    for note in s.notes:
+        click.echo(f"  note: {note}", err=True)
+    status = "target met" if s.reached else "TARGET NOT MET (best effort)"
+    click.echo(
+        f"{res.output_path}: {s.preset} {res.rung_label} ({res.bitrate_kbps:g} kbps), {s.pool} MOS "
+        f"{_fmt(res.pooled_mos)} vs target {s.target_mos:g}: {status}; {len(s.probes)} probes, "
+        f"{res.output_bytes / 1e6:.2f} MB ({100 * res.output_bytes / max(res.input_bytes, 1):.1f}% of input), {res.seconds:.1f} s"
+    )
+
+
+@cli.command()
+@click.argument("reference", type=click.Path(path_type=str))
+@click.argument("degraded", type=click.Path(path_type=str))
+@_scorer_opt
+@_pool_opt
+@_hop_opt
+@_jobs_opt
+@click.option("--no-align", is_flag=True, help="Do not search for a delay between the two files.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+def score(reference, degraded, scorer, pool, hop_s, jobs, no_align, as_json):
+    """Score DEGRADED against REFERENCE, per window and pooled."""
+    from ratecontrol.api import score as _score
+
+    res = _score(reference, degraded, scorer=scorer, pool=pool, hop_s=hop_s, align_signals=not no_align, jobs=jobs)
+    if as_json:
+        _echo_json(res.to_dict())
+        return
+    for t, c, m in zip(res.window_start_s, res.window_channel, res.window_mos):
+        click.echo(f"  ch{c} {t:8.2f} s  {m:.3f}")
+    click.echo(f"{res.scorer} {res.pool} MOS {_fmt(res.pooled_mos)} over {len(res.window_mos)} windows "
+               f"(delay {res.delay_samples} samples at 44.1 kHz)")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+def presets(as_json):
+    """List the packaged codec presets and whether this ffmpeg can run them."""
+    from ratecontrol.media import available_encoders
+    from ratecontrol.presets import list_presets
+
+    enc = available_encoders()
+    rows = []
+    for p in list_presets():
+        rows.append({
+            "name": p.name, "encoder": p.encoder, "available": p.encoder in enc, "extension": p.extension,
+            "rungs": [r.label for r in p.rungs], "kbps": [r.nominal_kbps for r in p.rungs], "description": p.description,
+        })
+    if as_json:
+        _echo_json(rows)
+        return
+    for r in rows:
+        ok = "ok " if r["available"] else "n/a"
+        click.echo(f"{ok} {r['name']:<14} {r['encoder']:<11} {r['extension']:<6} "
+                   f"{r['kbps'][0]:g}..{r['kbps'][-1]:g} kbps, {len(r['rungs'])} rungs  {r['description']}")
+
+
+@cli.command()
+def doctor():
+    """Show which ffmpeg is used and which presets it can run."""
+    from ratecontrol.media import available_encoders, ffmpeg_path, ffmpeg_version
+    from ratecontrol.presets import list_presets
+    from ratecontrol.scoring.base import available_scorers
+
+    click.echo(f"ffmpeg: {ffmpeg_path()} (version {ffmpeg_version()})")
+    src = ("RATECONTROL_FFMPEG" if os.environ.get("RATECONTROL_FFMPEG") else "PATH or imageio-ffmpeg")
+    click.echo(f"  chosen via: {src}")
+    enc = available_encoders()
+    for p in list_presets():
+        click.echo(f"  preset {p.name:<14} needs {p.encoder:<11} {'available' if p.encoder in enc else 'MISSING'}")
+    click.echo(f"scorers: {', '.join(available_scorers())}")
+    try:
+        import torch
+
+        click.echo(f"torch {torch.__version__}, CUDA {'available' if torch.cuda.is_available() else 'not available'}")
+    except Exception as exc:  # report, never crash the doctor
+        click.echo(f"torch: not importable ({exc})")
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except TargetNotReachable as exc:
+        click.echo(f"error: {exc}", err=True)
+        if exc.result is not None:
+            for p in exc.result.probes:
+                click.echo(_probe_line(p), err=True)
+        sys.exit(exc.exit_code)
+    except RatecontrolError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # a bug: one line unless asked for the traceback
+        if os.environ.get("RATECONTROL_DEBUG"):
+            traceback.print_exc()
+        click.echo(f"internal error: {type(exc).__name__}: {exc} (set RATECONTROL_DEBUG=1 for a traceback; please report it)", err=True)
+        sys.exit(70)

@@ -1,0 +1,123 @@
+"""End-to-end library behaviour with real ffmpeg, real codecs and real ViSQOL.
+
+Signals are short (3 s) so each search costs a few seconds of ViSQOL.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import ratecontrol
+from ratecontrol import errors
+from ratecontrol.api import encode, score, select_bitrate
+
+SR = 44_100
+
+
+def music_like(seconds=3.0, sr=SR, channels=2, seed=0):
+    """Harmonic notes, a noise hi-hat and decaying transients: hard enough for codecs."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * sr)
+    t = np.arange(n) / sr
+    out = np.zeros((channels, n), np.float32)
+    for c in range(channels):
+        x = np.zeros(n)
+        for k, f0 in enumerate([220.0, 277.2, 329.6, 440.0]):
+            env = np.clip(np.sin(np.pi * ((t * (k + 1) * 0.7 + c * 0.1) % 1.0)), 0, None)
+            x += 0.12 * env * sum(np.sin(2 * np.pi * f0 * h * t + c) / h for h in range(1, 9))
+        hat = rng.standard_normal(n) * (np.exp(-((t * 8) % 1.0) * 30))
+        x += 0.08 * hat
+        out[c] = x
+    return (0.8 * out / np.abs(out).max()).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def song(tmp_path_factory):
+    p = tmp_path_factory.mktemp("in") / "song.wav"
+    sf.write(p, music_like().T, SR, subtype="PCM_16")
+    return p
+
+
+def test_identity_scores_near_top(song):
+    res = score(song, song, scorer="visqol", pool="mean")
+    assert res.pooled_mos > 4.6
+    assert res.delay_samples == 0
+    assert len(res.window_mos) == 6  # 3 windows x 2 channels
+
+
+def test_score_recovers_delay_and_drops_with_degradation(tmp_path):
+    ref = music_like(seconds=3.0, channels=1)
+    delayed = np.concatenate([np.zeros((1, 1234), np.float32), ref[:, :-1234]], axis=1)
+    res = score(ref, delayed, scorer="visqol", sample_rate_hz=SR, pool="mean")
+    assert res.delay_samples == 1234
+    noisy = ref + 0.05 * np.random.default_rng(0).standard_normal(ref.shape).astype(np.float32)
+    worse = score(ref, noisy, scorer="visqol", sample_rate_hz=SR, pool="mean")
+    assert worse.pooled_mos < res.pooled_mos - 0.3
+
+
+def test_search_meets_target_and_rung_below_fails(song):
+    res = select_bitrate(song, target_mos=4.3, codec="opus", scorer="visqol")
+    assert res.reached and res.chosen.passed
+    assert res.chosen.pooled_mos >= 4.3
+    probed = {p.rung_index: p for p in res.probes}
+    if res.chosen.rung_index > 0:
+        assert not probed[res.chosen.rung_index - 1].passed
+    # MOS rises with bitrate across whatever was probed
+    ordered = sorted(res.probes, key=lambda p: p.rung_index)
+    assert ordered[0].pooled_mos < ordered[-1].pooled_mos
+
+
+def test_array_input_matches_contract():
+    audio = music_like(seconds=2.0)
+    res = select_bitrate(audio, sample_rate_hz=SR, target_mos=3.5, codec="opus", scorer="visqol")
+    assert res.chosen.pooled_mos >= 3.5
+    with pytest.raises(errors.UsageError):
+        select_bitrate(audio, target_mos=3.5, codec="opus", scorer="visqol")
+
+
+def test_encode_writes_output_with_tag(song, tmp_path):
+    out = tmp_path / "out.opus"
+    res = encode(song, out, target_mos=4.0, codec="opus", scorer="visqol")
+    assert out.exists() and res.output_bytes == out.stat().st_size
+    from ratecontrol import media
+
+    info = media.probe(out)
+    assert info.codec == "opus"
+    assert "ratecontrol" in json.dumps(info.tags).lower()
+    assert not list(tmp_path.glob("*.tmp*")), "no temp files left behind"
+    # never overwrite without asking
+    with pytest.raises(errors.OutputError):
+        encode(song, out, target_mos=4.0, codec="opus", scorer="visqol")
+
+
+def test_unreachable_target_and_best_effort(song):
+    with pytest.raises(errors.TargetNotReachable) as exc:
+        select_bitrate(song, target_mos=4.9, codec="opus", scorer="visqol")
+    assert exc.value.result is not None and exc.value.result.probes
+    res = select_bitrate(song, target_mos=4.9, codec="opus", scorer="visqol", best_effort=True)
+    assert not res.reached and res.chosen.rung_index == max(p.rung_index for p in res.probes)
+    assert any("best effort" in n for n in res.notes)
+
+
+def test_silent_input_picks_lowest_rung(tmp_path):
+    p = tmp_path / "silence.wav"
+    sf.write(p, np.zeros((SR * 2, 2), np.float32), SR, subtype="PCM_16")
+    res = select_bitrate(p, target_mos=4.5, codec="opus", scorer="visqol")
+    assert res.chosen.rung_index == 0 and res.reached
+    assert any("silence" in n for n in res.notes)
+
+
+@pytest.mark.parametrize("target", [0.5, 5.5, float("nan")])
+def test_target_out_of_range(song, target):
+    with pytest.raises(errors.UsageError):
+        select_bitrate(song, target_mos=target, codec="opus", scorer="visqol")
+
+
+def test_public_names_are_exported():
+    for name in ratecontrol.__all__:
+        assert hasattr(ratecontrol, name), name
+    for name in ("encode", "select_bitrate", "score", "RatecontrolError", "SearchResult", "EncodeResult"):
+        assert name in ratecontrol.__all__

@@ -1,0 +1,127 @@
+"""Every bad input gets one clear line and the right exit code, never a traceback."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from ratecontrol.cli import main
+
+
+def run_cli(args, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+        raise SystemExit(0)
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def wav(tmp_path_factory):
+    p = tmp_path_factory.mktemp("cli") / "tone.wav"
+    t = np.arange(44100 * 2) / 44100
+    x = 0.3 * np.sin(2 * np.pi * 440 * t) + 0.02 * np.random.default_rng(0).standard_normal(t.size)
+    sf.write(p, np.stack([x, x], 1).astype(np.float32), 44100, subtype="PCM_16")
+    return p
+
+
+def _bad_inputs(tmp):
+    text = tmp / "notes.txt"
+    text.write_text("not audio at all\n" * 50)
+    empty = tmp / "empty.wav"
+    empty.write_bytes(b"")
+    return {"missing": (tmp / "nope.flac", 3), "directory": (tmp, 3), "text": (text, 3), "empty": (empty, 3)}
+
+
+@pytest.mark.parametrize("case", ["missing", "directory", "text", "empty"])
+def test_bad_input_files(case, tmp_path, capsys):
+    path, code = _bad_inputs(tmp_path)[case]
+    rc, out, err = run_cli(["encode", str(path), "--target-mos", "4", "--scorer", "visqol", "-o", str(tmp_path / "o.opus")], capsys)
+    assert rc == code
+    lines = [l for l in err.strip().splitlines() if l.strip() and not l.startswith(str(path) + ": searching")]
+    assert len(lines) == 1 and lines[0].startswith("error:"), err
+    assert "Traceback" not in err
+
+
+def test_truncated_file(wav, tmp_path, capsys):
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(wav.read_bytes()[:30])  # header only, no samples
+    rc, _, err = run_cli(["encode", str(cut), "--target-mos", "4", "--scorer", "visqol", "-o", str(tmp_path / "o.opus")], capsys)
+    assert rc == 3 and "error:" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "args,code,needle",
+    [
+        (["--target-mos", "7"], 2, "outside"),
+        (["--target-mos", "0.2"], 2, "outside"),
+        (["--target-mos", "4", "--codec", "no-such-codec"], 5, "no-such-codec"),
+        (["--target-mos", "4", "--codec", "fdk-he-aac"], 5, "libfdk_aac"),
+        (["--target-mos", "4", "--pool", "median"], 2, "pooling"),
+        (["--target-mos", "4", "--scorer", "nonsense"], 2, "scorer"),
+    ],
+)
+def test_bad_arguments(wav, tmp_path, capsys, args, code, needle):
+    rc, _, err = run_cli(["encode", str(wav), "-o", str(tmp_path / "o.opus"), *args], capsys)
+    assert rc == code, err
+    assert needle in err and "Traceback" not in err
+
+
+def test_unwritable_and_same_output(wav, tmp_path, capsys):
+    rc, _, err = run_cli(["encode", str(wav), "--target-mos", "4", "-o", str(tmp_path / "no" / "dir" / "o.opus")], capsys)
+    assert rc == 4 and "does not exist" in err
+    rc, _, err = run_cli(["encode", str(wav), "--target-mos", "4", "-o", str(wav)], capsys)
+    assert rc == 4 and "input" in err
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        import os
+
+        if os.access(ro, os.W_OK):  # root ignores permissions
+            pytest.skip("running as root: permissions are not enforced")
+        rc, _, err = run_cli(["encode", str(wav), "--target-mos", "4", "-o", str(ro / "o.opus")], capsys)
+        assert rc == 4 and "not writable" in err
+    finally:
+        ro.chmod(0o700)
+
+
+def test_bad_preset_yaml_names_file_and_key(wav, tmp_path, capsys):
+    y = tmp_path / "mine.yaml"
+    y.write_text("name: mine\nencoder: libopus\nbogus_key: 1\n")
+    rc, _, err = run_cli(["encode", str(wav), "--target-mos", "4", "--codec", str(y), "-o", str(tmp_path / "o.x")], capsys)
+    assert rc == 5 and "mine.yaml" in err and "bogus_key" in err
+
+
+def test_presets_and_doctor(capsys):
+    rc, out, _ = run_cli(["presets", "--json"], capsys)
+    rows = json.loads(out)
+    names = {r["name"] for r in rows}
+    assert {"opus", "aac", "mp3", "mp3-vbr", "vorbis"} <= names
+    rc, out, _ = run_cli(["doctor"], capsys)
+    assert rc == 0 and "ffmpeg" in out and "libopus" in out
+
+
+def test_score_json(wav, capsys):
+    rc, out, _ = run_cli(["score", str(wav), str(wav), "--scorer", "visqol", "--json"], capsys)
+    assert rc == 0
+    d = json.loads(out)
+    assert d["pooled_mos"] > 4.6 and len(d["window_mos"]) == 4
+
+
+def test_encode_json_end_to_end(wav, tmp_path, capsys):
+    out_path = tmp_path / "x.opus"
+    rc, out, _ = run_cli(["encode", str(wav), "--target-mos", "4.0", "--scorer", "visqol", "-o", str(out_path), "--json"], capsys)
+    assert rc == 0
+    d = json.loads(out)
+    assert d["output_path"] == str(out_path) and out_path.exists()
+    assert d["search"]["chosen"]["pooled_mos"] >= 4.0
+
+
+def test_module_entry_point_runs():
+    r = subprocess.run([sys.executable, "-m", "ratecontrol", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "encode" in r.stdout
