@@ -1,0 +1,438 @@
+"""The compact full-reference quality model, shared by the library and ``trainer/``.
+
+Input: reference and degraded mono 1-s windows at 44.1 kHz (float32 [B, 44100]).
+Output: MOS on the ViSQOL v3 audio-mode scale, bounded to [1, 4.75] (identity scores
+~4.73 under visqol-python 3.8).
+
+Two architectures live here and are compared in docs/model.md:
+
+``nsimnet`` (the default) follows ViSQOL v3 audio mode's own structure, computed
+analytically so that it runs batched on a CPU or GPU:
+
+1. ViSQOL's gammatone spectrogram (32 ERB-spaced bands from 50 Hz, Slaney's filters
+   designed for 48 kHz, RMS of each band over 80-ms Hann frames every 20 ms) is
+   obtained from an STFT: by Parseval, the mean square of a filtered frame is the
+   frame's power spectrum weighted by the filter's squared magnitude response. At
+   44.1 kHz the 80/20-ms framing is 3528/882 samples and gives the same 47 frames a
+   1-s window has at 48 kHz; band dB values match visqol-python's IIR filterbank to
+   within 0.13 dB (checked on orchestra.wav; tests/test_model.py checks it too).
+2. ViSQOL's comparison preprocessing: the degraded signal is scaled to the reference's
+   sound pressure level; 10*log10(band RMS); an absolute floor of -45 dB and a floor
+   45 dB below each frame's loudest band (of either signal); shift so the minimum is 0
+   (visqol/gammatone.py ``prepare_spectrograms_for_comparison``).
+3. NSIM (visqol/nsim.py): 3x3 Gaussian local means/variances with edge replication,
+   intensity x structure map, over ViSQOL's one 30-frame patch of a 1-s window
+   (frames 14..43; visqol/patch_creator.py puts the first patch at frame
+   patch_size//2 - 1, and fine realignment rebuilds the spectrogram on that slice,
+   so only those frames and their own noise floor/normalisation matter).
+4. Per-band statistics (mean NSIM = ViSQOL's ``fvnsim``, mean intensity and structure
+   terms, NSIM spread, degraded level) go to a small learned MLP that replaces
+   ViSQOL's SVR; MOS = 1 + 3.75 * sigmoid(.).
+
+Only the MLP learns; the frontend is fixed ViSQOL arithmetic, so the model retrains from
+any labelled pair set (e.g. the public dataset) while costing one STFT per window.
+The reference branch (band energies and level) is computed once per track with
+``reference_features`` and reused for every degraded candidate.
+
+``melcnn`` is the generic baseline: log-mel spectrograms of both signals (level
+matched), stacked with their difference, into a small CNN.
+
+Checkpoints (``save_checkpoint`` / ``load_checkpoint``) are plain dicts of tensors and
+primitive types so that ``torch.load(weights_only=True)`` can read them.
+"""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchaudio
+from torch import Tensor, nn
+
+from ratecontrol.errors import ModelError
+
+__all__ = [
+    "FORMAT_VERSION",
+    "SAMPLE_RATE_HZ",
+    "WINDOW_SAMPLES",
+    "MOS_MIN",
+    "MOS_MAX",
+    "ARCHITECTURES",
+    "NsimNet",
+    "MelCnn",
+    "build_model",
+    "gammatone_band_matrix",
+    "checkpoint_dict",
+    "save_checkpoint",
+    "load_checkpoint",
+    "index_features",
+]
+
+#: version of the library checkpoint layout written by ``checkpoint_dict``
+FORMAT_VERSION = 1
+SAMPLE_RATE_HZ = 44_100
+WINDOW_SAMPLES = 44_100
+MOS_MIN = 1.0
+#: a little above ViSQOL's identity score (4.73) so the sigmoid is not pinned at the top
+MOS_MAX = 4.75
+
+# ViSQOL v3 audio mode constants (visqol/visqol_manager.py, analysis_window.py, nsim.py)
+_VISQOL_RATE_HZ = 48_000
+_NSIM_GAUSSIAN = (
+    (0.0113033910173052, 0.0838251475442633, 0.0113033910173052),
+    (0.0838251475442633, 0.619485845753726, 0.0838251475442633),
+    (0.0113033910173052, 0.0838251475442633, 0.0113033910173052),
+)
+_NSIM_C1 = 0.01**2
+_NSIM_C3 = 0.03**2 / 2.0
+
+
+def _bounded_mos(logit: Tensor) -> Tensor:
+    return MOS_MIN + (MOS_MAX - MOS_MIN) * torch.sigmoid(logit)
+
+
+def gammatone_band_matrix(
+    n_fft: int,
+    sample_rate_hz: int = SAMPLE_RATE_HZ,
+    n_bands: int = 32,
+    fmin_hz: float = 50.0,
+    design_rate_hz: int = _VISQOL_RATE_HZ,
+    through_label_resampler: bool = True,
+) -> np.ndarray:
+    """[n_fft//2+1, n_bands] weights W so that (one-sided |STFT|^2) @ W = mean square of
+    each gammatone band's output over the frame, bands ordered low to high.
+
+    The filters are visqol-python's own (``visqol.gammatone.make_erb_filters``: Slaney's
+    4-stage gammatone, ERB spacing from ``fmin_hz`` to Nyquist at ``design_rate_hz``),
+    evaluated at the STFT bin frequencies of ``sample_rate_hz``. Designing at 48 kHz
+    keeps ViSQOL's centre frequencies (top band 20.8 kHz); at 44.1 kHz the part of the
+    top band above 22.05 kHz is absent, as it is in a 44.1-kHz signal resampled to 48.
+
+    ``through_label_resampler`` also applies the power response of the resampler the
+    labels go through (ratecontrol._resample, 44.1 -> 48 kHz, -6 dB at 20.9 kHz):
+    without it the top band (centre 20.8 kHz) of noisy signals came out up to 0.8 NSIM
+    off visqol-python's.
+    """
+    import scipy.signal
+    from visqol.gammatone import make_erb_filters  # imported only when designing
+
+    erb = make_erb_filters(design_rate_hz, n_bands, fmin_hz, design_rate_hz / 2.0)
+    a0, a11, a12, a13, a14, a2, b0, b1, b2, gain = erb.filter_coeffs[:, ::-1]  # low -> high
+    freqs_hz = np.fft.rfftfreq(n_fft, 1.0 / sample_rate_hz)
+    w = 2.0 * np.pi * freqs_hz / design_rate_hz
+    resp = np.ones((n_bands, len(freqs_hz)))
+    for b in range(n_bands):
+        den = [b0[b], b1[b], b2[b]]
+        for num in (
+            [a0[b] / gain[b], a11[b] / gain[b], a2[b] / gain[b]],
+            [a0[b], a12[b], a2[b]],
+            [a0[b], a13[b], a2[b]],
+            [a0[b], a14[b], a2[b]],
+        ):
+            _, h = scipy.signal.freqz(num, den, worN=w)
+            resp[b] *= np.abs(h) ** 2
+    if through_label_resampler and sample_rate_hz != design_rate_hz:
+        resp *= _resampler_power_response(freqs_hz, sample_rate_hz, design_rate_hz)[None, :]
+    # Parseval: mean(y^2) over N samples = sum_k |Y_k|^2 / N^2 over the full spectrum;
+    # one-sided bins other than DC (and Nyquist for even N) stand for two.
+    side = np.full(len(freqs_hz), 2.0)
+    side[0] = 1.0
+    if n_fft % 2 == 0:
+        side[-1] = 1.0
+    return (resp * side / float(n_fft) ** 2).T.astype(np.float32)
+
+
+def _resampler_power_response(freqs_hz: np.ndarray, from_hz: int, to_hz: int) -> np.ndarray:
+    """|H(f)|^2 of ratecontrol's resampler, measured with one cosine per frequency."""
+    from ratecontrol._resample import resample
+
+    t = np.arange(from_hz) / from_hz
+    y = resample(np.cos(2 * np.pi * freqs_hz[:, None] * t[None, :]), from_hz, to_hz, dtype=np.float64)
+    t_out = np.arange(y.shape[1]) / to_hz
+    mid = slice(to_hz // 8, to_hz - to_hz // 8)  # away from the edges the filter sees
+    arg = 2 * np.pi * freqs_hz[:, None] * t_out[None, mid]
+    c = 2 * (y[:, mid] * np.cos(arg)).mean(1)
+    s = 2 * (y[:, mid] * np.sin(arg)).mean(1)
+    power = c * c + s * s
+    power[0] = power[0] / 4.0  # DC: the cosine projection counts it twice
+    return np.clip(power, 0.0, 1.0)
+
+
+class GammatoneFrontend(nn.Module):
+    """Band mean-square energies [B, n_bands, n_frames] of 1-s windows (see module doc)."""
+
+    def __init__(
+        self,
+        n_fft: int = 3528,
+        hop_length: int = 882,
+        n_bands: int = 32,
+        fmin_hz: float = 50.0,
+        first_frame: int = 14,
+        n_frames: int = 30,
+        design: bool = True,
+    ):
+        super().__init__()
+        self.n_fft, self.hop_length, self.n_bands = n_fft, hop_length, n_bands
+        self.first_frame, self.n_frames = first_frame, n_frames
+        self.start = first_frame * hop_length
+        self.stop = self.start + (n_frames - 1) * hop_length + n_fft
+        if self.stop > WINDOW_SAMPLES:
+            raise ValueError(f"frames {first_frame}..{first_frame + n_frames - 1} do not fit a 1-s window")
+        # ViSQOL's Hann is the symmetric one: 0.5 - 0.5 cos(2 pi n / (N - 1))
+        self.spectrogram = torchaudio.transforms.Spectrogram(
+            n_fft=n_fft, hop_length=hop_length, center=False, power=2.0, wkwargs={"periodic": False}
+        )
+        matrix = (
+            torch.from_numpy(gammatone_band_matrix(n_fft, SAMPLE_RATE_HZ, n_bands, fmin_hz))
+            if design
+            else torch.zeros(n_fft // 2 + 1, n_bands)
+        )
+        # persistent: a checkpoint carries the filterbank, so loading never needs visqol
+        self.register_buffer("band_matrix", matrix)
+
+    def forward(self, x: Tensor) -> Tensor:
+        seg = x[..., self.start : self.stop].float()
+        power = self.spectrogram(seg)  # [B, F, T]
+        return torch.matmul(power.transpose(-1, -2), self.band_matrix).transpose(-1, -2)
+
+
+class NsimNet(nn.Module):
+    """ViSQOL-structured frontend + learned per-band-statistics head (module doc)."""
+
+    arch = "nsimnet"
+    FEATURES = ("nsim", "intensity", "structure", "nsim_std", "deg_db", "ref_db")
+
+    def __init__(
+        self,
+        n_fft: int = 3528,
+        hop_length: int = 882,
+        n_bands: int = 32,
+        fmin_hz: float = 50.0,
+        first_frame: int = 14,
+        n_frames: int = 30,
+        abs_floor_db: float = -45.0,
+        rel_floor_db: float = 45.0,
+        features: tuple[str, ...] | list[str] = ("nsim", "intensity", "structure", "nsim_std", "deg_db"),
+        hidden: int = 64,
+        design: bool = True,
+    ):
+        super().__init__()
+        unknown = set(features) - set(self.FEATURES)
+        if unknown:
+            raise ValueError(f"unknown nsimnet features {sorted(unknown)}; known: {self.FEATURES}")
+        self.config = dict(
+            n_fft=n_fft, hop_length=hop_length, n_bands=n_bands, fmin_hz=fmin_hz,
+            first_frame=first_frame, n_frames=n_frames, abs_floor_db=abs_floor_db,
+            rel_floor_db=rel_floor_db, features=list(features), hidden=hidden,
+        )
+        self.frontend = GammatoneFrontend(n_fft, hop_length, n_bands, fmin_hz, first_frame, n_frames, design)
+        self.features = tuple(features)
+        self.abs_floor_db, self.rel_floor_db = abs_floor_db, rel_floor_db
+        self.register_buffer("gauss", torch.tensor(_NSIM_GAUSSIAN, dtype=torch.float32).view(1, 1, 3, 3))
+        n_in = n_bands * len(self.features)
+        self.head = nn.Sequential(
+            nn.Linear(n_in, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 1)
+        )
+
+    # -- reference branch -------------------------------------------------------------
+    def reference_features(self, ref: Tensor) -> dict[str, Tensor]:
+        """Per-window reference work, reusable for any number of degraded candidates."""
+        return {"band_ms": self.frontend(ref), "ms": ref.float().pow(2).mean(-1)}
+
+    # -- statistics ---------------------------------------------------------------------
+    def _smooth(self, x: Tensor) -> Tensor:
+        return F.conv2d(F.pad(x.unsqueeze(1), (1, 1, 1, 1), mode="replicate"), self.gauss).squeeze(1)
+
+    def band_statistics(self, ref_feats: Mapping[str, Tensor], deg: Tensor) -> Tensor:
+        """[B, n_bands, n_features] per-band statistics (``features`` order)."""
+        eps = 1e-20
+        deg_ms = deg.float().pow(2).mean(-1)
+        # ViSQOL scales the degraded signal to the reference's SPL before anything else
+        gain = (ref_feats["ms"] + eps) / (deg_ms + eps)
+        deg_band = self.frontend(deg) * gain[:, None, None]
+        # 10*log10(RMS) = 5*log10(mean square), then ViSQOL's floors and normalisation
+        ref_db = (5.0 * torch.log10(ref_feats["band_ms"] + eps)).clamp_min(self.abs_floor_db)
+        deg_db = (5.0 * torch.log10(deg_band + eps)).clamp_min(self.abs_floor_db)
+        peak = torch.maximum(ref_db.amax(1, keepdim=True), deg_db.amax(1, keepdim=True))
+        ref_db = torch.maximum(ref_db, peak - self.rel_floor_db)
+        deg_db = torch.maximum(deg_db, peak - self.rel_floor_db)
+        low = torch.minimum(ref_db.amin((1, 2), keepdim=True), deg_db.amin((1, 2), keepdim=True))
+        r, d = ref_db - low, deg_db - low
+        mu_r, mu_d = self._smooth(r), self._smooth(d)
+        var_r = self._smooth(r * r) - mu_r * mu_r
+        var_d = self._smooth(d * d) - mu_d * mu_d
+        cov = self._smooth(r * d) - mu_r * mu_d
+        intensity = (2 * mu_r * mu_d + _NSIM_C1) / (mu_r * mu_r + mu_d * mu_d + _NSIM_C1)
+        vprod = var_r * var_d
+        structure = (cov + _NSIM_C3) / torch.where(vprod > 0, vprod.clamp_min(0).sqrt(), torch.zeros_like(vprod)).add(_NSIM_C3)
+        sim = intensity * structure
+        stats = {
+            "nsim": lambda: sim.mean(-1),
+            "intensity": lambda: intensity.mean(-1),
+            "structure": lambda: structure.mean(-1),
+            "nsim_std": lambda: sim.std(-1),
+            # ViSQOL's fvdegenergy (mean dB above the floor), scaled to ~[0, 1]
+            "deg_db": lambda: d.mean(-1) / 50.0,
+            "ref_db": lambda: r.mean(-1) / 50.0,
+        }
+        return torch.stack([stats[name]() for name in self.features], dim=-1)
+
+    def forward_from_reference(self, ref_feats: Mapping[str, Tensor], deg: Tensor) -> Tensor:
+        stats = self.band_statistics(ref_feats, deg)
+        return _bounded_mos(self.head(stats.flatten(1)).squeeze(-1))
+
+    def forward(self, ref: Tensor, deg: Tensor) -> Tensor:
+        return self.forward_from_reference(self.reference_features(ref), deg)
+
+
+class MelCnn(nn.Module):
+    """Generic baseline: level-matched log-mel of both signals + difference -> small CNN."""
+
+    arch = "melcnn"
+
+    def __init__(
+        self,
+        n_fft: int = 2048,
+        hop_length: int = 512,
+        n_mels: int = 64,
+        channels: tuple[int, ...] | list[int] = (16, 32, 64),
+        hidden: int = 64,
+        design: bool = True,
+    ):
+        super().__init__()
+        self.config = dict(n_fft=n_fft, hop_length=hop_length, n_mels=n_mels, channels=list(channels), hidden=hidden)
+        self.mel = torchaudio.transforms.MelSpectrogram(
+            SAMPLE_RATE_HZ, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels, f_min=20.0, f_max=SAMPLE_RATE_HZ / 2, power=2.0
+        )
+        layers: list[nn.Module] = []
+        c_in = 3
+        for c in channels:
+            layers += [nn.Conv2d(c_in, c, 3, padding=1), nn.GELU(), nn.Conv2d(c, c, 3, padding=1), nn.GELU(), nn.MaxPool2d(2)]
+            c_in = c
+        self.cnn = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Linear(2 * c_in, hidden), nn.GELU(), nn.Linear(hidden, 1))
+
+    def reference_features(self, ref: Tensor) -> dict[str, Tensor]:
+        return {"logmel": 10 * torch.log10(self.mel(ref.float()) + 1e-10), "ms": ref.float().pow(2).mean(-1)}
+
+    def forward_from_reference(self, ref_feats: Mapping[str, Tensor], deg: Tensor) -> Tensor:
+        deg_ms = deg.float().pow(2).mean(-1)
+        level = 10 * torch.log10((ref_feats["ms"] + 1e-20) / (deg_ms + 1e-20))
+        r = ref_feats["logmel"]
+        d = 10 * torch.log10(self.mel(deg.float()) + 1e-10) + level[:, None, None]
+        top = torch.maximum(r.amax((1, 2), keepdim=True), d.amax((1, 2), keepdim=True))
+        r, d = (r - top).clamp_min(-90.0) / 30.0, (d - top).clamp_min(-90.0) / 30.0
+        h = self.cnn(torch.stack([r, d, d - r], dim=1))
+        h = torch.cat([h.mean((2, 3)), h.amax((2, 3))], dim=1)
+        return _bounded_mos(self.head(h).squeeze(-1))
+
+    def forward(self, ref: Tensor, deg: Tensor) -> Tensor:
+        return self.forward_from_reference(self.reference_features(ref), deg)
+
+
+ARCHITECTURES: dict[str, type[nn.Module]] = {"nsimnet": NsimNet, "melcnn": MelCnn}
+
+
+def build_model(arch: str, kwargs: Mapping[str, Any] | None = None, design: bool = True) -> nn.Module:
+    """A fresh model. ``design=False`` skips designing fixed frontend tensors (they come
+    from the checkpoint's state dict), so loading does not import visqol."""
+    if arch not in ARCHITECTURES:
+        raise ModelError(f"unknown model architecture {arch!r}; this ratecontrol knows {sorted(ARCHITECTURES)}")
+    try:
+        return ARCHITECTURES[arch](**dict(kwargs or {}), design=design)
+    except TypeError as exc:
+        raise ModelError(f"bad arguments for architecture {arch!r}: {exc}") from exc
+
+
+def index_features(feats: Mapping[str, Tensor], index) -> dict[str, Tensor]:
+    """Slice every tensor of a reference-feature dict along the batch axis."""
+    return {k: v[index] for k, v in feats.items()}
+
+
+def _plain(obj: Any) -> Any:
+    """Tensors and primitive containers only, as ``torch.load(weights_only=True)`` wants."""
+    if isinstance(obj, Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        if isinstance(obj, float) and not math.isfinite(obj):
+            return None
+        return obj
+    return str(obj)
+
+
+def checkpoint_dict(
+    model: nn.Module,
+    *,
+    frontend: Mapping[str, Any] | None = None,
+    training_data: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The library checkpoint layout (format version ``FORMAT_VERSION``)."""
+    return _plain(
+        {
+            "format_version": FORMAT_VERSION,
+            "arch": model.arch,
+            "kwargs": model.config,
+            "state_dict": model.state_dict(),
+            "frontend": dict(frontend or {"sample_rate_hz": SAMPLE_RATE_HZ, "window_samples": WINDOW_SAMPLES}),
+            "training_data": dict(training_data or {}),
+            "metrics": dict(metrics or {}),
+            **dict(extra or {}),
+        }
+    )
+
+
+def save_checkpoint(obj: Mapping[str, Any], path: str | os.PathLike) -> None:
+    """torch.save to a temp file in the same folder, then rename (no half-written files)."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
+    os.close(fd)
+    try:
+        torch.save(dict(obj), tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """(model in eval mode, checkpoint dict) from a library checkpoint; ModelError if the
+    file is missing, unreadable, or of another format version."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ModelError(f"model checkpoint {path} not found; pass an existing .pt file (or reinstall ratecontrol for the default)")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt/foreign files
+        raise ModelError(f"cannot read model checkpoint {path} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); re-export it with `python -m trainer export`") from exc
+    if not isinstance(ckpt, dict) or "format_version" not in ckpt:
+        raise ModelError(f"{path} is not a ratecontrol model checkpoint (no format_version); export one with `python -m trainer export`")
+    if ckpt["format_version"] != FORMAT_VERSION:
+        raise ModelError(
+            f"{path} has model format version {ckpt['format_version']!r}, this ratecontrol reads version {FORMAT_VERSION}; "
+            "use a matching ratecontrol or re-export the model"
+        )
+    for key in ("arch", "kwargs", "state_dict"):
+        if key not in ckpt:
+            raise ModelError(f"model checkpoint {path} lacks {key!r}; re-export it with `python -m trainer export`")
+    model = build_model(ckpt["arch"], ckpt["kwargs"], design=False)
+    try:
+        model.load_state_dict(ckpt["state_dict"], strict=True)
+    except RuntimeError as exc:
+        raise ModelError(f"model checkpoint {path} does not fit architecture {ckpt['arch']!r}: {str(exc).splitlines()[0][:200]}") from exc
+    model.eval()
+    return model.to(map_location), ckpt
