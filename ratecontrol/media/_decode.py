@@ -22,9 +22,9 @@ from pathlib import Path
 import ffmpeg
 import numpy as np
 
-from ..errors import EmptyAudioError, FFmpegError, UsageError
+from ..errors import EmptyAudioError, FFmpegError, NotAudioError, UsageError
 from ._ffmpeg import has_soxr, run
-from ._probe import _open_error, check_input_path
+from ._probe import _nothing_decoded, _open_error, check_input_path
 
 __all__ = ["decode", "resample_filter"]
 
@@ -73,7 +73,9 @@ def decode(
 
     sample_rate_hz: resample to this rate (None keeps the file's rate).
     channels: None keeps the file's channels as they are (a 5.1 file gives 6 rows, in
-    ffmpeg's channel order); 1 or 2 makes ffmpeg down/up-mix with its standard matrix.
+    ffmpeg's channel order); 1 or 2 makes ffmpeg down/up-mix with its standard matrix
+    (stereo -> mono is (L + R) * 0.7071, not the average; 5.1 -> stereo folds the centre
+    and surrounds in at -3 dB).
     start_s / duration_s: decode only this span (sample-accurate: ffmpeg decodes from
     the preceding seek point and drops samples before ``start_s``).
 
@@ -117,13 +119,19 @@ def decode(
         out, _ = run(stream, input=data, what=f"decoding {what}")
     except FFmpegError as exc:
         err = exc.stderr
-        if "Input #0" not in err or "matches no streams" in err:
-            if "matches no streams" in err:
-                from ..errors import NotAudioError
-
-                raise NotAudioError(f"{what} has no audio stream; pass an audio file") from None
+        if "matches no streams" in err:
+            raise NotAudioError(f"{what} has no audio stream; pass an audio file") from None
+        if "Input #0" not in err:
             raise _open_error(Path(what), err) from None
-        raise
+        if _nothing_decoded(err):
+            out = b""
+        else:
+            raise
+    if not out:
+        raise EmptyAudioError(
+            f"{what} has no decodable audio samples (empty or truncated file); "
+            "re-export or re-copy it"
+        )
     _, _, audio = _parse_wav(out, what)
     if audio.shape[1] == 0:
         span = "" if start_s is None and duration_s is None else " in the requested span"

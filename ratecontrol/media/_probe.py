@@ -2,8 +2,8 @@
 
 There is no ffprobe next to the imageio-ffmpeg binary, so this parses the stream dump
 ffmpeg prints on stderr when it opens an input (``Input #0, flac, from ...``,
-``Duration: ...``, ``Stream #0:0: Audio: flac, 44100 Hz, stereo, s16 (24 bit)``) while
-writing the harmless ``ffmetadata`` muxer to stdout. When the container does not know
+``Duration: ...``, ``Stream #0:0: Audio: flac, 44100 Hz, stereo, s16 (24 bit)``, the
+``Metadata:`` blocks) while decoding the first 50 ms of audio to the ``null`` muxer. When the container does not know
 the duration (a FLAC header with no total-sample count, raw streams) the first audio
 stream is decoded to the ``null`` muxer once and the decoded length is reported.
 """
@@ -221,14 +221,28 @@ def _parse_audio_stream(rest: str) -> dict:
     return info
 
 
+#: seconds decoded by probe() to prove the file has samples
+_CHECK_S = 0.05
+
+
+def _nothing_decoded(stderr: str) -> bool:
+    """ffmpeg's stderr says the output got no samples (empty/truncated input)."""
+    return "Output file is empty" in stderr or "received no packets" in stderr
+
+
 def _open_error(path: Path, stderr: str) -> Exception:
-    tail = stderr_tail(stderr, 3)
-    if "Invalid data found" in stderr or "could not find codec" in stderr.lower():
-        return NotAudioError(
-            f"ffmpeg cannot read {path} as audio ({tail}); check it is an audio file "
-            "and not damaged, or convert it with another tool first"
+    """The error for an input ffmpeg could not open (one line, with ffmpeg's reason)."""
+    m = re.search(r"Error opening input(?: file)?: (.+)", stderr)
+    reason = m.group(1).strip() if m else stderr_tail(stderr, 2)
+    if reason == "End of file":
+        return EmptyAudioError(
+            f"{path} is truncated: ffmpeg reached the end of the file while reading its "
+            "header; re-export or re-copy the file"
         )
-    return NotAudioError(f"ffmpeg cannot open {path} ({tail}); check the file")
+    return NotAudioError(
+        f"ffmpeg cannot read {path} as audio ({reason}); check that it is an audio file "
+        "and not damaged, or convert it with another tool first"
+    )
 
 
 def _decoded_duration_s(path: Path) -> float:
@@ -255,7 +269,10 @@ def probe(path) -> ProbeInfo:
     samples).
     """
     p = check_input_path(path)
-    stream = ffmpeg.input(str(p)).output("-", format="ffmetadata")
+    # One call: open the file (ffmpeg prints the stream dump) and decode its first 50 ms
+    # to the null muxer, so a header with no decodable audio behind it is caught here.
+    stream = ffmpeg.input(str(p)).output("-", format="null", map="0:a:0", t=_CHECK_S)
+    empty = False
     try:
         _, err_b = run(stream, what=f"probing {p}")
         stderr = err_b.decode("utf-8", "replace")
@@ -263,6 +280,11 @@ def probe(path) -> ProbeInfo:
         if "Input #0" not in exc.stderr:
             raise _open_error(p, exc.stderr) from None
         stderr = exc.stderr
+        empty = _nothing_decoded(stderr)
+        if not empty and "matches no streams" not in stderr:
+            raise
+    if _nothing_decoded(stderr):
+        empty = True
     d = _parse_dump(stderr)
     if d["audio"] is None:
         raise NotAudioError(
@@ -276,9 +298,9 @@ def probe(path) -> ProbeInfo:
             f"{d['audio']!r}; convert it to WAV or FLAC first"
         )
     duration = d["duration"]
-    if duration is None or duration <= 0:
+    if not empty and (duration is None or duration <= 0):
         duration = _decoded_duration_s(p)
-    if duration <= 0:
+    if empty or duration <= 0:
         raise EmptyAudioError(
             f"{p} has an audio stream but no decodable samples (empty or truncated); "
             "re-export or re-copy the file"

@@ -1,0 +1,398 @@
+"""ratecontrol.media against the real ffmpeg: discovery, probe, decode, encode, round trip."""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from scipy.signal import butter, resample_poly, sosfiltfilt
+
+from ratecontrol import media
+from ratecontrol.align import estimate_delay
+from ratecontrol.errors import (
+    EmptyAudioError,
+    FFmpegError,
+    FFmpegNotFoundError,
+    InputNotFoundError,
+    NotAudioError,
+    OutputError,
+    UsageError,
+)
+from ratecontrol.media import _ffmpeg
+from ratecontrol.presets import load_preset
+
+# 16-bit PCM quantisation step; a WAV written and read back is exact to half of it
+Q16 = 1.0 / 32768
+
+
+def _write(path: Path, audio: np.ndarray, sr: int, subtype: str = "PCM_16") -> Path:
+    sf.write(str(path), audio.T, sr, subtype=subtype)
+    return path
+
+
+# --------------------------------------------------------------------------- ffmpeg
+
+
+def test_ffmpeg_discovery():
+    path = media.ffmpeg_path()
+    assert Path(path).is_file() and os.access(path, os.X_OK)
+    assert re.match(r"^\d+(\.\d+)+$|^N-", media.ffmpeg_version())
+    enc = media.available_encoders()
+    assert {"libopus", "libmp3lame", "aac", "libvorbis", "flac"} <= enc
+    assert "not-an-encoder" not in enc
+
+
+def test_ratecontrol_ffmpeg_env_that_does_not_work_is_an_error(monkeypatch, tmp_path):
+    fake = tmp_path / "ffmpeg"
+    fake.write_text("#!/bin/sh\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("RATECONTROL_FFMPEG", str(fake))
+    _ffmpeg.clear_cache()
+    try:
+        with pytest.raises(FFmpegNotFoundError, match="RATECONTROL_FFMPEG"):
+            media.ffmpeg_path()
+    finally:
+        monkeypatch.delenv("RATECONTROL_FFMPEG")
+        _ffmpeg.clear_cache()
+    assert Path(media.ffmpeg_path()).is_file()
+
+
+def test_ratecontrol_ffmpeg_env_wins(monkeypatch):
+    real = media.ffmpeg_path()
+    monkeypatch.setenv("RATECONTROL_FFMPEG", real)
+    _ffmpeg.clear_cache()
+    try:
+        assert media.ffmpeg_path() == real
+    finally:
+        monkeypatch.delenv("RATECONTROL_FFMPEG")
+        _ffmpeg.clear_cache()
+
+
+def test_ffmpeg_error_carries_command_and_stderr_tail(tmp_path, synth):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "name: bad\nencoder: libopus\nformat: ogg\nextension: .opus\n"
+        "rungs:\n  - {label: x, nominal_kbps: 64, options: {\"b:a\": 64k, "
+        "\"frame_duration\": 7}}\n"
+    )
+    with pytest.raises(FFmpegError) as ei:
+        media.encode_array(synth.tone(48000), 48000, str(bad), 0, tmp_path / "o.opus")
+    assert ei.value.cmd and ei.value.cmd[0] == media.ffmpeg_path()
+    assert ei.value.stderr
+    assert "\n" not in str(ei.value)
+
+
+# --------------------------------------------------------------- probe and decode
+
+
+@pytest.mark.parametrize("sr", [22050, 44100, 48000, 96000])
+@pytest.mark.parametrize("channels", [1, 2, 6])
+def test_probe_and_decode_wav(tmp_path, synth, sr, channels):
+    x = 0.9 * synth.noise(sr, channels, duration_s=0.5, amplitude=0.3)
+    f = _write(tmp_path / "x.wav", x, sr)
+    info = media.probe(f)
+    assert info.sample_rate_hz == sr
+    assert info.channels == channels
+    assert info.codec == "pcm_s16le" and info.lossless and info.bits_per_sample == 16
+    assert info.duration_s == pytest.approx(0.5, abs=0.011)
+    assert not info.has_cover_art
+    y = media.decode(f)
+    assert y.dtype == np.float32 and y.shape == x.shape
+    # channel order and values survive: 16-bit quantisation error only
+    assert np.max(np.abs(y - x)) <= Q16
+
+
+def test_decode_resamples_without_shifting(tmp_path, synth):
+    # band-limited to 16 kHz (zero-phase) so the comparison is not about how each
+    # resampler treats the last few kHz below Nyquist, where their cutoffs differ
+    sos = butter(8, 16000, fs=44100, output="sos")
+    x = sosfiltfilt(sos, synth.transients(44100, 2, duration_s=1.0), axis=1)
+    x = x.astype(np.float32)
+    f = _write(tmp_path / "x.wav", x, 44100, subtype="FLOAT")
+    y = media.decode(f, sample_rate_hz=48000)
+    assert y.shape == (2, 48000)
+    ref = resample_poly(x, 160, 147, axis=1)
+    assert estimate_delay(ref, y, 200) == 0
+    # same signal up to resampler differences (both are high-quality sincs): -40 dB
+    err = np.sqrt(np.mean((ref[:, 500:-500] - y[:, 500:-500]) ** 2))
+    assert err < 0.01 * np.sqrt(np.mean(ref**2))
+
+
+def test_decode_channel_mixing(tmp_path, synth):
+    x = synth.noise(44100, 6, duration_s=0.25)
+    f = _write(tmp_path / "x6.wav", x, 44100, subtype="FLOAT")
+    assert media.decode(f).shape == (6, x.shape[1])
+    assert media.decode(f, channels=2).shape == (2, x.shape[1])
+    st = _write(tmp_path / "st.wav", synth.noise(44100, 2, duration_s=0.25), 44100, "FLOAT")
+    mono = media.decode(st, channels=1)
+    assert mono.shape == (1, x.shape[1])
+    full = media.decode(st)
+    # ffmpeg's standard stereo -> mono matrix: (L + R) * 0.7071 (centre mix -3 dB), not
+    # the plain average
+    lr = full.sum(axis=0)
+    gain = float(np.dot(mono[0], lr) / np.dot(lr, lr))
+    assert gain == pytest.approx(np.sqrt(0.5), abs=0.01)
+    assert np.max(np.abs(mono[0] - gain * lr)) < 1e-4
+
+
+def test_decode_span_is_sample_accurate(tmp_path, synth):
+    x = synth.noise(48000, 2, duration_s=2.0)
+    f = _write(tmp_path / "x.wav", x, 48000, subtype="FLOAT")
+    y = media.decode(f, start_s=0.5, duration_s=1.0)
+    assert y.shape == (2, 48000)
+    assert np.array_equal(y, x[:, 24000:72000])
+
+
+def test_decode_bytes(tmp_path, synth):
+    x = synth.tone(44100, 2, duration_s=0.3)
+    f = _write(tmp_path / "x.flac", x, 44100)
+    y = media.decode(f.read_bytes())
+    assert y.shape == x.shape and np.max(np.abs(y - x)) <= Q16
+
+
+def test_decode_argument_errors(tmp_path, synth):
+    f = _write(tmp_path / "x.wav", synth.tone(8000), 8000)
+    with pytest.raises(UsageError):
+        media.decode(f, sample_rate_hz=0)
+    with pytest.raises(UsageError):
+        media.decode(f, channels=0)
+    with pytest.raises(EmptyAudioError):
+        media.decode(f, start_s=5.0)  # past the end: nothing to decode
+
+
+# ------------------------------------------------------------------- bad inputs
+
+
+def test_missing_file(tmp_path):
+    for fn in (media.probe, media.decode):
+        with pytest.raises(InputNotFoundError, match="not found"):
+            fn(tmp_path / "nope.flac")
+
+
+def test_directory(tmp_path):
+    for fn in (media.probe, media.decode):
+        with pytest.raises(InputNotFoundError, match="directory"):
+            fn(tmp_path)
+
+
+def test_text_file(tmp_path):
+    f = tmp_path / "notes.txt"
+    f.write_text("these are not the samples you are looking for\n" * 20)
+    for fn in (media.probe, media.decode):
+        with pytest.raises(NotAudioError, match="notes.txt") as ei:
+            fn(f)
+        assert "\n" not in str(ei.value)
+
+
+def test_image_without_audio(tmp_path):
+    f = tmp_path / "img.png"
+    # a real PNG written by ffmpeg itself (no audio stream)
+    _ffmpeg.run_args(["-hide_banner", "-f", "lavfi", "-i", "color=c=red:s=16x16",
+                      "-frames:v", "1", "-y", str(f)])
+    for fn in (media.probe, media.decode):
+        with pytest.raises(NotAudioError, match="no audio stream"):
+            fn(f)
+
+
+def test_zero_length_file(tmp_path):
+    f = tmp_path / "empty.wav"
+    f.write_bytes(b"")
+    for fn in (media.probe, media.decode):
+        with pytest.raises(EmptyAudioError, match="empty"):
+            fn(f)
+
+
+@pytest.mark.parametrize("ext,cut", [("wav", 44), ("flac", 200), ("flac", 4)])
+def test_truncated_to_header(tmp_path, synth, ext, cut):
+    full = _write(tmp_path / f"full.{ext}", synth.noise(44100, 2, 1.0), 44100)
+    f = tmp_path / f"cut.{ext}"
+    f.write_bytes(full.read_bytes()[:cut])
+    for fn in (media.probe, media.decode):
+        with pytest.raises(EmptyAudioError, match="cut"):
+            fn(f)
+
+
+@pytest.mark.parametrize("ext", ["wav", "flac"])
+def test_truncated_mid_stream_decodes_what_is_there(tmp_path, synth, ext):
+    x = synth.noise(44100, 2, 1.0)
+    full = _write(tmp_path / f"full.{ext}", x, 44100)
+    f = tmp_path / f"half.{ext}"
+    f.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    y = media.decode(f)
+    assert 0.3 * x.shape[1] < y.shape[1] < 0.7 * x.shape[1]
+    assert np.max(np.abs(y - x[:, : y.shape[1]])) <= Q16
+
+
+# -------------------------------------------------------------- shared FLAC files
+
+
+def _flac_files():
+    from conftest import SHARED_AUDIO
+
+    d = SHARED_AUDIO / "flac-test-files"
+    return sorted(d.glob("*.flac")) if d.is_dir() else []
+
+
+@pytest.mark.parametrize("path", _flac_files(), ids=lambda p: p.name[:2])
+def test_every_shared_flac_file_probes_and_decodes(path):
+    # All 51 files of the FLAC decoder testbench decode with this ffmpeg (none is
+    # refused); ~0.1-0.3 s each.
+    info = media.probe(path)
+    assert info.codec == "flac" and info.lossless
+    x = media.decode(path)
+    assert x.shape[0] == info.channels
+    assert x.shape[1] / info.sample_rate_hz == pytest.approx(info.duration_s, abs=0.011)
+    assert 0.01 < float(np.max(np.abs(x))) <= 1.0
+    num = int(path.name[:2])
+    expect = {19: 35467, 20: 39000, 21: 22050, 28: 96000, 37: 96000}
+    if num in expect:
+        assert info.sample_rate_hz == expect[num]
+    expect_ch = {38: 3, 39: 4, 40: 5, 41: 6, 42: 7, 43: 8, 60: 1}
+    if num in expect_ch:
+        assert info.channels == expect_ch[num]
+    expect_bits = {22: 12, 23: 8, 28: 24, 37: 20, 62: 20, 63: 24}
+    if num in expect_bits:
+        assert info.bits_per_sample == expect_bits[num]
+    if num in (56, 57, 58):
+        assert info.has_cover_art
+
+
+def test_flac_without_total_samples_gets_duration_from_decoding(shared_audio):
+    f = shared_audio / "flac-test-files" / "45 - no total number of samples set.flac"
+    info = media.probe(f)
+    x = media.decode(f)
+    assert info.duration_s == pytest.approx(x.shape[1] / info.sample_rate_hz, abs=1e-3)
+
+
+def test_downmix_surround_to_stereo(shared_audio):
+    f = shared_audio / "flac-test-files" / "41 - 6 channels (5.1).flac"
+    assert media.decode(f, channels=2).shape[0] == 2
+
+
+# ------------------------------------------------------------------------ encode
+
+
+def test_encode_file_keeps_tags_and_cover_art(shared_audio, tmp_path):
+    src = shared_audio / "flac-test-files" / "56 - JPG PICTURE.flac"
+    note = "ratecontrol opus 96k; mos=4.31"
+    for name in ("mp3", "aac", "opus"):
+        p = load_preset(name)
+        out = tmp_path / f"out{p.extension}"
+        res = media.encode_file(src, out, p, p.rungs[2],
+                                metadata={"title": "Jpg test", "comment": note})
+        assert res.path == out and res.size_bytes == out.stat().st_size
+        info = media.probe(out)
+        assert info.tags.get("title") == "Jpg test"
+        assert info.tags.get("comment") == note
+        # mp3 (ID3 APIC) and m4a (covr) keep the picture; Ogg cannot carry it
+        assert info.has_cover_art == (name != "opus")
+        if name != "opus":
+            assert info.cover_art_codec == "mjpeg"
+    assert sorted(os.listdir(tmp_path)) == ["out.m4a", "out.mp3", "out.opus"]
+
+
+def test_encode_file_copies_source_tags(tmp_path, synth):
+    src = tmp_path / "src.flac"
+    x = synth.tone(44100, 2, 1.0)
+    # write a FLAC with tags through ffmpeg itself
+    media.encode_array(x, 44100, _flac_preset(tmp_path), 0, src,
+                       metadata={"artist": "Some Artist", "album": "A=B;C#D"})
+    out = tmp_path / "out.mp3"
+    media.encode_file(src, out, "mp3", "128k")
+    tags = media.probe(out).tags
+    assert tags["artist"] == "Some Artist" and tags["album"] == "A=B;C#D"
+
+
+def _flac_preset(tmp_path: Path):
+    f = tmp_path / "flac.yaml"
+    f.write_text("name: flac\nencoder: flac\nformat: flac\nextension: .flac\n"
+                 "rungs:\n  - {label: lossless, nominal_kbps: 1000, options: {}}\n")
+    return load_preset(f)
+
+
+def test_encode_failure_leaves_no_file(tmp_path, synth):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "name: bad\nencoder: libopus\nformat: ogg\nextension: .opus\n"
+        "rungs:\n  - {label: x, nominal_kbps: 64, options: {\"b:a\": 64k, "
+        "\"frame_duration\": 7}}\n"
+    )
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    with pytest.raises(FFmpegError):
+        media.encode_array(synth.tone(48000), 48000, str(bad), 0, out_dir / "o.opus")
+    assert list(out_dir.iterdir()) == []
+
+
+def test_encode_replaces_existing_output_atomically(tmp_path, synth):
+    out = tmp_path / "o.mp3"
+    out.write_bytes(b"old")
+    media.encode_array(synth.tone(44100, 2), 44100, "mp3", "64k", out)
+    assert media.probe(out).codec == "mp3"
+    assert [p.name for p in tmp_path.iterdir()] == ["o.mp3"]
+
+
+def test_encode_file_output_errors(tmp_path, synth):
+    src = _write(tmp_path / "x.wav", synth.tone(44100), 44100)
+    with pytest.raises(OutputError, match="overwrite the input"):
+        media.encode_file(src, src, "mp3", 0)
+    with pytest.raises(OutputError, match="does not exist"):
+        media.encode_file(src, tmp_path / "no" / "x.mp3", "mp3", 0)
+
+
+def test_encode_file_span_channels_and_rate(tmp_path, synth):
+    src = _write(tmp_path / "x.wav", synth.noise(44100, 2, 3.0), 44100)
+    out = tmp_path / "o.opus"
+    media.encode_file(src, out, "opus", "64k", start_s=1.0, duration_s=1.0, channels=1)
+    info = media.probe(out)
+    assert info.channels == 1 and info.sample_rate_hz == 48000
+    assert info.duration_s == pytest.approx(1.0, abs=0.03)
+
+
+def test_encode_surround_with_every_encoder(shared_audio, tmp_path):
+    # FLAC 5.1 decodes as "5.1(side)", which libopus refuses unless remapped
+    src = shared_audio / "flac-test-files" / "41 - 6 channels (5.1).flac"
+    for name, ch in (("opus", 6), ("vorbis", 6), ("aac", 6), ("mp3", 2)):
+        p = load_preset(name)
+        out = tmp_path / f"o{p.extension}"
+        media.encode_file(src, out, p, 0, duration_s=1.0)
+        assert media.probe(out).channels == ch
+
+
+def test_encode_array_rejects_bad_audio(tmp_path):
+    out = tmp_path / "o.mp3"
+    with pytest.raises(UsageError):
+        media.encode_array(np.zeros((44100, 2), np.float32), 44100, "mp3", 0, out)
+    with pytest.raises(UsageError):
+        media.encode_array(np.full((1, 100), np.nan, np.float32), 44100, "mp3", 0, out)
+    with pytest.raises(EmptyAudioError):
+        media.encode_array(np.zeros((1, 0), np.float32), 44100, "mp3", 0, out)
+    assert not out.exists()
+
+
+# --------------------------------------------------------------------- roundtrip
+
+
+def test_roundtrip_shape_size_and_sanity(synth):
+    x = synth.transients(44100, 2, 1.0)
+    y, size = media.roundtrip(x, 44100, "opus", "128k", return_size=True)
+    assert y.shape == x.shape and y.dtype == np.float32
+    # 128 kbps VBR for one second: order of 16 kB (VBR spends more on noise bursts)
+    assert 4_000 < size < 40_000
+    # a high rung reproduces the waveform (Opus codes noise perceptually, so the
+    # sample-level match on noise bursts is ~8 dB SNR, i.e. correlation ~0.9, not more)
+    assert np.corrcoef(x.ravel(), y.ravel())[0, 1] > 0.85
+    info = media.roundtrip_info(x, 44100, "opus", "16k")
+    assert info.audio.shape == x.shape
+    assert info.size_bytes < size
+    assert info.bitrate_kbps == pytest.approx(info.size_bytes * 8 / 1000, rel=1e-9)
+
+
+def test_roundtrip_mono_and_short_input(synth):
+    x = synth.transients(48000, 1, 0.2)
+    for name in ("mp3", "aac", "vorbis"):
+        y = media.roundtrip(x, 48000, name, 0)
+        assert y.shape == x.shape
