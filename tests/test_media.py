@@ -350,6 +350,12 @@ def test_encode_file_span_channels_and_rate(tmp_path, synth):
     info = media.probe(out)
     assert info.channels == 1 and info.sample_rate_hz == 48000
     assert info.duration_s == pytest.approx(1.0, abs=0.03)
+    # an explicit output rate (the rate the search probed at); a preset's forced rate wins
+    out2 = tmp_path / "o.m4a"
+    media.encode_file(src, out2, "aac", "96k", duration_s=0.5, sample_rate_hz=32000)
+    assert media.probe(out2).sample_rate_hz == 32000
+    media.encode_file(src, out, "opus", "64k", duration_s=0.5, sample_rate_hz=32000)
+    assert media.probe(out).sample_rate_hz == 48000
 
 
 def test_encode_surround_with_every_encoder(shared_audio, tmp_path):

@@ -56,8 +56,10 @@ def _parse_wav(buf: bytes, what: str) -> tuple[int, int, np.ndarray]:
                 break
             data = np.frombuffer(buf, dtype="<f4", offset=body)
             n = data.size // channels
-            audio = data[: n * channels].reshape(n, channels).T.astype(np.float32)
-            return channels, rate, np.ascontiguousarray(audio)
+            # one copy: de-interleave into a C-contiguous float32 [C, N]
+            audio = np.ascontiguousarray(data[: n * channels].reshape(n, channels).T,
+                                         dtype=np.float32)
+            return channels, rate, audio
         pos = body + size + (size & 1)
     raise FFmpegError(f"ffmpeg returned a WAV stream without fmt/data while decoding {what}")
 
