@@ -379,6 +379,20 @@ def test_encode_array_rejects_bad_audio(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("name,rung", [("mp3", "128k"), ("mp3-vbr", "V5"), ("opus", "64k"),
+                                       ("vorbis", "q3"), ("aac", "96k")])
+def test_probe_lossy_outputs(tmp_path, synth, name, rung):
+    p = load_preset(name)
+    res = media.encode_array(synth.transients(44100, 2, 3.0), 44100, p, rung,
+                             tmp_path / f"o{p.extension}")
+    info = media.probe(res.path)
+    assert not info.lossless and info.bits_per_sample is None
+    assert info.channels == 2 and info.duration_s == pytest.approx(3.0, abs=0.03)
+    assert info.sample_rate_hz == (p.sample_rate_hz or 44100)
+    # what probe reports is what the file spends (within container overhead)
+    assert info.bitrate_kbps == pytest.approx(res.bitrate_kbps, rel=0.1)
+
+
 # --------------------------------------------------------------------- roundtrip
 
 

@@ -39,7 +39,8 @@ class ProbeInfo:
     channels: int
     #: ffmpeg decoder name of the first audio stream ("flac", "mp3", "aac", "pcm_s16le")
     codec: str
-    #: the audio stream's bitrate when ffmpeg reports one, else the container's
+    #: the audio stream's bitrate when ffmpeg reports one, else the container's (which
+    #: includes tags and cover art); Vorbis: the container's (the stream line is nominal)
     bitrate_kbps: float | None
     lossless: bool
     #: ffmpeg demuxer name(s), e.g. "flac" or "mov,mp4,m4a,3gp,3g2,mj2"
@@ -307,6 +308,12 @@ def probe(path) -> ProbeInfo:
         )
     codec = a["codec"]
     lossless = codec.startswith("pcm_") or codec in LOSSLESS_CODECS
+    kbps = a["kbps"] if a["kbps"] is not None else d["container_kbps"]
+    if codec == "vorbis" and d["container_kbps"] and not d["has_cover_art"]:
+        # the Vorbis stream line shows the header's *nominal* rate (112 kb/s for q3),
+        # not what was spent (96 kb/s measured on a 3-s test signal); the container
+        # figure is size / duration, which is the real one
+        kbps = d["container_kbps"]
     # File-level tags when there are any; otherwise the audio stream's (Ogg keeps its
     # Vorbis comments on the stream). Not merged: MP4/MKV streams carry technical keys
     # (handler_name, vendor_id) that are not the track's tags.
@@ -317,7 +324,7 @@ def probe(path) -> ProbeInfo:
         sample_rate_hz=a["sample_rate_hz"],
         channels=a["channels"],
         codec=codec,
-        bitrate_kbps=a["kbps"] if a["kbps"] is not None else d["container_kbps"],
+        bitrate_kbps=kbps,
         lossless=lossless,
         format_name=d["format_name"],
         bits_per_sample=a["bits"] if lossless else None,
