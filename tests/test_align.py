@@ -44,6 +44,17 @@ def test_estimate_delay_on_noise_bursts_of_different_length(synth):
     assert estimate_delay(deg, x, 1000) == -500
 
 
+@pytest.mark.parametrize("delay", [-300, 0, 250])
+def test_estimate_delay_on_long_signals_uses_a_segment(synth, monkeypatch, delay):
+    import ratecontrol.align as al
+
+    x = synth.transients(8000, 1, duration_s=10.0)
+    deg = _shift(x, delay)
+    full = estimate_delay(x, deg, 400)
+    monkeypatch.setattr(al, "MAX_SEGMENT_SAMPLES", 8000)  # 1 s of the 10-s signal
+    assert estimate_delay(x, deg, 400) == full == delay
+
+
 def test_estimate_delay_respects_max_lag(synth):
     x = synth.transients(48000, 1, 0.5)
     deg = _shift(x, 900)
