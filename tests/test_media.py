@@ -163,6 +163,18 @@ def test_decode_argument_errors(tmp_path, synth):
         media.decode(f, start_s=5.0)  # past the end: nothing to decode
 
 
+@pytest.mark.parametrize("name", ["a:b.wav", "-dash.wav", "spaced name é.wav"])
+def test_awkward_file_names(tmp_path, synth, monkeypatch, name):
+    monkeypatch.chdir(tmp_path)
+    x = synth.tone(16000, 1, 0.2)
+    _write(Path(name), x, 16000)
+    assert media.probe(name).sample_rate_hz == 16000
+    assert media.decode(name).shape == x.shape
+    out = "c:d.mp3" if ":" in name else "-out.mp3"
+    media.encode_file(name, out, "mp3", 0)
+    assert media.probe(out).codec == "mp3"
+
+
 # ------------------------------------------------------------------- bad inputs
 
 

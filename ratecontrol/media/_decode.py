@@ -23,7 +23,7 @@ import ffmpeg
 import numpy as np
 
 from ..errors import EmptyAudioError, FFmpegError, NotAudioError, UsageError
-from ._ffmpeg import has_soxr, run
+from ._ffmpeg import ff_path, has_soxr, run
 from ._probe import _nothing_decoded, _open_error, check_input_path
 
 __all__ = ["decode", "resample_filter"]
@@ -107,7 +107,7 @@ def decode(
         data = None
         p = check_input_path(path_or_bytes)
         what = str(p)
-        src = ffmpeg.input(str(p), **in_kwargs)
+        src = ffmpeg.input(ff_path(p), **in_kwargs)
 
     out_kwargs = {"map": "0:a:0", "acodec": "pcm_f32le", "format": "wav",
                   "map_metadata": "-1", "fflags": "+bitexact"}

@@ -28,7 +28,7 @@ import numpy as np
 from ..errors import EmptyAudioError, OutputError, UsageError
 from ..presets import Preset, Rung, load_preset
 from ._decode import decode, resample_filter
-from ._ffmpeg import run
+from ._ffmpeg import ff_path, run
 from ._probe import check_input_path, probe
 
 __all__ = ["encode_array", "encode_file", "roundtrip", "roundtrip_info", "RoundTrip",
@@ -90,7 +90,8 @@ def _check_output(out_path, in_path: Path | None = None) -> Path:
 
 
 def _temp_path(out: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part",
+                               dir=ff_path(out.parent))
     os.close(fd)
     return Path(tmp)
 
@@ -116,7 +117,7 @@ def _write_ffmetadata(dest_dir: Path, base: bytes, extra: dict | None) -> Path:
         lines.append(raw)
     for k, v in (extra or {}).items():
         lines.append(f"{_escape_ffmeta(k)}={_escape_ffmeta(v)}")
-    fd, tmp = tempfile.mkstemp(prefix=".ffmeta.", suffix=".txt", dir=dest_dir)
+    fd, tmp = tempfile.mkstemp(prefix=".ffmeta.", suffix=".txt", dir=ff_path(dest_dir))
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write("\n".join(lines) + "\n")
     return Path(tmp)
@@ -286,7 +287,7 @@ def encode_file(
         in_kw["ss"] = f"{float(start_s):.6f}"
     if duration_s is not None:
         in_kw["t"] = f"{float(duration_s):.6f}"
-    src = ffmpeg.input(str(src_path), **in_kw)
+    src = ffmpeg.input(ff_path(src_path), **in_kw)
 
     kw = _output_kwargs(p, r)
     _add_filters(kw, p.sample_rate_hz or sample_rate_hz, p, info.sample_rate_hz,
@@ -308,7 +309,7 @@ def encode_file(
         dump_kw = {"format": "ffmetadata"}
         if info.tags_on_stream:
             dump_kw["map_metadata"] = "0:s:a:0"
-        base, _ = run(ffmpeg.input(str(src_path)).output("pipe:", **dump_kw),
+        base, _ = run(ffmpeg.input(ff_path(src_path)).output("pipe:", **dump_kw),
                       what=f"reading tags of {src_path}")
         meta_path = _write_ffmetadata(out.parent, base, metadata)
         meta_in = ffmpeg.input(str(meta_path), format="ffmetadata")

@@ -33,6 +33,7 @@ __all__ = [
     "run_args",
     "stderr_tail",
     "clear_cache",
+    "ff_path",
 ]
 
 #: how many stderr lines an FFmpegError message keeps (the useful part is at the end)
@@ -82,6 +83,12 @@ def ffmpeg_path() -> str:
         "no usable ffmpeg found (tried " + "; ".join(tried) + "); install ffmpeg "
         "or `pip install imageio-ffmpeg`, or set RATECONTROL_FFMPEG to a binary"
     )
+
+
+def ff_path(path) -> str:
+    """A file path as ffmpeg should see it: absolute, so a relative name with a colon
+    (``a:b.flac``) is not read as a protocol ``a:`` and a leading ``-`` is harmless."""
+    return os.path.abspath(os.fspath(path))
 
 
 def run_args(args: list[str], input: bytes | None = None) -> tuple[bytes, bytes]:

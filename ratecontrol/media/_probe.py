@@ -16,7 +16,7 @@ from pathlib import Path
 import ffmpeg
 
 from ..errors import EmptyAudioError, FFmpegError, InputNotFoundError, NotAudioError
-from ._ffmpeg import channel_layouts, run, stderr_tail
+from ._ffmpeg import channel_layouts, ff_path, run, stderr_tail
 
 __all__ = ["ProbeInfo", "probe", "LOSSLESS_CODECS", "check_input_path"]
 
@@ -248,7 +248,7 @@ def _open_error(path: Path, stderr: str) -> Exception:
 
 def _decoded_duration_s(path: Path) -> float:
     """Decode the first audio stream to the null muxer; return its length in seconds."""
-    stream = ffmpeg.input(str(path)).output(
+    stream = ffmpeg.input(ff_path(path)).output(
         "-", format="null", map="0:a:0", progress="pipe:1"
     ).global_args("-nostats")
     out, _ = run(stream, what=f"decoding {path} to measure its length")
@@ -272,7 +272,7 @@ def probe(path) -> ProbeInfo:
     p = check_input_path(path)
     # One call: open the file (ffmpeg prints the stream dump) and decode its first 50 ms
     # to the null muxer, so a header with no decodable audio behind it is caught here.
-    stream = ffmpeg.input(str(p)).output("-", format="null", map="0:a:0", t=_CHECK_S)
+    stream = ffmpeg.input(ff_path(p)).output("-", format="null", map="0:a:0", t=_CHECK_S)
     empty = False
     try:
         _, err_b = run(stream, what=f"probing {p}")
