@@ -182,6 +182,8 @@ class Preset:
         hint = ""
         if self.encoder.startswith("lib"):
             hint = f" built with --enable-{self.encoder.replace('_', '-')}"
+            if self.encoder == "libfdk_aac":  # its licence makes the build non-free
+                hint += " --enable-nonfree"
         raise EncoderNotAvailableError(
             f"preset '{self.name}' needs ffmpeg encoder '{self.encoder}', which this "
             f"ffmpeg ({ffmpeg_path()}, version {ffmpeg_version()}) lacks; install an "

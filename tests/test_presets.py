@@ -59,7 +59,10 @@ def test_packaged_ladder_details():
     vbr = load_preset("mp3-vbr")
     assert [r.options["q:a"] for r in vbr.rungs] == list(range(9, -1, -1))
     assert not vbr.is_bitrate_ladder and mp3.is_bitrate_ladder
-    assert load_preset("fdk-he-aac-v2").options == {"profile:a": "aac_he_v2"}
+    v2 = load_preset("fdk-he-aac-v2")
+    assert v2.options == {"profile:a": "aac_he_v2"}
+    # parametric stereo needs 2 channels: the mono ladder switches to HE-AAC v1
+    assert all(r.options["profile:a"] == "aac_he" for r in v2.rungs_for(1))
 
 
 def test_fdk_presets_report_missing_encoder():
