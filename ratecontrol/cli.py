@@ -152,6 +152,16 @@ def doctor():
         click.echo(f"torch: not importable ({exc})")
 
 
+def _register_subcommands() -> None:
+    # commands whose code lives with the library piece they drive (lhotse style)
+    from ratecontrol.batch import batch_command
+
+    cli.add_command(batch_command, name="batch")
+
+
+_register_subcommands()
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, standalone_mode=False)

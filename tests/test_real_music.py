@@ -1,0 +1,27 @@
+"""Issue 2's acceptance check on real music: for every available preset, the chosen rung
+meets the target and the rung below it (also measured) does not."""
+from __future__ import annotations
+
+import pytest
+
+from ratecontrol.api import encode
+from ratecontrol.media import probe
+from ratecontrol.presets import list_presets, load_preset
+
+MUSIC = "flac-test-files/01 - blocksize 4096.flac"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", [p.name for p in list_presets() if p.available()])
+def test_every_preset_meets_target_and_rung_below_fails(preset, shared_audio, tmp_path):
+    src = shared_audio / MUSIC
+    if not src.exists():
+        pytest.skip(f"{MUSIC} missing")
+    res = encode(src, tmp_path / ("out" + load_preset(preset).extension), target_mos=4.3, codec=preset, scorer="visqol", best_effort=False)
+    s = res.search
+    assert s.reached and s.chosen.pooled_mos >= 4.3
+    probed = {p.rung_index: p for p in s.probes}
+    i = s.chosen.rung_index
+    assert i == 0 or (i - 1 in probed and probed[i - 1].pooled_mos < 4.3)
+    info = probe(res.output_path)
+    assert info.duration_s == pytest.approx(probe(src).duration_s, abs=0.1)
