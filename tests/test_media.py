@@ -209,6 +209,17 @@ def test_image_without_audio(tmp_path):
             fn(f)
 
 
+def test_audio_codec_without_decoder(tmp_path, synth):
+    f = _write(tmp_path / "x.wav", synth.tone(8000), 8000)
+    data = bytearray(f.read_bytes())
+    assert data[12:16] == b"fmt " and data[20:22] == b"\x01\x00"  # WAVE_FORMAT_PCM
+    data[20:22] = b"\x34\x12"  # a format tag no decoder knows
+    f.write_bytes(bytes(data))
+    for fn in (media.probe, media.decode):
+        with pytest.raises(NotAudioError, match=r"no decoder .*0x1234.*/x\.wav"):
+            fn(f)
+
+
 def test_zero_length_file(tmp_path):
     f = tmp_path / "empty.wav"
     f.write_bytes(b"")

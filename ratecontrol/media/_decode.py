@@ -24,7 +24,13 @@ import numpy as np
 
 from ..errors import EmptyAudioError, FFmpegError, NotAudioError, UsageError
 from ._ffmpeg import ff_path, has_soxr, run
-from ._probe import _nothing_decoded, _open_error, check_input_path
+from ._probe import (
+    _no_decoder,
+    _no_decoder_message,
+    _nothing_decoded,
+    _open_error,
+    check_input_path,
+)
 
 __all__ = ["decode", "resample_filter"]
 
@@ -125,6 +131,8 @@ def decode(
             raise NotAudioError(f"{what} has no audio stream; pass an audio file") from None
         if "Input #0" not in err:
             raise _open_error(Path(what), err) from None
+        if _no_decoder(err):
+            raise NotAudioError(_no_decoder_message(what, err)) from None
         if _nothing_decoded(err):
             out = b""
         else:

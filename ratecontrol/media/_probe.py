@@ -231,6 +231,22 @@ def _nothing_decoded(stderr: str) -> bool:
     return "Output file is empty" in stderr or "received no packets" in stderr
 
 
+def _no_decoder(stderr: str) -> bool:
+    return bool(re.search(r"Decoder \(codec [^)]*\) not found|"
+                          r"Decoding requested, but no decoder", stderr))
+
+
+def _no_decoder_message(path, stderr: str) -> str:
+    m = (re.search(r"no decoder found for: (\S+)", stderr)
+         or re.search(r"Decoder \(codec (\S+?)\)", stderr))
+    codec = m.group(1) if m else "unknown"
+    tag = re.search(r"Audio: \S+ \(.*?(0x[0-9a-fA-F]+)\)", stderr)
+    if tag:
+        codec += f", tag {tag.group(1)}"
+    return (f"this ffmpeg has no decoder for the audio codec '{codec}' of {path}; convert "
+            "it with another tool or use an ffmpeg build that decodes it")
+
+
 def _open_error(path: Path, stderr: str) -> Exception:
     """The error for an input ffmpeg could not open (one line, with ffmpeg's reason)."""
     m = re.search(r"Error opening input(?: file)?: (.+)", stderr)
@@ -282,6 +298,8 @@ def probe(path) -> ProbeInfo:
             raise _open_error(p, exc.stderr) from None
         stderr = exc.stderr
         empty = _nothing_decoded(stderr)
+        if _no_decoder(stderr):
+            raise NotAudioError(_no_decoder_message(p, stderr)) from None
         if not empty and "matches no streams" not in stderr:
             raise
     if _nothing_decoded(stderr):
