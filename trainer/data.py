@@ -234,10 +234,20 @@ class PairDataset(IterableDataset):
             mine = list(self.urls)
         return mine
 
-    def _skip_handler(self, counter: list[int]):
+    #: this many failures in a row (no good sample between) means the data is unusable
+    MAX_CONSECUTIVE_FAILURES = 500
+
+    def _failed(self, counter: list[int], streak: list[int], what: str) -> None:
+        counter[0] += 1
+        streak[0] += 1
+        log.warning("skipped %s", what)
+        if streak[0] >= self.MAX_CONSECUTIVE_FAILURES:
+            raise DatasetError(
+                f"{streak[0]} unreadable samples/shards in a row (last: {what}); check the shards with `python -m trainer verify`")
+
+    def _skip_handler(self, counter: list[int], streak: list[int]):
         def handler(exn: Exception) -> bool:
-            counter[0] += 1
-            log.warning("skipped unreadable shard data: %s", exn)
+            self._failed(counter, streak, f"unreadable shard data: {exn}")
             return True
 
         return handler
@@ -253,7 +263,8 @@ class PairDataset(IterableDataset):
         else:
             def source() -> Iterator[dict]:
                 yield from ({"url": u} for u in shards)
-        stages: list[Any] = [source, wds.tarfile_to_samples(handler=self._skip_handler(counter))]
+        streak = [0]
+        stages: list[Any] = [source, wds.tarfile_to_samples(handler=self._skip_handler(counter, streak))]
         if self.train and self.shuffle_buffer > 1:
             srng = random.Random(wds.utils.make_seed(self.seed, self.epoch, rank, worker, "shuffle"))
             stages.append(wds.shuffle(self.shuffle_buffer, initial=min(self.shuffle_buffer, 500), rng=srng))
@@ -262,9 +273,9 @@ class PairDataset(IterableDataset):
             try:
                 ref, deg, mos = decode_pair(sample)
             except Exception as exc:  # any decode failure: skip, count, say which
-                counter[0] += 1
-                log.warning("skipped sample %s from %s: %s", key, sample.get("__url__", "?"), exc)
+                self._failed(counter, streak, f"sample {key} from {sample.get('__url__', '?')}: {exc}")
                 continue
+            streak[0] = 0
             yield key, ref, deg, mos
 
     def __iter__(self) -> Iterator[dict[str, Any]]:

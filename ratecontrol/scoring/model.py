@@ -282,8 +282,11 @@ class NsimNet(nn.Module):
         return torch.stack([stats[name]() for name in self.features], dim=-1)
 
     def forward_from_reference(self, ref_feats: Mapping[str, Tensor], deg: Tensor) -> Tensor:
-        stats = self.band_statistics(ref_feats, deg)
-        return _bounded_mos(self.head(stats.flatten(1)).squeeze(-1))
+        # the STFT, dB and NSIM arithmetic stay in float32 under CUDA autocast (NSIM
+        # differences near 1.0 vanish in half precision); only the head may run in half
+        with torch.autocast(device_type=deg.device.type, enabled=False):
+            stats = self.band_statistics(ref_feats, deg)
+        return _bounded_mos(self.head(stats.flatten(1)).squeeze(-1).float())
 
     def forward(self, ref: Tensor, deg: Tensor) -> Tensor:
         return self.forward_from_reference(self.reference_features(ref), deg)
@@ -320,15 +323,20 @@ class MelCnn(nn.Module):
         return {"logmel": 10 * torch.log10(self.mel(ref.float()) + 1e-10), "ms": ref.float().pow(2).mean(-1)}
 
     def forward_from_reference(self, ref_feats: Mapping[str, Tensor], deg: Tensor) -> Tensor:
+        with torch.autocast(device_type=deg.device.type, enabled=False):
+            x = self._pair_image(ref_feats, deg)
+        h = self.cnn(x)
+        h = torch.cat([h.mean((2, 3)), h.amax((2, 3))], dim=1)
+        return _bounded_mos(self.head(h).squeeze(-1).float())
+
+    def _pair_image(self, ref_feats: Mapping[str, Tensor], deg: Tensor) -> Tensor:
         deg_ms = deg.float().pow(2).mean(-1)
         level = 10 * torch.log10((ref_feats["ms"] + 1e-20) / (deg_ms + 1e-20))
         r = ref_feats["logmel"]
         d = 10 * torch.log10(self.mel(deg.float()) + 1e-10) + level[:, None, None]
         top = torch.maximum(r.amax((1, 2), keepdim=True), d.amax((1, 2), keepdim=True))
         r, d = (r - top).clamp_min(-90.0) / 30.0, (d - top).clamp_min(-90.0) / 30.0
-        h = self.cnn(torch.stack([r, d, d - r], dim=1))
-        h = torch.cat([h.mean((2, 3)), h.amax((2, 3))], dim=1)
-        return _bounded_mos(self.head(h).squeeze(-1))
+        return torch.stack([r, d, d - r], dim=1)
 
     def forward(self, ref: Tensor, deg: Tensor) -> Tensor:
         return self.forward_from_reference(self.reference_features(ref), deg)
@@ -363,10 +371,16 @@ def _plain(obj: Any) -> Any:
         return [_plain(v) for v in obj]
     if isinstance(obj, (np.floating, np.integer)):
         return obj.item()
-    if obj is None or isinstance(obj, (str, int, float, bool)):
-        if isinstance(obj, float) and not math.isfinite(obj):
-            return None
+    # exact builtin types: subclasses (torch.__version__ is a TorchVersion) are globals
+    # the weights_only unpickler refuses
+    if obj is None or isinstance(obj, bool):
         return obj
+    if isinstance(obj, str):
+        return str(obj)
+    if isinstance(obj, int):
+        return int(obj)
+    if isinstance(obj, float):
+        return float(obj) if math.isfinite(obj) else None
     return str(obj)
 
 
@@ -418,7 +432,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt/foreign files
-        raise ModelError(f"cannot read model checkpoint {path} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); re-export it with `python -m trainer export`") from exc
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        reason = next((ln for ln in lines if "error" in ln.lower() and len(ln) < 300), lines[0] if lines else "")
+        raise ModelError(f"cannot read model checkpoint {path} ({type(exc).__name__}: {reason[:240]}); re-export it with `python -m trainer export`") from exc
     if not isinstance(ckpt, dict) or "format_version" not in ckpt:
         raise ModelError(f"{path} is not a ratecontrol model checkpoint (no format_version); export one with `python -m trainer export`")
     if ckpt["format_version"] != FORMAT_VERSION:

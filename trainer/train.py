@@ -1,0 +1,434 @@
+"""Train the quality model on labelled shards.
+
+``python -m trainer fit --config trainer/configs/nsimnet.yaml --data 'shards/shard-{000000..000071}.tar' --out runs/nsimnet``
+
+AdamW, linear warm-up then cosine decay, AMP on CUDA, gradient clipping, a checkpoint
+every epoch (``last.pt``, resumed automatically when present) and the best one by
+validation RMSE (``best.pt``), early stopping, CSV log (``log.csv``) and TensorBoard
+when installed. Validation data: ``--val-data``, else the manifest's val split, else the
+last shards of ``--data`` (``data.val_shards`` / ``data.val_fraction``).
+
+Distributed: run under torchrun (``torchrun --nproc_per_node=N -m trainer fit ...``);
+NCCL on CUDA, gloo on CPU. Each rank reads disjoint shards (split by node, then by
+worker), DistributedDataParallel averages gradients, validation predictions are
+gathered on every rank so all ranks take the same early-stopping decision, and rank 0
+writes logs and checkpoints. See docs/model.md.
+
+Checkpoints are library checkpoints (format_version, arch, kwargs, state_dict) plus a
+``train_state`` entry, all tensors/primitives, so ``torch.load(weights_only=True)``,
+``trainer evaluate`` and ``trainer export`` read them directly.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import datetime
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import click
+import numpy as np
+import torch
+import yaml
+
+from ratecontrol.errors import DatasetError, ModelError, UsageError
+
+__all__ = ["DEFAULT_CONFIG", "load_config", "fit", "fit_command", "FitResult"]
+
+log = logging.getLogger("trainer.train")
+
+DEFAULT_CONFIG: dict[str, Any] = {
+    "seed": 1234,
+    "model": {"arch": "nsimnet", "kwargs": {}},
+    "data": {
+        "batch_size": 64,
+        "samples_per_epoch": 20000,
+        "shuffle_buffer": 2000,
+        "num_workers": 1,
+        "val_shards": None,
+        "val_fraction": 0.1,
+        "val_batch_size": 128,
+    },
+    "augment": {"shift": False, "gain_db": [0.0, 0.0], "reverse_p": 0.0},
+    "optim": {"lr": 3.0e-3, "weight_decay": 1.0e-4, "betas": [0.9, 0.999]},
+    "schedule": {"warmup_steps": 100, "min_lr_ratio": 0.02},
+    "loss": {"high_mos": 4.0, "high_weight": 2.0},
+    "epochs": 40,
+    "grad_clip": 1.0,
+    "amp": True,
+    "threads": None,
+    "early_stopping": {"patience": 8, "min_delta": 0.0005},
+}
+
+
+def _merge(base: dict, over: Mapping, path: str, source: str) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if k not in base:
+            raise UsageError(f"{source}: unknown config key {path}{k!r}; known keys: {sorted(base)}")
+        if isinstance(base[k], dict) and k != "kwargs":
+            if not isinstance(v, Mapping):
+                raise UsageError(f"{source}: config key {path}{k!r} must be a mapping")
+            out[k] = _merge(base[k], v, f"{path}{k}.", source)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def load_config(config: str | Mapping[str, Any] | None) -> dict[str, Any]:
+    """DEFAULT_CONFIG overridden by a YAML file or a mapping; unknown keys are errors."""
+    if config is None:
+        return copy.deepcopy(DEFAULT_CONFIG)
+    if isinstance(config, Mapping):
+        return _merge(DEFAULT_CONFIG, config, "", "config")
+    try:
+        with open(config, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+    except FileNotFoundError as exc:
+        raise UsageError(f"training config {config} not found; see trainer/configs/ for examples") from exc
+    except yaml.YAMLError as exc:
+        raise UsageError(f"training config {config} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(data, Mapping):
+        raise UsageError(f"training config {config} must be a YAML mapping")
+    return _merge(DEFAULT_CONFIG, data, "", str(config))
+
+
+# --------------------------------------------------------------------------- helpers
+@dataclass(frozen=True)
+class FitResult:
+    out_dir: str
+    best_checkpoint: str
+    last_checkpoint: str
+    best_epoch: int
+    best_val_rmse: float
+    epochs_run: int
+    stopped_early: bool
+    duration_s: float
+
+
+class _Dist:
+    """torchrun environment: rank/world and the process group (gloo on CPU)."""
+
+    def __init__(self, device: torch.device):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.enabled = self.world > 1
+        if self.enabled and not torch.distributed.is_initialized():
+            backend = "nccl" if device.type == "cuda" else "gloo"
+            torch.distributed.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30))
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def gather(self, obj: Any) -> list[Any]:
+        if not self.enabled:
+            return [obj]
+        out: list[Any] = [None] * self.world
+        torch.distributed.all_gather_object(out, obj)
+        return out
+
+    def barrier(self) -> None:
+        if self.enabled:
+            torch.distributed.barrier()
+
+    def close(self) -> None:
+        if self.enabled and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def _lr_lambda(warmup: int, total: int, min_ratio: float):
+    def f(step: int) -> float:
+        if warmup > 0 and step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return f
+
+
+def _loss(pred: torch.Tensor, mos: torch.Tensor, cfg: Mapping[str, Any]) -> torch.Tensor:
+    """MSE, with labels >= high_mos weighted high_weight: the region where a 0.1 MOS
+    error moves a bitrate decision (targets 4.0..4.5)."""
+    w = torch.where(mos >= float(cfg["high_mos"]), float(cfg["high_weight"]), 1.0)
+    return (w * (pred.float() - mos) ** 2).sum() / w.sum()
+
+
+def _rng_state() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
+            "python": repr(random.getstate())}
+
+
+class _CsvLog:
+    FIELDS = ["epoch", "step", "lr", "train_loss", "train_pairs", "train_pairs_per_s", "skipped",
+              "val_pairs", "val_pearson", "val_spearman", "val_rmse", "val_rmse_high", "val_pearson_high",
+              "val_skipped", "best", "epoch_s"]
+
+    def __init__(self, path: str):
+        self.path = path
+        new = not os.path.exists(path)
+        self.fh = open(path, "a", newline="", encoding="utf-8")
+        self.w = csv.DictWriter(self.fh, fieldnames=self.FIELDS)
+        if new:
+            self.w.writeheader()
+
+    def write(self, row: Mapping[str, Any]) -> None:
+        self.w.writerow({k: row.get(k, "") for k in self.FIELDS})
+        self.fh.flush()
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+def _tensorboard(out_dir: str):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception:  # tensorboard not installed: CSV only
+        return None
+    return SummaryWriter(os.path.join(out_dir, "tb"))
+
+
+def _data_split(data, val_data, manifest, cfg) -> tuple[list[str], list[str], str]:
+    from trainer.data import read_manifest, resolve_shards, split_shards
+
+    train_urls = resolve_shards(data) if data else []
+    val_urls = resolve_shards(val_data) if val_data else []
+    how = "--val-data"
+    if manifest:
+        splits = read_manifest(manifest)
+        if not train_urls:
+            train_urls = splits.get("train", [])
+        if not val_urls:
+            val_urls = splits.get("val", [])
+            how = f"manifest {manifest} val split"
+    if not train_urls:
+        raise DatasetError("no training shards: pass --data (brace pattern, folder) or --manifest")
+    if not val_urls:
+        train_urls, val_urls = split_shards(train_urls, cfg["data"]["val_shards"], cfg["data"]["val_fraction"])
+        how = f"last {len(val_urls)} of {len(train_urls) + len(val_urls)} shards"
+    overlap = set(train_urls) & set(val_urls)
+    if overlap:
+        raise DatasetError(f"{len(overlap)} shard(s) are in both training and validation data, e.g. {sorted(overlap)[0]}")
+    return train_urls, val_urls, how
+
+
+# --------------------------------------------------------------------------- fit
+def fit(
+    config: str | Mapping[str, Any] | None,
+    data: str | Sequence[str] | None,
+    out_dir: str,
+    *,
+    val_data: str | Sequence[str] | None = None,
+    manifest: str | None = None,
+    resume: bool = True,
+    device: str = "auto",
+    epochs: int | None = None,
+    num_workers: int | None = None,
+    samples_per_epoch: int | None = None,
+    init_from: str | None = None,
+) -> FitResult:
+    """Train; returns where the best checkpoint is and how it scored on validation."""
+    from ratecontrol.scoring.model import build_model, checkpoint_dict, load_checkpoint, save_checkpoint
+    from trainer.data import BatchAugment, PairDataset, make_loader
+    from trainer.evaluate import compute_metrics, predict, resolve_device
+
+    cfg = load_config(config)
+    if epochs is not None:
+        cfg["epochs"] = int(epochs)
+    if num_workers is not None:
+        cfg["data"]["num_workers"] = int(num_workers)
+    if samples_per_epoch is not None:
+        cfg["data"]["samples_per_epoch"] = int(samples_per_epoch)
+    dev = resolve_device(device)
+    dist = _Dist(dev)
+    if dist.enabled and dev.type == "cuda":
+        dev = torch.device("cuda", dist.local_rank)
+        torch.cuda.set_device(dev)
+    if cfg["threads"]:
+        torch.set_num_threads(int(cfg["threads"]))
+    seed = int(cfg["seed"])
+    random.seed(seed + dist.rank)
+    np.random.seed((seed + dist.rank) % 2**32)
+    torch.manual_seed(seed + dist.rank)
+
+    train_urls, val_urls, split_how = _data_split(data, val_data, manifest, cfg)
+    os.makedirs(out_dir, exist_ok=True)
+    last_path, best_path = os.path.join(out_dir, "last.pt"), os.path.join(out_dir, "best.pt")
+
+    dcfg = cfg["data"]
+    bs = int(dcfg["batch_size"])
+    steps_per_epoch = max(1, math.ceil(int(dcfg["samples_per_epoch"]) / (bs * dist.world)))
+    total_steps = steps_per_epoch * int(cfg["epochs"])
+
+    torch.manual_seed(seed)  # same initial weights on every rank
+    model = build_model(cfg["model"]["arch"], cfg["model"]["kwargs"]).to(dev)
+    if init_from:
+        src, _ = load_checkpoint(init_from)
+        model.load_state_dict(src.state_dict())
+    ocfg = cfg["optim"]
+    opt = torch.optim.AdamW(model.parameters(), lr=float(ocfg["lr"]), weight_decay=float(ocfg["weight_decay"]),
+                            betas=tuple(float(b) for b in ocfg["betas"]))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, _lr_lambda(int(cfg["schedule"]["warmup_steps"]), total_steps, float(cfg["schedule"]["min_lr_ratio"])))
+    use_amp = bool(cfg["amp"]) and dev.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    start_epoch, best_rmse, best_epoch, bad_epochs, step = 0, float("inf"), -1, 0, 0
+    if resume and os.path.exists(last_path):
+        ckpt = torch.load(last_path, map_location="cpu", weights_only=True)
+        st = ckpt.get("train_state")
+        if st is None:
+            raise ModelError(f"{last_path} has no train_state to resume from; use --no-resume or another --out")
+        if ckpt["arch"] != cfg["model"]["arch"]:
+            raise UsageError(f"{last_path} holds a {ckpt['arch']!r} model but the config asks for {cfg['model']['arch']!r}; use another --out")
+        model.load_state_dict(ckpt["state_dict"])
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+        if use_amp and st.get("scaler"):
+            scaler.load_state_dict(st["scaler"])
+        start_epoch, step = int(st["epoch"]) + 1, int(st["step"])
+        best_rmse, best_epoch, bad_epochs = float(st["best_rmse"]), int(st["best_epoch"]), int(st["bad_epochs"])
+        if dist.main:
+            log.info("resumed from %s at epoch %d (best val RMSE %.4f at epoch %d)", last_path, start_epoch, best_rmse, best_epoch)
+
+    net: torch.nn.Module = model
+    if dist.enabled:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+
+    aug_cfg = cfg["augment"]
+    augment = BatchAugment(shift=bool(aug_cfg["shift"]), gain_db=tuple(float(g) for g in aug_cfg["gain_db"]),
+                           reverse_p=float(aug_cfg["reverse_p"]))
+    train_ds = PairDataset(train_urls, train=True, batch_size=bs, seed=seed, shuffle_buffer=int(dcfg["shuffle_buffer"]),
+                           samples_per_epoch=int(dcfg["samples_per_epoch"]))
+    val_ds = PairDataset(val_urls, train=False, batch_size=int(dcfg["val_batch_size"]))
+    nw = int(dcfg["num_workers"])
+
+    training_data = {"train_shards": len(train_urls), "val_shards": len(val_urls), "validation": split_how,
+                     "train_first": train_urls[0], "train_last": train_urls[-1], "val_first": val_urls[0],
+                     "samples_per_epoch": int(dcfg["samples_per_epoch"])}
+    csv_log = tb = None
+    if dist.main:
+        with open(os.path.join(out_dir, "config.yaml"), "w", encoding="utf-8") as fh:
+            yaml.safe_dump({"config": cfg, "data": training_data, "world_size": dist.world}, fh, sort_keys=False)
+        csv_log = _CsvLog(os.path.join(out_dir, "log.csv"))
+        tb = _tensorboard(out_dir)
+        log.info("training %s on %d shards, validating on %s; %d steps/epoch x %d epochs, device %s, world %d",
+                 cfg["model"]["arch"], len(train_urls), split_how, steps_per_epoch, cfg["epochs"], dev, dist.world)
+
+    t_start = time.time()
+    stopped_early = False
+    epoch = start_epoch - 1
+    patience = int(cfg["early_stopping"]["patience"])
+    min_delta = float(cfg["early_stopping"]["min_delta"])
+    try:
+        for epoch in range(start_epoch, int(cfg["epochs"])):
+            t0 = time.time()
+            train_ds.epoch = epoch
+            net.train()
+            gen = augment.generator(seed + dist.rank, epoch, dev) if augment.active else None
+            loss_sum, pairs, skipped = 0.0, 0, 0
+            for batch in make_loader(train_ds, num_workers=nw, device=str(dev)):
+                skipped += int(batch["skipped"])
+                ref = batch["ref"].to(dev, non_blocking=True)
+                deg = batch["deg"].to(dev, non_blocking=True)
+                mos = batch["mos"].to(dev, non_blocking=True)
+                if gen is not None:
+                    ref, deg = augment(ref, deg, gen)
+                with torch.autocast(device_type=dev.type, enabled=use_amp):
+                    pred = net(ref, deg)
+                loss = _loss(pred, mos, cfg["loss"])
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)
+                if cfg["grad_clip"]:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), float(cfg["grad_clip"]))
+                scaler.step(opt)
+                scaler.update()
+                sched.step()
+                step += 1
+                loss_sum += float(loss.detach()) * len(mos)
+                pairs += len(mos)
+            train_s = time.time() - t0
+            tot = dist.gather((loss_sum, pairs, skipped))
+            loss_sum, pairs, skipped = (sum(t[i] for t in tot) for i in range(3))
+
+            pred, label, _, val_skipped = predict(model, make_loader(val_ds, num_workers=nw, device=str(dev)), dev)
+            parts = dist.gather((pred, label, val_skipped))
+            pred = np.concatenate([p[0] for p in parts])
+            label = np.concatenate([p[1] for p in parts])
+            val_skipped = sum(p[2] for p in parts)
+            if len(label) == 0:
+                raise DatasetError(f"validation data ({split_how}) yielded no readable pairs")
+            m = compute_metrics(pred, label)
+            improved = m["rmse"] < best_rmse - min_delta
+            if improved:
+                best_rmse, best_epoch, bad_epochs = m["rmse"], epoch, 0
+            else:
+                bad_epochs += 1
+            if dist.main:
+                metrics = {"val": {k: m[k] for k in ("n", "pearson", "spearman", "rmse", "mae", "bias")},
+                           "val_high": m["high"], "epoch": epoch}
+                state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                         "scaler": scaler.state_dict() if use_amp else {}, "epoch": epoch, "step": step,
+                         "best_rmse": best_rmse, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
+                         "config": cfg, "rng": _rng_state()}
+                ck = checkpoint_dict(model, training_data=training_data, metrics=metrics, extra={"train_state": state})
+                save_checkpoint(ck, last_path)
+                if improved:
+                    ck.pop("train_state")
+                    save_checkpoint(ck, best_path)
+                row = {"epoch": epoch, "step": step, "lr": sched.get_last_lr()[0], "train_loss": loss_sum / max(1, pairs),
+                       "train_pairs": pairs, "train_pairs_per_s": pairs / train_s if train_s > 0 else "",
+                       "skipped": skipped, "val_pairs": m["n"], "val_pearson": m["pearson"], "val_spearman": m["spearman"],
+                       "val_rmse": m["rmse"], "val_rmse_high": m["high"]["rmse"], "val_pearson_high": m["high"]["pearson"],
+                       "val_skipped": val_skipped, "best": int(improved), "epoch_s": time.time() - t0}
+                csv_log.write(row)
+                if tb is not None:
+                    for k in ("train_loss", "val_rmse", "val_rmse_high", "val_pearson", "lr"):
+                        tb.add_scalar(k, row[k], epoch)
+                log.info("epoch %d: train loss %.4f (%d pairs, %.0f/s, %d skipped) | val r %.4f rmse %.4f rmse>=4 %.4f (%d skipped)%s",
+                         epoch, row["train_loss"], pairs, row["train_pairs_per_s"] or 0, skipped, m["pearson"], m["rmse"],
+                         m["high"]["rmse"], val_skipped, "  *best*" if improved else "")
+            dist.barrier()
+            if bad_epochs >= patience:
+                stopped_early = True
+                if dist.main:
+                    log.info("early stop: no validation RMSE gain for %d epochs (best %.4f at epoch %d)", patience, best_rmse, best_epoch)
+                break
+    finally:
+        if csv_log is not None:
+            csv_log.close()
+        if tb is not None:
+            tb.close()
+        dist.close()
+    return FitResult(out_dir, best_path, last_path, best_epoch, best_rmse, epoch + 1, stopped_early, time.time() - t_start)
+
+
+@click.command("fit")
+@click.option("--config", "config", type=click.Path(dir_okay=False), default=None, help="YAML config (trainer/configs/*.yaml)")
+@click.option("--data", "data", multiple=True, help="training shards: brace pattern, folder, or manifest .json (repeatable)")
+@click.option("--val-data", "val_data", multiple=True, help="validation shards (default: manifest val split or the last shards)")
+@click.option("--manifest", default=None, type=click.Path(dir_okay=False), help="dataset manifest with train/val splits")
+@click.option("--out", "out_dir", required=True, help="run folder: last.pt, best.pt, log.csv, config.yaml")
+@click.option("--resume/--no-resume", default=True, show_default=True, help="continue from OUT/last.pt when present")
+@click.option("--device", default="auto", show_default=True, help="auto = CUDA if available else CPU")
+@click.option("--epochs", type=int, default=None, help="override config epochs")
+@click.option("--num-workers", type=int, default=None, help="override data.num_workers")
+@click.option("--samples-per-epoch", type=int, default=None, help="override data.samples_per_epoch")
+@click.option("--init-from", default=None, help="start from this checkpoint's weights (fine-tuning)")
+def fit_command(config, data, val_data, manifest, out_dir, resume, device, epochs, num_workers, samples_per_epoch, init_from):
+    """Train the quality model; checkpoints every epoch and resumes."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    res = fit(config, list(data) or None, out_dir, val_data=list(val_data) or None, manifest=manifest, resume=resume,
+              device=device, epochs=epochs, num_workers=num_workers, samples_per_epoch=samples_per_epoch, init_from=init_from)
+    if int(os.environ.get("RANK", "0")) == 0:
+        click.echo(json.dumps({"best_checkpoint": res.best_checkpoint, "best_epoch": res.best_epoch,
+                               "best_val_rmse": res.best_val_rmse, "epochs_run": res.epochs_run,
+                               "stopped_early": res.stopped_early, "duration_s": round(res.duration_s, 1)}))
