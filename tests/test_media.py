@@ -322,11 +322,19 @@ def test_encode_file_copies_source_tags(tmp_path, synth):
     x = synth.tone(44100, 2, 1.0)
     # write a FLAC with tags through ffmpeg itself
     media.encode_array(x, 44100, _flac_preset(tmp_path), 0, src,
-                       metadata={"artist": "Some Artist", "album": "A=B;C#D"})
+                       metadata={"artist": "Some Artist", "album": "A=B;C#D",
+                                 "COMMENT": "line one\nline two"})
+    assert media.probe(src).tags["comment"] == "line one\nline two"
     out = tmp_path / "out.mp3"
     media.encode_file(src, out, "mp3", "128k")
     tags = media.probe(out).tags
     assert tags["artist"] == "Some Artist" and tags["album"] == "A=B;C#D"
+    assert tags["comment"] == "line one\nline two"
+    # our metadata overrides a source tag of the same name (keys are case-insensitive)
+    media.encode_file(src, out, "opus", "64k", metadata={"comment": "ratecontrol"})
+    tags = media.probe(out).tags
+    assert tags["artist"] == "Some Artist"
+    assert [v for k, v in tags.items() if k.lower() == "comment"] == ["ratecontrol"]
 
 
 def _flac_preset(tmp_path: Path):
