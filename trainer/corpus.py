@@ -83,7 +83,7 @@ class CorpusConfig:
     min_rolloff_hz: float = 15000.0
     #: music shorter than this is a sound effect, not music
     min_music_duration_s: float = 20.0
-    render_hours: float = 3.0
+    render_hours: float = 2.0
     drum_minutes: float = 50.0
     espeak_minutes: float = 30.0
     speech_passage_s: float = 60.0
@@ -362,6 +362,7 @@ def stage_music(out: Path, cfg: CorpusConfig, n_jobs: int) -> tuple[list[dict], 
 # chromatic percussion, organs, guitars, basses, strings, ensembles, brass, reeds, pipes,
 # synth leads and pads -- sound effects (120-127) and percussive kits are left out.
 _GM_PROGRAMS = [p for p in range(0, 96) if p not in (55, 47)]
+_MAX_RENDER_S = 240.0  # longer renders are cut: more pieces per hour of render budget
 
 
 def _render_one(index: int, score_path: str, sf2: str, wav_out: Path, seed: int) -> dict | None:
@@ -411,7 +412,7 @@ def _render_one(index: int, score_path: str, sf2: str, wav_out: Path, seed: int)
     loud = np.nonzero(env > 1e-4)[0]
     if loud.size == 0:
         return None
-    audio = audio[:, loud[0]:loud[-1] + int(0.5 * sr)]
+    audio = audio[:, loud[0]:loud[-1] + int(0.5 * sr)][:, : int(_MAX_RENDER_S * sr)]
     audio *= 0.89 / max(float(np.abs(audio).max()), 1e-9)
     _write_flac(wav_out, audio, sr)
     return {"score": score_path, "transpose_semitones": semitones, "bpm": round(bpm, 1),
@@ -427,7 +428,9 @@ def stage_render(out: Path, cfg: CorpusConfig, n_jobs: int) -> list[dict]:
         fonts.append((pkg, str(fetch_package(pkg, out) / rel)))
     paths = [str(p) for p in m21corpus.getPaths()
              if Path(str(p)).suffix.lower() in (".mxl", ".xml", ".musicxml", ".krn", ".mid")
-             and Path(str(p)).stat().st_size < 400_000]  # big scores take minutes to parse
+             # big scores (masses, symphonies) take minutes to parse and render and would
+             # spend the render budget on a few pieces: variety matters more than length
+             and Path(str(p)).stat().st_size < 120_000]
     paths.sort()
     rng = np.random.default_rng(cfg.seed)
     order = rng.permutation(len(paths))

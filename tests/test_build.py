@@ -1,0 +1,235 @@
+"""The dataset builder end to end on synthesized sources: real ffmpeg, codecs and ViSQOL.
+
+One tiny build (2 score bins, a handful of settings) is shared by the module; it takes a
+few seconds of labelling after ViSQOL's one-off JIT.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import Synth
+from ratecontrol.errors import DatasetError
+from trainer import build as B
+
+# both halves of the score range are reachable with these: 3.5-kHz low-pass and Opus at
+# 6 kbps land far below MOS 3 on noise/transients; MP3 at 128 kbps near identity.
+TINY_SETTINGS = tuple(s for s in B.default_settings()
+                      if s.name in ("lowpass-3500", "opus-6k", "opus-voip-8k", "mp3-cbr-128k",
+                                    "aac-64k", "vorbis-q4", "lowpass-7000"))
+TINY = dict(pairs=8, seed=3, val_fraction=0.25, n_jobs=1, score_range=(0.0, 1.0),
+            bin_width=0.5, settings=TINY_SETTINGS, pairs_per_shard=2, progress=False)
+
+
+def _write_sources(root: Path) -> Path:
+    """Four 7-s sources (wav + flac, mono + stereo) of different content."""
+    s = Synth(7)
+    src = root / "src"
+    src.mkdir(parents=True)
+    sr = 44100
+    sig = {
+        "noise_bursts.flac": s.transients(sr, channels=2, duration_s=7.0),
+        "chirp.wav": s.chirp(sr, channels=1, duration_s=7.0, f0_hz=100, f1_hz=16000),
+        "tones_noise.flac": (s.tone(sr, 2, 7.0, 440.0, 0.3) + s.noise(sr, 2, 7.0, 0.08)),
+        "sub/noise.wav": s.noise(sr, 1, 7.0, 0.2),
+    }
+    for name, x in sig.items():
+        p = src / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(str(p), np.clip(x, -1, 1).T, sr)
+    return src
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("build")
+    src = _write_sources(root)
+    out = root / "out"
+    result = B.build_dataset([src], out, **TINY)
+    return src, out, result
+
+
+def _members(shard: Path) -> dict:
+    with tarfile.open(shard) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar}
+
+
+def test_tiny_build_verifies_and_is_balanced(tiny):
+    src, out, result = tiny
+    rep = B.verify(out)
+    assert rep.ok, rep.problems
+    # 8 pairs: val 2 (1 per bin), train 6 (3 per bin)
+    assert rep.pairs_by_split == {"train": 6, "val": 2}
+    assert rep.histogram["train"] == {"0.00": 3, "0.50": 3}
+    assert rep.histogram["val"] == {"0.00": 1, "0.50": 1}
+    man = json.loads((out / "manifest.json").read_text())
+    assert [s["split"] for s in man["shards"]] == ["train"] * 3 + ["val"]
+    assert man["pool_pairs"] >= 8
+
+
+def test_shards_load_with_plain_webdataset(tiny):
+    import webdataset as wds
+
+    _, out, _ = tiny
+    urls = [str(p) for p in sorted(out.glob("shard-*.tar"))]
+    samples = list(wds.WebDataset(urls, shardshuffle=False).decode())
+    assert len(samples) == 8
+    for s in samples:
+        assert {"original.wav", "degraded.wav", "score.txt", "json"} <= set(s)
+        for k in ("original.wav", "degraded.wav"):
+            x, sr = sf.read(io.BytesIO(s[k]), dtype="int16")
+            info = sf.info(io.BytesIO(s[k]))
+            assert (sr, x.ndim, x.shape[0], info.subtype) == (44100, 1, 44100, "PCM_16")
+        score = float(s["score.txt"])
+        prov = s["json"]
+        assert score == pytest.approx((prov["visqol_mos"] - 1) / 4, abs=1e-6)
+        assert {"source_id", "licence", "offset_s", "codec", "setting"} <= set(prov)
+        # the degraded clip really is degraded/aligned: a low score means a different clip
+        ref = sf.read(io.BytesIO(s["original.wav"]))[0]
+        deg = sf.read(io.BytesIO(s["degraded.wav"]))[0]
+        assert np.abs(ref).max() > 0.01
+        if score > 0.9:
+            assert np.corrcoef(ref, deg)[0, 1] > 0.9
+
+
+def test_splits_are_disjoint_by_source(tiny):
+    _, out, _ = tiny
+    rep = B.verify(out)
+    train, val = set(rep.sources_by_split["train"]), set(rep.sources_by_split["val"])
+    assert train and val and not train & val
+    man = json.loads((out / "manifest.json").read_text())
+    assert not set(man["sources"]["train"]) & set(man["sources"]["val"])
+
+
+def test_same_seed_same_pairs_and_bytes(tiny, tmp_path):
+    src, out, _ = tiny
+    again = tmp_path / "again"
+    B.build_dataset([src], again, **TINY)
+    a = sorted(out.glob("shard-*.tar"))
+    b = sorted(again.glob("shard-*.tar"))
+    assert [p.name for p in a] == [p.name for p in b]
+    for x, y in zip(a, b):
+        mx, my = _members(x), _members(y)
+        assert sorted(mx) == sorted(my)
+        for k in mx:
+            if k.endswith(".score.txt"):
+                assert mx[k] == my[k]
+        assert hashlib.sha256(x.read_bytes()).digest() == hashlib.sha256(y.read_bytes()).digest()
+
+
+def test_resume_rebuilds_only_the_missing_shard(tiny, tmp_path, monkeypatch):
+    src, out, _ = tiny
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    victim = copy / "shard-000001.tar"
+    before = victim.read_bytes()
+    victim.unlink()
+    others = {p.name: p.stat().st_mtime_ns for p in copy.glob("shard-*.tar")}
+
+    def no_labelling(*a, **k):
+        raise AssertionError("resume relabelled the pool")
+
+    monkeypatch.setattr(B, "run_job", no_labelling)
+    B.build_dataset([src], copy, **TINY)
+    assert victim.read_bytes() == before
+    assert {p.name: p.stat().st_mtime_ns for p in copy.glob("shard-*.tar")
+            if p.name != victim.name} == others
+
+
+def test_changed_arguments_are_refused(tiny):
+    src, out, _ = tiny
+    with pytest.raises(DatasetError, match="different arguments"):
+        B.build_dataset([src], out, **{**TINY, "seed": 4})
+
+
+def test_verify_catches_a_wrong_score(tiny, tmp_path):
+    _, out, _ = tiny
+    copy = tmp_path / "bad"
+    shutil.copytree(out, copy)
+    shard = copy / "shard-000000.tar"
+    members = _members(shard)
+    key = next(k for k in members if k.endswith(".score.txt"))
+    members[key] = b"0.123456"
+    with tarfile.open(shard, "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    rep = B.verify(copy)
+    assert not rep.ok
+    assert any("(MOS-1)/4" in p for p in rep.problems)
+
+
+# ----------------------------------------------------------------- pure pieces
+def test_window_complexity_ranks_busy_above_quiet_and_gates_silence(synth):
+    sr = 44100
+    busy = synth.transients(sr, duration_s=1.0)[0] + 0.2 * synth.noise(sr, duration_s=1.0)[0]
+    tone = synth.tone(sr, duration_s=1.0, amplitude=0.5)[0]
+    quiet = 0.001 * synth.noise(sr, duration_s=1.0)[0]  # ~ -67 dBFS
+    c = B.window_complexity(np.stack([busy, tone, quiet]))
+    assert c.score[0] > c.score[1] > 0
+    assert c.score[2] == 0
+    lp = B.lowpass(synth.noise(sr, duration_s=1.0), 4000)[0]
+    wide = synth.noise(sr, duration_s=1.0)[0]
+    bw = B.window_complexity(np.stack([lp, wide])).bandwidth_hz
+    assert bw[0] < 4500 < 15000 < bw[1]
+
+
+def test_lowpass_anchor_is_zero_phase(synth):
+    x = synth.transients(44100, duration_s=1.0)
+    y = B.lowpass(x, 7000)
+    lag = np.argmax(np.correlate(y[0], x[0], mode="full")) - (x.shape[1] - 1)
+    assert lag == 0 and y.shape == x.shape
+
+
+def test_default_settings_cover_every_family():
+    s = B.default_settings()
+    fams = {x.family for x in s}
+    assert fams == {"opus", "aac", "mp3-cbr", "mp3-vbr", "vorbis", "lowpass"}
+    names = {x.name for x in s}
+    assert {"opus-6k", "opus-voip-6k", "opus-lowdelay-12k", "lowpass-3500",
+            "lowpass-7000", "mp3-vbr-V0"} <= names
+    assert len(names) == len(s)
+    from ratecontrol.presets import load_preset
+
+    for p in {x.preset for x in s if x.preset}:
+        load_preset(p)
+
+
+def test_score_bins():
+    e = B.bin_edges((0.10, 0.95))
+    assert len(e) == 18
+    assert B.score_bin(0.05, e) == -1
+    assert B.score_bin(0.10, e) == 0
+    assert B.score_bin(0.9325, e) == 16
+    assert B.score_bin(0.95, e) == 17
+
+
+def test_split_sources_by_kind_and_fraction():
+    srcs = [B.Source(id=f"{k}/{i}", path="/x", kind=k) for k in ("music", "speech")
+            for i in range(10)]
+    d = [60.0] * 20
+    splits = B.split_sources(srcs, d, 0.2, seed=0)
+    for k in ("music", "speech"):
+        val = [s.id for s, sp in zip(srcs, splits) if sp == "val" and s.kind == k]
+        assert len(val) == 2
+    assert splits == B.split_sources(srcs, d, 0.2, seed=0)
+    assert splits != B.split_sources(srcs, d, 0.2, seed=1)
+
+
+def test_scan_sources_reads_a_corpus_manifest(tmp_path):
+    (tmp_path / "a.flac").write_bytes(b"")
+    (tmp_path / "manifest.jsonl").write_text(json.dumps(
+        {"id": "music/x", "path": "a.flac", "kind": "music", "licence": "CC0"}) + "\n")
+    (s,) = B.scan_sources([tmp_path])
+    assert (s.id, s.kind, s.licence) == ("music/x", "music", "CC0")
+    with pytest.raises(DatasetError, match="not found"):
+        B.scan_sources([tmp_path / "nope"])
