@@ -67,58 +67,13 @@ SCORE_BIN_WIDTH = 0.05
 #: [0.10, 0.95) is 17 bins that every split can fill.
 DEFAULT_SCORE_RANGE = (0.10, 0.95)
 #: near-silence gate: ViSQOL on a -60 dBFS hiss rates codec noise, not music
-SILENCE_RMS_DBFS = -45.0
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac",
                     ".aif", ".aiff", ".wma", ".mka", ".webm", ".ape", ".wv")
 
 
 # --------------------------------------------------------------------------- complexity
-@dataclass(frozen=True)
-class WindowComplexity:
-    """Cheap per-window content measures (arrays of shape [W])."""
-
-    rms_dbfs: np.ndarray
-    #: mean positive frame-to-frame change of the log spectrum, dB per bin (onsets,
-    #: note changes and noise bursts raise it; sustained tones keep it near 0)
-    flux_db: np.ndarray
-    #: frequency below which 99 % of the window's energy lies
-    bandwidth_hz: np.ndarray
-    #: flux_db * log2(1 + bandwidth_kHz); 0 for near-silent windows (rms < -45 dBFS)
-    score: np.ndarray
-
-
-def window_complexity(windows: np.ndarray, sample_rate_hz: int = SAMPLE_RATE_HZ,
-                      silence_rms_dbfs: float = SILENCE_RMS_DBFS) -> WindowComplexity:
-    """Spectral flux x bandwidth of each window of ``windows`` float [W, N] (pure numpy).
-
-    Used to pick the "more complex" clips of a source: codecs spend bits on transients and
-    high-frequency detail, so busy, wide-band windows spread ViSQOL scores across settings,
-    while quiet, dull ones score near-identity for almost everything.
-    """
-    w = np.asarray(windows, dtype=np.float64)
-    if w.ndim == 1:
-        w = w[None, :]
-    n_fft, hop = 2048, 1024
-    rms = np.sqrt(np.mean(w ** 2, axis=1))
-    rms_dbfs = 20 * np.log10(rms + 1e-12)
-    if w.shape[1] < n_fft:
-        w = np.pad(w, ((0, 0), (0, n_fft - w.shape[1])))
-    frames = np.lib.stride_tricks.sliding_window_view(w, n_fft, axis=1)[:, ::hop]
-    spec = np.abs(np.fft.rfft(frames * np.hanning(n_fft), axis=-1)) ** 2  # [W, T, F]
-    db = 10 * np.log10(spec + 1e-20)
-    db = np.maximum(db, db.max(axis=(1, 2), keepdims=True) - 80.0)  # 80 dB floor
-    if db.shape[1] > 1:
-        flux = np.maximum(np.diff(db, axis=1), 0).mean(axis=(1, 2))
-    else:
-        flux = np.zeros(w.shape[0])
-    power = spec.sum(axis=1)
-    cum = np.cumsum(power, axis=1)
-    idx = np.array([np.searchsorted(c, 0.99 * c[-1]) for c in cum])
-    bandwidth = idx * sample_rate_hz / n_fft
-    score = flux * np.log2(1 + bandwidth / 1000.0)
-    score = np.where(rms_dbfs < silence_rms_dbfs, 0.0, score)
-    return WindowComplexity(rms_dbfs=rms_dbfs, flux_db=flux, bandwidth_hz=bandwidth,
-                            score=score)
+# window_complexity lives in the library: the sampled search picks probe segments with it
+from ratecontrol.windows import SILENCE_RMS_DBFS, WindowComplexity, window_complexity  # noqa: E402
 
 
 # --------------------------------------------------------------------------- settings
