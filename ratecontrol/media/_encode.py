@@ -331,6 +331,28 @@ def _delay_at(preset: Preset, sample_rate_hz: int) -> int:
                      / preset.decoder_delay_rate_hz))
 
 
+def decode_aligned(path, preset, sample_rate_hz: int, channels: int, n_samples: int) -> np.ndarray:
+    """Decode a file this preset encoded so it lines up with its source sample-accurately.
+
+    ffmpeg removes the codec's priming (Opus pre-skip, LAME gapless header, MP4 edit
+    list); the preset's measured residual delay is removed here; the result is cut or
+    zero-padded at the end to ``n_samples``. Used by roundtrip and by the full-track
+    check of a finished encode.
+    """
+    p = load_preset(preset)
+    dec = decode(path, sample_rate_hz=int(sample_rate_hz), channels=channels)
+    delay = _delay_at(p, int(sample_rate_hz))
+    if delay > 0:
+        dec = dec[:, delay:]
+    elif delay < 0:
+        dec = np.concatenate([np.zeros((channels, -delay), np.float32), dec], axis=1)
+    if dec.shape[1] >= n_samples:
+        dec = dec[:, :n_samples]
+    else:
+        dec = np.concatenate([dec, np.zeros((channels, n_samples - dec.shape[1]), np.float32)], axis=1)
+    return np.ascontiguousarray(dec, dtype=np.float32)
+
+
 def roundtrip_info(audio: np.ndarray, sample_rate_hz: int, preset, rung) -> RoundTrip:
     """Encode ``audio`` [C, N] with a rung, decode it back; see :func:`roundtrip`."""
     a = _as_audio(audio)
@@ -340,16 +362,7 @@ def roundtrip_info(audio: np.ndarray, sample_rate_hz: int, preset, rung) -> Roun
         enc = Path(td) / f"rt{p.extension}"
         encode_array(a, sample_rate_hz, p, r, enc)
         size = enc.stat().st_size
-        dec = decode(enc, sample_rate_hz=int(sample_rate_hz), channels=channels)
-    delay = _delay_at(p, int(sample_rate_hz))
-    if delay > 0:
-        dec = dec[:, delay:]
-    elif delay < 0:
-        dec = np.concatenate([np.zeros((channels, -delay), np.float32), dec], axis=1)
-    if dec.shape[1] >= n:
-        dec = dec[:, :n]
-    else:
-        dec = np.concatenate([dec, np.zeros((channels, n - dec.shape[1]), np.float32)], axis=1)
+        dec = decode_aligned(enc, p, sample_rate_hz, channels, n)
     dur = n / float(sample_rate_hz)
     return RoundTrip(audio=np.ascontiguousarray(dec, dtype=np.float32), size_bytes=size,
                      bitrate_kbps=size * 8 / dur / 1000.0)
