@@ -447,3 +447,15 @@ def test_roundtrip_mono_and_short_input(synth):
     for name in ("mp3", "aac", "vorbis"):
         y = media.roundtrip(x, 48000, name, 0)
         assert y.shape == x.shape
+
+
+def test_decode_aligned_matches_a_finished_encode(tmp_path, synth):
+    x = synth.transients(44100, 2, 1.5)
+    src = _write(tmp_path / "src.wav", x, 44100, subtype="FLOAT")
+    for name in ("opus", "mp3", "aac"):
+        p = load_preset(name)
+        out = tmp_path / f"o{p.extension}"
+        media.encode_file(src, out, p, "128k")
+        y = media.decode_aligned(out, p, 44100, 2, x.shape[1])
+        assert y.shape == x.shape and y.dtype == np.float32
+        assert abs(estimate_delay(x, y, 3000)) <= 1, name
