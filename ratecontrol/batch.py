@@ -583,7 +583,8 @@ def _process(task: _Task, src: Path, base: dict, t0: float) -> FileRecord:
     try:
         info = media.probe(src)
     except InputError as exc:
-        if src.suffix.lower() in AUDIO_EXTENSIONS:
+        # ._name files are macOS AppleDouble metadata that copy along with the real file
+        if src.suffix.lower() in AUDIO_EXTENSIONS and not src.name.startswith("._"):
             return FileRecord(status=FAILED, reason=_one_line(exc), seconds=time.perf_counter() - t0, **base)
         if task.copy_other:
             size = _atomic_copy(src, out_root / task.rel)
