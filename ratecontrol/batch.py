@@ -46,7 +46,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
@@ -694,7 +694,8 @@ def _check_dirs(in_dir, out_dir) -> tuple[Path, Path, Path | None]:
         raise OutputError(f"cannot create output folder {dst} ({exc.strerror}); choose another OUT_DIR") from None
     if not os.access(dst, os.W_OK):
         raise OutputError(f"output folder {dst} is not writable; choose another OUT_DIR")
-    return src, dst, (rd if rd.is_relative_to(rs) else None)
+    # absolute: Dask workers on other machines do not share this process's cwd
+    return Path(os.path.abspath(src)), Path(os.path.abspath(dst)), (rd if rd.is_relative_to(rs) else None)
 
 
 class _Backend:
@@ -936,7 +937,3 @@ def batch_command(in_dir, out_dir, target_mos, codec, jobs, backend, scheduler, 
         click.echo(line)
     if not report.ok:
         raise SystemExit(1)
-
-
-if __name__ == "__main__":  # pragma: no cover - `python -m ratecontrol batch` is the entry point
-    batch_command()
