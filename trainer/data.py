@@ -75,14 +75,21 @@ def _expand_one(spec: str) -> list[str]:
             if not found:
                 raise DatasetError(f"no .tar shards in folder {spec}; point --data at shard files or a brace pattern")
             return found
-        if spec.endswith(".json") and os.path.isfile(spec):
-            return [u for split in read_manifest(spec).values() for u in split]
+        path, _, split = spec.partition("#")
+        if path.endswith(".json") and os.path.isfile(path):
+            splits = read_manifest(path)
+            if split:
+                if split not in splits:
+                    raise DatasetError(f"manifest {path} has no split {split!r}; it has {sorted(splits)}")
+                return splits[split]
+            return [u for urls in splits.values() for u in urls]
     urls = list(wds.shardlists.expand_urls(spec))
     return urls
 
 
 def resolve_shards(spec: str | Sequence[str] | None) -> list[str]:
-    """Shard URLs from a brace pattern, a folder, a manifest .json, or a list of those.
+    """Shard URLs from a brace pattern, a folder, a manifest .json (``manifest.json#val``
+    for one split), or a list of those.
 
     Local files must exist (DatasetError names the first missing one); remote URLs are
     passed through for webdataset to open."""
@@ -104,10 +111,11 @@ def resolve_shards(spec: str | Sequence[str] | None) -> list[str]:
 def read_manifest(path: str) -> dict[str, list[str]]:
     """Split name -> shard URLs from a manifest .json.
 
-    Accepted layouts: ``{"splits": {"train": [...], "val": [...]}}``, ``{"train": [...],
-    ...}``, and split entries that are lists of names or of ``{"shard"/"path"/"url":
-    ...}`` dicts, or a dict with a "shards" list. Relative paths are relative to the
-    manifest's folder. ``validation``/``valid``/``dev`` are read as ``val``."""
+    Accepted layouts: ``trainer build-dataset``'s ``{"shards": [{"name": ...,
+    "split": "train"|"val", "pairs": n}, ...]}``; ``{"splits": {"train": [...], "val":
+    [...]}}``; ``{"train": [...], ...}``, with split entries that are lists of names or of
+    ``{"shard"/"path"/"url": ...}`` dicts, or a dict with a "shards" list. Relative paths
+    are relative to the manifest's folder. ``validation``/``valid``/``dev`` read as ``val``."""
     try:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
@@ -115,6 +123,13 @@ def read_manifest(path: str) -> dict[str, list[str]]:
         raise DatasetError(f"manifest {path} not found") from exc
     except (OSError, ValueError) as exc:
         raise DatasetError(f"manifest {path} is not readable JSON ({exc}); rebuild it with `python -m trainer build-dataset`") from exc
+    if isinstance(data, dict) and isinstance(data.get("shards"), list) and "splits" not in data:
+        grouped: dict[str, list] = {}
+        for sh in data["shards"]:
+            if not isinstance(sh, dict) or "split" not in sh:
+                raise DatasetError(f"manifest {path}: shard entry without a split: {sh!r}")
+            grouped.setdefault(sh["split"], []).append(sh)
+        data = {"splits": grouped}
     splits = data.get("splits", data) if isinstance(data, dict) else None
     if not isinstance(splits, dict):
         raise DatasetError(f"manifest {path} has no splits (expected {{'splits': {{'train': [...], 'val': [...]}}}})")
@@ -128,7 +143,7 @@ def read_manifest(path: str) -> dict[str, list[str]]:
             continue
         urls = []
         for e in entries:
-            u = e if isinstance(e, str) else next((e[k] for k in ("shard", "path", "url", "file") if isinstance(e, dict) and k in e), None)
+            u = e if isinstance(e, str) else next((e[k] for k in ("shard", "path", "url", "file", "name") if isinstance(e, dict) and k in e), None)
             if u is None:
                 raise DatasetError(f"manifest {path}: split {name!r} has an entry without shard/path/url: {e!r}")
             if "://" not in u and not u.startswith("pipe:") and not os.path.isabs(u):

@@ -198,7 +198,10 @@ def _tensorboard(out_dir: str):
 def _data_split(data, val_data, manifest, cfg) -> tuple[list[str], list[str], str]:
     from trainer.data import read_manifest, resolve_shards, split_shards
 
-    train_urls = resolve_shards(data) if data else []
+    specs = [data] if isinstance(data, str) else list(data or [])
+    if not manifest and len(specs) == 1 and str(specs[0]).endswith(".json"):
+        manifest, specs = str(specs[0]), []  # --data manifest.json: use its splits
+    train_urls = resolve_shards(specs) if specs else []
     val_urls = resolve_shards(val_data) if val_data else []
     how = "--val-data"
     if manifest:
