@@ -595,8 +595,10 @@ def stage_drums(out: Path, cfg: CorpusConfig) -> list[dict]:
                 shot = _load_shot(kit.parent / fn)
                 if shot is not None:
                     pools[cat].append(shot)
-        licence = lic[:120] if lic else licence_for("hydrogen-drumkits", htext,
-                                                    str(kit.relative_to(hroot)))
+        # the copyright file names each kit by its source archive, drumkits/<kit>.h2drumkit
+        licence = licence_for("hydrogen-drumkits", htext, f"drumkits/{kit.parent.name}.h2drumkit")
+        if licence == "see copyright" and lic:
+            licence = lic[:120]  # the kit's own drumkit.xml <license> text
         jobs.append((kit.parent.name, pools, None, "hydrogen-drumkits", licence))
     sroot = fetch_package("sonic-pi-samples", out)
     scopy = _copyright_path(sroot, "sonic-pi-samples")
