@@ -1,43 +1,67 @@
-"""Library entry points: ``select_bitrate``, ``encode``, ``score``.
+"""Library entry points: ``select_bitrate``, ``encode``, ``encode_ladder``, ``score``.
 
 The flow for one track:
 1. decode the input once at the rate the output will have (``_output_rate``), up to two
-   channels (``src``); resample that to the model's 44.1 kHz (``ref44``) and cut windows;
-2. ``scorer.prepare`` the reference windows once;
-3. each probe round-trips ``src`` through the codec at one rung (media.roundtrip, delay
-   compensated), resamples the decode with the *same* resampler, cuts the same windows,
-   scores and pools;
-4. the ladder search (search.py) decides which rung to probe next;
-5. ``encode`` writes the chosen rung from the original file (keeping tags and cover
-   art) to a temp file, then renames it into place.
+   channels (``_Track.src``);
+2. decide what the probes encode (``_ProbeSource``): the whole track, or for long inputs
+   a few of its hardest segments (``_pick_segments``: the data builder's complexity
+   measure), each with 1 s of context either side so codec start-up does not bias them;
+3. cut the reference windows (44.1 kHz, 1 s) and ``scorer.prepare`` them once;
+4. each probe round-trips the probe source through the codec at one rung (delay
+   compensated), resamples with the *same* resampler, cuts the same windows, scores
+   (per-window scores are cached on disk, see cache.py) and pools;
+5. the ladder search (search.py) decides which rung to probe next;
+6. ``encode`` writes the chosen rung from the original file (keeping tags and cover
+   art) to a temp file; when the search was sampled, the whole encode is then decoded
+   and scored, and if it misses the target the next rung up is tried; then rename.
 """
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from ratecontrol import media
 from ratecontrol._resample import resample
 from ratecontrol.align import align, estimate_delay
-from ratecontrol.errors import InputError, OutputError, TargetNotReachable, UsageError
-from ratecontrol.presets import Preset, load_preset
+from ratecontrol.cache import ProbeCache, pcm_digest, preset_fingerprint
+from ratecontrol.errors import InputError, OutputError, RatecontrolError, TargetNotReachable, UsageError
+from ratecontrol.presets import Preset, list_presets, load_preset
 from ratecontrol.results import EncodeResult, Probe, ScoreResult, SearchResult
 from ratecontrol.scoring.base import Scorer, get_scorer
 from ratecontrol.scoring.pooling import DEFAULT_POOL, pool as pool_scores, validate_pool
 from ratecontrol.search import search_ladder
-from ratecontrol.windows import MODEL_SAMPLE_RATE_HZ, WindowIndex, cut_windows, is_digital_silence
+from ratecontrol.windows import (
+    MODEL_SAMPLE_RATE_HZ,
+    WindowIndex,
+    cut_windows,
+    is_digital_silence,
+    window_complexity,
+)
 
-__all__ = ["select_bitrate", "encode", "score", "MOS_MIN", "MOS_MAX"]
+__all__ = ["select_bitrate", "encode", "encode_ladder", "score", "MOS_MIN", "MOS_MAX", "AUTO_CODEC"]
 
 #: ViSQOL MOS-LQO spans 1..5 by definition (audio mode tops out at ~4.73 for identity)
 MOS_MIN, MOS_MAX = 1.0, 5.0
 #: the largest codec/file delay ``score`` searches for when aligning two files (0.5 s)
 MAX_ALIGN_LAG_S = 0.5
+#: ``codec="auto"``: try every available preset, keep the smallest output
+AUTO_CODEC = "auto"
+
+#: Sampled search defaults. Inputs shorter than SAMPLE_MIN_DURATION_S are probed whole.
+#: Longer ones are probed on their hardest SEGMENT_S-second segments covering
+#: DEFAULT_SAMPLE_SHARE of the track (at least SAMPLE_MIN_S seconds), each encoded with
+#: CONTEXT_S of audio either side (Opus/AAC/MP3 settle within ~50 ms; 1 s is generous).
+DEFAULT_SAMPLE_SHARE = 0.2
+SAMPLE_MIN_DURATION_S = 30.0
+SAMPLE_MIN_S = 12.0
+SEGMENT_S = 3.0
+CONTEXT_S = 1.0
 
 
 def _check_target(target_mos: float) -> float:
@@ -57,6 +81,16 @@ def _resolve_scorer(scorer: str | Scorer | None, **kwargs: Any) -> Scorer:
     if scorer is None or isinstance(scorer, str):
         return get_scorer(scorer, **{k: v for k, v in kwargs.items() if v is not None})
     return scorer
+
+
+def _resolve_cache(cache: ProbeCache | bool | str | os.PathLike | None) -> ProbeCache:
+    if isinstance(cache, ProbeCache):
+        return cache
+    if cache is False:
+        return ProbeCache(enabled=False)
+    if cache is None or cache is True:
+        return ProbeCache()
+    return ProbeCache(cache)
 
 
 def _output_rate(preset: Preset, source_rate_hz: int) -> int:
@@ -81,7 +115,6 @@ class _Track:
     path: Path | None
     src: np.ndarray  # float32 [C, N] at rate_hz: what probes encode
     rate_hz: int
-    ref44: np.ndarray  # float32 [C, N44] at 44.1 kHz: what windows are cut from
     info: media.ProbeInfo | None
     notes: tuple[str, ...]
 
@@ -107,7 +140,8 @@ def _as_array(audio: np.ndarray, what: str) -> np.ndarray:
     return a
 
 
-def _load_track(source, preset: Preset, sample_rate_hz: int | None) -> _Track:
+def _load_track(source, rate_for: Callable[[int], int], sample_rate_hz: int | None) -> _Track:
+    """Decode ``source`` once at ``rate_for(source rate)``, at most 2 channels."""
     notes: list[str] = []
     if isinstance(source, np.ndarray):
         if not sample_rate_hz:
@@ -115,9 +149,8 @@ def _load_track(source, preset: Preset, sample_rate_hz: int | None) -> _Track:
         a = _as_array(source, "input array")
         if a.shape[0] > 2:
             raise InputError(f"input array has {a.shape[0]} channels; pass mono or stereo")
-        rate = _output_rate(preset, int(sample_rate_hz))
-        src = resample(a, int(sample_rate_hz), rate)
-        return _Track(None, src, rate, resample(src, rate, MODEL_SAMPLE_RATE_HZ), None, ())
+        rate = rate_for(int(sample_rate_hz))
+        return _Track(None, resample(a, int(sample_rate_hz), rate), rate, None, ())
     path = Path(source)
     info = media.probe(path)
     channels = min(info.channels, 2)
@@ -125,65 +158,169 @@ def _load_track(source, preset: Preset, sample_rate_hz: int | None) -> _Track:
         # the mp3 encoder takes at most 2 channels and the model scores stereo; one
         # policy for every preset: ffmpeg's standard downmix to stereo
         notes.append(f"input has {info.channels} channels: downmixed to stereo")
-    rate = _output_rate(preset, info.sample_rate_hz)
+    rate = rate_for(info.sample_rate_hz)
     src = media.decode(path, sample_rate_hz=rate, channels=channels)
     if not info.lossless and info.bitrate_kbps:
         notes.append(f"input is lossy ({info.codec}, ~{info.bitrate_kbps:.0f} kbps): scores are relative to the decoded input")
-    return _Track(path, src, rate, resample(src, rate, MODEL_SAMPLE_RATE_HZ), info, tuple(notes))
+    return _Track(path, src, rate, info, tuple(notes))
+
+
+def _pick_segments(track: _Track, share: float) -> list[tuple[int, int]] | None:
+    """The hardest ``SEGMENT_S`` segments covering ``share`` of the track, or None (= all).
+
+    Hardness is the data builder's measure (``window_complexity``: spectral flux x
+    bandwidth, near-silence scores 0) on 1-s windows of the mono mix. Segments are
+    taken greedily by mean hardness, never overlapping, then sorted by time.
+    Returns (start, length) in samples at the track's rate.
+    """
+    dur = track.duration_s
+    if share >= 1.0 or dur < SAMPLE_MIN_DURATION_S:
+        return None
+    rate = track.rate_hz
+    n_sec = int(dur)
+    mono = track.src.mean(axis=0)[: n_sec * rate].reshape(n_sec, rate)
+    hard = window_complexity(mono, sample_rate_hz=rate).score
+    seg = int(SEGMENT_S)
+    want = max(SAMPLE_MIN_S, share * dur)
+    n_seg = min(int(np.ceil(want / seg)), n_sec // seg)
+    seg_score = np.convolve(hard, np.ones(seg) / seg, mode="valid")  # start k covers k..k+seg-1
+    taken = np.zeros(n_sec, bool)
+    starts: list[int] = []
+    for k in np.argsort(-seg_score, kind="stable"):
+        if len(starts) >= n_seg:
+            break
+        if not taken[k : k + seg].any():
+            taken[k : k + seg] = True
+            starts.append(int(k))
+    if sum(taken) >= n_sec * 0.9:
+        return None  # nearly everything: probe the whole track
+    return [(k * rate, seg * rate) for k in sorted(starts)]
+
+
+@dataclass(frozen=True)
+class _Piece:
+    offset: int  # where the piece starts in the probe array (track-rate samples)
+    start: int  # where its scored segment starts in the track
+    length: int  # scored length
+    before: int  # context before the segment inside the piece
+    after: int  # context after
+
+
+class _ProbeSource:
+    """What each probe encodes, and how windows are cut from its decode."""
+
+    def __init__(self, track: _Track, segments: list[tuple[int, int]] | None, hop_s: float):
+        self.track, self.hop_s = track, hop_s
+        n = track.src.shape[1]
+        if segments is None:
+            self.pieces = (_Piece(0, 0, n, 0, 0),)
+            self.audio = track.src
+        else:
+            ctx = int(CONTEXT_S * track.rate_hz)
+            pieces, chunks, off = [], [], 0
+            for start, length in segments:
+                b0, e1 = max(0, start - ctx), min(n, start + length + ctx)
+                pieces.append(_Piece(off, start, length, start - b0, e1 - start - length))
+                chunks.append(track.src[:, b0:e1])
+                off += e1 - b0
+            self.pieces, self.audio = tuple(pieces), np.concatenate(chunks, axis=1)
+        self.sampled = segments is not None
+        self.ref_w, self.index = self.windows(self.audio)
+        self.digest = pcm_digest(self.audio, track.rate_hz)
+
+    @property
+    def scored_s(self) -> float:
+        return sum(p.length for p in self.pieces) / self.track.rate_hz
+
+    def windows(self, x: np.ndarray) -> tuple[np.ndarray, WindowIndex]:
+        """Windows of ``x`` (shaped like ``self.audio``) with absolute track positions."""
+        rate = self.track.rate_hz
+        ws, chans, starts = [], [], []
+        for p in self.pieces:
+            piece = x[:, p.offset : p.offset + p.before + p.length + p.after]
+            # resample the whole piece (context included) so filter edges stay outside
+            p44 = resample(piece, rate, MODEL_SAMPLE_RATE_HZ)
+            b = int(round(p.before * MODEL_SAMPLE_RATE_HZ / rate))
+            core = p44[:, b : b + int(round(p.length * MODEL_SAMPLE_RATE_HZ / rate))]
+            w, idx = cut_windows(core, hop_s=self.hop_s)
+            ws.append(w)
+            chans.append(idx.channel)
+            starts.append(idx.start_sample + int(round(p.start * MODEL_SAMPLE_RATE_HZ / rate)))
+        index = WindowIndex(np.concatenate(chans), np.concatenate(starts),
+                            int(round(self.track.src.shape[1] * MODEL_SAMPLE_RATE_HZ / rate)))
+        return np.concatenate(ws), index
 
 
 class _Prober:
-    """Encodes, decodes and scores rungs of one preset against one track (with memo)."""
+    """Encodes, decodes and scores rungs of one preset against one probe source."""
 
-    def __init__(self, track: _Track, preset: Preset, scorer: Scorer, pool: str, hop_s: float,
-                 on_probe: Callable[[Probe], None] | None = None, max_kbps: float | None = None):
-        self.track, self.preset, self.scorer, self.pool = track, preset, scorer, pool
-        self.on_probe = on_probe
-        rungs = preset.rungs_for(track.channels)
+    def __init__(self, source: _ProbeSource, preset: Preset, scorer: Scorer, pool: str,
+                 cache: ProbeCache, on_probe: Callable[[Probe], None] | None = None,
+                 max_kbps: float | None = None):
+        self.source, self.track = source, source.track
+        self.preset, self.scorer, self.pool, self.cache, self.on_probe = preset, scorer, pool, cache, on_probe
+        rungs = preset.rungs_for(self.track.channels)
         if max_kbps is not None:
             rungs = tuple(r for r in rungs if r.nominal_kbps <= max_kbps)
             if not rungs:
                 raise UsageError(
                     f"no rung of preset '{preset.name}' is at or below {max_kbps:g} kbps "
-                    f"(lowest is {preset.rungs_for(track.channels)[0].nominal_kbps:g})"
+                    f"(lowest is {preset.rungs_for(self.track.channels)[0].nominal_kbps:g})"
                 )
         self.rungs = rungs
-        self.ref_w, self.index = cut_windows(track.ref44, hop_s=hop_s)
-        self.ref_silent = is_digital_silence(self.ref_w)
-        self.prepared = scorer.prepare(self.ref_w[~self.ref_silent]) if (~self.ref_silent).any() else None
+        self.ref_silent = is_digital_silence(source.ref_w)
+        self._prepared = None
         self.probes: dict[int, Probe] = {}
 
     @property
     def all_silent(self) -> bool:
         return bool(self.ref_silent.all())
 
-    def window_scores(self, deg44: np.ndarray) -> np.ndarray:
+    def _prep(self):
+        if self._prepared is None:
+            self._prepared = self.scorer.prepare(self.source.ref_w[~self.ref_silent])
+        return self._prepared
+
+    def window_scores(self, deg_w: np.ndarray) -> np.ndarray:
         """MOS per window; nan where both reference and degraded are digital silence."""
-        deg_w, _ = cut_windows(deg44, starts=self.index.start_sample[: self._per_channel()])
-        scores = np.full(len(self.ref_w), np.nan)
+        scores = np.full(len(self.source.ref_w), np.nan)
         keep = ~self.ref_silent
         if keep.any():
-            scores[keep] = self.scorer.score(self.prepared, deg_w[keep])
+            scores[keep] = self.scorer.score(self._prep(), deg_w[keep])
         # reference silent but the codec put something there: score it as well
         odd = self.ref_silent & ~is_digital_silence(deg_w)
         if odd.any():
-            scores[odd] = self.scorer.score(self.scorer.prepare(self.ref_w[odd]), deg_w[odd])
+            scores[odd] = self.scorer.score(self.scorer.prepare(self.source.ref_w[odd]), deg_w[odd])
         return scores
 
-    def _per_channel(self) -> int:
-        return len(self.index) // self.track.channels
+    def _measure(self, i: int) -> dict:
+        rt = media.roundtrip_info(self.source.audio, self.track.rate_hz, self.preset, self.rungs[i])
+        deg_w, _ = self.source.windows(rt.audio)
+        return {"window_mos": [float(s) for s in self.window_scores(deg_w)], "encoded_bytes": int(rt.size_bytes)}
+
+    def cache_key(self, i: int) -> dict:
+        return {
+            "v": 1,
+            "pcm": self.source.digest,
+            "pieces": [(p.offset, p.start, p.length, p.before, p.after) for p in self.source.pieces],
+            "rate": self.track.rate_hz,
+            "hop_s": self.source.hop_s,
+            "codec": preset_fingerprint(self.preset, self.rungs[i]),
+            "ffmpeg": media.ffmpeg_version(),
+            "scorer": (self.scorer.name, self.scorer.version),
+        }
 
     def probe(self, i: int, target: float) -> Probe:
         if i in self.probes:
             return self.probes[i]
         rung = self.rungs[i]
         t0 = time.perf_counter()
-        rt = media.roundtrip_info(self.track.src, self.track.rate_hz, self.preset, rung)
-        deg44 = resample(rt.audio, self.track.rate_hz, MODEL_SAMPLE_RATE_HZ)
-        scores = self.window_scores(deg44)
-        valid = scores[~np.isnan(scores)]
-        pooled = pool_scores(valid, self.pool)
-        size = getattr(rt, "size_bytes", None)
+        out = self.cache.get_or_compute(self.cache_key(i), lambda: self._measure(i))
+        scores = np.asarray(out["window_mos"], dtype=np.float64)
+        pooled = pool_scores(scores[~np.isnan(scores)], self.pool)
+        size = out["encoded_bytes"]
+        # bits per second of the probe encode (context included, as encoded)
+        dur = self.source.audio.shape[1] / self.track.rate_hz
         p = Probe(
             rung_index=i,
             rung_label=rung.label,
@@ -193,57 +330,158 @@ class _Prober:
             passed=bool(not np.isnan(pooled) and pooled >= target),
             seconds=time.perf_counter() - t0,
             encoded_bytes=size,
-            actual_kbps=(size * 8 / 1000 / self.track.duration_s) if size else None,
+            actual_kbps=size * 8 / 1000 / dur,
         )
         self.probes[i] = p
         if self.on_probe:
             self.on_probe(p)
         return p
 
+    def result(self, target: float, chosen: Probe | None, probes, reached: bool, notes) -> SearchResult:
+        return SearchResult(
+            preset=self.preset.name,
+            target_mos=target,
+            pool=self.pool,
+            scorer=self.scorer.name,
+            channels=self.track.channels,
+            duration_s=self.track.duration_s,
+            chosen=chosen,
+            probes=tuple(probes),
+            reached=reached,
+            n_windows=int((~self.ref_silent).sum()),
+            notes=tuple(self.track.notes) + tuple(notes),
+            window_start_s=tuple(float(s) for s in self.source.index.start_s()),
+            window_channel=tuple(int(c) for c in self.source.index.channel),
+            sampled_s=self.source.scored_s if self.source.sampled else None,
+        )
 
-def _search(prober: _Prober, target: float, best_effort: bool, notes: list[str]) -> SearchResult:
-    track = prober.track
-    n = len(prober.rungs)
+
+def _search(prober: _Prober, target: float, best_effort: bool) -> SearchResult:
+    notes: list[str] = []
+    track, n = prober.track, len(prober.rungs)
+    if prober.source.sampled:
+        notes.append(f"probes scored {prober.source.scored_s:.0f} s of the hardest passages "
+                     f"({len(prober.source.pieces)} segments) of {track.duration_s:.0f} s")
     if prober.all_silent:
         notes.append("input is digital silence: nothing to preserve, lowest rung chosen without probing")
         rung = prober.rungs[0]
         chosen = Probe(0, rung.label, float(rung.nominal_kbps), float("nan"), (), True, 0.0)
-        return _result(prober, target, chosen, (chosen,), True, notes)
+        return prober.result(target, chosen, (chosen,), True, notes)
+    # previous probes (another target on the same curve) seed the bracket for free
     outcome = search_ladder(n, lambda i: prober.probe(i, target).pooled_mos, target)
     probes = tuple(prober.probes[i] for i, _ in outcome.probes)
+    probes = tuple(replace(p, passed=bool(p.pooled_mos >= target)) for p in probes)
     if outcome.chosen is not None:
-        chosen = prober.probes[outcome.chosen]
+        chosen = next(p for p in probes if p.rung_index == outcome.chosen)
         if track.info and not track.info.lossless and track.info.bitrate_kbps and chosen.bitrate_kbps > track.info.bitrate_kbps:
             notes.append(
                 f"chosen rung ({chosen.bitrate_kbps:g} kbps) is above the lossy source's ~{track.info.bitrate_kbps:.0f} kbps"
             )
-        return _result(prober, target, chosen, probes, True, notes)
-    top = prober.probes[n - 1]
+        return prober.result(target, chosen, probes, True, notes)
+    top = next(p for p in probes if p.rung_index == n - 1)
     msg = (
         f"target MOS {target:g} not reachable with preset '{prober.preset.name}': the top rung "
         f"{top.rung_label} scores {top.pooled_mos:.3f} ({prober.pool})"
     )
     if not best_effort:
         raise TargetNotReachable(msg + "; lower the target, pick another codec, or pass --best-effort",
-                                 result=_result(prober, target, None, probes, False, notes))
+                                 result=prober.result(target, None, probes, False, notes))
     notes.append(msg + "; best effort: top rung used")
-    return _result(prober, target, top, probes, False, notes)
+    return prober.result(target, top, probes, False, notes)
 
 
-def _result(prober: _Prober, target, chosen, probes, reached, notes) -> SearchResult:
-    return SearchResult(
-        preset=prober.preset.name,
-        target_mos=target,
-        pool=prober.pool,
-        scorer=prober.scorer.name,
-        channels=prober.track.channels,
-        duration_s=prober.track.duration_s,
-        chosen=chosen,
-        probes=tuple(probes),
-        reached=reached,
-        n_windows=int((~prober.ref_silent).sum()),
-        notes=tuple(prober.track.notes) + tuple(notes),
+@dataclass
+class _Session:
+    """One input, one scorer, one cache: probers per preset share the decode and windows."""
+
+    track: _Track
+    scorer: Scorer
+    pool: str
+    cache: ProbeCache
+    hop_s: float
+    sample_share: float
+    on_probe: Callable[[Probe], None] | None
+    max_kbps: float | None
+
+    def __post_init__(self):
+        self._sources: dict[bool, _ProbeSource] = {}
+        self._probers: dict[tuple[str, bool], _Prober] = {}
+
+    def source(self, full: bool = False) -> _ProbeSource:
+        if full not in self._sources:
+            segs = None if full else _pick_segments(self.track, self.sample_share)
+            if not full and segs is None and True in self._sources:
+                self._sources[False] = self._sources[True]
+            else:
+                self._sources[full] = _ProbeSource(self.track, segs, self.hop_s)
+        return self._sources[full]
+
+    def prober(self, preset: Preset, full: bool = False) -> _Prober:
+        key = (preset.name, full)
+        if key not in self._probers:
+            self._probers[key] = _Prober(self.source(full), preset, self.scorer, self.pool, self.cache,
+                                         self.on_probe, self.max_kbps)
+        return self._probers[key]
+
+
+def _open_session(source, preset_for_rate: Preset | None, scorer, pool, sample_rate_hz, hop_s, sample_share,
+                  jobs, on_probe, max_kbps, cache) -> _Session:
+    pool = validate_pool(pool)
+    share = DEFAULT_SAMPLE_SHARE if sample_share is None else float(sample_share)
+    if not 0 < share <= 1:
+        raise UsageError(f"sample share must be in (0, 1], got {sample_share}")
+    sc = _resolve_scorer(scorer, n_jobs=jobs)
+    rate_for = (lambda r: _output_rate(preset_for_rate, r)) if preset_for_rate else (lambda r: _output_rate(_NO_RATE, r))
+    track = _load_track(source, rate_for, sample_rate_hz)
+    return _Session(track, sc, pool, _resolve_cache(cache), hop_s, share, on_probe, max_kbps)
+
+
+class _NoRate:
+    sample_rate_hz = None
+
+
+_NO_RATE = _NoRate()
+
+
+def _auto_presets() -> list[Preset]:
+    return [p for p in list_presets() if p.available]
+
+
+def _search_auto(sessions: dict[int, _Session], target: float, best_effort: bool) -> SearchResult:
+    """Every available preset; the one whose chosen probe is smallest wins.
+
+    Presets are searched in parallel threads (the work is ffmpeg subprocesses and numpy
+    or torch code that releases the GIL), two at a time on this 2-core class of machine.
+    """
+    presets = _auto_presets()
+
+    def run(p: Preset):
+        try:
+            return p, _search(sessions[_rate_key(p)].prober(p), target, False), None
+        except TargetNotReachable as exc:
+            return p, None, exc
+
+    with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as ex:
+        outcomes = list(ex.map(run, presets))
+    ok = [(p, r) for p, r, _ in outcomes if r is not None]
+    summary = ", ".join(
+        f"{p.name} {r.chosen.rung_label} ~{r.chosen.actual_kbps:.0f} kbps" if r else f"{p.name} unreachable"
+        for p, r, _ in outcomes
     )
+    if not ok:
+        if not best_effort:
+            raise TargetNotReachable(f"target MOS {target:g} not reachable with any preset ({summary}); "
+                                     "lower the target or pass --best-effort")
+        # best effort: the preset whose top rung came closest
+        p, _, exc = max(outcomes, key=lambda o: o[2].result.probes[-1].pooled_mos if o[2].result else -1)
+        res = _search(sessions[_rate_key(p)].prober(p), target, True)
+        return replace(res, notes=res.notes + (f"codec auto: {summary}",))
+    p, res = min(ok, key=lambda pr: pr[1].chosen.actual_kbps)
+    return replace(res, notes=res.notes + (f"codec auto: {summary}; chose {p.name}",))
+
+
+def _rate_key(preset: Preset) -> int:
+    return int(preset.sample_rate_hz or 0)
 
 
 def select_bitrate(
@@ -259,30 +497,49 @@ def select_bitrate(
     jobs: int | None = None,
     on_probe: Callable[[Probe], None] | None = None,
     max_kbps: float | None = None,
+    sample_share: float | None = None,
+    cache: ProbeCache | bool | str | None = None,
 ) -> SearchResult:
     """Find the cheapest rung of ``codec`` whose pooled score meets ``target_mos``.
 
     ``source`` is a path, or a float array ``[channels, samples]`` with ``sample_rate_hz``.
-    Nothing is written. ``max_kbps`` cuts the ladder above that nominal bitrate (e.g. a
-    lossy source's own bitrate). ``on_probe`` is called with each Probe as it finishes. Raises ``TargetNotReachable`` when even the top rung fails,
-    unless ``best_effort`` (then the top rung is returned with ``reached=False``).
+    ``codec="auto"`` tries every available preset and keeps the smallest. Inputs of 30 s
+    or more are probed on their hardest passages (``sample_share`` of the track, default
+    0.2; 1.0 probes everything). ``max_kbps`` cuts the ladder above that nominal bitrate
+    (e.g. a lossy source's own). ``cache``: a ProbeCache, a folder, or False for none.
+    ``on_probe`` is called with each Probe as it finishes. Nothing is written except the
+    cache. Raises ``TargetNotReachable`` when even the top rung fails, unless
+    ``best_effort`` (then the top rung is returned with ``reached=False``).
     """
-    return _select(source, target_mos, codec, scorer, pool, sample_rate_hz, hop_s, best_effort, jobs, on_probe, max_kbps)[0]
-
-
-def _select(source, target_mos, codec, scorer, pool, sample_rate_hz, hop_s, best_effort, jobs, on_probe=None, max_kbps=None):
     target = _check_target(target_mos)
-    pool = validate_pool(pool)
+    if codec == AUTO_CODEC:
+        sessions = _auto_sessions(source, scorer, pool, sample_rate_hz, hop_s, sample_share, jobs, on_probe, max_kbps, cache)
+        return _search_auto(sessions, target, best_effort)
     preset = _resolve_preset(codec)
-    sc = _resolve_scorer(scorer, n_jobs=jobs)
-    track = _load_track(source, preset, sample_rate_hz)
-    return _search(_Prober(track, preset, sc, pool, hop_s, on_probe, max_kbps), target, best_effort, []), track
+    s = _open_session(source, preset, scorer, pool, sample_rate_hz, hop_s, sample_share, jobs, on_probe, max_kbps, cache)
+    return _search(s.prober(preset), target, best_effort)
 
 
-def _default_output(input_path: Path, preset: Preset) -> Path:
-    out = input_path.with_suffix(preset.extension)
+def _auto_sessions(source, scorer, pool, sample_rate_hz, hop_s, sample_share, jobs, on_probe, max_kbps, cache):
+    # one decode per output rate (48 kHz for Opus, the source's for the rest); the
+    # scorer and cache are shared
+    sessions: dict[int, _Session] = {}
+    shared_scorer = _resolve_scorer(scorer, n_jobs=jobs)
+    shared_cache = _resolve_cache(cache)
+    for p in _auto_presets():
+        k = _rate_key(p)
+        if k not in sessions:
+            sessions[k] = _open_session(source, p, shared_scorer, pool, sample_rate_hz, hop_s, sample_share, jobs,
+                                        on_probe, max_kbps, shared_cache)
+    if not sessions:
+        raise UsageError("codec auto: this ffmpeg has none of the presets' encoders (see `ratecontrol doctor`)")
+    return sessions
+
+
+def _default_output(input_path: Path, preset: Preset, suffix: str = "") -> Path:
+    out = input_path.with_name(f"{input_path.stem}{suffix}{preset.extension}")
     if out.resolve() == input_path.resolve():
-        out = input_path.with_name(f"{input_path.stem}.rc{preset.extension}")
+        out = input_path.with_name(f"{input_path.stem}{suffix}.rc{preset.extension}")
     return out
 
 
@@ -302,6 +559,62 @@ def _check_output(input_path: Path, output: Path, overwrite: bool) -> Path:
     return output
 
 
+def _finish_encode(session: _Session, preset: Preset, result: SearchResult, input_path: Path, out: Path,
+                   metadata: dict | None, verify: bool, t0: float) -> EncodeResult:
+    """Encode the chosen rung from the file; check the whole encode when probes sampled."""
+    track = session.track
+    rungs = session.prober(preset).rungs
+    i = result.chosen.rung_index
+    notes = list(result.notes)
+    checked = None
+    tmp = out.with_name(f".{out.name}.rc-tmp{preset.extension}")
+    try:
+        while True:
+            rung = rungs[i]
+            comment = (f"ratecontrol {preset.name} {rung.label} target_mos={result.target_mos:g} "
+                       f"{result.pool}_mos={_fmt_mos(result.chosen.pooled_mos)} scorer={result.scorer}")
+            media.encode_file(input_path, tmp, preset, rung, metadata={**(metadata or {}), "comment": comment},
+                              channels=track.channels, sample_rate_hz=track.rate_hz)
+            if not (verify and session.source().sampled and not session.prober(preset).all_silent):
+                break
+            full = session.prober(preset, full=True)
+            deg = media.decode_aligned(tmp, preset, track.rate_hz, track.channels, track.src.shape[1])
+            deg_w, _ = full.source.windows(deg)
+            scores = full.window_scores(deg_w)
+            checked = pool_scores(scores[~np.isnan(scores)], session.pool)
+            if checked >= result.target_mos or i == len(rungs) - 1:
+                if checked < result.target_mos:
+                    notes.append(f"full-track check: {rung.label} scores {checked:.3f} < target even at the top rung")
+                break
+            notes.append(f"full-track check: {rung.label} scored {checked:.3f} < {result.target_mos:g}; stepped up one rung")
+            i += 1
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    rung = rungs[i]
+    final_mos = checked if checked is not None else result.chosen.pooled_mos
+    result = replace(result, notes=tuple(notes))
+    return EncodeResult(
+        input_path=str(input_path),
+        output_path=str(out),
+        search=result,
+        rung_label=rung.label,
+        bitrate_kbps=float(rung.nominal_kbps),
+        pooled_mos=final_mos,
+        output_bytes=out.stat().st_size,
+        input_bytes=input_path.stat().st_size,
+        best_effort=not result.reached,
+        seconds=time.perf_counter() - t0,
+        full_track_mos=checked,
+        stepped_up=i - result.chosen.rung_index,
+        preset=preset.name,
+    )
+
+
+def _fmt_mos(x: float) -> str:
+    return "nan" if x != x else f"{x:.3f}"
+
+
 def encode(
     source: str | os.PathLike,
     output: str | os.PathLike | None = None,
@@ -317,41 +630,96 @@ def encode(
     on_probe: Callable[[Probe], None] | None = None,
     max_kbps: float | None = None,
     metadata: dict[str, str] | None = None,
+    sample_share: float | None = None,
+    verify: bool = True,
+    cache: ProbeCache | bool | str | None = None,
+    report: str | os.PathLike | None = None,
 ) -> EncodeResult:
     """Search the ladder, then encode ``source`` at the chosen rung to ``output``.
 
     The output keeps the input's tags and (where the container allows) cover art, gets a
     comment tag with the chosen settings and score, and is written to a temp file in the
-    output folder and renamed, so a failure never leaves a partial file behind.
+    output folder and renamed, so a failure never leaves a partial file behind. When the
+    search probed only part of the track, the finished encode is scored whole
+    (``verify``) and stepped up a rung if it misses. ``report``: a PNG path for the
+    per-window plot (the rung above the chosen one is probed for it if it was not).
+    Other arguments: ``select_bitrate``.
     """
     t0 = time.perf_counter()
     input_path = Path(source)
     media.probe(input_path)  # one clear error for a missing / non-audio / empty input
-    preset = _resolve_preset(codec)
+    target = _check_target(target_mos)
+    if codec == AUTO_CODEC:
+        sessions = _auto_sessions(input_path, scorer, pool, None, hop_s, sample_share, jobs, on_probe, max_kbps, cache)
+        result = _search_auto(sessions, target, best_effort)
+        preset = load_preset(result.preset)
+        session = sessions[_rate_key(preset)]
+    else:
+        preset = _resolve_preset(codec)
+        session = _open_session(input_path, preset, scorer, pool, None, hop_s, sample_share, jobs, on_probe,
+                                max_kbps, cache)
+        result = None
     out = _check_output(input_path, Path(output) if output else _default_output(input_path, preset), overwrite)
-    result, track = _select(input_path, target_mos, preset, scorer, pool, None, hop_s, best_effort, jobs, on_probe, max_kbps)
-    chosen = result.chosen
-    rung = preset.rungs_for(result.channels)[chosen.rung_index]
-    comment = (
-        f"ratecontrol {preset.name} {rung.label} target_mos={result.target_mos:g} "
-        f"{result.pool}_mos={chosen.pooled_mos:.3f} scorer={result.scorer}"
-    )
-    media.encode_file(
-        input_path, out, preset, rung, metadata={**(metadata or {}), "comment": comment},
-        channels=track.channels, sample_rate_hz=track.rate_hz,
-    )
-    return EncodeResult(
-        input_path=str(input_path),
-        output_path=str(out),
-        search=result,
-        rung_label=rung.label,
-        bitrate_kbps=float(rung.nominal_kbps),
-        pooled_mos=chosen.pooled_mos,
-        output_bytes=out.stat().st_size,
-        input_bytes=input_path.stat().st_size,
-        best_effort=not result.reached,
-        seconds=time.perf_counter() - t0,
-    )
+    if result is None:
+        result = _search(session.prober(preset), target, best_effort)
+    if report:
+        result = _with_upper_neighbour(session.prober(preset), result)
+        from ratecontrol.report import render_report
+
+        render_report(result, report)
+    return _finish_encode(session, preset, result, input_path, out, metadata, verify, t0)
+
+
+def _with_upper_neighbour(prober: _Prober, result: SearchResult) -> SearchResult:
+    """Add a probe of the rung above the chosen one (for the report) if there is one."""
+    if result.chosen is None or not result.chosen.window_mos:
+        return result
+    i = result.chosen.rung_index + 1
+    if i >= len(prober.rungs) or any(p.rung_index == i for p in result.probes):
+        return result
+    p = prober.probe(i, result.target_mos)
+    return replace(result, probes=result.probes + (replace(p, passed=p.pooled_mos >= result.target_mos),))
+
+
+def encode_ladder(
+    source: str | os.PathLike,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    targets: Sequence[float],
+    codec: str | Preset = "opus",
+    scorer: str | Scorer | None = None,
+    pool: str = DEFAULT_POOL,
+    hop_s: float = 1.0,
+    best_effort: bool = False,
+    overwrite: bool = False,
+    jobs: int | None = None,
+    on_probe: Callable[[Probe], None] | None = None,
+    sample_share: float | None = None,
+    verify: bool = True,
+    cache: ProbeCache | bool | str | None = None,
+) -> tuple[EncodeResult, ...]:
+    """One encode per target from ONE probe curve (an audio bitrate ladder).
+
+    Outputs go to ``out_dir`` (default: the input's folder) as
+    ``<stem>.mos<target><ext>``. Probes made for one target are reused by the others.
+    """
+    t0 = time.perf_counter()
+    input_path = Path(source)
+    media.probe(input_path)
+    ts = sorted({_check_target(t) for t in targets})
+    if not ts:
+        raise UsageError("give at least one target MOS")
+    preset = _resolve_preset(codec)
+    folder = Path(out_dir) if out_dir else input_path.parent
+    if not folder.is_dir():
+        raise OutputError(f"output folder {folder} does not exist; create it first")
+    outs = [_check_output(input_path, folder / f"{input_path.stem}.mos{t:g}{preset.extension}", overwrite) for t in ts]
+    session = _open_session(input_path, preset, scorer, pool, None, hop_s, sample_share, jobs, on_probe, None, cache)
+    results = []
+    for t, out in zip(ts, outs):
+        res = _search(session.prober(preset), t, best_effort)
+        results.append(_finish_encode(session, preset, res, input_path, out, None, verify, t0))
+    return tuple(results)
 
 
 def _load_for_scoring(x, sample_rate_hz: int | None, what: str) -> np.ndarray:

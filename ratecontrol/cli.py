@@ -47,39 +47,77 @@ _jobs_opt = click.option("-j", "--jobs", type=int, default=None, help="Processes
 _hop_opt = click.option("--hop", "hop_s", type=float, default=1.0, show_default=True, help="Window hop in seconds.")
 
 
+def _targets(ctx, param, value: str) -> list[float]:
+    try:
+        vals = [float(v) for v in str(value).split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give a number or a comma-separated list like 3.8,4.2,4.5")
+    if not vals:
+        raise click.BadParameter("give at least one target")
+    return vals
+
+
 @cli.command()
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=str))
-@click.option("--target-mos", type=float, required=True, help="Quality target on the ViSQOL MOS scale (1..5; identity ~4.73).")
-@click.option("--codec", default="opus", show_default=True, help="Preset name (see `ratecontrol presets`) or a preset YAML file.")
-@click.option("-o", "--output", default=None, type=click.Path(path_type=str), help="Output file (default: INPUT with the preset's extension).")
+@click.option("--target-mos", required=True, callback=_targets,
+              help="Quality target on the ViSQOL MOS scale (1..5; identity ~4.73). A list (3.8,4.2,4.5) makes one output per target.")
+@click.option("--codec", default="opus", show_default=True,
+              help="Preset name (see `ratecontrol presets`), a preset YAML file, or 'auto' (smallest output that meets the target).")
+@click.option("-o", "--output", default=None, type=click.Path(path_type=str),
+              help="Output file (default: INPUT with the preset's extension); a folder when several targets are given.")
 @_scorer_opt
 @_pool_opt
 @_hop_opt
 @_jobs_opt
+@click.option("--sample-share", type=float, default=None,
+              help="Share of a long track (>= 30 s) the probes score, hardest passages first [default: 0.2].")
+@click.option("--full", is_flag=True, help="Probe the whole track, never a sample.")
+@click.option("--no-verify", is_flag=True, help="Skip the full-track check of the final encode after a sampled search.")
+@click.option("--no-cache", is_flag=True, help="Do not read or write the probe cache.")
+@click.option("--cache-dir", type=click.Path(path_type=str), default=None,
+              help="Probe cache folder [default: $RATECONTROL_CACHE_DIR or ~/.cache/ratecontrol].")
+@click.option("--cache-max-mb", type=float, default=None, help="Probe cache size cap in MB [default: 256].")
+@click.option("--report", type=click.Path(path_type=str), default=None,
+              help="Write a PNG of per-window MOS over time for the chosen rung and its neighbours.")
 @click.option("--best-effort", is_flag=True, help="If even the top rung misses the target, encode at the top rung anyway.")
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists (never the input).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
-def encode(input_path, target_mos, codec, output, scorer, pool, hop_s, jobs, best_effort, overwrite, as_json):
+def encode(input_path, target_mos, codec, output, scorer, pool, hop_s, jobs, sample_share, full, no_verify,
+           no_cache, cache_dir, cache_max_mb, report, best_effort, overwrite, as_json):
     """Encode INPUT at the cheapest rung of a codec ladder that meets --target-mos."""
-    from ratecontrol.api import encode as _encode
+    from ratecontrol.api import encode as _encode, encode_ladder
+    from ratecontrol.cache import DEFAULT_CACHE_MAX_MB, ProbeCache
 
+    cache = ProbeCache(cache_dir, max_mb=cache_max_mb or DEFAULT_CACHE_MAX_MB, enabled=not no_cache)
+    common = dict(scorer=scorer, pool=pool, hop_s=hop_s, best_effort=best_effort, overwrite=overwrite, jobs=jobs,
+                  sample_share=1.0 if full else sample_share, verify=not no_verify, cache=cache,
+                  on_probe=None if as_json else (lambda p: click.echo(_probe_line(p), err=True)))
     if not as_json:
-        click.echo(f"{input_path}: searching '{codec}' for {pool} MOS >= {target_mos:g}", err=True)
-    res = _encode(
-        input_path, output, target_mos=target_mos, codec=codec, scorer=scorer, pool=pool, hop_s=hop_s,
-        best_effort=best_effort, overwrite=overwrite, jobs=jobs,
-        on_probe=None if as_json else (lambda p: click.echo(_probe_line(p), err=True)),
-    )
+        click.echo(f"{input_path}: searching '{codec}' for {pool} MOS >= {','.join(f'{t:g}' for t in target_mos)}", err=True)
+    if len(target_mos) > 1:
+        if report:
+            raise click.UsageError("--report takes a single target")
+        results = encode_ladder(input_path, output, targets=target_mos, codec=codec, **common)
+    else:
+        results = (_encode(input_path, output, target_mos=target_mos[0], codec=codec, report=report, **common),)
     if as_json:
-        _echo_json(res.to_dict())
+        _echo_json(results[0].to_dict() if len(results) == 1 else [r.to_dict() for r in results])
         return
+    for res in results:
+        _summary(res)
+    if report:
+        click.echo(f"report: {report}", err=True)
+
+
+def _summary(res) -> None:
     s = res.search
     for note in s.notes:
         click.echo(f"  note: {note}", err=True)
     status = "target met" if s.reached else "TARGET NOT MET (best effort)"
+    full = f", whole track {_fmt(res.full_track_mos)}" if res.full_track_mos is not None else ""
     click.echo(
         f"{res.output_path}: {s.preset} {res.rung_label} ({res.bitrate_kbps:g} kbps), {s.pool} MOS "
-        f"{_fmt(res.pooled_mos)} vs target {s.target_mos:g}: {status}; {len(s.probes)} probes, "
+        f"{_fmt(s.chosen.pooled_mos)}{full} vs target {s.target_mos:g}: {status}; {len(s.probes)} probes, "
         f"{res.output_bytes / 1e6:.2f} MB ({100 * res.output_bytes / max(res.input_bytes, 1):.1f}% of input), {res.seconds:.1f} s"
     )
 

@@ -47,6 +47,11 @@ class SearchResult:
     n_windows: int
     #: human-readable notes (silent input, lossy source, best effort, downmix...)
     notes: tuple[str, ...] = field(default_factory=tuple)
+    #: where each entry of ``Probe.window_mos`` sits in the track (s) and its channel
+    window_start_s: tuple[float, ...] = field(default_factory=tuple)
+    window_channel: tuple[int, ...] = field(default_factory=tuple)
+    #: seconds of the track the probes scored when the search sampled it, else None
+    sampled_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(asdict(self))
@@ -66,6 +71,12 @@ class EncodeResult:
     input_bytes: int
     best_effort: bool
     seconds: float
+    #: pooled score of the finished encode over the whole track, when it was checked
+    #: (the search sampled the track); None when the probes already covered all of it
+    full_track_mos: float | None = None
+    #: rungs stepped up after the full-track check missed the target
+    stepped_up: int = 0
+    preset: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(asdict(self))

@@ -16,6 +16,20 @@ import pytest
 SHARED_AUDIO = Path(__file__).resolve().parents[1].parent / "shared" / "audio"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_probe_cache(tmp_path_factory):
+    """Tests never read or fill the user's probe cache."""
+    import os
+
+    old = os.environ.get("RATECONTROL_CACHE_DIR")
+    os.environ["RATECONTROL_CACHE_DIR"] = str(tmp_path_factory.mktemp("probe-cache"))
+    yield
+    if old is None:
+        os.environ.pop("RATECONTROL_CACHE_DIR", None)
+    else:
+        os.environ["RATECONTROL_CACHE_DIR"] = old
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 from dataclasses import dataclass
 from importlib.metadata import version as _pkg_version
 
@@ -62,12 +63,19 @@ def _api():
     return api
 
 
+#: visqol-python's numba kernels run on numba's "workqueue" threading layer, which
+#: aborts the process when two threads launch parallel kernels at once (seen with
+#: --codec auto searching presets in threads). Encodes still overlap; ViSQOL calls queue.
+_VISQOL_LOCK = threading.Lock()
+
+
 def _measure48(ref48: np.ndarray, deg48: np.ndarray) -> np.ndarray:
     api = _api()
-    return np.array(
-        [api.measure_from_arrays(r, d, VISQOL_SAMPLE_RATE_HZ).moslqo for r, d in zip(ref48, deg48)],
-        dtype=np.float64,
-    )
+    with _VISQOL_LOCK:
+        return np.array(
+            [api.measure_from_arrays(r, d, VISQOL_SAMPLE_RATE_HZ).moslqo for r, d in zip(ref48, deg48)],
+            dtype=np.float64,
+        )
 
 
 def visqol_mos(ref_windows: np.ndarray, deg_windows: np.ndarray) -> np.ndarray:

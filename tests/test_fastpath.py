@@ -1,0 +1,140 @@
+"""Sampled probes, the probe cache, --codec auto, target ladders and the report image.
+
+Real ffmpeg and the exact ViSQOL scorer; inputs are short so this stays fast.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from ratecontrol import api, media
+from ratecontrol.api import encode, encode_ladder, select_bitrate
+from ratecontrol.cache import ProbeCache
+
+SR = 44_100
+
+
+def _song(seconds, seed=0, hard_at=None):
+    """Soft harmonic pad; loud wide-band noise bursts in the seconds listed in hard_at."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * SR)
+    t = np.arange(n) / SR
+    x = sum(0.08 * np.sin(2 * np.pi * f * t) for f in (220, 330, 440))
+    if hard_at:
+        for s in hard_at:
+            a, b = int(s * SR), int((s + 1) * SR)
+            x[a:b] += 0.3 * rng.standard_normal(b - a) * np.exp(-((t[a:b] * 8) % 1.0) * 10)
+    return np.stack([x, np.roll(x, 100)]).astype(np.float32)
+
+
+@pytest.fixture
+def count_encodes(monkeypatch):
+    calls = []
+    real = media.roundtrip_info
+
+    def spy(*a, **k):
+        calls.append(a[3])
+        return real(*a, **k)
+
+    monkeypatch.setattr(media, "roundtrip_info", spy)
+    return calls
+
+
+def test_cache_serves_another_target_and_pool_without_encoding(tmp_path, count_encodes):
+    audio = _song(3)
+    cache = ProbeCache(tmp_path / "c")
+    first = select_bitrate(audio, sample_rate_hz=SR, target_mos=4.0, codec="opus", scorer="visqol", cache=cache)
+    n_first = len(count_encodes)
+    assert n_first == len(first.probes) and cache.misses == n_first and cache.hits == 0
+    again = select_bitrate(audio, sample_rate_hz=SR, target_mos=4.0, codec="opus", scorer="visqol", pool="mean",
+                           cache=ProbeCache(tmp_path / "c"))
+    assert len(count_encodes) == n_first, "cached probes must not encode again"
+    # same window scores, pooled differently
+    assert again.probes[0].window_mos == first.probes[0].window_mos
+    # another target: only rungs never probed before are encoded
+    other = select_bitrate(audio, sample_rate_hz=SR, target_mos=4.4, codec="opus", scorer="visqol", cache=cache)
+    seen = {p.rung_index for p in first.probes} | {p.rung_index for p in again.probes}
+    new = {p.rung_index for p in other.probes} - seen
+    assert len(count_encodes) == n_first + len(new)
+    # different audio misses
+    n = len(count_encodes)
+    select_bitrate(_song(3, hard_at=[1]), sample_rate_hz=SR, target_mos=4.0, codec="opus", scorer="visqol", cache=cache)
+    assert len(count_encodes) > n
+
+
+def test_no_cache_always_encodes(count_encodes):
+    audio = _song(2)
+    for _ in range(2):
+        select_bitrate(audio, sample_rate_hz=SR, target_mos=3.5, codec="opus", scorer="visqol", cache=False)
+    assert len(count_encodes) % 2 == 0 and len(count_encodes) >= 2
+
+
+def test_cache_size_cap(tmp_path):
+    cache = ProbeCache(tmp_path / "c", max_mb=0.001)  # 1 kB: every write evicts
+    for i in range(3):
+        cache.get_or_compute({"k": i}, lambda: {"window_mos": list(range(500))})
+    size = sum(f.stat().st_size for f in (tmp_path / "c").rglob("*") if f.is_file())
+    assert size < 20_000
+
+
+def test_segments_pick_the_hard_passages():
+    track = api._Track(None, _song(60, hard_at=[7, 8, 41, 42, 43]), SR, None, ())
+    segs = api._pick_segments(track, 0.2)
+    covered = {s // SR + k for s, n in segs for k in range(n // SR)}
+    assert {7, 8, 41, 42, 43} <= covered
+    assert 12 <= len(covered) <= 15  # 20% of 60 s, in 3-s segments
+    assert api._pick_segments(api._Track(None, _song(20), SR, None, ()), 0.2) is None  # short: whole track
+
+
+def test_sampled_encode_checks_the_whole_track(tmp_path, count_encodes):
+    src = tmp_path / "long.wav"
+    sf.write(src, _song(36, hard_at=[5, 20]).T, SR, subtype="PCM_16")
+    res = encode(src, tmp_path / "long.opus", target_mos=4.0, codec="opus", scorer="visqol", cache=False)
+    s = res.search
+    assert s.sampled_s is not None and s.sampled_s < 20
+    assert len(s.chosen.window_mos) == 2 * int(s.sampled_s)
+    assert res.full_track_mos is not None and res.full_track_mos >= 4.0 - 1e-9 or res.stepped_up > 0
+    assert any("hardest passages" in n for n in s.notes)
+    # every probe encoded only the sampled segments with context, never the whole 36 s
+    assert all(c is not None for c in count_encodes)
+
+
+def test_target_ladder_reuses_one_probe_curve(tmp_path, count_encodes):
+    src = tmp_path / "x.wav"
+    sf.write(src, _song(3, hard_at=[1]).T, SR, subtype="PCM_16")
+    results = encode_ladder(src, tmp_path, targets=[4.5, 3.0, 4.0], codec="opus", scorer="visqol", cache=False)
+    assert [r.search.target_mos for r in results] == [3.0, 4.0, 4.5]
+    kbps = [r.bitrate_kbps for r in results]
+    assert kbps == sorted(kbps), "a higher target never gets a cheaper rung"
+    rungs_probed = {r.search.chosen.rung_index for r in results} | {p.rung_index for r in results for p in r.search.probes}
+    assert len(count_encodes) == len(rungs_probed), "each rung encoded at most once across targets"
+    for r in results:
+        assert (tmp_path / f"x.mos{r.search.target_mos:g}.opus").exists()
+
+
+def test_codec_auto_picks_the_smallest(tmp_path):
+    audio = _song(2, hard_at=[0])[:1]
+    res = select_bitrate(audio, sample_rate_hz=SR, target_mos=3.8, codec="auto", scorer="visqol", cache=False)
+    note = next(n for n in res.notes if n.startswith("codec auto"))
+    assert f"chose {res.preset}" in note
+    # the winner's measured size is the smallest among the presets that reached the target
+    sizes = {}
+    for part in note.split(": ", 1)[1].split("; chose")[0].split(", "):
+        name, *rest = part.split()
+        if "unreachable" not in part:
+            sizes[name] = float(rest[1].lstrip("~"))
+    assert sizes[res.preset] == min(sizes.values())
+
+
+def test_report_png(tmp_path):
+    src = tmp_path / "r.wav"
+    sf.write(src, _song(4, hard_at=[2]).T, SR, subtype="PCM_16")
+    png = tmp_path / "report.png"
+    res = encode(src, tmp_path / "r.opus", target_mos=4.0, codec="opus", scorer="visqol", report=png, cache=False)
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+    c = res.search.chosen.rung_index
+    probed = {p.rung_index for p in res.search.probes}
+    assert c - 1 in probed or c == 0
+    assert c + 1 in probed, "the report shows the rung above the chosen one too"
