@@ -13,7 +13,7 @@ process so the ratios compare runs under the same machine load:
    (its start-up time is printed separately), joblib's dask backend
 4. local, -j 2 again, to see how much the machine's load moved during the run
 
-All runs use the exact ViSQOL scorer. Every worker process pays its own imports (torch,
+All runs use the exact ViSQOL scorer and no probe cache. Every worker process pays its own imports (torch,
 numba-compiled ViSQOL from the on-disk cache) once; that is part of the figures, as it
 is for a user's run. Prints one JSON object at the end (--json FILE writes it too).
 """
@@ -84,7 +84,8 @@ def main() -> None:
 
     from distributed import Client, LocalCluster
 
-    kw = dict(target_mos=args.target_mos, codec=args.codec, scorer="visqol")
+    # no probe cache: every run scores for itself (a warm cache would make reruns free)
+    kw = dict(target_mos=args.target_mos, codec=args.codec, scorer="visqol", cache=False)
     tmp = Path(tempfile.mkdtemp(prefix="bench_batch_"))
     try:
         src = tmp / "in"

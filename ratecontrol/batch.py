@@ -119,6 +119,8 @@ class FileRecord:
     #: the chosen rung's nominal bitrate
     bitrate_kbps: float | None = None
     pooled_mos: float | None = None
+    #: score of the finished file over the whole track when the search sampled it
+    full_track_mos: float | None = None
     #: False when --best-effort used the top rung without meeting the target
     reached: bool | None = None
     n_probes: int = 0
@@ -132,6 +134,11 @@ class FileRecord:
     @property
     def ok(self) -> bool:
         return self.status != FAILED
+
+    @property
+    def final_mos(self) -> float | None:
+        """The score of what was written: the full-track check when there was one."""
+        return self.full_track_mos if self.full_track_mos is not None else self.pooled_mos
 
     @property
     def output_kbps(self) -> float | None:
@@ -251,8 +258,8 @@ class BatchReport:
         return sum(r.output_bytes for r in recs) * 8 / 1000 / dur if dur else math.nan
 
     def _scores(self) -> list[float]:
-        return [r.pooled_mos for r in self._with(ENCODED)
-                if r.pooled_mos is not None and not math.isnan(r.pooled_mos)]
+        return [r.final_mos for r in self._with(ENCODED)
+                if r.final_mos is not None and not math.isnan(r.final_mos)]
 
     def summary(self) -> dict[str, Any]:
         return _jsonable({
@@ -329,6 +336,8 @@ class _Task:
     settings: dict
     scorer: Any  # a name, or a Scorer instance
     copy_other: bool
+    #: probe cache: None (default folder of the machine), False, or a folder
+    cache: Any
     #: the manifest's last record for this input, when it may still be valid
     prior: dict | None
 
@@ -618,7 +627,8 @@ def _process(task: _Task, src: Path, base: dict, t0: float) -> FileRecord:
     try:
         res = encode(src, out, target_mos=s["target_mos"], codec=s["codec_ref"],
                      scorer=_worker_scorer(task.scorer), pool=s["pool"], hop_s=s["hop_s"],
-                     best_effort=s["best_effort"], overwrite=True, jobs=1, max_kbps=lossy_kbps)
+                     best_effort=s["best_effort"], overwrite=True, jobs=1, max_kbps=lossy_kbps,
+                     sample_share=s["sample_share"], verify=s["verify"], cache=task.cache)
     except TargetNotReachable as exc:
         if lossy_kbps is None:
             raise
@@ -636,7 +646,7 @@ def _process(task: _Task, src: Path, base: dict, t0: float) -> FileRecord:
     return FileRecord(
         status=ENCODED, output=task.out_rel, output_bytes=res.output_bytes,
         rung_label=res.rung_label, bitrate_kbps=res.bitrate_kbps,
-        pooled_mos=None if res.pooled_mos is None or math.isnan(res.pooled_mos) else float(res.pooled_mos),
+        pooled_mos=_finite(res.pooled_mos), full_track_mos=_finite(getattr(res, "full_track_mos", None)),
         reached=bool(search.reached), n_probes=len(search.probes), notes=notes,
         seconds=time.perf_counter() - t0, **{**base, "duration_s": search.duration_s or base.get("duration_s")},
     )
@@ -657,7 +667,11 @@ def default_jobs() -> int:
     return max(1, joblib.cpu_count())
 
 
-def _settings(target_mos, preset, codec, scorer_name, pool, hop_s, best_effort) -> dict:
+def _finite(x) -> float | None:
+    return None if x is None or math.isnan(x) else float(x)
+
+
+def _settings(target_mos, preset, codec, scorer_name, pool, hop_s, best_effort, sample_share, verify) -> dict:
     return {
         "target_mos": float(target_mos),
         "codec": preset.name,
@@ -667,6 +681,8 @@ def _settings(target_mos, preset, codec, scorer_name, pool, hop_s, best_effort) 
         "pool": pool,
         "hop_s": float(hop_s),
         "best_effort": bool(best_effort),
+        "sample_share": None if sample_share is None else float(sample_share),
+        "verify": bool(verify),
     }
 
 
@@ -773,6 +789,9 @@ def transcode_folder(
     csv_report: str | os.PathLike | None = None,
     progress: bool = True,
     resume: bool = True,
+    sample_share: float | None = None,
+    verify: bool = True,
+    cache: bool | str | os.PathLike | None = None,
 ) -> BatchReport:
     """Transcode every audio file under ``in_dir`` into a mirrored tree under ``out_dir``.
 
@@ -787,7 +806,9 @@ def transcode_folder(
     (joblib's dask backend); scheduler: a ``dask.distributed`` address
     ("tcp://host:8786"), a ``distributed.Client``, or None for a LocalCluster.
     IN_DIR and OUT_DIR must be visible at the same paths on every Dask worker.
-    resume=False ignores (and restarts) the manifest.
+    resume=False ignores (and restarts) the manifest. sample_share, verify: as in
+    ``ratecontrol.api.encode`` (long tracks are probed on their hardest passages). cache:
+    the probe cache, None for each machine's default folder, False for none, or a folder.
     """
     from ratecontrol.api import MOS_MAX, MOS_MIN
     from ratecontrol.presets import load_preset
@@ -798,8 +819,13 @@ def transcode_folder(
     if not (MOS_MIN <= t <= MOS_MAX):
         raise UsageError(f"target MOS {target_mos} is outside [{MOS_MIN:g}, {MOS_MAX:g}]; ViSQOL MOS-LQO tops out at ~4.73")
     pool = validate_pool(pool)
+    if codec == "auto":
+        raise UsageError("batch needs one codec (output names and the lossy-source rule depend on it); "
+                         "pick one, e.g. --codec opus")
     preset = load_preset(codec)
     preset.check_available()
+    if cache is not None and not isinstance(cache, bool):
+        cache = str(cache)
     if scorer is None or isinstance(scorer, str):
         scorer_name = scorer or DEFAULT_SCORER
         if scorer_name not in available_scorers():
@@ -811,7 +837,7 @@ def transcode_folder(
     if backend not in ("local", "dask"):
         raise UsageError(f"unknown backend {backend!r}; use 'local' or 'dask'")
     src, dst, prune = _check_dirs(in_dir, out_dir)
-    settings = _settings(t, preset, codec, scorer_name, pool, hop_s, best_effort)
+    settings = _settings(t, preset, codec, scorer_name, pool, hop_s, best_effort, sample_share, verify)
 
     rels = _walk(src, prune)
     planned, collisions = _plan_names(rels, preset.extension)
@@ -823,7 +849,7 @@ def transcode_folder(
         _Task(rel=rel, in_path=str(src / rel), out_root=str(dst), out_rel=planned[rel],
               collision=coll_note.get(rel, ""), settings=settings,
               scorer=scorer if not (scorer is None or isinstance(scorer, str)) else scorer_name,
-              copy_other=copy_other, prior=prior.get(rel))
+              copy_other=copy_other, cache=cache, prior=prior.get(rel))
         for rel in rels
     ]
 
@@ -918,10 +944,16 @@ def _fmt_s(s: float) -> str:
 @click.option("--copy-other", is_flag=True, help="Copy files that are not audio (cover.jpg, .cue, ...) into OUT_DIR too.")
 @click.option("--json-report", type=click.Path(path_type=str), default=None, help="Write the full report as JSON here.")
 @click.option("--csv-report", type=click.Path(path_type=str), default=None, help="Write one CSV row per file here.")
+@click.option("--sample-share", type=float, default=None,
+              help="Share of a long track (>= 30 s) the probes score, hardest passages first [default: 0.2].")
+@click.option("--full", is_flag=True, help="Probe whole tracks, never a sample.")
+@click.option("--no-cache", is_flag=True, help="Do not read or write the probe cache.")
+@click.option("--cache-dir", type=click.Path(path_type=str), default=None,
+              help="Probe cache folder [default: $RATECONTROL_CACHE_DIR or ~/.cache/ratecontrol on each machine].")
 @click.option("--no-resume", is_flag=True, help="Ignore the manifest in OUT_DIR and redo every file.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def batch_command(in_dir, out_dir, target_mos, codec, jobs, backend, scheduler, scorer, pool, best_effort,
-                  copy_other, json_report, csv_report, no_resume, no_progress):
+                  copy_other, json_report, csv_report, sample_share, full, no_cache, cache_dir, no_resume, no_progress):
     """Transcode every audio file under IN_DIR into a mirrored tree under OUT_DIR.
 
     Resumable: rerun the same command after an interruption and finished files are
@@ -932,6 +964,7 @@ def batch_command(in_dir, out_dir, target_mos, codec, jobs, backend, scheduler, 
         in_dir, out_dir, target_mos=target_mos, codec=codec, scorer=scorer, pool=pool,
         best_effort=best_effort, jobs=jobs, backend=backend, scheduler=scheduler, copy_other=copy_other,
         json_report=json_report, csv_report=csv_report, progress=not no_progress, resume=not no_resume,
+        sample_share=1.0 if full else sample_share, cache=False if no_cache else cache_dir,
     )
     for line in report.summary_lines():
         click.echo(line)
