@@ -837,6 +837,10 @@ def transcode_folder(
     if backend not in ("local", "dask"):
         raise UsageError(f"unknown backend {backend!r}; use 'local' or 'dask'")
     src, dst, prune = _check_dirs(in_dir, out_dir)
+    for rp in (json_report, csv_report):  # fail now, not after hours of encoding
+        folder = Path(rp).parent if rp else None
+        if folder is not None and str(folder) and not folder.is_dir():
+            raise OutputError(f"report folder {folder} does not exist; create it first")
     settings = _settings(t, preset, codec, scorer_name, pool, hop_s, best_effort, sample_share, verify)
 
     rels = _walk(src, prune)

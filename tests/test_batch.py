@@ -196,6 +196,9 @@ def test_bad_arguments_are_one_line_errors(tmp_path):
         transcode_folder(tmp_path / "in", tmp_path / "o", target_mos=6, progress=False)
     with pytest.raises(UsageError, match="backend"):
         transcode_folder(tmp_path / "in", tmp_path / "o", target_mos=4, backend="spark", progress=False)
+    with pytest.raises(OutputError, match="report folder"):
+        transcode_folder(tmp_path / "in", tmp_path / "o", target_mos=4, json_report=tmp_path / "no" / "r.json",
+                         progress=False)
     with pytest.raises(UsageError, match="one codec"):
         transcode_folder(tmp_path / "in", tmp_path / "o", target_mos=4, codec="auto", progress=False)
     with pytest.raises(UsageError, match="scorer"):
