@@ -54,7 +54,8 @@ def render_report(result: SearchResult, path: str | os.PathLike, title: str = ""
     ax.axhline(result.target_mos, color="black", ls="--", lw=1, label=f"target {result.target_mos:g}")
     ax.set_xlabel("time (s)")
     ax.set_ylabel(f"MOS ({result.scorer})")
-    ax.set_ylim(max(1.0, np.nanmin([np.nanmin(by_rung[i].window_mos) for i in shown]) - 0.2), 4.85)
+    lowest = min(result.target_mos, np.nanmin([np.nanmin(by_rung[i].window_mos) for i in shown]))
+    ax.set_ylim(max(1.0, lowest - 0.2), 4.85)  # the target line is always in view
     ax.set_xlim(0, max(result.duration_s, float(t.max()) + 0.5))
     ax.set_title(title or f"{result.preset}: chosen {result.chosen.rung_label} for target {result.target_mos:g}")
     ax.grid(alpha=0.3)
