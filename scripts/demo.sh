@@ -4,6 +4,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 out=${DEMO_OUT:-$(mktemp -d)}
+mkdir -p "$out"
 src="$here/../shared/audio/flac-test-files/01 - blocksize 4096.flac"
 if [ ! -f "$src" ]; then
   src="$out/generated.wav"
