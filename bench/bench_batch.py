@@ -95,7 +95,7 @@ def main() -> None:
         rows = [run(src, tmp / "j1", "local -j 1", jobs=1, **kw),
                 run(src, tmp / "j2", "local -j 2", jobs=2, **kw)]
         t0 = time.perf_counter()
-        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
                 Client(cluster) as client:
             cluster_s = time.perf_counter() - t0
             rows.append(run(src, tmp / "dask", "dask 2 workers", backend="dask", scheduler=client, **kw))

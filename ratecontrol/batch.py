@@ -745,7 +745,7 @@ class _Backend:
             # no cluster given: a local one, one single-threaded worker process per job
             n = self.jobs or default_jobs()
             self._cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                         dashboard_address=None)
+                                         dashboard_address=":0")
             client = self._client = Client(self._cluster)
         else:
             try:

@@ -413,7 +413,7 @@ def test_dask_backend_gives_the_same_outputs_as_local(tmp_path, shared_audio):
     kw = dict(target_mos=TARGET, codec="opus", scorer="visqol", progress=False, cache=False)
     local = transcode_folder(src, tmp_path / "local", jobs=2, **kw)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster:
+                                  dashboard_address=":0") as cluster:
         dask = transcode_folder(src, tmp_path / "dask", backend="dask", scheduler=cluster.scheduler_address, **kw)
         assert len(cluster.workers) == 2
     assert dask.backend == "dask" and dask.jobs == 2
@@ -427,3 +427,24 @@ def test_dask_backend_gives_the_same_outputs_as_local(tmp_path, shared_audio):
             db = media.decode(tmp_path / "dask" / b.output)
             assert da.shape == db.shape and np.abs(da - db).max() < 1e-4
     assert dask.n_failed == local.n_failed == 1
+
+
+def test_dask_path_smoke_on_a_tree_without_encodes(tmp_path):
+    """The Dask plumbing (cluster, joblib's dask backend, records back, manifest) in seconds;
+    the slow test above compares real encodes against the local backend."""
+    distributed = pytest.importorskip("distributed")
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "readme.txt").write_text("hi")
+    (src / "broken.flac").write_bytes(b"fLaC" + bytes(range(256)) * 4)
+    kw = dict(target_mos=4.0, codec="opus", copy_other=True, progress=False)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=":0") as cluster:
+        rep = transcode_folder(src, tmp_path / "dask", backend="dask", scheduler=cluster.scheduler_address, **kw)
+    local = transcode_folder(src, tmp_path / "local", jobs=1, **kw)
+    assert rep.backend == "dask" and rep.jobs == 2
+    assert [(r.input, r.status, r.output, r.reason) for r in rep.records] == \
+        [(r.input, r.status, r.output, r.reason.replace("/local/", "/dask/")) for r in local.records]
+    assert [r.status for r in rep.records] == ["failed", "copied"]
+    assert (tmp_path / "dask" / "sub" / "readme.txt").read_text() == "hi"
+    assert {x["input"] for x in _manifest_lines(tmp_path / "dask")} == {"broken.flac", "sub/readme.txt"}
