@@ -1,0 +1,198 @@
+"""Issue 6 benchmarks: overhead vs plain ffmpeg, speed-up vs exact ViSQOL, decision
+agreement, scorer throughput and peak memory, all measured in this one process run.
+
+    python bench/bench_fastpath.py [--quick] [--out docs/fastpath_figures.json]
+
+Inputs: a 4-minute stereo track made by concatenating the music of ../shared/audio
+(flac-test-files, decoded at 44.1 kHz, cut to 240 s) and each music file there.
+Every figure is a ratio against a baseline measured in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+HERE = Path(__file__).resolve().parents[1]
+SHARED = HERE.parent / "shared" / "audio" / "flac-test-files"
+# stereo 44.1 kHz music excerpts of the FLAC testbench (the others are format oddities
+# of the same music: odd rates, bit depths, channel counts)
+MUSIC = ["01 - blocksize 4096.flac", "11 - partition order 8.flac", "14 - wasted bits.flac",
+         "17 - all fixed orders.flac", "18 - precision search.flac", "24 - variable blocksize file created with flake revision 264.flac",
+         "26 - variable blocksize file created with CUETools.Flake 2.1.6.flac", "61 - predictor overflow check, 16-bit.flac"]
+CODECS = ["opus", "aac", "mp3", "mp3-vbr", "vorbis"]
+TARGETS = [4.0, 4.3, 4.5]
+
+
+def _music_files() -> list[Path]:
+    return [SHARED / m for m in MUSIC if (SHARED / m).exists()]
+
+
+def build_long_track(path: Path, seconds: float = 240.0) -> Path:
+    from ratecontrol import media
+
+    parts, total = [], 0
+    files = _music_files()
+    if not files:
+        sys.exit("../shared/audio is missing: the benchmarks need real music")
+    while total < seconds * 44_100:
+        for f in files:
+            x = media.decode(f, sample_rate_hz=44_100, channels=2)
+            parts.append(x)
+            total += x.shape[1]
+    audio = np.concatenate(parts, axis=1)[:, : int(seconds * 44_100)]
+    sf.write(path, audio.T, 44_100, subtype="PCM_16")
+    return path
+
+
+def timed(fn, *a, **k):
+    t0 = time.perf_counter()
+    out = fn(*a, **k)
+    return out, time.perf_counter() - t0
+
+
+def bench_overhead(track: Path, tmp: Path, scorer: str) -> list[dict]:
+    """encode() wall time / plain ffmpeg encode of the chosen rung, per codec (no cache)."""
+    from ratecontrol import media
+    from ratecontrol.api import encode
+    from ratecontrol.presets import load_preset
+
+    rows = []
+    for codec in CODECS:
+        p = load_preset(codec)
+        res, t_rc = timed(encode, track, tmp / f"rc{p.extension}", target_mos=4.3, codec=codec, scorer=scorer,
+                          cache=False, overwrite=True)
+        rung = p.rungs_for(2)[[r.label for r in p.rungs_for(2)].index(res.rung_label)]
+        _, t_ff = timed(media.encode_file, track, tmp / f"plain{p.extension}", p, rung)
+        rows.append({"codec": codec, "rung": res.rung_label, "encode_s": round(t_rc, 2), "ffmpeg_s": round(t_ff, 2),
+                     "overhead_ratio": round(t_rc / t_ff, 2), "probes": len(res.search.probes),
+                     "stepped_up": res.stepped_up, "full_track_mos": res.full_track_mos})
+        print(f"  overhead {codec:<8} {res.rung_label:>6}: {t_rc:6.1f} s vs ffmpeg {t_ff:5.1f} s -> {t_rc / t_ff:5.2f}x "
+              f"(stepped up {res.stepped_up})", flush=True)
+    return rows
+
+
+def bench_decisions(files: list[Path], codecs: list[str], targets: list[float], learned: str) -> dict:
+    """Rung chosen by the learned scorer vs the exact scorer, same (sampled) search."""
+    from ratecontrol.api import select_bitrate
+    from ratecontrol.errors import TargetNotReachable
+
+    rows, t_l, t_v = [], 0.0, 0.0
+    for f in files:
+        for codec in codecs:
+            for target in targets:
+                got = {}
+                for sc in (learned, "visqol"):
+                    try:
+                        r, dt = timed(select_bitrate, f, target_mos=target, codec=codec, scorer=sc, cache=False)
+                        got[sc] = r.chosen.rung_index
+                    except TargetNotReachable:
+                        got[sc], dt = None, 0.0
+                    if sc == "visqol":
+                        t_v += dt
+                    else:
+                        t_l += dt
+                rows.append({"file": f.name, "codec": codec, "target": target, "learned": got[learned], "visqol": got["visqol"]})
+                print(f"  decision {f.name[:28]:<28} {codec:<8} {target}: learned {got[learned]} visqol {got['visqol']}", flush=True)
+    same = sum(r["learned"] == r["visqol"] for r in rows)
+    both = [r for r in rows if r["learned"] is not None and r["visqol"] is not None]
+    far = sum(abs(r["learned"] - r["visqol"]) > 1 for r in both)
+    return {"cases": len(rows), "same_rung": same, "same_share": round(same / max(len(rows), 1), 3),
+            "more_than_one_apart": far, "learned_s": round(t_l, 1), "visqol_s": round(t_v, 1),
+            "speedup_vs_visqol": round(t_v / max(t_l, 1e-9), 1), "rows": rows}
+
+
+def bench_throughput(scorer_name: str, n: int = 2000) -> dict:
+    from ratecontrol.scoring import get_scorer
+
+    rng = np.random.default_rng(0)
+    ref = (0.1 * rng.standard_normal((n, 44_100))).astype(np.float32)
+    deg = ref + (0.01 * rng.standard_normal(ref.shape)).astype(np.float32)
+    sc = get_scorer(scorer_name)
+    sc.score(sc.prepare(ref[:8]), deg[:8])  # warm up
+    prep, t_prep = timed(sc.prepare, ref)
+    _, t_score = timed(sc.score, prep, deg)
+    v = get_scorer("visqol")
+    m = 16
+    v.score(v.prepare(ref[:1]), deg[:1])
+    _, t_v = timed(lambda: v.score(v.prepare(ref[:m]), deg[:m]))
+    out = {"windows": n, "learned_windows_per_s_cached_ref": round(n / t_score, 1),
+           "learned_windows_per_s_with_prepare": round(n / (t_score + t_prep), 1),
+           "visqol_windows_per_s": round(m / t_v, 2), "ratio_vs_visqol": round((n / t_score) / (m / t_v), 1)}
+    print(f"  throughput: {out}", flush=True)
+    return out
+
+
+def bench_memory(track: Path, tmp: Path, scorer: str, minutes: float) -> dict:
+    """Peak RSS of a fresh process searching a long input, vs one that only decodes it."""
+    from ratecontrol import media
+
+    x = media.decode(track, sample_rate_hz=44_100, channels=2)
+    reps = int(np.ceil(minutes * 60 * 44_100 / x.shape[1]))
+    long = tmp / "long.flac"
+    sf.write(long, np.tile(x, reps)[:, : int(minutes * 60 * 44_100)].T, 44_100, subtype="PCM_16", format="FLAC")
+    del x
+    # the whole command: sampled search, final encode and the full-track check
+    code_search = ("import resource,sys; from ratecontrol.api import encode;"
+                   f"r=encode(sys.argv[1], sys.argv[1] + '.opus', target_mos=4.3, codec='opus', scorer='{scorer}', "
+                   "cache=False, overwrite=True);"
+                   "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    code_decode = ("import resource,sys; from ratecontrol import media; media.decode(sys.argv[1], sample_rate_hz=48000, channels=2);"
+                   "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    rss = {}
+    for name, code in (("search", code_search), ("decode_only", code_decode)):
+        t0 = time.perf_counter()
+        out = subprocess.run([sys.executable, "-c", code, str(long)], capture_output=True, text=True)
+        if out.returncode:
+            print(out.stderr[-2000:])
+            raise SystemExit(f"memory bench: {name} failed")
+        rss[name] = int(out.stdout.strip().splitlines()[-1]) / 1024
+        rss[name + "_s"] = round(time.perf_counter() - t0, 1)
+    res = {"minutes": minutes, "search_peak_mb": round(rss["search"]), "decode_only_peak_mb": round(rss["decode_only"]),
+           "ratio": round(rss["search"] / rss["decode_only"], 2), "search_s": rss["search_s"]}
+    print(f"  memory: {res}", flush=True)
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="one file, two codecs, fewer windows")
+    ap.add_argument("--scorer", default="learned")
+    ap.add_argument("--memory-minutes", type=float, default=60.0)
+    ap.add_argument("--skip", nargs="*", default=[], help="overhead decisions throughput memory")
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args()
+    figures: dict = {"scorer": a.scorer}
+    with tempfile.TemporaryDirectory() as td:
+        tmp = Path(td)
+        track = build_long_track(tmp / "four_minutes.wav")
+        if "throughput" not in a.skip:
+            print("scorer throughput", flush=True)
+            figures["throughput"] = bench_throughput(a.scorer, 500 if a.quick else 2000)
+        if "overhead" not in a.skip:
+            print("overhead on the 4-minute track", flush=True)
+            figures["overhead"] = bench_overhead(track, tmp, a.scorer)
+        if "decisions" not in a.skip:
+            print("decisions learned vs visqol", flush=True)
+            files = [track] + ([] if a.quick else _music_files())
+            figures["decisions"] = bench_decisions(files, CODECS[:2] if a.quick else CODECS, TARGETS, a.scorer)
+        if "memory" not in a.skip:
+            print(f"peak memory, {a.memory_minutes:g}-minute input", flush=True)
+            figures["memory"] = bench_memory(track, tmp, a.scorer, a.memory_minutes)
+    if a.out:
+        Path(a.out).write_text(json.dumps(figures, indent=1))
+    print(json.dumps({k: v for k, v in figures.items() if k != "decisions"} | (
+        {"decisions": {k: v for k, v in figures["decisions"].items() if k != "rows"}} if "decisions" in figures else {}),
+        indent=1))
+
+
+if __name__ == "__main__":
+    main()
