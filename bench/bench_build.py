@@ -64,6 +64,8 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=16)
     ap.add_argument("--pairs", type=int, default=300)
     ap.add_argument("-j", "--jobs", type=int, default=2)
+    ap.add_argument("--max-pool-factor", type=float, default=5.0,
+                    help="a few sources fill the extreme bins slowly; stop at this x --pairs")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td)
@@ -71,7 +73,8 @@ def main() -> None:
         out = tmp / "out"
         t0 = time.perf_counter()
         res = B.build_dataset([src], out, pairs=args.pairs, seed=0, n_jobs=args.jobs,
-                              pairs_per_shard=1000, progress=False)
+                              pairs_per_shard=1000, progress=False,
+                              max_pool_factor=args.max_pool_factor)
         wall = time.perf_counter() - t0
         rounds = [json.loads(p.read_text()) for p in sorted((out / "work/pool").glob("*.json"))]
         pool = sum(len(j["mos"]) for r in rounds for j in r["jobs"])
@@ -90,6 +93,12 @@ def main() -> None:
                   f"{st_pairs / st_wall:.2f} labelled pairs/s")
         print("worker time: " + ", ".join(f"{k} {v / t.sum():.0%} ({v / max(pool, 1) * 1000:.0f} ms/pair)"
                                           for k, v in zip(("decode", "degrade", "label"), t)))
+        man = json.loads((out / "manifest.json").read_text())
+        print("pool histogram (labelled, before balancing):")
+        print(B.format_histogram(man["pool_histogram"]))
+        if man["starved"]:
+            print(f"starved bins: {man['starved']}")
+        print("kept:")
         print(B.format_histogram(res.histogram))
 
 

@@ -5,7 +5,6 @@ few seconds of labelling after ViSQOL's one-off JIT.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import shutil
@@ -109,7 +108,7 @@ def test_splits_are_disjoint_by_source(tiny):
     assert not set(man["sources"]["train"]) & set(man["sources"]["val"])
 
 
-def test_same_seed_same_pairs_and_bytes(tiny, tmp_path):
+def test_same_seed_same_keys_audio_and_scores(tiny, tmp_path):
     src, out, _ = tiny
     again = tmp_path / "again"
     B.build_dataset([src], again, **TINY)
@@ -120,9 +119,15 @@ def test_same_seed_same_pairs_and_bytes(tiny, tmp_path):
         mx, my = _members(x), _members(y)
         assert sorted(mx) == sorted(my)
         for k in mx:
-            if k.endswith(".score.txt"):
-                assert mx[k] == my[k]
-        assert hashlib.sha256(x.read_bytes()).digest() == hashlib.sha256(y.read_bytes()).digest()
+            if k.endswith(".json"):
+                # ViSQOL's float MOS can differ in the 14th digit between processes
+                # (measured: 1.558658940732621 vs 1.5586589407326557); all else is exact
+                jx, jy = json.loads(mx[k]), json.loads(my[k])
+                assert jx.pop("visqol_mos") == pytest.approx(jy.pop("visqol_mos"), abs=1e-9)
+                assert jx.pop("score") == pytest.approx(jy.pop("score"), abs=1e-9)
+                assert jx == jy
+            else:  # the audio and score.txt (6 decimals) are identical
+                assert mx[k] == my[k], k
 
 
 def test_resume_rebuilds_only_the_missing_shard(tiny, tmp_path, monkeypatch):

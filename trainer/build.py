@@ -850,9 +850,12 @@ def _bar(total, enabled, desc):
 
 
 def _tq(it, enabled, desc):
+    import sys
+
     from tqdm import tqdm
 
-    return tqdm(it, desc=desc, disable=not enabled)
+    return tqdm(it, desc=desc, disable=not enabled,
+                mininterval=0.5 if sys.stderr.isatty() else 30.0)
 
 
 # --------------------------------------------------------------------------- CLI
