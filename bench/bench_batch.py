@@ -1,27 +1,30 @@
 """Batch throughput: files per minute for -j 1 and -j 2, and the Dask path's overhead.
 
-    python bench/bench_batch.py [--files 8] [--seconds 3] [--target-mos 4.0] [--codec opus]
+    python bench/bench_batch.py [--files 8] [--seconds 3] [--target-mos 4.0] [--rounds 2]
 
 Builds one tree of short clips (sms-tools recordings from ../shared/audio trimmed to
---seconds, mono and a stereo pair each; synthetic signals when the folder is absent) in
-a temp folder, then transcodes it four times into fresh output folders, all in this one
-process so the ratios compare runs under the same machine load:
+--seconds, every other one made stereo; synthetic signals when the folder is absent) in
+a temp folder, then transcodes it with three configurations, interleaved for --rounds
+rounds in this one process so every configuration sees the same machine load:
 
-1. local, -j 1 (joblib runs the files one by one in this process)
-2. local, -j 2 (two loky worker processes)
-3. dask: a LocalCluster of 2 single-threaded worker processes, started before the timer
-   (its start-up time is printed separately), joblib's dask backend
-4. local, -j 2 again, to see how much the machine's load moved during the run
+* local -j 1: joblib runs the files one by one in this process;
+* local -j 2: two loky worker processes;
+* dask 2 workers: a LocalCluster of 2 single-threaded worker processes and joblib's dask
+  backend (cluster start-up timed separately, not in the run's wall time).
 
-All runs use the exact ViSQOL scorer and no probe cache. Every worker process pays its own imports (torch,
-numba-compiled ViSQOL from the on-disk cache) once; that is part of the figures, as it
-is for a user's run. Prints one JSON object at the end (--json FILE writes it too).
+Every run is cold: a fresh output folder, fresh worker processes (their imports: torch,
+numba-compiled ViSQOL from its on-disk cache), the exact ViSQOL scorer and no probe
+cache. Reported per configuration: the fastest wall time (the least disturbed by other
+load on a shared machine), and CPU seconds per file (this process plus all reaped
+descendants: workers, ffmpeg; far less sensitive to load than wall time). Prints one
+JSON object at the end (--json FILE writes it too).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import resource
 import shutil
 import tempfile
 import time
@@ -53,24 +56,51 @@ def build_tree(root: Path, n_files: int, seconds: float) -> None:
         sf.write(sub / f"{i:02d}-{Path(name).stem}.flac", x, sr, subtype="PCM_16")
 
 
-def run(src: Path, out: Path, label: str, **kw) -> dict:
+def _cpu_s() -> float:
+    """CPU seconds of this process plus every finished (reaped) descendant."""
+    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+
+
+def _shutdown_loky() -> None:
     from joblib.externals.loky import get_reusable_executor
 
+    get_reusable_executor().shutdown(wait=True)
+
+
+def run(src: Path, out: Path, label: str, **kw) -> dict:
+    """One cold run: fresh output folder, fresh worker processes (imports included)."""
     from ratecontrol.batch import transcode_folder
 
-    # cold workers for every run (loky keeps idle workers for 300 s otherwise), as the
-    # Dask workers are: each run pays its worker processes' imports once
-    get_reusable_executor().shutdown(wait=True)
-    t0 = time.perf_counter()
-    rep = transcode_folder(src, out, resume=False, progress=False, **kw)
-    wall = time.perf_counter() - t0
+    shutil.rmtree(out, ignore_errors=True)
+    _shutdown_loky()  # loky keeps idle workers for 300 s otherwise; Dask workers start cold too
+    cpu0, t0 = _cpu_s(), time.perf_counter()
+    cluster_s = 0.0
+    if kw.get("backend") == "dask":
+        from distributed import Client, LocalCluster
+
+        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
+                Client(cluster) as client:
+            cluster_s = time.perf_counter() - t0
+            rep = transcode_folder(src, out, resume=False, progress=False, scheduler=client, **kw)
+            wall = time.perf_counter() - t0 - cluster_s
+    else:
+        rep = transcode_folder(src, out, resume=False, progress=False, **kw)
+        wall = time.perf_counter() - t0
+        _shutdown_loky()  # reap the workers so their CPU time is counted
+    cpu = _cpu_s() - cpu0
     assert rep.ok and rep.n_encoded == rep.n_files, [r.reason for r in rep.records if not r.ok]
-    row = {"run": label, "files": rep.n_files, "seconds": round(wall, 2),
-           "files_per_min": round(60 * rep.n_files / wall, 2), "mean_kbps": round(rep.mean_kbps, 1),
+    row = {"run": label, "files": rep.n_files, "seconds": round(wall, 2), "cluster_start_s": round(cluster_s, 2),
+           "files_per_min": round(60 * rep.n_files / wall, 2), "cpu_s_per_file": round(cpu / rep.n_files, 2),
+           "load_avg": round(os.getloadavg()[0], 1), "mean_kbps": round(rep.mean_kbps, 1),
            "mean_mos": round(rep.mean_mos, 3), "rungs": [r.rung_label for r in rep.records]}
-    print(f"{label:<22} {wall:7.1f} s  {row['files_per_min']:6.2f} files/min  (load avg {os.getloadavg()[0]:.1f})",
-          flush=True)
+    extra = f" + {cluster_s:.1f} s cluster start" if cluster_s else ""
+    print(f"{label:<16} {wall:7.1f} s{extra}  {row['files_per_min']:6.2f} files/min  "
+          f"{row['cpu_s_per_file']:5.2f} CPU s/file  (load avg {row['load_avg']:.1f})", flush=True)
     return row
+
+
+CONFIGS = [("local -j 1", {"jobs": 1}), ("local -j 2", {"jobs": 2}), ("dask 2 workers", {"backend": "dask"})]
 
 
 def main() -> None:
@@ -79,10 +109,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--target-mos", type=float, default=4.0)
     ap.add_argument("--codec", default="opus")
+    ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds; the fastest of each is kept")
     ap.add_argument("--json", default=None, help="also write the result object here")
     args = ap.parse_args()
-
-    from distributed import Client, LocalCluster
 
     # no probe cache: every run scores for itself (a warm cache would make reruns free)
     kw = dict(target_mos=args.target_mos, codec=args.codec, scorer="visqol", cache=False)
@@ -92,28 +121,26 @@ def main() -> None:
         build_tree(src, args.files, args.seconds)
         print(f"tree: {args.files} files x {args.seconds:g} s, target {args.target_mos:g}, {args.codec}, "
               f"{os.cpu_count()} CPUs, load avg {os.getloadavg()[0]:.1f}", flush=True)
-        rows = [run(src, tmp / "j1", "local -j 1", jobs=1, **kw),
-                run(src, tmp / "j2", "local -j 2", jobs=2, **kw)]
-        t0 = time.perf_counter()
-        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
-                Client(cluster) as client:
-            cluster_s = time.perf_counter() - t0
-            rows.append(run(src, tmp / "dask", "dask 2 workers", backend="dask", scheduler=client, **kw))
-        rows.append(run(src, tmp / "j2b", "local -j 2 (again)", jobs=2, **kw))
-        j1, j2, dk, j2b = (r["seconds"] for r in rows)
-        same = all(r["rungs"] == rows[0]["rungs"] for r in rows)
+        rows = []
+        for r in range(args.rounds):
+            for label, extra in CONFIGS:
+                rows.append({"round": r, **run(src, tmp / "out", label, **kw, **extra)})
+        best = {label: min((x for x in rows if x["run"] == label), key=lambda x: x["seconds"]) for label, _ in CONFIGS}
+        cpu = {label: min(x["cpu_s_per_file"] for x in rows if x["run"] == label) for label, _ in CONFIGS}
+        j1, j2, dk = (best[label]["seconds"] for label, _ in CONFIGS)
         result = {
             "rows": rows,
-            "dask_cluster_start_s": round(cluster_s, 2),
+            "best_files_per_min": {k: v["files_per_min"] for k, v in best.items()},
+            "min_cpu_s_per_file": cpu,
             "speedup_j2_over_j1": round(j1 / j2, 2),
-            "dask_over_local_j2": round(dk / ((j2 + j2b) / 2), 2),
-            "local_j2_repeat_ratio": round(j2b / j2, 2),
-            "same_rungs_everywhere": same,
-            "load_avg_end": round(os.getloadavg()[0], 1),
+            "dask_over_local_j2_wall": round(dk / j2, 2),
+            "dask_over_local_j2_cpu": round(cpu["dask 2 workers"] / cpu["local -j 2"], 2),
+            "dask_cluster_start_s": min(x["cluster_start_s"] for x in rows if x["run"] == "dask 2 workers"),
+            "same_rungs_everywhere": all(x["rungs"] == rows[0]["rungs"] for x in rows),
         }
-        print(f"speed-up -j 2 / -j 1: {result['speedup_j2_over_j1']:.2f}x; dask / local -j 2 wall time: "
-              f"{result['dask_over_local_j2']:.2f} (cluster start {cluster_s:.1f} s, not included); "
-              f"local -j 2 repeat ratio {result['local_j2_repeat_ratio']:.2f}; same rungs: {same}")
+        print(f"best of {args.rounds}: -j 2 / -j 1 speed-up {result['speedup_j2_over_j1']:.2f}x; "
+              f"dask / local -j 2: wall {result['dask_over_local_j2_wall']:.2f}, CPU {result['dask_over_local_j2_cpu']:.2f} "
+              f"(+ {result['dask_cluster_start_s']:.1f} s cluster start); same rungs: {result['same_rungs_everywhere']}")
         print(json.dumps(result))
         if args.json:
             Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
