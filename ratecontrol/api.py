@@ -228,6 +228,13 @@ class _ProbeSource:
         self.ref_w, self.index = self.windows(self.audio)
         self.digest = pcm_digest(self.audio, track.rate_hz)
 
+    @staticmethod
+    def cut_like(source: "_ProbeSource", x: np.ndarray) -> tuple[np.ndarray, WindowIndex]:
+        """Windows of ``x``, which must be shaped like ``source.audio``."""
+        if x.shape != source.audio.shape:
+            raise ValueError(f"degraded audio {x.shape} does not match the probe source {source.audio.shape}")
+        return source.windows(x)
+
     @property
     def scored_s(self) -> float:
         return sum(p.length for p in self.pieces) / self.track.rate_hz
@@ -404,24 +411,48 @@ class _Session:
     max_kbps: float | None
 
     def __post_init__(self):
-        self._sources: dict[bool, _ProbeSource] = {}
-        self._probers: dict[tuple[str, bool], _Prober] = {}
+        self._source: _ProbeSource | None = None
+        self._probers: dict[str, _Prober] = {}
 
-    def source(self, full: bool = False) -> _ProbeSource:
-        if full not in self._sources:
-            segs = None if full else _pick_segments(self.track, self.sample_share)
-            if not full and segs is None and True in self._sources:
-                self._sources[False] = self._sources[True]
-            else:
-                self._sources[full] = _ProbeSource(self.track, segs, self.hop_s)
-        return self._sources[full]
+    def source(self) -> _ProbeSource:
+        if self._source is None:
+            self._source = _ProbeSource(self.track, _pick_segments(self.track, self.sample_share), self.hop_s)
+        return self._source
 
-    def prober(self, preset: Preset, full: bool = False) -> _Prober:
-        key = (preset.name, full)
-        if key not in self._probers:
-            self._probers[key] = _Prober(self.source(full), preset, self.scorer, self.pool, self.cache,
-                                         self.on_probe, self.max_kbps)
-        return self._probers[key]
+    def prober(self, preset: Preset) -> _Prober:
+        if preset.name not in self._probers:
+            self._probers[preset.name] = _Prober(self.source(), preset, self.scorer, self.pool, self.cache,
+                                                 self.on_probe, self.max_kbps)
+        return self._probers[preset.name]
+
+    def full_track_scores(self, deg: np.ndarray, chunk_s: float = 60.0) -> np.ndarray:
+        """Window scores of a whole decoded encode, streamed in ``chunk_s`` pieces.
+
+        Each piece (with 1 s of context for the resampler) is windowed, prepared and
+        scored on its own, so memory holds one minute of windows, not the whole track
+        (an hour of stereo is 7,200 windows = 1.3 GB of float32 per signal).
+        """
+        t = self.track
+        rate, n = t.rate_hz, t.src.shape[1]
+        step, ctx = int(chunk_s * rate), int(CONTEXT_S * rate)
+        out = []
+        for a in range(0, n, step):
+            b = min(n, a + step)
+            if n - b < rate:  # never leave a tail shorter than one window
+                b = n
+            piece = _ProbeSource(t, [(a, b - a)], self.hop_s) if (a, b) != (0, n) else _ProbeSource(t, None, self.hop_s)
+            ref_silent = is_digital_silence(piece.ref_w)
+            lo, hi = max(0, a - ctx), min(n, b + ctx)
+            deg_piece = deg[:, lo:hi]
+            deg_w, _ = _ProbeSource.cut_like(piece, deg_piece)
+            scores = np.full(len(piece.ref_w), np.nan)
+            score_mask = ~(ref_silent & is_digital_silence(deg_w))
+            if score_mask.any():
+                scores[score_mask] = self.scorer.score(self.scorer.prepare(piece.ref_w[score_mask]), deg_w[score_mask])
+            out.append(scores)
+            if b == n:
+                break
+        return np.concatenate(out)
 
 
 def _open_session(source, preset_for_rate: Preset | None, scorer, pool, sample_rate_hz, hop_s, sample_share,
@@ -577,10 +608,9 @@ def _finish_encode(session: _Session, preset: Preset, result: SearchResult, inpu
                               channels=track.channels, sample_rate_hz=track.rate_hz)
             if not (verify and session.source().sampled and not session.prober(preset).all_silent):
                 break
-            full = session.prober(preset, full=True)
             deg = media.decode_aligned(tmp, preset, track.rate_hz, track.channels, track.src.shape[1])
-            deg_w, _ = full.source.windows(deg)
-            scores = full.window_scores(deg_w)
+            scores = session.full_track_scores(deg)
+            del deg
             checked = pool_scores(scores[~np.isnan(scores)], session.pool)
             if checked >= result.target_mos or i == len(rungs) - 1:
                 if checked < result.target_mos:

@@ -140,3 +140,13 @@ def test_report_png(tmp_path):
     probed = {p.rung_index for p in res.search.probes}
     assert c - 1 in probed or c == 0
     assert c + 1 in probed, "the report shows the rung above the chosen one too"
+
+
+def test_full_track_check_streams_in_chunks_with_the_same_scores():
+    audio = _song(5, hard_at=[2])[:1]
+    s = api._open_session(audio, None, "visqol", "p10", SR, 1.0, 1.0, None, None, None, False)
+    deg = audio + 0.003 * np.random.default_rng(0).standard_normal(audio.shape).astype(np.float32)
+    whole = s.full_track_scores(deg, chunk_s=60)
+    chunked = s.full_track_scores(deg, chunk_s=2)
+    assert len(whole) == len(chunked) == 5
+    np.testing.assert_allclose(chunked, whole, atol=0.02)
