@@ -6,7 +6,9 @@
 
 Scores are ViSQOL v3 audio-mode MOS-LQO (1 .. ~4.73 for identical signals).
 """
-from ratecontrol.api import encode, score, select_bitrate
+from ratecontrol.api import encode, encode_ladder, score, select_bitrate
+from ratecontrol.batch import BatchReport, FileRecord, transcode_folder
+from ratecontrol.cache import ProbeCache
 from ratecontrol.errors import (
     DatasetError,
     EmptyAudioError,
@@ -33,8 +35,13 @@ __all__ = [
     "__version__",
     # library entry points
     "encode",
+    "encode_ladder",
     "select_bitrate",
     "score",
+    "transcode_folder",
+    "BatchReport",
+    "FileRecord",
+    "ProbeCache",
     # results
     "EncodeResult",
     "SearchResult",
