@@ -238,3 +238,21 @@ def test_scan_sources_reads_a_corpus_manifest(tmp_path):
     assert (s.id, s.kind, s.licence) == ("music/x", "music", "CC0")
     with pytest.raises(DatasetError, match="not found"):
         B.scan_sources([tmp_path / "nope"])
+
+
+def test_build_status_reads_the_checkpoints(tiny, tmp_path):
+    from click.testing import CliRunner
+
+    from trainer.build import verify_command
+
+    _, out, result = tiny
+    st = B.build_status(out)
+    assert st["pool_pairs"] == result.pool_pairs
+    assert st["filled"] == st["needed"] == 8
+    assert st["target_per_bin"] == {"train": 3, "val": 1}
+    # an unfinished build (no manifest yet): verify reports progress and fails
+    copy = tmp_path / "unfinished"
+    shutil.copytree(out / "work", copy / "work")
+    r = CliRunner().invoke(verify_command, [str(copy)])
+    assert r.exit_code != 0 and "unfinished build: 8/8" in r.output
+    assert isinstance(r.exception, DatasetError)

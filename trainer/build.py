@@ -797,6 +797,46 @@ def verify(out: Path, max_problems: int = 20) -> VerifyReport:
                         histogram=histogram, sources_by_split=by_split)
 
 
+def build_status(out: Path) -> dict:
+    """Where an unfinished build stands, from its checkpoints (read-only): pool pairs,
+    labelled pairs per split and score bin against the per-bin target, worker time."""
+    out = Path(out)
+    cfg_path = out / "work" / "config.json"
+    if not cfg_path.exists():
+        raise DatasetError(f"{out} has neither manifest.json nor work/config.json: "
+                           "not a shard set (build it with build-dataset)")
+    cfg = json.loads(cfg_path.read_text())
+    edges = bin_edges(tuple(cfg["score_range"]), cfg["bin_width"])
+    nb = len(edges) - 1
+    n_val = int(round(cfg["pairs"] * cfg["val_fraction"]))
+    target = {"train": (cfg["pairs"] - n_val) // nb, "val": n_val // nb}
+    counts = {sp: np.zeros(nb, int) for sp in ("train", "val")}
+    outside = Counter()
+    t = np.zeros(3)
+    wall, pool, r = 0.0, 0, 0
+    while (out / "work" / "pool" / f"round-{r:06d}.json").exists():
+        rm = json.loads((out / "work" / "pool" / f"round-{r:06d}.json").read_text())
+        wall += rm.get("wall_s", 0.0)
+        for job in rm["jobs"]:
+            t += [job["time_s"][k] for k in ("decode", "degrade", "label")]
+            for m in job["mos"]:
+                b = score_bin((m - 1) / 4, edges)
+                pool += 1
+                if 0 <= b < nb:
+                    counts[job["split"]][b] += 1
+                else:
+                    outside["below" if b < 0 else "above"] += 1
+        r += 1
+    filled = int(sum(np.minimum(counts[sp], target[sp]).sum() for sp in counts))
+    return {"rounds": r, "pool_pairs": pool, "filled": filled,
+            "needed": int(sum(target[sp] * nb for sp in target)), "target_per_bin": target,
+            "pool_wall_s": wall, "outside_range": dict(outside),
+            "worker_time_s": dict(zip(("decode", "degrade", "label"), t.round(1).tolist())),
+            "histogram": {sp: {f"{edges[b]:.2f}": int(counts[sp][b]) for b in range(nb)}
+                          for sp in counts},
+            "shards_written": len(list(out.glob("shard-*.tar")))}
+
+
 def format_histogram(histogram: dict, width: int = 40) -> str:
     lines = []
     peak = max([v for h in histogram.values() for v in h.values()] + [1])
@@ -880,7 +920,20 @@ def build_dataset_command(sources, out, pairs, seed, val_fraction, n_jobs, pairs
 @click.command("verify")
 @click.argument("out_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def verify_command(out_dir):
-    """Check a shard set: counts, lengths, rates, score histogram, split disjointness."""
+    """Check a shard set: counts, lengths, rates, score histogram, split disjointness.
+
+    On a build that has not finished, print where it stands and exit non-zero."""
+    if not (Path(out_dir) / "manifest.json").exists() and (Path(out_dir) / "work").exists():
+        st = build_status(out_dir)
+        click.echo(f"unfinished build: {st['filled']}/{st['needed']} balanced pairs, pool "
+                   f"{st['pool_pairs']} labelled in {st['rounds']} rounds "
+                   f"({st['pool_pairs'] / max(st['pool_wall_s'], 1e-9):.2f} pairs/s), "
+                   f"target {st['target_per_bin']} per bin, outside range "
+                   f"{st['outside_range']}, {st['shards_written']} shards written")
+        click.echo("pool histogram:")
+        click.echo(format_histogram(st["histogram"]))
+        raise DatasetError(f"{out_dir}: build not finished; rerun the same build-dataset "
+                           "command to resume")
     rep = verify(out_dir)
     click.echo(f"pairs: {rep.pairs_by_split}; sources: "
                f"{ {sp: len(v) for sp, v in rep.sources_by_split.items()} }")
