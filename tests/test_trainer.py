@@ -330,3 +330,18 @@ def test_torchrun_ddp_two_cpu_processes(shards, tmp_path):
     # gathered validation covers every val pair once across the two ranks
     assert all(int(r["val_pairs"]) == 24 for r in rows)
     assert torch.load(out / "last.pt", weights_only=True)["training_data"]["train_shards"] == 3
+
+
+def test_fit_streaming_path_with_augmentation(shards, tmp_path):
+    """Augmentation forces the streaming path (raw pairs through the whole model)."""
+    from trainer.train import fit
+
+    cfg = _tiny_config(epochs=3, augment={"shift": False, "gain_db": [-1.0, 1.0]})
+    cfg["data"] = dict(cfg["data"], samples_per_epoch=32)
+    res = fit(cfg, [str(shards / "shard-{000000..000002}.tar")], str(tmp_path),
+              val_data=[str(shards / "shard-000003.tar")], device="cpu")
+    rows = _log_rows(tmp_path)
+    assert len(rows) == 3 and all(np.isfinite(float(r["train_loss"])) for r in rows)
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+    assert not list(tmp_path.glob("stats-*.pt"))  # nothing precomputed
+    assert torch.load(res.last_checkpoint, weights_only=True)["training_data"]["precomputed_statistics"] is False

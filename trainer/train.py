@@ -54,6 +54,10 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "val_shards": None,
         "val_fraction": 0.1,
         "val_batch_size": 128,
+        # nsimnet's frontend has no parameters: compute its band statistics once per
+        # pair (cached in the run folder) and train the head on them; "auto" = when the
+        # model allows it and no augmentation is on
+        "precompute": "auto",
     },
     "augment": {"shift": False, "gain_db": [0.0, 0.0], "reverse_p": 0.0},
     "optim": {"lr": 3.0e-3, "weight_decay": 1.0e-4, "betas": [0.9, 0.999]},
@@ -161,6 +165,24 @@ def _loss(pred: torch.Tensor, mos: torch.Tensor, cfg: Mapping[str, Any]) -> torc
     return (w * (pred.float() - mos) ** 2).sum() / w.sum()
 
 
+def _bounded(logit: torch.Tensor) -> torch.Tensor:
+    from ratecontrol.scoring.model import MOS_MAX, MOS_MIN
+
+    return MOS_MIN + (MOS_MAX - MOS_MIN) * torch.sigmoid(logit)
+
+
+def _stat_batches(cache: Mapping[str, Any], batch_size: int, steps: int, seed: int, epoch: int, rank: int):
+    """``steps`` batches drawn with replacement from precomputed statistics (the same
+    count on every rank, as DDP needs), seeded by (seed, epoch, rank)."""
+    n = len(cache["mos"])
+    if n == 0:
+        raise DatasetError("this rank has no precomputed training pairs (fewer shards than ranks?)")
+    g = torch.Generator().manual_seed(int(seed) * 1_000_003 + epoch * 1009 + rank)
+    for i in range(steps):
+        idx = torch.randint(0, n, (batch_size,), generator=g)
+        yield {"stats": cache["stats"][idx], "mos": cache["mos"][idx], "skipped": cache["skipped"] if i == 0 else 0}
+
+
 def _rng_state() -> dict[str, Any]:
     return {"torch": torch.get_rng_state(), "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
             "python": repr(random.getstate())}
@@ -220,6 +242,53 @@ def _data_split(data, val_data, manifest, cfg) -> tuple[list[str], list[str], st
     if overlap:
         raise DatasetError(f"{len(overlap)} shard(s) are in both training and validation data, e.g. {sorted(overlap)[0]}")
     return train_urls, val_urls, how
+
+
+# --------------------------------------------------------------------------- precompute
+def _statistics_cache(model, urls: list[str], batch_size: int, num_workers: int, dev: torch.device,
+                      path: str, rank: int) -> dict[str, Any]:
+    """{"stats": [N, bands, features], "mos": [N], "skipped": int} of this rank's shards,
+    computed with the model's fixed frontend; reused from ``path`` when it was made for
+    the same shards and frontend settings."""
+    from trainer.data import PairDataset, make_loader
+
+    ident = {"urls": list(urls), "config": {k: v for k, v in model.config.items() if k != "hidden"}, "rank": rank,
+             "world": int(os.environ.get("WORLD_SIZE", "1"))}
+    if os.path.exists(path):
+        cached = torch.load(path, map_location="cpu", weights_only=True)
+        if cached.get("ident") == json.loads(json.dumps(ident)):
+            return cached
+    stats, mos, skipped, t0 = [], [], 0, time.time()
+    loader = make_loader(PairDataset(urls, train=False, batch_size=batch_size), num_workers=num_workers, device=str(dev))
+    with torch.no_grad():
+        for batch in loader:
+            skipped += int(batch["skipped"])
+            if len(batch["mos"]) == 0:
+                continue
+            ref = batch["ref"].to(dev, non_blocking=True)
+            deg = batch["deg"].to(dev, non_blocking=True)
+            stats.append(model.band_statistics(model.reference_features(ref), deg).float().cpu())
+            mos.append(batch["mos"].float())
+    if not stats:
+        out = {"stats": torch.zeros(0), "mos": torch.zeros(0), "skipped": skipped, "ident": ident}
+    else:
+        out = {"stats": torch.cat(stats), "mos": torch.cat(mos), "skipped": skipped, "ident": ident}
+    out["seconds"] = time.time() - t0
+    from ratecontrol.scoring.model import save_checkpoint
+
+    save_checkpoint(out, path)
+    log.info("precomputed statistics of %d pairs in %.0f s -> %s (%d skipped)", len(out["mos"]), out["seconds"], path, skipped)
+    return out
+
+
+def _use_precompute(cfg: Mapping[str, Any], model, augment) -> bool:
+    want = cfg["data"]["precompute"]
+    can = hasattr(model, "predict_statistics") and not augment.active
+    if want == "auto":
+        return can
+    if want and not can:
+        raise UsageError("data.precompute needs a model with a fixed frontend (nsimnet) and no augmentation")
+    return bool(want)
 
 
 # --------------------------------------------------------------------------- fit
@@ -301,10 +370,6 @@ def fit(
         if dist.main:
             log.info("resumed from %s at epoch %d (best val RMSE %.4f at epoch %d)", last_path, start_epoch, best_rmse, best_epoch)
 
-    net: torch.nn.Module = model
-    if dist.enabled:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
-
     aug_cfg = cfg["augment"]
     augment = BatchAugment(shift=bool(aug_cfg["shift"]), gain_db=tuple(float(g) for g in aug_cfg["gain_db"]),
                            reverse_p=float(aug_cfg["reverse_p"]))
@@ -312,10 +377,29 @@ def fit(
                            samples_per_epoch=int(dcfg["samples_per_epoch"]))
     val_ds = PairDataset(val_urls, train=False, batch_size=int(dcfg["val_batch_size"]))
     nw = int(dcfg["num_workers"])
+    precompute = _use_precompute(cfg, model, augment)
+    net: torch.nn.Module = model
+    if dist.enabled and not precompute:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    if precompute:
+        vb = int(dcfg["val_batch_size"])
+        train_cache = _statistics_cache(model, train_urls, vb, nw, dev, os.path.join(out_dir, f"stats-train-rank{dist.rank}.pt"), dist.rank)
+        val_cache = _statistics_cache(model, val_urls, vb, nw, dev, os.path.join(out_dir, f"stats-val-rank{dist.rank}.pt"), dist.rank)
+        if dist.enabled:
+            head_net: torch.nn.Module = torch.nn.parallel.DistributedDataParallel(
+                model.head, device_ids=[dev.index] if dev.type == "cuda" else None)
+        else:
+            head_net = model.head
+        n_local = len(train_cache["mos"])
+        if sum(dist.gather(n_local)) == 0:
+            raise DatasetError("no readable training pairs")
 
     training_data = {"train_shards": len(train_urls), "val_shards": len(val_urls), "validation": split_how,
                      "train_first": train_urls[0], "train_last": train_urls[-1], "val_first": val_urls[0],
-                     "samples_per_epoch": int(dcfg["samples_per_epoch"])}
+                     "samples_per_epoch": int(dcfg["samples_per_epoch"]), "precomputed_statistics": precompute}
+    if precompute:
+        training_data["train_pairs"] = sum(dist.gather(len(train_cache["mos"])))
+        training_data["val_pairs"] = sum(dist.gather(len(val_cache["mos"])))
     csv_log = tb = None
     if dist.main:
         with open(os.path.join(out_dir, "config.yaml"), "w", encoding="utf-8") as fh:
@@ -334,18 +418,23 @@ def fit(
         for epoch in range(start_epoch, int(cfg["epochs"])):
             t0 = time.time()
             train_ds.epoch = epoch
-            net.train()
+            model.train()
             gen = augment.generator(seed + dist.rank, epoch, dev) if augment.active else None
             loss_sum, pairs, skipped = 0.0, 0, 0
-            for batch in make_loader(train_ds, num_workers=nw, device=str(dev)):
+            for batch in (_stat_batches(train_cache, bs, steps_per_epoch, seed, epoch, dist.rank) if precompute
+                          else make_loader(train_ds, num_workers=nw, device=str(dev))):
                 skipped += int(batch["skipped"])
-                ref = batch["ref"].to(dev, non_blocking=True)
-                deg = batch["deg"].to(dev, non_blocking=True)
                 mos = batch["mos"].to(dev, non_blocking=True)
-                if gen is not None:
-                    ref, deg = augment(ref, deg, gen)
-                with torch.autocast(device_type=dev.type, enabled=use_amp):
-                    pred = net(ref, deg)
+                if precompute:
+                    with torch.autocast(device_type=dev.type, enabled=use_amp):
+                        pred = _bounded(head_net(batch["stats"].to(dev, non_blocking=True).flatten(1)).squeeze(-1).float())
+                else:
+                    ref = batch["ref"].to(dev, non_blocking=True)
+                    deg = batch["deg"].to(dev, non_blocking=True)
+                    if gen is not None:
+                        ref, deg = augment(ref, deg, gen)
+                    with torch.autocast(device_type=dev.type, enabled=use_amp):
+                        pred = net(ref, deg)
                 loss = _loss(pred, mos, cfg["loss"])
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
@@ -362,7 +451,16 @@ def fit(
             tot = dist.gather((loss_sum, pairs, skipped))
             loss_sum, pairs, skipped = (sum(t[i] for t in tot) for i in range(3))
 
-            pred, label, _, val_skipped = predict(model, make_loader(val_ds, num_workers=nw, device=str(dev)), dev)
+            if precompute:
+                model.eval()
+                with torch.no_grad():
+                    vs = val_cache["stats"]
+                    pred = np.concatenate([model.predict_statistics(vs[i:i + 4096].to(dev)).cpu().numpy()
+                                           for i in range(0, len(vs), 4096)]) if len(vs) else np.zeros(0)
+                label, val_skipped = val_cache["mos"].numpy().astype(np.float64), int(val_cache["skipped"])
+                pred = pred.astype(np.float64)
+            else:
+                pred, label, _, val_skipped = predict(model, make_loader(val_ds, num_workers=nw, device=str(dev)), dev)
             parts = dist.gather((pred, label, val_skipped))
             pred = np.concatenate([p[0] for p in parts])
             label = np.concatenate([p[1] for p in parts])

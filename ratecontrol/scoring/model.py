@@ -173,7 +173,7 @@ def _resampler_power_response(freqs_hz: np.ndarray, from_hz: int, to_hz: int) ->
 
 
 class GammatoneFrontend(nn.Module):
-    """Band mean-square energies [B, n_bands, n_frames] of 1-s windows (see module doc)."""
+    """Band mean-square energies [B, n_bands, frames] of 1-s windows (see module doc)."""
 
     def __init__(
         self,
@@ -188,9 +188,9 @@ class GammatoneFrontend(nn.Module):
         super().__init__()
         self.n_fft, self.hop_length, self.n_bands = n_fft, hop_length, n_bands
         self.first_frame, self.n_frames = first_frame, n_frames
-        self.start = first_frame * hop_length
-        self.stop = self.start + (n_frames - 1) * hop_length + n_fft
-        if self.stop > WINDOW_SAMPLES:
+        #: frames in a whole 1-s window (47 for ViSQOL's 80/20-ms framing)
+        self.total_frames = 1 + (WINDOW_SAMPLES - n_fft) // hop_length
+        if first_frame + n_frames > self.total_frames:
             raise ValueError(f"frames {first_frame}..{first_frame + n_frames - 1} do not fit a 1-s window")
         # ViSQOL's Hann is the symmetric one: 0.5 - 0.5 cos(2 pi n / (N - 1))
         self.spectrogram = torchaudio.transforms.Spectrogram(
@@ -204,10 +204,16 @@ class GammatoneFrontend(nn.Module):
         # persistent: a checkpoint carries the filterbank, so loading never needs visqol
         self.register_buffer("band_matrix", matrix)
 
-    def forward(self, x: Tensor) -> Tensor:
-        seg = x[..., self.start : self.stop].float()
-        power = self.spectrogram(seg)  # [B, F, T]
+    def frames(self, x: Tensor, first: int, n: int) -> Tensor:
+        """Frames first .. first+n-1 of each window: [B, n_bands, n]."""
+        start = first * self.hop_length
+        seg = x[..., start : start + (n - 1) * self.hop_length + self.n_fft].float()
+        power = self.spectrogram(seg)  # [B, F, n]
         return torch.matmul(power.transpose(-1, -2), self.band_matrix).transpose(-1, -2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The patch frames (``first_frame`` .. + ``n_frames``)."""
+        return self.frames(x, self.first_frame, self.n_frames)
 
 
 class NsimNet(nn.Module):
@@ -228,6 +234,8 @@ class NsimNet(nn.Module):
         rel_floor_db: float = 45.0,
         features: tuple[str, ...] | list[str] = ("nsim", "intensity", "structure", "nsim_std", "deg_db"),
         hidden: int = 64,
+        search: bool = True,
+        search_below: float = 0.95,
         design: bool = True,
     ):
         super().__init__()
@@ -238,10 +246,12 @@ class NsimNet(nn.Module):
             n_fft=n_fft, hop_length=hop_length, n_bands=n_bands, fmin_hz=fmin_hz,
             first_frame=first_frame, n_frames=n_frames, abs_floor_db=abs_floor_db,
             rel_floor_db=rel_floor_db, features=list(features), hidden=hidden,
+            search=search, search_below=search_below,
         )
         self.frontend = GammatoneFrontend(n_fft, hop_length, n_bands, fmin_hz, first_frame, n_frames, design)
         self.features = tuple(features)
         self.abs_floor_db, self.rel_floor_db = abs_floor_db, rel_floor_db
+        self.search, self.search_below = search, search_below
         self.register_buffer("gauss", torch.tensor(_NSIM_GAUSSIAN, dtype=torch.float32).view(1, 1, 3, 3))
         n_in = n_bands * len(self.features)
         self.head = nn.Sequential(
@@ -250,28 +260,42 @@ class NsimNet(nn.Module):
 
     # -- reference branch -------------------------------------------------------------
     def reference_features(self, ref: Tensor) -> dict[str, Tensor]:
-        """Per-window reference work, reusable for any number of degraded candidates."""
-        return {"band_ms": self.frontend(ref), "ms": ref.float().pow(2).mean(-1)}
+        """Per-window reference work, reusable for any number of degraded candidates:
+        band energies of every frame (the patch search looks outside the patch) and
+        the mean square (for ViSQOL's level matching)."""
+        fe = self.frontend
+        frames = fe.total_frames if self.search else fe.n_frames
+        first = 0 if self.search else fe.first_frame
+        return {"band_ms": fe.frames(ref, first, frames), "ms": ref.float().pow(2).mean(-1)}
 
-    # -- statistics ---------------------------------------------------------------------
+    def _ref_patch(self, ref_feats: Mapping[str, Tensor]) -> Tensor:
+        band = ref_feats["band_ms"]
+        fe = self.frontend
+        if band.shape[-1] == fe.n_frames:
+            return band
+        return band[..., fe.first_frame : fe.first_frame + fe.n_frames]
+
+    # -- ViSQOL arithmetic ------------------------------------------------------------
     def _smooth(self, x: Tensor) -> Tensor:
-        return F.conv2d(F.pad(x.unsqueeze(1), (1, 1, 1, 1), mode="replicate"), self.gauss).squeeze(1)
+        shape = x.shape
+        x = x.reshape(-1, 1, shape[-2], shape[-1])
+        return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), self.gauss).reshape(shape)
 
-    def band_statistics(self, ref_feats: Mapping[str, Tensor], deg: Tensor) -> Tensor:
-        """[B, n_bands, n_features] per-band statistics (``features`` order)."""
+    def _to_db(self, ref_ms: Tensor, deg_ms: Tensor) -> tuple[Tensor, Tensor]:
+        """visqol/gammatone.py prepare_spectrograms_for_comparison on [B, bands, T]:
+        10*log10(RMS) = 5*log10(mean square); -45 dB absolute floor; a floor 45 dB under
+        each frame's loudest band of either signal; shift so the minimum is 0."""
         eps = 1e-20
-        deg_ms = deg.float().pow(2).mean(-1)
-        # ViSQOL scales the degraded signal to the reference's SPL before anything else
-        gain = (ref_feats["ms"] + eps) / (deg_ms + eps)
-        deg_band = self.frontend(deg) * gain[:, None, None]
-        # 10*log10(RMS) = 5*log10(mean square), then ViSQOL's floors and normalisation
-        ref_db = (5.0 * torch.log10(ref_feats["band_ms"] + eps)).clamp_min(self.abs_floor_db)
-        deg_db = (5.0 * torch.log10(deg_band + eps)).clamp_min(self.abs_floor_db)
-        peak = torch.maximum(ref_db.amax(1, keepdim=True), deg_db.amax(1, keepdim=True))
+        ref_db = (5.0 * torch.log10(ref_ms + eps)).clamp_min(self.abs_floor_db)
+        deg_db = (5.0 * torch.log10(deg_ms + eps)).clamp_min(self.abs_floor_db)
+        peak = torch.maximum(ref_db.amax(-2, keepdim=True), deg_db.amax(-2, keepdim=True))
         ref_db = torch.maximum(ref_db, peak - self.rel_floor_db)
         deg_db = torch.maximum(deg_db, peak - self.rel_floor_db)
-        low = torch.minimum(ref_db.amin((1, 2), keepdim=True), deg_db.amin((1, 2), keepdim=True))
-        r, d = ref_db - low, deg_db - low
+        low = torch.minimum(ref_db.amin((-2, -1), keepdim=True), deg_db.amin((-2, -1), keepdim=True))
+        return ref_db - low, deg_db - low
+
+    def _nsim(self, r: Tensor, d: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """visqol/nsim.py: (intensity, structure, similarity) maps of [..., bands, T]."""
         mu_r, mu_d = self._smooth(r), self._smooth(d)
         var_r = self._smooth(r * r) - mu_r * mu_r
         var_d = self._smooth(d * d) - mu_d * mu_d
@@ -279,9 +303,13 @@ class NsimNet(nn.Module):
         intensity = (2 * mu_r * mu_d + _NSIM_C1) / (mu_r * mu_r + mu_d * mu_d + _NSIM_C1)
         vprod = var_r * var_d
         structure = (cov + _NSIM_C3) / torch.where(vprod > 0, vprod.clamp_min(0).sqrt(), torch.zeros_like(vprod)).add(_NSIM_C3)
-        sim = intensity * structure
+        return intensity, structure, intensity * structure
+
+    def _stats(self, r: Tensor, d: Tensor) -> tuple[Tensor, Tensor]:
+        """([B, bands, n_features] statistics, [B] mean similarity) of a patch pair."""
+        intensity, structure, sim = self._nsim(r, d)
         stats = {
-            "nsim": lambda: sim.mean(-1),
+            "nsim": lambda: sim.mean(-1),  # ViSQOL's fvnsim
             "intensity": lambda: intensity.mean(-1),
             "structure": lambda: structure.mean(-1),
             "nsim_std": lambda: sim.std(-1),
@@ -289,14 +317,74 @@ class NsimNet(nn.Module):
             "deg_db": lambda: d.mean(-1) / 50.0,
             "ref_db": lambda: r.mean(-1) / 50.0,
         }
-        return torch.stack([stats[name]() for name in self.features], dim=-1)
+        return torch.stack([stats[name]() for name in self.features], dim=-1), sim.mean((-2, -1))
+
+    def _searched(self, ref_full: Tensor, deg_full: Tensor, stats_b: Tensor, sim_b: Tensor) -> Tensor:
+        """ViSQOL's patch search for the rows given (visqol/patch_selector.py): the
+        reference patch is compared with the degraded spectrogram at every frame offset
+        (zero-padded past the end, normalised over the whole window), the best offset
+        wins; then, like its fine realignment, the patch pair re-normalised on its own
+        is kept when that is at least as similar."""
+        fe = self.frontend
+        first, n = fe.first_frame, fe.n_frames
+        ref_db, deg_db = self._to_db(ref_full, deg_full)
+        r = ref_db[..., first : first + n]
+        cands = F.pad(deg_db, (0, n - 1)).unfold(-1, n, 1)  # [R, bands, T, n]
+        cands = cands.permute(0, 2, 1, 3)  # [R, T offsets, bands, n]
+        _, _, sim = self._nsim(r[:, None].expand_as(cands), cands)
+        score = sim.mean((-2, -1))  # [R, T]
+        best = score.argmax(-1)  # first maximum, as visqol's strict ">" scan
+        rows = torch.arange(len(best), device=best.device)
+        stats_a, sim_a = self._stats(r, cands[rows, best])
+        # the same deg frames re-normalised with the reference patch alone ("realigned")
+        deg_pad = F.pad(deg_full, (0, n - 1))
+        idx = (best[:, None] + torch.arange(n, device=best.device)[None, :])[:, None, :].expand(-1, deg_full.shape[1], -1)
+        r_b, d_b = self._to_db(ref_full[..., first : first + n], deg_pad.gather(-1, idx))
+        stats_r, sim_r = self._stats(r_b, d_b)
+        out = torch.where((sim_r >= sim_a)[:, None, None], stats_r, stats_a)
+        # at the natural offset the realigned pair is the one computed already
+        natural = (best == first)[:, None, None]
+        return torch.where(natural & (sim_b >= sim_a)[:, None, None], stats_b, out)
+
+    def band_statistics(self, ref_feats: Mapping[str, Tensor], deg: Tensor) -> Tensor:
+        """[B, n_bands, n_features] per-band statistics (``features`` order)."""
+        eps = 1e-20
+        fe = self.frontend
+        deg_ms = deg.float().pow(2).mean(-1)
+        # ViSQOL scales the degraded signal to the reference's SPL before anything else
+        gain = ((ref_feats["ms"] + eps) / (deg_ms + eps))[:, None, None]
+        deg_patch = fe(deg) * gain
+        ref_patch = self._ref_patch(ref_feats)
+        stats, sim = self._stats(*self._to_db(ref_patch, deg_patch))
+        if not self.search or ref_feats["band_ms"].shape[-1] != fe.total_frames:
+            return stats
+        # the search only changes the outcome when the aligned patch is not already a
+        # near-perfect match; searching just those rows keeps the common case cheap
+        rows = torch.nonzero(sim < self.search_below).squeeze(-1)
+        if rows.numel() == 0:
+            return stats
+        d = deg[rows]
+        g = gain[rows]
+        first, n, total = fe.first_frame, fe.n_frames, fe.total_frames
+        parts = [fe.frames(d, 0, first) * g] if first > 0 else []
+        parts.append(deg_patch[rows])
+        if first + n < total:
+            parts.append(fe.frames(d, first + n, total - first - n) * g)
+        deg_full = torch.cat(parts, dim=-1)
+        searched = self._searched(ref_feats["band_ms"][rows], deg_full, stats[rows], sim[rows])
+        return stats.index_copy(0, rows, searched)
+
+    def predict_statistics(self, stats: Tensor) -> Tensor:
+        """MOS from ``band_statistics`` output (the trainer precomputes those once: the
+        frontend has no parameters)."""
+        return _bounded_mos(self.head(stats.flatten(1)).squeeze(-1).float())
 
     def forward_from_reference(self, ref_feats: Mapping[str, Tensor], deg: Tensor) -> Tensor:
         # the STFT, dB and NSIM arithmetic stay in float32 under CUDA autocast (NSIM
         # differences near 1.0 vanish in half precision); only the head may run in half
         with torch.autocast(device_type=deg.device.type, enabled=False):
             stats = self.band_statistics(ref_feats, deg)
-        return _bounded_mos(self.head(stats.flatten(1)).squeeze(-1).float())
+        return self.predict_statistics(stats)
 
     def forward(self, ref: Tensor, deg: Tensor) -> Tensor:
         return self.forward_from_reference(self.reference_features(ref), deg)
