@@ -256,3 +256,18 @@ def test_build_status_reads_the_checkpoints(tiny, tmp_path):
     r = CliRunner().invoke(verify_command, [str(copy)])
     assert r.exit_code != 0 and "unfinished build: 8/8" in r.output
     assert isinstance(r.exception, DatasetError)
+
+
+def test_snapshot_writes_a_balanced_set_from_the_pool_without_touching_it(tiny, tmp_path):
+    src, out, _ = tiny
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in out.rglob("*"))
+    dest = tmp_path / "snap"
+    r = B.build_dataset([src], out, **TINY, snapshot=dest)
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in out.rglob("*")) == before
+    rep = B.verify(dest)
+    assert rep.ok, rep.problems
+    assert rep.pairs_by_split == r.pairs_by_split == {"train": 6, "val": 2}
+    man = json.loads((dest / "manifest.json").read_text())
+    assert man["snapshot_of"]["out"] == str(out)
+    with pytest.raises(Exception, match="not empty"):
+        B.build_dataset([src], out, **TINY, snapshot=dest)

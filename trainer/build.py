@@ -49,7 +49,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from ratecontrol.errors import DatasetError, RatecontrolError, UsageError
+from ratecontrol.errors import DatasetError, OutputError, RatecontrolError, UsageError
 
 log = logging.getLogger("trainer.build")
 
@@ -350,6 +350,7 @@ class _Builder:
         self.sources = sources
         self.out = Path(out)
         self.work = self.out / "work"
+        self.pool_dir = self.work / "pool"
         self.pairs, self.seed, self.val_fraction = int(pairs), int(seed), float(val_fraction)
         self.n_jobs = n_jobs
         self.bin_width = float(bin_width)
@@ -440,8 +441,7 @@ class _Builder:
 
     # ---- pool
     def _round_paths(self, r):
-        pool = self.work / "pool"
-        return pool / f"round-{r:06d}.npy", pool / f"round-{r:06d}.json"
+        return self.pool_dir / f"round-{r:06d}.npy", self.pool_dir / f"round-{r:06d}.json"
 
     def load_pool(self) -> tuple[_PoolState, list[dict]]:
         state = _PoolState(n_bins=len(self.edges) - 1, n_settings=len(self.settings))
@@ -679,8 +679,19 @@ def build_dataset(sources: list[Path], out: Path, pairs: int, seed: int = 0,
                   settings: tuple[Setting, ...] | None = None,
                   complexity_keep: float = 0.7, max_pool_factor: float = 3.0,
                   pairs_per_shard: int = 1000, progress: bool = True,
-                  bin_width: float = SCORE_BIN_WIDTH) -> BuildResult:
-    """Build (or resume) a balanced pair set in ``out``; see the module docstring."""
+                  bin_width: float = SCORE_BIN_WIDTH, snapshot: Path | None = None
+                  ) -> BuildResult:
+    """Build (or resume) a balanced pair set in ``out``; see the module docstring.
+
+    ``snapshot=DEST``: generate nothing; write a balanced set from the pool rounds of
+    ``out`` finished so far into the new folder DEST (same format, its own manifest;
+    per-bin count = the fullest count every bin of a split reaches), e.g. to start
+    training while a long build runs. ``out`` is only read.
+    """
+    if snapshot is not None:
+        return _snapshot(sources, Path(out), Path(snapshot), pairs, seed, val_fraction,
+                         n_jobs, score_range, settings, complexity_keep, max_pool_factor,
+                         pairs_per_shard, bin_width)
     if pairs <= 0:
         raise UsageError(f"--pairs must be positive, got {pairs}")
     if not 0 <= val_fraction < 1:
@@ -712,6 +723,32 @@ def build_dataset(sources: list[Path], out: Path, pairs: int, seed: int = 0,
     finally:
         log.removeHandler(handler)
         handler.close()
+
+
+def _snapshot(sources, out, dest, pairs, seed, val_fraction, n_jobs, score_range, settings,
+              complexity_keep, max_pool_factor, pairs_per_shard, bin_width) -> BuildResult:
+    if not (out / "work" / "plan.json").exists():
+        raise DatasetError(f"{out} has no labelled pool yet (no work/plan.json); start "
+                           "build-dataset there first")
+    if dest.exists() and any(dest.iterdir()):
+        raise OutputError(f"snapshot folder {dest} is not empty; give a new folder")
+    srcs = scan_sources([Path(s) for s in sources])
+    b = _Builder(srcs, out, pairs, seed, val_fraction, n_jobs, score_range,
+                 settings or default_settings(), complexity_keep, max_pool_factor,
+                 pairs_per_shard, False, bin_width)
+    b.check_config()  # the arguments must be the build's own
+    b.plan()  # reads work/plan.json
+    state, metas = b.load_pool()
+    b.out, b.work = dest, dest / "work"
+    b.work.mkdir(parents=True)
+    selection = b.select(metas)
+    shards = b.write_shards(metas, selection)
+    man = b.write_manifest(shards, selection, state, metas)
+    man["snapshot_of"] = {"out": str(out), "rounds": len(metas)}
+    _atomic_write_text(dest / "manifest.json", json.dumps(man, indent=1))
+    return BuildResult(out_dir=dest, pairs_by_split={sp: len(v) for sp, v in
+                                                     selection["pairs"].items()},
+                       shards=len(shards), pool_pairs=state.pairs, histogram=man["histogram"])
 
 
 # --------------------------------------------------------------------------- verify
@@ -909,10 +946,14 @@ def _tq(it, enabled, desc):
 @click.option("--val-fraction", type=float, default=0.1, show_default=True)
 @click.option("-j", "--jobs", "n_jobs", type=int, default=2, show_default=True)
 @click.option("--pairs-per-shard", type=int, default=1000, show_default=True)
-def build_dataset_command(sources, out, pairs, seed, val_fraction, n_jobs, pairs_per_shard):
+@click.option("--snapshot", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="generate nothing: write a balanced set from OUT's pool so far into "
+                   "this new folder (same arguments as the build)")
+def build_dataset_command(sources, out, pairs, seed, val_fraction, n_jobs, pairs_per_shard,
+                          snapshot):
     """Build (or resume) balanced ViSQOL-labelled pairs as webdataset shards in OUT."""
     r = build_dataset(list(sources), out, pairs, seed=seed, val_fraction=val_fraction,
-                      n_jobs=n_jobs, pairs_per_shard=pairs_per_shard)
+                      n_jobs=n_jobs, pairs_per_shard=pairs_per_shard, snapshot=snapshot)
     click.echo(f"{r.shards} shards in {r.out_dir}: {r.pairs_by_split} (pool {r.pool_pairs})")
     click.echo(format_histogram(r.histogram))
 
