@@ -521,8 +521,9 @@ class _Builder:
                     log.warning("pool reached %d pairs (%.1fx --pairs): stopping with starved "
                                 "bins", state.pairs, self.max_pool_factor)
                     break
-                # choose_jobs marks segments used; recompute on a copy-free basis is fine:
-                # the round is committed below or the process dies and reloads from disk
+                # choose_jobs marks its picks as used so one round never repeats a
+                # (segment, setting); if the process dies mid-round, the state is rebuilt
+                # from the finished rounds on disk and this round is chosen again, identically
                 jobs = self.choose_jobs(state, r)
                 if not jobs:
                     log.warning("no unused (segment, setting) left: stopping with starved bins")
