@@ -421,7 +421,12 @@ def _render_one(index: int, score_path: str, sf2: str, wav_out: Path, seed: int)
 
 def stage_render(out: Path, cfg: CorpusConfig, n_jobs: int) -> list[dict]:
     from joblib import Parallel, delayed
-    from music21 import corpus as m21corpus
+
+    try:
+        from music21 import corpus as m21corpus
+    except ImportError:
+        raise UsageError("the render stage needs music21 (its corpus of scores): "
+                         "pip install music21, then rerun build-corpus") from None
 
     fonts = []
     for pkg, rel in SOUNDFONTS.items():
