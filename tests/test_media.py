@@ -310,11 +310,148 @@ def test_encode_file_keeps_tags_and_cover_art(shared_audio, tmp_path):
         info = media.probe(out)
         assert info.tags.get("title") == "Jpg test"
         assert info.tags.get("comment") == note
-        # mp3 (ID3 APIC) and m4a (covr) keep the picture; Ogg cannot carry it
-        assert info.has_cover_art == (name != "opus")
-        if name != "opus":
-            assert info.cover_art_codec == "mjpeg"
+        # mp3 (ID3 APIC), m4a (covr) and Ogg (METADATA_BLOCK_PICTURE) keep the picture
+        assert info.has_cover_art
+        assert info.cover_art_codec == "mjpeg"
     assert sorted(os.listdir(tmp_path)) == ["out.m4a", "out.mp3", "out.opus"]
+
+
+def _parse_picture_block(block: bytes) -> dict:
+    """A FLAC PICTURE block body (RFC 9639 section 8.8) as a dict."""
+    import struct
+
+    ptype, mlen = struct.unpack(">II", block[:8])
+    pos = 8 + mlen
+    mime = block[8:pos].decode("ascii")
+    (dlen,) = struct.unpack(">I", block[pos:pos + 4])
+    desc = block[pos + 4:pos + 4 + dlen]
+    pos += 4 + dlen
+    width, height, depth, colours, size = struct.unpack(">IIIII", block[pos:pos + 20])
+    data = block[pos + 20:pos + 20 + size]
+    assert len(data) == size
+    return {"type": ptype, "mime": mime, "description": desc, "width": width,
+            "height": height, "depth": depth, "colours": colours, "data": data}
+
+
+def _flac_picture(path: Path) -> dict:
+    """The first PICTURE metadata block of a FLAC file, read without ffmpeg."""
+    d = path.read_bytes()
+    assert d[:4] == b"fLaC"
+    pos = 4
+    while True:
+        head, n = d[pos], int.from_bytes(d[pos + 1:pos + 4], "big")
+        if head & 0x7F == 6:
+            return _parse_picture_block(d[pos + 4:pos + 4 + n])
+        pos += 4 + n
+        assert not head & 0x80, f"{path} has no PICTURE block"
+
+
+def _ogg_comments(path: Path) -> list[bytes]:
+    """The Vorbis comments of the (single) stream of an Ogg file, read without ffmpeg:
+    the second packet is OpusTags (RFC 7845 5.2) or the Vorbis comment header."""
+    d = path.read_bytes()
+    packets, cur, pos = [], [], 0
+    while pos < len(d) and len(packets) < 2:
+        assert d[pos:pos + 4] == b"OggS"
+        nseg = d[pos + 26]
+        lacing = d[pos + 27:pos + 27 + nseg]
+        pos += 27 + nseg
+        for lace in lacing:
+            cur.append(d[pos:pos + lace])
+            pos += lace
+            if lace < 255:  # a lacing value under 255 ends the packet (RFC 3533)
+                packets.append(b"".join(cur))
+                cur = []
+    tags = packets[1]
+    for magic in (b"OpusTags", b"\x03vorbis"):
+        if tags.startswith(magic):
+            pos = len(magic)
+            break
+    else:
+        raise AssertionError(f"no comment header in {path}: {tags[:16]!r}")
+    vendor_len = int.from_bytes(tags[pos:pos + 4], "little")
+    pos += 4 + vendor_len
+    count = int.from_bytes(tags[pos:pos + 4], "little")
+    pos += 4
+    out = []
+    for _ in range(count):
+        n = int.from_bytes(tags[pos:pos + 4], "little")
+        out.append(tags[pos + 4:pos + 4 + n])
+        pos += 4 + n
+    return out
+
+
+def _ogg_picture(path: Path) -> dict:
+    import base64
+
+    pics = [c.split(b"=", 1)[1] for c in _ogg_comments(path)
+            if c.split(b"=", 1)[0].upper() == b"METADATA_BLOCK_PICTURE"]
+    assert len(pics) == 1, f"{len(pics)} METADATA_BLOCK_PICTURE comments in {path}"
+    return _parse_picture_block(base64.b64decode(pics[0], validate=True))
+
+
+def _flac_with_png_cover(tmp_path: Path, synth, side_px: int) -> Path:
+    """A 1-s FLAC whose attached picture is a random-noise PNG (incompressible, so the
+    PNG is about side_px**2 * 3 bytes), attached by ffmpeg."""
+    import ffmpeg
+    from PIL import Image
+
+    pixels = np.random.default_rng(7).integers(0, 256, (side_px, side_px, 3), np.uint8)
+    png = tmp_path / "cover.png"
+    Image.fromarray(pixels).save(png, compress_level=1)
+    wav = _write(tmp_path / "src.wav", synth.tone(44100, 2, 1.0), 44100)
+    src = tmp_path / "src.flac"
+    a, v = ffmpeg.input(str(wav)), ffmpeg.input(str(png))
+    _ffmpeg.run(ffmpeg.output(a["a:0"], v["v:0"], str(src), acodec="flac", vcodec="copy",
+                              **{"disposition:v:0": "attached_pic"}), what="test cover")
+    return src
+
+
+@pytest.mark.parametrize("source", ["56 - JPG PICTURE.flac", "57 - PNG PICTURE.flac",
+                                    "synth-png-500k"])
+def test_ogg_outputs_keep_cover_as_metadata_block_picture(source, shared_audio, tmp_path,
+                                                          synth):
+    if source.startswith("synth"):
+        # 410 x 410 noise = ~505 KB PNG: a large cover must survive too
+        src = _flac_with_png_cover(tmp_path, synth, 410)
+    else:
+        src = shared_audio / "flac-test-files" / source
+    want = _flac_picture(src)
+    if source.startswith("synth"):
+        assert len(want["data"]) > 480_000
+    assert want["mime"] in ("image/jpeg", "image/png")
+    for name in ("opus", "vorbis"):
+        p = load_preset(name)
+        out = tmp_path / f"out{p.extension}"
+        media.encode_file(src, out, p, p.rungs[1], duration_s=1.0,
+                          metadata={"title": "with cover"})
+        got = _ogg_picture(out)
+        assert got["type"] == 3  # front cover
+        assert got["data"] == want["data"]  # copied, not re-encoded
+        assert got["mime"] == want["mime"]
+        assert (got["width"], got["height"]) == (want["width"], want["height"])
+        assert got["depth"] == 24 and got["description"] == b""
+        # ffmpeg (like players) reads it back as the file's cover; other tags intact
+        info = media.probe(out)
+        assert info.has_cover_art and info.tags["title"] == "with cover"
+
+
+def test_ogg_cover_from_gif_becomes_png(shared_audio, tmp_path):
+    src = shared_audio / "flac-test-files" / "58 - GIF PICTURE.flac"
+    out = tmp_path / "out.opus"
+    media.encode_file(src, out, "opus", "64k", duration_s=1.0)
+    got = _ogg_picture(out)
+    assert got["type"] == 3 and got["mime"] == "image/png"
+    assert got["data"].startswith(b"\x89PNG\r\n\x1a\n")
+    assert (got["width"], got["height"]) == (1920, 1080)
+
+
+def test_ogg_output_without_cover_has_no_picture_tag(tmp_path, synth):
+    src = _write(tmp_path / "src.wav", synth.tone(44100, 2, 1.0), 44100)
+    out = tmp_path / "out.ogg"
+    media.encode_file(src, out, "vorbis", 0)
+    assert not [c for c in _ogg_comments(out) if c.upper().startswith(b"METADATA_BLOCK")]
+    assert not media.probe(out).has_cover_art
 
 
 def test_encode_file_copies_source_tags(tmp_path, synth):

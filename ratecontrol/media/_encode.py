@@ -11,13 +11,26 @@ entries are appended, and the result is fed back as a second input with
 
 Cover art: MP3 (ID3v2 APIC) and MP4/M4A (``covr``) keep the attached picture
 (``-c:v copy`` + ``disposition attached_pic``; MP4 only stores JPEG/PNG/BMP, other
-formats are converted to PNG). Ogg (Opus/Vorbis) cannot carry it through ffmpeg: the
-ogg muxer takes no picture stream (ffmpeg 9.0 writes nothing and fails with "at least
-one of its streams received no packets"), so the picture is dropped there.
+formats are converted to PNG). Ogg (Opus/Vorbis) cannot take a picture stream (the
+ffmpeg 9.0 ogg muxer writes nothing and fails with "at least one of its streams received
+no packets"), so there the picture goes into a ``METADATA_BLOCK_PICTURE`` Vorbis comment
+instead: base64 of a FLAC PICTURE block (Xiph "VorbisComment" wiki, "Cover art"; block
+layout RFC 9639 section 8.8), the way opusenc/oggenc and most players store covers.
+JPEG and PNG bytes are copied unchanged; other codecs (GIF, BMP, ...) become PNG. The
+tag goes through the ffmetadata file as a global tag, which ffmpeg's ogg muxer writes
+into the single audio stream's comment header (OpusTags / Vorbis comment packet), where
+players read it. Size: no limit of ours or ffmpeg's below the 32-bit comment length;
+a ~505 KB PNG round-trips in tests/test_media.py and a 20 MB PNG (from an MP3 source)
+byte-exact by hand (ffmpeg 9.0). A FLAC *source* cannot hold a picture over 16 MiB
+(24-bit block length). The cover costs 4/3 of its size in the output (base64), which
+counts in EncodeResult.bitrate_kbps like the MP3/M4A picture does.
 """
 from __future__ import annotations
 
+import base64
 import os
+import re
+import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,21 +119,92 @@ def _escape_ffmeta(text: str) -> str:
     return "".join(out)
 
 
-def _write_ffmetadata(dest_dir: Path, base: bytes, extra: dict | None) -> Path:
-    """A temp ffmetadata file: ``base`` (an ffmetadata dump, may be empty) + ``extra``."""
+def _write_ffmetadata(dest_dir: Path, base: bytes, extra: dict | None,
+                      picture_b64: str | None = None) -> Path:
+    """A temp ffmetadata file: ``base`` (an ffmetadata dump, may be empty) + ``extra``
+    (+ a ``METADATA_BLOCK_PICTURE`` tag, replacing any the dump had)."""
     lines = [";FFMETADATA1"]
     for raw in base.decode("utf-8", "replace").splitlines()[1:] if base else []:
         if raw.startswith("encoder="):
             continue  # the dump muxer's own tag; the encoding ffmpeg sets its own
+        if picture_b64 is not None and raw.upper().startswith("METADATA_BLOCK_PICTURE="):
+            continue
         if raw.startswith("["):  # [CHAPTER]/[STREAM] sections: global tags only
             break
         lines.append(raw)
     for k, v in (extra or {}).items():
         lines.append(f"{_escape_ffmeta(k)}={_escape_ffmeta(v)}")
+    if picture_b64 is not None:
+        # base64 uses A-Z a-z 0-9 + / and '=' padding: only '=' needs the escape
+        lines.append(f"METADATA_BLOCK_PICTURE={_escape_ffmeta(picture_b64)}")
     fd, tmp = tempfile.mkstemp(prefix=".ffmeta.", suffix=".txt", dir=ff_path(dest_dir))
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write("\n".join(lines) + "\n")
     return Path(tmp)
+
+
+#: muxers whose covers go into a METADATA_BLOCK_PICTURE comment (no picture streams)
+_OGG_FORMATS = {"ogg", "opus", "oga", "spx"}
+#: picture codecs copied as is into METADATA_BLOCK_PICTURE, with their MIME type;
+#: anything else is converted to PNG (what players decode everywhere)
+_PICTURE_MIME = {"mjpeg": "image/jpeg", "png": "image/png"}
+#: FLAC picture type 3 = "Cover (front)" (RFC 9639 section 8.8, ID3v2 APIC types)
+_FRONT_COVER = 3
+_OUT_VIDEO_RE = re.compile(r"^\s*Stream #0:0\S*:\s*Video:\s*(?P<rest>.*)$")
+_SIZE_RE = re.compile(r",\s(?P<w>\d+)x(?P<h>\d+)\b")
+
+
+def _depth_bits(stream_desc: str) -> int:
+    """Bits per pixel for the PICTURE block, from ffmpeg's pixel format word.
+
+    A hint only (players decode the image itself): 32 with alpha, 8 for palette/grey,
+    else 24 -- the common cases of what metaflac writes.
+    """
+    words = set(re.findall(r"[a-z0-9]+", stream_desc))
+    if any(w.startswith(("rgba", "bgra", "argb", "abgr", "ya8", "ya16", "yuva"))
+           for w in words):
+        return 32
+    if any(w.startswith(("pal8", "gray", "mono")) for w in words):
+        return 8
+    return 24
+
+
+def _picture_block_b64(src_path: Path, stream_index: int, codec: str | None) -> str:
+    """The source's cover as a base64 FLAC PICTURE block (METADATA_BLOCK_PICTURE value).
+
+    The picture bytes come from ffmpeg (copied for JPEG/PNG, converted to PNG
+    otherwise); width, height and pixel format from ffmpeg's description of the
+    output stream of that same run.
+    """
+    mime = _PICTURE_MIME.get(codec or "")
+    vkw = {"vcodec": "copy"} if mime else {"vcodec": "png"}
+    mime = mime or "image/png"
+    src = ffmpeg.input(ff_path(src_path))
+    data, err = run(src[str(stream_index)].output("pipe:", format="image2pipe",
+                                                  **{"frames:v": 1}, **vkw),
+                    what=f"reading the cover art of {src_path}")
+    if not data:
+        raise OutputError(f"ffmpeg returned no cover art from {src_path}")
+    width = height = 0
+    depth = 24
+    text = err.decode("utf-8", "replace")
+    out_part = text.split("Output #0", 1)[-1]
+    for line in out_part.splitlines():
+        m = _OUT_VIDEO_RE.match(line)
+        if m:
+            ms = _SIZE_RE.search(m.group("rest"))
+            if ms:
+                width, height = int(ms.group("w")), int(ms.group("h"))
+            depth = _depth_bits(m.group("rest"))
+            break
+    mime_b = mime.encode("ascii")
+    block = b"".join([
+        struct.pack(">II", _FRONT_COVER, len(mime_b)), mime_b,
+        struct.pack(">I", 0),  # description: empty
+        struct.pack(">IIIII", width, height, depth, 0, len(data)),  # 0 = not indexed
+        data,
+    ])
+    return base64.b64encode(block).decode("ascii")
 
 
 #: Vorbis I channel mapping (Vorbis spec section 4.3.9, reused by Opus mapping family 1,
@@ -293,7 +377,11 @@ def encode_file(
     _add_filters(kw, p.sample_rate_hz or sample_rate_hz, p, info.sample_rate_hz,
                  info.channels, min(out_ch, p.max_channels))
     streams = [src["a:0"]]
-    if info.cover_art_stream is not None and p.format in _COVER_CODECS:
+    picture_b64 = None
+    if info.cover_art_stream is not None and p.format in _OGG_FORMATS:
+        picture_b64 = _picture_block_b64(src_path, info.cover_art_stream,
+                                         info.cover_art_codec)
+    elif info.cover_art_stream is not None and p.format in _COVER_CODECS:
         streams.append(src[str(info.cover_art_stream)])
         cover_ok = _COVER_CODECS[p.format]
         if cover_ok is None or info.cover_art_codec in cover_ok:
@@ -311,7 +399,7 @@ def encode_file(
             dump_kw["map_metadata"] = "0:s:a:0"
         base, _ = run(ffmpeg.input(ff_path(src_path)).output("pipe:", **dump_kw),
                       what=f"reading tags of {src_path}")
-        meta_path = _write_ffmetadata(out.parent, base, metadata)
+        meta_path = _write_ffmetadata(out.parent, base, metadata, picture_b64)
         meta_in = ffmpeg.input(str(meta_path), format="ffmetadata")
         stream = _build(streams, meta_in, meta_path, str(tmp), kw)
         run(stream, what=f"encoding {src_path.name} -> {out.name} with preset "
