@@ -575,18 +575,9 @@ def _default_output(input_path: Path, preset: Preset, suffix: str = "") -> Path:
 
 
 def _check_output(input_path: Path, output: Path, overwrite: bool) -> Path:
-    output = Path(output)
-    if output.exists() and output.is_dir():
-        raise OutputError(f"output {output} is a directory; pass a file name")
-    if output.resolve() == input_path.resolve():
-        raise OutputError(f"output {output} is the input file; choose another output path (-o)")
+    output = media.check_output_path(output, input_path)
     if output.exists() and not overwrite:
         raise OutputError(f"output {output} already exists; pass --overwrite or choose another path")
-    folder = output.parent if str(output.parent) else Path(".")
-    if not folder.is_dir():
-        raise OutputError(f"output folder {folder} does not exist; create it first")
-    if not os.access(folder, os.W_OK):
-        raise OutputError(f"output folder {folder} is not writable; choose another output path")
     return output
 
 

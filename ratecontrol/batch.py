@@ -61,6 +61,7 @@ from ratecontrol.errors import (
     TargetNotReachable,
     UsageError,
 )
+from ratecontrol.results import jsonable
 from ratecontrol.scoring.pooling import DEFAULT_POOL, POOL_HELP, validate_pool
 
 __all__ = [
@@ -148,7 +149,7 @@ class FileRecord:
         return self.output_bytes * 8 / 1000 / self.duration_s
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable(asdict(self))
+        return jsonable(asdict(self))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "FileRecord":
@@ -262,7 +263,7 @@ class BatchReport:
                 if r.final_mos is not None and not math.isnan(r.final_mos)]
 
     def summary(self) -> dict[str, Any]:
-        return _jsonable({
+        return jsonable({
             "files": self.n_files, "encoded": self.n_encoded, "kept": self.n_kept,
             "copied": self.n_copied, "skipped": self.n_skipped, "failed": self.n_failed,
             "resumed": self.n_resumed, "input_bytes": self.input_bytes,
@@ -277,7 +278,7 @@ class BatchReport:
         d["summary"] = self.summary()
         d["records"] = [r.to_dict() for r in self.records]
         d["collisions"] = [asdict(c) for c in self.collisions]
-        return _jsonable(d)
+        return jsonable(d)
 
     def summary_lines(self) -> list[str]:
         """Human summary: totals, sizes and scores, then every failure and rename."""
@@ -902,18 +903,6 @@ def transcode_folder(
 # --------------------------------------------------------------------------- helpers
 
 
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float) and (math.isnan(obj) or math.isinf(obj)):
-        return None
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "item"):  # numpy scalar
-        return obj.item()
-    return obj
 
 
 def _mb(n: float) -> str:

@@ -54,7 +54,7 @@ class SearchResult:
     sampled_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable(asdict(self))
+        return jsonable(asdict(self))
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ class EncodeResult:
     preset: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable(asdict(self))
+        return jsonable(asdict(self))
 
 
 @dataclass(frozen=True)
@@ -95,16 +95,17 @@ class ScoreResult:
     delay_samples: int  # delay found and removed (at 44.1 kHz), positive = degraded lags
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable(asdict(self))
+        return jsonable(asdict(self))
 
 
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
+    """Plain JSON types: nan/inf -> None, Paths -> str, numpy scalars -> Python."""
     if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
+        return {k: jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, float) and (math.isnan(obj) or math.isinf(obj)):
+        return None  # JSON has no nan/inf
     if isinstance(obj, Path):
         return str(obj)
     if hasattr(obj, "item"):  # numpy scalar

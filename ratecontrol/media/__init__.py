@@ -3,7 +3,7 @@
 No other ratecontrol module starts ffmpeg; they call these functions.
 """
 from ._decode import decode, resample_filter
-from ._encode import EncodeResult, RoundTrip, decode_aligned, encode_array, encode_file, roundtrip, roundtrip_info
+from ._encode import EncodeResult, RoundTrip, check_output_path, decode_aligned, encode_array, encode_file, roundtrip, roundtrip_info
 from ._ffmpeg import available_encoders, ffmpeg_path, ffmpeg_version
 from ._probe import ProbeInfo, probe
 
@@ -20,6 +20,7 @@ __all__ = [
     "roundtrip",
     "roundtrip_info",
     "decode_aligned",
+    "check_output_path",
     "RoundTrip",
     "EncodeResult",
 ]

@@ -88,7 +88,8 @@ def _resolve(preset, rung, channels: int) -> tuple[Preset, Rung]:
     return p, p.rung(rung, channels)
 
 
-def _check_output(out_path, in_path: Path | None = None) -> Path:
+def check_output_path(out_path, in_path: Path | None = None) -> Path:
+    """Refuse an output that is a folder, sits in a missing/unwritable folder, or is the input."""
     out = Path(out_path)
     if out.is_dir():
         raise OutputError(f"output path is a directory: {out} (give a file name)")
@@ -316,7 +317,7 @@ def encode_array(
     a = _as_audio(audio)
     channels = a.shape[0]
     p, r = _resolve(preset, rung, channels)
-    out = _check_output(out_path)
+    out = check_output_path(out_path)
     src = ffmpeg.input("pipe:", format="f32le", ar=int(sample_rate_hz), ac=channels)
     kw = _output_kwargs(p, r)
     _add_filters(kw, p.sample_rate_hz, p, int(sample_rate_hz), channels,
@@ -361,7 +362,7 @@ def encode_file(
     info = probe(src_path)
     out_ch = int(channels) if channels is not None else info.channels
     p, r = _resolve(preset, rung, min(out_ch, load_preset(preset).max_channels))
-    out = _check_output(out_path, src_path)
+    out = check_output_path(out_path, src_path)
     if start_s is not None and start_s < 0:
         raise UsageError(f"start_s must be >= 0, got {start_s}")
     if duration_s is not None and duration_s <= 0:
