@@ -8,6 +8,12 @@
 reported, because the machine this was written on is shared (wall-clock figures are only
 meaningful when it is quiet; CPU-time per window is not affected by other load).
 
+``realmusic``: held-out check on real recordings the model never trained on
+(../shared/audio): the loudest 1-s windows of music files, each encoded inside a 3-s
+segment (codec context) by real codecs (ratecontrol.media.roundtrip) over a spread of
+rungs, labelled by the exact scorer (``ratecontrol.scoring.visqol.visqol_mos``) and
+scored by the learned model. Labels are cached (``--labels``) so other models reuse them.
+
 ``loader``: pairs/s of trainer.data's webdataset pipeline (one sequential read per
 shard) against a naive loader that reads one wav file per signal from a folder
 (the pairs extracted to files first), both through a torch DataLoader.
@@ -125,6 +131,77 @@ def bench_loader(args) -> list[dict]:
     return out
 
 
+#: real music in ../shared/audio (sms-tools instruments/voices/ensembles, FLAC testbench)
+REAL_MUSIC = [
+    "sms-tools/orchestra.wav", "sms-tools/piano.wav", "sms-tools/cello-phrase.wav", "sms-tools/violin-B3.wav",
+    "sms-tools/flute-A4.wav", "sms-tools/sax-phrase.wav", "sms-tools/trumpet-A4.wav", "sms-tools/vibraphone-C6.wav",
+    "sms-tools/mridangam.wav", "sms-tools/bendir.wav", "sms-tools/carnatic.wav", "sms-tools/nessundorma.wav",
+    "sms-tools/singing-female.wav", "sms-tools/tedeum.wav", "sms-tools/organ-C3.wav", "sms-tools/oboe-A4.wav",
+    "flac-test-files/01 - blocksize 4096.flac", "flac-test-files/11 - partition order 8.flac",
+    "flac-test-files/14 - wasted bits.flac", "flac-test-files/17 - all fixed orders.flac",
+    "flac-test-files/24 - variable blocksize file created with flake revision 264.flac",
+    "flac-test-files/28 - high resolution audio, default settings.flac", "flac-test-files/38 - 3 channels (3.0).flac",
+    "flac-test-files/45 - no total number of samples set.flac", "flac-test-files/60 - mono audio.flac",
+]
+REAL_SETTINGS = [("opus", "16k"), ("opus", "32k"), ("opus", "64k"), ("opus", "128k"), ("aac", "32k"), ("aac", "64k"),
+                 ("aac", "128k"), ("mp3", "48k"), ("mp3", "96k"), ("mp3", "160k"), ("vorbis", "q0"), ("vorbis", "q4")]
+
+
+def _real_pairs(root: str, windows_per_file: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    from ratecontrol.media import decode, roundtrip
+    from ratecontrol.presets import load_preset
+
+    sr = 44100
+    refs, degs, tags = [], [], []
+    for rel in REAL_MUSIC:
+        path = os.path.join(root, rel)
+        if not os.path.exists(path):
+            continue
+        x = decode(path, sample_rate_hz=sr, channels=1)[0]
+        n_win = len(x) // sr
+        if n_win < 3:
+            continue
+        # loudest whole seconds away from the ends (1 s of context either side)
+        energy = [float(np.mean(x[i * sr:(i + 1) * sr] ** 2)) for i in range(1, n_win - 1)]
+        picks = sorted(np.argsort(energy)[::-1][:windows_per_file] + 1)
+        for i in picks:
+            seg = x[(i - 1) * sr:(i + 2) * sr][None, :]
+            for codec, label in REAL_SETTINGS:
+                preset = load_preset(codec)
+                rung = next(r for r in preset.rungs if r.label == label)
+                y = roundtrip(seg, sr, preset, rung)[0]
+                refs.append(seg[0, sr:2 * sr])
+                degs.append(y[sr:2 * sr])
+                tags.append(f"{rel}#{i}:{codec}-{label}")
+    return np.stack(refs).astype(np.float32), np.stack(degs).astype(np.float32), tags
+
+
+def bench_realmusic(args) -> dict:
+    from ratecontrol.scoring.learned import LearnedScorer
+    from trainer.evaluate import compute_metrics, scatter_png
+
+    if os.path.exists(args.labels):
+        z = np.load(args.labels)
+        ref, deg, mos, tags = z["ref"], z["deg"], z["mos"], list(z["tags"])
+    else:
+        from ratecontrol.scoring.visqol import visqol_mos
+
+        ref, deg, tags = _real_pairs(args.root, args.windows_per_file)
+        mos = visqol_mos(ref, deg)
+        np.savez_compressed(args.labels, ref=ref, deg=deg, mos=mos, tags=np.array(tags))
+    scorer = LearnedScorer(model_path=args.model, device=args.device)
+    pred = scorer.score(scorer.prepare(ref), deg)
+    ok = np.isfinite(mos)
+    m = compute_metrics(pred[ok], mos[ok])
+    if args.png:
+        scatter_png(pred[ok], mos[ok], args.png, f"{os.path.basename(args.model or 'default.pt')} on ../shared/audio music")
+    worst = np.argsort(-np.abs(pred - mos))[:8]
+    return {"model": scorer.model_path, "version": scorer.version, "pairs": int(ok.sum()), "files": len({t.split('#')[0] for t in tags}),
+            "pearson": m["pearson"], "spearman": m["spearman"], "rmse": m["rmse"], "bias": m["bias"],
+            "high": {k: m["high"][k] for k in ("n", "pearson", "rmse", "bias")},
+            "worst": [{"tag": tags[i], "label": float(mos[i]), "pred": float(pred[i])} for i in worst]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -136,12 +213,19 @@ def main() -> None:
     s.add_argument("--threads", type=int, default=None)
     s.add_argument("--windows", type=int, default=512)
     s.add_argument("--seconds", type=float, default=20.0)
+    rm = sub.add_parser("realmusic")
+    rm.add_argument("--model", default=None, help="checkpoint (default: the packaged default)")
+    rm.add_argument("--device", default="auto")
+    rm.add_argument("--root", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "audio"))
+    rm.add_argument("--windows-per-file", type=int, default=2)
+    rm.add_argument("--labels", default="realmusic-labels.npz", help="cache of pairs + ViSQOL labels (made on first run)")
+    rm.add_argument("--png", default=None, help="write a scatter plot here")
     lo = sub.add_parser("loader")
     lo.add_argument("--data", required=True)
     lo.add_argument("--batch", type=int, default=64)
     lo.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     args = ap.parse_args()
-    res = bench_speed(args) if args.cmd == "speed" else bench_loader(args)
+    res = {"speed": bench_speed, "loader": bench_loader, "realmusic": bench_realmusic}[args.cmd](args)
     print(json.dumps(res, indent=1))
 
 

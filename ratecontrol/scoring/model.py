@@ -25,8 +25,14 @@ analytically so that it runs batched on a CPU or GPU:
 3. NSIM (visqol/nsim.py): 3x3 Gaussian local means/variances with edge replication,
    intensity x structure map, over ViSQOL's one 30-frame patch of a 1-s window
    (frames 14..43; visqol/patch_creator.py puts the first patch at frame
-   patch_size//2 - 1, and fine realignment rebuilds the spectrogram on that slice,
-   so only those frames and their own noise floor/normalisation matter).
+   patch_size//2 - 1). Like visqol/patch_selector.py, the reference patch is matched
+   against the degraded spectrogram at every frame offset (zero-padded past the end)
+   and the best offset wins; like its fine realignment, the pair re-normalised on its
+   own is kept when it is at least as similar. The search runs only for windows whose
+   aligned patch scores under ``search_below`` (0.9): above that the aligned patch
+   wins anyway. Without the search, 6 % of dev pairs (quiet or noisy ones, where
+   ViSQOL picks a patch 0.3-0.9 s away) were off by up to 3.7 MOS; with it, ViSQOL's
+   own SVR on these features gives RMSE 0.079 / Pearson 0.998 against visqol-python.
 4. Per-band statistics (mean NSIM = ViSQOL's ``fvnsim``, mean intensity and structure
    terms, NSIM spread, degraded level) go to a small learned MLP that replaces
    ViSQOL's SVR; MOS = 1 + 3.75 * sigmoid(.).
@@ -235,7 +241,7 @@ class NsimNet(nn.Module):
         features: tuple[str, ...] | list[str] = ("nsim", "intensity", "structure", "nsim_std", "deg_db"),
         hidden: int = 64,
         search: bool = True,
-        search_below: float = 0.95,
+        search_below: float = 0.9,
         design: bool = True,
     ):
         super().__init__()
@@ -277,9 +283,15 @@ class NsimNet(nn.Module):
 
     # -- ViSQOL arithmetic ------------------------------------------------------------
     def _smooth(self, x: Tensor) -> Tensor:
-        shape = x.shape
-        x = x.reshape(-1, 1, shape[-2], shape[-1])
-        return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), self.gauss).reshape(shape)
+        """3x3 Gaussian with edge replication over the last two axes (visqol/nsim.py
+        ``_valid_2d_conv_with_boundary``), as shifted sums: a 1-channel conv2d costs
+        several times more on a CPU."""
+        g = self.gauss.view(3, 3)  # symmetric: centre, edge and corner weights
+        p = torch.cat([x[..., :1], x, x[..., -1:]], -1)
+        p = torch.cat([p[..., :1, :], p, p[..., -1:, :]], -2)
+        edges = p[..., :-2, 1:-1] + p[..., 2:, 1:-1] + p[..., 1:-1, :-2] + p[..., 1:-1, 2:]
+        corners = p[..., :-2, :-2] + p[..., :-2, 2:] + p[..., 2:, :-2] + p[..., 2:, 2:]
+        return g[1, 1] * p[..., 1:-1, 1:-1] + g[0, 1] * edges + g[0, 0] * corners
 
     def _to_db(self, ref_ms: Tensor, deg_ms: Tensor) -> tuple[Tensor, Tensor]:
         """visqol/gammatone.py prepare_spectrograms_for_comparison on [B, bands, T]:
@@ -294,10 +306,15 @@ class NsimNet(nn.Module):
         low = torch.minimum(ref_db.amin((-2, -1), keepdim=True), deg_db.amin((-2, -1), keepdim=True))
         return ref_db - low, deg_db - low
 
-    def _nsim(self, r: Tensor, d: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """visqol/nsim.py: (intensity, structure, similarity) maps of [..., bands, T]."""
-        mu_r, mu_d = self._smooth(r), self._smooth(d)
-        var_r = self._smooth(r * r) - mu_r * mu_r
+    def _nsim(self, r: Tensor, d: Tensor, ref_terms: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """visqol/nsim.py: (intensity, structure, similarity) maps of [..., bands, T];
+        ``ref_terms`` = (local mean, local variance) of ``r`` when already known."""
+        if ref_terms is None:
+            mu_r = self._smooth(r)
+            var_r = self._smooth(r * r) - mu_r * mu_r
+        else:
+            mu_r, var_r = ref_terms
+        mu_d = self._smooth(d)
         var_d = self._smooth(d * d) - mu_d * mu_d
         cov = self._smooth(r * d) - mu_r * mu_d
         intensity = (2 * mu_r * mu_d + _NSIM_C1) / (mu_r * mu_r + mu_d * mu_d + _NSIM_C1)
@@ -331,7 +348,9 @@ class NsimNet(nn.Module):
         r = ref_db[..., first : first + n]
         cands = F.pad(deg_db, (0, n - 1)).unfold(-1, n, 1)  # [R, bands, T, n]
         cands = cands.permute(0, 2, 1, 3)  # [R, T offsets, bands, n]
-        _, _, sim = self._nsim(r[:, None].expand_as(cands), cands)
+        mu_r = self._smooth(r)
+        ref_terms = (mu_r[:, None], (self._smooth(r * r) - mu_r * mu_r)[:, None])  # same for every offset
+        _, _, sim = self._nsim(r[:, None], cands, ref_terms)
         score = sim.mean((-2, -1))  # [R, T]
         best = score.argmax(-1)  # first maximum, as visqol's strict ">" scan
         rows = torch.arange(len(best), device=best.device)
@@ -359,7 +378,9 @@ class NsimNet(nn.Module):
         if not self.search or ref_feats["band_ms"].shape[-1] != fe.total_frames:
             return stats
         # the search only changes the outcome when the aligned patch is not already a
-        # near-perfect match; searching just those rows keeps the common case cheap
+        # near-perfect match; searching just those rows keeps the common case cheap.
+        # On 785 dev pairs, searching only rows under 0.9 changed the features of one
+        # pair (by > 0.01) against searching all, at 3.5 instead of 8 ms CPU per pair.
         rows = torch.nonzero(sim < self.search_below).squeeze(-1)
         if rows.numel() == 0:
             return stats
