@@ -117,6 +117,14 @@ def bench_loader(args) -> list[dict]:
                 tf.extractall(tmp, filter="data")
         naive = _naive_dataset(tmp)
         n_pairs = len(naive)
+        # CPU time of one in-process pass (no workers): what each pair costs the machine
+        c0 = time.process_time()
+        n = sum(len(b["mos"]) for b in PairDataset(urls, train=False, batch_size=args.batch))
+        wds_cpu = 1e3 * (time.process_time() - c0) / max(1, n)
+        c0 = time.process_time()
+        m = sum(1 for _ in naive)
+        naive_cpu = 1e3 * (time.process_time() - c0) / max(1, m)
+        out.append({"workers": "in-process", "webdataset_cpu_ms_per_pair": wds_cpu, "naive_files_cpu_ms_per_pair": naive_cpu})
         for workers in args.workers:
             ds = PairDataset(urls, train=False, batch_size=args.batch)
             t0 = time.perf_counter()
