@@ -99,6 +99,12 @@ _NSIM_C1 = 0.01**2
 _NSIM_C3 = 0.03**2 / 2.0
 
 
+def _mean_square(x: Tensor) -> Tensor:
+    """Mean square after mean removal: the labelling path removes each window's mean
+    (and subsonics) before ViSQOL matches levels."""
+    return x.float().var(-1, unbiased=False)
+
+
 def _bounded_mos(logit: Tensor) -> Tensor:
     return MOS_MIN + (MOS_MAX - MOS_MIN) * torch.sigmoid(logit)
 
@@ -110,6 +116,7 @@ def gammatone_band_matrix(
     fmin_hz: float = 50.0,
     design_rate_hz: int = _VISQOL_RATE_HZ,
     through_label_resampler: bool = True,
+    subsonic_highpass: bool = True,
 ) -> np.ndarray:
     """[n_fft//2+1, n_bands] weights W so that (one-sided |STFT|^2) @ W = mean square of
     each gammatone band's output over the frame, bands ordered low to high.
@@ -123,7 +130,9 @@ def gammatone_band_matrix(
     ``through_label_resampler`` also applies the power response of the resampler the
     labels go through (ratecontrol._resample, 44.1 -> 48 kHz, -6 dB at 20.9 kHz):
     without it the top band (centre 20.8 kHz) of noisy signals came out up to 0.8 NSIM
-    off visqol-python's.
+    off visqol-python's. ``subsonic_highpass`` applies the power response of the 20-Hz
+    high-pass the labelling path runs forward and backward before resampling
+    (ratecontrol.scoring.visqol: |H|^2 twice, so |H|^4 in power).
     """
     import scipy.signal
     from visqol.gammatone import make_erb_filters  # imported only when designing
@@ -145,6 +154,11 @@ def gammatone_band_matrix(
             resp[b] *= np.abs(h) ** 2
     if through_label_resampler and sample_rate_hz != design_rate_hz:
         resp *= _resampler_power_response(freqs_hz, sample_rate_hz, design_rate_hz)[None, :]
+    if subsonic_highpass:
+        from ratecontrol.scoring.visqol import _highpass_sos  # the labelling path's own filter
+
+        _, h = scipy.signal.sosfreqz(_highpass_sos(), worN=freqs_hz, fs=sample_rate_hz)
+        resp *= (np.abs(h) ** 4)[None, :]
     # Parseval: mean(y^2) over N samples = sum_k |Y_k|^2 / N^2 over the full spectrum;
     # one-sided bins other than DC (and Nyquist for even N) stand for two.
     side = np.full(len(freqs_hz), 2.0)
@@ -272,7 +286,7 @@ class NsimNet(nn.Module):
         fe = self.frontend
         frames = fe.total_frames if self.search else fe.n_frames
         first = 0 if self.search else fe.first_frame
-        return {"band_ms": fe.frames(ref, first, frames), "ms": ref.float().pow(2).mean(-1)}
+        return {"band_ms": fe.frames(ref, first, frames), "ms": _mean_square(ref)}
 
     def _ref_patch(self, ref_feats: Mapping[str, Tensor]) -> Tensor:
         band = ref_feats["band_ms"]
@@ -369,7 +383,7 @@ class NsimNet(nn.Module):
         """[B, n_bands, n_features] per-band statistics (``features`` order)."""
         eps = 1e-20
         fe = self.frontend
-        deg_ms = deg.float().pow(2).mean(-1)
+        deg_ms = _mean_square(deg)
         # ViSQOL scales the degraded signal to the reference's SPL before anything else
         gain = ((ref_feats["ms"] + eps) / (deg_ms + eps))[:, None, None]
         deg_patch = fe(deg) * gain
