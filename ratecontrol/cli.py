@@ -16,7 +16,7 @@ import click
 from ratecontrol.errors import RatecontrolError, TargetNotReachable
 from ratecontrol.scoring.pooling import DEFAULT_POOL, POOL_HELP
 
-__all__ = ["cli", "main"]
+__all__ = ["cli", "main", "run_group"]
 
 
 def _fmt(x: float | None, spec: str = ".3f") -> str:
@@ -201,8 +201,14 @@ _register_subcommands()
 
 
 def main(argv: list[str] | None = None) -> None:
+    run_group(cli, argv)
+
+
+def run_group(group: click.Group, argv: list[str] | None = None) -> None:
+    """Run a click group, turning every error into one line and an exit code
+    (shared by `ratecontrol` and `python -m trainer`)."""
     try:
-        cli.main(args=argv, standalone_mode=False)
+        group.main(args=argv, standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)

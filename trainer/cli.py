@@ -3,11 +3,8 @@ loaded lazily, so `python -m trainer verify` does not import torch's training st
 from __future__ import annotations
 
 import importlib
-import sys
-
 import click
 
-from ratecontrol.errors import RatecontrolError
 
 # command name -> "module:attribute" of a click.Command
 _COMMANDS = {
@@ -38,14 +35,6 @@ def cli() -> None:
 
 
 def main() -> None:
-    try:
-        cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except RatecontrolError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+    from ratecontrol.cli import run_group
+
+    run_group(cli)
