@@ -571,6 +571,9 @@ def save_checkpoint(obj: Mapping[str, Any], path: str | os.PathLike) -> None:
     os.close(fd)
     try:
         torch.save(dict(obj), tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a packaged model must be readable
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
