@@ -30,21 +30,30 @@ class ExportResult:
     n_parameters: int
 
 
-def export_checkpoint(checkpoint: str, out_path: str, *, metrics: dict | str | None = None, note: str | None = None) -> ExportResult:
+def _read_json(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read metrics file {path}: {exc}") from exc
+
+
+def export_checkpoint(checkpoint: str, out_path: str, *, metrics: dict | str | None = None, note: str | None = None,
+                      extra_metrics: dict[str, dict | str] | None = None) -> ExportResult:
     """Write the library checkpoint for ``checkpoint`` to ``out_path`` (atomically).
 
     ``metrics``: a dict or a metrics.json written by ``trainer evaluate`` (stored under
-    ``metrics["evaluation"]`` next to the validation metrics saved during training)."""
+    ``metrics["evaluation"]`` next to the validation metrics saved during training);
+    ``extra_metrics``: name -> dict or .json path, stored as ``metrics[name]`` (e.g. the
+    real-music check of bench/bench_model.py)."""
     from ratecontrol.scoring.model import SAMPLE_RATE_HZ, WINDOW_SAMPLES, checkpoint_dict, load_checkpoint, save_checkpoint
 
     model, ckpt = load_checkpoint(checkpoint)
     merged = dict(ckpt.get("metrics", {}))
     if isinstance(metrics, str):
-        try:
-            with open(metrics, encoding="utf-8") as fh:
-                metrics = json.load(fh)
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"cannot read metrics file {metrics}: {exc}") from exc
+        metrics = _read_json(metrics)
+    for name, value in (extra_metrics or {}).items():
+        merged[name] = _read_json(value) if isinstance(value, str) else dict(value)
     if metrics:
         merged["evaluation"] = {k: v for k, v in metrics.items() if k != "bins"} | {"bins": metrics.get("bins", [])}
     frontend = {"sample_rate_hz": SAMPLE_RATE_HZ, "window_samples": WINDOW_SAMPLES, "channels": "mono, one window per channel",
@@ -66,8 +75,16 @@ def export_checkpoint(checkpoint: str, out_path: str, *, metrics: dict | str | N
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @click.option("--out", "out_path", default="ratecontrol/weights/default.pt", show_default=True)
 @click.option("--metrics", default=None, type=click.Path(dir_okay=False), help="metrics.json from `trainer evaluate` to embed")
+@click.option("--extra-metrics", "extra", multiple=True, metavar="NAME=FILE.json",
+              help="more metrics to embed under NAME (repeatable), e.g. realmusic=eval-realmusic.json")
 @click.option("--note", default=None, help="free text stored in the checkpoint (e.g. 'interim data')")
-def export_command(checkpoint, out_path, metrics, note):
+def export_command(checkpoint, out_path, metrics, extra, note):
     """Write CHECKPOINT as a library checkpoint (weights_only-loadable)."""
-    res = export_checkpoint(checkpoint, out_path, metrics=metrics, note=note)
+    extra_metrics = {}
+    for item in extra:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise click.BadParameter(f"expected NAME=FILE.json, got {item!r}", param_hint="--extra-metrics")
+        extra_metrics[name] = path
+    res = export_checkpoint(checkpoint, out_path, metrics=metrics, note=note, extra_metrics=extra_metrics)
     click.echo(f"wrote {res.path} ({res.size_bytes / 1024:.0f} KiB, {res.arch}, {res.n_parameters} parameters)")
