@@ -21,7 +21,6 @@ shard) against a naive loader that reads one wav file per signal from a folder
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import sys

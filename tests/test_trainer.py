@@ -17,7 +17,7 @@ import torch
 import webdataset as wds
 from scipy.signal import butter, sosfilt
 
-from ratecontrol.errors import DatasetError, ModelError, UsageError
+from ratecontrol.errors import DatasetError, UsageError
 
 SR = 44_100
 REPO = Path(__file__).resolve().parents[1]
@@ -245,11 +245,12 @@ def test_export_then_learned_scorer_round_trips(trained, tmp_path, shards):
 
     out, res = trained
     dst = tmp_path / "weights" / "model.pt"
-    info = export_checkpoint(res.best_checkpoint, str(dst), note="test")
+    info = export_checkpoint(res.best_checkpoint, str(dst), note="test", extra_metrics={"realmusic": {"rmse": 0.5}})
     assert info.size_bytes < 5 * 1024 * 1024
     ck = torch.load(dst, weights_only=True)
     assert ck["format_version"] == 1 and ck["arch"] == "nsimnet" and "train_state" not in ck
     assert ck["exported"]["note"] == "test" and ck["training_data"]["train_shards"] == 3
+    assert ck["metrics"]["realmusic"]["rmse"] == 0.5 and "val" in ck["metrics"]
     pairs = [decode_pair(s) for s in wds.WebDataset(str(shards / "shard-000003.tar"), shardshuffle=False).slice(6)]
     ref = np.stack([p[0] for p in pairs])
     deg = np.stack([p[1] for p in pairs])
