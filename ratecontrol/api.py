@@ -17,6 +17,7 @@ The flow for one track:
 """
 from __future__ import annotations
 
+import functools
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -62,6 +63,10 @@ SAMPLE_MIN_DURATION_S = 30.0
 SAMPLE_MIN_S = 12.0
 SEGMENT_S = 3.0
 CONTEXT_S = 1.0
+#: the full-track check scores the finished encode a minute at a time (flat memory)
+CHECK_CHUNK_S = 60.0
+SAMPLE_STRATEGIES = ("hardest", "spread", "level")
+DEFAULT_SAMPLE_STRATEGY = "hardest"
 
 
 def _check_target(target_mos: float) -> float:
@@ -165,36 +170,59 @@ def _load_track(source, rate_for: Callable[[int], int], sample_rate_hz: int | No
     return _Track(path, src, rate, info, tuple(notes))
 
 
-def _pick_segments(track: _Track, share: float) -> list[tuple[int, int]] | None:
-    """The hardest ``SEGMENT_S`` segments covering ``share`` of the track, or None (= all).
+def _pick_segments(track: _Track, share: float, strategy: str | None = None) -> list[tuple[int, int]] | None:
+    """``SEGMENT_S`` segments covering ``share`` of the track, or None (= probe it all).
 
-    Hardness is the data builder's measure (``window_complexity``: spectral flux x
-    bandwidth, near-silence scores 0) on 1-s windows of the mono mix. Segments are
-    taken greedily by mean hardness, never overlapping, then sorted by time.
-    Returns (start, length) in samples at the track's rate.
+    Strategies (``bench/bench_sampling.py`` measures them against full-track scores):
+
+    * ``hardest``: the segments with the highest mean ``window_complexity`` (the data
+      builder's spectral flux x bandwidth), greedily, never overlapping.
+    * ``spread``: evenly spaced over the track (systematic sampling).
+    * ``level``: stratified by loudness: segments sorted by level, taken at evenly
+      spaced ranks, so quiet and loud passages are probed in proportion.
+
+    Digital silence is never picked. Returns (start, length) in samples at the track's
+    rate, sorted by time.
     """
+    strategy = strategy or DEFAULT_SAMPLE_STRATEGY
+    if strategy not in SAMPLE_STRATEGIES:
+        raise UsageError(f"unknown sampling strategy {strategy!r}; use one of {', '.join(SAMPLE_STRATEGIES)}")
     dur = track.duration_s
     if share >= 1.0 or dur < SAMPLE_MIN_DURATION_S:
         return None
     rate = track.rate_hz
-    n_sec = int(dur)
-    mono = track.src.mean(axis=0)[: n_sec * rate].reshape(n_sec, rate)
-    hard = window_complexity(mono, sample_rate_hz=rate).score
     seg = int(SEGMENT_S)
+    n_slots = int(dur) // seg
     want = max(SAMPLE_MIN_S, share * dur)
-    n_seg = min(int(np.ceil(want / seg)), n_sec // seg)
-    seg_score = np.convolve(hard, np.ones(seg) / seg, mode="valid")  # start k covers k..k+seg-1
-    taken = np.zeros(n_sec, bool)
-    starts: list[int] = []
-    for k in np.argsort(-seg_score, kind="stable"):
-        if len(starts) >= n_seg:
-            break
-        if not taken[k : k + seg].any():
-            taken[k : k + seg] = True
-            starts.append(int(k))
-    if sum(taken) >= n_sec * 0.9:
+    n_seg = min(int(np.ceil(want / seg)), n_slots)
+    if n_seg >= n_slots * 0.9:
         return None  # nearly everything: probe the whole track
-    return [(k * rate, seg * rate) for k in sorted(starts)]
+    if strategy == "hardest":
+        n_sec = int(dur)
+        mono = track.src.mean(axis=0)[: n_sec * rate].reshape(n_sec, rate)
+        hard = window_complexity(mono, sample_rate_hz=rate).score
+        seg_score = np.convolve(hard, np.ones(seg) / seg, mode="valid")  # start k covers k..k+seg-1
+        taken = np.zeros(n_sec, bool)
+        starts: list[int] = []
+        for k in np.argsort(-seg_score, kind="stable"):
+            if len(starts) >= n_seg:
+                break
+            if not taken[k : k + seg].any():
+                taken[k : k + seg] = True
+                starts.append(int(k))
+        return [(k * rate, seg * rate) for k in sorted(starts)]
+    # slots: the track cut into consecutive SEGMENT_S pieces
+    slots = track.src[:, : n_slots * seg * rate].reshape(track.src.shape[0], n_slots, seg * rate)
+    ms = (slots.astype(np.float64) ** 2).mean(axis=2).max(axis=0)  # loudest channel
+    live = np.flatnonzero(ms > 0)
+    if live.size <= n_seg:
+        return None
+    if strategy == "spread":
+        picks = live[np.round((np.arange(n_seg) + 0.5) * live.size / n_seg - 0.5).astype(int)]
+    else:  # level
+        order = live[np.argsort(ms[live], kind="stable")]
+        picks = order[np.round((np.arange(n_seg) + 0.5) * live.size / n_seg - 0.5).astype(int)]
+    return [(int(k) * seg * rate, seg * rate) for k in sorted(set(picks.tolist()))]
 
 
 @dataclass(frozen=True)
@@ -225,8 +253,27 @@ class _ProbeSource:
                 off += e1 - b0
             self.pieces, self.audio = tuple(pieces), np.concatenate(chunks, axis=1)
         self.sampled = segments is not None
-        self.ref_w, self.index = self.windows(self.audio)
-        self.digest = pcm_digest(self.audio, track.rate_hz)
+
+    # windows and digest are computed on first use: the full-track check builds
+    # sources per minute and keeps only their geometry once the reference is prepared
+    @functools.cached_property
+    def _ref(self) -> tuple[np.ndarray, WindowIndex]:
+        return self.windows(self.audio)
+
+    @property
+    def ref_w(self) -> np.ndarray:
+        return self._ref[0]
+
+    @property
+    def index(self) -> WindowIndex:
+        return self._ref[1]
+
+    def drop_windows(self) -> None:
+        self.__dict__.pop("_ref", None)
+
+    @functools.cached_property
+    def digest(self) -> str:
+        return pcm_digest(self.audio, self.track.rate_hz)
 
     @staticmethod
     def cut_like(source: "_ProbeSource", x: np.ndarray) -> tuple[np.ndarray, WindowIndex]:
@@ -413,6 +460,7 @@ class _Session:
     def __post_init__(self):
         self._source: _ProbeSource | None = None
         self._probers: dict[str, _Prober] = {}
+        self._check_ref: list | None = None
 
     def source(self) -> _ProbeSource:
         if self._source is None:
@@ -425,33 +473,68 @@ class _Session:
                                                  self.on_probe, self.max_kbps)
         return self._probers[preset.name]
 
-    def full_track_scores(self, deg: np.ndarray, chunk_s: float = 60.0) -> np.ndarray:
-        """Window scores of a whole decoded encode, streamed in ``chunk_s`` pieces.
-
-        Each piece (with 1 s of context for the resampler) is windowed, prepared and
-        scored on its own, so memory holds one minute of windows, not the whole track
-        (an hour of stereo is 7,200 windows = 1.3 GB of float32 per signal).
-        """
+    def _check_pieces(self, chunk_s: float = CHECK_CHUNK_S):
+        """The track cut into ``chunk_s`` probe sources for the full-track check."""
         t = self.track
         rate, n = t.rate_hz, t.src.shape[1]
-        step, ctx = int(chunk_s * rate), int(CONTEXT_S * rate)
-        out = []
+        step = int(chunk_s * rate)
         for a in range(0, n, step):
             b = min(n, a + step)
             if n - b < rate:  # never leave a tail shorter than one window
                 b = n
-            piece = _ProbeSource(t, [(a, b - a)], self.hop_s) if (a, b) != (0, n) else _ProbeSource(t, None, self.hop_s)
-            ref_silent = is_digital_silence(piece.ref_w)
-            lo, hi = max(0, a - ctx), min(n, b + ctx)
-            deg_piece = deg[:, lo:hi]
-            deg_w, _ = _ProbeSource.cut_like(piece, deg_piece)
-            scores = np.full(len(piece.ref_w), np.nan)
-            score_mask = ~(ref_silent & is_digital_silence(deg_w))
-            if score_mask.any():
-                scores[score_mask] = self.scorer.score(self.scorer.prepare(piece.ref_w[score_mask]), deg_w[score_mask])
-            out.append(scores)
+            yield a, b, (_ProbeSource(t, [(a, b - a)], self.hop_s) if (a, b) != (0, n)
+                         else _ProbeSource(t, None, self.hop_s))
             if b == n:
                 break
+
+    def check_reference(self, chunk_s: float = CHECK_CHUNK_S) -> list:
+        """Reference side of the full-track check, prepared once per session.
+
+        Only for scorers whose prepared reference is compact (``compact_prepare``: the
+        learned scorer keeps ~4 KB per window, ~30 MB for an hour of stereo); it runs in
+        a thread while ffmpeg makes the final encode and is reused if the check steps
+        up a rung. Each entry keeps the piece's geometry, not its windows.
+        """
+        if self._check_ref is None:
+            entries = []
+            for a, b, piece in self._check_pieces(chunk_s):
+                silent = is_digital_silence(piece.ref_w)
+                prep = self.scorer.prepare(piece.ref_w[~silent]) if (~silent).any() else None
+                piece.drop_windows()
+                entries.append((a, b, piece, silent, prep))
+            self._check_ref = entries
+        return self._check_ref
+
+    def full_track_scores(self, deg: np.ndarray, reference: list | None = None,
+                          chunk_s: float = CHECK_CHUNK_S) -> np.ndarray:
+        """Window scores of a whole decoded encode, streamed in ``CHECK_CHUNK_S`` pieces.
+
+        Each piece (with 1 s of context for the resampler) is windowed and scored on its
+        own, so memory holds one minute of windows, not the whole track (an hour of
+        stereo is 7,200 windows = 1.3 GB of float32 per signal). ``reference``: the
+        entries of :meth:`check_reference`, else each piece is prepared here.
+        """
+        t = self.track
+        rate, n = t.rate_hz, t.src.shape[1]
+        ctx = int(CONTEXT_S * rate)
+        out = []
+        pieces = reference if reference is not None else (
+            (a, b, piece, None, None) for a, b, piece in self._check_pieces(chunk_s))
+        for a, b, piece, silent, prep in pieces:
+            if silent is None:
+                silent = is_digital_silence(piece.ref_w)
+                prep = self.scorer.prepare(piece.ref_w[~silent]) if (~silent).any() else None
+            lo, hi = max(0, a - ctx), min(n, b + ctx)
+            deg_w, _ = _ProbeSource.cut_like(piece, deg[:, lo:hi])
+            scores = np.full(len(deg_w), np.nan)
+            if prep is not None:
+                scores[~silent] = self.scorer.score(prep, deg_w[~silent])
+            # reference silent but the codec put something there: score it as well
+            odd = silent & ~is_digital_silence(deg_w)
+            if odd.any():
+                scores[odd] = self.scorer.score(self.scorer.prepare(piece.ref_w[odd]), deg_w[odd])
+                piece.drop_windows()
+            out.append(scores)
         return np.concatenate(out)
 
 
@@ -590,6 +673,11 @@ def _finish_encode(session: _Session, preset: Preset, result: SearchResult, inpu
     notes = list(result.notes)
     checked = None
     tmp = out.with_name(f".{out.name}.rc-tmp{preset.extension}")
+    check = verify and session.source().sampled and not session.prober(preset).all_silent
+    # the check's reference side does not depend on the encode: prepare it in a thread
+    # while ffmpeg (another process) encodes, when the scorer's prepared form is small
+    pool = ThreadPoolExecutor(1) if check and getattr(session.scorer, "compact_prepare", False) else None
+    reference = pool.submit(session.check_reference) if pool else None
     try:
         while True:
             rung = rungs[i]
@@ -597,10 +685,10 @@ def _finish_encode(session: _Session, preset: Preset, result: SearchResult, inpu
                        f"{result.pool}_mos={_fmt_mos(result.chosen.pooled_mos)} scorer={result.scorer}")
             media.encode_file(input_path, tmp, preset, rung, metadata={**(metadata or {}), "comment": comment},
                               channels=track.channels, sample_rate_hz=track.rate_hz)
-            if not (verify and session.source().sampled and not session.prober(preset).all_silent):
+            if not check:
                 break
             deg = media.decode_aligned(tmp, preset, track.rate_hz, track.channels, track.src.shape[1])
-            scores = session.full_track_scores(deg)
+            scores = session.full_track_scores(deg, reference.result() if reference else None)
             del deg
             checked = pool_scores(scores[~np.isnan(scores)], session.pool)
             if checked >= result.target_mos or i == len(rungs) - 1:
@@ -612,6 +700,8 @@ def _finish_encode(session: _Session, preset: Preset, result: SearchResult, inpu
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
+        if pool:
+            pool.shutdown(wait=True, cancel_futures=True)
     rung = rungs[i]
     final_mos = checked if checked is not None else result.chosen.pooled_mos
     result = replace(result, notes=tuple(notes))

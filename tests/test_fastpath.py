@@ -150,3 +150,19 @@ def test_full_track_check_streams_in_chunks_with_the_same_scores():
     chunked = s.full_track_scores(deg, chunk_s=2)
     assert len(whole) == len(chunked) == 5
     np.testing.assert_allclose(chunked, whole, atol=0.02)
+
+
+def test_full_track_check_with_prepared_reference_scores_the_same():
+    # the reference prepared ahead (in a thread during the final encode) must give the
+    # very scores of preparing each piece on the spot; silence in the middle included
+    audio = _song(8, hard_at=[2])
+    audio[:, 3 * SR : 5 * SR] = 0
+    s = api._open_session(audio, None, "learned", "p10", SR, 1.0, 1.0, None, None, None, False)
+    deg = audio + 0.003 * np.random.default_rng(0).standard_normal(audio.shape).astype(np.float32)
+    deg[0, 3 * SR : 4 * SR] = 0  # one silent window stays silent, the other gets noise
+    ref = s.check_reference(chunk_s=3)
+    assert all("_ref" not in piece.__dict__ for _, _, piece, _, _ in ref)  # geometry only, no windows kept
+    on_the_spot = s.full_track_scores(deg, chunk_s=3)
+    ahead = s.full_track_scores(deg, ref)
+    assert len(ahead) == 16 and np.isnan(ahead).sum() == 1
+    np.testing.assert_allclose(ahead, on_the_spot, atol=1e-4)

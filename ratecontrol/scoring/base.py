@@ -22,6 +22,13 @@ __all__ = ["Scorer", "register_scorer", "get_scorer", "available_scorers", "DEFA
 
 @runtime_checkable
 class Scorer(Protocol):
+    """A full-reference scorer of 1-s windows.
+
+    Optional attribute ``compact_prepare`` (default False): True when ``prepare``'s
+    result is much smaller than the windows, so a whole track's prepared reference may
+    be kept (the full-track check then prepares it while ffmpeg encodes).
+    """
+
     #: registry name, e.g. "visqol"
     name: str
     #: changes whenever scores could change (library/model version); used in cache keys

@@ -60,6 +60,8 @@ class LearnedScorer:
     """Fast learned approximation of the ViSQOL v3 audio-mode MOS per 1-s window."""
 
     name = "learned"
+    #: prepare() keeps ~4 KB of features per window, not the window (see the module doc)
+    compact_prepare = True
 
     def __init__(self, model_path: str | None = None, device: str = "auto", batch_size: int | None = None,
                  threads: int | None = None, **_: object):

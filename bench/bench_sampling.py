@@ -1,0 +1,159 @@
+"""Which segments should a sampled search probe? Measured, not assumed.
+
+    python bench/bench_sampling.py measure [--out DIR] [FILES...]   # slow: full-track scores per rung
+    python bench/bench_sampling.py analyse [--out DIR]              # fast: strategies vs the full track
+
+``measure`` encodes every relevant rung of opus, aac and mp3 over the WHOLE of each long
+input and keeps the learned scorer's per-window MOS (1-s windows, hop 1 s, per channel),
+one .npz per input in DIR (default /work/data/bench/sampling). Inputs: the 4-minute
+track of bench_fastpath (concatenated ../shared/audio music) plus long music sources
+given on the command line (docs/performance.md lists the held-out corpus files used).
+
+``analyse`` replays the sampled search offline for each segment-picking strategy of
+``ratecontrol.api`` (the library's own code picks the segments): for each input, codec
+and target (4.0, 4.3, 4.5) the rung the sampled p10 chooses against the rung the
+full-track p10 chooses. Lower = the full-track check must step up (one more full
+encode); higher = bits wasted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+CODECS = {"opus": "48k", "aac": "112k", "mp3": "128k"}  # lowest rung measured per codec (lower ones never meet 4.0 on these inputs)
+TARGETS = (4.0, 4.3, 4.5)
+DEFAULT_OUT = Path("/work/data/bench/sampling")
+
+
+def _track(path):
+    import ratecontrol.api as A
+    from ratecontrol.presets import load_preset
+
+    out = {}
+    for codec in CODECS:
+        p = load_preset(codec)
+        k = A._rate_key(p)
+        if k not in out:
+            out[k] = A._load_track(str(path), lambda r, p=p: A._output_rate(p, r), None)
+    return out
+
+
+def measure_file(path: Path, out_dir: Path) -> Path:
+    import ratecontrol.api as A
+    from ratecontrol import media
+    from ratecontrol.presets import load_preset
+    from ratecontrol.scoring import get_scorer
+
+    dst = out_dir / (path.stem[:60].replace(" ", "_") + ".npz")
+    if dst.exists():
+        return dst
+    sc = get_scorer("learned")
+    tracks = _track(path)
+    res = {}
+    for codec, lowest in CODECS.items():
+        p = load_preset(codec)
+        track = tracks[A._rate_key(p)]
+        full = A._ProbeSource(track, None, 1.0)
+        prep = sc.prepare(full.ref_w)
+        rungs = p.rungs_for(track.channels)
+        labels = [r.label for r in rungs]
+        start = labels.index(lowest) if lowest else 0
+        for rung in rungs[start:]:
+            tmp = out_dir / f".probe{p.extension}"
+            media.encode_file(path, tmp, p, rung, channels=track.channels, sample_rate_hz=track.rate_hz)
+            deg = media.decode_aligned(tmp, p, track.rate_hz, track.channels, track.src.shape[1])
+            dw, idx = A._ProbeSource.cut_like(full, deg)
+            res[f"{codec}/{rung.label}"] = sc.score(prep, dw).astype(np.float32)
+            tmp.unlink()
+            print(f"  {path.name[:40]} {codec} {rung.label}: p10 {np.percentile(res[f'{codec}/{rung.label}'], 10):.3f}",
+                  flush=True)
+        res[f"{codec}/_start_s"] = (idx.start_sample / 44_100).astype(np.float32)
+        res[f"{codec}/_channel"] = idx.channel
+    np.savez(dst, path=str(path), **res)
+    return dst
+
+
+def choose(curve: list[tuple[str, float]], target: float) -> int | None:
+    """Index of the lowest rung whose pooled score meets the target (None: none does)."""
+    for i, (_, s) in enumerate(curve):
+        if s >= target:
+            return i
+    return None
+
+
+def analyse(out_dir: Path, strategies: list[str], share: float) -> dict:
+    import ratecontrol.api as A
+    from ratecontrol.presets import load_preset
+    from ratecontrol.scoring.pooling import pool as pool_scores
+
+    rows = []
+    for f in sorted(out_dir.glob("*.npz")):
+        z = np.load(f)
+        tracks = _track(str(z["path"]))
+        for codec in CODECS:
+            p = load_preset(codec)
+            track = tracks[A._rate_key(p)]
+            start_s, chan = z[f"{codec}/_start_s"], z[f"{codec}/_channel"]
+            rung_keys = [k for k in z.files if k.startswith(codec + "/") and not k.split("/")[1].startswith("_")]
+            full_curve = [(k, pool_scores(z[k], "p10")) for k in rung_keys]
+            for strat in strategies:
+                segs = A._pick_segments(track, share, strategy=strat)
+                if segs is None:
+                    mask = np.ones(len(start_s), bool)
+                else:
+                    mask = np.zeros(len(start_s), bool)
+                    for a, n in segs:
+                        a_s, b_s = a / track.rate_hz, (a + n) / track.rate_hz
+                        mask |= (start_s >= a_s - 1e-6) & (start_s + 1.0 <= b_s + 1e-6)
+                samp_curve = [(k, pool_scores(z[k][mask], "p10")) for k in rung_keys]
+                for t in TARGETS:
+                    cf, cs = choose(full_curve, t), choose(samp_curve, t)
+                    rows.append({"file": f.stem, "codec": codec, "strategy": strat, "target": t, "full": cf,
+                                 "sampled": cs, "windows": int(mask.sum()),
+                                 "p10_err": float(np.mean([s - fv for (_, s), (_, fv) in zip(samp_curve, full_curve)]))})
+    out = {}
+    for strat in strategies:
+        r = [x for x in rows if x["strategy"] == strat and x["full"] is not None and x["sampled"] is not None]
+        d = np.array([x["sampled"] - x["full"] for x in r])
+        errs = np.array([x["p10_err"] for x in rows if x["strategy"] == strat])
+        out[strat] = {"cases": len(r), "same": int((d == 0).sum()), "lower_by_1": int((d == -1).sum()),
+                      "lower_by_2plus": int((d <= -2).sum()), "higher_by_1": int((d == 1).sum()),
+                      "higher_by_2plus": int((d >= 2).sum()),
+                      "mean_p10_bias": round(float(errs.mean()), 3), "mean_abs_p10_bias": round(float(np.abs(errs).mean()), 3)}
+        print(f"{strat:<12} {out[strat]}", flush=True)
+    return {"share": share, "summary": out, "rows": rows}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("cmd", choices=["measure", "analyse"])
+    ap.add_argument("files", nargs="*")
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("--share", type=float, default=0.2)
+    ap.add_argument("--strategies", nargs="*", default=["hardest", "spread", "level"])
+    ap.add_argument("--json", type=Path, default=None)
+    a = ap.parse_args()
+    a.out.mkdir(parents=True, exist_ok=True)
+    if a.cmd == "measure":
+        from bench_fastpath import build_long_track
+
+        track = a.out / "four_minutes.wav"
+        if not track.exists():
+            build_long_track(track)
+        for f in [track, *map(Path, a.files)]:
+            measure_file(f, a.out)
+    else:
+        res = analyse(a.out, a.strategies, a.share)
+        if a.json:
+            a.json.write_text(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()
