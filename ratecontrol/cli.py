@@ -41,7 +41,7 @@ def cli() -> None:
     """Encode audio at the lowest bitrate that still meets a ViSQOL quality target."""
 
 
-_scorer_opt = click.option("--scorer", default=None, help="Scoring backend: visqol (exact) or learned (fast).")
+_scorer_opt = click.option("--scorer", default=None, help="Scoring backend: learned (default, fast model of ViSQOL) or visqol (exact, ~100x slower).")
 _pool_opt = click.option("--pool", default=DEFAULT_POOL, show_default=True, help=f"Pooling of window scores: {POOL_HELP}.")
 _jobs_opt = click.option("-j", "--jobs", type=int, default=None, help="Processes for scoring (default: scorer's own).")
 _hop_opt = click.option("--hop", "hop_s", type=float, default=1.0, show_default=True, help="Window hop in seconds.")

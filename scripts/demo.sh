@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Encode one real track to a quality target with the exact ViSQOL scorer, as a user would.
+# Encode one real track to a quality target as a user would: the default (learned)
+# scorer, then the exact ViSQOL scorer for comparison.
 # Uses ../shared/audio when present, else a generated 8-s test track.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -18,4 +19,5 @@ PY
 fi
 set -x
 ratecontrol doctor
-ratecontrol encode "$src" --target-mos 4.2 --codec opus --scorer visqol -o "$out/demo.opus" --overwrite
+ratecontrol encode "$src" --target-mos 4.2 --codec opus -o "$out/demo.opus" --overwrite
+ratecontrol encode "$src" --target-mos 4.2 --codec opus --scorer visqol -o "$out/demo-exact.opus" --overwrite
