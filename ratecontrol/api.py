@@ -4,8 +4,8 @@ The flow for one track:
 1. decode the input once at the rate the output will have (``_output_rate``), up to two
    channels (``_Track.src``);
 2. decide what the probes encode (``_ProbeSource``): the whole track, or for long inputs
-   a few of its hardest segments (``_pick_segments``: the data builder's complexity
-   measure), each with 1 s of context either side so codec start-up does not bias them;
+   segments stratified by loudness (``_pick_segments``), each with 1 s of context
+   either side so codec start-up does not bias them;
 3. cut the reference windows (44.1 kHz, 1 s) and ``scorer.prepare`` them once;
 4. each probe round-trips the probe source through the codec at one rung (delay
    compensated), resamples with the *same* resampler, cuts the same windows, scores
@@ -55,9 +55,9 @@ MAX_ALIGN_LAG_S = 0.5
 AUTO_CODEC = "auto"
 
 #: Sampled search defaults. Inputs shorter than SAMPLE_MIN_DURATION_S are probed whole.
-#: Longer ones are probed on their hardest SEGMENT_S-second segments covering
-#: DEFAULT_SAMPLE_SHARE of the track (at least SAMPLE_MIN_S seconds), each encoded with
-#: CONTEXT_S of audio either side (Opus/AAC/MP3 settle within ~50 ms; 1 s is generous).
+#: Longer ones are probed on SEGMENT_S-second segments covering DEFAULT_SAMPLE_SHARE of
+#: the track (at least SAMPLE_MIN_S seconds), each encoded with CONTEXT_S of audio either
+#: side (Opus/AAC/MP3 settle within ~50 ms; 1 s is generous).
 DEFAULT_SAMPLE_SHARE = 0.2
 SAMPLE_MIN_DURATION_S = 30.0
 SAMPLE_MIN_S = 12.0
@@ -70,7 +70,12 @@ CHECK_CHUNK_S = 60.0
 #: keys must not depend on the machine
 PROBE_PROCESSES = 2
 SAMPLE_STRATEGIES = ("hardest", "spread", "level")
-DEFAULT_SAMPLE_STRATEGY = "hardest"
+#: Which segments (bench/bench_sampling.py, docs/performance.md): against full-track
+#: scores of 11 long inputs x opus/aac/mp3 x 3 targets, the "hardest" segments by the
+#: data builder's complexity measure overestimated the track's p10 by 0.14 MOS on
+#: average (ViSQOL's worst windows are quiet passages, not dense ones), so the search
+#: often chose 2+ rungs too low; loudness-stratified segments were within 0.013 MOS.
+DEFAULT_SAMPLE_STRATEGY = "level"
 
 
 def _check_target(target_mos: float) -> float:
@@ -448,7 +453,7 @@ def _search(prober: _Prober, target: float, best_effort: bool) -> SearchResult:
     notes: list[str] = []
     track, n = prober.track, len(prober.rungs)
     if prober.source.sampled:
-        notes.append(f"probes scored {prober.source.scored_s:.0f} s of the hardest passages "
+        notes.append(f"probes scored {prober.source.scored_s:.0f} s of the track, loud to quiet "
                      f"({len(prober.source.pieces)} segments) of {track.duration_s:.0f} s")
     if prober.all_silent:
         notes.append("input is digital silence: nothing to preserve, lowest rung chosen without probing")
@@ -663,7 +668,7 @@ def select_bitrate(
 
     ``source`` is a path, or a float array ``[channels, samples]`` with ``sample_rate_hz``.
     ``codec="auto"`` tries every available preset and keeps the smallest. Inputs of 30 s
-    or more are probed on their hardest passages (``sample_share`` of the track, default
+    or more are probed on segments spread from loud to quiet (``sample_share`` of the track, default
     0.2; 1.0 probes everything). ``max_kbps`` cuts the ladder above that nominal bitrate
     (e.g. a lossy source's own). ``cache``: a ProbeCache, a folder, or False for none.
     ``on_probe`` is called with each Probe as it finishes. Nothing is written except the

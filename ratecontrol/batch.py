@@ -808,7 +808,7 @@ def transcode_folder(
     ("tcp://host:8786"), a ``distributed.Client``, or None for a LocalCluster.
     IN_DIR and OUT_DIR must be visible at the same paths on every Dask worker.
     resume=False ignores (and restarts) the manifest. sample_share, verify: as in
-    ``ratecontrol.api.encode`` (long tracks are probed on their hardest passages). cache:
+    ``ratecontrol.api.encode`` (long tracks are probed on a sample of their segments). cache:
     the probe cache, None for each machine's default folder, False for none, or a folder.
     """
     from ratecontrol.api import MOS_MAX, MOS_MIN
@@ -938,7 +938,7 @@ def _fmt_s(s: float) -> str:
 @click.option("--json-report", type=click.Path(path_type=str), default=None, help="Write the full report as JSON here.")
 @click.option("--csv-report", type=click.Path(path_type=str), default=None, help="Write one CSV row per file here.")
 @click.option("--sample-share", type=float, default=None,
-              help="Share of a long track (>= 30 s) the probes score, hardest passages first [default: 0.2].")
+              help="Share of a long track (>= 30 s) the probes score, segments from loud to quiet [default: 0.2].")
 @click.option("--full", is_flag=True, help="Probe whole tracks, never a sample.")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the probe cache.")
 @click.option("--cache-dir", type=click.Path(path_type=str), default=None,

@@ -1,6 +1,7 @@
 """Sampled probes, the probe cache, --codec auto, target ladders and the report image.
 
-Real ffmpeg and the exact ViSQOL scorer; inputs are short so this stays fast.
+Real ffmpeg and real scorers (exact ViSQOL, or the default learned model where a test is
+about the machinery); inputs are short so this stays fast.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import soundfile as sf
 from ratecontrol import api, media
 from ratecontrol.api import encode, encode_ladder, select_bitrate
 from ratecontrol.cache import ProbeCache
+from ratecontrol.errors import UsageError
 
 SR = 44_100
 
@@ -78,26 +80,56 @@ def test_cache_size_cap(tmp_path):
     assert size < 20_000
 
 
-def test_segments_pick_the_hard_passages():
+def _covered(segs):
+    return sorted({s // SR + k for s, n in segs for k in range(n // SR)})
+
+
+def test_hardest_segments_pick_the_dense_passages():
     track = api._Track(None, _song(60, hard_at=[7, 8, 41, 42, 43]), SR, None, ())
-    segs = api._pick_segments(track, 0.2)
-    covered = {s // SR + k for s, n in segs for k in range(n // SR)}
-    assert {7, 8, 41, 42, 43} <= covered
+    covered = _covered(api._pick_segments(track, 0.2, strategy="hardest"))
+    assert {7, 8, 41, 42, 43} <= set(covered)
     assert 12 <= len(covered) <= 15  # 20% of 60 s, in 3-s segments
+
+
+def test_level_segments_span_quiet_to_loud_and_skip_silence():
+    # 20 3-s slots at 20 levels from -50 to -2 dBFS, then 30 s of digital silence
+    rng = np.random.default_rng(0)
+    levels_db = np.linspace(-50, -2, 20)
+    slots = [10 ** (db / 20) * rng.standard_normal(3 * SR) for db in rng.permutation(levels_db)]
+    x = np.concatenate(slots + [np.zeros(30 * SR)]).astype(np.float32)
+    track = api._Track(None, np.stack([x, x]), SR, None, ())
+    segs = api._pick_segments(track, 0.2, strategy="level")
+    assert len(segs) == 6 and all(n == 3 * SR for _, n in segs)  # 20% of 90 s
+    assert all(a < 60 * SR for a, _ in segs)  # never the silence
+    got = sorted(20 * np.log10(np.sqrt(np.mean(x[a : a + n] ** 2))) for a, n in segs)
+    # evenly spaced ranks of the 20 live slots: the quietest picked is among the 4
+    # quietest, the loudest among the 4 loudest, and the levels are spread out
+    assert got[0] < -39 and got[-1] > -13 and np.all(np.diff(got) > 5)
+
+
+def test_spread_segments_are_evenly_spaced():
+    track = api._Track(None, _song(60), SR, None, ())
+    starts = [a // SR for a, _ in api._pick_segments(track, 0.2, strategy="spread")]
+    assert len(starts) == 4 and set(np.diff(starts)) == {15}
+
+
+def test_short_tracks_and_bad_strategies():
     assert api._pick_segments(api._Track(None, _song(20), SR, None, ()), 0.2) is None  # short: whole track
+    assert api._pick_segments(api._Track(None, _song(60), SR, None, ()), 1.0) is None
+    with pytest.raises(UsageError):
+        api._pick_segments(api._Track(None, _song(60), SR, None, ()), 0.2, strategy="loudest")
 
 
-@pytest.mark.slow  # ~80 windows of exact ViSQOL: ~60 s on a loaded 2-core machine
 def test_sampled_encode_checks_the_whole_track(tmp_path, count_encodes):
     src = tmp_path / "long.wav"
     # mono and just over the 30-s sampling threshold: the full-track check is 31 windows
     sf.write(src, _song(31, hard_at=[5, 20])[0], SR, subtype="PCM_16")
-    res = encode(src, tmp_path / "long.opus", target_mos=4.0, codec="opus", scorer="visqol", cache=False)
+    res = encode(src, tmp_path / "long.opus", target_mos=4.0, codec="opus", cache=False)  # default: learned
     s = res.search
     assert s.sampled_s is not None and s.sampled_s < 20
     assert len(s.chosen.window_mos) == int(s.sampled_s)
     assert res.full_track_mos is not None and res.full_track_mos >= 4.0 - 1e-9 or res.stepped_up > 0
-    assert any("hardest passages" in n for n in s.notes)
+    assert any("loud to quiet" in n for n in s.notes)
     # every probe encoded only the sampled segments with context, never the whole 31 s
     assert all(c is not None for c in count_encodes)
 
