@@ -2,6 +2,7 @@
 
     python bench/bench_sampling.py measure [--out DIR] [FILES...]   # slow: full-track scores per rung
     python bench/bench_sampling.py analyse [--out DIR]              # fast: strategies vs the full track
+    python bench/bench_sampling.py exact FILE [--codec opus --rung 64k]  # learned vs ViSQOL by window level
 
 ``measure`` encodes every relevant rung of opus, aac and mp3 over the WHOLE of each long
 input and keeps the learned scorer's per-window MOS (1-s windows, hop 1 s, per channel),
@@ -131,9 +132,46 @@ def analyse(out_dir: Path, strategies: list[str], share: float) -> dict:
     return {"share": share, "summary": out, "rows": rows}
 
 
+def exact(path: Path, codec: str, rung_label: str) -> dict:
+    """Every window of one full-track encode scored by both scorers, error by level."""
+    import ratecontrol.api as A
+    from ratecontrol import media
+    from ratecontrol.presets import load_preset
+    from ratecontrol.scoring import get_scorer
+
+    p = load_preset(codec)
+    track = _track(path)[A._rate_key(p)]
+    rung = next(r for r in p.rungs_for(track.channels) if r.label == rung_label)
+    full = A._ProbeSource(track, None, 1.0)
+    with __import__("tempfile").TemporaryDirectory() as td:
+        tmp = Path(td) / f"x{p.extension}"
+        media.encode_file(path, tmp, p, rung, channels=track.channels, sample_rate_hz=track.rate_hz)
+        deg = media.decode_aligned(tmp, p, track.rate_hz, track.channels, track.src.shape[1])
+    dw, _ = A._ProbeSource.cut_like(full, deg)
+    out = {}
+    for name in ("learned", "visqol"):
+        sc = get_scorer(name)
+        out[name] = sc.score(sc.prepare(full.ref_w), dw)
+    ref_db = 10 * np.log10(np.mean(full.ref_w.astype(np.float64) ** 2, axis=1) + 1e-20)
+    err = out["learned"] - out["visqol"]
+    res = {"windows": len(err), "rmse": float(np.sqrt(np.mean(err ** 2))),
+           "pearson": float(np.corrcoef(out["learned"], out["visqol"])[0, 1]),
+           "p10_learned": float(np.percentile(out["learned"], 10)), "p10_visqol": float(np.percentile(out["visqol"], 10)),
+           "by_level": []}
+    for lo, hi in ((-200, -40), (-40, -30), (-30, -25), (-25, -20), (-20, -15), (-15, 10)):
+        m = (ref_db >= lo) & (ref_db < hi)
+        if m.any():
+            res["by_level"].append({"dbfs": [lo, hi], "windows": int(m.sum()), "visqol_mean": float(out["visqol"][m].mean()),
+                                    "bias": float(err[m].mean()), "rmse": float(np.sqrt(np.mean(err[m] ** 2)))})
+    print(json.dumps(res, indent=1))
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("cmd", choices=["measure", "analyse"])
+    ap.add_argument("cmd", choices=["measure", "analyse", "exact"])
+    ap.add_argument("--codec", default="opus")
+    ap.add_argument("--rung", default="64k")
     ap.add_argument("files", nargs="*")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--share", type=float, default=0.2)
@@ -141,7 +179,9 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
-    if a.cmd == "measure":
+    if a.cmd == "exact":
+        exact(Path(a.files[0]), a.codec, a.rung)
+    elif a.cmd == "measure":
         from bench_fastpath import build_long_track
 
         track = a.out / "four_minutes.wav"

@@ -483,6 +483,41 @@ def _search(prober: _Prober, target: float, best_effort: bool) -> SearchResult:
     return prober.result(target, top, probes, False, notes)
 
 
+class _ForwardReader:
+    """``x[:, lo:hi]`` over a stream of [C, k] blocks, for ranges moving forward.
+
+    The full-track check reads its minute-long pieces (plus 1 s of context either side)
+    in order; this keeps only the blocks still needed, so a decoded hour never sits in
+    memory at once.
+    """
+
+    def __init__(self, blocks, channels: int, n_samples: int):
+        self._blocks = iter(blocks)
+        self.shape = (channels, n_samples)
+        self._buf = np.zeros((channels, 0), np.float32)
+        self._start = 0  # track position of _buf[:, 0]
+
+    def __getitem__(self, key):
+        rows, cols = key
+        if rows != slice(None) or cols.step not in (None, 1):
+            raise IndexError("only x[:, lo:hi] is supported")
+        lo, hi = cols.start or 0, min(cols.stop, self.shape[1])
+        if lo < self._start:
+            raise IndexError(f"range {lo}:{hi} starts before the retained data ({self._start})")
+        if lo > self._start:  # drop what no later range needs
+            self._buf = self._buf[:, lo - self._start :]
+            self._start = lo
+        parts = [self._buf]
+        have = self._buf.shape[1]
+        while self._start + have < hi:
+            b = next(self._blocks)
+            parts.append(b)
+            have += b.shape[1]
+        if len(parts) > 1:
+            self._buf = np.concatenate(parts, axis=1)
+        return self._buf[:, lo - self._start : hi - self._start]
+
+
 @dataclass
 class _Session:
     """One input, one scorer, one cache: probers per preset share the decode and windows."""
@@ -737,7 +772,9 @@ def _finish_encode(session: _Session, preset: Preset, result: SearchResult, inpu
                               channels=track.channels, sample_rate_hz=track.rate_hz)
             if not check:
                 break
-            deg = media.decode_aligned(tmp, preset, track.rate_hz, track.channels, track.src.shape[1])
+            n = track.src.shape[1]
+            deg = _ForwardReader(media.decode_aligned_blocks(tmp, preset, track.rate_hz, track.channels, n,
+                                                             int(CHECK_CHUNK_S * track.rate_hz)), track.channels, n)
             scores = session.full_track_scores(deg, reference.result() if reference else None)
             del deg
             checked = pool_scores(scores[~np.isnan(scores)], session.pool)

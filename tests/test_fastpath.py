@@ -198,3 +198,15 @@ def test_full_track_check_with_prepared_reference_scores_the_same():
     ahead = s.full_track_scores(deg, ref)
     assert len(ahead) == 16 and np.isnan(ahead).sum() == 1
     np.testing.assert_allclose(ahead, on_the_spot, atol=1e-4)
+
+
+def test_forward_reader_serves_overlapping_forward_ranges_from_blocks():
+    x = np.arange(2 * 1000, dtype=np.float32).reshape(2, 1000)
+    blocks = (x[:, i : i + 64] for i in range(0, 1000, 64))
+    r = api._ForwardReader(blocks, 2, 1000)
+    assert r.shape == (2, 1000)
+    for lo, hi in [(0, 300), (250, 600), (550, 1000), (900, 1200)]:
+        np.testing.assert_array_equal(r[:, lo:hi], x[:, lo:min(hi, 1000)])
+        assert r._buf.shape[1] <= hi - lo + 64  # only what is still needed is kept
+    with pytest.raises(IndexError):
+        r[:, 100:200]  # behind the retained data

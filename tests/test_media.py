@@ -596,3 +596,23 @@ def test_decode_aligned_matches_a_finished_encode(tmp_path, synth):
         y = media.decode_aligned(out, p, 44100, 2, x.shape[1])
         assert y.shape == x.shape and y.dtype == np.float32
         assert abs(estimate_delay(x, y, 3000)) <= 1, name
+
+
+@pytest.mark.parametrize("extra_s", [-0.3, 0.0, 0.7])
+def test_decode_aligned_blocks_equal_the_whole_decode(tmp_path, synth, extra_s):
+    # streamed in blocks (flat memory for the full-track check) and bit-identical to the
+    # one-shot decode, for MP4/AAC too (where seeking would not be sample-accurate);
+    # n_samples shorter or longer than the file cuts or zero-pads like decode_aligned
+    x = synth.transients(44100, 2, 2.5)
+    src = _write(tmp_path / "src.wav", x, 44100, subtype="FLOAT")
+    n = x.shape[1] + int(extra_s * 44100)
+    for name in ("aac", "opus"):
+        p = load_preset(name)
+        out = tmp_path / f"o{p.extension}"
+        media.encode_file(src, out, p, "96k")
+        whole = media.decode_aligned(out, p, 44100, 2, n)
+        blocks = list(media.decode_aligned_blocks(out, p, 44100, 2, n, 10_000))
+        assert max(b.shape[1] for b in blocks) <= 10_000
+        np.testing.assert_array_equal(np.concatenate(blocks, axis=1), whole)
+    with pytest.raises(FFmpegError):
+        list(media.decode_aligned_blocks(src.with_name("nope.m4a"), p, 44100, 2, n, 10_000))

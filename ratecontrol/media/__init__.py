@@ -3,7 +3,8 @@
 No other ratecontrol module starts ffmpeg; they call these functions.
 """
 from ._decode import decode, resample_filter
-from ._encode import EncodeResult, RoundTrip, check_output_path, decode_aligned, encode_array, encode_file, roundtrip, roundtrip_info
+from ._encode import (EncodeResult, RoundTrip, check_output_path, decode_aligned, decode_aligned_blocks, encode_array,
+                      encode_file, roundtrip, roundtrip_info)
 from ._ffmpeg import available_encoders, ffmpeg_path, ffmpeg_version
 from ._probe import ProbeInfo, probe
 
@@ -20,6 +21,7 @@ __all__ = [
     "roundtrip",
     "roundtrip_info",
     "decode_aligned",
+    "decode_aligned_blocks",
     "check_output_path",
     "RoundTrip",
     "EncodeResult",

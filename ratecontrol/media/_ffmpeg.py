@@ -139,6 +139,40 @@ def run(stream, input: bytes | None = None, what: str = "ffmpeg") -> tuple[bytes
     return out, err
 
 
+def stream_stdout(stream, block_bytes: int, what: str = "ffmpeg"):
+    """Run an ffmpeg-python graph that writes to stdout; yield its output in blocks.
+
+    Memory holds one block, not the whole output (an hour of 48 kHz stereo float32 is
+    1.4 GB). stderr goes to a temporary file so a chatty ffmpeg can never block on a
+    full pipe. Raises FFmpegError like :func:`run` when ffmpeg fails.
+    """
+    import tempfile
+
+    exe = ffmpeg_path()
+    cmd = ffmpeg.compile(stream.global_args("-hide_banner", "-nostdin"), cmd=exe, overwrite_output=True)
+    with tempfile.TemporaryFile() as errf:
+        try:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errf, stdin=subprocess.DEVNULL)
+        except OSError as exc:
+            raise FFmpegError(f"{what}: cannot run ffmpeg: {exc}", cmd=cmd) from exc
+        try:
+            while True:
+                block = proc.stdout.read(block_bytes)
+                if not block:
+                    break
+                yield block
+            rc = proc.wait()
+        finally:
+            if proc.poll() is None:  # the consumer stopped early
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
+        if rc != 0:
+            errf.seek(0)
+            err = errf.read().decode("utf-8", "replace")
+            raise FFmpegError(f"{what} failed: {stderr_tail(err)}", cmd=cmd, stderr=err)
+
+
 @functools.lru_cache(maxsize=1)
 def _version_text() -> str:
     out, _ = run_args(["-hide_banner", "-version"])
