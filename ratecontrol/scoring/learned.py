@@ -84,7 +84,9 @@ class LearnedScorer:
         self.model, ckpt = load_checkpoint(path, map_location=self.device)
         self.arch = ckpt["arch"]
         self.metrics = ckpt.get("metrics", {})
-        self.version = f"learned-{self.arch}-v{ckpt['format_version']}-{_file_digest(path)}"
+        from ratecontrol.scoring.model import CODE_REVISION
+
+        self.version = f"learned-{self.arch}-v{ckpt['format_version']}-r{CODE_REVISION}-{_file_digest(path)}"
         # CUDA: large batches keep the GPU busy (a 1-s pair is ~0.2 MB of float32 input);
         # CPU: 128 windows keep the STFT working set in cache
         self.batch_size = int(batch_size or (1024 if self.device.type == "cuda" else 128))

@@ -82,6 +82,9 @@ __all__ = [
 
 #: version of the library checkpoint layout written by ``checkpoint_dict``
 FORMAT_VERSION = 1
+#: bumped whenever the model code changes what a checkpoint computes (part of the learned
+#: scorer's version, hence of probe cache keys). 2: subsonic pre-filter (SubsonicHighpass)
+CODE_REVISION = 2
 SAMPLE_RATE_HZ = 44_100
 WINDOW_SAMPLES = 44_100
 MOS_MIN = 1.0
@@ -254,6 +257,47 @@ class GammatoneFrontend(nn.Module):
         return self.frames(x, self.first_frame, self.n_frames)
 
 
+class SubsonicHighpass(nn.Module):
+    """The labelling path's subsonic clean-up, batched: mean removal + 20-Hz zero-phase HP.
+
+    ``ratecontrol.scoring.visqol.resample_to_visqol`` removes each window's mean and runs
+    a 2nd-order 20-Hz Butterworth forward and backward (``sosfiltfilt``) before ViSQOL;
+    this does the same by FFT (odd extension of ``pad`` samples at both ends, as
+    sosfiltfilt pads, then the filter's zero-phase power response |H|^2): within PREFILTER_TOL
+    of sosfiltfilt from 0.1 s to 0.9 s (tests/test_model.py), at ~1/5 of its CPU time.
+    Why it matters: the band weights already carry |H|^2, but a drifting DC offset that a
+    codec removes (libopus high-passes at 3 Hz) still leaks into the lowest bands through
+    the frame window. On ../shared/audio flac-test-files "01", window 4-5 s, Opus 256k:
+    ViSQOL 4.68 / 4.70, nsimnet without this 3.83 / 3.90, with it 4.69 / 4.70 (every other
+    window of that file moved by <= 0.01).
+    """
+
+    def __init__(self, n_samples: int = WINDOW_SAMPLES, pad: int = 2526):
+        # pad 2526 (57 ms, ~5 time constants of the 20-Hz filter) makes the FFT length
+        # 49152 = 3 * 2^14: 0.28 ms per window for rfft + irfft against 0.41 ms at 52920
+        super().__init__()
+        import scipy.signal
+
+        from ratecontrol.scoring.visqol import _highpass_sos  # the labelling path's own filter
+
+        self.n_samples, self.pad = n_samples, pad
+        n = n_samples + 2 * pad
+        _, h = scipy.signal.sosfreqz(_highpass_sos(), worN=np.fft.rfftfreq(n, 1.0 / SAMPLE_RATE_HZ), fs=SAMPLE_RATE_HZ)
+        self.register_buffer("gain", torch.from_numpy(np.abs(h) ** 2).float(), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x.float()
+        if x.shape[-1] != self.n_samples:
+            raise ValueError(f"expected {self.n_samples}-sample windows, got {x.shape[-1]}")
+        p = self.pad
+        # no explicit mean removal: |H(0)|^2 = 0 removes the mean exactly
+        left = 2 * x[..., :1] - x[..., 1 : p + 1].flip(-1)
+        right = 2 * x[..., -1:] - x[..., -p - 1 : -1].flip(-1)
+        xp = torch.cat([left, x, right], dim=-1)
+        y = torch.fft.irfft(torch.fft.rfft(xp) * self.gain, n=xp.shape[-1])
+        return y[..., p : p + self.n_samples]
+
+
 class NsimNet(nn.Module):
     """ViSQOL-structured frontend + learned per-band-statistics head (module doc)."""
 
@@ -274,6 +318,7 @@ class NsimNet(nn.Module):
         hidden: int = 64,
         search: bool = True,
         search_below: float = 0.8,
+        subsonic_prefilter: bool = True,
         design: bool = True,
     ):
         super().__init__()
@@ -284,8 +329,11 @@ class NsimNet(nn.Module):
             n_fft=n_fft, hop_length=hop_length, n_bands=n_bands, fmin_hz=fmin_hz,
             first_frame=first_frame, n_frames=n_frames, abs_floor_db=abs_floor_db,
             rel_floor_db=rel_floor_db, features=list(features), hidden=hidden,
-            search=search, search_below=search_below,
+            search=search, search_below=search_below, subsonic_prefilter=subsonic_prefilter,
         )
+        # both signals as the labelling path sees them (checkpoints from before this
+        # option lack the key and get the default, True)
+        self.prefilter = SubsonicHighpass() if subsonic_prefilter else nn.Identity()
         self.frontend = GammatoneFrontend(n_fft, hop_length, n_bands, fmin_hz, first_frame, n_frames, design)
         self.features = tuple(features)
         self.abs_floor_db, self.rel_floor_db = abs_floor_db, rel_floor_db
@@ -304,6 +352,7 @@ class NsimNet(nn.Module):
         fe = self.frontend
         frames = fe.total_frames if self.search else fe.n_frames
         first = 0 if self.search else fe.first_frame
+        ref = self.prefilter(ref)
         return {"band_ms": fe.frames(ref, first, frames), "ms": _mean_square(ref)}
 
     def _ref_patch(self, ref_feats: Mapping[str, Tensor]) -> Tensor:
@@ -401,6 +450,7 @@ class NsimNet(nn.Module):
         """[B, n_bands, n_features] per-band statistics (``features`` order)."""
         eps = 1e-20
         fe = self.frontend
+        deg = self.prefilter(deg)
         deg_ms = _mean_square(deg)
         # ViSQOL scales the degraded signal to the reference's SPL before anything else
         gain = ((ref_feats["ms"] + eps) / (deg_ms + eps))[:, None, None]
