@@ -4,7 +4,7 @@ The flow for one track:
 1. decode the input once at the rate the output will have (``_output_rate``), up to two
    channels (``_Track.src``);
 2. decide what the probes encode (``_ProbeSource``): the whole track, or for long inputs
-   segments stratified by loudness (``_pick_segments``), each with 1 s of context
+   segments spread evenly over it (``_pick_segments``), each with 1 s of context
    either side so codec start-up does not bias them;
 3. cut the reference windows (44.1 kHz, 1 s) and ``scorer.prepare`` them once;
 4. each probe round-trips the probe source through the codec at one rung (delay
@@ -71,11 +71,12 @@ CHECK_CHUNK_S = 60.0
 PROBE_PROCESSES = 2
 SAMPLE_STRATEGIES = ("hardest", "spread", "level")
 #: Which segments (bench/bench_sampling.py, docs/performance.md): against full-track
-#: scores of 11 long inputs x opus/aac/mp3 x 3 targets, the "hardest" segments by the
-#: data builder's complexity measure overestimated the track's p10 by 0.14 MOS on
-#: average (ViSQOL's worst windows are quiet passages, not dense ones), so the search
-#: often chose 2+ rungs too low; loudness-stratified segments were within 0.013 MOS.
-DEFAULT_SAMPLE_STRATEGY = "level"
+#: scores of 11 long inputs x opus/aac/mp3 x 3 targets (93 cases, share 0.2), evenly
+#: spread segments chose the full track's rung in 81 cases (never 2+ rungs off),
+#: loudness-stratified ones in 76, the data builder's "hardest" (complexity) segments
+#: in 60 with 9 cases 2+ rungs too low: ViSQOL's worst windows are quiet passages,
+#: not dense ones, and the hardest segments overestimated the track's p10 by 0.06 MOS.
+DEFAULT_SAMPLE_STRATEGY = "spread"
 
 
 def _check_target(target_mos: float) -> float:
@@ -453,7 +454,7 @@ def _search(prober: _Prober, target: float, best_effort: bool) -> SearchResult:
     notes: list[str] = []
     track, n = prober.track, len(prober.rungs)
     if prober.source.sampled:
-        notes.append(f"probes scored {prober.source.scored_s:.0f} s of the track, loud to quiet "
+        notes.append(f"probes scored {prober.source.scored_s:.0f} s of the track, spread over it "
                      f"({len(prober.source.pieces)} segments) of {track.duration_s:.0f} s")
     if prober.all_silent:
         notes.append("input is digital silence: nothing to preserve, lowest rung chosen without probing")
@@ -703,7 +704,7 @@ def select_bitrate(
 
     ``source`` is a path, or a float array ``[channels, samples]`` with ``sample_rate_hz``.
     ``codec="auto"`` tries every available preset and keeps the smallest. Inputs of 30 s
-    or more are probed on segments spread from loud to quiet (``sample_share`` of the track, default
+    or more are probed on segments spread over the track (``sample_share`` of it, default
     0.2; 1.0 probes everything). ``max_kbps`` cuts the ladder above that nominal bitrate
     (e.g. a lossy source's own). ``cache``: a ProbeCache, a folder, or False for none.
     ``on_probe`` is called with each Probe as it finishes. Nothing is written except the

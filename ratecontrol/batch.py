@@ -938,7 +938,7 @@ def _fmt_s(s: float) -> str:
 @click.option("--json-report", type=click.Path(path_type=str), default=None, help="Write the full report as JSON here.")
 @click.option("--csv-report", type=click.Path(path_type=str), default=None, help="Write one CSV row per file here.")
 @click.option("--sample-share", type=float, default=None,
-              help="Share of a long track (>= 30 s) the probes score, segments from loud to quiet [default: 0.2].")
+              help="Share of a long track (>= 30 s) the probes score, in evenly spread segments [default: 0.2].")
 @click.option("--full", is_flag=True, help="Probe whole tracks, never a sample.")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the probe cache.")
 @click.option("--cache-dir", type=click.Path(path_type=str), default=None,
