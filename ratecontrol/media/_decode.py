@@ -23,7 +23,7 @@ import ffmpeg
 import numpy as np
 
 from ..errors import EmptyAudioError, FFmpegError, NotAudioError, UsageError
-from ._ffmpeg import ff_path, has_soxr, run
+from ._ffmpeg import ff_path, has_soxr, run, stream_stdout
 from ._probe import (
     _no_decoder,
     _no_decoder_message,
@@ -42,32 +42,47 @@ def resample_filter(sample_rate_hz: int) -> str:
     return f"aresample={int(sample_rate_hz)}:filter_size=64:phase_shift=10:cutoff=0.97"
 
 
-def _parse_wav(buf: bytes, what: str) -> tuple[int, int, np.ndarray]:
-    """(channels, rate, float32 [C, N]) from a streamed pcm_f32le WAV/RF64.
+#: read size of a decode; also bounds how much of the header a WAV may need
+_BLOCK_BYTES = 1 << 22
+
+
+def _parse_wav_blocks(blocks: list[bytes], what: str) -> np.ndarray:
+    """(float32 [C, N]) from ffmpeg's streamed pcm_f32le WAV/RF64, given as stdout blocks;
+    the list is emptied as it goes.
 
     Streamed WAVs have placeholder chunk sizes, so the ``data`` chunk is taken to run
-    to the end of the buffer.
+    to the end of the stream.
+
+    The header (fmt + the start of data) comes from the first block(s); the samples
+    are de-interleaved block by block into one preallocated [C, N] array.
     """
-    if len(buf) < 12 or buf[:4] not in (b"RIFF", b"RF64") or buf[8:12] != b"WAVE":
+    head = b""
+    while blocks and len(head) < 65536:
+        head += blocks.pop(0)
+    if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64") or head[8:12] != b"WAVE":
         raise FFmpegError(f"ffmpeg did not return a WAV stream while decoding {what}")
-    pos = 12
-    channels = rate = None
-    while pos + 8 <= len(buf):
-        cid, size = buf[pos:pos + 4], struct.unpack("<I", buf[pos + 4:pos + 8])[0]
-        body = pos + 8
+    pos, channels, body = 12, None, None
+    while pos + 8 <= len(head):
+        cid, size = head[pos:pos + 4], struct.unpack("<I", head[pos + 4:pos + 8])[0]
         if cid == b"fmt ":
-            channels, rate = struct.unpack("<HI", buf[body + 2:body + 8])
+            channels = struct.unpack("<H", head[pos + 10:pos + 12])[0]
         elif cid == b"data":
-            if channels is None:
-                break
-            data = np.frombuffer(buf, dtype="<f4", offset=body)
-            n = data.size // channels
-            # one copy: de-interleave into a C-contiguous float32 [C, N]
-            audio = np.ascontiguousarray(data[: n * channels].reshape(n, channels).T,
-                                         dtype=np.float32)
-            return channels, rate, audio
-        pos = body + size + (size & 1)
-    raise FFmpegError(f"ffmpeg returned a WAV stream without fmt/data while decoding {what}")
+            body = pos + 8
+            break
+        pos += 8 + size + (size & 1)
+    if channels is None or body is None:
+        raise FFmpegError(f"ffmpeg returned a WAV stream without fmt/data while decoding {what}")
+    frame = 4 * channels
+    n = (len(head) - body + sum(len(b) for b in blocks)) // frame
+    audio = np.empty((channels, n), dtype=np.float32)
+    filled, carry = 0, head[body:]
+    while filled < n:
+        buf = carry + (blocks.pop(0) if blocks else b"")
+        k = min(len(buf) // frame, n - filled)
+        audio[:, filled:filled + k] = np.frombuffer(buf, dtype="<f4", count=k * channels).reshape(k, channels).T
+        filled += k
+        carry = buf[k * frame:]
+    return audio
 
 
 def decode(
@@ -124,7 +139,12 @@ def decode(
         out_kwargs["ac"] = int(channels)
     stream = src.output("pipe:", **out_kwargs)
     try:
-        out, _ = run(stream, input=data, what=f"decoding {what}")
+        if data is None:
+            # read in blocks: _parse_wav_blocks frees each as it is converted, so the
+            # peak is ~1x the decoded audio instead of ~2.7x (bytes + join + array)
+            out = list(stream_stdout(stream, _BLOCK_BYTES, what=f"decoding {what}"))
+        else:
+            out = [run(stream, input=data, what=f"decoding {what}")[0]]
     except FFmpegError as exc:
         err = exc.stderr
         if "matches no streams" in err:
@@ -134,15 +154,16 @@ def decode(
         if _no_decoder(err):
             raise NotAudioError(_no_decoder_message(what, err)) from None
         if _nothing_decoded(err):
-            out = b""
+            out = []
         else:
             raise
+    out = [b for b in out if b]
     if not out:
         raise EmptyAudioError(
             f"{what} has no decodable audio samples (empty or truncated file); "
             "re-export or re-copy it"
         )
-    _, _, audio = _parse_wav(out, what)
+    audio = _parse_wav_blocks(out, what)
     if audio.shape[1] == 0:
         span = "" if start_s is None and duration_s is None else " in the requested span"
         raise EmptyAudioError(
