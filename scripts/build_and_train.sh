@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The default model end to end, resumable: rerun it after a session ends and every step
+# continues where it stopped (build-dataset reloads its pool, fit resumes from last.pt,
+# finished steps are skipped). Progress: $DATA/build-dataset.out, $DATA/shards/build.log,
+# $OUT/log.csv. Usage: nohup bash scripts/build_and_train.sh > $DATA/build_and_train.out 2>&1 &
+#   DATA=/work/data (default) must hold corpus/ (python -m trainer build-corpus $DATA/corpus)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${DATA:-/work/data}
+OUT=${OUT:-$DATA/train/full-nsimnet}
+SHARDS=$DATA/shards
+# 1. balanced labelled pairs (docs/data.md: seed 1, 68,000 pairs, splits by source)
+if [ ! -f "$SHARDS/manifest.json" ]; then
+  nice -n 10 python -m trainer build-dataset --sources "$DATA/corpus" --out "$SHARDS" \
+      --pairs 68000 --seed 1 -j 2 >> "$DATA/build-dataset.out" 2>&1
+fi
+python -m trainer verify "$SHARDS"
+# 2. train (docs/model.md: config nsimnet.yaml, seed 1234), 3. evaluate, 4. export
+nice -n 10 python -m trainer fit --config trainer/configs/nsimnet.yaml --data "$SHARDS/manifest.json" --out "$OUT"
+nice -n 10 python -m trainer evaluate "$OUT/best.pt" --data "$SHARDS/manifest.json#val" --out "$OUT/eval-val"
+nice -n 10 python bench/bench_model.py realmusic --model "$OUT/best.pt" --labels "$DATA/eval/realmusic-labels.npz" \
+    --png "$OUT/eval-realmusic.png" > "$OUT/eval-realmusic.json"
+python -m trainer export "$OUT/best.pt" --out "$OUT/default.pt" --metrics "$OUT/eval-val/metrics.json" \
+    --extra-metrics realmusic="$OUT/eval-realmusic.json" --note "full build-dataset pair set (seed 1, 68,000 pairs)"
+echo "done: $OUT/default.pt -> copy to ratecontrol/weights/default.pt, rerun bench/bench_fastpath.py, update docs/model.md"
