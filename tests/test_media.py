@@ -614,5 +614,9 @@ def test_decode_aligned_blocks_equal_the_whole_decode(tmp_path, synth, extra_s):
         blocks = list(media.decode_aligned_blocks(out, p, 44100, 2, n, 10_000))
         assert max(b.shape[1] for b in blocks) <= 10_000
         np.testing.assert_array_equal(np.concatenate(blocks, axis=1), whole)
-    with pytest.raises(FFmpegError):
+    with pytest.raises(InputNotFoundError):
         list(media.decode_aligned_blocks(src.with_name("nope.m4a"), p, 44100, 2, n, 10_000))
+    bad = tmp_path / "bad.m4a"
+    bad.write_bytes(b"\x00" * 4096)  # exists, but no decoder can read it
+    with pytest.raises(FFmpegError):
+        list(media.decode_aligned_blocks(bad, p, 44100, 2, n, 10_000))

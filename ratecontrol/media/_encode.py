@@ -40,7 +40,7 @@ import numpy as np
 
 from ..errors import EmptyAudioError, OutputError, UsageError
 from ..presets import Preset, Rung, load_preset
-from ._decode import decode, resample_filter
+from ._decode import decode_blocks, resample_filter
 from ._ffmpeg import ff_path, run
 from ._probe import check_input_path, probe
 
@@ -425,21 +425,11 @@ def decode_aligned(path, preset, sample_rate_hz: int, channels: int, n_samples: 
 
     ffmpeg removes the codec's priming (Opus pre-skip, LAME gapless header, MP4 edit
     list); the preset's measured residual delay is removed here; the result is cut or
-    zero-padded at the end to ``n_samples``. Used by roundtrip and by the full-track
-    check of a finished encode.
+    zero-padded at the end to ``n_samples``. Used by roundtrip; the full-track check
+    reads the same samples as a stream (:func:`decode_aligned_blocks`).
     """
-    p = load_preset(preset)
-    dec = decode(path, sample_rate_hz=int(sample_rate_hz), channels=channels)
-    delay = _delay_at(p, int(sample_rate_hz))
-    if delay > 0:
-        dec = dec[:, delay:]
-    elif delay < 0:
-        dec = np.concatenate([np.zeros((channels, -delay), np.float32), dec], axis=1)
-    if dec.shape[1] >= n_samples:
-        dec = dec[:, :n_samples]
-    else:
-        dec = np.concatenate([dec, np.zeros((channels, n_samples - dec.shape[1]), np.float32)], axis=1)
-    return np.ascontiguousarray(dec, dtype=np.float32)
+    blocks = list(decode_aligned_blocks(path, preset, sample_rate_hz, channels, n_samples, max(int(n_samples), 1)))
+    return np.ascontiguousarray(np.concatenate(blocks, axis=1) if len(blocks) > 1 else blocks[0], dtype=np.float32)
 
 
 def decode_aligned_blocks(path, preset, sample_rate_hz: int, channels: int, n_samples: int,
@@ -450,13 +440,9 @@ def decode_aligned_blocks(path, preset, sample_rate_hz: int, channels: int, n_sa
     sample-accurate in MP4/AAC, measured off by 84-1001 samples at 44.1 kHz), so
     memory holds a block, not the track. The blocks add up to exactly ``n_samples``.
     """
-    from ._decode import resample_filter
-    from ._ffmpeg import ff_path, stream_stdout
 
     p = load_preset(preset)
     rate, ch = int(sample_rate_hz), int(channels)
-    stream = ffmpeg.input(ff_path(Path(path))).output(
-        "pipe:", map="0:a:0", acodec="pcm_f32le", format="f32le", af=resample_filter(rate), ar=rate, ac=ch)
     delay = _delay_at(p, rate)
     skip = max(delay, 0)
     emitted = 0
@@ -464,15 +450,9 @@ def decode_aligned_blocks(path, preset, sample_rate_hz: int, channels: int, n_sa
         lead = min(-delay, n_samples)
         yield np.zeros((ch, lead), np.float32)
         emitted = lead
-    frame = 4 * ch
-    rest = b""
-    blocks = stream_stdout(stream, frame * block_samples, what=f"decoding {path}")
+    blocks = decode_blocks(path, rate, ch, block_samples)
     try:
-        for raw in blocks:
-            raw = rest + raw
-            cut = len(raw) - len(raw) % frame
-            rest = raw[cut:]
-            x = np.frombuffer(raw[:cut], dtype="<f4").reshape(-1, ch).T
+        for x in blocks:
             if skip:
                 k = min(skip, x.shape[1])
                 x, skip = x[:, k:], skip - k
