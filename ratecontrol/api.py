@@ -505,18 +505,15 @@ class _ForwardReader:
         lo, hi = cols.start or 0, min(cols.stop, self.shape[1])
         if lo < self._start:
             raise IndexError(f"range {lo}:{hi} starts before the retained data ({self._start})")
-        if lo > self._start:  # drop what no later range needs
-            self._buf = self._buf[:, lo - self._start :]
-            self._start = lo
-        parts = [self._buf]
-        have = self._buf.shape[1]
-        while self._start + have < hi:
+        parts, end = [self._buf], self._start + self._buf.shape[1]
+        while end < hi:  # read on (through any gap) until the range is covered
             b = next(self._blocks)
             parts.append(b)
-            have += b.shape[1]
-        if len(parts) > 1:
-            self._buf = np.concatenate(parts, axis=1)
-        return self._buf[:, lo - self._start : hi - self._start]
+            end += b.shape[1]
+        buf = np.concatenate(parts, axis=1) if len(parts) > 1 else self._buf
+        # drop what no later range needs: ranges only move forward
+        self._buf, self._start = buf[:, lo - self._start :], lo
+        return self._buf[:, : hi - lo]
 
 
 @dataclass
