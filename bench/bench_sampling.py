@@ -101,7 +101,7 @@ def analyse(out_dir: Path, strategies: list[str], share: float) -> dict:
         for codec in CODECS:
             p = load_preset(codec)
             track = tracks[A._rate_key(p)]
-            start_s, chan = z[f"{codec}/_start_s"], z[f"{codec}/_channel"]
+            start_s = z[f"{codec}/_start_s"]
             rung_keys = [k for k in z.files if k.startswith(codec + "/") and not k.split("/")[1].startswith("_")]
             full_curve = [(k, pool_scores(z[k], "p10")) for k in rung_keys]
             for strat in strategies:

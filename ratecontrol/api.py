@@ -31,7 +31,7 @@ from ratecontrol import media
 from ratecontrol._resample import resample
 from ratecontrol.align import align, estimate_delay
 from ratecontrol.cache import ProbeCache, pcm_digest, preset_fingerprint
-from ratecontrol.errors import InputError, OutputError, RatecontrolError, TargetNotReachable, UsageError
+from ratecontrol.errors import InputError, OutputError, TargetNotReachable, UsageError
 from ratecontrol.presets import Preset, list_presets, load_preset
 from ratecontrol.results import EncodeResult, Probe, ScoreResult, SearchResult
 from ratecontrol.scoring.base import Scorer, available_scorers, get_scorer
