@@ -61,15 +61,20 @@ def decode_blocks(path, sample_rate_hz: int, channels: int, block_samples: int):
     file we encoded is read back whole (the full-track check); raises FFmpegError.
     """
     ch = int(channels)
-    frame = 4 * ch
     stream = _pcm_output(ffmpeg.input(ff_path(check_input_path(path))), int(sample_rate_hz), ch, "f32le")
-    rest = b""
-    for raw in stream_stdout(stream, frame * int(block_samples), what=f"decoding {path}"):
-        raw = rest + raw
+    for frames in _frames(stream_stdout(stream, 4 * ch * int(block_samples), what=f"decoding {path}"), ch):
+        yield frames.T.copy()
+
+
+def _frames(blocks, channels: int):
+    """Interleaved float32 frames [k, C] from byte blocks that may split a frame."""
+    frame, carry = 4 * channels, b""
+    for raw in blocks:
+        raw = carry + raw
         cut = len(raw) - len(raw) % frame
-        rest = raw[cut:]
+        carry = raw[cut:]
         if cut:
-            yield np.frombuffer(raw[:cut], dtype="<f4").reshape(-1, ch).T.copy()
+            yield np.frombuffer(raw, dtype="<f4", count=cut // 4).reshape(-1, channels)
 
 
 #: read size of a decode. Above glibc's largest dynamic mmap threshold (32 MiB on 64-bit),
@@ -105,16 +110,18 @@ def _parse_wav_blocks(blocks: list[bytes], what: str) -> np.ndarray:
         pos += 8 + size + (size & 1)
     if channels is None or body is None:
         raise FFmpegError(f"ffmpeg returned a WAV stream without fmt/data while decoding {what}")
-    frame = 4 * channels
-    n = (len(head) - body + sum(len(b) for b in blocks)) // frame
+    n = (len(head) - body + sum(len(b) for b in blocks)) // (4 * channels)
     audio = np.empty((channels, n), dtype=np.float32)
-    filled, carry = 0, head[body:]
-    while filled < n:
-        buf = carry + (blocks.pop(0) if blocks else b"")
-        k = min(len(buf) // frame, n - filled)
-        audio[:, filled:filled + k] = np.frombuffer(buf, dtype="<f4", count=k * channels).reshape(k, channels).T
-        filled += k
-        carry = buf[k * frame:]
+    filled = 0
+
+    def drain():  # hand blocks over one at a time so each is freed once converted
+        yield head[body:]
+        while blocks:
+            yield blocks.pop(0)
+
+    for x in _frames(drain(), channels):
+        audio[:, filled:filled + len(x)] = x.T
+        filled += len(x)
     return audio
 
 

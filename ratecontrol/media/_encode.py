@@ -440,7 +440,6 @@ def decode_aligned_blocks(path, preset, sample_rate_hz: int, channels: int, n_sa
     sample-accurate in MP4/AAC, measured off by 84-1001 samples at 44.1 kHz), so
     memory holds a block, not the track. The blocks add up to exactly ``n_samples``.
     """
-
     p = load_preset(preset)
     rate, ch = int(sample_rate_hz), int(channels)
     delay = _delay_at(p, rate)

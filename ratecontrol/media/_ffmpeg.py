@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 
 import ffmpeg  # ffmpeg-python
 
@@ -146,8 +147,6 @@ def stream_stdout(stream, block_bytes: int, what: str = "ffmpeg"):
     1.4 GB). stderr goes to a temporary file so a chatty ffmpeg can never block on a
     full pipe. Raises FFmpegError like :func:`run` when ffmpeg fails.
     """
-    import tempfile
-
     exe = ffmpeg_path()
     cmd = ffmpeg.compile(stream.global_args("-hide_banner", "-nostdin"), cmd=exe, overwrite_output=True)
     with tempfile.TemporaryFile() as errf:
