@@ -335,6 +335,28 @@ class _ProbeSource:
         return np.concatenate(ws), index
 
 
+def _prepare_windows(scorer: Scorer, ref_w: np.ndarray):
+    """(digital-silence mask, scorer-prepared non-silent reference windows or None)."""
+    silent = is_digital_silence(ref_w)
+    return silent, (scorer.prepare(ref_w[~silent]) if (~silent).any() else None)
+
+
+def _score_windows(scorer: Scorer, silent: np.ndarray, prep, ref_windows: Callable[[], np.ndarray],
+                   deg_w: np.ndarray) -> np.ndarray:
+    """MOS per window against a prepared reference; nan where both sides are silence.
+
+    A window whose reference is digital silence but whose decode is not (the codec put
+    something there) is scored too, against ``ref_windows()`` fetched only then.
+    """
+    scores = np.full(len(deg_w), np.nan)
+    if prep is not None:
+        scores[~silent] = scorer.score(prep, deg_w[~silent])
+    odd = silent & ~is_digital_silence(deg_w)
+    if odd.any():
+        scores[odd] = scorer.score(scorer.prepare(ref_windows()[odd]), deg_w[odd])
+    return scores
+
+
 class _Prober:
     """Encodes, decodes and scores rungs of one preset against one probe source."""
 
@@ -367,15 +389,8 @@ class _Prober:
 
     def window_scores(self, deg_w: np.ndarray) -> np.ndarray:
         """MOS per window; nan where both reference and degraded are digital silence."""
-        scores = np.full(len(self.source.ref_w), np.nan)
-        keep = ~self.ref_silent
-        if keep.any():
-            scores[keep] = self.scorer.score(self._prep(), deg_w[keep])
-        # reference silent but the codec put something there: score it as well
-        odd = self.ref_silent & ~is_digital_silence(deg_w)
-        if odd.any():
-            scores[odd] = self.scorer.score(self.scorer.prepare(self.source.ref_w[odd]), deg_w[odd])
-        return scores
+        prep = self._prep() if (~self.ref_silent).any() else None
+        return _score_windows(self.scorer, self.ref_silent, prep, lambda: self.source.ref_w, deg_w)
 
     def _measure(self, i: int) -> dict:
         audio, rate = self.source.audio, self.track.rate_hz
@@ -572,8 +587,7 @@ class _Session:
         if self._check_ref is None:
             entries = []
             for a, b, piece in self._check_pieces(chunk_s):
-                silent = is_digital_silence(piece.ref_w)
-                prep = self.scorer.prepare(piece.ref_w[~silent]) if (~silent).any() else None
+                silent, prep = _prepare_windows(self.scorer, piece.ref_w)
                 piece.drop_windows()
                 entries.append((a, b, piece, silent, prep))
             self._check_ref = entries
@@ -596,19 +610,11 @@ class _Session:
             (a, b, piece, None, None) for a, b, piece in self._check_pieces(chunk_s))
         for a, b, piece, silent, prep in pieces:
             if silent is None:
-                silent = is_digital_silence(piece.ref_w)
-                prep = self.scorer.prepare(piece.ref_w[~silent]) if (~silent).any() else None
+                silent, prep = _prepare_windows(self.scorer, piece.ref_w)
             lo, hi = max(0, a - ctx), min(n, b + ctx)
             deg_w, _ = _ProbeSource.cut_like(piece, deg[:, lo:hi])
-            scores = np.full(len(deg_w), np.nan)
-            if prep is not None:
-                scores[~silent] = self.scorer.score(prep, deg_w[~silent])
-            # reference silent but the codec put something there: score it as well
-            odd = silent & ~is_digital_silence(deg_w)
-            if odd.any():
-                scores[odd] = self.scorer.score(self.scorer.prepare(piece.ref_w[odd]), deg_w[odd])
-                piece.drop_windows()
-            out.append(scores)
+            out.append(_score_windows(self.scorer, silent, prep, lambda: piece.ref_w, deg_w))
+            piece.drop_windows()
         return np.concatenate(out)
 
 
