@@ -271,3 +271,52 @@ def test_snapshot_writes_a_balanced_set_from_the_pool_without_touching_it(tiny, 
     assert man["snapshot_of"]["out"] == str(out)
     with pytest.raises(Exception, match="not empty"):
         B.build_dataset([src], out, **TINY, snapshot=dest)
+
+
+def test_label_cache_rebuilds_the_same_set_without_labelling(tiny, tmp_path, monkeypatch):
+    src, out, _ = tiny
+    cache_path = tmp_path / "labels.npz"
+    cache = B.export_labels([out], cache_path)
+    pool = sum(len(j["mos"]) for p in sorted((out / "work" / "pool").glob("round-*.json"))
+               for j in json.loads(p.read_text())["jobs"])
+    assert len(cache) == pool > 0
+    import ratecontrol.scoring.visqol as V
+
+    def no_labelling(*a, **k):
+        raise AssertionError("a cached pair was labelled again")
+
+    monkeypatch.setattr(V, "visqol_mos", no_labelling)
+    again = tmp_path / "again"
+    B.build_dataset([src], again, label_cache=cache_path, **TINY)
+    a, b = sorted(out.glob("shard-*.tar")), sorted(again.glob("shard-*.tar"))
+    assert [p.name for p in a] == [p.name for p in b]
+    for x, y in zip(a, b):
+        mx, my = _members(x), _members(y)
+        for k in mx:
+            if k.endswith(".json"):
+                assert json.loads(mx[k])["visqol_mos"] == pytest.approx(
+                    json.loads(my[k])["visqol_mos"], abs=1e-9)
+            else:
+                assert mx[k] == my[k], k
+    # merging the rebuilt pool adds nothing new
+    assert len(B.export_labels([again], cache_path)) == len(cache)
+
+
+def test_label_cache_is_keyed_by_content_and_version(tmp_path):
+    rng = np.random.default_rng(0)
+    ref = rng.integers(-3000, 3000, B.CLIP_SAMPLES).astype(np.int16)
+    deg = ref.copy()
+    k = B.pair_key(ref, deg)
+    deg[100] += 1  # one sample differs: another pair, another key
+    assert B.pair_key(ref, deg) != k and len(k) == 16
+    path = tmp_path / "c.npz"
+    B.LabelCache({k: 4.5}, visqol_version="0.0-other").save(path)
+    loaded = B.LabelCache.load(path)
+    assert loaded.labels == {k: 4.5} and not loaded.usable()
+    assert B._worker_labels(str(path)) == {}  # another version's labels are not used
+    with pytest.raises(DatasetError, match="visqol-python 0.0-other"):
+        B.export_labels([tmp_path], path)
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a cache")
+    with pytest.raises(DatasetError, match="unreadable"):
+        B.LabelCache.load(bad)

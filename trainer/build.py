@@ -254,8 +254,90 @@ def _quantise(x: np.ndarray) -> np.ndarray:
     return np.clip(np.round(x * 32768.0), -32768, 32767).astype(np.int16)
 
 
-def run_job(job: dict, settings: dict) -> dict:
-    """Decode a segment, degrade it once, cut its clips, label each with ViSQOL."""
+def pair_key(ref: np.ndarray, deg: np.ndarray) -> str:
+    """Content key of one 16-bit clip pair: ViSQOL's label is a function of exactly these
+    samples, so a label stored under this key is the label (see :class:`LabelCache`)."""
+    h = hashlib.blake2b(digest_size=8)
+    h.update(np.ascontiguousarray(ref, "<i2").tobytes())
+    h.update(np.ascontiguousarray(deg, "<i2").tobytes())
+    return h.hexdigest()
+
+
+def _visqol_version() -> str:
+    from importlib.metadata import version
+
+    return version("visqol-python")
+
+
+class LabelCache:
+    """ViSQOL labels of clip pairs already labelled, keyed by :func:`pair_key`.
+
+    Labelling is ~2/3 of a build's time (docs/data.md), and a build only lasts as long as
+    the machine's disk; the labels of a pool are a few MB, small enough to commit, so a
+    build on a fresh machine replays its rounds (decode + encode only) and labels only
+    what is new. A cached label is used only for a byte-identical 16-bit pair and only
+    when it was made by the same visqol-python version; anything else is labelled afresh
+    by the one labelling path. File: ``.npz`` with ``keys`` (uint64), ``mos`` (float64),
+    ``visqol_version`` and ``format``.
+    """
+
+    FORMAT = 1
+
+    def __init__(self, labels: dict | None = None, visqol_version: str | None = None):
+        self.labels = dict(labels or {})
+        self.visqol_version = visqol_version or _visqol_version()
+
+    @classmethod
+    def load(cls, path: Path) -> "LabelCache":
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                fmt = int(z["format"])
+                ver = str(z["visqol_version"])
+                keys, mos = z["keys"], z["mos"]
+        except (OSError, KeyError, ValueError) as exc:
+            raise DatasetError(f"label cache {path} is unreadable ({exc}); delete it or "
+                               "rebuild it with `python -m trainer export-labels`") from exc
+        if fmt != cls.FORMAT:
+            raise DatasetError(f"label cache {path} has format {fmt}, this trainer reads "
+                               f"{cls.FORMAT}; rebuild it with `python -m trainer export-labels`")
+        return cls({f"{int(k):016x}": float(m) for k, m in zip(keys, mos)}, ver)
+
+    def usable(self) -> bool:
+        """Labels from another visqol-python version are not this build's labels."""
+        return self.visqol_version == _visqol_version()
+
+    def save(self, path: Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        keys = sorted(self.labels)
+        tmp = path.with_name(path.name + ".part.npz")
+        np.savez_compressed(tmp, keys=np.array([int(k, 16) for k in keys], np.uint64),
+                            mos=np.array([self.labels[k] for k in keys], np.float64),
+                            visqol_version=np.array(self.visqol_version),
+                            format=np.array(self.FORMAT))
+        os.replace(tmp, path)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+_WORKER_CACHE: dict = {}
+
+
+def _worker_labels(path: str | None) -> dict:
+    """The cache's labels, loaded once per worker process (joblib reuses its workers)."""
+    if not path:
+        return {}
+    if path not in _WORKER_CACHE:
+        cache = LabelCache.load(Path(path))
+        _WORKER_CACHE[path] = cache.labels if cache.usable() else {}
+    return _WORKER_CACHE[path]
+
+
+def run_job(job: dict, settings: dict, label_cache: str | None = None) -> dict:
+    """Decode a segment, degrade it once, cut its clips, label each with ViSQOL (or take
+    the label of a byte-identical pair from ``label_cache``, a :class:`LabelCache` file)."""
     from ratecontrol.media import decode
     from ratecontrol.scoring.visqol import visqol_mos
 
@@ -276,16 +358,24 @@ def run_job(job: dict, settings: dict) -> dict:
         refs.append(_quantise(audio[c, a:a + CLIP_SAMPLES]))
         degs.append(_quantise(deg[c, a:a + CLIP_SAMPLES]))
         offs.append(off_s)
+    known = _worker_labels(label_cache)
+    keys = [pair_key(r, d) for r, d in zip(refs, degs)]
+    mos = [known.get(k) for k in keys]
     if refs:
         ref = np.stack(refs)
         dg = np.stack(degs)
-        # label exactly what the shard will hold: the 16-bit samples
-        mos = visqol_mos(ref.astype(np.float32) / 32768.0, dg.astype(np.float32) / 32768.0)
+        todo = [i for i, m in enumerate(mos) if m is None]
+        if todo:
+            # label exactly what the shard will hold: the 16-bit samples
+            new = visqol_mos(ref[todo].astype(np.float32) / 32768.0,
+                             dg[todo].astype(np.float32) / 32768.0)
+            for i, m in zip(todo, np.atleast_1d(new)):
+                mos[i] = float(m)
     else:
         ref = dg = np.zeros((0, CLIP_SAMPLES), np.int16)
-        mos = np.zeros(0)
     t3 = time.perf_counter()
     return {"ref": ref, "deg": dg, "mos": [float(m) for m in mos], "offsets_s": offs,
+            "keys": keys, "cached": len(keys) - sum(k not in known for k in keys),
             "channel": c, "bitrate_kbps": kbps,
             "time_s": {"decode": t1 - t0, "degrade": t2 - t1, "label": t3 - t2}}
 
@@ -346,7 +436,7 @@ class _Builder:
 
     def __init__(self, sources, out, pairs, seed, val_fraction, n_jobs, score_range,
                  settings, complexity_keep, max_pool_factor, pairs_per_shard, progress,
-                 bin_width=SCORE_BIN_WIDTH):
+                 bin_width=SCORE_BIN_WIDTH, label_cache=None):
         self.sources = sources
         self.out = Path(out)
         self.work = self.out / "work"
@@ -362,6 +452,8 @@ class _Builder:
         self.max_pool_factor = max_pool_factor
         self.pairs_per_shard = pairs_per_shard
         self.progress = progress
+        # not part of config(): a cache changes how fast labels come, never what they are
+        self.label_cache = str(label_cache) if label_cache else None
         n_val = int(round(self.pairs * self.val_fraction))
         self.split_pairs = {"train": self.pairs - n_val, "val": n_val}
         nb = len(self.edges) - 1
@@ -531,11 +623,14 @@ class _Builder:
                 t0 = time.perf_counter()
                 arrays, rjobs = [], []
                 idx = {s.name: k for k, s in enumerate(self.settings)}
-                for job, res in zip(jobs, par(delayed(run_job)(j, self.setting_by_name)
+                cached = 0
+                for job, res in zip(jobs, par(delayed(run_job)(j, self.setting_by_name,
+                                                               self.label_cache)
                                               for j in jobs)):
                     rec = {k: job[k] for k in ("segment", "split", "setting", "source",
                                                "start_s", "clip_offsets_s")}
-                    rec.update(mos=res["mos"], offsets_s=res["offsets_s"],
+                    cached += res["cached"]
+                    rec.update(mos=res["mos"], offsets_s=res["offsets_s"], keys=res["keys"],
                                channel=res["channel"], bitrate_kbps=res["bitrate_kbps"],
                                time_s=res["time_s"], first=sum(len(a) for a in arrays))
                     if len(res["ref"]):
@@ -555,9 +650,9 @@ class _Builder:
                 _atomic_write_text(js, json.dumps({"round": r, "jobs": rjobs,
                                                    "wall_s": time.perf_counter() - t0}))
                 metas.append({"round": r, "jobs": rjobs})
-                log.info("round %d: %d jobs, %d pairs in %.1f s; pool %d; filled %d/%d",
-                         r, len(jobs), len(data), time.perf_counter() - t0, state.pairs,
-                         self._filled(state), total)
+                log.info("round %d: %d jobs, %d pairs (%d labels from the cache) in %.1f s; "
+                         "pool %d; filled %d/%d", r, len(jobs), len(data), cached,
+                         time.perf_counter() - t0, state.pairs, self._filled(state), total)
                 r += 1
         bar.close()
         return state, metas
@@ -680,14 +775,19 @@ def build_dataset(sources: list[Path], out: Path, pairs: int, seed: int = 0,
                   settings: tuple[Setting, ...] | None = None,
                   complexity_keep: float = 0.7, max_pool_factor: float = 3.0,
                   pairs_per_shard: int = 1000, progress: bool = True,
-                  bin_width: float = SCORE_BIN_WIDTH, snapshot: Path | None = None
-                  ) -> BuildResult:
+                  bin_width: float = SCORE_BIN_WIDTH, snapshot: Path | None = None,
+                  label_cache: Path | None = None) -> BuildResult:
     """Build (or resume) a balanced pair set in ``out``; see the module docstring.
 
     ``snapshot=DEST``: generate nothing; write a balanced set from the pool rounds of
     ``out`` finished so far into the new folder DEST (same format, its own manifest;
     per-bin count = the fullest count every bin of a split reaches), e.g. to start
     training while a long build runs. ``out`` is only read.
+
+    ``label_cache``: a :class:`LabelCache` file (``export-labels`` writes one from a
+    pool); pairs byte-identical to cached ones take the cached label instead of being
+    labelled again, which makes rebuilding a lost pool ~3x faster. The output is the same
+    with or without it.
     """
     if snapshot is not None:
         return _snapshot(sources, Path(out), Path(snapshot), pairs, seed, val_fraction,
@@ -705,9 +805,17 @@ def build_dataset(sources: list[Path], out: Path, pairs: int, seed: int = 0,
     log.setLevel(logging.INFO)
     try:
         srcs = scan_sources([Path(s) for s in sources])
+        if label_cache is not None:
+            cache = LabelCache.load(label_cache)
+            if not cache.usable():
+                log.warning("label cache %s was made by visqol-python %s, this is %s: "
+                            "not used", label_cache, cache.visqol_version, _visqol_version())
+                label_cache = None
+            else:
+                log.info("label cache %s: %d labels", label_cache, len(cache))
         b = _Builder(srcs, out, pairs, seed, val_fraction, n_jobs, score_range,
                      settings or default_settings(), complexity_keep, max_pool_factor,
-                     pairs_per_shard, progress, bin_width)
+                     pairs_per_shard, progress, bin_width, label_cache)
         b.check_config()
         log.info("build: %d sources, %d pairs (%s), seed %d, %d jobs", len(srcs), pairs,
                  b.split_pairs, seed, n_jobs)
@@ -750,6 +858,50 @@ def _snapshot(sources, out, dest, pairs, seed, val_fraction, n_jobs, score_range
     return BuildResult(out_dir=dest, pairs_by_split={sp: len(v) for sp, v in
                                                      selection["pairs"].items()},
                        shards=len(shards), pool_pairs=state.pairs, histogram=man["histogram"])
+
+
+# --------------------------------------------------------------------------- label cache
+def export_labels(outs: list[Path], dest: Path) -> LabelCache:
+    """Merge the labels of the pools of build folders ``outs`` into the LabelCache file
+    ``dest`` (created, or extended if it exists). Pool rounds written before keys were
+    recorded are keyed from their audio."""
+    dest = Path(dest)
+    cache = LabelCache.load(dest) if dest.exists() else LabelCache()
+    if not cache.usable():
+        raise DatasetError(f"{dest} holds labels of visqol-python {cache.visqol_version}, "
+                           f"this is {_visqol_version()}; write to a new file")
+    for out in outs:
+        pool = Path(out) / "work" / "pool"
+        if not pool.is_dir():
+            raise DatasetError(f"{out} has no labelled pool (no work/pool); give a "
+                               "build-dataset output folder")
+        r = 0
+        while (pool / f"round-{r:06d}.json").exists():
+            rm = json.loads((pool / f"round-{r:06d}.json").read_text())
+            audio = None
+            for job in rm["jobs"]:
+                keys = job.get("keys")
+                if keys is None:
+                    if audio is None:
+                        audio = np.load(pool / f"round-{r:06d}.npy")
+                    keys = [pair_key(audio[job["first"] + j, 0], audio[job["first"] + j, 1])
+                            for j in range(len(job["mos"]))]
+                cache.labels.update(zip(keys, job["mos"]))
+            r += 1
+    cache.save(dest)
+    return cache
+
+
+@click.command("export-labels")
+@click.argument("outs", nargs=-1, required=True,
+                type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--to", "dest", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="LabelCache .npz to create or extend")
+def export_labels_command(outs, dest):
+    """Save the ViSQOL labels of build pools OUTS... to a small file that a later
+    build-dataset --label-cache reuses (rebuilding a lost pool without relabelling)."""
+    cache = export_labels(list(outs), dest)
+    click.echo(f"{len(cache)} labels in {dest} (visqol-python {cache.visqol_version})")
 
 
 # --------------------------------------------------------------------------- verify
@@ -950,11 +1102,15 @@ def _tq(it, enabled, desc):
 @click.option("--snapshot", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="generate nothing: write a balanced set from OUT's pool so far into "
                    "this new folder (same arguments as the build)")
+@click.option("--label-cache", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="labels saved by export-labels: byte-identical pairs reuse "
+                                 "them instead of being labelled again")
 def build_dataset_command(sources, out, pairs, seed, val_fraction, n_jobs, pairs_per_shard,
-                          snapshot):
+                          snapshot, label_cache):
     """Build (or resume) balanced ViSQOL-labelled pairs as webdataset shards in OUT."""
     r = build_dataset(list(sources), out, pairs, seed=seed, val_fraction=val_fraction,
-                      n_jobs=n_jobs, pairs_per_shard=pairs_per_shard, snapshot=snapshot)
+                      n_jobs=n_jobs, pairs_per_shard=pairs_per_shard, snapshot=snapshot,
+                      label_cache=label_cache)
     click.echo(f"{r.shards} shards in {r.out_dir}: {r.pairs_by_split} (pool {r.pool_pairs})")
     click.echo(format_histogram(r.histogram))
 

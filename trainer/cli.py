@@ -11,6 +11,7 @@ _COMMANDS = {
     "build-corpus": "trainer.corpus:build_corpus_command",
     "build-dataset": "trainer.build:build_dataset_command",
     "verify": "trainer.build:verify_command",
+    "export-labels": "trainer.build:export_labels_command",
     "fit": "trainer.train:fit_command",
     "evaluate": "trainer.evaluate:evaluate_command",
     "export": "trainer.export:export_command",
