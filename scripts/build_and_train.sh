@@ -9,11 +9,17 @@ cd "$(dirname "$0")/.."
 DATA=${DATA:-/work/data}
 OUT=${OUT:-$DATA/train/full-nsimnet}
 SHARDS=$DATA/shards
+# ViSQOL labels of earlier builds' pools, committed (docs/data.md "Label cache"): a
+# rebuild on a fresh machine replays those rounds without labelling them again
+LABELS=${LABELS:-data/labels/build-seed1.npz}
+cache_opt=()
+if [ -f "$LABELS" ]; then cache_opt=(--label-cache "$LABELS"); fi
 # 1. balanced labelled pairs (docs/data.md: seed 1, 68,000 pairs, splits by source)
 if [ ! -f "$SHARDS/manifest.json" ]; then
   nice -n 10 python -m trainer build-dataset --sources "$DATA/corpus" --out "$SHARDS" \
-      --pairs 68000 --seed 1 -j 2 >> "$DATA/build-dataset.out" 2>&1
+      --pairs 68000 --seed 1 -j 2 "${cache_opt[@]}" >> "$DATA/build-dataset.out" 2>&1
 fi
+python -m trainer export-labels "$SHARDS" --to "$LABELS"
 python -m trainer verify "$SHARDS"
 # 2. train (docs/model.md: config nsimnet.yaml, seed 1234), 3. evaluate, 4. export
 nice -n 10 python -m trainer fit --config trainer/configs/nsimnet.yaml --data "$SHARDS/manifest.json" --out "$OUT"

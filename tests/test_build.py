@@ -320,3 +320,28 @@ def test_label_cache_is_keyed_by_content_and_version(tmp_path):
     bad.write_bytes(b"not a cache")
     with pytest.raises(DatasetError, match="unreadable"):
         B.LabelCache.load(bad)
+
+
+def test_quiet_jobs_play_the_segment_at_a_quiet_passage_level(tiny):
+    _, out, _ = tiny
+    audio = {}
+    quiet = loud = 0
+    for js in sorted((out / "work" / "pool").glob("round-*.json")):
+        rm = json.loads(js.read_text())
+        a = np.load(js.with_suffix(".npy"))
+        for job in rm["jobs"]:
+            for j in range(len(job["mos"])):
+                ref = a[job["first"] + j, 0].astype(np.float64) / 32768
+                dbfs = 20 * np.log10(np.sqrt(np.mean(ref ** 2)) + 1e-12)
+                if job["gain_db"] < 0:
+                    quiet += 1
+                    # the loudest chosen clip (mono) lands in QUIET_RMS_DBFS; one channel
+                    # of a stereo source may sit a few dB off the mono level
+                    assert dbfs <= B.QUIET_RMS_DBFS[1] + 4, (job, dbfs)
+                else:
+                    loud += 1
+    assert quiet and loud
+    # and the shards say so
+    shard = sorted(out.glob("shard-*.tar"))[0]
+    prov = [json.loads(v) for k, v in _members(shard).items() if k.endswith(".json")]
+    assert all("gain_db" in p for p in prov)

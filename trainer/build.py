@@ -26,7 +26,8 @@ Method, step by step (each step is checkpointed, so rerunning the same command r
    encoded once (``ratecontrol.media.roundtrip``) or low-passed, its clips are cut
    afterwards (so codec start-up is not in them), quantised to 16 bit and labelled with
    ``ratecontrol.scoring.visqol.visqol_mos`` -- the project's one labelling path.
-   Settings are drawn per round with weights that favour the score bins still short of
+   A share of jobs (``quiet_share``) first turns the segment down to a quiet-passage
+   level (ViSQOL's labels depend on level; see ``QUIET_RMS_DBFS``). Settings are drawn per round with weights that favour the score bins still short of
    their target, estimated from the scores each setting has produced so far: starved bins
    get more of what fills them, and no (segment, setting) is ever used twice.
 5. Balance: each split keeps the same count in every 0.05-wide score bin of
@@ -66,6 +67,16 @@ SCORE_BIN_WIDTH = 0.05
 #: the harshest settings reach MOS 1.3 (score 0.075), identity gives 4.73 (0.93);
 #: [0.10, 0.95) is 17 bins that every split can fill.
 DEFAULT_SCORE_RANGE = (0.10, 0.95)
+#: Level. ViSQOL's label depends on absolute level (its spectrogram floor), and a whole
+#: track is full of quiet windows: on the 4-minute FLAC-testbench track 279 of 480 windows
+#: sit at -40..-25 dBFS, where the first model erred most (RMSE 0.144 at -40..-30 vs
+#: 0.024 at -25..-20; docs/model.md "quiet passages"), while game music is mastered loud.
+#: So a share of jobs plays the segment quieter, as a quiet passage of a track: a gain
+#: that puts the segment's loudest chosen clip at a level drawn uniformly from
+#: QUIET_RMS_DBFS (never a boost), applied before the codec; the label is still ViSQOL on
+#: the exact pair.
+DEFAULT_QUIET_SHARE = 0.3
+QUIET_RMS_DBFS = (-42.0, -22.0)
 #: near-silence gate: ViSQOL on a -60 dBFS hiss rates codec noise, not music
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac",
                     ".aif", ".aiff", ".wma", ".mka", ".webm", ".ape", ".wv")
@@ -245,7 +256,8 @@ def _plan_source(path: str) -> dict:
         k = len(CLIP_OFFSETS_S)
         for j, s in enumerate(starts):
             segs.append({"start_s": round(float(s), 3),
-                         "complexity": [round(float(c), 4) for c in comp.score[j * k:(j + 1) * k]]})
+                         "complexity": [round(float(c), 4) for c in comp.score[j * k:(j + 1) * k]],
+                         "rms_dbfs": [round(float(c), 2) for c in comp.rms_dbfs[j * k:(j + 1) * k]]})
     return {"duration_s": n / SAMPLE_RATE_HZ, "channels": channels or 1, "segments": segs}
 
 
@@ -346,6 +358,8 @@ def run_job(job: dict, settings: dict, label_cache: str | None = None) -> dict:
     ch = min(int(job["channels"]), 2)
     audio = decode(job["path"], sample_rate_hz=SAMPLE_RATE_HZ, channels=ch,
                    start_s=job["start_s"], duration_s=SEGMENT_S)
+    if job.get("gain_db", 0.0):
+        audio = audio * np.float32(10 ** (job["gain_db"] / 20))
     t1 = time.perf_counter()
     deg, kbps = degrade(audio, setting)
     t2 = time.perf_counter()
@@ -436,7 +450,7 @@ class _Builder:
 
     def __init__(self, sources, out, pairs, seed, val_fraction, n_jobs, score_range,
                  settings, complexity_keep, max_pool_factor, pairs_per_shard, progress,
-                 bin_width=SCORE_BIN_WIDTH, label_cache=None):
+                 bin_width=SCORE_BIN_WIDTH, label_cache=None, quiet_share=DEFAULT_QUIET_SHARE):
         self.sources = sources
         self.out = Path(out)
         self.work = self.out / "work"
@@ -452,6 +466,7 @@ class _Builder:
         self.max_pool_factor = max_pool_factor
         self.pairs_per_shard = pairs_per_shard
         self.progress = progress
+        self.quiet_share = float(quiet_share)
         # not part of config(): a cache changes how fast labels come, never what they are
         self.label_cache = str(label_cache) if label_cache else None
         n_val = int(round(self.pairs * self.val_fraction))
@@ -470,7 +485,9 @@ class _Builder:
                 "segment_s": SEGMENT_S, "clip_offsets_s": list(CLIP_OFFSETS_S),
                 "settings": [dataclasses.asdict(s) for s in self.settings],
                 "sources": [s.id for s in self.sources],
-                "pairs_per_shard": self.pairs_per_shard}
+                "pairs_per_shard": self.pairs_per_shard,
+                **({"quiet_share": self.quiet_share, "quiet_rms_dbfs": list(QUIET_RMS_DBFS)}
+                   if self.quiet_share else {})}
 
     def check_config(self):
         self.work.mkdir(parents=True, exist_ok=True)
@@ -517,12 +534,15 @@ class _Builder:
                 continue
             thr = np.quantile(live, 1 - self.complexity_keep)
             for s in segs:
-                offs = [o for o, c in zip(CLIP_OFFSETS_S, s["complexity"]) if c > 0 and c >= thr]
-                if offs:
-                    self.segments.append((i, s["start_s"], tuple(offs)))
+                keep = [(o, lv) for o, c, lv in zip(CLIP_OFFSETS_S, s["complexity"],
+                                                    s.get("rms_dbfs", [0.0] * len(CLIP_OFFSETS_S)))
+                        if c > 0 and c >= thr]
+                if keep:
+                    self.segments.append((i, s["start_s"], tuple(o for o, _ in keep),
+                                          max(lv for _, lv in keep)))
         self.channels = [max(1, int(p.get("channels", 1))) for p in plan]
         self.seg_by_split = {"train": [], "val": []}
-        for j, (i, _, _) in enumerate(self.segments):
+        for j, (i, *_) in enumerate(self.segments):
             self.seg_by_split[self.splits[i]].append(j)
         if not self.seg_by_split["train"] or (self.split_pairs["val"] and not self.seg_by_split["val"]):
             raise DatasetError("not enough usable (non-silent) source audio for a train and a "
@@ -589,12 +609,16 @@ class _Builder:
                 continue
             state.used.add((seg, k))
             state.seg_use[seg] += 1
-            si, start_s, offs = self.segments[seg]
-            jobs.append({"segment": seg, "split": sp, "setting": self.settings[k].name,
-                         "source": si, "path": self.sources[si].path,
-                         "channels": self.channels[si], "start_s": start_s,
-                         "clip_offsets_s": list(offs),
-                         "channel": int(rng.integers(min(self.channels[si], 2)))})
+            si, start_s, offs, loudest_dbfs = self.segments[seg]
+            job = {"segment": seg, "split": sp, "setting": self.settings[k].name,
+                   "source": si, "path": self.sources[si].path,
+                   "channels": self.channels[si], "start_s": start_s,
+                   "clip_offsets_s": list(offs),
+                   "channel": int(rng.integers(min(self.channels[si], 2)))}
+            if self.quiet_share and rng.random() < self.quiet_share:
+                level = rng.uniform(*QUIET_RMS_DBFS)
+                job["gain_db"] = round(float(min(0.0, level - loudest_dbfs)), 2)
+            jobs.append(job)
         return jobs
 
     def fill_pool(self) -> tuple[_PoolState, list[dict]]:
@@ -629,6 +653,7 @@ class _Builder:
                                               for j in jobs)):
                     rec = {k: job[k] for k in ("segment", "split", "setting", "source",
                                                "start_s", "clip_offsets_s")}
+                    rec["gain_db"] = job.get("gain_db", 0.0)
                     cached += res["cached"]
                     rec.update(mos=res["mos"], offsets_s=res["offsets_s"], keys=res["keys"],
                                channel=res["channel"], bitrate_kbps=res["bitrate_kbps"],
@@ -730,6 +755,7 @@ class _Builder:
                                 "setting": setting.name, "preset": setting.preset,
                                 "options": dict(setting.options), "lowpass_hz": setting.lowpass_hz,
                                 "bitrate_kbps": job["bitrate_kbps"], "visqol_mos": mos,
+                                "gain_db": job.get("gain_db", 0.0),
                                 "score": (mos - 1) / 4, "seed": self.seed}
                         _tar_add(tar, f"{key}.original.wav", _wav_bytes(ref))
                         _tar_add(tar, f"{key}.degraded.wav", _wav_bytes(deg))
@@ -776,7 +802,8 @@ def build_dataset(sources: list[Path], out: Path, pairs: int, seed: int = 0,
                   complexity_keep: float = 0.7, max_pool_factor: float = 3.0,
                   pairs_per_shard: int = 1000, progress: bool = True,
                   bin_width: float = SCORE_BIN_WIDTH, snapshot: Path | None = None,
-                  label_cache: Path | None = None) -> BuildResult:
+                  label_cache: Path | None = None,
+                  quiet_share: float = DEFAULT_QUIET_SHARE) -> BuildResult:
     """Build (or resume) a balanced pair set in ``out``; see the module docstring.
 
     ``snapshot=DEST``: generate nothing; write a balanced set from the pool rounds of
@@ -792,11 +819,13 @@ def build_dataset(sources: list[Path], out: Path, pairs: int, seed: int = 0,
     if snapshot is not None:
         return _snapshot(sources, Path(out), Path(snapshot), pairs, seed, val_fraction,
                          n_jobs, score_range, settings, complexity_keep, max_pool_factor,
-                         pairs_per_shard, bin_width)
+                         pairs_per_shard, bin_width, quiet_share)
     if pairs <= 0:
         raise UsageError(f"--pairs must be positive, got {pairs}")
     if not 0 <= val_fraction < 1:
         raise UsageError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if not 0 <= quiet_share <= 1:
+        raise UsageError(f"quiet_share must be in [0, 1], got {quiet_share}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(out / "build.log")
@@ -815,7 +844,7 @@ def build_dataset(sources: list[Path], out: Path, pairs: int, seed: int = 0,
                 log.info("label cache %s: %d labels", label_cache, len(cache))
         b = _Builder(srcs, out, pairs, seed, val_fraction, n_jobs, score_range,
                      settings or default_settings(), complexity_keep, max_pool_factor,
-                     pairs_per_shard, progress, bin_width, label_cache)
+                     pairs_per_shard, progress, bin_width, label_cache, quiet_share)
         b.check_config()
         log.info("build: %d sources, %d pairs (%s), seed %d, %d jobs", len(srcs), pairs,
                  b.split_pairs, seed, n_jobs)
@@ -835,7 +864,8 @@ def build_dataset(sources: list[Path], out: Path, pairs: int, seed: int = 0,
 
 
 def _snapshot(sources, out, dest, pairs, seed, val_fraction, n_jobs, score_range, settings,
-              complexity_keep, max_pool_factor, pairs_per_shard, bin_width) -> BuildResult:
+              complexity_keep, max_pool_factor, pairs_per_shard, bin_width,
+              quiet_share=DEFAULT_QUIET_SHARE) -> BuildResult:
     if not (out / "work" / "plan.json").exists():
         raise DatasetError(f"{out} has no labelled pool yet (no work/plan.json); start "
                            "build-dataset there first")
@@ -844,7 +874,7 @@ def _snapshot(sources, out, dest, pairs, seed, val_fraction, n_jobs, score_range
     srcs = scan_sources([Path(s) for s in sources])
     b = _Builder(srcs, out, pairs, seed, val_fraction, n_jobs, score_range,
                  settings or default_settings(), complexity_keep, max_pool_factor,
-                 pairs_per_shard, False, bin_width)
+                 pairs_per_shard, False, bin_width, quiet_share=quiet_share)
     b.check_config()  # the arguments must be the build's own
     b.plan()  # reads work/plan.json
     state, metas = b.load_pool()
@@ -1102,15 +1132,17 @@ def _tq(it, enabled, desc):
 @click.option("--snapshot", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="generate nothing: write a balanced set from OUT's pool so far into "
                    "this new folder (same arguments as the build)")
+@click.option("--quiet-share", type=float, default=DEFAULT_QUIET_SHARE, show_default=True,
+              help="share of jobs played at a quiet-passage level (-42..-22 dBFS)")
 @click.option("--label-cache", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="labels saved by export-labels: byte-identical pairs reuse "
                                  "them instead of being labelled again")
 def build_dataset_command(sources, out, pairs, seed, val_fraction, n_jobs, pairs_per_shard,
-                          snapshot, label_cache):
+                          snapshot, quiet_share, label_cache):
     """Build (or resume) balanced ViSQOL-labelled pairs as webdataset shards in OUT."""
     r = build_dataset(list(sources), out, pairs, seed=seed, val_fraction=val_fraction,
                       n_jobs=n_jobs, pairs_per_shard=pairs_per_shard, snapshot=snapshot,
-                      label_cache=label_cache)
+                      label_cache=label_cache, quiet_share=quiet_share)
     click.echo(f"{r.shards} shards in {r.out_dir}: {r.pairs_by_split} (pool {r.pool_pairs})")
     click.echo(format_histogram(r.histogram))
 
