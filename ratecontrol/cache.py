@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -58,6 +59,8 @@ class ProbeCache:
         self.misses = 0
         self._memory = None
         self._func = None
+        # probes of two rungs may run at once (api.PARALLEL_PROBES)
+        self._lock = threading.Lock()
         if enabled:
             import joblib
 
@@ -66,14 +69,18 @@ class ProbeCache:
 
     def get_or_compute(self, key: dict[str, Any], compute: Callable[[], dict]) -> dict:
         if not self.enabled:
-            self.misses += 1
+            with self._lock:
+                self.misses += 1
             return compute()
         if self._func.check_call_in_cache(key, compute):
-            self.hits += 1
+            with self._lock:
+                self.hits += 1
             return self._func(key, compute)
-        self.misses += 1
+        with self._lock:
+            self.misses += 1
         out = self._func(key, compute)
-        self._memory.reduce_size(bytes_limit=int(self.max_mb * 1e6))
+        with self._lock:
+            self._memory.reduce_size(bytes_limit=int(self.max_mb * 1e6))
         return out
 
     def clear(self) -> None:

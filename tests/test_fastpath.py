@@ -210,3 +210,35 @@ def test_forward_reader_serves_overlapping_forward_ranges_from_blocks():
         assert r._buf.shape[1] <= hi - lo + 64  # only what is still needed is kept
     with pytest.raises(IndexError):
         r[:, 100:200]  # behind the retained data
+
+
+def test_one_stream_probes_run_two_rungs_at_once_and_keep_the_search_invariant(monkeypatch):
+    import threading
+    import time as _time
+
+    audio = _song(6, hard_at=[2, 4])
+    live, peak, lock = [0], [0], threading.Lock()
+    real = media.roundtrip_info
+
+    def spy(*a, **k):
+        with lock:
+            live[0] += 1
+            peak[0] = max(peak[0], live[0])
+        try:
+            _time.sleep(0.05)  # let a concurrent probe start before this one ends
+            return real(*a, **k)
+        finally:
+            with lock:
+                live[0] -= 1
+
+    monkeypatch.setattr(media, "roundtrip_info", spy)
+    results = {}
+    for jobs in (None, 1):
+        peak[0] = 0
+        r = select_bitrate(audio, sample_rate_hz=SR, target_mos=4.3, codec="opus", cache=False, jobs=jobs)
+        results[jobs] = (r, peak[0])
+        by = {p.rung_index: p for p in r.probes}
+        assert r.chosen.pooled_mos >= 4.3, "the chosen rung passed its own probe"
+        if r.chosen.rung_index > 0:
+            assert by[r.chosen.rung_index - 1].pooled_mos < 4.3, "and the rung below was probed and failed"
+    assert results[None][1] == 2 and results[1][1] == 1  # jobs=1 (batch workers) stays sequential
