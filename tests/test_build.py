@@ -345,3 +345,32 @@ def test_quiet_jobs_play_the_segment_at_a_quiet_passage_level(tiny):
     shard = sorted(out.glob("shard-*.tar"))[0]
     prov = [json.loads(v) for k, v in _members(shard).items() if k.endswith(".json")]
     assert all("gain_db" in p for p in prov)
+
+
+def test_prescreen_skips_clips_predicted_far_from_every_needed_bin(tiny):
+    from ratecontrol.scoring.learned import default_model_path
+
+    src, _, _ = tiny
+    settings = {s.name: s for s in TINY_SETTINGS}
+    job = {"path": str(src / "chirp.wav"), "channels": 1, "channel": 0, "start_s": 0.0,
+           "setting": "mp3-cbr-128k", "clip_offsets_s": [1.5, 2.5, 3.5]}
+    base = B.run_job(job, settings)
+    assert len(base["mos"]) == 3 and min(base["mos"]) > 4.0  # transparent MP3 on a chirp
+    # only scores under 0.2 (MOS < 1.8) are still needed: nothing here is worth labelling
+    far = B.run_job({**job, "need": [[0.0, 0.2]], "prescreen": default_model_path()}, settings)
+    assert far["mos"] == [] and len(far["skipped_pred"]) == 3
+    assert all(p > 4.0 for p in far["skipped_pred"]), far["skipped_pred"]
+    # the bin the clips really land in is needed: all are labelled, same labels
+    near = B.run_job({**job, "need": [[0.6, 0.95]], "prescreen": default_model_path()}, settings)
+    assert near["skipped_pred"] == [] and near["mos"] == pytest.approx(base["mos"], abs=1e-9)
+
+
+def test_build_copies_its_prescreen_model_once(tiny, tmp_path):
+    _, out, _ = tiny
+    copy = out / "work" / "prescreen.pt"
+    assert copy.is_file()
+    from ratecontrol.scoring.learned import default_model_path
+
+    assert copy.read_bytes() == open(default_model_path(), "rb").read()
+    with pytest.raises(Exception, match="not found"):
+        B._prescreen_copy(tmp_path / "new", tmp_path / "missing.pt")
