@@ -24,6 +24,7 @@ python -m trainer verify "$SHARDS"
 # 2. train (docs/model.md: config nsimnet.yaml, seed 1234), 3. evaluate, 4. export
 nice -n 10 python -m trainer fit --config trainer/configs/nsimnet.yaml --data "$SHARDS/manifest.json" --out "$OUT"
 nice -n 10 python -m trainer evaluate "$OUT/best.pt" --data "$SHARDS/manifest.json#val" --out "$OUT/eval-val"
+mkdir -p "$DATA/eval"  # realmusic labels are made on first use and kept there
 nice -n 10 python bench/bench_model.py realmusic --model "$OUT/best.pt" --labels "$DATA/eval/realmusic-labels.npz" \
     --png "$OUT/eval-realmusic.png" > "$OUT/eval-realmusic.json"
 python -m trainer export "$OUT/best.pt" --out "$OUT/default.pt" --metrics "$OUT/eval-val/metrics.json" \
