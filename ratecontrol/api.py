@@ -65,6 +65,10 @@ SEGMENT_S = 3.0
 CONTEXT_S = 1.0
 #: the full-track check scores the finished encode a minute at a time (flat memory)
 CHECK_CHUNK_S = 60.0
+#: inputs at least this long are decoded to a mapped temp file (media.decode_to_disk),
+#: not into process memory: 10 minutes of 48 kHz stereo is 230 MB of float32, an hour
+#: 1.4 GB, and every later step reads the track a segment or a minute at a time
+DISK_DECODE_MIN_S = 600.0
 #: ffmpeg processes per sampled probe (its pieces split between them). Fixed, not
 #: os.cpu_count(): the split is part of what a probe measured, so results and cache
 #: keys must not depend on the machine
@@ -178,7 +182,10 @@ def _load_track(source, rate_for: Callable[[int], int], sample_rate_hz: int | No
         # policy for every preset: ffmpeg's standard downmix to stereo
         notes.append(f"input has {info.channels} channels: downmixed to stereo")
     rate = rate_for(info.sample_rate_hz)
-    src = media.decode(path, sample_rate_hz=rate, channels=channels)
+    if info.duration_s and info.duration_s >= DISK_DECODE_MIN_S:
+        src = media.decode_to_disk(path, rate, channels)
+    else:
+        src = media.decode(path, sample_rate_hz=rate, channels=channels)
     if not info.lossless and info.bitrate_kbps:
         notes.append(f"input is lossy ({info.codec}, ~{info.bitrate_kbps:.0f} kbps): scores are relative to the decoded input")
     return _Track(path, src, rate, info, tuple(notes))
@@ -213,8 +220,11 @@ def _pick_segments(track: _Track, share: float, strategy: str | None = None) -> 
         return None  # nearly everything: probe the whole track
     if strategy == "hardest":
         n_sec = int(dur)
-        mono = track.src.mean(axis=0)[: n_sec * rate].reshape(n_sec, rate)
-        hard = window_complexity(mono, sample_rate_hz=rate).score
+        # a minute at a time: the track may be a mapped file (DISK_DECODE_MIN_S)
+        hard = np.concatenate([
+            window_complexity(track.src[:, a * rate : min(a + 60, n_sec) * rate].mean(axis=0).reshape(-1, rate),
+                              sample_rate_hz=rate).score
+            for a in range(0, n_sec, 60)])
         seg_score = np.convolve(hard, np.ones(seg) / seg, mode="valid")  # start k covers k..k+seg-1
         taken = np.zeros(n_sec, bool)
         starts: list[int] = []
@@ -225,11 +235,15 @@ def _pick_segments(track: _Track, share: float, strategy: str | None = None) -> 
                 taken[k : k + seg] = True
                 starts.append(int(k))
         return [(k * rate, seg * rate) for k in sorted(starts)]
-    # slots: the track cut into consecutive SEGMENT_S pieces
-    slots = track.src[:, : n_slots * seg * rate].reshape(track.src.shape[0], n_slots, seg * rate)
-    # energy per slot, loudest channel; einsum makes no copy of the track (a float64
-    # square of it was 2.8 GB per hour of 48 kHz stereo, the search's memory peak)
-    ms = np.stack([np.einsum("sn,sn->s", ch, ch) for ch in slots]).max(axis=0)
+    # slots: the track cut into consecutive SEGMENT_S pieces; energy per slot, loudest
+    # channel, 20 slots (a minute) at a time: no copy of the track (a float64 square of
+    # it was 2.8 GB per hour of 48 kHz stereo), and a mapped track is read once in order
+    ms = np.empty(n_slots)
+    for k in range(0, n_slots, 20):
+        k1 = min(n_slots, k + 20)
+        block = np.ascontiguousarray(track.src[:, k * seg * rate : k1 * seg * rate]).reshape(
+            track.channels, k1 - k, seg * rate)
+        ms[k:k1] = np.einsum("csn,csn->cs", block, block).max(axis=0)
     live = np.flatnonzero(ms > 0)
     if live.size <= n_seg:
         return None

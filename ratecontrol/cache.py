@@ -34,11 +34,17 @@ def default_cache_dir() -> Path:
 
 
 def pcm_digest(audio: np.ndarray, sample_rate_hz: int) -> str:
-    """sha256 of the float32 PCM, its shape and its rate."""
-    a = np.ascontiguousarray(audio, dtype=np.float32)
+    """sha256 of the float32 PCM (row-major [C, N] bytes), its shape and its rate.
+
+    Hashed a row and ~16 MB at a time, so a mapped track (media.decode_to_disk) is never
+    copied whole."""
+    a = np.asarray(audio)
     h = hashlib.sha256()
     h.update(f"{a.shape}|{sample_rate_hz}|".encode())
-    h.update(memoryview(a).cast("B"))
+    step = 1 << 22
+    for row in a.reshape(-1, a.shape[-1]) if a.ndim > 1 else a[None]:
+        for i in range(0, row.shape[0], step):
+            h.update(memoryview(np.ascontiguousarray(row[i:i + step], dtype=np.float32)).cast("B"))
     return h.hexdigest()
 
 

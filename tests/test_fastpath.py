@@ -242,3 +242,20 @@ def test_one_stream_probes_run_two_rungs_at_once_and_keep_the_search_invariant(m
         if r.chosen.rung_index > 0:
             assert by[r.chosen.rung_index - 1].pooled_mos < 4.3, "and the rung below was probed and failed"
     assert results[None][1] == 2 and results[1][1] == 1  # jobs=1 (batch workers) stays sequential
+
+
+def test_long_inputs_decode_to_a_mapped_file_with_the_same_decisions(tmp_path, monkeypatch):
+    f = tmp_path / "long.flac"
+    sf.write(str(f), _song(40, hard_at=[5, 17, 31]).T, SR)
+    runs = {}
+    real = media.decode_to_disk
+    for name, min_s in (("memory", 1e9), ("disk", 5.0)):
+        calls = []
+        monkeypatch.setattr(media, "decode_to_disk", lambda *a, _c=calls, **k: _c.append(a) or real(*a, **k))
+        monkeypatch.setattr(api, "DISK_DECODE_MIN_S", min_s)
+        runs[name] = encode(f, tmp_path / f"{name}.opus", target_mos=4.2, codec="opus", cache=False)
+        assert bool(calls) == (name == "disk")
+    a, b = runs["memory"], runs["disk"]
+    assert a.search.sampled_s and a.rung_label == b.rung_label
+    assert [p.window_mos for p in a.search.probes] == [p.window_mos for p in b.search.probes]
+    assert a.full_track_mos == b.full_track_mos

@@ -620,3 +620,36 @@ def test_decode_aligned_blocks_equal_the_whole_decode(tmp_path, synth, extra_s):
     bad.write_bytes(b"\x00" * 4096)  # exists, but no decoder can read it
     with pytest.raises(FFmpegError):
         list(media.decode_aligned_blocks(bad, p, 44100, 2, n, 10_000))
+
+
+@pytest.mark.parametrize("sr", [22050, 44100, 48000])
+@pytest.mark.parametrize("channels", [1, 2])
+def test_decode_to_disk_matches_decode_and_leaves_nothing_behind(tmp_path, synth, sr, channels):
+    f = _write(tmp_path / "x.wav", 0.5 * synth.chirp(sr, channels, duration_s=1.5), sr)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    y = media.decode_to_disk(f, 44100, channels, directory=spool)
+    assert y.shape == (channels, media.decode(f, sample_rate_hz=44100, channels=channels).shape[1])
+    assert np.array_equal(y, media.decode(f, sample_rate_hz=44100, channels=channels))
+    assert list(spool.iterdir()) == [], "the temp file is unlinked once mapped"
+    with pytest.raises(ValueError):  # read-only: a caller must copy before changing it
+        y[0, 0] = 1.0
+
+
+def test_decode_to_disk_errors(tmp_path, synth):
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    txt = tmp_path / "notes.txt"
+    txt.write_text("not audio\n" * 50)
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    head = _write(tmp_path / "head.wav", synth.tone(44100), 44100)
+    head.write_bytes(head.read_bytes()[:44])
+    with pytest.raises(NotAudioError, match="notes.txt"):
+        media.decode_to_disk(txt, 44100, 2, directory=spool)
+    for f in (empty, head):
+        with pytest.raises(EmptyAudioError):
+            media.decode_to_disk(f, 44100, 2, directory=spool)
+    with pytest.raises(InputNotFoundError):
+        media.decode_to_disk(tmp_path / "missing.wav", 44100, 2, directory=spool)
+    assert list(spool.iterdir()) == []

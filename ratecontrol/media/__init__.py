@@ -2,7 +2,7 @@
 
 No other ratecontrol module starts ffmpeg; they call these functions.
 """
-from ._decode import decode, resample_filter
+from ._decode import decode, decode_to_disk, resample_filter
 from ._encode import (EncodeResult, RoundTrip, check_output_path, decode_aligned, decode_aligned_blocks, encode_array,
                       encode_file, roundtrip, roundtrip_info)
 from ._ffmpeg import available_encoders, ffmpeg_path, ffmpeg_version
@@ -15,6 +15,7 @@ __all__ = [
     "ProbeInfo",
     "probe",
     "decode",
+    "decode_to_disk",
     "resample_filter",
     "encode_array",
     "encode_file",

@@ -16,7 +16,9 @@ tests/test_media.py).
 """
 from __future__ import annotations
 
+import os
 import struct
+import tempfile
 from pathlib import Path
 
 import ffmpeg
@@ -32,7 +34,7 @@ from ._probe import (
     check_input_path,
 )
 
-__all__ = ["decode", "decode_blocks", "resample_filter"]
+__all__ = ["decode", "decode_blocks", "decode_to_disk", "resample_filter"]
 
 
 def resample_filter(sample_rate_hz: int) -> str:
@@ -42,7 +44,7 @@ def resample_filter(sample_rate_hz: int) -> str:
     return f"aresample={int(sample_rate_hz)}:filter_size=64:phase_shift=10:cutoff=0.97"
 
 
-def _pcm_output(src, sample_rate_hz: int | None, channels: int | None, fmt: str):
+def _pcm_output(src, sample_rate_hz: int | None, channels: int | None, fmt: str, dest: str = "pipe:"):
     """The one way ratecontrol asks ffmpeg for float32 PCM of the first audio stream."""
     out_kwargs = {"map": "0:a:0", "acodec": "pcm_f32le", "format": fmt,
                   "map_metadata": "-1", "fflags": "+bitexact"}
@@ -51,7 +53,7 @@ def _pcm_output(src, sample_rate_hz: int | None, channels: int | None, fmt: str)
         out_kwargs["ar"] = int(sample_rate_hz)
     if channels is not None:
         out_kwargs["ac"] = int(channels)
-    return src.output("pipe:", **out_kwargs)
+    return src.output(dest, **out_kwargs)
 
 
 def decode_blocks(path, sample_rate_hz: int, channels: int, block_samples: int):
@@ -125,6 +127,51 @@ def _parse_wav_blocks(blocks: list[bytes], what: str) -> np.ndarray:
     return audio
 
 
+def _raise_decode_error(exc: FFmpegError, what: str) -> None:
+    """Turn a failed decode into the error the user can act on; return if ffmpeg merely
+    decoded nothing (the caller reports an empty input)."""
+    err = exc.stderr
+    if "matches no streams" in err:
+        raise NotAudioError(f"{what} has no audio stream; pass an audio file") from None
+    if "Input #0" not in err:
+        raise _open_error(Path(what), err) from None
+    if _no_decoder(err):
+        raise NotAudioError(_no_decoder_message(what, err)) from None
+    if not _nothing_decoded(err):
+        raise exc
+
+
+def decode_to_disk(path, sample_rate_hz: int, channels: int, directory=None) -> np.ndarray:
+    """:func:`decode` into a temporary file mapped read-only: float32 ``[C, N]``.
+
+    For inputs too long to hold (an hour of 48 kHz stereo is 1.4 GB of float32, a
+    10-hour audiobook 14 GB): ffmpeg writes raw PCM straight to a file in ``directory``
+    (default: the system temp folder), which is mapped and unlinked at once, so pages
+    are read in as they are used and are file-backed (the OS can drop them under memory
+    pressure), and nothing is left behind even if the process dies. The array is a
+    transposed view of the interleaved ``[N, C]`` file; slices are cheap, ``.copy()``
+    one before changing it.
+    """
+    p = check_input_path(path)
+    ch = int(channels)
+    fd, tmp = tempfile.mkstemp(prefix="ratecontrol-pcm-", suffix=".f32", dir=directory)
+    os.close(fd)
+    try:
+        stream = _pcm_output(ffmpeg.input(ff_path(p)), int(sample_rate_hz), ch, "f32le", tmp)
+        try:
+            run(stream.global_args("-y"), what=f"decoding {p}")
+        except FFmpegError as exc:
+            _raise_decode_error(exc, str(p))
+        n = os.path.getsize(tmp) // (4 * ch)
+        if n == 0:
+            raise EmptyAudioError(f"{p} has no decodable audio samples (empty or truncated file); "
+                                  "re-export or re-copy it")
+        frames = np.memmap(tmp, dtype="<f4", mode="r", shape=(n, ch))
+    finally:
+        os.unlink(tmp)  # the mapping keeps the data until the array is freed
+    return frames.T
+
+
 def decode(
     path_or_bytes,
     sample_rate_hz: int | None = None,
@@ -180,17 +227,8 @@ def decode(
         else:
             out = [run(stream, input=data, what=f"decoding {what}")[0]]
     except FFmpegError as exc:
-        err = exc.stderr
-        if "matches no streams" in err:
-            raise NotAudioError(f"{what} has no audio stream; pass an audio file") from None
-        if "Input #0" not in err:
-            raise _open_error(Path(what), err) from None
-        if _no_decoder(err):
-            raise NotAudioError(_no_decoder_message(what, err)) from None
-        if _nothing_decoded(err):
-            out = []
-        else:
-            raise
+        _raise_decode_error(exc, what)
+        out = []
     out = [b for b in out if b]
     if not out:
         raise EmptyAudioError(
