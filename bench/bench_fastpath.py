@@ -156,6 +156,15 @@ def bench_throughput(scorer_name: str, n: int = 2000) -> dict:
 #: that across fork + exec, so a child of this (large) bench process reported the
 #: bench's own size (2.6 GB for a 1.7 GB decode)
 _HWM = "next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM'))"
+# VmHWM counts file-backed pages too (a track decoded to a mapped temp file, which the OS
+# can drop under pressure); the process's own memory is RssAnon, sampled every 50 ms
+_ANON = ("import threading, time\n"
+         "_peak = [0]\n"
+         "def _watch():\n"
+         "    while True:\n"
+         "        _peak[0] = max(_peak[0], next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('RssAnon')))\n"
+         "        time.sleep(0.05)\n"
+         "threading.Thread(target=_watch, daemon=True).start()\n")
 
 
 def bench_memory(track: Path, tmp: Path, scorer: str, minutes: float) -> dict:
@@ -168,12 +177,12 @@ def bench_memory(track: Path, tmp: Path, scorer: str, minutes: float) -> dict:
     sf.write(long, np.tile(x, reps)[:, : int(minutes * 60 * 44_100)].T, 44_100, subtype="PCM_16", format="FLAC")
     del x
     # the whole command: sampled search, final encode and the full-track check
-    code_search = ("import sys; from ratecontrol.api import encode;"
+    code_search = (_ANON + "import sys; from ratecontrol.api import encode;"
                    f"r=encode(sys.argv[1], sys.argv[1] + '.opus', target_mos=4.3, codec='opus', scorer='{scorer}', "
                    "cache=False, overwrite=True);"
-                   f"print({_HWM})")
-    code_decode = ("import sys; from ratecontrol import media; media.decode(sys.argv[1], sample_rate_hz=48000, channels=2);"
-                   f"print({_HWM})")
+                   f"print({_HWM}, _peak[0])")
+    code_decode = (_ANON + "import sys; from ratecontrol import media; media.decode(sys.argv[1], sample_rate_hz=48000, channels=2);"
+                   f"print({_HWM}, _peak[0])")
     rss = {}
     for name, code in (("search", code_search), ("decode_only", code_decode)):
         t0 = time.perf_counter()
@@ -181,9 +190,11 @@ def bench_memory(track: Path, tmp: Path, scorer: str, minutes: float) -> dict:
         if out.returncode:
             print(out.stderr[-2000:])
             raise SystemExit(f"memory bench: {name} failed")
-        rss[name] = int(out.stdout.strip().splitlines()[-1]) / 1024
+        hwm, anon = out.stdout.strip().splitlines()[-1].split()
+        rss[name], rss[name + "_anon"] = int(hwm) / 1024, int(anon) / 1024
         rss[name + "_s"] = round(time.perf_counter() - t0, 1)
     res = {"minutes": minutes, "search_peak_mb": round(rss["search"]), "decode_only_peak_mb": round(rss["decode_only"]),
+           "search_peak_anon_mb": round(rss["search_anon"]), "decode_only_peak_anon_mb": round(rss["decode_only_anon"]),
            "ratio": round(rss["search"] / rss["decode_only"], 2), "search_s": rss["search_s"]}
     print(f"  memory: {res}", flush=True)
     return res
