@@ -374,3 +374,17 @@ def test_build_copies_its_prescreen_model_once(tiny, tmp_path):
     assert copy.read_bytes() == open(default_model_path(), "rb").read()
     with pytest.raises(Exception, match="not found"):
         B._prescreen_copy(tmp_path / "new", tmp_path / "missing.pt")
+
+
+def test_export_labels_command(tiny, tmp_path):
+    from click.testing import CliRunner
+
+    from trainer.cli import cli
+
+    _, out, _ = tiny
+    dest = tmp_path / "labels" / "l.npz"
+    r = CliRunner().invoke(cli, ["export-labels", str(out), "--to", str(dest)])
+    assert r.exit_code == 0, r.output
+    assert f"in {dest}" in r.output and len(B.LabelCache.load(dest)) > 0
+    r = CliRunner().invoke(cli, ["export-labels", str(tmp_path), "--to", str(dest)])
+    assert r.exit_code != 0 and "no labelled pool" in str(r.exception or r.output)
