@@ -132,8 +132,9 @@ def analyse(out_dir: Path, strategies: list[str], share: float) -> dict:
     return {"share": share, "summary": out, "rows": rows}
 
 
-def exact(path: Path, codec: str, rung_label: str) -> dict:
-    """Every window of one full-track encode scored by both scorers, error by level."""
+def exact(path: Path, codec: str, rung_label: str, models: list[str] | None = None) -> dict:
+    """Every window of one full-track encode scored by ViSQOL and by each learned model
+    (``models``: checkpoints; default the packaged one), the learned error by level."""
     import ratecontrol.api as A
     from ratecontrol import media
     from ratecontrol.presets import load_preset
@@ -148,23 +149,26 @@ def exact(path: Path, codec: str, rung_label: str) -> dict:
         media.encode_file(path, tmp, p, rung, channels=track.channels, sample_rate_hz=track.rate_hz)
         deg = media.decode_aligned(tmp, p, track.rate_hz, track.channels, track.src.shape[1])
     dw, _ = A._ProbeSource.cut_like(full, deg)
-    out = {}
-    for name in ("learned", "visqol"):
-        sc = get_scorer(name)
-        out[name] = sc.score(sc.prepare(full.ref_w), dw)
+    v = get_scorer("visqol")
+    ref_visqol = v.score(v.prepare(full.ref_w), dw)
     ref_db = 10 * np.log10(np.mean(full.ref_w.astype(np.float64) ** 2, axis=1) + 1e-20)
-    err = out["learned"] - out["visqol"]
-    res = {"windows": len(err), "rmse": float(np.sqrt(np.mean(err ** 2))),
-           "pearson": float(np.corrcoef(out["learned"], out["visqol"])[0, 1]),
-           "p10_learned": float(np.percentile(out["learned"], 10)), "p10_visqol": float(np.percentile(out["visqol"], 10)),
-           "by_level": []}
-    for lo, hi in ((-200, -40), (-40, -30), (-30, -25), (-25, -20), (-20, -15), (-15, 10)):
-        m = (ref_db >= lo) & (ref_db < hi)
-        if m.any():
-            res["by_level"].append({"dbfs": [lo, hi], "windows": int(m.sum()), "visqol_mean": float(out["visqol"][m].mean()),
-                                    "bias": float(err[m].mean()), "rmse": float(np.sqrt(np.mean(err[m] ** 2)))})
-    print(json.dumps(res, indent=1))
-    return res
+    results = {"windows": len(ref_visqol), "p10_visqol": float(np.percentile(ref_visqol, 10)), "models": {}}
+    for model in models or [None]:
+        sc = get_scorer("learned", model_path=model)
+        learned = sc.score(sc.prepare(full.ref_w), dw)
+        err = learned - ref_visqol
+        res = {"version": sc.version, "rmse": float(np.sqrt(np.mean(err ** 2))),
+               "pearson": float(np.corrcoef(learned, ref_visqol)[0, 1]),
+               "p10_learned": float(np.percentile(learned, 10)), "by_level": []}
+        for lo, hi in ((-200, -40), (-40, -30), (-30, -25), (-25, -20), (-20, -15), (-15, 10)):
+            m = (ref_db >= lo) & (ref_db < hi)
+            if m.any():
+                res["by_level"].append({"dbfs": [lo, hi], "windows": int(m.sum()),
+                                        "visqol_mean": float(ref_visqol[m].mean()),
+                                        "bias": float(err[m].mean()), "rmse": float(np.sqrt(np.mean(err[m] ** 2)))})
+        results["models"][model or "packaged"] = res
+    print(json.dumps(results, indent=1))
+    return results
 
 
 def main() -> None:
@@ -177,10 +181,12 @@ def main() -> None:
     ap.add_argument("--share", type=float, default=0.2)
     ap.add_argument("--strategies", nargs="*", default=["hardest", "spread", "level"])
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--model", action="append", default=None,
+                    help="exact: a learned-scorer checkpoint to compare (repeatable; default the packaged one)")
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     if a.cmd == "exact":
-        exact(Path(a.files[0]), a.codec, a.rung)
+        exact(Path(a.files[0]), a.codec, a.rung, a.model)
     elif a.cmd == "measure":
         from bench_fastpath import build_long_track
 

@@ -69,9 +69,10 @@ SCORE_BIN_WIDTH = 0.05
 DEFAULT_SCORE_RANGE = (0.10, 0.95)
 #: Level. ViSQOL's label depends on absolute level (its spectrogram floor), and a whole
 #: track is full of quiet windows: on the 4-minute FLAC-testbench track 279 of 480 windows
-#: sit at -40..-25 dBFS, where the first model erred most (RMSE 0.144 at -40..-30 vs
-#: 0.024 at -25..-20; docs/model.md "quiet passages"), while game music is mastered loud.
-#: So a share of jobs plays the segment quieter, as a quiet passage of a track: a gain
+#: sit at -40..-25 dBFS, while game music is mastered loud. (An RMSE of 0.144 on those
+#: windows, the reason this was added, turned out to be DC drift, fixed by the model's
+#: subsonic pre-filter: 0.030; docs/model.md.) So a share of jobs plays the segment
+#: quieter, as a quiet passage of a track: a gain
 #: that puts the segment's loudest chosen clip at a level drawn uniformly from
 #: QUIET_RMS_DBFS (never a boost), applied before the codec; the label is still ViSQOL on
 #: the exact pair.
