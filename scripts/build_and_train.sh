@@ -14,10 +14,14 @@ SHARDS=$DATA/shards
 LABELS=${LABELS:-data/labels/build-seed1.npz}
 cache_opt=()
 if [ -f "$LABELS" ]; then cache_opt=(--label-cache "$LABELS"); fi
+# the pre-screen model the seed-1 build started with: a replay must screen with the same
+# weights to retrace it (docs/data.md "Label cache"); git 1336239 shipped them
+PRESCREEN=$DATA/prescreen-seed1.pt
+if [ ! -f "$PRESCREEN" ]; then git show 1336239:ratecontrol/weights/default.pt > "$PRESCREEN.part" && mv "$PRESCREEN.part" "$PRESCREEN"; fi
 # 1. balanced labelled pairs (docs/data.md: seed 1, 68,000 pairs, splits by source)
 if [ ! -f "$SHARDS/manifest.json" ]; then
   nice -n 10 python -m trainer build-dataset --sources "$DATA/corpus" --out "$SHARDS" \
-      --pairs 68000 --seed 1 -j 2 "${cache_opt[@]}" >> "$DATA/build-dataset.out" 2>&1
+      --pairs 68000 --seed 1 -j 2 --prescreen "$PRESCREEN" "${cache_opt[@]}" >> "$DATA/build-dataset.out" 2>&1
 fi
 python -m trainer export-labels "$SHARDS" --to "$LABELS"
 python -m trainer verify "$SHARDS"
