@@ -27,9 +27,13 @@ Method, step by step (each step is checkpointed, so rerunning the same command r
    afterwards (so codec start-up is not in them), quantised to 16 bit and labelled with
    ``ratecontrol.scoring.visqol.visqol_mos`` -- the project's one labelling path.
    A share of jobs (``quiet_share``) first turns the segment down to a quiet-passage
-   level (ViSQOL's labels depend on level; see ``QUIET_RMS_DBFS``). Settings are drawn per round with weights that favour the score bins still short of
-   their target, estimated from the scores each setting has produced so far: starved bins
-   get more of what fills them, and no (segment, setting) is ever used twice.
+   level (ViSQOL's labels depend on level; see ``QUIET_RMS_DBFS``). Settings are drawn
+   per round with weights that favour the score bins still short of their target,
+   estimated from the scores each setting has produced so far: starved bins get more of
+   what fills them, and no (segment, setting) is ever used twice. Once a bin is full,
+   new clips are pre-screened by the learned scorer (``PRESCREEN_MARGIN_MOS``) and only
+   those that may land in a needed bin are labelled; labels already in a
+   :class:`LabelCache` are reused.
 5. Balance: each split keeps the same count in every 0.05-wide score bin of
    ``score_range``; shards are written atomically (tmp + rename) and skipped if present.
 """
