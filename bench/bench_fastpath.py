@@ -110,30 +110,49 @@ def bench_decisions(files: list[Path], codecs: list[str], targets: list[float], 
     # makes a rerun cheap, but then its search times are not a search's
     warm = {sc: (cache_dir / sc).is_dir() and any((cache_dir / sc).iterdir()) for sc in (learned, "visqol")}
     caches = {sc: ProbeCache(cache_dir / sc, max_mb=2000) for sc in (learned, "visqol")}
+    curves: dict = {}  # (file, codec) -> {rung index: ViSQOL's pooled score}, all targets
     for f in files:
         for codec in codecs:
             for target in targets:
-                got = {}
+                got, kbps = {}, {}
                 for sc in (learned, "visqol"):
                     try:
                         # a cache per scorer and run: the three targets share one probe curve,
                         # as `--target-mos 4.0,4.3,4.5` would
                         r, dt = timed(select_bitrate, f, target_mos=target, codec=codec, scorer=sc,
                                       cache=caches[sc])
-                        got[sc] = r.chosen.rung_index
-                    except TargetNotReachable:
-                        got[sc], dt = None, 0.0
+                        got[sc], kbps[sc], probes = r.chosen.rung_index, r.chosen.bitrate_kbps, r.probes
+                    except TargetNotReachable as exc:
+                        got[sc], kbps[sc], dt = None, None, 0.0
+                        probes = exc.result.probes if exc.result else ()
+                    if sc == "visqol":
+                        curves.setdefault((f.name, codec), {}).update({p.rung_index: p.pooled_mos for p in probes})
                     if sc == "visqol":
                         t_v += dt
                     else:
                         t_l += dt
-                rows.append({"file": f.name, "codec": codec, "target": target, "learned": got[learned], "visqol": got["visqol"]})
+                rows.append({"file": f.name, "codec": codec, "target": target, "learned": got[learned], "visqol": got["visqol"],
+                             "kbps_learned": kbps[learned], "kbps_visqol": kbps["visqol"]})
                 print(f"  decision {f.name[:28]:<28} {codec:<8} {target}: learned {got[learned]} visqol {got['visqol']}", flush=True)
+    # what a disagreement costs, from ViSQOL's own probe curve: how far below the target
+    # ViSQOL puts a lower learned choice (the visqol search always probed the rung just
+    # below its own choice), and the bits of a higher one
+    for r in rows:
+        if r["learned"] is not None and r["visqol"] is not None and r["learned"] != r["visqol"]:
+            p10 = curves[(r["file"], r["codec"])].get(r["learned"])
+            r["visqol_at_learned"] = None if p10 is None else round(p10, 4)
+            r["bits_vs_visqol"] = round(r["kbps_learned"] / r["kbps_visqol"], 3)
+    lower = [r for r in rows if r.get("visqol_at_learned") is not None and r["learned"] < r["visqol"]]
+    shortfall = sorted(round(r["target"] - r["visqol_at_learned"], 4) for r in lower)
     same = sum(r["learned"] == r["visqol"] for r in rows)
     both = [r for r in rows if r["learned"] is not None and r["visqol"] is not None]
     far = sum(abs(r["learned"] - r["visqol"]) > 1 for r in both)
     return {"cases": len(rows), "same_rung": same, "same_share": round(same / max(len(rows), 1), 3),
             "more_than_one_apart": far, "learned_s": round(t_l, 1), "visqol_s": round(t_v, 1),
+            "learned_lower": len([r for r in rows if r["learned"] is not None and r["visqol"] is not None
+                                  and r["learned"] < r["visqol"]]),
+            "lower_shortfall_mos": shortfall,
+            "same_or_within_0.03": same + sum(x <= 0.03 for x in shortfall),
             "warm_cache_at_start": warm,
             "speedup_vs_visqol": None if any(warm.values()) else round(t_v / max(t_l, 1e-9), 1),
             "rows": rows}
