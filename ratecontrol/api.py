@@ -61,6 +61,13 @@ AUTO_CODEC = "auto"
 DEFAULT_SAMPLE_SHARE = 0.2
 SAMPLE_MIN_DURATION_S = 30.0
 SAMPLE_MIN_S = 12.0
+#: With the default share, probes score at most this much of a track (60 segments of 3 s):
+#: what a spread sample estimates well depends on its number of segments, not on the
+#: share (docs/performance.md: 6-13 segments at share 0.1 chose the full track's rung in
+#: 63 of 93 cases, 12-26 at 0.2 in 81, 18-39 at 0.3 in 83), and without a cap a probe of
+#: an hour-long input scored 12 minutes at once (~1.3 GB of working memory, growing with
+#: the input). An explicit --sample-share is taken as given.
+SAMPLE_MAX_S = 180.0
 SEGMENT_S = 3.0
 CONTEXT_S = 1.0
 #: the full-track check scores the finished encode a minute at a time (flat memory)
@@ -191,8 +198,10 @@ def _load_track(source, rate_for: Callable[[int], int], sample_rate_hz: int | No
     return _Track(path, src, rate, info, tuple(notes))
 
 
-def _pick_segments(track: _Track, share: float, strategy: str | None = None) -> list[tuple[int, int]] | None:
-    """``SEGMENT_S`` segments covering ``share`` of the track, or None (= probe it all).
+def _pick_segments(track: _Track, share: float, strategy: str | None = None,
+                   max_s: float | None = None) -> list[tuple[int, int]] | None:
+    """``SEGMENT_S`` segments covering ``share`` of the track (at most ``max_s`` seconds),
+    or None (= probe it all).
 
     Strategies (``bench/bench_sampling.py`` measures them against full-track scores):
 
@@ -215,6 +224,8 @@ def _pick_segments(track: _Track, share: float, strategy: str | None = None) -> 
     seg = int(SEGMENT_S)
     n_slots = int(dur) // seg
     want = max(SAMPLE_MIN_S, share * dur)
+    if max_s is not None:
+        want = min(want, max(max_s, SAMPLE_MIN_S))
     n_seg = min(int(np.ceil(want / seg)), n_slots)
     if n_seg >= n_slots * 0.9:
         return None  # nearly everything: probe the whole track
@@ -570,6 +581,7 @@ class _Session:
     on_probe: Callable[[Probe], None] | None
     max_kbps: float | None
     jobs: int | None = None
+    sample_max_s: float | None = None
 
     def __post_init__(self):
         self._source: _ProbeSource | None = None
@@ -578,7 +590,8 @@ class _Session:
 
     def source(self) -> _ProbeSource:
         if self._source is None:
-            self._source = _ProbeSource(self.track, _pick_segments(self.track, self.sample_share), self.hop_s)
+            self._source = _ProbeSource(self.track, _pick_segments(self.track, self.sample_share,
+                                                                   max_s=self.sample_max_s), self.hop_s)
         return self._source
 
     def prober(self, preset: Preset) -> _Prober:
@@ -668,7 +681,8 @@ def _open_session(source, preset_for_rate: Preset | None, scorer, pool, sample_r
     else:
         sc = scorer
         track = _load_track(source, rate_for, sample_rate_hz)
-    return _Session(track, sc, pool, _resolve_cache(cache), hop_s, share, on_probe, max_kbps, jobs)
+    return _Session(track, sc, pool, _resolve_cache(cache), hop_s, share, on_probe, max_kbps, jobs,
+                    SAMPLE_MAX_S if sample_share is None else None)
 
 
 class _NoRate:

@@ -458,6 +458,10 @@ def _clean_stale_temps(out_root: Path, planned_outputs: Iterable[str]) -> int:
             stale = nm.startswith(".ffmeta.") and nm.endswith(".txt")
             if nm.startswith(".") and nm.endswith(".part"):
                 stale = stale or any(nm.startswith(f".{n}.") for n in names)
+            # encode()'s own intermediate (``.NAME.rc-tmp.EXT``, renamed to NAME once
+            # checked) and media's temp file for it (``..NAME.rc-tmp.EXT.*.part``): a
+            # kill during a final encode leaves these
+            stale = stale or any(nm.startswith((f".{n}.rc-tmp", f"..{n}.rc-tmp")) for n in names)
             if stale and entry.is_file():
                 entry.unlink(missing_ok=True)
                 n += 1
@@ -938,7 +942,8 @@ def _fmt_s(s: float) -> str:
 @click.option("--json-report", type=click.Path(path_type=str), default=None, help="Write the full report as JSON here.")
 @click.option("--csv-report", type=click.Path(path_type=str), default=None, help="Write one CSV row per file here.")
 @click.option("--sample-share", type=float, default=None,
-              help="Share of a long track (>= 30 s) the probes score, in evenly spread segments [default: 0.2].")
+              help="Share of a long track (>= 30 s) the probes score, in evenly spread segments "
+                   "[default: 0.2, at most 180 s].")
 @click.option("--full", is_flag=True, help="Probe whole tracks, never a sample.")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the probe cache.")
 @click.option("--cache-dir", type=click.Path(path_type=str), default=None,

@@ -70,7 +70,8 @@ def _targets(ctx, param, value: str) -> list[float]:
 @_hop_opt
 @_jobs_opt
 @click.option("--sample-share", type=float, default=None,
-              help="Share of a long track (>= 30 s) the probes score, in evenly spread segments [default: 0.2].")
+              help="Share of a long track (>= 30 s) the probes score, in evenly spread segments "
+                   "[default: 0.2, at most 180 s].")
 @click.option("--full", is_flag=True, help="Probe the whole track, never a sample.")
 @click.option("--no-verify", is_flag=True, help="Skip the full-track check of the final encode after a sampled search.")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the probe cache.")

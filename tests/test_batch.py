@@ -457,3 +457,19 @@ def test_dask_path_smoke_on_a_tree_without_encodes(tmp_path):
     assert [r.status for r in rep.records] == ["failed", "copied"]
     assert (tmp_path / "dask" / "sub" / "readme.txt").read_text() == "hi"
     assert {x["input"] for x in _manifest_lines(tmp_path / "dask")} == {"broken.flac", "sub/readme.txt"}
+
+
+def test_stale_temps_of_a_killed_run_are_removed_and_nothing_else(tmp_path):
+    from ratecontrol.batch import _clean_stale_temps
+
+    d = tmp_path / "sub"
+    d.mkdir()
+    stale = [".a b.opus.x1y2.part",                 # media temp of the output itself
+             ".a b.opus.rc-tmp.opus",               # encode()'s checked intermediate
+             "..a b.opus.rc-tmp.opus.k3j4.part",    # media temp of that intermediate
+             ".ffmeta.abc.txt"]
+    keep = ["a b.opus", ".other.opus.x.part", "notes.txt", ".a b.opus.keep"]
+    for n in stale + keep:
+        (d / n).write_bytes(b"x")
+    assert _clean_stale_temps(tmp_path, ["sub/a b.opus"]) == len(stale)
+    assert sorted(p.name for p in d.iterdir()) == sorted(keep)

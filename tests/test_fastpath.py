@@ -259,3 +259,17 @@ def test_long_inputs_decode_to_a_mapped_file_with_the_same_decisions(tmp_path, m
     assert a.search.sampled_s and a.rung_label == b.rung_label
     assert [p.window_mos for p in a.search.probes] == [p.window_mos for p in b.search.probes]
     assert a.full_track_mos == b.full_track_mos
+
+
+def test_default_sample_is_capped_for_long_tracks_but_an_explicit_share_is_not(monkeypatch):
+    track = api._Track(None, _song(300), SR, None, ())  # 5 min: 20 % would be 60 s
+    monkeypatch.setattr(api, "SAMPLE_MAX_S", 30.0)
+    capped = api._pick_segments(track, 0.2, max_s=api.SAMPLE_MAX_S)
+    free = api._pick_segments(track, 0.2)
+    assert sum(n for _, n in capped) == 30 * SR and sum(n for _, n in free) == 60 * SR
+    # still spread over the whole track
+    assert capped[0][0] < 30 * SR and capped[-1][0] > 240 * SR
+    # sessions: the cap only applies to the default share
+    s_default = api._open_session(track.src, None, "visqol", "p10", SR, 1.0, None, None, None, None, False)
+    s_explicit = api._open_session(track.src, None, "visqol", "p10", SR, 1.0, 0.2, None, None, None, False)
+    assert s_default.source().scored_s == 30.0 and s_explicit.source().scored_s == 60.0

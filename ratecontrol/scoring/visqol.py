@@ -66,12 +66,14 @@ def _api():
 #: visqol-python's numba kernels run on numba's "workqueue" threading layer, which
 #: aborts the process when two threads launch parallel kernels at once (seen with
 #: --codec auto searching presets in threads). Encodes still overlap; ViSQOL calls queue.
+#: Creating the API (its SVM model load) goes under the same lock: two probes starting
+#: at once (api.PARALLEL_PROBES) created it twice, concurrently, and aborted the process.
 _VISQOL_LOCK = threading.Lock()
 
 
 def _measure48(ref48: np.ndarray, deg48: np.ndarray) -> np.ndarray:
-    api = _api()
     with _VISQOL_LOCK:
+        api = _api()
         return np.array(
             [api.measure_from_arrays(r, d, VISQOL_SAMPLE_RATE_HZ).moslqo for r, d in zip(ref48, deg48)],
             dtype=np.float64,
