@@ -292,7 +292,11 @@ class _ProbeSource:
                 pieces.append(_Piece(off, start, length, start - b0, e1 - start - length))
                 chunks.append(track.src[:, b0:e1])
                 off += e1 - b0
-            self.pieces, self.audio = tuple(pieces), np.concatenate(chunks, axis=1)
+            # one segment (the full-track check's minutes) stays a view of the track: a
+            # copy per minute, kept by the check's prepared reference, was a second copy
+            # of the whole input (1.3 GB per hour)
+            self.pieces = tuple(pieces)
+            self.audio = chunks[0] if len(chunks) == 1 else np.concatenate(chunks, axis=1)
         self.sampled = segments is not None
 
     # windows and digest are computed on first use: the full-track check builds
