@@ -70,29 +70,8 @@ def search_ladder(
         raise ValueError("the ladder has no rungs")
     if parallel < 1:
         raise ValueError(f"parallel must be >= 1, got {parallel}")
-    if parallel > 1:
-        return _search_rounds(n_rungs, evaluate, evaluate_many, target, first_guess, parallel)
-    scores: dict[int, float] = {}
-    order: list[tuple[int, float]] = []
-
-    def probe(i: int) -> float:
-        if i not in scores:
-            scores[i] = float(evaluate(i))
-            order.append((i, scores[i]))
-        return scores[i]
-
-    lo, hi = -1, n_rungs  # virtual: rung -1 fails, rung n passes (neither is probed)
-    nxt = (n_rungs - 1) // 2 if first_guess is None else min(max(first_guess, 0), n_rungs - 1)
-    while hi - lo > 1:
-        if _passes(probe(nxt), target):
-            hi = nxt
-        else:
-            lo = nxt
-        if hi - lo <= 1:
-            break
-        nxt = _next_probe(lo, hi, scores, target, n_rungs)
-    chosen = hi if hi < n_rungs else None
-    return LadderOutcome(chosen=chosen, probes=tuple(order))
+    # one loop for every k: with k = 1 a round is the single bisection/interpolation point
+    return _search_rounds(n_rungs, evaluate, evaluate_many, target, first_guess, parallel)
 
 
 def _round_points(lo: int, hi: int, scores: dict[int, float], target: float, n_rungs: int,
@@ -101,7 +80,7 @@ def _round_points(lo: int, hi: int, scores: dict[int, float], target: float, n_r
     if len(inside) <= k:
         return inside
     span = hi - lo
-    if first_guess is None and (lo < 0 or hi >= n_rungs) and span - 1 > 2 * k:
+    if k > 1 and first_guess is None and (lo < 0 or hi >= n_rungs) and span - 1 > 2 * k:
         # nothing to interpolate with yet: split the bracket evenly
         pts = sorted({min(max(lo + round(span * j / (k + 1)), lo + 1), hi - 1) for j in range(1, k + 1)})
     else:
@@ -119,7 +98,7 @@ def _round_points(lo: int, hi: int, scores: dict[int, float], target: float, n_r
 def _search_rounds(n_rungs, evaluate, evaluate_many, target, first_guess, k) -> LadderOutcome:
     scores: dict[int, float] = {}
     order: list[tuple[int, float]] = []
-    if evaluate_many is None:
+    if evaluate_many is None and k > 1:
         def evaluate_many(idx):
             with ThreadPoolExecutor(len(idx)) as ex:
                 return list(ex.map(evaluate, idx))
