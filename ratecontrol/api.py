@@ -417,6 +417,11 @@ class _Prober:
     def all_silent(self) -> bool:
         return bool(self.ref_silent.all())
 
+    def warm_up(self) -> None:
+        """Make the state probes share (prepared reference, PCM digest) before threads read it."""
+        self._prep()
+        _ = self.source.digest  # cached_property: computed once here, not raced by two probes
+
     def _prep(self):
         if self._prepared is None:
             self._prepared = self.scorer.prepare(self.source.ref_w[~self.ref_silent])
@@ -514,9 +519,8 @@ def _search(prober: _Prober, target: float, best_effort: bool, parallel: int | N
         chosen = Probe(0, rung.label, float(rung.nominal_kbps), float("nan"), (), True, 0.0)
         return prober.result(target, chosen, (chosen,), True, notes)
     k = prober.parallel if parallel is None else parallel
-    if k > 1:  # shared state the probes read, made once before the threads start
-        prober._prep()
-        prober.source.digest
+    if k > 1:
+        prober.warm_up()
     # previous probes (another target on the same curve) seed the bracket for free
     outcome = search_ladder(n, lambda i: prober.probe(i, target).pooled_mos, target, parallel=k)
     probes = tuple(prober.probes[i] for i, _ in outcome.probes)
