@@ -3,6 +3,8 @@
 # continues where it stopped (build-dataset reloads its pool, fit resumes from last.pt,
 # finished steps are skipped). Progress: $DATA/build-dataset.out, $DATA/shards/build.log,
 # $OUT/log.csv. Usage: nohup bash scripts/build_and_train.sh > $DATA/build_and_train.out 2>&1 &
+#   JOBS=3 runs a third build worker (the outputs do not depend on it): a replay of cached
+#   rounds left ~15 % of the 2 cores idle while its workers waited on ffmpeg (2026-12-02)
 #   DATA=/work/data (default) must hold corpus/ (python -m trainer build-corpus $DATA/corpus)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +23,7 @@ if [ ! -f "$PRESCREEN" ]; then git show 1336239:ratecontrol/weights/default.pt >
 # 1. balanced labelled pairs (docs/data.md: seed 1, 68,000 pairs, splits by source)
 if [ ! -f "$SHARDS/manifest.json" ]; then
   nice -n 10 python -m trainer build-dataset --sources "$DATA/corpus" --out "$SHARDS" \
-      --pairs 68000 --seed 1 -j 2 --prescreen "$PRESCREEN" "${cache_opt[@]}" >> "$DATA/build-dataset.out" 2>&1
+      --pairs 68000 --seed 1 -j "${JOBS:-2}" --prescreen "$PRESCREEN" "${cache_opt[@]}" >> "$DATA/build-dataset.out" 2>&1
 fi
 python -m trainer export-labels "$SHARDS" --to "$LABELS"
 python -m trainer verify "$SHARDS"
