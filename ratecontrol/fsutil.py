@@ -1,0 +1,218 @@
+"""Every temporary file and folder ratecontrol makes, and the atomic writes built on them.
+
+One naming pattern, so that any later run can tell our litter from the user's files and
+from another live run's work (ab-av1 keeps all of its temporary files in one module,
+``temporary.rs``, for the same reason):
+
+* a temp file next to its destination: ``.rc-tmp.<host>.<pid>.<token>.<name>``, created
+  exclusively (``O_EXCL``), renamed onto ``<name>`` only when complete. The name is cut
+  to the file system's name limit (255 bytes on ext4/xfs/btrfs/tmpfs) keeping the
+  suffix, so a 250-byte output name still gets a temp name.
+* a per-process temp folder in the system temp dir: ``ratecontrol-<host>-<pid>-<token>``,
+  removed at exit, and by the next run of any command if a kill left it behind.
+
+A temp entry is *stale* when the process named in it is gone (same host), or, for
+another host's entry (a cluster on a shared file system), when it is over a day old.
+``clean_stale_temps(folder)`` removes only those: a second live run's in-flight files
+are never touched.
+"""
+from __future__ import annotations
+
+import atexit
+import contextlib
+import hashlib
+import os
+import re
+import secrets
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+__all__ = [
+    "TEMP_PREFIX",
+    "atomic_output",
+    "atomic_write",
+    "clean_stale_temps",
+    "clean_stale_run_dirs",
+    "file_digest",
+    "is_temp_name",
+    "run_temp_dir",
+    "temp_sibling",
+]
+
+TEMP_PREFIX = ".rc-tmp."
+RUN_DIR_PREFIX = "ratecontrol-"
+#: NAME_MAX of every common Linux/macOS file system
+NAME_MAX_BYTES = 255
+#: another host's temp entry is only removed once this old (its pid means nothing here)
+FOREIGN_STALE_S = 24 * 3600.0
+
+_TEMP_RE = re.compile(r"^\.rc-tmp\.(?P<host>[0-9a-f]{6})\.(?P<pid>\d+)\.(?P<tok>[0-9a-f]{8})\.")
+_RUN_RE = re.compile(r"^ratecontrol-(?P<host>[0-9a-f]{6})-(?P<pid>\d+)-(?P<tok>[0-9a-f]{8})$")
+
+
+def _host_tag() -> str:
+    return hashlib.blake2b(socket.gethostname().encode(), digest_size=3).hexdigest()
+
+
+def _fit_name(head: str, name: str) -> str:
+    """``head + name`` cut to NAME_MAX_BYTES, keeping ``name``'s suffix."""
+    full = head + name
+    if len(full.encode()) <= NAME_MAX_BYTES:
+        return full
+    suffix = Path(name).suffix if len(Path(name).suffix.encode()) <= 16 else ""
+    stem = name[: len(name) - len(suffix)] if suffix else name
+    room = NAME_MAX_BYTES - len(head.encode()) - len(suffix.encode())
+    cut = stem.encode()[:room].decode("utf-8", "ignore")
+    return head + cut + suffix
+
+
+def temp_sibling(path: str | os.PathLike, suffix: str = "") -> Path:
+    """Create (exclusively, mode 0600) and return a temp file beside ``path``.
+
+    ``suffix`` is appended to the name (e.g. ``.txt`` for a side file)."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    for _ in range(100):
+        head = f"{TEMP_PREFIX}{_host_tag()}.{os.getpid()}.{secrets.token_hex(4)}."
+        tmp = folder / _fit_name(head, path.name + suffix)
+        try:
+            fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileExistsError(f"could not create a temp file next to {path}")
+
+
+def is_temp_name(name: str) -> bool:
+    return bool(_TEMP_RE.match(name))
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _is_stale(m: re.Match, path: Path) -> bool:
+    if m.group("host") != _host_tag():
+        try:
+            return time.time() - path.lstat().st_mtime > FOREIGN_STALE_S
+        except OSError:
+            return False
+    return not _pid_alive(int(m.group("pid")))
+
+
+def clean_stale_temps(folder: str | os.PathLike) -> int:
+    """Remove temp files of dead runs from ``folder`` (not recursive); returns how many."""
+    n = 0
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for e in entries:
+        m = _TEMP_RE.match(e.name)
+        if m and _is_stale(m, Path(e.path)):
+            try:
+                if e.is_dir(follow_symlinks=False):
+                    shutil.rmtree(e.path, ignore_errors=True)
+                else:
+                    os.unlink(e.path)
+                n += 1
+            except OSError:
+                pass
+    return n
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, mode: int | None = None) -> Iterator[Path]:
+    """Yield a temp path beside ``path``; on success it is renamed onto ``path``.
+
+    On any exception the temp file is removed and ``path`` is untouched. ``mode``: the
+    final permission bits (default: what a plain ``open`` would give under the umask)."""
+    path = Path(path)
+    tmp = temp_sibling(path)
+    try:
+        yield tmp
+        if mode is None:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | str, encoding: str = "utf-8") -> Path:
+    """Write ``data`` to ``path`` atomically (temp file + fsync + rename)."""
+    path = Path(path)
+    raw = data.encode(encoding) if isinstance(data, str) else data
+    with atomic_output(path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(raw)
+            fh.flush()
+            os.fsync(fh.fileno())
+    return path
+
+
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256", block_bytes: int = 1 << 20) -> str:
+    """Hex digest of a file's bytes, read a block at a time."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(block_bytes), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+_RUN_DIR: Path | None = None
+_RUN_LOCK = threading.Lock()
+
+
+def clean_stale_run_dirs(base: str | os.PathLike | None = None) -> int:
+    """Remove per-process temp folders of dead runs from the system temp dir."""
+    base = Path(base or tempfile.gettempdir())
+    n = 0
+    try:
+        entries = list(os.scandir(base))
+    except OSError:
+        return 0
+    for e in entries:
+        m = _RUN_RE.match(e.name)
+        if m and e.is_dir(follow_symlinks=False) and _is_stale(m, Path(e.path)):
+            shutil.rmtree(e.path, ignore_errors=True)
+            n += 1
+    return n
+
+
+def run_temp_dir() -> Path:
+    """This process's temp folder (created on first use, removed at exit).
+
+    The first call also removes the folders that killed runs left behind."""
+    global _RUN_DIR
+    with _RUN_LOCK:
+        if _RUN_DIR is None or not _RUN_DIR.is_dir():
+            clean_stale_run_dirs()
+            base = Path(tempfile.gettempdir())
+            while True:
+                d = base / f"{RUN_DIR_PREFIX}{_host_tag()}-{os.getpid()}-{secrets.token_hex(4)}"
+                try:
+                    os.mkdir(d, 0o700)
+                    break
+                except FileExistsError:
+                    continue
+            _RUN_DIR = d
+            atexit.register(shutil.rmtree, str(d), True)
+        return _RUN_DIR
