@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-__all__ = ["LadderOutcome", "search_ladder"]
+__all__ = ["LadderOutcome", "search_ladder", "RULES", "DEFAULT_RULE", "NEAR_MISS_MOS"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,16 @@ def _passes(score: float, target: float) -> bool:
     return not math.isnan(score) and score >= target
 
 
+#: search rules: ``monotone`` is the bisection/interpolation of the first releases
+#: (a failure proves every rung below it fails); ``recheck`` (default) trusts a failure
+#: to speak for the untested rungs below it only when it misses by more than
+#: ``near_miss`` or sits on a rising run of failures (see the module docstring)
+RULES = ("monotone", "recheck")
+DEFAULT_RULE = "recheck"
+#: a failure within this much of the target does not prove the untested rungs below it fail
+NEAR_MISS_MOS = 0.10
+
+
 def search_ladder(
     n_rungs: int,
     evaluate: Callable[[int], float],
@@ -59,19 +69,31 @@ def search_ladder(
     first_guess: int | None = None,
     parallel: int = 1,
     evaluate_many: Callable[[Sequence[int]], Sequence[float]] | None = None,
+    *,
+    margin: float = 0.0,
+    rule: str = DEFAULT_RULE,
+    near_miss: float = NEAR_MISS_MOS,
 ) -> LadderOutcome:
-    """Find the lowest rung ``i`` in ``[0, n_rungs)`` with ``evaluate(i) >= target``.
+    """Find the lowest rung ``i`` in ``[0, n_rungs)`` with ``evaluate(i) >= target + margin``.
 
     ``first_guess`` is where to probe first (default: the middle rung). ``parallel``:
     rungs probed per round; ``evaluate_many(indices)`` evaluates a round's rungs
-    (default: ``evaluate`` in a thread per rung).
+    (default: ``evaluate`` in a thread per rung). ``margin`` (MOS, >= 0) raises the bar
+    every probe must clear: the search for ``target`` with margin ``m`` is the search
+    for ``target + m``. ``rule``: ``"recheck"`` (default) or ``"monotone"``;
+    ``near_miss``: the recheck rule's threshold (MOS).
     """
     if n_rungs < 1:
         raise ValueError("the ladder has no rungs")
     if parallel < 1:
         raise ValueError(f"parallel must be >= 1, got {parallel}")
+    if rule not in RULES:
+        raise ValueError(f"unknown search rule {rule!r}; use one of {RULES}")
+    if not margin >= 0:
+        raise ValueError(f"margin must be >= 0 MOS, got {margin}")
     # one loop for every k: with k = 1 a round is the single bisection/interpolation point
-    return _search_rounds(n_rungs, evaluate, evaluate_many, target, first_guess, parallel)
+    return _search_rounds(n_rungs, evaluate, evaluate_many, float(target) + float(margin), first_guess, parallel,
+                          rule, float(near_miss))
 
 
 def _round_points(lo: int, hi: int, scores: dict[int, float], target: float, n_rungs: int,
@@ -95,27 +117,52 @@ def _round_points(lo: int, hi: int, scores: dict[int, float], target: float, n_r
     return sorted(p for p in pts if p not in scores)
 
 
-def _search_rounds(n_rungs, evaluate, evaluate_many, target, first_guess, k) -> LadderOutcome:
+def _covers(f: int, scores: dict[int, float], target: float, near_miss: float) -> bool:
+    """Does the failure at ``f`` speak for the untested rungs below it?"""
+    s = scores[f]
+    if f == 0 or math.isnan(s) or target - s > near_miss:
+        return True
+    # a rising run of failures (f+1 failed too, scoring at least f's): the curve is
+    # heading away from the target as the rate drops
+    up = scores.get(f + 1)
+    return up is not None and not _passes(up, target) and not math.isnan(up) and up >= s
+
+
+def _doubt_points(scores: dict[int, float], hi: int, target: float, near_miss: float) -> list[int]:
+    """Under the recheck rule: the rung just below each near-miss failure that does not
+    cover the untested rungs under it, highest first."""
+    out = []
+    for f in sorted((i for i in scores if i < hi and not _passes(scores[i], target)), reverse=True):
+        if f - 1 >= 0 and f - 1 not in scores and not _covers(f, scores, target, near_miss):
+            out.append(f - 1)
+    return out
+
+
+def _search_rounds(n_rungs, evaluate, evaluate_many, target, first_guess, k, rule="monotone",
+                   near_miss=NEAR_MISS_MOS) -> LadderOutcome:
     scores: dict[int, float] = {}
     order: list[tuple[int, float]] = []
     if evaluate_many is None and k > 1:
         def evaluate_many(idx):
             with ThreadPoolExecutor(len(idx)) as ex:
                 return list(ex.map(evaluate, idx))
-    lo, hi = -1, n_rungs
     guess = None if first_guess is None else min(max(first_guess, 0), n_rungs - 1)
-    while hi - lo > 1:
-        pts = _round_points(lo, hi, scores, target, n_rungs, k, guess)
+    while True:
+        # hi: the lowest passing rung; lo: the highest failure below it. Failures above
+        # a pass (a non-monotone curve) are moot: a rung is returned on its own probe
+        hi = min([i for i in scores if _passes(scores[i], target)] + [n_rungs])
+        lo = max([-1] + [i for i in scores if i < hi])
+        pts = _doubt_points(scores, hi, target, near_miss)[:k] if rule == "recheck" else []
+        if len(pts) < k and hi - lo > 1:
+            pts += [p for p in _round_points(lo, hi, scores, target, n_rungs, k - len(pts), guess) if p not in pts]
+        if not pts:
+            break
+        pts = sorted(pts)
         guess = None
         got = [float(s) for s in (evaluate_many(pts) if len(pts) > 1 else [evaluate(pts[0])])]
         for i, sc in zip(pts, got):
             scores[i] = sc
             order.append((i, sc))
-        passing = [i for i in pts if _passes(scores[i], target)]
-        if passing:
-            hi = min(hi, min(passing))
-        # the highest failing rung below hi; failures above a pass (non-monotone) are moot
-        lo = max([lo] + [i for i in pts if not _passes(scores[i], target) and i < hi])
     chosen = hi if hi < n_rungs else None
     return LadderOutcome(chosen=chosen, probes=tuple(order))
 

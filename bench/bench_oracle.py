@@ -1,0 +1,329 @@
+"""Oracle bench (issue 14): every rung of every preset scored, the cheapest passing rung
+per target as the oracle, and the ladder search replayed against it.
+
+    python bench/bench_oracle.py measure --scorer learned            # every rung, every track
+    python bench/bench_oracle.py measure --scorer visqol --rungs around   # exact, a subset
+    python bench/bench_oracle.py measure --scorer visqol --rungs all --files soprano-E4.wav ...
+    python bench/bench_oracle.py analyse [--json F]
+
+``measure`` scores rungs through the library's own probe path (``api._open_session`` ->
+``_Prober.probe``: the same decode rate, windows, silence rule and float-fed encode the
+search sees) and keeps every window's score in ``/work/data/oracle/curves-<scorer>.json``
+(``--data``), one entry per (track, preset, rung), written after each (track, preset):
+a killed run resumes where it stopped. ``--rungs around`` scores with the exact scorer
+only the rungs that decide something: for each target and margin, the learned oracle's
+rung and the one below it, and the rungs the searches under study choose.
+
+``analyse`` is pure: it pools the stored windows (p10 by default, ``--pools``), takes the
+oracle as the lowest rung whose learned pooled score meets the target (and the exact
+oracle where the exact scorer covered the whole ladder), replays each search rule of
+``ratecontrol.search`` on the learned curve (k = 1 and k = 2 rungs per round), and
+reports same-rung %, the exact shortfall at the chosen rung, bits vs the oracle and the
+probe counts; then how far the learned track p10 is from the exact one, and the share of
+tracks whose chosen rung meets the target by the exact scorer for each search margin.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(HERE))
+AUDIO = HERE.parent / "shared" / "audio"
+DATA = Path("/work/data/oracle")
+PRESETS = ["opus", "aac", "mp3", "mp3-vbr", "vorbis"]
+TARGETS = [4.0, 4.3, 4.5]
+MARGINS = [0.0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.08]
+# stereo 44.1 kHz music of the FLAC testbench (distinct excerpts), then the sms-tools
+# recordings; 61 is a synthetic stress signal, reported apart from music
+FLAC = [f"{i:02d} - blocksize {b}.flac" for i, b in
+        [(1, 4096), (2, 4608), (3, 16), (4, 192), (5, 254), (6, 512), (7, 725), (8, 1000), (9, 1937), (10, 2304)]] + [
+    "11 - partition order 8.flac", "14 - wasted bits.flac", "17 - all fixed orders.flac",
+    "18 - precision search.flac", "24 - variable blocksize file created with flake revision 264.flac",
+    "26 - variable blocksize file created with CUETools.Flake 2.1.6.flac", "61 - predictor overflow check, 16-bit.flac"]
+SYNTHETIC = {"61 - predictor overflow check, 16-bit.flac"}
+
+
+def tracks() -> list[Path]:
+    out = [AUDIO / "flac-test-files" / f for f in FLAC if (AUDIO / "flac-test-files" / f).exists()]
+    out += sorted((AUDIO / "sms-tools").rglob("*.wav"))
+    if not out:
+        sys.exit(f"{AUDIO} is missing: the oracle bench needs real music")
+    return out
+
+
+# ---------------------------------------------------------------- storage (JSON, resumable)
+
+def _load(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _save(path: Path, obj: dict) -> None:
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj))
+    os.replace(tmp, path)
+
+
+def curves_path(data: Path, scorer: str) -> Path:
+    return data / f"curves-{scorer}.json"
+
+
+# ---------------------------------------------------------------- pooling and replay (pure)
+
+def pooled(entry: dict, pool: str) -> float:
+    from ratecontrol.scoring.pooling import pool as pool_scores
+
+    w = np.array([np.nan if v is None else v for v in entry["w"]], dtype=np.float64)
+    return pool_scores(w[~np.isnan(w)], pool)
+
+
+def oracle(curve: list[float], target: float) -> int | None:
+    return next((i for i, s in enumerate(curve) if not math.isnan(s) and s >= target), None)
+
+
+def replay(curve: list[float], target: float, k: int, rule: str) -> tuple[int | None, list[int]]:
+    """The search rule ``rule`` of ratecontrol.search on a stored curve: (chosen, probes)."""
+    from ratecontrol.search import search_ladder
+
+    calls: list[int] = []
+
+    def ev(i):
+        calls.append(i)
+        return curve[i]
+
+    def many(idx):
+        calls.extend(idx)
+        return [curve[i] for i in idx]
+
+    out = search_ladder(len(curve), ev, target, parallel=k, evaluate_many=many, rule=rule)
+    return out.chosen, calls
+
+
+# ---------------------------------------------------------------- measure
+
+def measure(a) -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from ratecontrol.api import _open_session
+    from ratecontrol.presets import load_preset
+    from ratecontrol.scoring import get_scorer
+
+    scorer = get_scorer(a.scorer, n_jobs=1)  # one core: the VM is shared
+    data = Path(a.data)
+    data.mkdir(parents=True, exist_ok=True)
+    path = curves_path(data, a.scorer)
+    store = _load(path)
+    learned = _load(curves_path(data, "learned")) if a.scorer != "learned" else store
+    files = tracks()
+    if a.files:
+        files = [f for f in files if any(s in f.name for s in a.files)]
+    t_start = time.time()
+    n_new = 0
+    for f in files:
+        for pname in a.presets:
+            preset = load_preset(pname)
+            per = store.setdefault(f.name, {}).setdefault(pname, {})
+            want = None
+            if a.rungs == "around":
+                want = rungs_around(learned.get(f.name, {}).get(pname))
+                if want is None:
+                    continue
+            t0 = time.time()
+            done = 0
+            session = _open_session(f, preset, scorer, "p10", None, 1.0, None, 1, None, None, False)
+            prober = session.prober(preset)
+            rungs = prober.rungs
+            for i in range(len(rungs)):
+                if (want is not None and i not in want) or rungs[i].label in per:
+                    continue
+                p = prober.probe(i, 99.0)
+                per[rungs[i].label] = {"i": i, "kbps": p.bitrate_kbps, "bytes": p.encoded_bytes,
+                                       "w": [None if math.isnan(v) else round(v, 5) for v in p.window_mos]}
+                done += 1
+            if done:
+                n_new += done
+                _save(path, store)
+                print(f"{time.strftime('%H:%M:%S')} {a.scorer} {f.name[:40]:<40} {pname:<8} {done:2d} rungs "
+                      f"{time.time() - t0:6.1f} s (total {time.time() - t_start:7.0f} s)", flush=True)
+    print(f"done: {n_new} new rung scores in {time.time() - t_start:.0f} s", flush=True)
+
+
+def _curve(per: dict | None, pool: str = "p10") -> list[float] | None:
+    if not per:
+        return None
+    ent = sorted(per.values(), key=lambda e: e["i"])
+    if [e["i"] for e in ent] != list(range(len(ent))):
+        return None
+    return [pooled(e, pool) for e in ent]
+
+
+def rungs_around(per: dict | None) -> set[int] | None:
+    """Rungs the exact scorer must see to judge decisions: oracle rungs for every target
+    and margin, the rung below each, and what each search rule chooses."""
+    curve = _curve(per)
+    if curve is None:
+        return None
+    want: set[int] = set()
+    for t in TARGETS:
+        for m in MARGINS:
+            o = oracle(curve, t + m)
+            if o is not None:
+                want.add(o)
+                if o > 0:
+                    want.add(o - 1)
+            for rule in RULES:
+                for k in (1, 2):
+                    c, _ = replay(curve, t + m, k, rule)
+                    if c is not None:
+                        want.add(c)
+    return want
+
+
+# ---------------------------------------------------------------- analyse
+
+RULES = ["monotone", "recheck"]
+
+
+def analyse(a) -> dict:
+    data = Path(a.data)
+    learned = _load(curves_path(data, "learned"))
+    exact = _load(curves_path(data, "visqol"))
+    out: dict = {}
+    # 1. how often and where curves dip (learned, every rung), per codec and pooling
+    dips = {}
+    for pool in a.pools:
+        for pname in PRESETS:
+            n = n_dip = 0
+            depth = []
+            for f, per in learned.items():
+                c = _curve(per.get(pname), pool)
+                if c is None or f in SYNTHETIC:
+                    continue
+                n += 1
+                # a dip: a rung scoring below a cheaper one by more than eps
+                run_max, d = -np.inf, 0.0
+                for s in c:
+                    d = max(d, run_max - s)
+                    run_max = max(run_max, s)
+                depth.append(d)
+                n_dip += d > a.eps
+            dips[f"{pname}/{pool}"] = {"curves": n, "dipping": n_dip,
+                                       "max_depth": round(max(depth), 3) if depth else None,
+                                       "median_depth_of_dipping": round(float(np.median([x for x in depth if x > a.eps])), 3)
+                                       if n_dip else None}
+    out["dips"] = dips
+    # decision-relevant dips: the monotone search returns a rung above the oracle
+    # 2. replay the searches
+    rows = []
+    for f, perf in learned.items():
+        for pname in PRESETS:
+            per = perf.get(pname)
+            c = _curve(per)
+            if c is None:
+                continue
+            kb = [e["bytes"] for e in sorted(per.values(), key=lambda e: e["i"])]
+            labels = [lab for lab, e in sorted(per.items(), key=lambda kv: kv[1]["i"])]
+            ex = exact.get(f, {}).get(pname, {})
+            for t in TARGETS:
+                for m in MARGINS:
+                    o = oracle(c, t)  # the oracle is always for the target itself
+                    for rule in RULES:
+                        for k in (1, 2):
+                            ch, calls = replay(c, t + m, k, rule)
+                            r = {"file": f, "preset": pname, "target": t, "margin": m, "rule": rule, "k": k,
+                                 "oracle": o, "chosen": ch, "probes": len(calls), "music": f not in SYNTHETIC}
+                            if ch is not None:
+                                e = ex.get(labels[ch])
+                                r["exact_at_chosen"] = None if e is None else pooled(e, "p10")
+                                r["learned_at_chosen"] = c[ch]
+                                r["bytes"] = kb[ch]
+                            if o is not None:
+                                r["oracle_bytes"] = kb[o]
+                            rows.append(r)
+    out["summary"] = summarise(rows)
+    # 3. learned vs exact error on the pooled track statistic
+    err = []
+    for f, perf in exact.items():
+        if f in SYNTHETIC:
+            continue
+        for pname, per in perf.items():
+            for lab, e in per.items():
+                le = learned.get(f, {}).get(pname, {}).get(lab)
+                if le is None:
+                    continue
+                x, y = pooled(le, "p10"), pooled(e, "p10")
+                if not (math.isnan(x) or math.isnan(y)):
+                    err.append((pname, y, x - y))
+    if err:
+        d = np.array([e[2] for e in err])
+        near = np.array([e[2] for e in err if 3.8 <= e[1] <= 4.7])
+        out["p10_error"] = {"pairs": len(d), "bias": round(float(d.mean()), 4), "rmse": round(float(np.sqrt((d ** 2).mean())), 4),
+                            "p95_over": round(float(np.percentile(d, 95)), 4), "p97_over": round(float(np.percentile(d, 97)), 4),
+                            "max_over": round(float(d.max()), 4), "max_under": round(float(d.min()), 4),
+                            "pairs_3.8_4.7": len(near),
+                            "rmse_3.8_4.7": round(float(np.sqrt((near ** 2).mean())), 4) if len(near) else None,
+                            "p97_over_3.8_4.7": round(float(np.percentile(near, 97)), 4) if len(near) else None,
+                            "per_preset": {p: {"n": int(sum(e[0] == p for e in err)),
+                                               "bias": round(float(np.mean([e[2] for e in err if e[0] == p])), 4)}
+                                           for p in sorted({e[0] for e in err})}}
+    if a.json:
+        Path(a.json).write_text(json.dumps(out | {"rows": rows}, indent=1))
+    print(json.dumps(out, indent=1))
+    return out
+
+
+def summarise(rows: list[dict]) -> dict:
+    res = {}
+    for rule in RULES:
+        for k in (1, 2):
+            for m in MARGINS:
+                sel = [r for r in rows if r["rule"] == rule and r["k"] == k and r["margin"] == m and r["music"]]
+                both = [r for r in sel if r["oracle"] is not None]
+                same = sum(r["chosen"] == r["oracle"] for r in both)
+                judged = [r for r in sel if r["chosen"] is not None and r.get("exact_at_chosen") is not None]
+                short = [r["target"] - r["exact_at_chosen"] for r in judged]
+                bits = sum(r["bytes"] for r in both if r["chosen"] is not None)
+                obits = sum(r["oracle_bytes"] for r in both if r["chosen"] is not None)
+                reach = [r for r in sel if r["chosen"] is not None]
+                res[f"{rule}/k{k}/m{m:g}"] = {
+                    "searches": len(sel), "with_oracle": len(both),
+                    "same_rung_pct": round(100 * same / max(len(both), 1), 1),
+                    "above_oracle": sum(r["chosen"] is not None and r["oracle"] is not None and r["chosen"] > r["oracle"] for r in sel),
+                    "below_oracle": sum(r["chosen"] is not None and r["oracle"] is not None and r["chosen"] < r["oracle"] for r in sel),
+                    "exact_judged": len(judged), "exact_of_reached": f"{len(judged)}/{len(reach)}",
+                    "meets_exact_pct": round(100 * sum(s <= 1e-9 for s in short) / max(len(judged), 1), 1),
+                    "max_shortfall": round(max(short), 4) if short else None,
+                    "shortfall_over_0.02": sum(s > 0.02 for s in short),
+                    "bits_vs_oracle": round(bits / max(obits, 1), 4),
+                    "median_probes": float(np.median([r["probes"] for r in sel])) if sel else None,
+                    "mean_probes": round(float(np.mean([r["probes"] for r in sel])), 2) if sel else None,
+                }
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    m = sub.add_parser("measure")
+    m.add_argument("--scorer", default="learned")
+    m.add_argument("--presets", nargs="*", default=PRESETS)
+    m.add_argument("--rungs", choices=["all", "around"], default="all")
+    m.add_argument("--files", nargs="*", default=None, help="substrings of track names")
+    m.add_argument("--data", default=str(DATA))
+    s = sub.add_parser("analyse")
+    s.add_argument("--data", default=str(DATA))
+    s.add_argument("--pools", nargs="*", default=["p10", "mean", "min"])
+    s.add_argument("--eps", type=float, default=0.02, help="a dip deeper than this counts")
+    s.add_argument("--json", default=None)
+    a = ap.parse_args()
+    measure(a) if a.cmd == "measure" else analyse(a)
+
+
+if __name__ == "__main__":
+    main()
