@@ -102,7 +102,9 @@ def replay(curve: list[float], target: float, k: int, rule: str) -> tuple[int | 
         calls.extend(idx)
         return [curve[i] for i in idx]
 
-    out = search_ladder(len(curve), ev, target, parallel=k, evaluate_many=many, rule=rule)
+    name, _, nm = rule.partition(":")
+    kw = {"near_miss": float(nm)} if nm else {}
+    out = search_ladder(len(curve), ev, target, parallel=k, evaluate_many=many, rule=name, **kw)
     return out.chosen, calls
 
 
@@ -187,10 +189,14 @@ def rungs_around(per: dict | None) -> set[int] | None:
 
 # ---------------------------------------------------------------- analyse
 
+#: rules replayed: ``name[:near_miss]`` of ratecontrol.search ("recheck" = the default threshold)
 RULES = ["monotone", "recheck"]
 
 
 def analyse(a) -> dict:
+    global RULES, MARGINS
+    RULES = a.rules or RULES
+    MARGINS = a.margins if a.margins is not None else MARGINS
     data = Path(a.data)
     learned = _load(curves_path(data, "learned"))
     exact = _load(curves_path(data, "visqol"))
@@ -218,6 +224,29 @@ def analyse(a) -> dict:
                                        "median_depth_of_dipping": round(float(np.median([x for x in depth if x > a.eps])), 3)
                                        if n_dip else None}
     out["dips"] = dips
+    # decision-relevant non-monotonicity: (curve, target) cases where a rung above the
+    # oracle fails; how far below the target such rungs score (a search that probes one
+    # missing by more than near_miss is fooled)
+    for pool in ("p10",):
+        for t in TARGETS:
+            cases, misses = 0, []
+            for f, perf in learned.items():
+                if f in SYNTHETIC:
+                    continue
+                for pname in PRESETS:
+                    c = _curve(perf.get(pname), pool)
+                    if c is None:
+                        continue
+                    o = oracle(c, t)
+                    if o is None:
+                        continue
+                    m = [t - s for s in c[o + 1:] if s < t]
+                    if m:
+                        cases += 1
+                        misses.append(max(m))
+            out.setdefault("fooling", {})[f"{pool}/{t}"] = {
+                "cases": cases, "max_miss_quantiles_50_90_100": [round(float(np.percentile(misses, q)), 3) for q in (50, 90, 100)] if misses else None,
+                "misses": sorted(round(x, 3) for x in misses)}
     # decision-relevant dips: the monotone search returns a rung above the oracle
     # 2. replay the searches
     rows = []
@@ -321,6 +350,8 @@ def main() -> None:
     s.add_argument("--pools", nargs="*", default=["p10", "mean", "min"])
     s.add_argument("--eps", type=float, default=0.02, help="a dip deeper than this counts")
     s.add_argument("--json", default=None)
+    s.add_argument("--rules", nargs="*", default=None, help="e.g. monotone recheck:0.05 recheck:0.1")
+    s.add_argument("--margins", nargs="*", type=float, default=None)
     a = ap.parse_args()
     measure(a) if a.cmd == "measure" else analyse(a)
 

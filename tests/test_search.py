@@ -145,3 +145,113 @@ def test_parallel_default_runs_a_round_in_threads():
     assert out.chosen == 7 and len(seen) >= 1
     with pytest.raises(ValueError):
         search_ladder(3, evaluate, 1.0, parallel=0)
+
+
+# ---------------------------------------------------------------- dipping curves (issue 14)
+
+# the Opus soprano recording of issue 14 on the 13-rung stereo ladder (16k .. 256k):
+# p10 48k 3.46, 64k 4.08, 80k 4.14, 96k 4.02, 112k 3.96, 128k 4.36
+SOPRANO = [2.0, 2.5, 2.9, 3.2, 3.46, 4.08, 4.14, 4.02, 3.96, 4.36, 4.5, 4.6, 4.65]
+
+
+def _run_rule(scores, target, k=1, rule="recheck", first_guess=None, **kw):
+    calls = []
+
+    def one(i):
+        calls.append(i)
+        return scores[i]
+
+    def many(idx):
+        calls.extend(idx)
+        return [scores[i] for i in idx]
+
+    out = search_ladder(len(scores), one, target, first_guess, parallel=k, evaluate_many=many, rule=rule, **kw)
+    return out, calls
+
+
+def _check_cover(scores, target, out, near_miss):
+    """The recheck rule's invariant: every untested rung below the chosen one sits under a
+    failure that speaks for it (a miss by more than near_miss, or a rising failing step)."""
+    probed = dict(out.probes)
+    for i in range(out.chosen if out.chosen is not None else len(scores)):
+        if i in probed:
+            assert probed[i] < target
+            continue
+        f = min(j for j in probed if j > i)  # the probed rung just above the gap
+        s = probed[f]
+        up = probed.get(f + 1)
+        assert target - s > near_miss or (up is not None and s <= up < target), (i, f, probed)
+
+
+@pytest.mark.parametrize("k", [1, 2])
+@pytest.mark.parametrize("target", [4.0, 4.05])
+def test_dipping_curve_finds_the_cheap_side(k, target):
+    out, calls = _run_rule(SOPRANO, target, k)
+    assert out.chosen == 5  # 64k, not 128k (2x the bits)
+    _check_invariant(SOPRANO, target, out)
+    assert len(calls) == len(set(calls))
+    mono, _ = _run_rule(SOPRANO, target, 2, rule="monotone")
+    assert mono.chosen == 9  # what the monotone search paid: the failure at 112k misled it
+
+
+def test_dip_below_a_pass_is_rechecked():
+    # the pass is found first (5), the rung below it fails by a hair (4), the one below
+    # that passes (3): the monotone search stops at 5
+    scores = [3.0, 3.2, 3.5, 4.05, 3.98, 4.4, 4.5, 4.6]
+    mono, mcalls = _run_rule(scores, 4.0, 1, rule="monotone", first_guess=5)
+    out, calls = _run_rule(scores, 4.0, 1, first_guess=5)
+    assert mono.chosen == 5 and mcalls == [5, 2, 4]
+    assert out.chosen == 3 and calls == [5, 2, 4, 3]
+    _check_invariant(scores, 4.0, out)
+
+
+def test_a_clear_miss_still_proves_the_rungs_below():
+    # 112k misses by 0.3: nothing below it is rechecked (the dip is deeper than any measured)
+    scores = [2.0, 2.5, 2.9, 3.2, 3.46, 4.08, 4.14, 4.02, 3.7, 4.36, 4.5, 4.6, 4.65]
+    out, calls = _run_rule(scores, 4.0, 2)
+    assert out.chosen == 9 and not {5, 6, 7} & set(calls)
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_recheck_on_noisy_curves_keeps_both_invariants(k, rng):
+    for _ in range(400):
+        n = int(rng.integers(2, 15))
+        scores = list(np.sort(rng.uniform(2, 4.7, n)) + rng.normal(0, 0.1, n))
+        target = float(rng.uniform(2, 4.7))
+        out, calls = _run_rule(scores, target, k)
+        _check_invariant(scores, target, out)
+        _check_cover(scores, target, out, 0.10)
+        assert len(calls) == len(set(calls))
+        # never more expensive than the monotone search's choice
+        mono, _ = _run_rule(scores, target, k, rule="monotone")
+        if mono.chosen is not None:
+            assert out.chosen is not None and out.chosen <= mono.chosen
+
+
+@pytest.mark.parametrize("n", [3, 8, 13])
+def test_recheck_on_monotone_ladders_costs_at_most_one_more_probe(n, rng):
+    for _ in range(200):
+        scores = list(np.sort(rng.uniform(1.0, 4.75, n)))
+        target = float(rng.uniform(1.0, 4.8))
+        out, calls = _run_rule(scores, target, 1)
+        mono, mcalls = _run_rule(scores, target, 1, rule="monotone")
+        assert out.chosen == mono.chosen
+        assert len(calls) <= len(mcalls) + 1
+
+
+def test_margin_is_the_search_for_target_plus_margin(rng):
+    kbps = np.array([16, 24, 32, 40, 48, 64, 80, 96, 112, 128, 160, 192, 256])
+    scores = list(2.0 + 0.9 * np.log2(kbps / 16))
+    for target in np.linspace(2.1, 4.9, 15):
+        for m in (0.0, 0.05, 0.3):
+            a, ca = _run_rule(scores, float(target), 2, margin=m)
+            b, cb = _run_rule(scores, float(target) + m, 2)
+            assert (a.chosen, ca) == (b.chosen, cb)
+    # a margin can only move the choice up, and makes the chosen rung clear target + margin
+    out0, _ = _run_rule(SOPRANO, 4.0, 1)
+    out1, _ = _run_rule(SOPRANO, 4.0, 1, margin=0.1)
+    assert out1.chosen > out0.chosen and dict(out1.probes)[out1.chosen] >= 4.1
+    with pytest.raises(ValueError):
+        search_ladder(3, lambda i: 4.0, 4.0, margin=-0.1)
+    with pytest.raises(ValueError):
+        search_ladder(3, lambda i: 4.0, 4.0, rule="hull")
