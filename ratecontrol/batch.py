@@ -20,14 +20,29 @@ next to an input ``a.opus``), are resolved in sorted order: the first input keep
 ``a.opus``, the next gets its full name plus the extension (``a.wav.opus``), then
 ``a.wav.2.opus``, ... Each rename is listed in the report (``collisions``).
 
+What batch replaces: only a file its own manifest says it wrote, still with the size
+and mtime recorded there. Any other file at an output path (the user's ``a.opus``, a
+file batch wrote that was edited since, a folder) is left alone and the input becomes
+a ``conflict`` record (exit status 1, like a failure), unless ``overwrite=True``
+(``--overwrite``) asks to replace it (the record says so). A file that is an input of
+the run (same inode) is never replaced, not even with ``--overwrite``. An OUT_DIR inside
+IN_DIR is left out of the walk; if it holds files batch did not write the run is refused
+(they would be neither read nor safe).
+
+One run per OUT_DIR: ``OUT_DIR/.ratecontrol-batch.lock`` is held (``flock``) for the
+whole run; a second run on the same OUT_DIR fails at once naming the first one's pid.
+
 Resume: ``OUT_DIR/.ratecontrol-manifest.jsonl`` gets one JSON line per finished file
-(input size, mtime, SHA-256; output, its size; rung, score, status; the settings), written
-by the driver process as results come in, flushed and fsynced. A rerun with the same
-settings skips a file whose input is unchanged and whose output still has the recorded
-size and probes as audio; anything else (failed, changed, missing or damaged output)
-is done again. Outputs are written to a temp file and renamed (media layer), so a killed
-run never leaves a truncated file under a final name; the temp files a killed ffmpeg
-leaves behind (``.<name>.*.part``) are removed at the start of the next run.
+(input size, mtime, SHA-256; output, its size and mtime; rung, score, status; the
+settings), written by the driver process as results come in, flushed and fsynced. A
+rerun with the same settings skips a file whose input is unchanged and whose output
+still has the recorded size and mtime and probes as audio; anything else (failed,
+changed, missing or damaged output) is done again. A worker writes its output into a
+temp folder of its own next to the final name (``fsutil`` names, owned by its pid); the
+driver records the manifest line, then links or renames the file into place, so a
+killed run never leaves a truncated file under a final name and never an output the
+manifest does not know. Temp files whose process is gone are removed at the start of
+the next run (``fsutil.clean_stale_temps``); a live run's never are.
 
 Parallelism: one task per file through joblib (``loky`` processes locally, or joblib's
 ``dask`` backend on a ``distributed`` cluster: the same code path). Inside a worker the
@@ -36,15 +51,20 @@ pools), and is created once per worker process and reused for every file it gets
 """
 from __future__ import annotations
 
+import contextlib
 import csv
-import hashlib
+import errno
+import fcntl
 import io
 import json
 import math
 import os
 import shutil
+import signal
+import socket
+import stat as stat_mod
 import sys
-import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime, timezone
@@ -53,6 +73,7 @@ from typing import Any, Iterable
 
 import click
 
+from ratecontrol import fsutil
 from ratecontrol.errors import (
     InputError,
     InputNotFoundError,
@@ -70,14 +91,19 @@ __all__ = [
     "FileRecord",
     "Collision",
     "MANIFEST_NAME",
+    "LOCK_NAME",
     "AUDIO_EXTENSIONS",
     "batch_command",
+    "BatchInterrupted",
 ]
 
 #: the resume manifest, at the top of OUT_DIR
 MANIFEST_NAME = ".ratecontrol-manifest.jsonl"
+#: held (flock) by the run that owns OUT_DIR; holds "pid host"
+LOCK_NAME = ".ratecontrol-batch.lock"
 #: manifest/record format version (bump when fields change meaning)
-MANIFEST_VERSION = 1
+#: 2: output_mtime_ns, ``conflict`` status, ``{"reset": true}`` lines (--no-resume)
+MANIFEST_VERSION = 2
 
 #: extensions that promise audio: such a file that ffmpeg cannot read is a *failure*
 #: (corrupt or truncated), not a non-audio file to skip
@@ -89,7 +115,11 @@ AUDIO_EXTENSIONS = frozenset(
 
 #: statuses of a finished file
 ENCODED, KEPT, COPIED, SKIPPED, FAILED = "encoded", "kept", "copied", "skipped", "failed"
+#: an output path held a file batch did not write (or that changed since): not replaced
+CONFLICT = "conflict"
 _DONE = (ENCODED, KEPT, COPIED, SKIPPED)
+#: statuses that wrote a file under ``output``
+_WROTE = (ENCODED, KEPT, COPIED)
 
 
 # --------------------------------------------------------------------------- results
@@ -102,7 +132,8 @@ class FileRecord:
     #: path relative to IN_DIR, '/'-separated
     input: str
     #: encoded | kept (lossy source copied unchanged) | copied (non-audio, --copy-other)
-    #: | skipped (not audio) | failed
+    #: | skipped (not audio) | failed | conflict (an output path held a file batch did
+    #: not write; nothing written)
     status: str
     #: path relative to OUT_DIR, None when nothing was written
     output: str | None = None
@@ -110,6 +141,8 @@ class FileRecord:
     reason: str = ""
     input_bytes: int = 0
     output_bytes: int = 0
+    #: the output's mtime as written (with output_bytes: how batch knows the file is its own)
+    output_mtime_ns: int = 0
     input_mtime_ns: int = 0
     input_sha256: str = ""
     input_codec: str | None = None
@@ -131,10 +164,12 @@ class FileRecord:
     collision: str = ""
     #: True when this run took the record from the manifest instead of redoing the file
     resumed: bool = False
+    #: True when --overwrite replaced a file at the output path that batch had not written
+    replaced: bool = False
 
     @property
     def ok(self) -> bool:
-        return self.status != FAILED
+        return self.status not in (FAILED, CONFLICT)
 
     @property
     def final_mos(self) -> float | None:
@@ -216,6 +251,14 @@ class BatchReport:
         return len(self._with(FAILED))
 
     @property
+    def n_conflicts(self) -> int:
+        return len(self._with(CONFLICT))
+
+    @property
+    def n_replaced(self) -> int:
+        return sum(r.replaced for r in self.records)
+
+    @property
     def n_resumed(self) -> int:
         return sum(r.resumed for r in self.records)
 
@@ -224,8 +267,12 @@ class BatchReport:
         return tuple(self._with(FAILED))
 
     @property
+    def conflicts(self) -> tuple[FileRecord, ...]:
+        return tuple(self._with(CONFLICT))
+
+    @property
     def ok(self) -> bool:
-        return self.n_failed == 0
+        return self.n_failed == 0 and self.n_conflicts == 0
 
     @property
     def input_bytes(self) -> int:
@@ -266,7 +313,7 @@ class BatchReport:
         return jsonable({
             "files": self.n_files, "encoded": self.n_encoded, "kept": self.n_kept,
             "copied": self.n_copied, "skipped": self.n_skipped, "failed": self.n_failed,
-            "resumed": self.n_resumed, "input_bytes": self.input_bytes,
+            "conflicts": self.n_conflicts, "replaced": self.n_replaced, "resumed": self.n_resumed, "input_bytes": self.input_bytes,
             "output_bytes": self.output_bytes, "saving_fraction": self.saving_fraction,
             "mean_mos": self.mean_mos, "min_mos": self.min_mos, "mean_kbps": self.mean_kbps,
             "collisions": len(self.collisions), "seconds": self.seconds,
@@ -290,6 +337,8 @@ class BatchReport:
         if self.n_skipped:
             parts.append(f"{self.n_skipped} skipped (not audio)")
         parts.append(f"{self.n_failed} failed")
+        if self.n_conflicts:
+            parts.append(f"{self.n_conflicts} conflicts (output path taken, not replaced)")
         resumed = f"; {self.n_resumed} already done (manifest)" if self.n_resumed else ""
         lines = [f"{self.n_files} files in {_fmt_s(self.seconds)}: {', '.join(parts)}{resumed}"]
         if self.input_bytes:
@@ -301,12 +350,17 @@ class BatchReport:
             )
         for r in self.failures:
             lines.append(f"failed: {r.input}: {r.reason}")
+        for r in self.conflicts:
+            lines.append(f"conflict: {r.input}: {r.reason}")
+        for r in self.records:
+            if r.replaced:
+                lines.append(f"replaced: {r.output} (existed, not written by batch; --overwrite)")
         for c in self.collisions:
             lines.append(f"renamed: {c.input} -> {c.output} ({c.wanted} is taken by {c.taken_by})")
         return lines
 
     def write_json(self, path: str | os.PathLike) -> Path:
-        return _atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
+        return _write_report(Path(path), json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
 
     def write_csv(self, path: str | os.PathLike) -> Path:
         cols = [f.name for f in fields(FileRecord)] + ["output_kbps"]
@@ -318,7 +372,7 @@ class BatchReport:
             row["notes"] = " | ".join(r.notes)
             row["output_kbps"] = r.output_kbps
             w.writerow({k: ("" if v is None else v) for k, v in row.items()})
-        return _atomic_write_text(Path(path), buf.getvalue())
+        return _write_report(Path(path), buf.getvalue())
 
 
 # --------------------------------------------------------------------------- planning
@@ -341,18 +395,40 @@ class _Task:
     cache: Any
     #: the manifest's last record for this input, when it may still be valid
     prior: dict | None
+    #: per candidate output (relative to OUT_DIR): the (size, mtime_ns) versions the
+    #: manifest says batch wrote there (mtime None: a version-1 line, size only)
+    owned: dict = None
+    #: candidate outputs that are input files of this run: never replaced (the reason)
+    protected: dict = None
+    #: replace files batch did not write (--overwrite)
+    overwrite: bool = False
+    #: the driver's pid for local workers (they stop when it is gone); None on Dask
+    driver_pid: int | None = None
 
 
-def _walk(in_dir: Path, prune: Path | None) -> list[str]:
-    """Relative '/'-paths of every file under ``in_dir``, sorted per folder, folders first-come."""
+def _walk(in_dir: Path, prune: Path | None, ids: dict | None = None) -> list[str]:
+    """Relative '/'-paths of every file under ``in_dir``, sorted per folder, folders first-come.
+
+    ``prune`` (OUT_DIR inside IN_DIR) is not entered. Our own temp files and lock file are
+    not inputs. ``ids``, when given, is filled with (st_dev, st_ino) -> relative path."""
     out: list[str] = []
     for root, dirs, files in os.walk(in_dir):
         rootp = Path(root)
-        dirs[:] = sorted(d for d in dirs if prune is None or (rootp / d).resolve() != prune)
+        dirs[:] = sorted(d for d in dirs if not fsutil.is_temp_name(d)
+                         and (prune is None or (rootp / d).resolve() != prune))
         for name in sorted(files):
+            if fsutil.is_temp_name(name) or name == LOCK_NAME:
+                continue
             p = rootp / name
-            if p.is_file():  # a dangling symlink is not a file
-                out.append(p.relative_to(in_dir).as_posix())
+            try:
+                st = p.stat()
+            except OSError:  # a dangling symlink is not a file
+                continue
+            if stat_mod.S_ISREG(st.st_mode):
+                rel = p.relative_to(in_dir).as_posix()
+                out.append(rel)
+                if ids is not None:
+                    ids[(st.st_dev, st.st_ino)] = rel
     return out
 
 
@@ -375,6 +451,7 @@ def _plan_names(rels: list[str], extension: str) -> tuple[dict[str, str], list[C
         owner = {n: n for n in names}
         if not parent:
             owner[MANIFEST_NAME] = "(the manifest)"
+            owner[LOCK_NAME] = "(the lock file)"
         order = [n for n in names if _suffix(n) in AUDIO_EXTENSIONS] + [n for n in names if _suffix(n) not in AUDIO_EXTENSIONS]
         for name in order:
             stem = name[: -len(_suffix(name))] if _suffix(name) else name
@@ -398,20 +475,45 @@ def _suffix(name: str) -> str:
 # --------------------------------------------------------------------------- manifest
 
 
-def _load_manifest(path: Path) -> dict[str, dict]:
-    """Last record per input; a line cut short by a kill is ignored."""
+def _read_manifest(path: Path) -> tuple[dict[str, dict], dict[str, set]]:
+    """(last record per input since the last ``reset`` line, outputs batch wrote).
+
+    The second map is over every line, resets included: output path -> the set of
+    (size, mtime_ns) versions batch wrote there (mtime None for version-1 lines, which
+    did not record it). A line cut short by a kill is ignored."""
     last: dict[str, dict] = {}
+    owned: dict[str, set] = {}
     if not path.is_file():
-        return last
+        return last, owned
     with open(path, encoding="utf-8", errors="replace") as fh:
         for line in fh:
             try:
                 d = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(d, dict) and isinstance(d.get("input"), str):
-                last[d["input"]] = d
-    return last
+            if not isinstance(d, dict):
+                continue
+            if d.get("reset") is True:
+                last = {}
+                continue
+            if not isinstance(d.get("input"), str):
+                continue
+            last[d["input"]] = d
+            out = d.get("output")
+            if d.get("status") in _WROTE and isinstance(out, str) and isinstance(d.get("output_bytes"), int):
+                owned.setdefault(out, set()).add((d["output_bytes"], d.get("output_mtime_ns") or None))
+    return last, owned
+
+
+def _load_manifest(path: Path) -> dict[str, dict]:
+    """Last record per input (since the last --no-resume); a line cut short by a kill is ignored."""
+    return _read_manifest(path)[0]
+
+
+def _is_owned(versions, st: os.stat_result) -> bool:
+    """True when a file with stat ``st`` is one batch wrote (a recorded size and mtime)."""
+    return any(size == st.st_size and (mtime is None or mtime == st.st_mtime_ns)
+               for size, mtime in (versions or ()))
 
 
 class _Manifest:
@@ -419,8 +521,6 @@ class _Manifest:
 
     def __init__(self, path: Path, fresh: bool):
         self.path = path
-        if fresh and path.exists():
-            path.unlink()
         self.fh = open(path, "a+b")
         self.fh.seek(0, os.SEEK_END)
         if self.fh.tell() > 0:
@@ -428,23 +528,42 @@ class _Manifest:
             if self.fh.read(1) != b"\n":  # the previous run died mid-line
                 self.fh.write(b"\n")
         self.fh.seek(0, os.SEEK_END)
+        if fresh and self.fh.tell() > 0:
+            # --no-resume: earlier lines no longer count as done, but they still say which
+            # files batch wrote (so they may be replaced), so they are kept
+            self._write({"reset": True, "finished_utc": _utc_now(), "manifest_version": MANIFEST_VERSION})
+
+    def _write(self, d: dict) -> None:
+        self.fh.write((json.dumps(d, allow_nan=False) + "\n").encode("utf-8"))
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
 
     def append(self, rec: FileRecord, settings: dict) -> None:
         d = rec.to_dict()
         d.pop("resumed", None)
         d["settings"] = settings
-        d["finished_utc"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        d["finished_utc"] = _utc_now()
         d["manifest_version"] = MANIFEST_VERSION
-        self.fh.write((json.dumps(d, allow_nan=False) + "\n").encode("utf-8"))
-        self.fh.flush()
-        os.fsync(self.fh.fileno())
+        self._write(d)
 
     def close(self) -> None:
         self.fh.close()
 
 
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
 def _clean_stale_temps(out_root: Path, planned_outputs: Iterable[str]) -> int:
-    """Remove temp files a killed run left next to planned outputs; returns how many."""
+    """Remove temp files of dead runs from the folders of planned outputs; returns how many.
+
+    ``fsutil.clean_stale_temps`` removes ``.rc-tmp.<host>.<pid>.*`` files and folders whose
+    process is gone, so a live run's (even without the lock) are never touched.
+
+    LEGACY (remove after one release): names the media layer and ``encode`` used before
+    fsutil, left by a kill of an older version: ``.<name>.*.part``, ``.ffmeta.*.txt``,
+    ``.<name>.rc-tmp*`` and ``..<name>.rc-tmp*`` next to a planned output. They carry no
+    pid; the OUT_DIR lock keeps another batch run of this version from making them."""
     n = 0
     folders: dict[Path, set[str]] = {}
     for rel in planned_outputs:
@@ -453,19 +572,93 @@ def _clean_stale_temps(out_root: Path, planned_outputs: Iterable[str]) -> int:
     for folder, names in folders.items():
         if not folder.is_dir():
             continue
+        n += fsutil.clean_stale_temps(folder)
         for entry in folder.iterdir():
             nm = entry.name
             stale = nm.startswith(".ffmeta.") and nm.endswith(".txt")
             if nm.startswith(".") and nm.endswith(".part"):
                 stale = stale or any(nm.startswith(f".{n}.") for n in names)
-            # encode()'s own intermediate (``.NAME.rc-tmp.EXT``, renamed to NAME once
-            # checked) and media's temp file for it (``..NAME.rc-tmp.EXT.*.part``): a
-            # kill during a final encode leaves these
             stale = stale or any(nm.startswith((f".{n}.rc-tmp", f"..{n}.rc-tmp")) for n in names)
             if stale and entry.is_file():
                 entry.unlink(missing_ok=True)
                 n += 1
     return n
+
+
+class _OutDirLock:
+    """Exclusive ``flock`` on OUT_DIR/LOCK_NAME for the whole run (holds "pid host").
+
+    A second run fails at once with an OutputError naming the holder. The file is
+    removed on release while still locked; a run that opened the old file before that
+    sees, once it gets the lock, that the path no longer names its file and tries again."""
+
+    def __init__(self, out_dir: Path):
+        self.path = out_dir / LOCK_NAME
+        self.fd: int | None = None
+
+    def __enter__(self) -> "_OutDirLock":
+        for _ in range(50):
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise OutputError(f"cannot create the lock file {self.path} ({exc.strerror}); "
+                                  "check OUT_DIR's permissions") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                holder = _read_holder(fd)
+                os.close(fd)
+                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise OutputError(
+                        f"output folder {self.path.parent} is in use by another ratecontrol batch run "
+                        f"({holder or 'pid unknown'}; lock {self.path}); wait for it to finish, or "
+                        "stop it, or choose another OUT_DIR") from None
+                raise OutputError(f"cannot lock {self.path} ({exc.strerror}); the file system may not "
+                                  "support locks: choose an OUT_DIR on another one") from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:  # the previous holder removed it after we opened it
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+            self.fd = fd
+            return self
+        raise OutputError(f"cannot take the lock {self.path}; try again")
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+            os.close(self.fd)
+            self.fd = None
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        return os.read(fd, 200).decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
+
+
+def _foreign_files(out_dir: Path, owned: dict[str, set], also_ours: set[Path]) -> list[str]:
+    """Files under OUT_DIR (relative) that are not batch's: not an output the manifest
+    records, not the manifest, the lock, a report of this run or a temp file."""
+    found: list[str] = []
+    for root, dirs, files in os.walk(out_dir):
+        dirs[:] = sorted(d for d in dirs if not fsutil.is_temp_name(d))
+        for name in sorted(files):
+            p = Path(root) / name
+            rel = p.relative_to(out_dir).as_posix()
+            if rel in (MANIFEST_NAME, LOCK_NAME) or rel in owned or fsutil.is_temp_name(name):
+                continue
+            if p in also_ours:
+                continue
+            found.append(rel)
+    return found
 
 
 # --------------------------------------------------------------------------- worker side
@@ -487,14 +680,6 @@ def _worker_scorer(scorer):
     return _SCORERS.setdefault(key, scorer)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     msg = text[0] if text else type(exc).__name__
@@ -503,32 +688,98 @@ def _one_line(exc: BaseException) -> str:
     return msg
 
 
-def _atomic_copy(src: Path, dst: Path) -> int:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".part", dir=dst.parent)
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        shutil.copystat(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return dst.stat().st_size
+def _read_problem(path, exc: OSError) -> str:
+    """One line for an input that cannot be read."""
+    if isinstance(exc, PermissionError):
+        return f"cannot read {path}: permission denied (make it readable, or move it out of IN_DIR)"
+    return f"cannot read {path}: {(exc.strerror or str(exc)).lower()} (check the file)"
 
 
-def _atomic_write_text(path: Path, text: str) -> Path:
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise OutputError(f"report folder {folder} does not exist; create it first")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=folder)
+def _write_problem(path, exc: OSError) -> str:
+    if isinstance(exc, PermissionError):
+        return f"cannot write {path}: permission denied (make the folder writable)"
+    return f"cannot write {path}: {(exc.strerror or str(exc)).lower()}"
+
+
+class _Conflict(Exception):
+    """An output path is taken by something batch must not replace (message: the reason)."""
+
+
+def _dest_problem(task: _Task, out_rel: str) -> tuple[str | None, bool]:
+    """(why ``out_rel`` must not be written, or None; whether writing replaces a foreign file)."""
+    dst = Path(task.out_root) / out_rel
+    if task.protected and out_rel in task.protected:
+        return task.protected[out_rel], False
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
+        st = os.lstat(dst)
+    except FileNotFoundError:
+        return None, False
+    except NotADirectoryError:
+        return f"{dst}: a file is in the way of its folder: not replaced; move it away", False
+    if stat_mod.S_ISDIR(st.st_mode):
+        return f"{dst} is a folder: not replaced; move it away or rename it", False
+    if _is_owned((task.owned or {}).get(out_rel), st):
+        return None, False
+    if task.overwrite:
+        return None, True
+    return (f"{dst} already exists and batch did not write it (or it changed since): "
+            "not replaced; move it away, or pass --overwrite to replace it"), False
+
+
+def _check_dest(task: _Task, out_rel: str) -> None:
+    problem, _ = _dest_problem(task, out_rel)
+    if problem:
+        raise _Conflict(problem)
+
+
+class _Work:
+    """A worker's temp folder next to the task's outputs (created on first use).
+
+    Named by fsutil (``.rc-tmp.<host>.<pid>.<token>.batch``): while this process lives no
+    cleanup removes it; once it is gone the next run does. Everything encode and ffmpeg
+    write (their own temp files included) stays inside it until the driver moves the
+    finished file into place."""
+
+    def __init__(self, task: _Task):
+        self.folder = (Path(task.out_root) / task.rel).parent
+        self.path: Path | None = None
+
+    def file(self, name: str) -> Path:
+        if self.path is None:
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)
+            except (FileExistsError, NotADirectoryError):
+                raise _Conflict(f"a file is in the way of the output folder {self.folder}: "
+                                "nothing written; move it away") from None
+            except OSError as exc:
+                raise _WriteError(_write_problem(self.folder, exc)) from None
+            try:
+                tmp = fsutil.temp_sibling(self.folder / "batch")
+                os.unlink(tmp)
+                os.mkdir(tmp, 0o700)
+            except OSError as exc:
+                raise _WriteError(_write_problem(self.folder, exc)) from None
+            self.path = tmp
+        return self.path / name
+
+    def discard(self) -> None:
+        if self.path is not None:
+            shutil.rmtree(self.path, ignore_errors=True)
+            self.path = None
+
+
+class _WriteError(Exception):
+    """Writing the output failed (message: one line)."""
+
+
+@dataclass(frozen=True)
+class _Result:
+    """A worker's answer: the record, and the finished file the driver must put in place."""
+
+    rec: FileRecord
+    #: the finished output inside the worker's temp folder (None: nothing to place)
+    tmp: str | None = None
+    work_dir: str | None = None
 
 
 def _still_done(task: _Task, prior: dict, st: os.stat_result) -> FileRecord | None:
@@ -545,14 +796,15 @@ def _still_done(task: _Task, prior: dict, st: os.stat_result) -> FileRecord | No
     rec = FileRecord.from_dict(prior)
     if status == ENCODED and rec.output != task.out_rel:
         return None  # the tree changed and this input's planned name with it
-    if prior.get("input_mtime_ns") != st.st_mtime_ns and _sha256(Path(task.in_path)) != prior.get("input_sha256"):
+    if prior.get("input_mtime_ns") != st.st_mtime_ns and fsutil.file_digest(task.in_path) != prior.get("input_sha256"):
         return None
     if rec.output:
         out = Path(task.out_root) / rec.output
         try:
-            if out.stat().st_size != rec.output_bytes:
-                return None
+            ost = out.stat()
         except OSError:
+            return None
+        if not _is_owned({(rec.output_bytes, rec.output_mtime_ns or None)}, ost):
             return None
         if status in (ENCODED, KEPT):
             try:
@@ -572,50 +824,137 @@ def _has_cover(path: Path) -> bool:
         return False
 
 
-def _run_task(task: _Task) -> FileRecord:
-    """Process one input file; never raises for a file problem (it becomes a failed record)."""
+# ---- a local worker stops when its driver is gone
+
+_WATCHDOG: threading.Thread | None = None
+
+
+def _kill_children() -> None:
+    """SIGKILL this process's children (ffmpeg) before it exits."""
+    me = os.getpid()
+    try:
+        import psutil
+
+        for child in psutil.Process(me).children(recursive=True):
+            with contextlib.suppress(Exception):
+                child.kill()
+        return
+    except ImportError:
+        pass
+    for entry in os.scandir("/proc") if os.path.isdir("/proc") else ():
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as fh:
+                fields_ = fh.read().rsplit(b")", 1)[1].split()
+            if int(fields_[1]) == me:
+                os.kill(int(entry.name), signal.SIGKILL)
+        except (OSError, IndexError, ValueError):
+            pass
+
+
+def _watch_driver(driver_pid: int) -> None:
+    while True:
+        time.sleep(0.25)
+        if os.getppid() != driver_pid:
+            # the driver died (even by SIGKILL): nothing this worker writes could be
+            # placed or recorded any more, so stop now; the temp folder is left to the
+            # next run's cleanup (its pid is ours, dead in a moment)
+            _kill_children()
+            os._exit(3)
+
+
+def _start_watchdog(driver_pid: int | None) -> None:
+    global _WATCHDOG
+    if driver_pid is None or _WATCHDOG is not None or os.getpid() == driver_pid:
+        return  # dask, already watching, or running in the driver itself (-j 1)
+    if os.getppid() != driver_pid:
+        return  # not a direct child (some other pool): do not guess
+    _WATCHDOG = threading.Thread(target=_watch_driver, args=(driver_pid,), name="ratecontrol-driver-watch",
+                                 daemon=True)
+    _WATCHDOG.start()
+
+
+def _run_task(task: _Task) -> _Result:
+    """Process one input file; never raises for a file problem (it becomes a failed or
+    conflict record). A finished output comes back inside the worker's temp folder."""
+    _start_watchdog(task.driver_pid)
     t0 = time.perf_counter()
     src = Path(task.in_path)
     base = {"input": task.rel, "collision": task.collision}
+    work = _Work(task)
     try:
-        st = src.stat()
-        base.update(input_bytes=st.st_size, input_mtime_ns=st.st_mtime_ns)
-        if task.prior is not None:
-            done = _still_done(task, task.prior, st)
-            if done is not None:
-                return done
-        base["input_sha256"] = _sha256(src)
-        return _process(task, src, base, t0)
+        try:
+            st = src.stat()
+            base.update(input_bytes=st.st_size, input_mtime_ns=st.st_mtime_ns)
+            if task.prior is not None:
+                done = _still_done(task, task.prior, st)
+                if done is not None:
+                    return _Result(done)
+            base["input_sha256"] = fsutil.file_digest(src)
+        except OSError as exc:
+            return _Result(FileRecord(status=FAILED, reason=_read_problem(src, exc),
+                                      seconds=time.perf_counter() - t0, **base))
+        rec, tmp = _process(task, src, base, t0, work)
+        if tmp is None:
+            work.discard()
+            return _Result(rec)
+        return _Result(rec, str(tmp), str(work.path))
+    except _Conflict as exc:
+        work.discard()
+        return _Result(FileRecord(status=CONFLICT, reason=str(exc), seconds=time.perf_counter() - t0, **base))
+    except _WriteError as exc:
+        work.discard()
+        return _Result(FileRecord(status=FAILED, reason=str(exc), seconds=time.perf_counter() - t0, **base))
     except Exception as exc:  # one bad file must not stop a library run
-        return FileRecord(status=FAILED, reason=_one_line(exc), seconds=time.perf_counter() - t0, **base)
+        work.discard()
+        return _Result(FileRecord(status=FAILED, reason=_one_line(exc), seconds=time.perf_counter() - t0, **base))
 
 
-def _process(task: _Task, src: Path, base: dict, t0: float) -> FileRecord:
+def _copy_into(src: Path, tmp: Path) -> Path:
+    try:
+        shutil.copyfile(src, tmp)
+    except PermissionError as exc:
+        if not os.access(src, os.R_OK):
+            raise _WriteError(_read_problem(src, exc)) from None
+        raise _WriteError(_write_problem(tmp.parent.parent, exc)) from None
+    shutil.copystat(src, tmp)
+    _fsync(tmp)
+    return tmp
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def _process(task: _Task, src: Path, base: dict, t0: float, work: _Work) -> tuple[FileRecord, Path | None]:
     from ratecontrol import media
 
-    out_root = Path(task.out_root)
     try:
         info = media.probe(src)
     except InputError as exc:
         # ._name files are macOS AppleDouble metadata that copy along with the real file
         if src.suffix.lower() in AUDIO_EXTENSIONS and not src.name.startswith("._"):
-            return FileRecord(status=FAILED, reason=_one_line(exc), seconds=time.perf_counter() - t0, **base)
+            return FileRecord(status=FAILED, reason=_one_line(exc), seconds=time.perf_counter() - t0, **base), None
         if task.copy_other:
-            size = _atomic_copy(src, out_root / task.rel)
-            return FileRecord(status=COPIED, output=task.rel, output_bytes=size,
-                              reason="not audio: copied unchanged", seconds=time.perf_counter() - t0, **base)
+            _check_dest(task, task.rel)
+            tmp = _copy_into(src, work.file(src.name))
+            return FileRecord(status=COPIED, output=task.rel, reason="not audio: copied unchanged",
+                              seconds=time.perf_counter() - t0, **base), tmp
         return FileRecord(status=SKIPPED, reason=f"not audio ({_one_line(exc)})",
-                          seconds=time.perf_counter() - t0, **base)
+                          seconds=time.perf_counter() - t0, **base), None
 
     base.update(input_codec=info.codec, input_kbps=info.bitrate_kbps, lossless=info.lossless,
                 duration_s=info.duration_s)
     s = task.settings
     lossy_kbps = info.bitrate_kbps if (not info.lossless and info.bitrate_kbps) else None
 
-    def keep(reason: str, notes: tuple[str, ...] = ()) -> FileRecord:
-        size = _atomic_copy(src, out_root / task.rel)
-        return FileRecord(status=KEPT, output=task.rel, output_bytes=size, reason=reason, notes=notes,
-                          seconds=time.perf_counter() - t0, **base)
+    def keep(reason: str, notes: tuple[str, ...] = ()) -> tuple[FileRecord, Path]:
+        _check_dest(task, task.rel)
+        tmp = _copy_into(src, work.file(src.name))
+        return FileRecord(status=KEPT, output=task.rel, reason=reason, notes=notes,
+                          seconds=time.perf_counter() - t0, **base), tmp
 
     if lossy_kbps is not None:
         from ratecontrol.presets import load_preset
@@ -627,12 +966,13 @@ def _process(task: _Task, src: Path, base: dict, t0: float) -> FileRecord:
 
     from ratecontrol.api import encode
 
-    out = out_root / task.out_rel
-    out.parent.mkdir(parents=True, exist_ok=True)
+    # before hours of work: is the output path ours to write?
+    _check_dest(task, task.out_rel)
+    out = work.file(Path(task.out_rel).name)
     try:
         res = encode(src, out, target_mos=s["target_mos"], codec=s["codec_ref"],
                      scorer=_worker_scorer(task.scorer), pool=s["pool"], hop_s=s["hop_s"],
-                     best_effort=s["best_effort"], overwrite=True, jobs=1, max_kbps=lossy_kbps,
+                     best_effort=s["best_effort"], overwrite=False, jobs=1, max_kbps=lossy_kbps,
                      sample_share=s["sample_share"], verify=s["verify"], cache=task.cache)
     except TargetNotReachable as exc:
         if lossy_kbps is None:
@@ -648,13 +988,86 @@ def _process(task: _Task, src: Path, base: dict, t0: float) -> FileRecord:
         out.unlink(missing_ok=True)
         return keep(f"the {res.rung_label} encode ({res.output_bytes} bytes) is not smaller than the lossy "
                     f"source ({res.input_bytes} bytes): copied unchanged", notes)
+    _fsync(out)
     return FileRecord(
         status=ENCODED, output=task.out_rel, output_bytes=res.output_bytes,
         rung_label=res.rung_label, bitrate_kbps=res.bitrate_kbps,
         pooled_mos=_finite(res.pooled_mos), full_track_mos=_finite(getattr(res, "full_track_mos", None)),
         reached=bool(search.reached), n_probes=len(search.probes), notes=notes,
         seconds=time.perf_counter() - t0, **{**base, "duration_s": search.duration_s or base.get("duration_s")},
-    )
+    ), out
+
+
+# ---- driver side: put a finished file in place
+
+
+def _place(res: _Result, task: _Task, record) -> FileRecord:
+    """Move a worker's finished file onto its output path; ``record(rec)`` writes the
+    manifest line, *before* the file appears under its final name (a kill between the
+    two leaves a manifest line for a file not yet there, which the next run redoes;
+    never a file of ours that the manifest does not know, which would be a conflict)."""
+    rec = res.rec
+    tmp = Path(res.tmp)
+    try:
+        problem, replacing = _dest_problem(task, rec.output)  # again: hours may have passed
+        if problem:
+            rec = replace(rec, status=CONFLICT, output=None, output_bytes=0, reason=problem)
+            record(rec)
+            return rec
+        st = os.stat(tmp)
+        notes = rec.notes + ((f"replaced {rec.output}, which batch had not written (--overwrite)",)
+                             if replacing else ())
+        rec = replace(rec, output_bytes=st.st_size, output_mtime_ns=st.st_mtime_ns, replaced=replacing,
+                      notes=notes)
+        record(rec)
+        dst = Path(task.out_root) / rec.output
+        try:
+            _move_into_place(tmp, dst, may_replace=os.path.lexists(dst))
+        except _Conflict as exc:
+            rec = replace(rec, status=CONFLICT, output=None, output_bytes=0, output_mtime_ns=0,
+                          replaced=False, notes=res.rec.notes, reason=str(exc))
+            record(rec)
+        except OSError as exc:
+            rec = replace(rec, status=FAILED, output=None, output_bytes=0, output_mtime_ns=0,
+                          replaced=False, notes=res.rec.notes, reason=_write_problem(dst, exc))
+            record(rec)
+        return rec
+    finally:
+        if res.work_dir:
+            shutil.rmtree(res.work_dir, ignore_errors=True)
+
+
+def _move_into_place(tmp: Path, dst: Path, may_replace: bool) -> None:
+    """Rename ``tmp`` onto ``dst``; where nothing was there, never clobber a file that
+    appeared meanwhile (a hard link fails if ``dst`` exists)."""
+    if may_replace:
+        os.replace(tmp, dst)
+        return
+    try:
+        os.link(tmp, dst)
+    except FileExistsError:
+        raise _Conflict(f"{dst} appeared while the file was being encoded: not replaced; "
+                        "move it away, or pass --overwrite") from None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV, errno.ENOSYS):
+            raise
+        if os.path.lexists(dst):  # no hard links on this file system: check, then rename
+            raise _Conflict(f"{dst} appeared while the file was being encoded: not replaced; "
+                            "move it away, or pass --overwrite") from None
+        os.replace(tmp, dst)
+        return
+    os.unlink(tmp)
+
+
+def _write_report(path: Path, text: str) -> Path:
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise OutputError(f"report folder {folder} does not exist; create it first")
+    try:
+        return fsutil.atomic_write(path, text)
+    except OSError as exc:
+        raise OutputError(f"cannot write the report {path} ({exc.strerror}); choose another path") from None
 
 
 # --------------------------------------------------------------------------- driver
@@ -792,19 +1205,25 @@ def transcode_folder(
     copy_other: bool = False,
     json_report: str | os.PathLike | None = None,
     csv_report: str | os.PathLike | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
     resume: bool = True,
     sample_share: float | None = None,
     verify: bool = True,
     cache: bool | str | os.PathLike | None = None,
+    overwrite: bool = False,
 ) -> BatchReport:
     """Transcode every audio file under ``in_dir`` into a mirrored tree under ``out_dir``.
 
     Returns a BatchReport covering every file (including those a previous run finished,
     ``resumed=True``). A file that fails is recorded with a one-line reason; the run goes
     on (check ``report.ok``). Raises a RatecontrolError only for problems with the run
-    itself (missing IN_DIR, unwritable OUT_DIR, bad target/codec/scorer/pool, no Dask
-    scheduler).
+    itself (missing IN_DIR, unwritable OUT_DIR, OUT_DIR locked by another run, bad
+    target/codec/scorer/pool, no Dask scheduler).
+
+    Only files the manifest says batch wrote (unchanged since) are replaced; any other
+    file at an output path makes that input a ``conflict`` record, unless
+    ``overwrite=True``. progress: True/False, or None (default) for a bar only when
+    stderr is a terminal (tqdm's convention).
 
     jobs: worker processes (local; default: usable CPUs) or at most this many tasks at
     once (dask; default: every worker thread). backend: "local" (joblib/loky) or "dask"
@@ -847,61 +1266,156 @@ def transcode_folder(
         if folder is not None and str(folder) and not folder.is_dir():
             raise OutputError(f"report folder {folder} does not exist; create it first")
     settings = _settings(t, preset, codec, scorer_name, pool, hop_s, best_effort, sample_share, verify)
+    with _OutDirLock(dst):
+        report = _run(src, dst, prune, settings, preset, t, scorer, scorer_name, pool, backend, scheduler,
+                      jobs, copy_other, cache, resume, overwrite, progress, t0, json_report, csv_report)
+    if json_report:
+        report.write_json(json_report)
+    if csv_report:
+        report.write_csv(csv_report)
+    return report
 
-    rels = _walk(src, prune)
+
+def _run(src, dst, prune, settings, preset, t, scorer, scorer_name, pool, backend, scheduler, jobs,
+         copy_other, cache, resume, overwrite, progress, t0, json_report, csv_report) -> BatchReport:
+    """The run itself, with OUT_DIR locked."""
+    manifest_path = dst / MANIFEST_NAME
+    prior, owned = _read_manifest(manifest_path)
+    if not resume:
+        prior = {}
+    if prune is not None:
+        ours = {Path(os.path.abspath(r)) for r in (json_report, csv_report) if r}
+        foreign = _foreign_files(dst, owned, ours)
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise OutputError(
+                f"output folder {dst} is inside the input folder and already holds {len(foreign)} "
+                f"file(s) batch did not write ({shown}); batch never reads its own output folder, so "
+                "they would not be transcoded and could be overwritten: choose an empty OUT_DIR or "
+                "one outside IN_DIR (--overwrite does not change this)")
+
+    input_ids: dict = {}
+    rels = _walk(src, prune, input_ids)
     planned, collisions = _plan_names(rels, preset.extension)
     coll_note = {c.input: f"{c.wanted} is taken by {c.taken_by}: wrote {c.output}" for c in collisions}
-    manifest_path = dst / MANIFEST_NAME
-    prior = _load_manifest(manifest_path) if resume else {}
     _clean_stale_temps(dst, list(planned.values()) + rels)
-    tasks = [
-        _Task(rel=rel, in_path=str(src / rel), out_root=str(dst), out_rel=planned[rel],
-              collision=coll_note.get(rel, ""), settings=settings,
-              scorer=scorer if not (scorer is None or isinstance(scorer, str)) else scorer_name,
-              copy_other=copy_other, cache=cache, prior=prior.get(rel))
-        for rel in rels
-    ]
+    driver_pid = os.getpid() if backend == "local" else None
+    scorer_arg = scorer if not (scorer is None or isinstance(scorer, str)) else scorer_name
+    tasks = []
+    for rel in rels:
+        cands = {planned[rel], rel}
+        tasks.append(_Task(
+            rel=rel, in_path=str(src / rel), out_root=str(dst), out_rel=planned[rel],
+            collision=coll_note.get(rel, ""), settings=settings, scorer=scorer_arg,
+            copy_other=copy_other, cache=cache, prior=prior.get(rel),
+            owned={c: frozenset(owned[c]) for c in cands if c in owned},
+            protected=_protected(dst, cands, input_ids), overwrite=bool(overwrite), driver_pid=driver_pid))
+    by_rel = {tk.rel: tk for tk in tasks}
 
     from joblib import Parallel, delayed
     from tqdm.auto import tqdm
 
     results: dict[str, FileRecord] = {}
     manifest = _Manifest(manifest_path, fresh=not resume)
-    bar = tqdm(total=len(tasks), unit="file", desc="batch", disable=not progress, file=sys.stderr,
-               dynamic_ncols=True)
+    bar = tqdm(total=len(tasks), unit="file", desc="batch", disable=None if progress is None else not progress,
+               file=sys.stderr, dynamic_ncols=True)
     in_b = out_b = failed = 0
+    n_jobs = 1
+    gen = None
+    clean_exit = False
     try:
-        with _Backend(backend, scheduler, jobs, len(tasks)) as n_jobs:
+        with _stop_on_signals(), _Backend(backend, scheduler, jobs, len(tasks)) as n_jobs:
             par = Parallel(return_as="generator_unordered", batch_size=1)
-            for rec in par(delayed(_run_task)(tk) for tk in tasks):
+            gen = par(delayed(_run_task)(tk) for tk in tasks)
+            for res in gen:
+                rec = res.rec
+                if res.tmp is not None:
+                    rec = _place(res, by_rel[rec.input], lambda r: manifest.append(r, settings))
+                elif not rec.resumed:
+                    manifest.append(rec, settings)
                 if rec.collision and rec.status != ENCODED:
                     rec = replace(rec, collision="")  # nothing was written under the planned name
                 results[rec.input] = rec
-                if not rec.resumed:
-                    manifest.append(rec, settings)
                 if rec.status in (ENCODED, KEPT):
                     in_b += rec.input_bytes
                     out_b += rec.output_bytes
-                failed += rec.status == FAILED
+                failed += rec.status in (FAILED, CONFLICT)
                 bar.set_postfix_str(
                     f"saved {_mb(in_b - out_b)} ({100 * (1 - out_b / in_b) if in_b else 0:.0f}%)"
                     + (f", {failed} failed" if failed else ""), refresh=False)
                 bar.update(1)
+        clean_exit = True
     finally:
         bar.close()
         manifest.close()
+        if not clean_exit:
+            # interrupted (SIGTERM, Ctrl-C, an error): no worker may go on writing
+            if gen is not None:
+                with contextlib.suppress(BaseException):
+                    gen.close()  # joblib aborts: kills the loky workers
+            if backend == "local":
+                _kill_local_workers()
+            with contextlib.suppress(Exception):
+                _clean_stale_temps(dst, list(planned.values()) + rels)
 
-    report = BatchReport(
+    return BatchReport(
         in_dir=str(src), out_dir=str(dst), codec=preset.name, target_mos=t, scorer=scorer_name, pool=pool,
         backend=backend, jobs=n_jobs, records=tuple(results[r] for r in rels),
         collisions=tuple(c for c in collisions if results[c.input].status == ENCODED),
         seconds=time.perf_counter() - t0, manifest_path=str(manifest_path),
     )
-    if json_report:
-        report.write_json(json_report)
-    if csv_report:
-        report.write_csv(csv_report)
-    return report
+
+
+def _protected(dst: Path, cands: set[str], input_ids: dict) -> dict[str, str]:
+    """Candidate outputs that are (resolve to) input files of this run."""
+    out = {}
+    for c in cands:
+        try:
+            st = os.stat(dst / c)
+        except OSError:
+            continue
+        rel = input_ids.get((st.st_dev, st.st_ino))
+        if rel is not None:
+            out[c] = (f"{dst / c} is the input file {rel} (a link or shared folder): never replaced, "
+                      "not even with --overwrite; choose another OUT_DIR")
+    return out
+
+
+def _kill_local_workers() -> None:
+    """Kill joblib's reusable loky executor's workers (and their ffmpeg children), waiting."""
+    try:
+        from joblib.externals.loky import reusable_executor
+    except ImportError:
+        return
+    ex = getattr(reusable_executor, "_executor", None)
+    if ex is not None:
+        with contextlib.suppress(Exception):
+            ex.shutdown(wait=True, kill_workers=True)
+
+
+class BatchInterrupted(KeyboardInterrupt):
+    """The driver got SIGTERM: workers were stopped; finished files are in the manifest."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+    """Turn SIGTERM into BatchInterrupted for the run (SIGINT already raises
+    KeyboardInterrupt), so the workers are killed on the way out instead of living on."""
+    old = None
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        def handler(signum, frame):
+            raise BatchInterrupted(signum)
+
+        old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -949,21 +1463,31 @@ def _fmt_s(s: float) -> str:
 @click.option("--cache-dir", type=click.Path(path_type=str), default=None,
               help="Probe cache folder [default: $RATECONTROL_CACHE_DIR or ~/.cache/ratecontrol on each machine].")
 @click.option("--no-resume", is_flag=True, help="Ignore the manifest in OUT_DIR and redo every file.")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--no-progress", is_flag=True, help="No progress bar (default: a bar when stderr is a terminal).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace files at output paths that batch did not write (default: leave them, report a conflict).")
 def batch_command(in_dir, out_dir, target_mos, codec, jobs, backend, scheduler, scorer, pool, best_effort,
-                  copy_other, json_report, csv_report, sample_share, full, no_cache, cache_dir, no_resume, no_progress):
+                  copy_other, json_report, csv_report, sample_share, full, no_cache, cache_dir, no_resume, no_progress,
+                  overwrite):
     """Transcode every audio file under IN_DIR into a mirrored tree under OUT_DIR.
 
     Resumable: rerun the same command after an interruption and finished files are
-    skipped (manifest: OUT_DIR/.ratecontrol-manifest.jsonl). Exit status 1 when any
-    file failed (listed at the end and in the reports).
+    skipped (manifest: OUT_DIR/.ratecontrol-manifest.jsonl). Only files batch wrote
+    itself are ever replaced (unless --overwrite). Exit status 1 when any file failed
+    or hit a conflict (listed at the end and in the reports).
     """
-    report = transcode_folder(
-        in_dir, out_dir, target_mos=target_mos, codec=codec, scorer=scorer, pool=pool,
-        best_effort=best_effort, jobs=jobs, backend=backend, scheduler=scheduler, copy_other=copy_other,
-        json_report=json_report, csv_report=csv_report, progress=not no_progress, resume=not no_resume,
-        sample_share=1.0 if full else sample_share, cache=False if no_cache else cache_dir,
-    )
+    try:
+        report = transcode_folder(
+            in_dir, out_dir, target_mos=target_mos, codec=codec, scorer=scorer, pool=pool,
+            best_effort=best_effort, jobs=jobs, backend=backend, scheduler=scheduler, copy_other=copy_other,
+            json_report=json_report, csv_report=csv_report, progress=False if no_progress else None,
+            resume=not no_resume, sample_share=1.0 if full else sample_share,
+            cache=False if no_cache else cache_dir, overwrite=overwrite,
+        )
+    except BatchInterrupted as exc:
+        click.echo(f"batch {exc}: workers stopped; finished files are in {Path(out_dir) / MANIFEST_NAME}, "
+                   "rerun the same command to resume", err=True)
+        raise SystemExit(128 + exc.signum) from None
     for line in report.summary_lines():
         click.echo(line)
     if not report.ok:

@@ -325,16 +325,27 @@ def test_rerun_skips_done_files_and_redoes_damaged_ones(mixed_run, tmp_path):
     assert {k for k, r in by.items() if not r.resumed} == {"gen/broken.flac", "gen/empty.wav"}
     lines = _manifest_lines(out2)
     assert len(lines) == n_lines + 2
-    # damage one output (truncate), delete another: exactly those are redone
+    # change one output (truncate: no longer the file batch wrote), delete another: the
+    # deleted one is redone, the changed one is a conflict and left exactly as it is
     victim, gone = out2 / "gen/a.opus", out2 / "sms/flute-A4.opus"
     victim.write_bytes(victim.read_bytes()[:100])
+    changed = victim.read_bytes()
     gone.unlink()
     rep3 = transcode_folder(src, out2, target_mos=TARGET, codec="opus", scorer="visqol", jobs=2,
                             copy_other=True, progress=False)
     redone = {r.input for r in rep3.records if not r.resumed}
     assert redone == {"gen/a.flac", "sms/flute-A4.wav", "gen/broken.flac", "gen/empty.wav"}
+    by3 = {r.input: r for r in rep3.records}
+    assert by3["gen/a.flac"].status == "conflict" and "--overwrite" in by3["gen/a.flac"].reason
+    assert victim.read_bytes() == changed
+    assert gone.exists() and by3["sms/flute-A4.wav"].status == "encoded"
+    # --overwrite replaces it, and says so
+    rep4 = transcode_folder(src, out2, target_mos=TARGET, codec="opus", scorer="visqol", jobs=2,
+                            copy_other=True, progress=False, overwrite=True)
+    by4 = {r.input: r for r in rep4.records}
+    assert by4["gen/a.flac"].status == "encoded" and by4["gen/a.flac"].replaced
     assert media.probe(victim).duration_s == pytest.approx(CLIP_S, abs=0.1)
-    assert gone.exists()
+    assert any("replaced: gen/a.opus" in x for x in rep4.summary_lines())
     # each encode is in the manifest once, plus the two redone ones
     enc = [r for r in _manifest_lines(out2) if r["status"] == "encoded"]
     assert len(enc) == 8 + 2
