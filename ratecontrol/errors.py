@@ -12,6 +12,7 @@ __all__ = [
     "InputNotFoundError",
     "NotAudioError",
     "EmptyAudioError",
+    "TruncatedInputError",
     "OutputError",
     "PresetError",
     "EncoderNotAvailableError",
@@ -21,6 +22,7 @@ __all__ = [
     "UsageError",
     "ModelError",
     "DatasetError",
+    "RatecontrolWarning",
 ]
 
 
@@ -53,6 +55,12 @@ class NotAudioError(InputError):
 
 class EmptyAudioError(InputError):
     """The file has an audio stream but no samples (zero length or truncated)."""
+
+
+class TruncatedInputError(InputError):
+    """The input decodes only in part: ffmpeg reported decode errors, or it decoded much
+    less than the container's own stated length (a cut-off download or copy).
+    ``allow_partial=True`` (``--allow-partial``) encodes what decodes instead."""
 
 
 class OutputError(RatecontrolError):
@@ -107,3 +115,8 @@ class DatasetError(RatecontrolError):
     """A dataset / shard set is missing or malformed."""
 
     exit_code = 9
+
+
+class RatecontrolWarning(UserWarning):
+    """Something worth one line on stderr that does not stop the run (a partial input
+    decoded with allow_partial, a probe cache that is not used)."""

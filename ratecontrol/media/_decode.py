@@ -17,20 +17,25 @@ tests/test_media.py).
 from __future__ import annotations
 
 import os
+import re
 import struct
-import tempfile
+import warnings
 from pathlib import Path
 
 import ffmpeg
 import numpy as np
 
-from ..errors import EmptyAudioError, FFmpegError, NotAudioError, UsageError
-from ._ffmpeg import ff_path, has_soxr, run, stream_stdout
+from ..errors import (EmptyAudioError, FFmpegError, FFmpegNotFoundError, InputError, NotAudioError,
+                      RatecontrolWarning, TruncatedInputError, UsageError)
+from ..fsutil import run_temp_dir, temp_sibling
+from ._ffmpeg import ff_path, ffmpeg_path, has_soxr, run, stream_stdout
 from ._probe import (
     _no_decoder,
     _no_decoder_message,
     _nothing_decoded,
     _open_error,
+    _parse_dump,
+    _unquote_path,
     check_input_path,
 )
 
@@ -86,9 +91,9 @@ def _frames(blocks, channels: int):
 _BLOCK_BYTES = 1 << 26
 
 
-def _parse_wav_blocks(blocks: list[bytes], what: str) -> np.ndarray:
-    """(float32 [C, N]) from ffmpeg's streamed pcm_f32le WAV/RF64, given as stdout blocks;
-    the list is emptied as it goes.
+def _parse_wav_blocks(blocks: list[bytes], what: str) -> tuple[np.ndarray, int]:
+    """(float32 [C, N], sample rate) from ffmpeg's streamed pcm_f32le WAV/RF64, given as
+    stdout blocks; the list is emptied as it goes.
 
     Streamed WAVs have placeholder chunk sizes, so the ``data`` chunk is taken to run
     to the end of the stream.
@@ -101,11 +106,11 @@ def _parse_wav_blocks(blocks: list[bytes], what: str) -> np.ndarray:
         head += blocks.pop(0)
     if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64") or head[8:12] != b"WAVE":
         raise FFmpegError(f"ffmpeg did not return a WAV stream while decoding {what}")
-    pos, channels, body = 12, None, None
+    pos, channels, rate, body = 12, None, 0, None
     while pos + 8 <= len(head):
         cid, size = head[pos:pos + 4], struct.unpack("<I", head[pos + 4:pos + 8])[0]
         if cid == b"fmt ":
-            channels = struct.unpack("<H", head[pos + 10:pos + 12])[0]
+            channels, rate = struct.unpack("<HI", head[pos + 10:pos + 16])
         elif cid == b"data":
             body = pos + 8
             break
@@ -124,48 +129,224 @@ def _parse_wav_blocks(blocks: list[bytes], what: str) -> np.ndarray:
     for x in _frames(drain(), channels):
         audio[:, filled:filled + len(x)] = x.T
         filled += len(x)
-    return audio
+    return audio, int(rate)
 
 
 def _raise_decode_error(exc: FFmpegError, what: str) -> None:
     """Turn a failed decode into the error the user can act on; return if ffmpeg merely
     decoded nothing (the caller reports an empty input)."""
+    if isinstance(exc, FFmpegNotFoundError):
+        raise exc
     err = exc.stderr
     if "matches no streams" in err:
         raise NotAudioError(f"{what} has no audio stream; pass an audio file") from None
     if "Input #0" not in err:
-        raise _open_error(Path(what), err) from None
+        raise _open_error(Path(what), err, exc) from None
     if _no_decoder(err):
         raise NotAudioError(_no_decoder_message(what, err)) from None
+    m = re.search(r"Rematrix is needed between (.+?) and (.+?) but", err)
+    if m:
+        # 9+ channels without a channel layout (e.g. a 32-channel WAV): swresample has no
+        # standard matrix to fold unnamed channels into stereo/mono
+        raise InputError(
+            f"{what} has {m.group(1)} with no channel layout, which ffmpeg cannot downmix to "
+            f"{m.group(2)}; mix it down first, e.g. ffmpeg -i IN -af \"pan=stereo|c0=c0|c1=c1\" OUT.wav"
+        ) from None
     if not _nothing_decoded(err):
         raise exc
 
 
-def decode_to_disk(path, sample_rate_hz: int, channels: int, directory=None) -> np.ndarray:
+# ------------------------------------------------------------- partial decodes
+
+#: A decode is *truncated* when it is shorter than the container's stated length (from
+#: the input's span) by more than TRUNCATED_MIN_S **and** more than TRUNCATED_MIN_SHARE
+#: of it. Why these numbers: a complete file decodes to its stated length within codec
+#: priming/padding (AAC 2112 samples, MP3 ~1105-1700, Opus 312: all < 50 ms) plus the
+#: 10-ms rounding of ffmpeg's printed duration, so half a second is 10x that margin;
+#: the 2 % share keeps container durations that are computed rather than stored (MP3
+#: TOC / frame-count arithmetic, a video file's audio track ending a little before its
+#: video) from tripping the check on long files. Cut files lose far more: the brief's
+#: case is the first third of a 7.00-s FLAC (2.33 s).
+TRUNCATED_MIN_S = 0.5
+TRUNCATED_MIN_SHARE = 0.02
+
+#: stderr lines by which ffmpeg (7.x-9.x; "Error while decoding" in older builds) says a
+#: packet was damaged or could not be decoded; measured for cut FLAC ("invalid residual",
+#: "decode_frame() failed", "Decoding error: Invalid data ...") and cut WAV ("Packet
+#: corrupt", "corrupt input packet"). A cut MP3 or Ogg prints none of these.
+_DECODE_ERROR_RE = re.compile(
+    r"Decoding error|Error while decoding|decode_frame\(\) failed|corrupt input packet|"
+    r"Packet corrupt|Error submitting packet to decoder"
+)
+_LOG_PREFIX_RE = re.compile(r"^(?:\[[^\]]*\]\s*)+")
+
+_OGG_CRC_TABLE = []
+for _i in range(256):
+    _r = _i << 24
+    for _ in range(8):
+        _r = ((_r << 1) ^ 0x04C11DB7) if _r & 0x80000000 else (_r << 1)
+    _OGG_CRC_TABLE.append(_r & 0xFFFFFFFF)
+
+
+def _ogg_crc(data: bytes) -> int:
+    crc = 0
+    table = _OGG_CRC_TABLE
+    for b in data:
+        crc = ((crc << 8) & 0xFFFFFFFF) ^ table[((crc >> 24) ^ b) & 0xFF]
+    return crc
+
+
+#: an Ogg page is at most 27 + 255 + 255 * 255 bytes: the last complete page starts in
+#: the last two pages' worth of the file
+_OGG_TAIL_BYTES = 2 * (27 + 255 + 255 * 255)
+
+
+def _ogg_ends_cleanly(path: Path) -> bool | None:
+    """True if the last complete (CRC-checked) Ogg page has the end-of-stream flag,
+    False if it lacks it (the file was cut, or its writer never finished), None if no
+    valid page was found in the tail. ffmpeg itself prints nothing for a cut Ogg file
+    and states the duration of what is there (measured: a cut 7-s Opus says 2.00 s)."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            fh.seek(max(0, size - _OGG_TAIL_BYTES))
+            buf = fh.read(_OGG_TAIL_BYTES)
+    except OSError:
+        return None
+    i = len(buf)
+    while True:
+        i = buf.rfind(b"OggS", 0, i)
+        if i < 0:
+            return None
+        if i + 27 <= len(buf) and buf[i + 4] == 0:
+            nseg = buf[i + 26]
+            end_head = i + 27 + nseg
+            if end_head <= len(buf):
+                end = end_head + sum(buf[i + 27:end_head])
+                if end <= len(buf):
+                    page = bytearray(buf[i:end])
+                    want = struct.unpack("<I", page[22:26])[0]
+                    page[22:26] = b"\0\0\0\0"
+                    if _ogg_crc(bytes(page)) == want:
+                        return bool(buf[i + 5] & 0x04)
+        if i == 0:
+            return None
+
+
+def _wav_header_claim_s(path: Path) -> float | None:
+    """Seconds of audio a WAV's own ``data`` chunk size claims, when that is more than
+    the file holds; None otherwise (complete file, or a streamed WAV with a placeholder
+    size). ffmpeg re-estimates a cut WAV's duration from its size (measured: a cut 7-s
+    WAV says ``Estimating duration from bitrate`` and 2.33 s), so the claim is read here."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(1 << 16)
+    except OSError:
+        return None
+    if len(head) < 12 or head[8:12] != b"WAVE" or head[:4] not in (b"RIFF", b"RF64"):
+        return None
+    pos, byte_rate, data_size = 12, 0, None
+    while pos + 8 <= len(head):
+        cid, csize = head[pos:pos + 4], struct.unpack("<I", head[pos + 4:pos + 8])[0]
+        if cid == b"ds64" and pos + 32 <= len(head):
+            data_size = struct.unpack("<Q", head[pos + 16:pos + 24])[0]
+        elif cid == b"fmt " and pos + 20 <= len(head):
+            byte_rate = struct.unpack("<I", head[pos + 16:pos + 20])[0]
+        elif cid == b"data":
+            if head[:4] == b"RIFF" or data_size is None:
+                data_size = csize
+            if data_size in (0, 0xFFFFFFFF) or not byte_rate:
+                return None
+            if pos + 8 + data_size <= size:
+                return None
+            return data_size / byte_rate
+        pos += 8 + csize + (csize & 1)
+    return None
+
+
+def _check_complete(stderr: str, path: Path | None, what: str, n: int, rate: int,
+                    start_s: float | None, duration_s: float | None, allow_partial: bool) -> None:
+    """Raise TruncatedInputError (or warn, with ``allow_partial``) when the decode of
+    ``what`` (``n`` samples at ``rate``) is partial: ffmpeg reported decode errors, or it
+    is much shorter than the container states (see TRUNCATED_MIN_S), or (whole-file
+    decodes) a WAV's data chunk or an Ogg stream's missing end page says the file was
+    cut."""
+    if path is not None:
+        stderr = _unquote_path(stderr, path)
+    d = _parse_dump(stderr)
+    decoded_s = n / rate if rate else 0.0
+    whole = start_s is None and duration_s is None
+    fmt = d["format_name"].split(",")[0] or "container"
+    stated = None
+    if d["duration"] and not d["duration_estimated"] and not d["has_video"]:
+        stated = float(d["duration"])
+    source = f"its {fmt} header states"
+    if path is not None and whole and fmt == "wav":
+        claim = _wav_header_claim_s(path)
+        if claim is not None:
+            stated, source = claim, "its WAV data chunk claims"
+    errors = [_LOG_PREFIX_RE.sub("", ln.strip()) for ln in stderr.splitlines()
+              if _DECODE_ERROR_RE.search(ln)]
+    expected = None
+    if stated is not None:
+        expected = max(0.0, stated - float(start_s or 0.0))
+        if duration_s is not None:
+            expected = min(expected, float(duration_s))
+    span = "" if whole else " of the requested span"
+    problem = None
+    if expected is not None and (expected - decoded_s) > max(TRUNCATED_MIN_S, TRUNCATED_MIN_SHARE * expected):
+        problem = f"{what} is truncated: decoded {decoded_s:.2f} s{span} of the {expected:.2f} s {source}"
+        if errors:
+            problem += f" (ffmpeg: {errors[0]})"
+    elif errors:
+        of = f" of the {expected:.2f} s {source}" if expected is not None else " (stated length unknown)"
+        problem = (f"{what} is damaged: ffmpeg reported {len(errors)} decode error(s) "
+                   f"(first: {errors[0]}); decoded {decoded_s:.2f} s{span}{of}")
+    elif path is not None and whole and fmt == "ogg" and _ogg_ends_cleanly(path) is False:
+        problem = (f"{what} is truncated: its Ogg stream has no end-of-stream page (cut off or "
+                   f"never finished); decoded {decoded_s:.2f} s, the full length is unknown")
+    if problem is None:
+        return
+    if allow_partial:
+        warnings.warn(f"{problem}; encoding the {decoded_s:.2f} s that decode (allow_partial)",
+                      RatecontrolWarning, stacklevel=3)
+        return
+    raise TruncatedInputError(f"{problem}; re-copy or re-export it, or pass --allow-partial "
+                              "to encode what decodes")
+
+
+def decode_to_disk(path, sample_rate_hz: int, channels: int, directory=None,
+                   allow_partial: bool = False) -> np.ndarray:
     """:func:`decode` into a temporary file mapped read-only: float32 ``[C, N]``.
 
     For inputs too long to hold (an hour of 48 kHz stereo is 1.4 GB of float32, a
     10-hour audiobook 14 GB): ffmpeg writes raw PCM straight to a file in ``directory``
-    (default: the system temp folder), which is mapped and unlinked at once, so pages
+    (default: this process's temp folder in the system temp folder, fsutil.run_temp_dir),
+    which is mapped and unlinked at once, so pages
     are read in as they are used and are file-backed (the OS can drop them under memory
-    pressure), and nothing is left behind even if the process dies. The array is a
+    pressure), and nothing is left behind even if the process dies (a killed decode's
+    file is an fsutil temp name, removed by the next run). The array is a
     transposed view of the interleaved ``[N, C]`` file; slices are cheap, ``.copy()``
-    one before changing it.
+    one before changing it. ``allow_partial``: as for :func:`decode`.
     """
+    ffmpeg_path()  # a broken ffmpeg is FFmpegNotFoundError here, never the input's fault
     p = check_input_path(path)
     ch = int(channels)
-    fd, tmp = tempfile.mkstemp(prefix="ratecontrol-pcm-", suffix=".f32", dir=directory)
-    os.close(fd)
+    rate = int(sample_rate_hz)
+    tmp = temp_sibling(Path(directory if directory is not None else run_temp_dir()) / "decode.f32")
     try:
-        stream = _pcm_output(ffmpeg.input(ff_path(p)), int(sample_rate_hz), ch, "f32le", tmp)
+        stream = _pcm_output(ffmpeg.input(ff_path(p)), rate, ch, "f32le", str(tmp))
+        err = ""
         try:
-            run(stream.global_args("-y"), what=f"decoding {p}")
+            err = run(stream.global_args("-y"), what=f"decoding {p}")[1].decode("utf-8", "replace")
         except FFmpegError as exc:
             _raise_decode_error(exc, str(p))
         n = os.path.getsize(tmp) // (4 * ch)
         if n == 0:
             raise EmptyAudioError(f"{p} has no decodable audio samples (empty or truncated file); "
                                   "re-export or re-copy it")
+        _check_complete(err, p, str(p), n, rate, None, None, allow_partial)
         frames = np.memmap(tmp, dtype="<f4", mode="r", shape=(n, ch))
     finally:
         os.unlink(tmp)  # the mapping keeps the data until the array is freed
@@ -178,6 +359,7 @@ def decode(
     channels: int | None = None,
     start_s: float | None = None,
     duration_s: float | None = None,
+    allow_partial: bool = False,
 ) -> np.ndarray:
     """Decode the first audio stream to float32 ``[C, N]`` in [-1, 1].
 
@@ -189,8 +371,12 @@ def decode(
     start_s / duration_s: decode only this span (ffmpeg decodes from the preceding seek
     point and drops samples before ``start_s``: sample-accurate for WAV/FLAC/Ogg/MP3,
     but measured 84-1001 samples off in MP4/AAC, so align such spans yourself).
+    allow_partial: a partial decode (decode errors, or much shorter than the container
+    states: a cut-off file) is a RatecontrolWarning instead of TruncatedInputError.
 
-    Raises InputNotFoundError, NotAudioError, EmptyAudioError (no samples), UsageError.
+    Raises InputNotFoundError, NotAudioError, EmptyAudioError (no samples),
+    TruncatedInputError, InputError (unreadable, not a regular file, a channel count
+    ffmpeg cannot downmix), UsageError, FFmpegNotFoundError (broken ffmpeg).
     """
     if sample_rate_hz is not None and int(sample_rate_hz) <= 0:
         raise UsageError(f"sample_rate_hz must be positive, got {sample_rate_hz}")
@@ -200,6 +386,7 @@ def decode(
         raise UsageError(f"start_s must be >= 0, got {start_s}")
     if duration_s is not None and duration_s <= 0:
         raise UsageError(f"duration_s must be > 0, got {duration_s}")
+    ffmpeg_path()  # a broken ffmpeg is FFmpegNotFoundError here, never the input's fault
 
     in_kwargs = {}
     if start_s:
@@ -211,6 +398,7 @@ def decode(
         if not data:
             raise EmptyAudioError("cannot decode empty bytes (0 bytes of input)")
         what = "<bytes input>"
+        p = None
         src = ffmpeg.input("pipe:", **in_kwargs)
     else:
         data = None
@@ -219,13 +407,16 @@ def decode(
         src = ffmpeg.input(ff_path(p), **in_kwargs)
 
     stream = _pcm_output(src, sample_rate_hz, channels, "wav")
+    errs: list[str] = []
     try:
         if data is None:
             # read in blocks: _parse_wav_blocks frees each as it is converted, so the
             # peak is ~1x the decoded audio instead of ~2.7x (bytes + join + array)
-            out = list(stream_stdout(stream, _BLOCK_BYTES, what=f"decoding {what}"))
+            out = list(stream_stdout(stream, _BLOCK_BYTES, what=f"decoding {what}", stderr_out=errs))
         else:
-            out = [run(stream, input=data, what=f"decoding {what}")[0]]
+            out_b, err_b = run(stream, input=data, what=f"decoding {what}")
+            out = [out_b]
+            errs.append(err_b.decode("utf-8", "replace"))
     except FFmpegError as exc:
         _raise_decode_error(exc, what)
         out = []
@@ -235,11 +426,12 @@ def decode(
             f"{what} has no decodable audio samples (empty or truncated file); "
             "re-export or re-copy it"
         )
-    audio = _parse_wav_blocks(out, what)
+    audio, rate = _parse_wav_blocks(out, what)
     if audio.shape[1] == 0:
         span = "" if start_s is None and duration_s is None else " in the requested span"
         raise EmptyAudioError(
             f"{what} has no decodable audio samples{span} (empty or truncated file); "
             "re-export or re-copy it"
         )
+    _check_complete("".join(errs), p, what, audio.shape[1], rate, start_s, duration_s, allow_partial)
     return audio

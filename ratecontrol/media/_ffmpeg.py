@@ -1,6 +1,7 @@
 """Finding and running the ffmpeg binary.
 
-Discovery order (first usable wins, result cached for the process):
+Discovery order (first usable wins; each binary is checked once per process with
+``<binary> -version``, see :func:`binary_problem`):
 
 1. ``$RATECONTROL_FFMPEG`` -- an explicit binary, e.g. one built with libfdk_aac;
 2. ``ffmpeg`` on ``PATH`` (``shutil.which``);
@@ -35,49 +36,90 @@ __all__ = [
     "stderr_tail",
     "clear_cache",
     "ff_path",
+    "binary_problem",
 ]
 
 #: how many stderr lines an FFmpegError message keeps (the useful part is at the end)
 _STDERR_TAIL_LINES = 10
 
 
-def _usable(path: str) -> bool:
-    """True if ``path`` runs and prints an ffmpeg version banner."""
+#: how long ``<binary> -version`` may take before the binary is called broken
+_VERSION_TIMEOUT_S = 30
+
+
+@functools.lru_cache(maxsize=None)
+def binary_problem(path: str) -> str | None:
+    """Why ``path`` is not a working ffmpeg (short text), or None if it is one.
+
+    Runs ``<path> -hide_banner -version`` once per path per process (cached): a
+    working ffmpeg exits 0 and prints ``ffmpeg version ...``. ``/bin/false`` (exit 1,
+    prints nothing), a missing file, a non-executable file, a script that prints
+    something else: each gets its own reason, so no caller ever blames the input for a
+    broken binary."""
     try:
-        proc = subprocess.run(
-            [path, "-hide_banner", "-version"], capture_output=True, timeout=30
-        )
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return proc.returncode == 0 and b"ffmpeg version" in proc.stdout
+        proc = subprocess.run([path, "-hide_banner", "-version"], capture_output=True,
+                              stdin=subprocess.DEVNULL, timeout=_VERSION_TIMEOUT_S)
+    except FileNotFoundError:
+        return "no such file"
+    except PermissionError:
+        return "permission denied: not executable"
+    except subprocess.TimeoutExpired:
+        return f"'-version' did not finish within {_VERSION_TIMEOUT_S} s"
+    except (OSError, subprocess.SubprocessError) as exc:
+        return getattr(exc, "strerror", None) or str(exc) or exc.__class__.__name__
+    if proc.returncode != 0:
+        said = stderr_tail(proc.stderr.decode("utf-8", "replace"), 1)
+        return f"'-version' exited with {proc.returncode}" + (f": {said}" if said else ", printing nothing")
+    if b"ffmpeg version" not in proc.stdout:
+        return "'-version' printed no 'ffmpeg version' line"
+    return None
 
 
-@functools.lru_cache(maxsize=1)
+def _usable(path: str) -> bool:
+    """True if ``path`` runs and prints an ffmpeg version banner (cached per path)."""
+    return binary_problem(path) is None
+
+
 def ffmpeg_path() -> str:
-    """Absolute path of the ffmpeg binary ratecontrol uses (cached)."""
+    """Absolute path of the ffmpeg binary ratecontrol uses.
+
+    Every ffmpeg run in ratecontrol starts here, so a broken binary is reported as
+    :class:`FFmpegNotFoundError` (exit 6) before any input file could be blamed. The
+    check is cached per binary path; the choice is made again when
+    ``$RATECONTROL_FFMPEG`` or ``$PATH`` changes."""
+    return _resolve(os.environ.get("RATECONTROL_FFMPEG") or None, os.environ.get("PATH"))
+
+
+@functools.lru_cache(maxsize=8)
+def _resolve(env: str | None, path_var: str | None) -> str:
     tried: list[str] = []
-    env = os.environ.get("RATECONTROL_FFMPEG")
     if env:
-        if _usable(env):
+        why = binary_problem(env)
+        if why is None:
             return env
         # An explicit setting that does not work is a configuration error: say so
         # instead of silently falling back to a different ffmpeg with other encoders.
         raise FFmpegNotFoundError(
-            f"RATECONTROL_FFMPEG={env!r} is not a working ffmpeg binary; "
-            "fix the path or unset the variable"
+            f"RATECONTROL_FFMPEG={env} is not a working ffmpeg ({why}); "
+            "unset it or point it at an ffmpeg binary"
         )
     tried.append("$RATECONTROL_FFMPEG (unset)")
-    which = shutil.which("ffmpeg")
-    if which and _usable(which):
-        return which
-    tried.append(f"ffmpeg on PATH ({which or 'not found'})")
+    which = shutil.which("ffmpeg", path=path_var)
+    if which:
+        why = binary_problem(which)
+        if why is None:
+            return which
+        tried.append(f"ffmpeg on PATH ({which}: {why})")
+    else:
+        tried.append("ffmpeg on PATH (not found)")
     try:
         import imageio_ffmpeg
 
         exe = imageio_ffmpeg.get_ffmpeg_exe()
-        if exe and _usable(exe):
+        why = binary_problem(exe) if exe else "no binary"
+        if why is None:
             return exe
-        tried.append(f"imageio-ffmpeg ({exe})")
+        tried.append(f"imageio-ffmpeg ({exe}: {why})")
     except Exception as exc:  # imageio-ffmpeg raises RuntimeError when it has no binary
         tried.append(f"imageio-ffmpeg ({exc.__class__.__name__}: {exc})")
     raise FFmpegNotFoundError(
@@ -92,9 +134,10 @@ def ff_path(path) -> str:
     return os.path.abspath(os.fspath(path))
 
 
-def run_args(args: list[str], input: bytes | None = None) -> tuple[bytes, bytes]:
-    """Run ``ffmpeg <args>``; return (stdout, stderr) or raise FFmpegError."""
-    cmd = [ffmpeg_path(), *args]
+def run_args(args: list[str], input: bytes | None = None, exe: str | None = None) -> tuple[bytes, bytes]:
+    """Run ``ffmpeg <args>`` (``exe``: a binary already checked; default ffmpeg_path());
+    return (stdout, stderr) or raise FFmpegError."""
+    cmd = [exe or ffmpeg_path(), *args]
     try:
         proc = subprocess.run(cmd, input=input, capture_output=True)
     except OSError as exc:
@@ -140,12 +183,14 @@ def run(stream, input: bytes | None = None, what: str = "ffmpeg") -> tuple[bytes
     return out, err
 
 
-def stream_stdout(stream, block_bytes: int, what: str = "ffmpeg"):
+def stream_stdout(stream, block_bytes: int, what: str = "ffmpeg", stderr_out: list | None = None):
     """Run an ffmpeg-python graph that writes to stdout; yield its output in blocks.
 
     Memory holds one block, not the whole output (an hour of 48 kHz stereo float32 is
     1.4 GB). stderr goes to a temporary file so a chatty ffmpeg can never block on a
-    full pipe. Raises FFmpegError like :func:`run` when ffmpeg fails.
+    full pipe. Raises FFmpegError like :func:`run` when ffmpeg fails. ``stderr_out``: a
+    list that gets ffmpeg's stderr text appended once it exits successfully (decode
+    reads the stated duration and decode errors from it).
     """
     exe = ffmpeg_path()
     cmd = ffmpeg.compile(stream.global_args("-hide_banner", "-nostdin"), cmd=exe, overwrite_output=True)
@@ -166,19 +211,24 @@ def stream_stdout(stream, block_bytes: int, what: str = "ffmpeg"):
                 proc.kill()
                 proc.wait()
             proc.stdout.close()
+        errf.seek(0)
+        err = errf.read().decode("utf-8", "replace")
         if rc != 0:
-            errf.seek(0)
-            err = errf.read().decode("utf-8", "replace")
             raise FFmpegError(f"{what} failed: {stderr_tail(err)}", cmd=cmd, stderr=err)
+        if stderr_out is not None:
+            stderr_out.append(err)
 
 
-@functools.lru_cache(maxsize=1)
 def _version_text() -> str:
-    out, _ = run_args(["-hide_banner", "-version"])
+    return _version_text_of(ffmpeg_path())
+
+
+@functools.lru_cache(maxsize=8)
+def _version_text_of(exe: str) -> str:
+    out, _ = run_args(["-hide_banner", "-version"], exe=exe)
     return out.decode("utf-8", "replace")
 
 
-@functools.lru_cache(maxsize=1)
 def ffmpeg_version() -> str:
     """Version of the ffmpeg binary, e.g. ``"7.1"`` or ``"9.0.2"``.
 
@@ -186,7 +236,13 @@ def ffmpeg_version() -> str:
     ``n9.0.2-17-g2a571b6068`` (BtbN/imageio builds) or ``N-112345-gabc`` (master), in
     which case the raw token is returned.
     """
-    first = _version_text().splitlines()[0] if _version_text() else ""
+    return _version_of(ffmpeg_path())
+
+
+@functools.lru_cache(maxsize=8)
+def _version_of(exe: str) -> str:
+    text = _version_text_of(exe)
+    first = text.splitlines()[0] if text else ""
     m = re.match(r"ffmpeg version (\S+)", first)
     if not m:
         return "unknown"
@@ -195,16 +251,24 @@ def ffmpeg_version() -> str:
     return m2.group(1) if m2 else token
 
 
-@functools.lru_cache(maxsize=1)
 def has_soxr() -> bool:
     """True if this ffmpeg was built with libsoxr (``aresample=resampler=soxr``)."""
-    return "--enable-libsoxr" in _version_text()
+    return _has_soxr_of(ffmpeg_path())
 
 
-@functools.lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=8)
+def _has_soxr_of(exe: str) -> bool:
+    return "--enable-libsoxr" in _version_text_of(exe)
+
+
 def available_encoders() -> frozenset[str]:
     """Names of every encoder this ffmpeg has (parsed from ``ffmpeg -encoders``)."""
-    out, _ = run_args(["-hide_banner", "-encoders"])
+    return _encoders_of(ffmpeg_path())
+
+
+@functools.lru_cache(maxsize=8)
+def _encoders_of(exe: str) -> frozenset[str]:
+    out, _ = run_args(["-hide_banner", "-encoders"], exe=exe)
     names: set[str] = set()
     past_header = False
     for line in out.decode("utf-8", "replace").splitlines():
@@ -220,14 +284,18 @@ def available_encoders() -> frozenset[str]:
     return frozenset(names)
 
 
-@functools.lru_cache(maxsize=1)
 def channel_layouts() -> dict[str, int]:
     """Standard channel layout names -> channel count (parsed from ``ffmpeg -layouts``).
 
     Used to turn the layout word in ``Stream #0:0: Audio: flac, 44100 Hz, 5.1, s16``
     into a channel count without hand-writing ffmpeg's layout table.
     """
-    out, _ = run_args(["-hide_banner", "-layouts"])
+    return _layouts_of(ffmpeg_path())
+
+
+@functools.lru_cache(maxsize=8)
+def _layouts_of(exe: str) -> dict[str, int]:
+    out, _ = run_args(["-hide_banner", "-layouts"], exe=exe)
     layouts: dict[str, int] = {}
     in_std = False
     for line in out.decode("utf-8", "replace").splitlines():
@@ -244,6 +312,6 @@ def channel_layouts() -> dict[str, int]:
 
 def clear_cache() -> None:
     """Forget the discovered binary and everything derived from it (for tests)."""
-    for f in (ffmpeg_path, _version_text, ffmpeg_version, has_soxr, available_encoders,
-              channel_layouts):
+    for f in (binary_problem, _resolve, _version_text_of, _version_of, _has_soxr_of,
+              _encoders_of, _layouts_of):
         f.cache_clear()

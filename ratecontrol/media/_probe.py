@@ -9,14 +9,18 @@ stream is decoded to the ``null`` muxer once and the decoded length is reported.
 """
 from __future__ import annotations
 
+import errno
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import ffmpeg
 
-from ..errors import EmptyAudioError, FFmpegError, InputNotFoundError, NotAudioError
-from ._ffmpeg import channel_layouts, ff_path, run, stderr_tail
+from ..errors import (EmptyAudioError, FFmpegError, FFmpegNotFoundError, InputError, InputNotFoundError,
+                      NotAudioError)
+from ._ffmpeg import channel_layouts, ff_path, ffmpeg_path, run, stderr_tail
 
 __all__ = ["ProbeInfo", "probe", "LOSSLESS_CODECS", "check_input_path"]
 
@@ -69,19 +73,58 @@ _INPUT_RE = re.compile(r"^Input #0, (?P<fmt>.+?), from ")
 _META_ENTRY_RE = re.compile(r"^(?P<indent>\s*)(?P<key>[^:]*?)\s*:\s(?P<val>.*)$")
 
 
+_FILE_KINDS = ((stat.S_ISFIFO, "named pipe (FIFO)"), (stat.S_ISCHR, "character device"),
+               (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"))
+
+
 def check_input_path(path) -> Path:
-    """Path of an existing regular file, or InputNotFoundError / EmptyAudioError."""
+    """Path of an existing, readable, non-empty regular file.
+
+    Raises InputNotFoundError (missing, a directory), InputError (not a regular file:
+    a FIFO or a device such as /dev/zero would make ffmpeg wait or read forever; not
+    readable), EmptyAudioError (0 bytes)."""
     p = Path(path)
-    if not p.exists():
-        raise InputNotFoundError(f"input file not found: {p} (check the path)")
-    if p.is_dir():
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise InputNotFoundError(f"input file not found: {p} (check the path)") from None
+    except PermissionError:
+        raise InputError(f"cannot read {p}: permission denied on a folder of its path "
+                         "(check the folders' permissions)") from None
+    except OSError as exc:
+        if exc.errno == errno.ENOTDIR:
+            raise InputNotFoundError(f"input file not found: {p} (a part of the path is not a folder)") from None
+        raise InputError(f"cannot read {p}: {exc.strerror or exc} (check the path)") from None
+    if stat.S_ISDIR(st.st_mode):
         raise InputNotFoundError(
             f"input is a directory, not a file: {p} (pass an audio file, or use batch "
             "mode for folders)"
         )
-    if p.stat().st_size == 0:
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((name for test, name in _FILE_KINDS if test(st.st_mode)), "special file")
+        raise InputError(f"input is not a regular file: {p} is a {kind}; save the audio to a "
+                         "file and pass that")
+    if st.st_size == 0:
         raise EmptyAudioError(f"input file is empty (0 bytes): {p} (re-export or re-copy it)")
+    try:
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except PermissionError:
+        raise InputError(f"cannot read {p}: permission denied (check the file's permissions, "
+                         "e.g. chmod u+r)") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {p}: {exc.strerror or exc}") from None
+    os.close(fd)
     return p
+
+
+def _unquote_path(stderr: str, p: Path) -> str:
+    """ffmpeg's stderr with the input's path replaced by ``<input>``.
+
+    ffmpeg prints the path verbatim (``Input #0, wav, from '/a/b\nc.wav':``), so a
+    name with a newline splits the dump's first line and a name that looks like a dump
+    line could be read as one; the path is known, so take it out before parsing."""
+    full = ff_path(p)
+    return stderr.replace(full, "<input>") if full else stderr
 
 
 def _hms_to_s(text: str) -> float:
@@ -94,7 +137,8 @@ def _parse_dump(stderr: str) -> dict:
     out: dict = {"format_name": "", "duration": None, "container_kbps": None,
                  "audio": None, "has_cover_art": False,
                  "cover_stream": None, "cover_codec": None, "global_tags": {},
-                 "audio_tags": {}}
+                 "audio_tags": {}, "has_video": False,
+                 "duration_estimated": "Estimating duration from bitrate" in stderr}
     in_input = False
     # which tag dict the current "Metadata:" block feeds, and the indent of its entries
     target: dict | None = None
@@ -154,6 +198,8 @@ def _parse_dump(stderr: str) -> dict:
             if kind == "Audio" and out["audio"] is None:
                 out["audio"] = rest
                 current_stream_is_first_audio = True
+            elif kind == "Video" and "(attached pic)" not in rest:
+                out["has_video"] = True
             elif kind == "Video" and "(attached pic)" in rest and not out["has_cover_art"]:
                 out["has_cover_art"] = True
                 out["cover_stream"] = int(ms.group("idx"))
@@ -247,8 +293,21 @@ def _no_decoder_message(path, stderr: str) -> str:
             "it with another tool or use an ffmpeg build that decodes it")
 
 
-def _open_error(path: Path, stderr: str) -> Exception:
-    """The error for an input ffmpeg could not open (one line, with ffmpeg's reason)."""
+def _open_error(path: Path, stderr: str, exc: FFmpegError | None = None) -> Exception:
+    """The error for an input ffmpeg could not open (one line, with ffmpeg's reason).
+
+    ffmpeg that printed nothing at all did not get as far as reading the file: that is
+    the ffmpeg's failure (``exc`` itself), not the input's."""
+    if not stderr.strip():
+        return exc if exc is not None else FFmpegError(
+            f"ffmpeg failed on {path} without printing anything; check the ffmpeg binary "
+            "(ratecontrol doctor)")
+    if re.search(r"Permission denied", stderr):
+        return InputError(f"cannot read {path}: permission denied (check the file's permissions)")
+    if "moov atom not found" in stderr:
+        return EmptyAudioError(
+            f"{path} is truncated or unfinished: its MP4 index (moov atom) is missing, so "
+            "nothing can be decoded; re-export or re-copy the file")
     m = re.search(r"Error opening input(?: file)?: (.+)", stderr)
     reason = m.group(1).strip() if m else stderr_tail(stderr, 2)
     if reason == "End of file":
@@ -285,6 +344,7 @@ def probe(path) -> ProbeInfo:
     read it or it has no audio stream), EmptyAudioError (0 bytes, or no decodable
     samples).
     """
+    ffmpeg_path()  # a broken ffmpeg is FFmpegNotFoundError here, never the input's fault
     p = check_input_path(path)
     # One call: open the file (ffmpeg prints the stream dump) and decode its first 50 ms
     # to the null muxer, so a header with no decodable audio behind it is caught here.
@@ -292,11 +352,13 @@ def probe(path) -> ProbeInfo:
     empty = False
     try:
         _, err_b = run(stream, what=f"probing {p}")
-        stderr = err_b.decode("utf-8", "replace")
+        stderr = _unquote_path(err_b.decode("utf-8", "replace"), p)
+    except FFmpegNotFoundError:
+        raise
     except FFmpegError as exc:
-        if "Input #0" not in exc.stderr:
-            raise _open_error(p, exc.stderr) from None
-        stderr = exc.stderr
+        stderr = _unquote_path(exc.stderr, p)
+        if "Input #0" not in stderr:
+            raise _open_error(p, stderr, exc) from None
         empty = _nothing_decoded(stderr)
         if _no_decoder(stderr):
             raise NotAudioError(_no_decoder_message(p, stderr)) from None
