@@ -190,7 +190,7 @@ def test_two_runs_on_one_out_dir_second_fails_first_completes(tmp_path):
     """The race of issue #15: the second run's cleanup removed the first run's in-flight
     file. Now the second one fails at once and the first finishes untouched."""
     src, out = tmp_path / "in", tmp_path / "out"
-    for i in range(3):
+    for i in range(2):
         _wav(src / f"t{i}.wav", seconds=1.5, freq=300 + 90 * i)
     argv = [sys.executable, "-m", "ratecontrol", "batch", str(src), str(out), "--target-mos", str(TARGET),
             "--codec", "opus", "--scorer", "visqol", "-j", "1", "--no-progress"]
@@ -212,8 +212,8 @@ def test_two_runs_on_one_out_dir_second_fails_first_completes(tmp_path):
             first.kill()
             first.wait()
     assert first.returncode == 0, stderr
-    assert "3 encoded" in stdout and "0 failed" in stdout
-    for i in range(3):
+    assert "2 encoded" in stdout and "0 failed" in stdout
+    for i in range(2):
         assert media.probe(out / f"t{i}.opus").duration_s == pytest.approx(1.5, abs=0.1)
     assert not _temps(out) and not (out / LOCK_NAME).exists()
 
@@ -339,10 +339,13 @@ def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds worker processes through /proc")
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, pytest.param(signal.SIGKILL, marks=pytest.mark.slow)])
 def test_killed_driver_leaves_no_worker_running_and_no_new_output(tmp_path, sig):
+    """SIGTERM: the driver kills its workers on the way out. SIGKILL (no way out): each
+    worker notices its parent is gone within a fraction of a second and stops."""
     src, out = tmp_path / "in", tmp_path / "out"
-    for i in range(6):
+    n = 4 if sig == signal.SIGTERM else 6
+    for i in range(n):
         _wav(src / f"t{i}.wav", seconds=1.5, freq=250 + 70 * i)
     argv = [sys.executable, "-m", "ratecontrol", "batch", str(src), str(out), "--target-mos", str(TARGET),
             "--codec", "opus", "--scorer", "visqol", "-j", "2", "--no-progress"]
@@ -381,11 +384,12 @@ def test_killed_driver_leaves_no_worker_running_and_no_new_output(tmp_path, sig)
         assert driver.returncode == 128 + signal.SIGTERM, stderr
         assert "interrupted by SIGTERM" in stderr and "Traceback" not in stderr
         assert not _temps(out)  # cleaned on the way out
-    # every finished file is whole and in the manifest; a rerun completes the rest
+    # every finished file is whole and in the manifest
     lines = [json.loads(x) for x in (out / MANIFEST_NAME).read_text().splitlines() if x.strip()] \
         if (out / MANIFEST_NAME).exists() else []
     for d in lines:
         if d.get("status") == "encoded" and (out / d["output"]).exists():
             assert (out / d["output"]).stat().st_size == d["output_bytes"]
-    rep = transcode_folder(src, out, **{**KW, "scorer": "visqol"})
-    assert rep.ok and rep.n_encoded == 6 and not _temps(out)
+    if sig == signal.SIGKILL:  # a rerun cleans the dead workers' temps and completes the rest
+        rep = transcode_folder(src, out, **{**KW, "scorer": "visqol"})
+        assert rep.ok and rep.n_encoded == n and not _temps(out)
