@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ratecontrol import media
+from ratecontrol import fsutil, media
 from ratecontrol._resample import resample
 from ratecontrol.align import align, estimate_delay
 from ratecontrol.cache import ProbeCache, pcm_digest, preset_fingerprint
@@ -412,6 +412,10 @@ class _Prober:
         self.probes: dict[int, Probe] = {}
         #: rungs probed at once (set by the session; see PARALLEL_PROBES)
         self.parallel = 1
+        #: keep each whole-track probe's encoded file (rung index -> path in the run's
+        #: temp folder): the one that is chosen becomes the output by stream copy
+        self.keep_encodes = False
+        self.encodes: dict[int, Path] = {}
 
     @property
     def all_silent(self) -> bool:
@@ -435,12 +439,15 @@ class _Prober:
     def _measure(self, i: int) -> dict:
         audio, rate = self.source.audio, self.track.rate_hz
 
-        def roundtrip(span):
-            return media.roundtrip_info(audio[:, span[0] : span[1]], rate, self.preset, self.rungs[i])
+        def roundtrip(span, keep=False):
+            return media.roundtrip_info(audio[:, span[0] : span[1]], rate, self.preset, self.rungs[i], keep=keep)
 
         spans = self.source.encode_spans()
         if len(spans) == 1:
-            rts = [roundtrip(spans[0])]
+            keep = self.keep_encodes and not self.source.sampled
+            rts = [roundtrip(spans[0], keep)]
+            if rts[0].encoded_path is not None:
+                self.encodes[i] = rts[0].encoded_path
         else:  # independent ffmpeg processes, one per core
             with ThreadPoolExecutor(len(spans)) as ex:
                 rts = list(ex.map(roundtrip, spans))
@@ -487,6 +494,11 @@ class _Prober:
         if self.on_probe:
             self.on_probe(p)
         return p
+
+    def discard_encodes(self) -> None:
+        for path in self.encodes.values():
+            path.unlink(missing_ok=True)
+        self.encodes.clear()
 
     def result(self, target: float, chosen: Probe | None, probes, reached: bool, notes) -> SearchResult:
         return SearchResult(
@@ -590,6 +602,8 @@ class _Session:
     max_kbps: float | None
     jobs: int | None = None
     sample_max_s: float | None = None
+    #: probers keep their whole-track encodes (encode(): the chosen one is the output)
+    keep_encodes: bool = False
 
     def __post_init__(self):
         self._source: _ProbeSource | None = None
@@ -610,8 +624,14 @@ class _Session:
             # workers, one core each) keeps it sequential.
             if self.jobs != 1 and len(pr.source.encode_spans()) == 1:
                 pr.parallel = max(1, min(PARALLEL_PROBES, os.cpu_count() or 1))
+            pr.keep_encodes = self.keep_encodes
             self._probers[preset.name] = pr
         return self._probers[preset.name]
+
+    def close(self) -> None:
+        """Delete the probes' kept encodes."""
+        for pr in self._probers.values():
+            pr.discard_encodes()
 
     def _check_pieces(self, chunk_s: float = CHECK_CHUNK_S):
         """The track cut into ``chunk_s`` probe sources for the full-track check."""
@@ -670,7 +690,7 @@ class _Session:
 
 
 def _open_session(source, preset_for_rate: Preset | None, scorer, pool, sample_rate_hz, hop_s, sample_share,
-                  jobs, on_probe, max_kbps, cache) -> _Session:
+                  jobs, on_probe, max_kbps, cache, keep_encodes: bool = False) -> _Session:
     pool = validate_pool(pool)
     share = DEFAULT_SAMPLE_SHARE if sample_share is None else float(sample_share)
     if not 0 < share <= 1:
@@ -690,7 +710,7 @@ def _open_session(source, preset_for_rate: Preset | None, scorer, pool, sample_r
         sc = scorer
         track = _load_track(source, rate_for, sample_rate_hz)
     return _Session(track, sc, pool, _resolve_cache(cache), hop_s, share, on_probe, max_kbps, jobs,
-                    SAMPLE_MAX_S if sample_share is None else None)
+                    SAMPLE_MAX_S if sample_share is None else None, keep_encodes)
 
 
 class _NoRate:
@@ -777,7 +797,8 @@ def select_bitrate(
     return _search(s.prober(preset), target, best_effort)
 
 
-def _auto_sessions(source, scorer, pool, sample_rate_hz, hop_s, sample_share, jobs, on_probe, max_kbps, cache):
+def _auto_sessions(source, scorer, pool, sample_rate_hz, hop_s, sample_share, jobs, on_probe, max_kbps, cache,
+                   keep_encodes: bool = False):
     # one decode per output rate (48 kHz for Opus, the source's for the rest); the
     # scorer and cache are shared
     sessions: dict[int, _Session] = {}
@@ -787,7 +808,7 @@ def _auto_sessions(source, scorer, pool, sample_rate_hz, hop_s, sample_share, jo
         k = _rate_key(p)
         if k not in sessions:
             sessions[k] = _open_session(source, p, shared_scorer, pool, sample_rate_hz, hop_s, sample_share, jobs,
-                                        on_probe, max_kbps, shared_cache)
+                                        on_probe, max_kbps, shared_cache, keep_encodes)
     if not sessions:
         raise UsageError("codec auto: this ffmpeg has none of the presets' encoders (see `ratecontrol doctor`)")
     return sessions
@@ -807,40 +828,64 @@ def _check_output(input_path: Path, output: Path, overwrite: bool) -> Path:
     return output
 
 
+#: the tag ratecontrol writes its settings under (ID3v2 TXXX:RATECONTROL, a Vorbis
+#: comment RATECONTROL=...). The user's own tags, ``comment`` included, are kept.
+TAG_KEY = "RATECONTROL"
+
+
+def _our_tags(preset: Preset, rung, result: SearchResult, track: "_Track") -> dict[str, str]:
+    from ratecontrol import __version__
+
+    ours = (f"ratecontrol {__version__} preset={preset.name} rung={rung.label} "
+            f"target_mos={result.target_mos:g} pool={result.pool} scorer={result.scorer}")
+    if preset.format in ("ipod", "mp4", "mov"):
+        # MP4 has no free-form keys without -movflags use_metadata_tags (which rewrites
+        # every tag as an mdta key that many players skip): append to the comment
+        theirs = (track.info.tags.get("comment") if track.info else None) or ""
+        return {"comment": f"{theirs}\n{ours}" if theirs else ours}
+    return {TAG_KEY: ours}
+
+
 def _finish_encode(session: _Session, preset: Preset, result: SearchResult, input_path: Path, out: Path,
                    metadata: dict | None, verify: bool, t0: float) -> EncodeResult:
-    """Encode the chosen rung from the file; check the whole encode when probes sampled."""
+    """Write the chosen rung, then decode the written file and score it: the reported
+    score is the shipped file's own; a miss steps up a rung.
+
+    The output is made by the one encode path the probes took (media.encode_array from
+    the decoded track, ENCODER_INPUT): when a probe encoded the whole input at this
+    rung its packets are stream-copied into the output with the input's tags and cover
+    art (media.remux), else the track is encoded again the same way.
+    """
     track = session.track
-    rungs = session.prober(preset).rungs
+    prober = session.prober(preset)
+    rungs = prober.rungs
     i = result.chosen.rung_index
     notes = list(result.notes)
     checked = None
-    tmp = out.with_name(f".{out.name}.rc-tmp{preset.extension}")
-    check = verify and session.source().sampled and not session.prober(preset).all_silent
+    check = verify and not prober.all_silent
     # the check's reference side does not depend on the encode: prepare it in a thread
     # while ffmpeg (another process) encodes, when the scorer's prepared form is small
-    pool = ThreadPoolExecutor(1) if check and getattr(session.scorer, "compact_prepare", False) else None
+    sampled = session.source().sampled
+    pool = (ThreadPoolExecutor(1) if check and sampled and getattr(session.scorer, "compact_prepare", False)
+            else None)
     reference = pool.submit(session.check_reference) if pool else None
+    tmp = fsutil.temp_sibling(out)
     try:
         while True:
             rung = rungs[i]
-            comment = (f"ratecontrol {preset.name} {rung.label} target_mos={result.target_mos:g} "
-                       f"{result.pool}_mos={_fmt_mos(result.chosen.pooled_mos)} scorer={result.scorer}")
-            media.encode_file(input_path, tmp, preset, rung, metadata={**(metadata or {}), "comment": comment},
-                              channels=track.channels, sample_rate_hz=track.rate_hz)
+            tags = {**_our_tags(preset, rung, result, track), **(metadata or {})}
+            if i in prober.encodes:
+                media.remux(prober.encodes[i], tmp, preset, rung, metadata=tags, tags_from=input_path)
+            else:
+                media.encode_array(track.src, track.rate_hz, preset, rung, tmp, metadata=tags, tags_from=input_path)
             if not check:
                 break
-            n = track.src.shape[1]
-            deg = _ForwardReader(media.decode_aligned_blocks(tmp, preset, track.rate_hz, track.channels, n,
-                                                             int(CHECK_CHUNK_S * track.rate_hz)), track.channels, n)
-            scores = session.full_track_scores(deg, reference.result() if reference else None)
-            del deg
-            checked = pool_scores(scores[~np.isnan(scores)], session.pool)
+            checked = _score_written(session, prober, preset, tmp, reference)
             if checked >= result.target_mos or i == len(rungs) - 1:
                 if checked < result.target_mos:
-                    notes.append(f"full-track check: {rung.label} scores {checked:.3f} < target even at the top rung")
+                    notes.append(f"output check: {rung.label} scores {checked:.3f} < target even at the top rung")
                 break
-            notes.append(f"full-track check: {rung.label} scored {checked:.3f} < {result.target_mos:g}; stepped up one rung")
+            notes.append(f"output check: {rung.label} scored {checked:.3f} < {result.target_mos:g}; stepped up one rung")
             i += 1
         os.replace(tmp, out)
     finally:
@@ -848,7 +893,10 @@ def _finish_encode(session: _Session, preset: Preset, result: SearchResult, inpu
         if pool:
             pool.shutdown(wait=True, cancel_futures=True)
     rung = rungs[i]
+    if checked is None:
+        notes.append("output not checked (--no-verify): the score is the search's estimate")
     final_mos = checked if checked is not None else result.chosen.pooled_mos
+    met = not np.isnan(final_mos) and final_mos >= result.target_mos if checked is not None else result.reached
     result = replace(result, notes=tuple(notes))
     return EncodeResult(
         input_path=str(input_path),
@@ -859,12 +907,31 @@ def _finish_encode(session: _Session, preset: Preset, result: SearchResult, inpu
         pooled_mos=final_mos,
         output_bytes=out.stat().st_size,
         input_bytes=input_path.stat().st_size,
-        best_effort=not result.reached,
+        best_effort=not met,
         seconds=time.perf_counter() - t0,
         full_track_mos=checked,
         stepped_up=i - result.chosen.rung_index,
         preset=preset.name,
+        verified=checked is not None,
     )
+
+
+def _score_written(session: _Session, prober: _Prober, preset: Preset, path: Path, reference) -> float:
+    """Pooled score of the written file, decoded as a user's player would (ffmpeg,
+    priming removed, the preset's residual delay taken out) against the input."""
+    track = session.track
+    n = track.src.shape[1]
+    if not prober.source.sampled:
+        # the probe source is the whole track: its prepared reference windows serve
+        deg = media.decode_aligned(path, preset, track.rate_hz, track.channels, n)
+        deg_w, _ = prober.source.windows(deg)
+        scores = prober.window_scores(deg_w)
+    else:
+        deg = _ForwardReader(media.decode_aligned_blocks(path, preset, track.rate_hz, track.channels, n,
+                                                         int(CHECK_CHUNK_S * track.rate_hz)), track.channels, n)
+        scores = session.full_track_scores(deg, reference.result() if reference else None)
+    del deg
+    return pool_scores(scores[~np.isnan(scores)], session.pool)
 
 
 def _fmt_mos(x: float) -> str:
@@ -906,24 +973,31 @@ def encode(
     media.probe(input_path)  # one clear error for a missing / non-audio / empty input
     target = _check_target(target_mos)
     if codec == AUTO_CODEC:
-        sessions = _auto_sessions(input_path, scorer, pool, None, hop_s, sample_share, jobs, on_probe, max_kbps, cache)
-        result = _search_auto(sessions, target, best_effort)
-        preset = load_preset(result.preset)
-        session = sessions[_rate_key(preset)]
+        sessions = _auto_sessions(input_path, scorer, pool, None, hop_s, sample_share, jobs, on_probe, max_kbps, cache,
+                                  keep_encodes=True)
     else:
         preset = _resolve_preset(codec)
-        session = _open_session(input_path, preset, scorer, pool, None, hop_s, sample_share, jobs, on_probe,
-                                max_kbps, cache)
-        result = None
-    out = _check_output(input_path, Path(output) if output else _default_output(input_path, preset), overwrite)
-    if result is None:
-        result = _search(session.prober(preset), target, best_effort)
-    if report:
-        result = _with_upper_neighbour(session.prober(preset), result)
-        from ratecontrol.report import render_report
+        sessions = {0: _open_session(input_path, preset, scorer, pool, None, hop_s, sample_share, jobs, on_probe,
+                                     max_kbps, cache, keep_encodes=True)}
+    try:
+        if codec == AUTO_CODEC:
+            result = _search_auto(sessions, target, best_effort)
+            preset = load_preset(result.preset)
+            session = sessions[_rate_key(preset)]
+        else:
+            session, result = sessions[0], None
+        out = _check_output(input_path, Path(output) if output else _default_output(input_path, preset), overwrite)
+        if result is None:
+            result = _search(session.prober(preset), target, best_effort)
+        if report:
+            result = _with_upper_neighbour(session.prober(preset), result)
+            from ratecontrol.report import render_report
 
-        render_report(result, report)
-    return _finish_encode(session, preset, result, input_path, out, metadata, verify, t0)
+            render_report(result, report)
+        return _finish_encode(session, preset, result, input_path, out, metadata, verify, t0)
+    finally:
+        for s_ in sessions.values():
+            s_.close()
 
 
 def _with_upper_neighbour(prober: _Prober, result: SearchResult) -> SearchResult:
@@ -970,21 +1044,42 @@ def encode_ladder(
     if not folder.is_dir():
         raise OutputError(f"output folder {folder} does not exist; create it first")
     outs = [_check_output(input_path, folder / f"{input_path.stem}.mos{t:g}{preset.extension}", overwrite) for t in ts]
-    session = _open_session(input_path, preset, scorer, pool, None, hop_s, sample_share, jobs, on_probe, None, cache)
+    session = _open_session(input_path, preset, scorer, pool, None, hop_s, sample_share, jobs, on_probe, None, cache,
+                            keep_encodes=True)
     results = []
-    for t, out in zip(ts, outs):
-        res = _search(session.prober(preset), t, best_effort)
-        results.append(_finish_encode(session, preset, res, input_path, out, None, verify, t0))
+    try:
+        for t, out in zip(ts, outs):
+            res = _search(session.prober(preset), t, best_effort)
+            results.append(_finish_encode(session, preset, res, input_path, out, None, verify, t0))
+    finally:
+        session.close()
     return tuple(results)
 
 
-def _load_for_scoring(x, sample_rate_hz: int | None, what: str) -> np.ndarray:
-    if isinstance(x, np.ndarray):
-        if not sample_rate_hz:
-            raise UsageError(f"pass sample_rate_hz together with the {what} array")
-        return resample(_as_array(x, what), int(sample_rate_hz), MODEL_SAMPLE_RATE_HZ)
-    info = media.probe(x)
-    return media.decode(x, sample_rate_hz=MODEL_SAMPLE_RATE_HZ, channels=min(info.channels, 2))
+def _load_pair(reference, degraded, sample_rate_hz: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Both signals at the model's 44.1 kHz, brought there the way a search's check is.
+
+    Files are decoded by ffmpeg at one common rate, the degraded file's own when it
+    is 44.1 or 48 kHz (the rate it was encoded at: an Opus file is 48 kHz), and both
+    are then resampled by the one in-process resampler, as probes and the output check
+    are: so ``score(INPUT, OUTPUT)`` reads the shipped file exactly as ``encode``
+    scored it (tests/test_oneencode.py)."""
+    out = []
+    files = [x for x in (reference, degraded) if not isinstance(x, np.ndarray)]
+    common = None
+    if files:
+        infos = {id(x): media.probe(x) for x in files}
+        anchor = degraded if not isinstance(degraded, np.ndarray) else reference
+        common = _output_rate(_NO_RATE, infos[id(anchor)].sample_rate_hz)
+    for x, what in ((reference, "reference"), (degraded, "degraded")):
+        if isinstance(x, np.ndarray):
+            if not sample_rate_hz:
+                raise UsageError(f"pass sample_rate_hz together with the {what} array")
+            out.append(resample(_as_array(x, what), int(sample_rate_hz), MODEL_SAMPLE_RATE_HZ))
+        else:
+            a = media.decode(x, sample_rate_hz=common, channels=min(infos[id(x)].channels, 2))
+            out.append(resample(a, common, MODEL_SAMPLE_RATE_HZ))
+    return out[0], out[1]
 
 
 def score(
@@ -1005,8 +1100,7 @@ def score(
     """
     pool = validate_pool(pool)
     sc = _resolve_scorer(scorer, n_jobs=jobs)
-    ref = _load_for_scoring(reference, sample_rate_hz, "reference")
-    deg = _load_for_scoring(degraded, sample_rate_hz, "degraded")
+    ref, deg = _load_pair(reference, degraded, sample_rate_hz)
     if ref.shape[0] != deg.shape[0]:
         # mono vs stereo: compare mono mixes rather than refuse
         ref, deg = ref.mean(axis=0, keepdims=True), deg.mean(axis=0, keepdims=True)

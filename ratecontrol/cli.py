@@ -114,11 +114,12 @@ def _summary(res) -> None:
     s = res.search
     for note in s.notes:
         click.echo(f"  note: {note}", err=True)
-    status = "target met" if s.reached else "TARGET NOT MET (best effort)"
-    full = f", whole track {_fmt(res.full_track_mos)}" if res.full_track_mos is not None else ""
+    status = "TARGET NOT MET (best effort)" if res.best_effort else "target met"
+    # the shipped file's own score (decoded and scored after writing), never a probe's
+    what = "output" if res.verified else "search estimate, not verified"
     click.echo(
         f"{res.output_path}: {s.preset} {res.rung_label} ({res.bitrate_kbps:g} kbps), {s.pool} MOS "
-        f"{_fmt(s.chosen.pooled_mos)}{full} vs target {s.target_mos:g}: {status}; {len(s.probes)} probes, "
+        f"{_fmt(res.pooled_mos)} ({what}) vs target {s.target_mos:g}: {status}; {len(s.probes)} probes, "
         f"{res.output_bytes / 1e6:.2f} MB ({100 * res.output_bytes / max(res.input_bytes, 1):.1f}% of input), {res.seconds:.1f} s"
     )
 

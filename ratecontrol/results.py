@@ -71,12 +71,14 @@ class EncodeResult:
     input_bytes: int
     best_effort: bool
     seconds: float
-    #: pooled score of the finished encode over the whole track, when it was checked
-    #: (the search sampled the track); None when the probes already covered all of it
+    #: pooled score of the written file itself (decoded and scored after writing);
+    #: None with verify=False. ``pooled_mos`` is this score whenever it exists
     full_track_mos: float | None = None
     #: rungs stepped up after the full-track check missed the target
     stepped_up: int = 0
     preset: str = ""
+    #: the written file was decoded and scored (``pooled_mos`` is its own score)
+    verified: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return jsonable(asdict(self))

@@ -31,6 +31,7 @@ import base64
 import os
 import re
 import struct
+import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,14 +39,24 @@ from pathlib import Path
 import ffmpeg
 import numpy as np
 
-from ..errors import EmptyAudioError, OutputError, UsageError
+from .. import fsutil
+from ..errors import EmptyAudioError, FFmpegError, OutputError, UsageError
 from ..presets import Preset, Rung, load_preset
 from ._decode import decode_blocks, resample_filter
-from ._ffmpeg import ff_path, run
+from ._ffmpeg import ff_path, ffmpeg_path, run, stderr_tail
 from ._probe import check_input_path, probe
 
-__all__ = ["encode_array", "encode_file", "roundtrip", "roundtrip_info", "RoundTrip",
-           "EncodeResult"]
+__all__ = ["encode_array", "encode_file", "remux", "roundtrip", "roundtrip_info", "RoundTrip",
+           "EncodeResult", "ENCODER_INPUT"]
+
+#: What every encode of ratecontrol feeds the encoder: the decoded track as float32
+#: PCM (f32le on a pipe) at the output rate and channel count. Probes and the shipped
+#: file take this one path, so the encoder sees the same samples *and the same sample
+#: format*: libopus is told the input's bit depth (ffmpeg's libopusenc passes
+#: bits_per_raw_sample to OPUS_SET_LSB_DEPTH: 16 for s16 input, 24 by default), and on
+#: quiet material that changed a real recording's p10 from 4.164 (float) to 3.353
+#: (s16 from the source file) at the same rung (issue 12). docs/scoring.md.
+ENCODER_INPUT = "f32le"
 
 #: muxers that can store an attached picture, and the picture codecs each accepts as is
 _COVER_CODECS = {
@@ -78,6 +89,8 @@ class RoundTrip:
     audio: np.ndarray
     size_bytes: int
     bitrate_kbps: float
+    #: the encoded file, when asked to keep it (``roundtrip_info(keep=True)``)
+    encoded_path: Path | None = None
 
 
 def _resolve(preset, rung, channels: int) -> tuple[Preset, Rung]:
@@ -104,10 +117,7 @@ def check_output_path(out_path, in_path: Path | None = None) -> Path:
 
 
 def _temp_path(out: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part",
-                               dir=ff_path(out.parent))
-    os.close(fd)
-    return Path(tmp)
+    return fsutil.temp_sibling(out)
 
 
 def _escape_ffmeta(text: str) -> str:
@@ -138,10 +148,9 @@ def _write_ffmetadata(dest_dir: Path, base: bytes, extra: dict | None,
     if picture_b64 is not None:
         # base64 uses A-Z a-z 0-9 + / and '=' padding: only '=' needs the escape
         lines.append(f"METADATA_BLOCK_PICTURE={_escape_ffmeta(picture_b64)}")
-    fd, tmp = tempfile.mkstemp(prefix=".ffmeta.", suffix=".txt", dir=ff_path(dest_dir))
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write("\n".join(lines) + "\n")
-    return Path(tmp)
+    tmp = fsutil.temp_sibling(Path(dest_dir) / "ffmeta", suffix=".txt")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return tmp
 
 
 #: muxers whose covers go into a METADATA_BLOCK_PICTURE comment (no picture streams)
@@ -294,11 +303,84 @@ def _build(streams: list, meta_in, meta_path: Path | None, filename: str, kw: di
     kw = dict(kw)
     kw["map_metadata"] = "1"
     stream = ffmpeg.output(*streams, meta_in["d?"], filename, **kw)
-    idx = _input_index(stream, str(meta_path))
+    idx = _input_index(stream, ff_path(meta_path))
     if idx != 1:
         kw["map_metadata"] = str(idx)
         stream = ffmpeg.output(*streams, meta_in["d?"], filename, **kw)
     return stream
+
+
+#: stdin feed of an array encode: a minute of 48 kHz stereo float32 (23 MB) at a time,
+#: so a long (mapped, media.decode_to_disk) track is never copied whole
+_FEED_SAMPLES = 48_000 * 60
+
+
+def _run_fed(stream, audio: np.ndarray, what: str) -> None:
+    """Run an ffmpeg-python graph whose input is ``pipe:``, feeding ``audio`` [C, N]
+    as interleaved f32le a block at a time. stderr goes to an unlinked temp file (a
+    pipe could fill and stall ffmpeg while we write its stdin)."""
+    exe = ffmpeg_path()
+    cmd = ffmpeg.compile(stream.global_args("-hide_banner"), cmd=exe, overwrite_output=True)
+    with tempfile.TemporaryFile() as errf:
+        try:
+            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errf)
+        except OSError as exc:
+            raise FFmpegError(f"{what}: cannot run ffmpeg: {exc}", cmd=cmd) from exc
+        try:
+            try:
+                n = audio.shape[1]
+                for a in range(0, n, _FEED_SAMPLES):
+                    block = np.ascontiguousarray(audio[:, a : a + _FEED_SAMPLES].T, dtype="<f4")
+                    proc.stdin.write(memoryview(block).cast("B"))
+                proc.stdin.close()
+            except BrokenPipeError:  # ffmpeg stopped reading: its exit code says why
+                pass
+            rc = proc.wait()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        if rc != 0:
+            errf.seek(0)
+            err = errf.read().decode("utf-8", "replace")
+            raise FFmpegError(f"{what} failed: {stderr_tail(err)}", cmd=cmd, stderr=err)
+
+
+@dataclass(frozen=True)
+class _Extras:
+    """What a source file adds to an encode: its tags (+ ours) and its cover art."""
+
+    streams: list  # extra ffmpeg-python streams to map (the cover picture)
+    kw: dict  # output options for them
+    meta_path: Path  # temp ffmetadata file (tags), removed by the caller
+
+
+def _source_extras(src_path: Path | None, cover_input, p: Preset, out: Path,
+                   metadata: dict | None) -> _Extras:
+    """Tags of ``src_path`` plus ``metadata``, and its cover art in the form the
+    output container takes (module docstring). ``cover_input``: the ffmpeg-python
+    input node that reads ``src_path`` in this encode's graph (for the picture)."""
+    streams, kw, picture_b64, base = [], {}, None, b""
+    if src_path is not None:
+        info = probe(src_path)
+        if info.cover_art_stream is not None and p.format in _OGG_FORMATS:
+            picture_b64 = _picture_block_b64(src_path, info.cover_art_stream, info.cover_art_codec)
+        elif info.cover_art_stream is not None and p.format in _COVER_CODECS:
+            streams.append(cover_input[str(info.cover_art_stream)])
+            cover_ok = _COVER_CODECS[p.format]
+            if cover_ok is None or info.cover_art_codec in cover_ok:
+                kw["c:v"] = "copy"
+            else:  # e.g. GIF cover into MP4, whose covr atom holds JPEG/PNG/BMP only
+                kw["c:v"] = "png"
+            kw["disposition:v:0"] = "attached_pic"
+        # source tags (exact ffmetadata dump; Ogg keeps them on the audio stream)
+        dump_kw = {"format": "ffmetadata"}
+        if info.tags_on_stream:
+            dump_kw["map_metadata"] = "0:s:a:0"
+        base, _ = run(ffmpeg.input(ff_path(src_path)).output("pipe:", **dump_kw),
+                      what=f"reading tags of {src_path}")
+    meta_path = _write_ffmetadata(out.parent, base, metadata, picture_b64)
+    return _Extras(streams, kw, meta_path)
 
 
 def encode_array(
@@ -308,34 +390,74 @@ def encode_array(
     rung,
     out_path,
     metadata: dict | None = None,
+    tags_from=None,
 ) -> EncodeResult:
-    """Encode float32 ``[C, N]`` audio (fed to ffmpeg as raw f32le on stdin).
+    """Encode float32 ``[C, N]`` audio (fed to ffmpeg as f32le on stdin, ENCODER_INPUT).
 
-    preset: a Preset or a name/path for load_preset. rung: a Rung, or a label/index into
-    ``preset.rungs_for(C)``. metadata: tags to write. Returns an EncodeResult.
+    This is ratecontrol's one encode path: probes and the shipped file both go through
+    it, so what was scored is what is shipped. preset: a Preset or a name/path for
+    load_preset. rung: a Rung, or a label/index into ``preset.rungs_for(C)``.
+    metadata: tags to write. tags_from: a source file whose tags and cover art the
+    output keeps (``metadata`` entries override its tags). Returns an EncodeResult.
     """
     a = _as_audio(audio)
     channels = a.shape[0]
     p, r = _resolve(preset, rung, channels)
-    out = check_output_path(out_path)
-    src = ffmpeg.input("pipe:", format="f32le", ar=int(sample_rate_hz), ac=channels)
+    src_file = check_input_path(tags_from) if tags_from is not None else None
+    out = check_output_path(out_path, src_file)
+    src = ffmpeg.input("pipe:", format=ENCODER_INPUT, ar=int(sample_rate_hz), ac=channels)
     kw = _output_kwargs(p, r)
     _add_filters(kw, p.sample_rate_hz, p, int(sample_rate_hz), channels,
                  min(channels, p.max_channels))
     tmp = _temp_path(out)
-    meta_path = meta_in = None
+    extras = None
     try:
-        if metadata:
-            meta_path = _write_ffmetadata(out.parent, b"", metadata)
-            meta_in = ffmpeg.input(str(meta_path), format="ffmetadata")
-        stream = _build([src["a:0"]], meta_in, meta_path, str(tmp), kw)
-        run(stream, input=np.ascontiguousarray(a.T).astype("<f4").tobytes(),
-            what=f"encoding {out.name} with preset '{p.name}' rung {r.label}")
+        if metadata or src_file is not None:
+            cover_in = ffmpeg.input(ff_path(src_file)) if src_file is not None else None
+            extras = _source_extras(src_file, cover_in, p, out, metadata)
+            kw.update(extras.kw)
+            meta_in = ffmpeg.input(ff_path(extras.meta_path), format="ffmetadata")
+            stream = _build([src["a:0"], *extras.streams], meta_in, extras.meta_path, ff_path(tmp), kw)
+        else:
+            stream = _build([src["a:0"]], None, None, ff_path(tmp), kw)
+        _run_fed(stream, a, what=f"encoding {out.name} with preset '{p.name}' rung {r.label}")
         return _finish(tmp, out, p, r)
     finally:
         tmp.unlink(missing_ok=True)
-        if meta_path is not None:
-            meta_path.unlink(missing_ok=True)
+        if extras is not None:
+            extras.meta_path.unlink(missing_ok=True)
+
+
+def remux(encoded_path, out_path, preset, rung, metadata: dict | None = None, tags_from=None) -> EncodeResult:
+    """Copy the audio of a file this preset encoded into ``out_path`` (no re-encode),
+    with the tags and cover art of ``tags_from`` plus ``metadata``.
+
+    Used when a probe already encoded the whole input at the chosen rung: the shipped
+    file then holds those exact packets. Stream copy keeps the codec's priming and
+    padding (Opus pre-skip and end trim, the LAME gapless header, the MP4 edit list):
+    tests/test_oneencode.py decodes every preset's remux against a direct encode.
+    """
+    p = load_preset(preset)
+    r = rung if isinstance(rung, Rung) else p.rung(rung, 2)
+    enc = check_input_path(encoded_path)
+    src_file = check_input_path(tags_from) if tags_from is not None else None
+    out = check_output_path(out_path, src_file)
+    src = ffmpeg.input(ff_path(enc))
+    kw = {"format": p.format, "c:a": "copy"}
+    tmp = _temp_path(out)
+    extras = None
+    try:
+        cover_in = ffmpeg.input(ff_path(src_file)) if src_file is not None else None
+        extras = _source_extras(src_file, cover_in, p, out, metadata)
+        kw.update(extras.kw)
+        meta_in = ffmpeg.input(ff_path(extras.meta_path), format="ffmetadata")
+        stream = _build([src["a:0"], *extras.streams], meta_in, extras.meta_path, ff_path(tmp), kw)
+        run(stream, what=f"writing {out.name} from the chosen probe's encode")
+        return _finish(tmp, out, p, r)
+    finally:
+        tmp.unlink(missing_ok=True)
+        if extras is not None:
+            extras.meta_path.unlink(missing_ok=True)
 
 
 def encode_file(
@@ -349,14 +471,15 @@ def encode_file(
     channels: int | None = None,
     sample_rate_hz: int | None = None,
 ) -> EncodeResult:
-    """Encode an audio file with one preset rung, keeping its tags and cover art.
+    """Encode an audio file with one preset rung the way plain ffmpeg does, keeping its
+    tags and cover art: ffmpeg decodes the file and feeds the encoder the decoder's
+    own sample format.
 
-    metadata: extra/overriding tags (e.g. {"comment": "ratecontrol opus 96k MOS 4.31"}).
-    start_s / duration_s: encode only this span. channels: downmix/upmix to this count
-    (None keeps the source's, capped at the preset's max_channels).
-    rung: a Rung, or a label/index into ``preset.rungs_for(output channels)``.
-    sample_rate_hz: output rate (the preset's own forced rate wins), so the final encode
-    is made at the rate the search probed at.
+    Not ratecontrol's encode path (that is :func:`encode_array` from the decoded track,
+    ENCODER_INPUT); this is the plain-ffmpeg baseline of the benches and a tool for
+    tests. metadata: extra/overriding tags. start_s / duration_s: encode only this
+    span. channels: downmix/upmix to this count (None keeps the source's, capped at the
+    preset's max_channels). sample_rate_hz: output rate (the preset's forced rate wins).
     """
     src_path = check_input_path(in_path)
     info = probe(src_path)
@@ -377,39 +500,20 @@ def encode_file(
     kw = _output_kwargs(p, r)
     _add_filters(kw, p.sample_rate_hz or sample_rate_hz, p, info.sample_rate_hz,
                  info.channels, min(out_ch, p.max_channels))
-    streams = [src["a:0"]]
-    picture_b64 = None
-    if info.cover_art_stream is not None and p.format in _OGG_FORMATS:
-        picture_b64 = _picture_block_b64(src_path, info.cover_art_stream,
-                                         info.cover_art_codec)
-    elif info.cover_art_stream is not None and p.format in _COVER_CODECS:
-        streams.append(src[str(info.cover_art_stream)])
-        cover_ok = _COVER_CODECS[p.format]
-        if cover_ok is None or info.cover_art_codec in cover_ok:
-            kw["c:v"] = "copy"
-        else:  # e.g. GIF cover into MP4, whose covr atom holds JPEG/PNG/BMP only
-            kw["c:v"] = "png"
-        kw["disposition:v:0"] = "attached_pic"
-
     tmp = _temp_path(out)
-    meta_path = None
+    extras = None
     try:
-        # source tags (exact ffmetadata dump; Ogg keeps them on the audio stream)
-        dump_kw = {"format": "ffmetadata"}
-        if info.tags_on_stream:
-            dump_kw["map_metadata"] = "0:s:a:0"
-        base, _ = run(ffmpeg.input(ff_path(src_path)).output("pipe:", **dump_kw),
-                      what=f"reading tags of {src_path}")
-        meta_path = _write_ffmetadata(out.parent, base, metadata, picture_b64)
-        meta_in = ffmpeg.input(str(meta_path), format="ffmetadata")
-        stream = _build(streams, meta_in, meta_path, str(tmp), kw)
+        extras = _source_extras(src_path, src, p, out, metadata)
+        kw.update(extras.kw)
+        meta_in = ffmpeg.input(ff_path(extras.meta_path), format="ffmetadata")
+        stream = _build([src["a:0"], *extras.streams], meta_in, extras.meta_path, ff_path(tmp), kw)
         run(stream, what=f"encoding {src_path.name} -> {out.name} with preset "
                          f"'{p.name}' rung {r.label}")
         return _finish(tmp, out, p, r)
     finally:
         tmp.unlink(missing_ok=True)
-        if meta_path is not None:
-            meta_path.unlink(missing_ok=True)
+        if extras is not None:
+            extras.meta_path.unlink(missing_ok=True)
 
 
 def _delay_at(preset: Preset, sample_rate_hz: int) -> int:
@@ -469,19 +573,28 @@ def decode_aligned_blocks(path, preset, sample_rate_hz: int, channels: int, n_sa
         emitted += k
 
 
-def roundtrip_info(audio: np.ndarray, sample_rate_hz: int, preset, rung) -> RoundTrip:
-    """Encode ``audio`` [C, N] with a rung, decode it back; see :func:`roundtrip`."""
+def roundtrip_info(audio: np.ndarray, sample_rate_hz: int, preset, rung, keep: bool = False) -> RoundTrip:
+    """Encode ``audio`` [C, N] with a rung, decode it back; see :func:`roundtrip`.
+
+    ``keep``: leave the encoded file in this process's temp folder
+    (``fsutil.run_temp_dir``) and return its path as ``encoded_path``; the caller
+    deletes it (a kill leaves it to the next run's clean-up)."""
     a = _as_audio(audio)
     channels, n = a.shape
     p, r = _resolve(preset, rung, channels)
-    with tempfile.TemporaryDirectory(prefix="ratecontrol-rt-") as td:
-        enc = Path(td) / f"rt{p.extension}"
+    enc = fsutil.temp_sibling(fsutil.run_temp_dir() / f"rt{p.extension}")
+    try:
         encode_array(a, sample_rate_hz, p, r, enc)
         size = enc.stat().st_size
         dec = decode_aligned(enc, p, sample_rate_hz, channels, n)
+    except BaseException:
+        enc.unlink(missing_ok=True)
+        raise
+    if not keep:
+        enc.unlink(missing_ok=True)
     dur = n / float(sample_rate_hz)
     return RoundTrip(audio=np.ascontiguousarray(dec, dtype=np.float32), size_bytes=size,
-                     bitrate_kbps=size * 8 / dur / 1000.0)
+                     bitrate_kbps=size * 8 / dur / 1000.0, encoded_path=enc if keep else None)
 
 
 def roundtrip(audio: np.ndarray, sample_rate_hz: int, preset, rung,
