@@ -143,6 +143,8 @@ class FileRecord:
     output_bytes: int = 0
     #: the output's mtime as written (with output_bytes: how batch knows the file is its own)
     output_mtime_ns: int = 0
+    #: bytes of the output's audio packets (no container, tags or cover art); None: unknown
+    audio_bytes: int | None = None
     input_mtime_ns: int = 0
     input_sha256: str = ""
     input_codec: str | None = None
@@ -182,6 +184,13 @@ class FileRecord:
         if not self.output_bytes or not self.duration_s:
             return None
         return self.output_bytes * 8 / 1000 / self.duration_s
+
+    @property
+    def audio_kbps(self) -> float | None:
+        """Measured bitrate of the output's audio alone (cover art and tags not counted)."""
+        if not self.audio_bytes or not self.duration_s:
+            return None
+        return self.audio_bytes * 8 / 1000 / self.duration_s
 
     def to_dict(self) -> dict[str, Any]:
         return jsonable(asdict(self))
@@ -300,10 +309,13 @@ class BatchReport:
 
     @property
     def mean_kbps(self) -> float:
-        """Duration-weighted mean measured bitrate of the audio outputs (encoded + kept)."""
+        """Duration-weighted mean measured audio bitrate of the outputs (encoded + kept):
+        the audio packets' bytes, so cover art and tags do not count (a record without
+        ``audio_bytes``, from an older manifest, counts its whole file)."""
         recs = [r for r in self._with(ENCODED, KEPT) if r.duration_s]
         dur = sum(r.duration_s for r in recs)
-        return sum(r.output_bytes for r in recs) * 8 / 1000 / dur if dur else math.nan
+        bits = sum((r.audio_bytes if r.audio_bytes else r.output_bytes) for r in recs) * 8
+        return bits / 1000 / dur if dur else math.nan
 
     def _scores(self) -> list[float]:
         return [r.final_mos for r in self._with(ENCODED)
@@ -363,7 +375,7 @@ class BatchReport:
         return _write_report(Path(path), json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
 
     def write_csv(self, path: str | os.PathLike) -> Path:
-        cols = [f.name for f in fields(FileRecord)] + ["output_kbps"]
+        cols = [f.name for f in fields(FileRecord)] + ["output_kbps", "audio_kbps"]
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
         w.writeheader()
@@ -371,6 +383,7 @@ class BatchReport:
             row = r.to_dict()
             row["notes"] = " | ".join(r.notes)
             row["output_kbps"] = r.output_kbps
+            row["audio_kbps"] = r.audio_kbps
             w.writerow({k: ("" if v is None else v) for k, v in row.items()})
         return _write_report(Path(path), buf.getvalue())
 
@@ -923,6 +936,20 @@ def _copy_into(src: Path, tmp: Path) -> Path:
     return tmp
 
 
+def _audio_bytes(path: Path) -> int | None:
+    """Bytes of the first audio stream's packets (ffmpeg stream copy to the raw ``data``
+    muxer): the audio bitrate without container, tags or an attached cover. None if
+    ffmpeg cannot say."""
+    try:
+        from ratecontrol.media._ffmpeg import run_args
+
+        out, _ = run_args(["-v", "error", "-nostdin", "-i", str(path), "-map", "0:a:0", "-c", "copy",
+                           "-f", "data", "-"])
+    except Exception:
+        return None
+    return len(out) or None
+
+
 def _fsync(path: Path) -> None:
     with open(path, "rb") as fh:
         os.fsync(fh.fileno())
@@ -953,7 +980,7 @@ def _process(task: _Task, src: Path, base: dict, t0: float, work: _Work) -> tupl
     def keep(reason: str, notes: tuple[str, ...] = ()) -> tuple[FileRecord, Path]:
         _check_dest(task, task.rel)
         tmp = _copy_into(src, work.file(src.name))
-        return FileRecord(status=KEPT, output=task.rel, reason=reason, notes=notes,
+        return FileRecord(status=KEPT, output=task.rel, reason=reason, notes=notes, audio_bytes=_audio_bytes(tmp),
                           seconds=time.perf_counter() - t0, **base), tmp
 
     if lossy_kbps is not None:
@@ -990,7 +1017,7 @@ def _process(task: _Task, src: Path, base: dict, t0: float, work: _Work) -> tupl
                     f"source ({res.input_bytes} bytes): copied unchanged", notes)
     _fsync(out)
     return FileRecord(
-        status=ENCODED, output=task.out_rel, output_bytes=res.output_bytes,
+        status=ENCODED, output=task.out_rel, output_bytes=res.output_bytes, audio_bytes=_audio_bytes(out),
         rung_label=res.rung_label, bitrate_kbps=res.bitrate_kbps,
         pooled_mos=_finite(res.pooled_mos), full_track_mos=_finite(getattr(res, "full_track_mos", None)),
         reached=bool(search.reached), n_probes=len(search.probes), notes=notes,

@@ -269,14 +269,18 @@ def test_mixed_tree_report(mixed_run):
     scores = [r.pooled_mos for r in rep.records if r.status == "encoded"]
     assert rep.min_mos == pytest.approx(min(scores)) and rep.mean_mos == pytest.approx(np.mean(scores))
     # output_bytes are whole files: the 56 file's cover (a 432 KB JPEG, base64 in the Opus
-    # comment header, so x4/3) rides along now; take it out to bound the audio rate
+    # comment header, so x4/3) rides along; mean_kbps is the audio alone, so it must not
+    # count the cover (whole files: over 700 kbps here)
     from ratecontrol.media._ffmpeg import run_args
 
     pic, _ = run_args(["-i", str(src / jpg.input), "-map", "0:v:0", "-c", "copy",
                        "-f", "image2pipe", "-"])
     dur_s = sum(r.duration_s for r in audio if r.duration_s)
     cover_kbps = len(pic) * 4 / 3 * 8 / 1000 / dur_s
-    assert 4 < rep.mean_kbps - cover_kbps < 100
+    whole_kbps = rep.output_bytes * 8 / 1000 / dur_s
+    assert 4 < rep.mean_kbps < 100
+    assert rep.mean_kbps < whole_kbps - cover_kbps
+    assert by[jpg.input].audio_kbps < 1.5 * by[jpg.input].bitrate_kbps < by[jpg.input].output_kbps
     text = "\n".join(rep.summary_lines())
     assert "14 files" in text and "2 failed" in text and "gen/a.wav.opus" in text
 
@@ -294,7 +298,7 @@ def test_mixed_tree_outputs_are_valid_and_keep_tags(mixed_run):
     assert tags.get("title") == "Tone Pair" and tags.get("artist") == "Batch Test"
     # nothing for the failed files, no temp files left anywhere
     assert not (out / "gen" / "broken.opus").exists() and not (out / "gen" / "empty.opus").exists()
-    assert not [p for p in out.rglob("*") if p.name.endswith(".part") or p.name.startswith(".ffmeta")]
+    assert not [p for p in out.rglob("*") if p.name.endswith(".part") or p.name.startswith((".ffmeta", ".rc-tmp"))]
 
 
 def test_mixed_tree_json_and_csv_reports(mixed_run):
