@@ -293,16 +293,20 @@ def _check_complete(stderr: str, path: Path | None, what: str, n: int, rate: int
         expected = max(0.0, stated - float(start_s or 0.0))
         if duration_s is not None:
             expected = min(expected, float(duration_s))
-    span = "" if whole else " of the requested span"
+    if expected is None:
+        of = " (its stated length is unknown)"
+    elif whole:
+        of = f" of the {expected:.2f} s {source}"
+    else:
+        of = f" of the {expected:.2f} s asked for from {float(start_s or 0):.2f} s ({source} {stated:.2f} s)"
     problem = None
     if expected is not None and (expected - decoded_s) > max(TRUNCATED_MIN_S, TRUNCATED_MIN_SHARE * expected):
-        problem = f"{what} is truncated: decoded {decoded_s:.2f} s{span} of the {expected:.2f} s {source}"
+        problem = f"{what} is truncated: decoded {decoded_s:.2f} s{of}"
         if errors:
             problem += f" (ffmpeg: {errors[0]})"
     elif errors:
-        of = f" of the {expected:.2f} s {source}" if expected is not None else " (stated length unknown)"
         problem = (f"{what} is damaged: ffmpeg reported {len(errors)} decode error(s) "
-                   f"(first: {errors[0]}); decoded {decoded_s:.2f} s{span}{of}")
+                   f"(first: {errors[0]}); decoded {decoded_s:.2f} s{of}")
     elif path is not None and whole and fmt == "ogg" and _ogg_ends_cleanly(path) is False:
         problem = (f"{what} is truncated: its Ogg stream has no end-of-stream page (cut off or "
                    f"never finished); decoded {decoded_s:.2f} s, the full length is unknown")
