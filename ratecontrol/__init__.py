@@ -6,9 +6,6 @@
 
 Scores are ViSQOL v3 audio-mode MOS-LQO (1 .. ~4.73 for identical signals).
 """
-from ratecontrol.api import encode, encode_ladder, score, select_bitrate
-from ratecontrol.batch import BatchReport, FileRecord, transcode_folder
-from ratecontrol.cache import ProbeCache
 from ratecontrol.errors import (
     DatasetError,
     EmptyAudioError,
@@ -30,6 +27,33 @@ from ratecontrol.results import EncodeResult, Probe, ScoreResult, SearchResult
 from ratecontrol.scoring import DEFAULT_POOL, available_scorers, get_scorer, register_scorer
 
 __version__ = "0.1.0"
+
+#: names loaded on first use: the pipeline pulls in scipy.signal, torch and joblib
+#: (~1-3 s), which `ratecontrol --help`, `presets` and `doctor` never need (PEP 562)
+_LAZY = {
+    "encode": "ratecontrol.api",
+    "encode_ladder": "ratecontrol.api",
+    "score": "ratecontrol.api",
+    "select_bitrate": "ratecontrol.api",
+    "transcode_folder": "ratecontrol.batch",
+    "BatchReport": "ratecontrol.batch",
+    "FileRecord": "ratecontrol.batch",
+    "ProbeCache": "ratecontrol.cache",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'ratecontrol' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
 
 __all__ = [
     "__version__",

@@ -9,7 +9,6 @@ Sign convention: a positive delay means ``deg`` lags ``ref`` (the same event hap
 from __future__ import annotations
 
 import numpy as np
-from scipy import signal
 
 from .errors import UsageError
 
@@ -54,6 +53,8 @@ def estimate_delay(ref, deg, max_lag_samples: int) -> int:
     if hi <= lo:
         return 0
     dd = d[lo:hi]
+    from scipy import signal  # here, not at import: scipy.signal costs ~1 s to import
+
     c = signal.correlate(dd, rr, mode="full", method="fft")
     lags = signal.correlation_lags(dd.size, rr.size, mode="full") + (lo - s)
     keep = np.abs(lags) <= max_lag

@@ -177,19 +177,32 @@ def doctor():
     from ratecontrol.presets import list_presets
     from ratecontrol.scoring.base import available_scorers
 
-    click.echo(f"ffmpeg: {ffmpeg_path()} (version {ffmpeg_version()})")
-    src = ("RATECONTROL_FFMPEG" if os.environ.get("RATECONTROL_FFMPEG") else "PATH or imageio-ffmpeg")
-    click.echo(f"  chosen via: {src}")
+    exe = ffmpeg_path()
+    click.echo(f"ffmpeg: {exe} (version {ffmpeg_version()})")
+    click.echo(f"  chosen via: {_ffmpeg_source(exe)}")
     enc = available_encoders()
     for p in list_presets():
         click.echo(f"  preset {p.name:<14} needs {p.encoder:<11} {'available' if p.encoder in enc else 'MISSING'}")
     click.echo(f"scorers: {', '.join(available_scorers())}")
-    try:
-        import torch
+    # the installed version only: importing torch costs seconds, and CUDA is picked at
+    # run time (device=auto) by the scorer
+    from importlib import metadata
 
-        click.echo(f"torch {torch.__version__}, CUDA {'available' if torch.cuda.is_available() else 'not available'}")
-    except Exception as exc:  # report, never crash the doctor
-        click.echo(f"torch: not importable ({exc})")
+    try:
+        click.echo(f"torch {metadata.version('torch')} installed (CUDA is used when present)")
+    except metadata.PackageNotFoundError:
+        click.echo("torch: not installed (the learned scorer needs it)")
+
+
+def _ffmpeg_source(exe: str) -> str:
+    import shutil
+
+    if os.environ.get("RATECONTROL_FFMPEG"):
+        return "$RATECONTROL_FFMPEG"
+    on_path = shutil.which("ffmpeg")
+    if on_path and os.path.realpath(on_path) == os.path.realpath(exe):
+        return f"`ffmpeg` on PATH ({on_path})"
+    return "the imageio-ffmpeg wheel's binary (no usable ffmpeg on PATH)"
 
 
 def _register_subcommands() -> None:
