@@ -170,7 +170,9 @@ def _prepare_dir(d: Path) -> None:
     if d.exists() and not d.is_dir():
         raise OutputError(f"probe cache folder {d} is a file, not a folder; {advice}")
     try:
-        d.mkdir(parents=True, exist_ok=True)
+        # 0700: with a umask of 002 (user-private groups) a default mkdir would make a
+        # group-writable folder that the trust check then refuses
+        d.mkdir(mode=0o700, parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         raise OutputError(f"cannot create probe cache folder {d}: a part of its path is a file; "
                           f"{advice}") from None
@@ -329,7 +331,8 @@ class ProbeCache:
 
     def _write(self, path: Path, data: str) -> None:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.parent.mkdir(mode=0o700, exist_ok=True)
+            path.parent.mkdir(mode=0o700, exist_ok=True)
             if not self._dir_ok(path.parent):
                 return
             atomic_write(path, data)

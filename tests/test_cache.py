@@ -346,3 +346,17 @@ def test_cli_cache_dir_errors_are_one_line(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert ei.value.code == code, err
         assert words in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_folders_are_private_whatever_the_umask(tmp_path):
+    old = os.umask(0o002)  # user-private-group systems (Debian, Ubuntu)
+    try:
+        c = ProbeCache(tmp_path / "new" / "c")
+        c.get_or_compute(_key(), _Counter())
+    finally:
+        os.umask(old)
+    for d in (tmp_path / "new" / "c", tmp_path / "new" / "c" / ENTRY_DIR, _entry(c, _key()).parent):
+        assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RatecontrolWarning)
+        assert ProbeCache(tmp_path / "new" / "c").get_or_compute(_key(), lambda: pytest.fail("miss"))
