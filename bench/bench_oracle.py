@@ -111,6 +111,9 @@ def replay(curve: list[float], target: float, k: int, rule: str) -> tuple[int | 
 # ---------------------------------------------------------------- measure
 
 def measure(a) -> None:
+    global RULES, MARGINS
+    RULES = a.rules or RULES
+    MARGINS = a.margins if a.margins is not None else MARGINS
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from ratecontrol.api import _open_session
     from ratecontrol.presets import load_preset
@@ -166,8 +169,8 @@ def _curve(per: dict | None, pool: str = "p10") -> list[float] | None:
 
 
 def rungs_around(per: dict | None) -> set[int] | None:
-    """Rungs the exact scorer must see to judge decisions: oracle rungs for every target
-    and margin, the rung below each, and what each search rule chooses."""
+    """Rungs the exact scorer must see to judge decisions: the learned oracle's rung for
+    every target and margin, and what each search rule chooses there."""
     curve = _curve(per)
     if curve is None:
         return None
@@ -177,8 +180,6 @@ def rungs_around(per: dict | None) -> set[int] | None:
             o = oracle(curve, t + m)
             if o is not None:
                 want.add(o)
-                if o > 0:
-                    want.add(o - 1)
             for rule in RULES:
                 for k in (1, 2):
                     c, _ = replay(curve, t + m, k, rule)
@@ -345,6 +346,8 @@ def main() -> None:
     m.add_argument("--rungs", choices=["all", "around"], default="all")
     m.add_argument("--files", nargs="*", default=None, help="substrings of track names")
     m.add_argument("--data", default=str(DATA))
+    m.add_argument("--rules", nargs="*", default=None, help="rules whose choices --rungs around scores")
+    m.add_argument("--margins", nargs="*", type=float, default=None)
     s = sub.add_parser("analyse")
     s.add_argument("--data", default=str(DATA))
     s.add_argument("--pools", nargs="*", default=["p10", "mean", "min"])

@@ -56,10 +56,10 @@ def _passes(score: float, target: float) -> bool:
 #: (a failure proves every rung below it fails); ``recheck`` (default) trusts a failure
 #: to speak for the untested rungs below it only when it misses by more than
 #: ``near_miss`` or sits on a rising run of failures (see the module docstring)
-RULES = ("monotone", "recheck")
+RULES = ("monotone", "recheck", "recheck-strict")
 DEFAULT_RULE = "recheck"
 #: a failure within this much of the target does not prove the untested rungs below it fail
-NEAR_MISS_MOS = 0.10
+NEAR_MISS_MOS = 0.08
 
 
 def search_ladder(
@@ -117,23 +117,29 @@ def _round_points(lo: int, hi: int, scores: dict[int, float], target: float, n_r
     return sorted(p for p in pts if p not in scores)
 
 
-def _covers(f: int, scores: dict[int, float], target: float, near_miss: float) -> bool:
-    """Does the failure at ``f`` speak for the untested rungs below it?"""
+def _covers(f: int, scores: dict[int, float], target: float, near_miss: float, rechecked: set[int]) -> bool:
+    """Does the failure at ``f`` speak for the untested rungs below it?
+
+    Yes if it misses the target by more than ``near_miss`` (or is the bottom rung, or
+    nothing scorable), or if it was itself probed as the recheck of the near miss just
+    above it and scores no higher than that one: the curve resumed falling as the rate
+    drops, it did not turn down. ``rechecked`` is None under the strict variant (only
+    a clear miss speaks for the rungs below).
+    """
     s = scores[f]
     if f == 0 or math.isnan(s) or target - s > near_miss:
         return True
-    # a rising run of failures (f+1 failed too, scoring at least f's): the curve is
-    # heading away from the target as the rate drops
     up = scores.get(f + 1)
-    return up is not None and not _passes(up, target) and not math.isnan(up) and up >= s
+    return rechecked is not None and f in rechecked and up is not None and not math.isnan(up) and s <= up < target
 
 
-def _doubt_points(scores: dict[int, float], hi: int, target: float, near_miss: float) -> list[int]:
+def _doubt_points(scores: dict[int, float], hi: int, target: float, near_miss: float,
+                  rechecked: set[int] | None) -> list[int]:
     """Under the recheck rule: the rung just below each near-miss failure that does not
     cover the untested rungs under it, highest first."""
     out = []
     for f in sorted((i for i in scores if i < hi and not _passes(scores[i], target)), reverse=True):
-        if f - 1 >= 0 and f - 1 not in scores and not _covers(f, scores, target, near_miss):
+        if f - 1 >= 0 and f - 1 not in scores and not _covers(f, scores, target, near_miss, rechecked):
             out.append(f - 1)
     return out
 
@@ -147,12 +153,16 @@ def _search_rounds(n_rungs, evaluate, evaluate_many, target, first_guess, k, rul
             with ThreadPoolExecutor(len(idx)) as ex:
                 return list(ex.map(evaluate, idx))
     guess = None if first_guess is None else min(max(first_guess, 0), n_rungs - 1)
+    rechecked: set[int] = set()  # rungs probed as the recheck of a near miss above them
     while True:
         # hi: the lowest passing rung; lo: the highest failure below it. Failures above
         # a pass (a non-monotone curve) are moot: a rung is returned on its own probe
         hi = min([i for i in scores if _passes(scores[i], target)] + [n_rungs])
         lo = max([-1] + [i for i in scores if i < hi])
-        pts = _doubt_points(scores, hi, target, near_miss)[:k] if rule == "recheck" else []
+        pts = []
+        if rule != "monotone":
+            pts = _doubt_points(scores, hi, target, near_miss, None if rule == "recheck-strict" else rechecked)[:k]
+            rechecked.update(pts)
         if len(pts) < k and hi - lo > 1:
             pts += [p for p in _round_points(lo, hi, scores, target, n_rungs, k - len(pts), guess) if p not in pts]
         if not pts:
