@@ -1,28 +1,79 @@
 """Search a codec ladder for the cheapest rung whose pooled score meets the target.
 
 Pure logic: ``search_ladder`` knows nothing about audio; it calls ``evaluate(i)`` for a
-rung index and gets a pooled score back. The invariant is the one bisection keeps:
-every rung at or below ``lo`` that was probed failed, ``hi`` is a probed rung that passed,
-and the answer lies in ``(lo, hi]``. The search ends when ``hi == lo + 1``, so the rung it
-returns passed its own probe *and* the rung just below it was measured and failed (or it
-is the bottom rung). That is also the guard against non-monotone scores: a rung is only
-ever returned on its own passing probe.
+rung index and gets a pooled score back. ``margin`` raises the bar: the search for
+``target`` with margin ``m`` is exactly the search for ``target + m`` (every statement
+below about "the target" then reads "target + m").
 
-Between two measured ends the next probe is placed by linear interpolation of the score
-in rung index (ladders are roughly geometric in kbps, and MOS is roughly linear in
-log-kbps over the useful range), clamped strictly inside the bracket and nudged towards
-the middle so a bad interpolation still shrinks the bracket by at least a third. With a
-13-rung ladder bisection alone needs ceil(log2(14)) = 4 probes; interpolation usually
-needs 2-3.
+Invariants, on any curve:
+
+* a rung is only returned on its own passing probe;
+* the rung just below the returned one was measured and failed (or it is the bottom rung);
+* (``recheck`` rule, the default) every *untested* rung below the returned one lies under
+  a failure that speaks for it: the probed rung just above the gap missed the target by
+  more than ``near_miss`` (0.08 MOS), or it was probed as the recheck of a near miss just
+  above it and scored no higher than that one. On a monotone curve that is the
+  bisection invariant (everything at or below ``lo`` fails); on a dipping curve it says
+  how much of a dip the search can miss: one whose failing rungs all miss by more than
+  0.08 and that is seen from above, never as a local rise.
+
+Monotone machinery: ``hi`` is the lowest passing probe, ``lo`` the highest probed rung
+below it, the answer lies in ``(lo, hi]``. Between two measured ends the next probe is
+placed by linear interpolation of the score in rung index (ladders are roughly geometric
+in kbps, and MOS is roughly linear in log-kbps over the useful range), clamped strictly
+inside the bracket and nudged towards the middle so a bad interpolation still shrinks
+the bracket by at least a third. With a 13-rung ladder bisection alone needs
+ceil(log2(14)) = 4 probes; interpolation usually needs 2-3.
+
+Why a recheck (issue 14). Real rate-quality curves are not monotone. Every rung of every
+preset was scored with the learned scorer on the 52 real-music tracks of ../shared/audio
+(``bench/bench_oracle.py``; 16 FLAC-testbench excerpts, 36 sms-tools recordings): with
+p10 pooling 30 of 52 Opus curves dip somewhere by more than 0.02 MOS (median depth 0.08,
+deepest 0.74), AAC 27, Vorbis 19, MP3 CBR 15, MP3 VBR 3 (mean pooling: 9 / 13 / 8 / 4 /
+2). Dips sit at the codecs' mode switches (down steps by > 0.02: Vorbis q3 -> q4 on 9
+curves, Opus 20k -> 24k on 8 mono ones, AAC 16k -> 24k 7, Opus 64k -> 80k 6, AAC 96k ->
+112k 6), and the rung before a down step scores a median 4.09: where targets are. The
+first releases assumed monotonicity: a failure at rung j was taken as proof for every
+untested rung below j, so a search that probed the bottom of a dip went up and paid for
+a rung above it (2x the bits on the issue's soprano recording). On the bench (780
+searches, targets 4.0 / 4.3 / 4.5, 672 reachable) that search chose above the oracle
+(the cheapest passing rung) 12 times with k = 1 and 9 times with k = 2. In 22 of the 672
+cases some rung above the oracle fails; the worst such rung misses the target by
+0.009-0.163 MOS (median 0.04, 14 of 22 within 0.08): dips are shallow, so a failure that
+misses by a lot still speaks for the rungs below it, and one that misses by a hair does
+not.
+
+The rule: a failure within ``near_miss`` of the target with an untested rung directly
+below it gets that rung probed (the recheck), highest such failure first; a recheck
+that passes becomes the new ``hi`` and the bracket below it is searched as usual; one
+that fails and scores no higher than the near miss above it (the curve resumed falling)
+speaks for the rungs below; one that scores higher (the curve turned down once already)
+is a near miss like any other and is rechecked in turn. Under ``parallel=k`` a round's
+rechecks go first and the bracket's usual points fill the round. Measured on the bench
+(same-rung % vs the oracle, median / mean probes per search; k = 1 | k = 2):
+
+    monotone (old)            98.2 % 4 / 3.66   | 98.7 % 4 / 4.43
+    recheck, near_miss 0.06   99.4 % 4 / 3.85   | 99.3 % 4 / 4.52
+    recheck, near_miss 0.08   99.4 % 4 / 3.89   | 99.4 % 4 / 4.56   <- default
+    recheck, near_miss 0.10   99.6 % 4 / 3.94   | 99.6 % 5 / 4.60
+    recheck, near_miss 0.15   99.9 % 4 / 4.07   | 99.9 % 5 / 4.69
+    strict, near_miss 0.15    99.9 % 4 / 4.15   | 99.9 % 5 / 4.76   (only a clear miss covers)
+    strict, near_miss 0.20   100.0 % 4 / 4.30   | 100.0 % 5 / 4.87
+
+0.08 is the largest threshold that keeps the median probe count at today's 4 for both k
+(the cost issue wants fewer probes, not more); it costs +0.23 / +0.13 probes per search
+on average and leaves 4 of 672 searches above the oracle (bits +0.2 % over the oracle in
+total, was +0.5 %). The strict variant (``rule="recheck-strict"``: a near miss never
+speaks for the rungs below, however the recheck came out) buys nothing at equal
+threshold and costs more; a hull fitted over the probed points cannot see a dip between
+them either, so it was not pursued. ``rule="monotone"`` is the old search.
 
 ``parallel=k`` probes up to k rungs per round at once (the caller's ``evaluate_many``
 runs them side by side, e.g. one ffmpeg per core). While an end of the bracket is
 virtual and it is wide, the k points split it evenly; once both ends are measured, the
 interpolated rung goes with its neighbour below, so a good interpolation ends the search
-in one round (that rung passes, the one below fails). A round's results keep the same
-invariant: ``hi`` becomes the lowest passing point, ``lo`` the highest failing point
-below it (a failing point above a passing one, i.e. a non-monotone curve, is ignored).
-Wall time then follows rounds, not probes.
+in one round (that rung passes, the one below fails). Wall time then follows rounds,
+not probes.
 """
 from __future__ import annotations
 
