@@ -214,7 +214,7 @@ def _ogg_ends_cleanly(path: Path) -> bool | None:
     except OSError:
         return None
     i = len(buf)
-    while True:
+    for _ in range(64):  # "OggS" inside packet data fails the CRC; bounded for hostile files
         i = buf.rfind(b"OggS", 0, i)
         if i < 0:
             return None
@@ -231,6 +231,7 @@ def _ogg_ends_cleanly(path: Path) -> bool | None:
                         return bool(buf[i + 5] & 0x04)
         if i == 0:
             return None
+    return None
 
 
 def _wav_header_claim_s(path: Path) -> float | None:
