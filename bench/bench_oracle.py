@@ -260,14 +260,19 @@ def analyse(a) -> dict:
             kb = [e["bytes"] for e in sorted(per.values(), key=lambda e: e["i"])]
             labels = [lab for lab, e in sorted(per.items(), key=lambda kv: kv[1]["i"])]
             ex = exact.get(f, {}).get(pname, {})
+            # the oracle's curve: exact where the exact scorer saw the rung (the rungs that
+            # decide), learned elsewhere
+            hyb = [pooled(ex[lab], "p10") if lab in ex else c[j] for j, lab in enumerate(labels)]
             for t in TARGETS:
+                ox = oracle(hyb, t)
                 for m in MARGINS:
                     o = oracle(c, t)  # the oracle is always for the target itself
                     for rule in RULES:
                         for k in (1, 2):
                             ch, calls = replay(c, t + m, k, rule)
                             r = {"file": f, "preset": pname, "target": t, "margin": m, "rule": rule, "k": k,
-                                 "oracle": o, "chosen": ch, "probes": len(calls), "music": f not in SYNTHETIC}
+                                 "oracle": o, "oracle_x": ox, "oracle_bar": oracle(c, t + m), "chosen": ch, "probes": len(calls),
+                                 "music": f not in SYNTHETIC}
                             if ch is not None:
                                 e = ex.get(labels[ch])
                                 r["exact_at_chosen"] = None if e is None else pooled(e, "p10")
@@ -275,6 +280,8 @@ def analyse(a) -> dict:
                                 r["bytes"] = kb[ch]
                             if o is not None:
                                 r["oracle_bytes"] = kb[o]
+                            if ox is not None:
+                                r["oracle_x_bytes"] = kb[ox]
                             rows.append(r)
     out["summary"] = summarise(rows)
     # 3. learned vs exact error on the pooled track statistic
@@ -302,9 +309,44 @@ def analyse(a) -> dict:
                             "per_preset": {p: {"n": int(sum(e[0] == p for e in err)),
                                                "bias": round(float(np.mean([e[2] for e in err if e[0] == p])), 4)}
                                            for p in sorted({e[0] for e in err})}}
+    # 4. where the exact scorer covered a whole ladder: its own oracle
+    full = []
+    for f, perf in exact.items():
+        for pname, per in perf.items():
+            lper = learned.get(f, {}).get(pname)
+            ce, cl = _curve(per), _curve(lper)
+            if ce is None or cl is None or len(ce) != len(cl):
+                continue
+            labels = [lab for lab, e in sorted(lper.items(), key=lambda kv: kv[1]["i"])]
+            for t in TARGETS:
+                oe, ol = oracle(ce, t), oracle(cl, t)
+                ch, calls = replay(cl, t, 2, "recheck")
+                chm, _ = replay(cl, t, 2, "monotone")
+                ev, _ = replay(ce, t, 2, "recheck")
+                evm, _ = replay(ce, t, 2, "monotone")
+                lab = lambda i: None if i is None else labels[i]
+                full.append({"file": f, "preset": pname, "target": t, "exact_oracle": lab(oe), "learned_oracle": lab(ol),
+                             "learned_search": lab(ch), "learned_search_monotone": lab(chm),
+                             "exact_search": lab(ev), "exact_search_monotone": lab(evm),
+                             "exact_at_learned_search": None if ch is None else round(ce[ch], 3)})
+    if full:
+        out["exact_full_ladders"] = {
+            "searches": len(full),
+            "learned_oracle_is_exact_oracle": sum(r["exact_oracle"] == r["learned_oracle"] for r in full),
+            "learned_search_is_exact_oracle": sum(r["exact_oracle"] == r["learned_search"] for r in full),
+            "exact_search_is_exact_oracle": sum(r["exact_oracle"] == r["exact_search"] for r in full),
+            "exact_monotone_search_is_exact_oracle": sum(r["exact_oracle"] == r["exact_search_monotone"] for r in full),
+            "rows": full}
     if a.json:
         Path(a.json).write_text(json.dumps(out | {"rows": rows}, indent=1))
     print(json.dumps(out, indent=1))
+    return out
+
+
+def _per_track(judged: list[dict]) -> dict:
+    out: dict = {}
+    for r in judged:
+        out.setdefault(r["file"], []).append(r["exact_at_chosen"] >= r["target"] - 1e-9)
     return out
 
 
@@ -321,6 +363,9 @@ def summarise(rows: list[dict]) -> dict:
                 bits = sum(r["bytes"] for r in both if r["chosen"] is not None)
                 obits = sum(r["oracle_bytes"] for r in both if r["chosen"] is not None)
                 reach = [r for r in sel if r["chosen"] is not None]
+                bx = [r for r in sel if r["oracle_x"] is not None]
+                bits_x = sum(r["bytes"] for r in bx if r["chosen"] is not None)
+                obits_x = sum(r["oracle_x_bytes"] for r in bx if r["chosen"] is not None)
                 res[f"{rule}/k{k}/m{m:g}"] = {
                     "searches": len(sel), "with_oracle": len(both),
                     "same_rung_pct": round(100 * same / max(len(both), 1), 1),
@@ -331,6 +376,13 @@ def summarise(rows: list[dict]) -> dict:
                     "max_shortfall": round(max(short), 4) if short else None,
                     "shortfall_over_0.02": sum(s > 0.02 for s in short),
                     "bits_vs_oracle": round(bits / max(obits, 1), 4),
+                    # the search's own job: the cheapest rung the learned scorer passes at target + margin
+                    "same_rung_at_bar_pct": round(100 * sum(r["chosen"] == r["oracle_bar"] for r in sel) / max(len(sel), 1), 1),
+                    "tracks_all_meet_exact": f"{sum(all(v) for v in _per_track(judged).values())}/{len(_per_track(judged))}",
+                    "same_rung_x_pct": round(100 * sum(r["chosen"] == r["oracle_x"] for r in bx) / max(len(bx), 1), 1),
+                    "above_x": sum(r["chosen"] is not None and r["chosen"] > r["oracle_x"] for r in bx),
+                    "below_x": sum(r["chosen"] is not None and r["chosen"] < r["oracle_x"] for r in bx),
+                    "bits_vs_oracle_x": round(bits_x / max(obits_x, 1), 4),
                     "median_probes": float(np.median([r["probes"] for r in sel])) if sel else None,
                     "mean_probes": round(float(np.mean([r["probes"] for r in sel])), 2) if sel else None,
                 }
