@@ -12,7 +12,12 @@ search sees) and keeps every window's score in ``/work/data/oracle/curves-<score
 (``--data``), one entry per (track, preset, rung), written after each (track, preset):
 a killed run resumes where it stopped. ``--rungs around`` scores with the exact scorer
 only the rungs that decide something: for each target and margin, the learned oracle's
-rung and the one below it, and the rungs the searches under study choose.
+rung and the rungs the searches under study (``--rules``) choose.
+
+``measure`` uses the library's private probe path (``api._open_session``, as of revision
+99444fb); if a refactor moves it, run ``measure`` from that revision's tree
+(``git archive 99444fb | tar -x -C DIR``, then ``PYTHONPATH=DIR python
+DIR/bench/bench_oracle.py measure ...``). ``analyse`` needs only ``ratecontrol.search``.
 
 ``analyse`` is pure: it pools the stored windows (p10 by default, ``--pools``), takes the
 oracle as the lowest rung whose learned pooled score meets the target (and the exact
@@ -115,7 +120,11 @@ def measure(a) -> None:
     RULES = a.rules or RULES
     MARGINS = a.margins if a.margins is not None else MARGINS
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    from ratecontrol.api import _open_session
+    try:
+        from ratecontrol.api import _open_session
+    except ImportError:
+        sys.exit("ratecontrol.api._open_session is gone (refactor): run `measure` from revision 99444fb's tree "
+                 "(see this file's docstring); `analyse` works as is")
     from ratecontrol.presets import load_preset
     from ratecontrol.scoring import get_scorer
 
