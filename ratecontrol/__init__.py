@@ -19,9 +19,12 @@ from ratecontrol.errors import (
     OutputError,
     PresetError,
     RatecontrolError,
+    RatecontrolWarning,
     TargetNotReachable,
+    TruncatedInputError,
     UsageError,
 )
+from ratecontrol.options import Options
 from ratecontrol.presets import Preset, Rung, list_presets, load_preset
 from ratecontrol.results import EncodeResult, Probe, ScoreResult, SearchResult
 from ratecontrol.scoring import DEFAULT_POOL, available_scorers, get_scorer, register_scorer
@@ -66,6 +69,7 @@ __all__ = [
     "BatchReport",
     "FileRecord",
     "ProbeCache",
+    "Options",
     # results
     "EncodeResult",
     "SearchResult",
@@ -94,6 +98,8 @@ __all__ = [
     "FFmpegError",
     "FFmpegNotFoundError",
     "TargetNotReachable",
+    "TruncatedInputError",
+    "RatecontrolWarning",
     "ModelError",
     "DatasetError",
 ]

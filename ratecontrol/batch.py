@@ -1261,14 +1261,12 @@ def transcode_folder(
     ``ratecontrol.api.encode`` (long tracks are probed on a sample of their segments). cache:
     the probe cache, None for each machine's default folder, False for none, or a folder.
     """
-    from ratecontrol.api import MOS_MAX, MOS_MIN
+    from ratecontrol.contract import check_target_mos
     from ratecontrol.presets import load_preset
     from ratecontrol.scoring.base import DEFAULT_SCORER, available_scorers
 
     t0 = time.perf_counter()
-    t = float(target_mos)
-    if not (MOS_MIN <= t <= MOS_MAX):
-        raise UsageError(f"target MOS {target_mos} is outside [{MOS_MIN:g}, {MOS_MAX:g}]; ViSQOL MOS-LQO tops out at ~4.73")
+    t = check_target_mos(target_mos)
     pool = validate_pool(pool)
     if codec == "auto":
         raise UsageError("batch needs one codec (output names and the lossy-source rule depend on it); "

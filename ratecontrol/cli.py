@@ -27,7 +27,7 @@ def _probe_line(p) -> str:
     mark = "pass" if p.passed else "fail"
     worst = _fmt(p.worst_mos, ".2f") if p.window_mos else "n/a"
     size = f"  {p.actual_kbps:6.1f} kbps actual" if p.actual_kbps else ""
-    return (f"  probe {p.rung_label:>8} ({p.bitrate_kbps:g} kbps nominal){size}: "
+    return (f"  probe {p.preset + ' ' if p.preset else ''}{p.rung_label:>8} ({p.bitrate_kbps:g} kbps nominal){size}: "
             f"pooled {_fmt(p.pooled_mos)}  worst {worst}  {mark}  [{p.seconds:.1f} s]")
 
 
@@ -73,7 +73,11 @@ def _targets(ctx, param, value: str) -> list[float]:
               help="Share of a long track (>= 30 s) the probes score, in evenly spread segments "
                    "[default: 0.2, at most 180 s].")
 @click.option("--full", is_flag=True, help="Probe the whole track, never a sample.")
-@click.option("--no-verify", is_flag=True, help="Skip the full-track check of the final encode after a sampled search.")
+@click.option("--no-verify", is_flag=True, help="Do not decode and score the written file (the score shown is then the search's estimate).")
+@click.option("--margin", "margin_mos", type=float, default=0.0, show_default=True,
+              help="Search for target + MARGIN: a guard against the learned scorer's error (docs/performance.md).")
+@click.option("--allow-partial", is_flag=True,
+              help="Encode what decodes of a truncated or damaged input (one warning) instead of refusing it (exit 3).")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the probe cache.")
 @click.option("--cache-dir", type=click.Path(path_type=str), default=None,
               help="Probe cache folder [default: $RATECONTROL_CACHE_DIR or ~/.cache/ratecontrol].")
@@ -83,16 +87,20 @@ def _targets(ctx, param, value: str) -> list[float]:
 @click.option("--best-effort", is_flag=True, help="If even the top rung misses the target, encode at the top rung anyway.")
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists (never the input).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
-def encode(input_path, target_mos, codec, output, scorer, pool, hop_s, jobs, sample_share, full, no_verify,
-           no_cache, cache_dir, cache_max_mb, report, best_effort, overwrite, as_json):
+def encode(input_path, target_mos, codec, output, scorer, pool, hop_s, jobs, sample_share, full, no_verify, margin_mos,
+           allow_partial, no_cache, cache_dir, cache_max_mb, report, best_effort, overwrite, as_json):
     """Encode INPUT at the cheapest rung of a codec ladder that meets --target-mos."""
     from ratecontrol.api import encode as _encode, encode_ladder
     from ratecontrol.cache import DEFAULT_CACHE_MAX_MB, ProbeCache
+    from ratecontrol.options import Options
 
-    cache = ProbeCache(cache_dir, max_mb=cache_max_mb or DEFAULT_CACHE_MAX_MB, enabled=not no_cache)
-    common = dict(scorer=scorer, pool=pool, hop_s=hop_s, best_effort=best_effort, overwrite=overwrite, jobs=jobs,
-                  sample_share=1.0 if full else sample_share, verify=not no_verify, cache=cache,
-                  on_probe=None if as_json else (lambda p: click.echo(_probe_line(p), err=True)))
+    cache = ProbeCache(cache_dir, max_mb=DEFAULT_CACHE_MAX_MB if cache_max_mb is None else cache_max_mb,
+                       enabled=not no_cache)
+    options = Options(scorer=scorer, pool=pool, hop_s=hop_s, best_effort=best_effort, jobs=jobs,
+                      sample_share=1.0 if full else sample_share, verify=not no_verify, cache=cache,
+                      margin_mos=margin_mos, allow_partial=allow_partial,
+                      on_probe=None if as_json else (lambda p: click.echo(_probe_line(p), err=True)))
+    common = dict(options=options, overwrite=overwrite)
     if not as_json:
         click.echo(f"{input_path}: searching '{codec}' for {pool} MOS >= {','.join(f'{t:g}' for t in target_mos)}", err=True)
     if len(target_mos) > 1:
@@ -117,9 +125,10 @@ def _summary(res) -> None:
     status = "TARGET NOT MET (best effort)" if res.best_effort else "target met"
     # the shipped file's own score (decoded and scored after writing), never a probe's
     what = "output" if res.verified else "search estimate, not verified"
+    margin = f" + margin {s.margin_mos:g}" if s.margin_mos else ""
     click.echo(
         f"{res.output_path}: {s.preset} {res.rung_label} ({res.bitrate_kbps:g} kbps), {s.pool} MOS "
-        f"{_fmt(res.pooled_mos)} ({what}) vs target {s.target_mos:g}: {status}; {len(s.probes)} probes, "
+        f"{_fmt(res.pooled_mos)} ({what}) vs target {s.target_mos:g}{margin}: {status}; {len(s.probes)} probes, "
         f"{res.output_bytes / 1e6:.2f} MB ({100 * res.output_bytes / max(res.input_bytes, 1):.1f}% of input), {res.seconds:.1f} s"
     )
 
@@ -219,31 +228,60 @@ def main(argv: list[str] | None = None) -> None:
     run_group(cli, argv)
 
 
+def _one_line(exc: BaseException) -> str:
+    # a file name with a newline must not split the one line
+    return str(exc).replace("\r", "\\r").replace("\n", "\\n")
+
+
+def _format_warning(message, category, filename, lineno, line=None):
+    from ratecontrol.errors import RatecontrolWarning
+
+    if issubclass(category, RatecontrolWarning):
+        return f"warning: {_one_line(message)}\n"
+    return _default_formatwarning(message, category, filename, lineno, line)
+
+
+_default_formatwarning = None
+
+
 def run_group(group: click.Group, argv: list[str] | None = None) -> None:
     """Run a click group, turning every error into one line and an exit code
-    (shared by `ratecontrol` and `python -m trainer`)."""
+    (shared by `ratecontrol` and `python -m trainer`). With --json on the command line,
+    an error is also printed to stdout as one JSON object (error, message, exit_code)."""
+    import warnings
+
+    global _default_formatwarning
+    if _default_formatwarning is None:
+        _default_formatwarning = warnings.formatwarning
+        warnings.formatwarning = _format_warning
+    args = list(sys.argv[1:] if argv is None else argv)
+    as_json = "--json" in args
+
+    def fail(exc: BaseException, code: int, message: str) -> None:
+        if as_json:
+            _echo_json({"error": type(exc).__name__, "message": message, "exit_code": code})
+        sys.exit(code)
+
     try:
         group.main(args=argv, standalone_mode=False)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
         click.echo("aborted", err=True)
-        sys.exit(130)
+        fail(exc, 130, "aborted")
     except click.ClickException as exc:
         exc.show()
-        sys.exit(exc.exit_code)
+        fail(exc, exc.exit_code, exc.format_message())
     except TargetNotReachable as exc:
-        click.echo(f"error: {exc}", err=True)
-        if exc.result is not None:
-            for p in exc.result.probes:
-                click.echo(_probe_line(p), err=True)
-        sys.exit(exc.exit_code)
+        click.echo(f"error: {_one_line(exc)}", err=True)
+        fail(exc, exc.exit_code, str(exc))
     except RatecontrolError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
+        click.echo(f"error: {_one_line(exc)}", err=True)
+        fail(exc, exc.exit_code, str(exc))
+    except KeyboardInterrupt as exc:
         click.echo("interrupted", err=True)
-        sys.exit(130)
+        fail(exc, 130, "interrupted")
     except Exception as exc:  # a bug: one line unless asked for the traceback
         if os.environ.get("RATECONTROL_DEBUG"):
             traceback.print_exc()
-        click.echo(f"internal error: {type(exc).__name__}: {exc} (set RATECONTROL_DEBUG=1 for a traceback; please report it)", err=True)
-        sys.exit(70)
+        click.echo(f"internal error: {type(exc).__name__}: {_one_line(exc)} (set RATECONTROL_DEBUG=1 for a traceback; "
+                   "please report it)", err=True)
+        fail(exc, 70, f"{type(exc).__name__}: {exc}")

@@ -23,6 +23,8 @@ class Probe:
     encoded_bytes: int | None = None
     #: measured bitrate of the probe encode (bytes * 8 / duration), when known
     actual_kbps: float | None = None
+    #: the preset this probe encoded with
+    preset: str = ""
 
     @property
     def worst_mos(self) -> float:
@@ -52,6 +54,8 @@ class SearchResult:
     window_channel: tuple[int, ...] = field(default_factory=tuple)
     #: seconds of the track the probes scored when the search sampled it, else None
     sampled_s: float | None = None
+    #: a rung passed when its pooled score was >= target_mos + margin_mos
+    margin_mos: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return jsonable(asdict(self))

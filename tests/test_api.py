@@ -93,11 +93,20 @@ def test_encode_writes_output_with_tag(song, tmp_path):
         encode(song, out, target_mos=4.0, codec="opus", scorer="visqol")
 
 
+def test_target_above_the_scale_ceiling_is_refused_before_any_probe(song, monkeypatch):
+    from ratecontrol import media
+
+    monkeypatch.setattr(media, "roundtrip_info", lambda *a, **k: pytest.fail("probed"))
+    with pytest.raises(errors.UsageError, match="identical copy scores ~4.73"):
+        select_bitrate(song, target_mos=4.9, codec="opus")
+
+
 def test_unreachable_target_and_best_effort(song):
+    # 4.74: under the ceiling (4.75) but above what even the top rung scores
     with pytest.raises(errors.TargetNotReachable) as exc:
-        select_bitrate(song, target_mos=4.9, codec="opus", scorer="visqol")
+        select_bitrate(song, target_mos=4.74, codec="opus", scorer="visqol")
     assert exc.value.result is not None and exc.value.result.probes
-    res = select_bitrate(song, target_mos=4.9, codec="opus", scorer="visqol", best_effort=True)
+    res = select_bitrate(song, target_mos=4.74, codec="opus", scorer="visqol", best_effort=True)
     assert not res.reached and res.chosen.rung_index == max(p.rung_index for p in res.probes)
     assert any("best effort" in n for n in res.notes)
 

@@ -5,14 +5,23 @@ about the machinery); inputs are short so this stays fast.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soundfile as sf
 
-from ratecontrol import api, media
+from ratecontrol import media
 from ratecontrol.api import encode, encode_ladder, select_bitrate
 from ratecontrol.cache import ProbeCache
 from ratecontrol.errors import UsageError
+from ratecontrol.options import Options
+from ratecontrol.probing import session as session_module
+from ratecontrol.probing import track as track_module
+from ratecontrol.probing.sampling import pick_segments
+from ratecontrol.probing.session import open_session
+from ratecontrol.probing.source import ForwardReader
+from ratecontrol.probing.track import Track
 
 SR = 44_100
 
@@ -85,8 +94,8 @@ def _covered(segs):
 
 
 def test_hardest_segments_pick_the_dense_passages():
-    track = api._Track(None, _song(60, hard_at=[7, 8, 41, 42, 43]), SR, None, ())
-    covered = _covered(api._pick_segments(track, 0.2, strategy="hardest"))
+    track = Track(None, _song(60, hard_at=[7, 8, 41, 42, 43]), SR, None, ())
+    covered = _covered(pick_segments(track, 0.2, strategy="hardest"))
     assert {7, 8, 41, 42, 43} <= set(covered)
     assert 12 <= len(covered) <= 15  # 20% of 60 s, in 3-s segments
 
@@ -97,8 +106,8 @@ def test_level_segments_span_quiet_to_loud_and_skip_silence():
     levels_db = np.linspace(-50, -2, 20)
     slots = [10 ** (db / 20) * rng.standard_normal(3 * SR) for db in rng.permutation(levels_db)]
     x = np.concatenate(slots + [np.zeros(30 * SR)]).astype(np.float32)
-    track = api._Track(None, np.stack([x, x]), SR, None, ())
-    segs = api._pick_segments(track, 0.2, strategy="level")
+    track = Track(None, np.stack([x, x]), SR, None, ())
+    segs = pick_segments(track, 0.2, strategy="level")
     assert len(segs) == 6 and all(n == 3 * SR for _, n in segs)  # 20% of 90 s
     assert all(a < 60 * SR for a, _ in segs)  # never the silence
     got = sorted(20 * np.log10(np.sqrt(np.mean(x[a : a + n] ** 2))) for a, n in segs)
@@ -108,16 +117,16 @@ def test_level_segments_span_quiet_to_loud_and_skip_silence():
 
 
 def test_spread_segments_are_evenly_spaced():
-    track = api._Track(None, _song(60), SR, None, ())
-    starts = [a // SR for a, _ in api._pick_segments(track, 0.2, strategy="spread")]
+    track = Track(None, _song(60), SR, None, ())
+    starts = [a // SR for a, _ in pick_segments(track, 0.2, strategy="spread")]
     assert len(starts) == 4 and set(np.diff(starts)) == {15}
 
 
 def test_short_tracks_and_bad_strategies():
-    assert api._pick_segments(api._Track(None, _song(20), SR, None, ()), 0.2) is None  # short: whole track
-    assert api._pick_segments(api._Track(None, _song(60), SR, None, ()), 1.0) is None
+    assert pick_segments(Track(None, _song(20), SR, None, ()), 0.2) is None  # short: whole track
+    assert pick_segments(Track(None, _song(60), SR, None, ()), 1.0) is None
     with pytest.raises(UsageError):
-        api._pick_segments(api._Track(None, _song(60), SR, None, ()), 0.2, strategy="loudest")
+        pick_segments(Track(None, _song(60), SR, None, ()), 0.2, strategy="loudest")
 
 
 def test_sampled_encode_checks_the_whole_track(tmp_path, count_encodes):
@@ -144,7 +153,13 @@ def test_target_ladder_reuses_one_probe_curve(tmp_path, count_encodes):
     rungs_probed = {r.search.chosen.rung_index for r in results} | {p.rung_index for r in results for p in r.search.probes}
     assert len(count_encodes) == len(rungs_probed), "each rung encoded at most once across targets"
     for r in results:
-        assert (tmp_path / f"x.mos{r.search.target_mos:g}.opus").exists()
+        assert Path(r.output_path).exists()
+    # targets that land on one rung share one file (issue 18: no identical copies)
+    by_rung = {}
+    for r in results:
+        by_rung.setdefault(r.rung_label, set()).add(r.output_path)
+    assert all(len(paths) == 1 for paths in by_rung.values())
+    assert len({r.output_path for r in results}) == len(by_rung)
 
 
 def test_codec_auto_picks_the_smallest(tmp_path):
@@ -176,7 +191,7 @@ def test_report_png(tmp_path):
 
 def test_full_track_check_streams_in_chunks_with_the_same_scores():
     audio = _song(5, hard_at=[2])[:1]
-    s = api._open_session(audio, None, "visqol", "p10", SR, 1.0, 1.0, None, None, None, False)
+    s = open_session(audio, None, Options(scorer="visqol", pool="p10", hop_s=1.0, sample_share=1.0, cache=False), SR)
     deg = audio + 0.003 * np.random.default_rng(0).standard_normal(audio.shape).astype(np.float32)
     whole = s.full_track_scores(deg, chunk_s=60)
     chunked = s.full_track_scores(deg, chunk_s=2)
@@ -189,7 +204,7 @@ def test_full_track_check_with_prepared_reference_scores_the_same():
     # very scores of preparing each piece on the spot; silence in the middle included
     audio = _song(8, hard_at=[2])
     audio[:, 3 * SR : 5 * SR] = 0
-    s = api._open_session(audio, None, "learned", "p10", SR, 1.0, 1.0, None, None, None, False)
+    s = open_session(audio, None, Options(scorer="learned", pool="p10", hop_s=1.0, sample_share=1.0, cache=False), SR)
     deg = audio + 0.003 * np.random.default_rng(0).standard_normal(audio.shape).astype(np.float32)
     deg[0, 3 * SR : 4 * SR] = 0  # one silent window stays silent, the other gets noise
     ref = s.check_reference(chunk_s=3)
@@ -203,7 +218,7 @@ def test_full_track_check_with_prepared_reference_scores_the_same():
 def test_forward_reader_serves_overlapping_forward_ranges_from_blocks():
     x = np.arange(2 * 1000, dtype=np.float32).reshape(2, 1000)
     blocks = (x[:, i : i + 64] for i in range(0, 1000, 64))
-    r = api._ForwardReader(blocks, 2, 1000)
+    r = ForwardReader(blocks, 2, 1000)
     assert r.shape == (2, 1000)
     for lo, hi in [(0, 300), (250, 600), (700, 800), (750, 1000), (900, 1200)]:  # overlaps and a gap
         np.testing.assert_array_equal(r[:, lo:hi], x[:, lo:min(hi, 1000)])
@@ -252,7 +267,7 @@ def test_long_inputs_decode_to_a_mapped_file_with_the_same_decisions(tmp_path, m
     for name, min_s in (("memory", 1e9), ("disk", 5.0)):
         calls = []
         monkeypatch.setattr(media, "decode_to_disk", lambda *a, _c=calls, **k: _c.append(a) or real(*a, **k))
-        monkeypatch.setattr(api, "DISK_DECODE_MIN_S", min_s)
+        monkeypatch.setattr(track_module, "DISK_DECODE_MIN_S", min_s)
         runs[name] = encode(f, tmp_path / f"{name}.opus", target_mos=4.2, codec="opus", cache=False)
         assert bool(calls) == (name == "disk")
     a, b = runs["memory"], runs["disk"]
@@ -262,14 +277,14 @@ def test_long_inputs_decode_to_a_mapped_file_with_the_same_decisions(tmp_path, m
 
 
 def test_default_sample_is_capped_for_long_tracks_but_an_explicit_share_is_not(monkeypatch):
-    track = api._Track(None, _song(300), SR, None, ())  # 5 min: 20 % would be 60 s
-    monkeypatch.setattr(api, "SAMPLE_MAX_S", 30.0)
-    capped = api._pick_segments(track, 0.2, max_s=api.SAMPLE_MAX_S)
-    free = api._pick_segments(track, 0.2)
+    track = Track(None, _song(300), SR, None, ())  # 5 min: 20 % would be 60 s
+    monkeypatch.setattr(session_module, "SAMPLE_MAX_S", 30.0)
+    capped = pick_segments(track, 0.2, max_s=30.0)
+    free = pick_segments(track, 0.2)
     assert sum(n for _, n in capped) == 30 * SR and sum(n for _, n in free) == 60 * SR
     # still spread over the whole track
     assert capped[0][0] < 30 * SR and capped[-1][0] > 240 * SR
     # sessions: the cap only applies to the default share
-    s_default = api._open_session(track.src, None, "visqol", "p10", SR, 1.0, None, None, None, None, False)
-    s_explicit = api._open_session(track.src, None, "visqol", "p10", SR, 1.0, 0.2, None, None, None, False)
+    s_default = open_session(track.src, None, Options(scorer="visqol", pool="p10", hop_s=1.0, sample_share=None, cache=False), SR)
+    s_explicit = open_session(track.src, None, Options(scorer="visqol", pool="p10", hop_s=1.0, sample_share=0.2, cache=False), SR)
     assert s_default.source().scored_s == 30.0 and s_explicit.source().scored_s == 60.0

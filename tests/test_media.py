@@ -239,12 +239,17 @@ def test_truncated_to_header(tmp_path, synth, ext, cut):
 
 
 @pytest.mark.parametrize("ext", ["wav", "flac"])
-def test_truncated_mid_stream_decodes_what_is_there(tmp_path, synth, ext):
+def test_truncated_mid_stream_is_refused_unless_allowed(tmp_path, synth, ext):
+    from ratecontrol.errors import RatecontrolWarning, TruncatedInputError
+
     x = synth.noise(44100, 2, 1.0)
     full = _write(tmp_path / f"full.{ext}", x, 44100)
     f = tmp_path / f"half.{ext}"
     f.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
-    y = media.decode(f)
+    with pytest.raises(TruncatedInputError, match=r"half\.%s.*--allow-partial" % ext):
+        media.decode(f)
+    with pytest.warns(RatecontrolWarning, match="allow_partial"):
+        y = media.decode(f, allow_partial=True)
     assert 0.3 * x.shape[1] < y.shape[1] < 0.7 * x.shape[1]
     assert np.max(np.abs(y - x[:, : y.shape[1]])) <= Q16
 

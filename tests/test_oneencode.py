@@ -144,3 +144,37 @@ def test_kept_probe_encodes_are_cleaned(music, tmp_path):
     encode(src, tmp_path / "o.opus", target_mos=4.2, cache=False)
     assert set(fsutil.run_temp_dir().iterdir()) == before
     assert not [q for q in tmp_path.iterdir() if fsutil.is_temp_name(q.name)]
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_streamed_check_reads_what_a_decode_of_the_file_reads(music, tmp_path, preset):
+    """The loopback decode the check scores while encoding = a decode of the written file."""
+    from ratecontrol.presets import load_preset
+
+    p = load_preset(preset)
+    rate = p.sample_rate_hz or 44_100
+    x = media.decode(_write(tmp_path, music, 44_100, "s16"), sample_rate_hz=rate, channels=2)
+    out = tmp_path / f"s{p.extension}"
+    rung = p.rungs_for(2)[3]
+    with media.StreamedEncode(x, rate, p, rung, out, block_samples=rate) as job:
+        streamed = np.concatenate(list(job.blocks()), axis=1)
+        job.finish()
+    assert streamed.shape == x.shape
+    assert np.array_equal(streamed, media.decode_aligned(out, p, rate, 2, x.shape[1]))
+
+
+def test_an_abandoned_streamed_encode_leaves_nothing(music, tmp_path):
+    """Leaving the encode part-way (a failed check, an error, a cancel) kills ffmpeg and
+    removes its temp file: no output, no litter."""
+    from ratecontrol import fsutil
+
+    x = np.tile(music, (1, 8))
+    out = tmp_path / "o.opus"
+    with pytest.raises(RuntimeError):
+        with media.StreamedEncode(x, 44_100, "aac", "128k", tmp_path / "o.m4a", block_samples=44_100) as job:
+            next(iter(job.blocks()))
+            proc = job._proc
+            raise RuntimeError("cancel")
+    assert proc.poll() is not None
+    assert not out.exists() and not (tmp_path / "o.m4a").exists()
+    assert not [q for q in tmp_path.iterdir() if fsutil.is_temp_name(q.name)]

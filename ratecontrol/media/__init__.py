@@ -4,7 +4,7 @@ No other ratecontrol module starts ffmpeg; they call these functions.
 """
 from ._decode import decode, decode_to_disk, resample_filter
 from ._encode import (EncodeResult, RoundTrip, check_output_path, decode_aligned, decode_aligned_blocks, encode_array,
-                      encode_file, remux, roundtrip, roundtrip_info)
+                      encode_file, remux, roundtrip, StreamedEncode, roundtrip_info)
 from ._ffmpeg import available_encoders, ffmpeg_path, ffmpeg_version
 from ._probe import ProbeInfo, probe
 
@@ -20,6 +20,7 @@ __all__ = [
     "encode_array",
     "encode_file",
     "remux",
+    "StreamedEncode",
     "roundtrip",
     "roundtrip_info",
     "decode_aligned",

@@ -33,6 +33,7 @@ import re
 import struct
 import subprocess
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,11 +44,11 @@ from .. import fsutil
 from ..errors import EmptyAudioError, FFmpegError, OutputError, UsageError
 from ..presets import Preset, Rung, load_preset
 from ._decode import decode_blocks, resample_filter
-from ._ffmpeg import ff_path, ffmpeg_path, run, stderr_tail
+from ._ffmpeg import ff_path, ffmpeg_path, has_loopback_decoder, run, stderr_tail
 from ._probe import check_input_path, probe
 
 __all__ = ["encode_array", "encode_file", "remux", "roundtrip", "roundtrip_info", "RoundTrip",
-           "EncodeResult", "ENCODER_INPUT"]
+           "EncodeResult", "ENCODER_INPUT", "StreamedEncode"]
 
 #: What every encode of ratecontrol feeds the encoder: the decoded track as float32
 #: PCM (f32le on a pipe) at the output rate and channel count. Probes and the shipped
@@ -246,7 +247,7 @@ def _output_kwargs(preset: Preset, rung: Rung) -> dict:
     return kw
 
 
-def _finish(tmp: Path, out: Path, preset: Preset, rung: Rung) -> EncodeResult:
+def _finish(tmp: Path, out: Path, preset: Preset, rung: Rung, duration_s: float | None = None) -> EncodeResult:
     size = tmp.stat().st_size
     if size == 0:
         raise OutputError(f"ffmpeg wrote an empty file for {out}; nothing was saved")
@@ -255,10 +256,12 @@ def _finish(tmp: Path, out: Path, preset: Preset, rung: Rung) -> EncodeResult:
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)
     os.replace(tmp, out)
-    try:
-        dur = probe(out).duration_s or 0.0
-    except Exception:  # the file is written; a failed re-probe only loses the figure
-        dur = 0.0
+    dur = duration_s
+    if dur is None:
+        try:
+            dur = probe(out).duration_s or 0.0
+        except Exception:  # the file is written; a failed re-probe only loses the figure
+            dur = 0.0
     return EncodeResult(
         path=out, size_bytes=size, duration_s=dur,
         bitrate_kbps=(size * 8 / dur / 1000.0) if dur > 0 else float("nan"),
@@ -428,6 +431,179 @@ def encode_array(
             extras.meta_path.unlink(missing_ok=True)
 
 
+class StreamedEncode:
+    """One ffmpeg process that encodes ``audio`` [C, N] to ``out_path`` *and* decodes
+    its own packets back (a loopback decoder, ``-dec``, ffmpeg 7.0+), so the written
+    file can be scored while it is being encoded: the check rides on the encode.
+
+    ``blocks()`` yields the decode aligned with ``audio`` (the preset's residual delay
+    removed, cut or padded to exactly N samples) as float32 ``[C, <= block_samples]``;
+    ``finish()`` waits for ffmpeg and renames the file into place. Leaving the ``with``
+    block without ``finish()`` (an error, a failed check) kills ffmpeg and removes the
+    temp file. The loopback decode equals a decode of the written file sample for
+    sample, priming removed (tests/test_oneencode.py, every preset); where ffmpeg has no
+    loopback decoder the file is decoded after the encode instead (same samples).
+    """
+
+    def __init__(self, audio: np.ndarray, sample_rate_hz: int, preset, rung, out_path,
+                 metadata: dict | None = None, tags_from=None, block_samples: int = _FEED_SAMPLES):
+        self.audio = _as_audio(audio)
+        self.rate = int(sample_rate_hz)
+        self.channels, self.n = self.audio.shape
+        self.preset, self.rung = _resolve(preset, rung, self.channels)
+        self.src_file = check_input_path(tags_from) if tags_from is not None else None
+        self.out = check_output_path(out_path, self.src_file)
+        self.metadata, self.block_samples = metadata, int(block_samples)
+        self.loopback = has_loopback_decoder()
+        self._proc = self._tmp = self._extras = self._errf = self._writer = None
+        self._write_error: BaseException | None = None
+        self._done = False
+
+    def __enter__(self) -> "StreamedEncode":
+        p, r = self.preset, self.rung
+        src = ffmpeg.input("pipe:", format=ENCODER_INPUT, ar=self.rate, ac=self.channels)
+        kw = _output_kwargs(p, r)
+        _add_filters(kw, p.sample_rate_hz, p, self.rate, self.channels, min(self.channels, p.max_channels))
+        self._tmp = _temp_path(self.out)
+        try:
+            if self.metadata or self.src_file is not None:
+                cover_in = ffmpeg.input(ff_path(self.src_file)) if self.src_file is not None else None
+                self._extras = _source_extras(self.src_file, cover_in, p, self.out, self.metadata)
+                kw.update(self._extras.kw)
+                meta_in = ffmpeg.input(ff_path(self._extras.meta_path), format="ffmetadata")
+                stream = _build([src["a:0"], *self._extras.streams], meta_in, self._extras.meta_path,
+                                ff_path(self._tmp), kw)
+            else:
+                stream = _build([src["a:0"]], None, None, ff_path(self._tmp), kw)
+            cmd = ffmpeg.compile(stream.global_args("-hide_banner"), cmd=ffmpeg_path(), overwrite_output=True)
+            if self.loopback:
+                # output 0 stream 0 is the encoded audio: decode its packets, raw f32 on stdout
+                # (back at the input's rate, with the resampler a decode of the file uses)
+                lb = "anull" if int(p.sample_rate_hz or self.rate) == self.rate else resample_filter(self.rate)
+                cmd += ["-dec", "0:0", "-filter_complex", f"[dec:0]{lb}[rc_loop]", "-map", "[rc_loop]",
+                        "-c:a", "pcm_f32le", "-ar", str(self.rate), "-ac", str(self.channels),
+                        "-f", "f32le", "pipe:1"]
+            self._cmd = cmd
+            self._errf = tempfile.TemporaryFile()
+            self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=self._errf,
+                                          stdout=subprocess.PIPE if self.loopback else subprocess.DEVNULL)
+        except BaseException:
+            self._cleanup()
+            raise
+        self._writer = threading.Thread(target=self._feed, name="ratecontrol-feed", daemon=True)
+        self._writer.start()
+        return self
+
+    def _feed(self) -> None:
+        try:
+            for a in range(0, self.n, _FEED_SAMPLES):
+                block = np.ascontiguousarray(self.audio[:, a : a + _FEED_SAMPLES].T, dtype="<f4")
+                self._proc.stdin.write(memoryview(block).cast("B"))
+        except (BrokenPipeError, ValueError, OSError):  # ffmpeg stopped (or was killed)
+            pass
+        except BaseException as exc:  # pragma: no cover - reported by finish()
+            self._write_error = exc
+        finally:
+            try:
+                self._proc.stdin.close()
+            except OSError:
+                pass
+
+    def _raw_blocks(self):
+        """Decoded float32 [C, k] blocks as ffmpeg produces them (priming removed)."""
+        if self.loopback:
+            frame = 4 * self.channels
+            want = frame * self.block_samples
+            carry = b""
+            while True:
+                raw = self._proc.stdout.read(want)
+                if not raw:
+                    break
+                raw = carry + raw
+                cut = len(raw) - len(raw) % frame
+                carry = raw[cut:]
+                if cut:
+                    yield np.frombuffer(raw, dtype="<f4", count=cut // 4).reshape(-1, self.channels).T
+            self._wait()
+        else:
+            self._wait()
+            yield from decode_blocks(self._tmp, self.rate, self.channels, self.block_samples)
+
+    def blocks(self):
+        """The decode, aligned with the input: exactly N samples in all."""
+        delay = _delay_at(self.preset, self.rate)
+        yield from _aligned(self._raw_blocks(), self.channels, self.n, self.block_samples, delay)
+
+    def _wait(self) -> None:
+        if self._done:
+            return
+        rc = self._proc.wait()
+        self._writer.join()
+        self._done = True
+        if rc != 0:
+            self._errf.seek(0)
+            err = self._errf.read().decode("utf-8", "replace")
+            raise FFmpegError(f"encoding {self.out.name} with preset '{self.preset.name}' rung {self.rung.label} "
+                              f"failed: {stderr_tail(err)}", cmd=self._cmd, stderr=err)
+        if self._write_error is not None:
+            raise self._write_error
+
+    def finish(self) -> EncodeResult:
+        """Wait for ffmpeg (reading any decode left unread) and rename the file into place."""
+        if self.loopback and not self._done:
+            while self._proc.stdout.read(1 << 20):
+                pass
+        self._wait()
+        return _finish(self._tmp, self.out, self.preset, self.rung, duration_s=self.n / self.rate)
+
+    def _cleanup(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        if self._writer is not None:
+            self._writer.join()
+        for f in (getattr(self._proc, "stdout", None), self._errf):
+            if f is not None:
+                f.close()
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
+        if self._extras is not None:
+            self._extras.meta_path.unlink(missing_ok=True)
+
+    def __exit__(self, *exc) -> None:
+        self._cleanup()
+
+
+def _aligned(blocks, channels: int, n_samples: int, block_samples: int, delay: int):
+    """Blocks with ``delay`` samples dropped (or zeros put first when negative), cut or
+    zero-padded to exactly ``n_samples``."""
+    skip = max(delay, 0)
+    emitted = 0
+    if delay < 0:
+        lead = min(-delay, n_samples)
+        yield np.zeros((channels, lead), np.float32)
+        emitted = lead
+    try:
+        for x in blocks:
+            if skip:
+                k = min(skip, x.shape[1])
+                x, skip = x[:, k:], skip - k
+            x = x[:, : n_samples - emitted]
+            if x.shape[1]:
+                emitted += x.shape[1]
+                yield np.ascontiguousarray(x, dtype=np.float32)
+            if emitted >= n_samples:
+                break
+    finally:
+        close = getattr(blocks, "close", None)
+        if close:
+            close()
+    while emitted < n_samples:
+        k = min(block_samples, n_samples - emitted)
+        yield np.zeros((channels, k), np.float32)
+        emitted += k
+
+
 def remux(encoded_path, out_path, preset, rung, metadata: dict | None = None, tags_from=None) -> EncodeResult:
     """Copy the audio of a file this preset encoded into ``out_path`` (no re-encode),
     with the tags and cover art of ``tags_from`` plus ``metadata``.
@@ -546,31 +722,8 @@ def decode_aligned_blocks(path, preset, sample_rate_hz: int, channels: int, n_sa
     """
     p = load_preset(preset)
     rate, ch = int(sample_rate_hz), int(channels)
-    delay = _delay_at(p, rate)
-    skip = max(delay, 0)
-    emitted = 0
-    if delay < 0:
-        lead = min(-delay, n_samples)
-        yield np.zeros((ch, lead), np.float32)
-        emitted = lead
-    blocks = decode_blocks(path, rate, ch, block_samples)
-    try:
-        for x in blocks:
-            if skip:
-                k = min(skip, x.shape[1])
-                x, skip = x[:, k:], skip - k
-            x = x[:, : n_samples - emitted]
-            if x.shape[1]:
-                emitted += x.shape[1]
-                yield np.ascontiguousarray(x, dtype=np.float32)
-            if emitted >= n_samples:
-                break
-    finally:
-        blocks.close()  # stops ffmpeg if the file is longer than n_samples
-    while emitted < n_samples:
-        k = min(block_samples, n_samples - emitted)
-        yield np.zeros((ch, k), np.float32)
-        emitted += k
+    yield from _aligned(decode_blocks(path, rate, ch, block_samples), ch, int(n_samples), int(block_samples),
+                        _delay_at(p, rate))
 
 
 def roundtrip_info(audio: np.ndarray, sample_rate_hz: int, preset, rung, keep: bool = False) -> RoundTrip:
@@ -584,9 +737,9 @@ def roundtrip_info(audio: np.ndarray, sample_rate_hz: int, preset, rung, keep: b
     p, r = _resolve(preset, rung, channels)
     enc = fsutil.temp_sibling(fsutil.run_temp_dir() / f"rt{p.extension}")
     try:
-        encode_array(a, sample_rate_hz, p, r, enc)
-        size = enc.stat().st_size
-        dec = decode_aligned(enc, p, sample_rate_hz, channels, n)
+        with StreamedEncode(a, sample_rate_hz, p, r, enc, block_samples=max(n, 1)) as job:
+            dec = np.concatenate(list(job.blocks()), axis=1)
+            size = job.finish().size_bytes
     except BaseException:
         enc.unlink(missing_ok=True)
         raise

@@ -261,6 +261,24 @@ def _has_soxr_of(exe: str) -> bool:
     return "--enable-libsoxr" in _version_text_of(exe)
 
 
+def has_loopback_decoder() -> bool:
+    """True if this ffmpeg has loopback decoders (``-dec``, ffmpeg 7.0+): one process
+    can then write an encode and decode its packets back (media.StreamedEncode)."""
+    return _loopback_of(ffmpeg_path())
+
+
+@functools.lru_cache(maxsize=8)
+def _loopback_of(exe: str) -> bool:
+    # not listed by `-h full`: try it once on 10 ms of generated silence
+    try:
+        run_args(["-hide_banner", "-v", "error", "-f", "lavfi", "-i", "anullsrc=r=8000:cl=mono", "-t", "0.01",
+                  "-c:a", "pcm_s16le", "-f", "null", "-", "-dec", "0:0", "-filter_complex", "[dec:0]anull[o]",
+                  "-map", "[o]", "-f", "null", "-"], exe=exe)
+    except FFmpegError:
+        return False
+    return True
+
+
 def available_encoders() -> frozenset[str]:
     """Names of every encoder this ffmpeg has (parsed from ``ffmpeg -encoders``)."""
     return _encoders_of(ffmpeg_path())

@@ -1,0 +1,114 @@
+"""One frozen options object for every entry point (select_bitrate, encode,
+encode_ladder, transcode_folder, the CLI).
+
+``Options`` holds how a search and an encode run; the per-call things (input, output,
+target, codec) stay arguments. Every field is checked once, here, so a bad value from a
+library caller or a flag is one UsageError naming the field (never a torch or numpy
+error three layers down). ``Options.merge(options, **overrides)`` is how the keyword
+arguments of the public functions become one object.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass, fields, replace
+from typing import Any, Callable
+
+from ratecontrol.errors import UsageError
+from ratecontrol.scoring.pooling import DEFAULT_POOL, validate_pool
+
+__all__ = ["Options"]
+
+
+def _number(name: str, value: Any, *, lo: float | None = None, lo_open: bool = False,
+            hi: float | None = None, integer: bool = False) -> float | int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise UsageError(f"{name} must be a number, got {value!r}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise UsageError(f"{name} must be finite, got {value!r}")
+    if integer and v != int(v):
+        raise UsageError(f"{name} must be a whole number, got {value!r}")
+    if lo is not None and (v <= lo if lo_open else v < lo):
+        raise UsageError(f"{name} must be {'>' if lo_open else '>='} {lo:g}, got {value!r}")
+    if hi is not None and v > hi:
+        raise UsageError(f"{name} must be <= {hi:g}, got {value!r}")
+    return int(v) if integer else v
+
+
+@dataclass(frozen=True)
+class Options:
+    """How a search (and the encode after it) runs.
+
+    scorer: a registered name ("learned", "visqol") or a Scorer; None = the default.
+    pool: pooling of window scores (p10, mean, min, pN, worstN).
+    hop_s: window hop in seconds (> 0, at most 1).
+    sample_share: share of a long (>= 30 s) input the probes score, in (0, 1];
+        None = the default (0.2, at most 180 s scored); 1.0 probes everything.
+    jobs: processes for the scorer (None = its own choice).
+    cache: a ProbeCache, a folder, True/None (the default folder) or False (none).
+    max_kbps: cut the ladder above this nominal bitrate.
+    best_effort: when even the top rung misses, use it instead of raising.
+    verify: decode and score the written file (the reported score is its own).
+    allow_partial: encode what decodes of a truncated input (one warning) instead of
+        refusing it.
+    margin_mos: search for target + margin_mos (a guard against the learned scorer's
+        error; docs/performance.md); the target itself is what is reported as met.
+    on_probe: called with each Probe as it finishes.
+    """
+
+    scorer: Any = None
+    pool: str = DEFAULT_POOL
+    hop_s: float = 1.0
+    sample_share: float | None = None
+    jobs: int | None = None
+    cache: Any = None
+    max_kbps: float | None = None
+    best_effort: bool = False
+    verify: bool = True
+    allow_partial: bool = False
+    margin_mos: float = 0.0
+    on_probe: Callable | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "pool", validate_pool(self.pool))
+        object.__setattr__(self, "hop_s", _number("hop_s", self.hop_s, lo=0.0, lo_open=True, hi=1.0))
+        if self.sample_share is not None:
+            object.__setattr__(self, "sample_share",
+                               _number("sample_share", self.sample_share, lo=0.0, lo_open=True, hi=1.0))
+        if self.jobs is not None:
+            object.__setattr__(self, "jobs", _number("jobs", self.jobs, lo=1, integer=True))
+        if self.max_kbps is not None:
+            object.__setattr__(self, "max_kbps", _number("max_kbps", self.max_kbps, lo=0.0, lo_open=True))
+        object.__setattr__(self, "margin_mos", _number("margin_mos", self.margin_mos, lo=0.0, hi=1.0))
+        if self.on_probe is not None and not callable(self.on_probe):
+            raise UsageError(f"on_probe must be callable, got {self.on_probe!r}")
+        if self.scorer is not None and not isinstance(self.scorer, str) and not hasattr(self.scorer, "score"):
+            raise UsageError(f"scorer must be a scorer name or a Scorer, got {self.scorer!r}")
+
+    @classmethod
+    def merge(cls, options: "Options | None" = None, **overrides: Any) -> "Options":
+        """``options`` (or the defaults) with ``overrides`` applied; None overrides are
+        ignored only for fields whose default is None."""
+        base = options if options is not None else cls()
+        if not isinstance(base, Options):
+            raise UsageError(f"options must be a ratecontrol.Options, got {type(base).__name__}")
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise UsageError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+        return replace(base, **overrides) if overrides else base
+
+    def to_dict(self) -> dict[str, Any]:
+        """The options as plain values (a Scorer/ProbeCache/callable by its name)."""
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name == "scorer" and v is not None and not isinstance(v, str):
+                v = getattr(v, "name", type(v).__name__)
+            elif f.name == "cache" and v is not None and not isinstance(v, (bool, str)):
+                v = str(getattr(v, "directory", v)) if getattr(v, "enabled", True) else False
+            elif f.name == "on_probe":
+                v = None if v is None else getattr(v, "__name__", "callable")
+            out[f.name] = v
+        return out

@@ -1,0 +1,74 @@
+"""``codec="auto"``: every available preset searched, the smallest output kept."""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+
+
+from ratecontrol.errors import TargetNotReachable, UsageError
+from ratecontrol.presets import Preset, list_presets
+from ratecontrol.results import SearchResult
+from ratecontrol.options import Options
+from ratecontrol.probing.prober import run_search
+from ratecontrol.probing.session import Session, open_session, resolve_cache, resolve_scorer
+
+
+#: ``codec="auto"``: try every available preset, keep the smallest output
+AUTO_CODEC = "auto"
+
+def auto_presets() -> list[Preset]:
+    return [p for p in list_presets() if p.available]
+
+
+def search_auto(sessions: dict[int, Session], target: float, best_effort: bool,
+                margin: float = 0.0) -> SearchResult:
+    """Every available preset; the one whose chosen probe is smallest wins.
+
+    Presets are searched in parallel threads (the work is ffmpeg subprocesses and numpy
+    or torch code that releases the GIL), two at a time on this 2-core class of machine.
+    """
+    presets = auto_presets()
+
+    def run(p: Preset):
+        try:
+            return p, run_search(sessions[rate_key(p)].prober(p), target, False, parallel=1, margin=margin), None
+        except TargetNotReachable as exc:
+            return p, None, exc
+
+    with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as ex:
+        outcomes = list(ex.map(run, presets))
+    ok = [(p, r) for p, r, _ in outcomes if r is not None]
+    summary = ", ".join(
+        f"{p.name} {r.chosen.rung_label} ~{r.chosen.actual_kbps:.0f} kbps" if r else f"{p.name} unreachable"
+        for p, r, _ in outcomes
+    )
+    if not ok:
+        if not best_effort:
+            raise TargetNotReachable(f"target MOS {target:g} not reachable with any preset ({summary}); "
+                                     "lower the target or pass --best-effort")
+        # best effort: the preset whose top rung came closest
+        p, _, exc = max(outcomes, key=lambda o: o[2].result.probes[-1].pooled_mos if o[2].result else -1)
+        res = run_search(sessions[rate_key(p)].prober(p), target, True, margin=margin)
+        return replace(res, notes=res.notes + (f"codec auto: {summary}",))
+    p, res = min(ok, key=lambda pr: pr[1].chosen.actual_kbps)
+    return replace(res, notes=res.notes + (f"codec auto: {summary}; chose {p.name}",))
+
+
+def rate_key(preset: Preset) -> int:
+    return int(preset.sample_rate_hz or 0)
+
+def auto_sessions(source, opts: Options, sample_rate_hz: int | None = None, keep_encodes: bool = False):
+    """One session per output rate (48 kHz for Opus, the source's for the rest); the
+    scorer and cache are shared."""
+    sessions: dict[int, Session] = {}
+    shared_scorer = resolve_scorer(opts.scorer, n_jobs=opts.jobs)
+    shared_cache = resolve_cache(opts.cache)
+    for p in auto_presets():
+        k = rate_key(p)
+        if k not in sessions:
+            sessions[k] = open_session(source, p, opts, sample_rate_hz, keep_encodes, scorer=shared_scorer,
+                                       cache=shared_cache)
+    if not sessions:
+        raise UsageError("codec auto: this ffmpeg has none of the presets' encoders (see `ratecontrol doctor`)")
+    return sessions

@@ -1,0 +1,195 @@
+"""Encode, decode and score rungs of one preset; the ladder search over them."""
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ratecontrol import media
+from ratecontrol.cache import ProbeCache, preset_fingerprint
+from ratecontrol.errors import TargetNotReachable, UsageError
+from ratecontrol.presets import Preset
+from ratecontrol.results import Probe, SearchResult
+from ratecontrol.scoring.base import Scorer
+from ratecontrol.scoring.pooling import pool as pool_scores
+from ratecontrol.search import search_ladder
+from ratecontrol.windows import is_digital_silence
+from ratecontrol.probing.source import ProbeSource, score_windows
+
+
+class Prober:
+    """Encodes, decodes and scores rungs of one preset against one probe source."""
+
+    def __init__(self, source: ProbeSource, preset: Preset, scorer: Scorer, pool: str,
+                 cache: ProbeCache, on_probe: Callable[[Probe], None] | None = None,
+                 max_kbps: float | None = None):
+        self.source, self.track = source, source.track
+        self.preset, self.scorer, self.pool, self.cache, self.on_probe = preset, scorer, pool, cache, on_probe
+        rungs = preset.rungs_for(self.track.channels)
+        if max_kbps is not None:
+            rungs = tuple(r for r in rungs if r.nominal_kbps <= max_kbps)
+            if not rungs:
+                raise UsageError(
+                    f"no rung of preset '{preset.name}' is at or below {max_kbps:g} kbps "
+                    f"(lowest is {preset.rungs_for(self.track.channels)[0].nominal_kbps:g})"
+                )
+        self.rungs = rungs
+        self.ref_silent = is_digital_silence(source.ref_w)
+        self._prepared = None
+        self.probes: dict[int, Probe] = {}
+        #: rungs probed at once (set by the session; see PARALLEL_PROBES)
+        self.parallel = 1
+        #: keep each whole-track probe's encoded file (rung index -> path in the run's
+        #: temp folder): the one that is chosen becomes the output by stream copy
+        self.keep_encodes = False
+        self.encodes: dict[int, Path] = {}
+
+    @property
+    def all_silent(self) -> bool:
+        return bool(self.ref_silent.all())
+
+    def warm_up(self) -> None:
+        """Make the state probes share (prepared reference, PCM digest) before threads read it."""
+        self._prep()
+        _ = self.source.digest  # cached_property: computed once here, not raced by two probes
+
+    def _prep(self):
+        if self._prepared is None:
+            self._prepared = self.scorer.prepare(self.source.ref_w[~self.ref_silent])
+        return self._prepared
+
+    def window_scores(self, deg_w: np.ndarray) -> np.ndarray:
+        """MOS per window; nan where both reference and degraded are digital silence."""
+        prep = self._prep() if (~self.ref_silent).any() else None
+        return score_windows(self.scorer, self.ref_silent, prep, lambda: self.source.ref_w, deg_w)
+
+    def _measure(self, i: int) -> dict:
+        audio, rate = self.source.audio, self.track.rate_hz
+
+        def roundtrip(span, keep=False):
+            return media.roundtrip_info(audio[:, span[0] : span[1]], rate, self.preset, self.rungs[i], keep=keep)
+
+        spans = self.source.encode_spans()
+        if len(spans) == 1:
+            keep = self.keep_encodes and not self.source.sampled
+            rts = [roundtrip(spans[0], keep)]
+            if rts[0].encoded_path is not None:
+                self.encodes[i] = rts[0].encoded_path
+        else:  # independent ffmpeg processes, one per core
+            with ThreadPoolExecutor(len(spans)) as ex:
+                rts = list(ex.map(roundtrip, spans))
+        deg_w, _ = self.source.windows(np.concatenate([rt.audio for rt in rts], axis=1))
+        return {"window_mos": [float(s) for s in self.window_scores(deg_w)],
+                "encoded_bytes": int(sum(rt.size_bytes for rt in rts))}
+
+    def cache_key(self, i: int) -> dict:
+        return {
+            "v": 2,
+            "pcm": self.source.digest,
+            "spans": self.source.encode_spans(),
+            "pieces": [(p.offset, p.start, p.length, p.before, p.after) for p in self.source.pieces],
+            "rate": self.track.rate_hz,
+            "hop_s": self.source.hop_s,
+            "codec": preset_fingerprint(self.preset, self.rungs[i]),
+            "ffmpeg": media.ffmpeg_version(),
+            "scorer": (self.scorer.name, self.scorer.version),
+        }
+
+    def probe(self, i: int, target: float) -> Probe:
+        if i in self.probes:
+            return self.probes[i]
+        rung = self.rungs[i]
+        t0 = time.perf_counter()
+        out = self.cache.get_or_compute(self.cache_key(i), lambda: self._measure(i))
+        scores = np.asarray(out["window_mos"], dtype=np.float64)
+        pooled = pool_scores(scores[~np.isnan(scores)], self.pool)
+        size = out["encoded_bytes"]
+        # bits per second of the probe encode (context included, as encoded)
+        dur = self.source.audio.shape[1] / self.track.rate_hz
+        p = Probe(
+            rung_index=i,
+            rung_label=rung.label,
+            bitrate_kbps=float(rung.nominal_kbps),
+            pooled_mos=pooled,
+            window_mos=tuple(float(s) for s in scores),
+            passed=bool(not np.isnan(pooled) and pooled >= target),
+            seconds=time.perf_counter() - t0,
+            encoded_bytes=size,
+            actual_kbps=size * 8 / 1000 / dur,
+            preset=self.preset.name,
+        )
+        self.probes[i] = p
+        if self.on_probe:
+            self.on_probe(p)
+        return p
+
+    def discard_encodes(self) -> None:
+        for path in self.encodes.values():
+            path.unlink(missing_ok=True)
+        self.encodes.clear()
+
+    def result(self, target: float, chosen: Probe | None, probes, reached: bool, notes,
+               margin: float = 0.0) -> SearchResult:
+        return SearchResult(
+            preset=self.preset.name,
+            target_mos=target,
+            margin_mos=margin,
+            pool=self.pool,
+            scorer=self.scorer.name,
+            channels=self.track.channels,
+            duration_s=self.track.duration_s,
+            chosen=chosen,
+            probes=tuple(probes),
+            reached=reached,
+            n_windows=int((~self.ref_silent).sum()),
+            notes=tuple(self.track.notes) + tuple(notes),
+            window_start_s=tuple(float(s) for s in self.source.index.start_s()),
+            window_channel=tuple(int(c) for c in self.source.index.channel),
+            sampled_s=self.source.scored_s if self.source.sampled else None,
+        )
+
+
+def run_search(prober: Prober, target: float, best_effort: bool, parallel: int | None = None,
+               margin: float = 0.0) -> SearchResult:
+    """Search ``prober``'s ladder for ``target`` (+ ``margin``: a rung passes when its
+    pooled score is at least ``target + margin``; the result reports both)."""
+    notes: list[str] = []
+    bar = target + margin
+    track, n = prober.track, len(prober.rungs)
+    if prober.source.sampled:
+        notes.append(f"probes scored {prober.source.scored_s:.0f} s of the track, spread over it "
+                     f"({len(prober.source.pieces)} segments) of {track.duration_s:.0f} s")
+    if prober.all_silent:
+        notes.append("input is digital silence: nothing to preserve, lowest rung chosen without probing")
+        rung = prober.rungs[0]
+        chosen = Probe(0, rung.label, float(rung.nominal_kbps), float("nan"), (), True, 0.0)
+        return prober.result(target, chosen, (chosen,), True, notes)
+    k = prober.parallel if parallel is None else parallel
+    if k > 1:
+        prober.warm_up()
+    # previous probes (another target on the same curve) seed the bracket for free
+    outcome = search_ladder(n, lambda i: prober.probe(i, bar).pooled_mos, target, parallel=k, margin=margin)
+    probes = tuple(prober.probes[i] for i, _ in outcome.probes)
+    probes = tuple(replace(p, passed=bool(p.pooled_mos >= bar)) for p in probes)
+    if outcome.chosen is not None:
+        chosen = next(p for p in probes if p.rung_index == outcome.chosen)
+        if track.info and not track.info.lossless and track.info.bitrate_kbps and chosen.bitrate_kbps > track.info.bitrate_kbps:
+            notes.append(
+                f"chosen rung ({chosen.bitrate_kbps:g} kbps) is above the lossy source's ~{track.info.bitrate_kbps:.0f} kbps"
+            )
+        return prober.result(target, chosen, probes, True, notes, margin)
+    top = next(p for p in probes if p.rung_index == n - 1)
+    with_margin = f" (+{margin:g} margin)" if margin else ""
+    msg = (
+        f"target MOS {target:g}{with_margin} not reachable with preset '{prober.preset.name}': the top rung "
+        f"{top.rung_label} scores {top.pooled_mos:.3f} ({prober.pool})"
+    )
+    if not best_effort:
+        raise TargetNotReachable(msg + "; lower the target, pick another codec, or pass --best-effort",
+                                 result=prober.result(target, None, probes, False, notes, margin))
+    notes.append(msg + "; best effort: top rung used")
+    return prober.result(target, top, probes, False, notes, margin)

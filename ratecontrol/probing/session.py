@@ -1,0 +1,174 @@
+"""One input, one scorer, one cache: the probers of every preset share them."""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from ratecontrol.cache import ProbeCache
+from ratecontrol.errors import UsageError
+from ratecontrol.presets import Preset, load_preset
+from ratecontrol.results import Probe
+from ratecontrol.scoring.base import Scorer, available_scorers, get_scorer
+from ratecontrol.probing.prober import Prober
+from ratecontrol.probing.sampling import CONTEXT_S, DEFAULT_SAMPLE_SHARE, SAMPLE_MAX_S, pick_segments
+from ratecontrol.probing.source import ProbeSource, prepare_windows, score_windows
+from ratecontrol.probing.track import NO_RATE, Track, load_track, output_rate
+from ratecontrol.options import Options
+
+
+#: the full-track check scores the finished encode a minute at a time (flat memory)
+CHECK_CHUNK_S = 60.0
+
+#: rungs probed at once when a probe is one ffmpeg stream (whole-track probes of inputs
+#: under SAMPLE_MIN_DURATION_S): on a smooth 13-rung ladder 2 per round take 2.4 rounds
+#: instead of 3.75 sequential probes (tests/test_search.py), for ~27 % more encoding
+PARALLEL_PROBES = 2
+
+def resolve_preset(codec: str | Preset) -> Preset:
+    preset = codec if isinstance(codec, Preset) else load_preset(codec)
+    preset.check_available()
+    return preset
+
+
+def resolve_scorer(scorer: str | Scorer | None, **kwargs: Any) -> Scorer:
+    if scorer is None or isinstance(scorer, str):
+        return get_scorer(scorer, **{k: v for k, v in kwargs.items() if v is not None})
+    return scorer
+
+
+def resolve_cache(cache: ProbeCache | bool | str | os.PathLike | None) -> ProbeCache:
+    if isinstance(cache, ProbeCache):
+        return cache
+    if cache is False:
+        return ProbeCache(enabled=False)
+    if cache is None or cache is True:
+        return ProbeCache()
+    return ProbeCache(cache)
+
+@dataclass
+class Session:
+    """One input, one scorer, one cache: probers per preset share the decode and windows."""
+
+    track: Track
+    scorer: Scorer
+    pool: str
+    cache: ProbeCache
+    hop_s: float
+    sample_share: float
+    on_probe: Callable[[Probe], None] | None
+    max_kbps: float | None
+    jobs: int | None = None
+    sample_max_s: float | None = None
+    #: probers keep their whole-track encodes (encode(): the chosen one is the output)
+    keep_encodes: bool = False
+
+    def __post_init__(self):
+        self._source: ProbeSource | None = None
+        self._probers: dict[str, Prober] = {}
+        self._check_ref: list | None = None
+
+    def source(self) -> ProbeSource:
+        if self._source is None:
+            self._source = ProbeSource(self.track, pick_segments(self.track, self.sample_share,
+                                                                   max_s=self.sample_max_s), self.hop_s)
+        return self._source
+
+    def prober(self, preset: Preset) -> Prober:
+        if preset.name not in self._probers:
+            pr = Prober(self.source(), preset, self.scorer, self.pool, self.cache, self.on_probe, self.max_kbps)
+            # a probe already split over PROBE_PROCESSES ffmpeg processes fills the cores;
+            # a one-stream probe leaves one idle: probe two rungs at once. jobs=1 (batch
+            # workers, one core each) keeps it sequential.
+            if self.jobs != 1 and len(pr.source.encode_spans()) == 1:
+                pr.parallel = max(1, min(PARALLEL_PROBES, os.cpu_count() or 1))
+            pr.keep_encodes = self.keep_encodes
+            self._probers[preset.name] = pr
+        return self._probers[preset.name]
+
+    def close(self) -> None:
+        """Delete the probes' kept encodes."""
+        for pr in self._probers.values():
+            pr.discard_encodes()
+
+    def _check_pieces(self, chunk_s: float = CHECK_CHUNK_S):
+        """The track cut into ``chunk_s`` probe sources for the full-track check."""
+        t = self.track
+        rate, n = t.rate_hz, t.src.shape[1]
+        step = int(chunk_s * rate)
+        for a in range(0, n, step):
+            b = min(n, a + step)
+            if n - b < rate:  # never leave a tail shorter than one window
+                b = n
+            yield a, b, (ProbeSource(t, [(a, b - a)], self.hop_s) if (a, b) != (0, n)
+                         else ProbeSource(t, None, self.hop_s))
+            if b == n:
+                break
+
+    def check_reference(self, chunk_s: float = CHECK_CHUNK_S) -> list:
+        """Reference side of the full-track check, prepared once per session.
+
+        Only for scorers whose prepared reference is compact (``compact_prepare``: the
+        learned scorer keeps ~4 KB per window, ~30 MB for an hour of stereo); it runs in
+        a thread while ffmpeg makes the final encode and is reused if the check steps
+        up a rung. Each entry keeps the piece's geometry, not its windows.
+        """
+        if self._check_ref is None:
+            entries = []
+            for a, b, piece in self._check_pieces(chunk_s):
+                silent, prep = prepare_windows(self.scorer, piece.ref_w)
+                piece.drop_windows()
+                entries.append((a, b, piece, silent, prep))
+            self._check_ref = entries
+        return self._check_ref
+
+    def full_track_scores(self, deg: np.ndarray, reference: list | None = None,
+                          chunk_s: float = CHECK_CHUNK_S) -> np.ndarray:
+        """Window scores of a whole decoded encode, streamed in ``CHECK_CHUNK_S`` pieces.
+
+        Each piece (with 1 s of context for the resampler) is windowed and scored on its
+        own, so memory holds one minute of windows, not the whole track (an hour of
+        stereo is 7,200 windows = 1.3 GB of float32 per signal). ``reference``: the
+        entries of :meth:`check_reference`, else each piece is prepared here.
+        """
+        t = self.track
+        rate, n = t.rate_hz, t.src.shape[1]
+        ctx = int(CONTEXT_S * rate)
+        out = []
+        pieces = reference if reference is not None else (
+            (a, b, piece, None, None) for a, b, piece in self._check_pieces(chunk_s))
+        for a, b, piece, silent, prep in pieces:
+            if silent is None:
+                silent, prep = prepare_windows(self.scorer, piece.ref_w)
+            lo, hi = max(0, a - ctx), min(n, b + ctx)
+            deg_w, _ = ProbeSource.cut_like(piece, deg[:, lo:hi])
+            out.append(score_windows(self.scorer, silent, prep, lambda: piece.ref_w, deg_w))
+            piece.drop_windows()
+        return np.concatenate(out)
+
+
+def open_session(source, preset_for_rate: Preset | None, opts: Options, sample_rate_hz: int | None = None,
+                 keep_encodes: bool = False, scorer: Scorer | None = None, cache: ProbeCache | None = None) -> Session:
+    """Decode ``source`` for ``preset_for_rate`` (None: the source's own rate rule) and
+    make the session; ``scorer``/``cache`` given are shared (``codec=auto``)."""
+    share = DEFAULT_SAMPLE_SHARE if opts.sample_share is None else float(opts.sample_share)
+    rate_for = (lambda r: output_rate(preset_for_rate, r)) if preset_for_rate else (lambda r: output_rate(NO_RATE, r))
+    sc = scorer if scorer is not None else opts.scorer
+    if sc is None or isinstance(sc, str):
+        # loading the learned scorer (torch import + checkpoint, ~2-4 s on a 2-core VM)
+        # overlaps the input's decode, which ffmpeg does in another process
+        if sc and sc not in available_scorers():  # fail before any decoding
+            raise UsageError(f"unknown scorer {sc!r}; use one of {available_scorers()}")
+        ex = ThreadPoolExecutor(1)
+        fut = ex.submit(resolve_scorer, sc, n_jobs=opts.jobs)
+        ex.shutdown(wait=False)  # an input error below must not wait for the import
+        track = load_track(source, rate_for, sample_rate_hz, opts.allow_partial)
+        sc = fut.result()
+    else:
+        track = load_track(source, rate_for, sample_rate_hz, opts.allow_partial)
+    return Session(track, sc, opts.pool, cache if cache is not None else resolve_cache(opts.cache), opts.hop_s, share,
+                   opts.on_probe, opts.max_kbps, opts.jobs, SAMPLE_MAX_S if opts.sample_share is None else None,
+                   keep_encodes)

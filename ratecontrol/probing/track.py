@@ -1,0 +1,151 @@
+"""A decoded input ready for probing: its rate, channels and notes."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ratecontrol import media
+from ratecontrol._resample import resample
+from ratecontrol.errors import InputError, UsageError
+from ratecontrol.presets import Preset
+
+
+#: inputs at least this long are decoded to a mapped temp file (media.decode_to_disk),
+#: not into process memory: 10 minutes of 48 kHz stereo is 230 MB of float32, an hour
+#: 1.4 GB, and every later step reads the track a segment or a minute at a time
+DISK_DECODE_MIN_S = 600.0
+
+def output_rate(preset: Preset, source_rate_hz: int) -> int:
+    """Sample rate of the encoded output (and therefore of every probe).
+
+    A preset may force one (Opus is always 48 kHz). Otherwise 44.1 and 48 kHz sources
+    keep their rate; anything above 48 kHz is brought to 48 kHz (lossy codecs spend bits
+    on content above 20 kHz otherwise, and MP3 cannot store > 48 kHz); odd low rates
+    (22.05, 35.467, 39 kHz) go to 44.1 kHz, a rate every preset's encoder supports.
+    """
+    if preset.sample_rate_hz:
+        return int(preset.sample_rate_hz)
+    if source_rate_hz in (44_100, 48_000):
+        return source_rate_hz
+    return 48_000 if source_rate_hz > 48_000 else 44_100
+
+
+@dataclass(frozen=True)
+class Track:
+    """A decoded input ready for probing."""
+
+    path: Path | None
+    src: np.ndarray  # float32 [C, N] at rate_hz: what probes encode
+    rate_hz: int
+    info: media.ProbeInfo | None
+    notes: tuple[str, ...]
+
+    @property
+    def channels(self) -> int:
+        return int(self.src.shape[0])
+
+    @property
+    def duration_s(self) -> float:
+        return self.src.shape[1] / self.rate_hz
+
+
+#: the most channels an array input may have (the layouts ffmpeg names go to 7.1 = 8)
+MAX_ARRAY_CHANNELS = 8
+#: sample rates an array input may declare (ffmpeg's resampler and every codec here)
+ARRAY_RATE_RANGE_HZ = (8_000, 768_000)
+
+
+def check_rate(sample_rate_hz, what: str = "sample_rate_hz") -> int:
+    if isinstance(sample_rate_hz, bool) or not isinstance(sample_rate_hz, (int, np.integer, float)):
+        raise UsageError(f"{what} must be a whole number of Hz, got {sample_rate_hz!r}")
+    r = float(sample_rate_hz)
+    lo, hi = ARRAY_RATE_RANGE_HZ
+    if not np.isfinite(r) or r != int(r) or not lo <= r <= hi:
+        raise UsageError(f"{what} must be a whole number of Hz in [{lo}, {hi}], got {sample_rate_hz!r}")
+    return int(r)
+
+
+def as_array(audio, what: str) -> np.ndarray:
+    """float32 ``[channels, samples]`` from what a caller may hold.
+
+    Accepted: float arrays in [-1, 1]; integer PCM, scaled by its type (int16 /
+    32768, int32 / 2**31, uint8 centred on 128) as soundfile and wave give it;
+    ``[channels, samples]`` (torchaudio's layout) or ``[samples, channels]``
+    (soundfile's) when the channel axis is unambiguous (<= 8 and shorter than the
+    other). Refused with a UsageError: complex, bool and object arrays, NaN/inf."""
+    a = np.asarray(audio)
+    if a.dtype.kind in "cbOUSV":
+        raise UsageError(f"{what}: audio must be real numbers (float or integer PCM), got dtype {a.dtype}")
+    if a.dtype.kind == "u":
+        bits = a.dtype.itemsize * 8
+        a = (a.astype(np.float64) - 2 ** (bits - 1)) / 2 ** (bits - 1)
+    elif a.dtype.kind == "i":
+        a = a.astype(np.float64) / 2 ** (a.dtype.itemsize * 8 - 1)
+    a = np.asarray(a, dtype=np.float32)
+    if a.ndim == 1:
+        a = a[None, :]
+    if a.ndim != 2 or a.size == 0:
+        raise InputError(f"{what}: expected audio shaped [channels, samples] with samples > 0, got {a.shape}")
+    if a.shape[0] > a.shape[1]:
+        if a.shape[1] <= MAX_ARRAY_CHANNELS:
+            a = np.ascontiguousarray(a.T)  # soundfile's [samples, channels]
+        else:
+            raise InputError(f"{what}: got a {a.shape[0]} x {a.shape[1]} array; pass [channels, samples] "
+                             "(or [samples, channels] with at most 8 channels)")
+    if a.shape[0] > MAX_ARRAY_CHANNELS:
+        raise InputError(f"{what}: {a.shape[0]} channels x {a.shape[1]} samples; pass [channels, samples] with at "
+                         f"most {MAX_ARRAY_CHANNELS} channels")
+    if not np.all(np.isfinite(a)):
+        raise InputError(f"{what}: audio contains NaN or infinity")
+    return a
+
+
+def require_finite(a: np.ndarray, what: str) -> np.ndarray:
+    """``a`` unchanged, or an InputError if it holds NaN/inf (checked a minute of 48 kHz
+    at a time: ``a`` may be a mapped hour)."""
+    step = 48_000 * 60
+    for i in range(0, a.shape[-1], step):
+        if not np.isfinite(a[..., i : i + step]).all():
+            raise InputError(f"{what} contains NaN or infinite samples (a damaged float file?); "
+                             "nothing to encode faithfully")
+    return a
+
+
+def load_track(source, rate_for: Callable[[int], int], sample_rate_hz: int | None,
+                allow_partial: bool = False) -> Track:
+    """Decode ``source`` once at ``rate_for(source rate)``, at most 2 channels."""
+    notes: list[str] = []
+    if isinstance(source, np.ndarray):
+        if sample_rate_hz is None:
+            raise UsageError("pass sample_rate_hz together with an audio array")
+        in_rate = check_rate(sample_rate_hz)
+        a = as_array(source, "input array")
+        if a.shape[0] > 2:
+            raise InputError(f"input array has {a.shape[0]} channels; pass mono or stereo")
+        rate = rate_for(in_rate)
+        return Track(None, resample(a, in_rate, rate), rate, None, ())
+    path = Path(source)
+    info = media.probe(path)
+    channels = min(info.channels, 2)
+    if info.channels > 2:
+        # the mp3 encoder takes at most 2 channels and the model scores stereo; one
+        # policy for every preset: ffmpeg's standard downmix to stereo
+        notes.append(f"input has {info.channels} channels: downmixed to stereo")
+    rate = rate_for(info.sample_rate_hz)
+    if info.duration_s and info.duration_s >= DISK_DECODE_MIN_S:
+        src = media.decode_to_disk(path, rate, channels, allow_partial=allow_partial)
+    else:
+        src = media.decode(path, sample_rate_hz=rate, channels=channels, allow_partial=allow_partial)
+    require_finite(src, str(path))
+    if not info.lossless and info.bitrate_kbps:
+        notes.append(f"input is lossy ({info.codec}, ~{info.bitrate_kbps:.0f} kbps): scores are relative to the decoded input")
+    return Track(path, src, rate, info, tuple(notes))
+
+class _NoRate:
+    sample_rate_hz = None
+
+
+NO_RATE = _NoRate()

@@ -1,0 +1,137 @@
+"""Write the chosen rung and score the written file (the reported score is its own)."""
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from ratecontrol import fsutil, media
+from ratecontrol.presets import Preset
+from ratecontrol.results import EncodeResult, SearchResult
+from ratecontrol.scoring.pooling import pool as pool_scores
+from ratecontrol.probing.prober import Prober
+from ratecontrol.probing.session import CHECK_CHUNK_S, Session
+from ratecontrol.probing.source import ForwardReader
+from ratecontrol.probing.track import Track
+
+
+#: the tag ratecontrol writes its settings under (ID3v2 TXXX:RATECONTROL, a Vorbis
+#: comment RATECONTROL=...). The user's own tags, ``comment`` included, are kept.
+TAG_KEY = "RATECONTROL"
+
+
+def our_tags(preset: Preset, rung, result: SearchResult, track: "Track") -> dict[str, str]:
+    from ratecontrol import __version__
+
+    ours = (f"ratecontrol {__version__} preset={preset.name} rung={rung.label} "
+            f"target_mos={result.target_mos:g} pool={result.pool} scorer={result.scorer}")
+    if preset.format in ("ipod", "mp4", "mov"):
+        # MP4 has no free-form keys without -movflags use_metadata_tags (which rewrites
+        # every tag as an mdta key that many players skip): append to the comment
+        theirs = (track.info.tags.get("comment") if track.info else None) or ""
+        return {"comment": f"{theirs}\n{ours}" if theirs else ours}
+    return {TAG_KEY: ours}
+
+
+def finish_encode(session: Session, preset: Preset, result: SearchResult, input_path: Path, out: Path,
+                   metadata: dict | None, verify: bool, t0: float) -> EncodeResult:
+    """Write the chosen rung, then decode the written file and score it: the reported
+    score is the shipped file's own; a miss steps up a rung.
+
+    The output is made by the one encode path the probes took (media.encode_array from
+    the decoded track, ENCODER_INPUT): when a probe encoded the whole input at this
+    rung its packets are stream-copied into the output with the input's tags and cover
+    art (media.remux), else the track is encoded again the same way.
+    """
+    track = session.track
+    prober = session.prober(preset)
+    rungs = prober.rungs
+    i = result.chosen.rung_index
+    notes = list(result.notes)
+    checked = None
+    bar = result.target_mos + result.margin_mos
+    check = verify and not prober.all_silent
+    # the check's reference side does not depend on the encode: prepare it in a thread
+    # while ffmpeg (another process) encodes, when the scorer's prepared form is small
+    sampled = session.source().sampled
+    pool = (ThreadPoolExecutor(1) if check and sampled and getattr(session.scorer, "compact_prepare", False)
+            else None)
+    reference = pool.submit(session.check_reference) if pool else None
+    tmp = fsutil.temp_sibling(out)
+    try:
+        while True:
+            rung = rungs[i]
+            tags = {**our_tags(preset, rung, result, track), **(metadata or {})}
+            if i in prober.encodes:
+                media.remux(prober.encodes[i], tmp, preset, rung, metadata=tags, tags_from=input_path)
+                if check:
+                    n = track.src.shape[1]
+                    deg = media.decode_aligned(tmp, preset, track.rate_hz, track.channels, n)
+                    checked = score_written(session, prober, deg, reference)
+            else:
+                # one ffmpeg writes the file and decodes its packets back: the check
+                # scores each minute while the next is being encoded
+                with media.StreamedEncode(track.src, track.rate_hz, preset, rung, tmp, metadata=tags,
+                                          tags_from=input_path,
+                                          block_samples=int(CHECK_CHUNK_S * track.rate_hz)) as job:
+                    if check:
+                        checked = score_written(session, prober, job.blocks(), reference)
+                    job.finish()
+            if not check:
+                break
+            if checked >= bar or i == len(rungs) - 1:
+                if checked < bar:
+                    notes.append(f"output check: {rung.label} scores {checked:.3f} < target even at the top rung")
+                break
+            notes.append(f"output check: {rung.label} scored {checked:.3f} < {bar:g}; stepped up one rung")
+            i += 1
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+        if pool:
+            pool.shutdown(wait=True, cancel_futures=True)
+    rung = rungs[i]
+    if checked is None:
+        notes.append("output not checked (--no-verify): the score is the search's estimate")
+    final_mos = checked if checked is not None else result.chosen.pooled_mos
+    met = not np.isnan(final_mos) and final_mos >= bar if checked is not None else result.reached
+    result = replace(result, notes=tuple(notes))
+    return EncodeResult(
+        input_path=str(input_path),
+        output_path=str(out),
+        search=result,
+        rung_label=rung.label,
+        bitrate_kbps=float(rung.nominal_kbps),
+        pooled_mos=final_mos,
+        output_bytes=out.stat().st_size,
+        input_bytes=input_path.stat().st_size,
+        best_effort=not met,
+        seconds=time.perf_counter() - t0,
+        full_track_mos=checked,
+        stepped_up=i - result.chosen.rung_index,
+        preset=preset.name,
+        verified=checked is not None,
+    )
+
+
+def score_written(session: Session, prober: Prober, deg, reference) -> float:
+    """Pooled score of the written file's decode (``deg``: the aligned decode as an
+    array, or as a stream of aligned blocks) against the input."""
+    track = session.track
+    n = track.src.shape[1]
+    if not prober.source.sampled:
+        # the probe source is the whole track: its prepared reference windows serve
+        if not isinstance(deg, np.ndarray):
+            deg = np.concatenate(list(deg), axis=1)
+        deg_w, _ = prober.source.windows(deg)
+        scores = prober.window_scores(deg_w)
+    else:
+        if isinstance(deg, np.ndarray):
+            deg = iter([deg])
+        scores = session.full_track_scores(ForwardReader(deg, track.channels, n),
+                                           reference.result() if reference else None)
+    return pool_scores(scores[~np.isnan(scores)], session.pool)
