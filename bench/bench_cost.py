@@ -210,7 +210,7 @@ def bench_batch(tmp: Path, tree: Path | None, n: int = 20, codec: str = "opus") 
     report = tmp / "batch.json"
     wall, cpu, _ = _timed_run(_rc_cmd(tree) + ["batch", str(src), str(out), "--target-mos", str(TARGET), "--codec", codec,
                                                "-j", "2", "--json-report", str(report)], _env(tree))
-    recs = json.loads(report.read_text())["files"]
+    recs = json.loads(report.read_text())["records"]
     plain = [(src / r["input"], r["rung_label"])
              for r in recs if r.get("status") == "encoded"]
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)

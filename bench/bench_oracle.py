@@ -6,18 +6,13 @@ per target as the oracle, and the ladder search replayed against it.
     python bench/bench_oracle.py measure --scorer visqol --rungs all --files soprano-E4.wav ...
     python bench/bench_oracle.py analyse [--json F]
 
-``measure`` scores rungs through the library's own probe path (``api._open_session`` ->
-``_Prober.probe``: the same decode rate, windows, silence rule and float-fed encode the
+``measure`` scores rungs through the library's own probe path (``probing.session.open_session`` ->
+``Prober.probe``: the same decode rate, windows, silence rule and float-fed encode the
 search sees) and keeps every window's score in ``/work/data/oracle/curves-<scorer>.json``
 (``--data``), one entry per (track, preset, rung), written after each (track, preset):
 a killed run resumes where it stopped. ``--rungs around`` scores with the exact scorer
 only the rungs that decide something: for each target and margin, the learned oracle's
 rung and the rungs the searches under study (``--rules``) choose.
-
-``measure`` uses the library's private probe path (``api._open_session``, as of revision
-99444fb); if a refactor moves it, run ``measure`` from that revision's tree
-(``git archive 99444fb | tar -x -C DIR``, then ``PYTHONPATH=DIR python
-DIR/bench/bench_oracle.py measure ...``). ``analyse`` needs only ``ratecontrol.search``.
 
 ``analyse`` is pure: it pools the stored windows (p10 by default, ``--pools``), takes the
 oracle as the lowest rung whose learned pooled score meets the target (and the exact
@@ -120,11 +115,8 @@ def measure(a) -> None:
     RULES = a.rules or RULES
     MARGINS = a.margins if a.margins is not None else MARGINS
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    try:
-        from ratecontrol.api import _open_session
-    except ImportError:
-        sys.exit("ratecontrol.api._open_session is gone (refactor): run `measure` from revision 99444fb's tree "
-                 "(see this file's docstring); `analyse` works as is")
+    from ratecontrol.options import Options
+    from ratecontrol.probing.session import open_session
     from ratecontrol.presets import load_preset
     from ratecontrol.scoring import get_scorer
 
@@ -150,7 +142,7 @@ def measure(a) -> None:
                     continue
             t0 = time.time()
             done = 0
-            session = _open_session(f, preset, scorer, "p10", None, 1.0, None, 1, None, None, False)
+            session = open_session(f, preset, Options(scorer=scorer, pool="p10", jobs=1, cache=False))
             prober = session.prober(preset)
             rungs = prober.rungs
             for i in range(len(rungs)):

@@ -9,6 +9,7 @@ import argparse
 import time
 from pathlib import Path
 
+from ratecontrol import media
 from ratecontrol.api import select_bitrate
 from ratecontrol.errors import TargetNotReachable
 from ratecontrol.presets import list_presets
@@ -25,7 +26,7 @@ def main() -> None:
     print(f"{Path(a.file).name}: target {a.target} ({a.scorer}, p10)")
     print(f"{'preset':<10} {'chosen':>7} {'MOS':>6} {'below':>7} {'MOS':>6} {'probes':>6} {'s':>6}")
     for p in list_presets():
-        if not p.available:
+        if not media.encoder_available(p):
             print(f"{p.name:<10} encoder {p.encoder} not available")
             continue
         t0 = time.perf_counter()

@@ -203,7 +203,7 @@ def encode_ladder(source: str | os.PathLike, out_dir: str | os.PathLike | None =
         for t, out in zip(ts, outs):
             res = run_search(session.prober(preset), t, opts.best_effort, margin=opts.margin_mos)
             same = next((r for r in results if r.search.chosen.rung_index == res.chosen.rung_index
-                         and r.stepped_up == 0 and r.pooled_mos >= t + opts.margin_mos), None)
+                         and r.stepped_up == 0 and r.pooled_mos >= t + res.margin_mos), None)
             if same is not None:
                 # the same rung for another target: one file, named by both results
                 results.append(replace(same, search=res, seconds=time.perf_counter() - t0))
@@ -263,6 +263,7 @@ def score(reference, degraded, *, scorer: Any = None, pool: str = "p10", sample_
         deg = align(ref, deg, delay)
     else:
         deg = _fit_length(deg, ref.shape[1])
+    _warn_if_unrelated(ref, deg, reference, degraded)
     ref_w, index = cut_windows(ref, hop_s=hop_s)
     deg_w, _ = cut_windows(deg, starts=index.start_sample[: len(index) // ref.shape[0]])
     both_silent = is_digital_silence(ref_w) & is_digital_silence(deg_w)
@@ -279,6 +280,31 @@ def score(reference, degraded, *, scorer: Any = None, pool: str = "p10", sample_
         window_channel=tuple(int(c) for c in index.channel[keep]),
         delay_samples=int(delay),
     )
+
+
+#: below this correlation of the aligned mono mixes, two signals are not one recording
+#: and its encode: a codec at its lowest rung keeps > 0.7 on music, unrelated music
+#: gives < 0.1 (tests/test_api.py)
+RELATED_MIN_CORRELATION = 0.3
+
+
+def _warn_if_unrelated(ref: np.ndarray, deg: np.ndarray, ref_name, deg_name) -> None:
+    a, b = ref.mean(axis=0).astype(np.float64), deg.mean(axis=0).astype(np.float64)
+    n = min(a.size, b.size)
+    a, b = a[:n] - a[:n].mean(), b[:n] - b[:n].mean()
+    den = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    if den == 0:
+        return
+    r = float((a * b).sum() / den)
+    if r < RELATED_MIN_CORRELATION:
+        import warnings
+
+        from ratecontrol.errors import RatecontrolWarning
+
+        what = (f"{deg_name} and {ref_name}" if not isinstance(ref_name, np.ndarray) else "the two signals")
+        warnings.warn(RatecontrolWarning(
+            f"{what} do not look like the same audio (correlation {r:.2f} after alignment): the score compares "
+            "unrelated signals"), stacklevel=3)
 
 
 def _fit_length(x: np.ndarray, n: int) -> np.ndarray:

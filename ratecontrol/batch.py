@@ -71,8 +71,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
-import click
-
 from ratecontrol import fsutil
 from ratecontrol.errors import (
     InputError,
@@ -83,7 +81,7 @@ from ratecontrol.errors import (
     UsageError,
 )
 from ratecontrol.results import jsonable
-from ratecontrol.scoring.pooling import DEFAULT_POOL, POOL_HELP, validate_pool
+from ratecontrol.scoring.pooling import DEFAULT_POOL, validate_pool
 
 __all__ = [
     "transcode_folder",
@@ -93,7 +91,6 @@ __all__ = [
     "MANIFEST_NAME",
     "LOCK_NAME",
     "AUDIO_EXTENSIONS",
-    "batch_command",
     "BatchInterrupted",
 ]
 
@@ -1272,7 +1269,9 @@ def transcode_folder(
         raise UsageError("batch needs one codec (output names and the lossy-source rule depend on it); "
                          "pick one, e.g. --codec opus")
     preset = load_preset(codec)
-    preset.check_available()
+    from ratecontrol import media
+
+    media.require_encoder(preset)
     if cache is not None and not isinstance(cache, bool):
         cache = str(cache)
     if scorer is None or isinstance(scorer, str):
@@ -1458,62 +1457,3 @@ def _num(x: float | None, spec: str = ".3f") -> str:
 
 def _fmt_s(s: float) -> str:
     return f"{s:.1f} s" if s < 120 else f"{int(s // 60)} min {s % 60:.0f} s"
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("in_dir", type=click.Path(path_type=str))
-@click.argument("out_dir", type=click.Path(path_type=str))
-@click.option("--target-mos", type=float, required=True, help="Quality target on the ViSQOL MOS scale (1..5; identity ~4.73).")
-@click.option("--codec", default="opus", show_default=True, help="Preset name (see `ratecontrol presets`) or a preset YAML file.")
-@click.option("-j", "--jobs", type=int, default=None,
-              help="Files at once (local: worker processes, default = usable CPUs; dask: cap on tasks in flight).")
-@click.option("--backend", type=click.Choice(["local", "dask"]), default="local", show_default=True,
-              help="local: joblib/loky processes; dask: a dask.distributed cluster (--scheduler).")
-@click.option("--scheduler", default=None, metavar="ADDRESS",
-              help="Dask scheduler address, e.g. tcp://10.0.0.5:8786 (default with --backend dask: a local cluster).")
-@click.option("--scorer", default=None, help="Scoring backend: visqol (exact) or learned (fast).")
-@click.option("--pool", default=DEFAULT_POOL, show_default=True, help=f"Pooling of window scores: {POOL_HELP}.")
-@click.option("--best-effort", is_flag=True, help="When even the top rung misses the target, encode at the top rung anyway.")
-@click.option("--copy-other", is_flag=True, help="Copy files that are not audio (cover.jpg, .cue, ...) into OUT_DIR too.")
-@click.option("--json-report", type=click.Path(path_type=str), default=None, help="Write the full report as JSON here.")
-@click.option("--csv-report", type=click.Path(path_type=str), default=None, help="Write one CSV row per file here.")
-@click.option("--sample-share", type=float, default=None,
-              help="Share of a long track (>= 30 s) the probes score, in evenly spread segments "
-                   "[default: 0.2, at most 180 s].")
-@click.option("--full", is_flag=True, help="Probe whole tracks, never a sample.")
-@click.option("--no-cache", is_flag=True, help="Do not read or write the probe cache.")
-@click.option("--cache-dir", type=click.Path(path_type=str), default=None,
-              help="Probe cache folder [default: $RATECONTROL_CACHE_DIR or ~/.cache/ratecontrol on each machine].")
-@click.option("--no-resume", is_flag=True, help="Ignore the manifest in OUT_DIR and redo every file.")
-@click.option("--no-progress", is_flag=True, help="No progress bar (default: a bar when stderr is a terminal).")
-@click.option("--overwrite", is_flag=True,
-              help="Replace files at output paths that batch did not write (default: leave them, report a conflict).")
-def batch_command(in_dir, out_dir, target_mos, codec, jobs, backend, scheduler, scorer, pool, best_effort,
-                  copy_other, json_report, csv_report, sample_share, full, no_cache, cache_dir, no_resume, no_progress,
-                  overwrite):
-    """Transcode every audio file under IN_DIR into a mirrored tree under OUT_DIR.
-
-    Resumable: rerun the same command after an interruption and finished files are
-    skipped (manifest: OUT_DIR/.ratecontrol-manifest.jsonl). Only files batch wrote
-    itself are ever replaced (unless --overwrite). Exit status 1 when any file failed
-    or hit a conflict (listed at the end and in the reports).
-    """
-    try:
-        report = transcode_folder(
-            in_dir, out_dir, target_mos=target_mos, codec=codec, scorer=scorer, pool=pool,
-            best_effort=best_effort, jobs=jobs, backend=backend, scheduler=scheduler, copy_other=copy_other,
-            json_report=json_report, csv_report=csv_report, progress=False if no_progress else None,
-            resume=not no_resume, sample_share=1.0 if full else sample_share,
-            cache=False if no_cache else cache_dir, overwrite=overwrite,
-        )
-    except BatchInterrupted as exc:
-        click.echo(f"batch {exc}: workers stopped; finished files are in {Path(out_dir) / MANIFEST_NAME}, "
-                   "rerun the same command to resume", err=True)
-        raise SystemExit(128 + exc.signum) from None
-    for line in report.summary_lines():
-        click.echo(line)
-    if not report.ok:
-        raise SystemExit(1)

@@ -48,12 +48,15 @@ class Options:
     jobs: processes for the scorer (None = its own choice).
     cache: a ProbeCache, a folder, True/None (the default folder) or False (none).
     max_kbps: cut the ladder above this nominal bitrate.
+    above_source: allow rungs above a lossy input's own bitrate (by default the ladder
+        stops there, in encode as in batch).
     best_effort: when even the top rung misses, use it instead of raising.
     verify: decode and score the written file (the reported score is its own).
     allow_partial: encode what decodes of a truncated input (one warning) instead of
         refusing it.
     margin_mos: search for target + margin_mos (a guard against the learned scorer's
-        error; docs/performance.md); the target itself is what is reported as met.
+        error); None = the scorer's own default (learned 0.03, from the oracle bench in
+        docs/performance.md; visqol 0).
     on_probe: called with each Probe as it finishes.
     """
 
@@ -64,10 +67,11 @@ class Options:
     jobs: int | None = None
     cache: Any = None
     max_kbps: float | None = None
+    above_source: bool = False
     best_effort: bool = False
     verify: bool = True
     allow_partial: bool = False
-    margin_mos: float = 0.0
+    margin_mos: float | None = None
     on_probe: Callable | None = None
 
     def __post_init__(self):
@@ -80,7 +84,8 @@ class Options:
             object.__setattr__(self, "jobs", _number("jobs", self.jobs, lo=1, integer=True))
         if self.max_kbps is not None:
             object.__setattr__(self, "max_kbps", _number("max_kbps", self.max_kbps, lo=0.0, lo_open=True))
-        object.__setattr__(self, "margin_mos", _number("margin_mos", self.margin_mos, lo=0.0, hi=1.0))
+        if self.margin_mos is not None:
+            object.__setattr__(self, "margin_mos", _number("margin_mos", self.margin_mos, lo=0.0, hi=1.0))
         if self.on_probe is not None and not callable(self.on_probe):
             raise UsageError(f"on_probe must be callable, got {self.on_probe!r}")
         if self.scorer is not None and not isinstance(self.scorer, str) and not hasattr(self.scorer, "score"):

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import EncoderNotAvailableError, PresetError
+from .errors import PresetError
 
 __all__ = [
     "Rung",
@@ -172,31 +172,6 @@ class Preset:
             f"preset '{self.name}' has no rung {label_or_index!r} for {channels} "
             f"channel(s); rungs are {', '.join(r.label for r in ladder)}"
         )
-
-    def check_available(self) -> None:
-        """Raise EncoderNotAvailableError if this ffmpeg lacks the preset's encoder."""
-        from .media._ffmpeg import available_encoders, ffmpeg_path, ffmpeg_version
-
-        if self.encoder in available_encoders():
-            return
-        hint = ""
-        if self.encoder.startswith("lib"):
-            hint = f" built with --enable-{self.encoder.replace('_', '-')}"
-            if self.encoder == "libfdk_aac":  # its licence makes the build non-free
-                hint += " --enable-nonfree"
-        raise EncoderNotAvailableError(
-            f"preset '{self.name}' needs ffmpeg encoder '{self.encoder}', which this "
-            f"ffmpeg ({ffmpeg_path()}, version {ffmpeg_version()}) lacks; install an "
-            f"ffmpeg{hint} and point RATECONTROL_FFMPEG at it"
-        )
-
-    @property
-    def available(self) -> bool:
-        try:
-            self.check_available()
-        except EncoderNotAvailableError:
-            return False
-        return True
 
 
 def _parse_kbps(val) -> float:

@@ -31,9 +31,9 @@ from ratecontrol.batch import (
     _Manifest,
     _plan_names,
     _walk,
-    batch_command,
     transcode_folder,
 )
+from ratecontrol.cli.batch import batch_command
 from ratecontrol.errors import InputNotFoundError, OutputError, UsageError
 
 TARGET = 3.6  # low enough that short clips settle on low rungs after few probes

@@ -27,9 +27,9 @@ from ratecontrol.batch import (
     _clean_stale_temps,
     _OutDirLock,
     _walk,
-    batch_command,
     transcode_folder,
 )
+from ratecontrol.cli.batch import batch_command
 from ratecontrol.errors import OutputError
 
 TARGET = 3.6

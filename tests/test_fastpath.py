@@ -199,20 +199,25 @@ def test_full_track_check_streams_in_chunks_with_the_same_scores():
     np.testing.assert_allclose(chunked, whole, atol=0.02)
 
 
-def test_full_track_check_with_prepared_reference_scores_the_same():
-    # the reference prepared ahead (in a thread during the final encode) must give the
-    # very scores of preparing each piece on the spot; silence in the middle included
+def test_full_track_check_reuses_its_prepared_reference_with_the_same_scores():
+    # a step-up rescores against the pieces prepared by the first check: the very
+    # scores of preparing each piece on the spot; silence in the middle included
     audio = _song(8, hard_at=[2])
     audio[:, 3 * SR : 5 * SR] = 0
     s = open_session(audio, None, Options(scorer="learned", pool="p10", hop_s=1.0, sample_share=1.0, cache=False), SR)
     deg = audio + 0.003 * np.random.default_rng(0).standard_normal(audio.shape).astype(np.float32)
     deg[0, 3 * SR : 4 * SR] = 0  # one silent window stays silent, the other gets noise
-    ref = s.check_reference(chunk_s=3)
-    assert all("_ref" not in piece.__dict__ for _, _, piece, _, _ in ref)  # geometry only, no windows kept
-    on_the_spot = s.full_track_scores(deg, chunk_s=3)
-    ahead = s.full_track_scores(deg, ref)
-    assert len(ahead) == 16 and np.isnan(ahead).sum() == 1
-    np.testing.assert_allclose(ahead, on_the_spot, atol=1e-4)
+    first = s.full_track_scores(deg, chunk_s=3)
+    kept = s._check_ref
+    assert len(kept) == 3 and all("_ref" not in piece.__dict__ for piece, _, _ in kept.values())  # no windows kept
+    real, sizes = s.scorer.prepare, []
+    s.scorer.prepare = lambda w: sizes.append(len(w)) or real(w)
+    again = s.full_track_scores(deg, chunk_s=3)
+    # only windows whose silent reference got noise are prepared again, never a whole
+    # 3-s piece (6 windows over 2 channels)
+    assert all(n < 6 for n in sizes)
+    assert len(again) == 16 and np.isnan(again).sum() == 1
+    np.testing.assert_allclose(again, first, atol=1e-6)
 
 
 def test_forward_reader_serves_overlapping_forward_ranges_from_blocks():

@@ -21,7 +21,7 @@ from ratecontrol import media
 from ratecontrol.api import encode, score
 from ratecontrol.presets import list_presets, load_preset
 
-PRESETS = [p.name for p in list_presets() if p.available]
+PRESETS = [p.name for p in list_presets() if media.encoder_available(p)]
 SUBTYPES = {"s16": "PCM_16", "s24": "PCM_24", "float": "FLOAT"}
 MUSIC = "flac-test-files/17 - all fixed orders.flac"  # real stereo music, 44.1 kHz
 #: a real recording turned down 20 dB and stored at 48 kHz (no resampling before the

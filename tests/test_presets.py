@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from ratecontrol import media
+
 from ratecontrol.errors import EncoderNotAvailableError, PresetError
 from ratecontrol.media import available_encoders
 from ratecontrol.presets import Preset, Rung, list_presets, load_preset, preset_names
@@ -69,9 +71,9 @@ def test_fdk_presets_report_missing_encoder():
     assert "libfdk_aac" not in available_encoders()  # the imageio-ffmpeg build
     for name in ("fdk-he-aac", "fdk-he-aac-v2"):
         p = load_preset(name)
-        assert not p.available
+        assert not media.encoder_available(p)
         with pytest.raises(EncoderNotAvailableError) as ei:
-            p.check_available()
+            media.require_encoder(p)
         msg = str(ei.value)
         assert f"'{name}'" in msg and "libfdk_aac" in msg and "RATECONTROL_FFMPEG" in msg
         assert "\n" not in msg
@@ -79,7 +81,7 @@ def test_fdk_presets_report_missing_encoder():
 
 def test_available_presets_pass_check():
     for name in ("opus", "aac", "mp3", "mp3-vbr", "vorbis"):
-        load_preset(name).check_available()
+        media.require_encoder(load_preset(name))
 
 
 def test_mono_ladders():

@@ -5,13 +5,15 @@ No other ratecontrol module starts ffmpeg; they call these functions.
 from ._decode import decode, decode_to_disk, resample_filter
 from ._encode import (EncodeResult, RoundTrip, check_output_path, decode_aligned, decode_aligned_blocks, encode_array,
                       encode_file, remux, roundtrip, StreamedEncode, roundtrip_info)
-from ._ffmpeg import available_encoders, ffmpeg_path, ffmpeg_version
+from ._ffmpeg import available_encoders, encoder_available, ffmpeg_path, ffmpeg_version, require_encoder
 from ._probe import ProbeInfo, probe
 
 __all__ = [
     "ffmpeg_path",
     "ffmpeg_version",
     "available_encoders",
+    "encoder_available",
+    "require_encoder",
     "ProbeInfo",
     "probe",
     "decode",

@@ -29,15 +29,8 @@ from ..errors import (EmptyAudioError, FFmpegError, FFmpegNotFoundError, InputEr
                       RatecontrolWarning, TruncatedInputError, UsageError)
 from ..fsutil import run_temp_dir, temp_sibling
 from ._ffmpeg import ff_path, ffmpeg_path, has_soxr, run, stream_stdout
-from ._probe import (
-    _no_decoder,
-    _no_decoder_message,
-    _nothing_decoded,
-    _open_error,
-    _parse_dump,
-    _unquote_path,
-    check_input_path,
-)
+from ._probe import check_input_path
+from ._stderr import no_decoder, no_decoder_message, nothing_decoded, open_error, parse_dump, unquote_path
 
 __all__ = ["decode", "decode_blocks", "decode_to_disk", "resample_filter"]
 
@@ -141,9 +134,9 @@ def _raise_decode_error(exc: FFmpegError, what: str) -> None:
     if "matches no streams" in err:
         raise NotAudioError(f"{what} has no audio stream; pass an audio file") from None
     if "Input #0" not in err:
-        raise _open_error(Path(what), err, exc) from None
-    if _no_decoder(err):
-        raise NotAudioError(_no_decoder_message(what, err)) from None
+        raise open_error(Path(what), err, exc) from None
+    if no_decoder(err):
+        raise NotAudioError(no_decoder_message(what, err)) from None
     m = re.search(r"Rematrix is needed between (.+?) and (.+?) but", err)
     if m:
         # 9+ channels without a channel layout (e.g. a 32-channel WAV): swresample has no
@@ -152,7 +145,7 @@ def _raise_decode_error(exc: FFmpegError, what: str) -> None:
             f"{what} has {m.group(1)} with no channel layout, which ffmpeg cannot downmix to "
             f"{m.group(2)}; mix it down first, e.g. ffmpeg -i IN -af \"pan=stereo|c0=c0|c1=c1\" OUT.wav"
         ) from None
-    if not _nothing_decoded(err):
+    if not nothing_decoded(err):
         raise exc
 
 
@@ -274,8 +267,8 @@ def _check_complete(stderr: str, path: Path | None, what: str, n: int, rate: int
     decodes) a WAV's data chunk or an Ogg stream's missing end page says the file was
     cut."""
     if path is not None:
-        stderr = _unquote_path(stderr, path)
-    d = _parse_dump(stderr)
+        stderr = unquote_path(stderr, path)
+    d = parse_dump(stderr)
     decoded_s = n / rate if rate else 0.0
     whole = start_s is None and duration_s is None
     fmt = d["format_name"].split(",")[0] or "container"

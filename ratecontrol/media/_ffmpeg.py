@@ -23,7 +23,7 @@ import tempfile
 
 import ffmpeg  # ffmpeg-python
 
-from ..errors import FFmpegError, FFmpegNotFoundError
+from ..errors import EncoderNotAvailableError, FFmpegError, FFmpegNotFoundError
 
 __all__ = [
     "ffmpeg_path",
@@ -277,6 +277,28 @@ def _loopback_of(exe: str) -> bool:
     except FFmpegError:
         return False
     return True
+
+
+def encoder_available(preset) -> bool:
+    """True if this ffmpeg has ``preset``'s encoder."""
+    return preset.encoder in available_encoders()
+
+
+def require_encoder(preset) -> None:
+    """Raise EncoderNotAvailableError (naming the preset, the encoder and what build
+    would have it) if this ffmpeg lacks ``preset``'s encoder."""
+    if encoder_available(preset):
+        return
+    hint = ""
+    if preset.encoder.startswith("lib"):
+        hint = f" built with --enable-{preset.encoder.replace('_', '-')}"
+        if preset.encoder == "libfdk_aac":  # its licence makes the build non-free
+            hint += " --enable-nonfree"
+    raise EncoderNotAvailableError(
+        f"preset '{preset.name}' needs ffmpeg encoder '{preset.encoder}', which this "
+        f"ffmpeg ({ffmpeg_path()}, version {ffmpeg_version()}) lacks; install an "
+        f"ffmpeg{hint} and point RATECONTROL_FFMPEG at it"
+    )
 
 
 def available_encoders() -> frozenset[str]:

@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 
+from ratecontrol import media
 from ratecontrol.errors import TargetNotReachable, UsageError
 from ratecontrol.presets import Preset, list_presets
 from ratecontrol.results import SearchResult
@@ -18,11 +19,11 @@ from ratecontrol.probing.session import Session, open_session, resolve_cache, re
 AUTO_CODEC = "auto"
 
 def auto_presets() -> list[Preset]:
-    return [p for p in list_presets() if p.available]
+    return [p for p in list_presets() if media.encoder_available(p)]
 
 
 def search_auto(sessions: dict[int, Session], target: float, best_effort: bool,
-                margin: float = 0.0) -> SearchResult:
+                margin: float | None = None) -> SearchResult:
     """Every available preset; the one whose chosen probe is smallest wins.
 
     Presets are searched in parallel threads (the work is ffmpeg subprocesses and numpy

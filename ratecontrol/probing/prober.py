@@ -33,10 +33,12 @@ class Prober:
         if max_kbps is not None:
             rungs = tuple(r for r in rungs if r.nominal_kbps <= max_kbps)
             if not rungs:
+                lossy = self.track.info is not None and not self.track.info.lossless
                 raise UsageError(
                     f"no rung of preset '{preset.name}' is at or below {max_kbps:g} kbps "
                     f"(lowest is {preset.rungs_for(self.track.channels)[0].nominal_kbps:g})"
-                )
+                    + ("; the input is a lossy file at that bitrate: keep it as it is, or pass --above-source"
+                       if lossy else ""))
         self.rungs = rungs
         self.ref_silent = is_digital_silence(source.ref_w)
         self._prepared = None
@@ -138,6 +140,7 @@ class Prober:
             preset=self.preset.name,
             target_mos=target,
             margin_mos=margin,
+            scorer_uncertainty_mos=getattr(self.scorer, "pooled_error_mos", None),
             pool=self.pool,
             scorer=self.scorer.name,
             channels=self.track.channels,
@@ -153,10 +156,17 @@ class Prober:
         )
 
 
+def resolve_margin(margin: float | None, scorer) -> float:
+    """``margin``, or the scorer's own default (learned 0.03, exact 0) when None."""
+    return float(getattr(scorer, "default_margin_mos", 0.0) if margin is None else margin)
+
+
 def run_search(prober: Prober, target: float, best_effort: bool, parallel: int | None = None,
-               margin: float = 0.0) -> SearchResult:
+               margin: float | None = None) -> SearchResult:
     """Search ``prober``'s ladder for ``target`` (+ ``margin``: a rung passes when its
-    pooled score is at least ``target + margin``; the result reports both)."""
+    pooled score is at least ``target + margin``; the result reports both). ``margin``
+    None: the scorer's default."""
+    margin = resolve_margin(margin, prober.scorer)
     notes: list[str] = []
     bar = target + margin
     track, n = prober.track, len(prober.rungs)

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import numpy as np
 
+from ratecontrol import media
 from ratecontrol.cache import ProbeCache
 from ratecontrol.errors import UsageError
 from ratecontrol.presets import Preset, load_preset
@@ -30,7 +31,7 @@ PARALLEL_PROBES = 2
 
 def resolve_preset(codec: str | Preset) -> Preset:
     preset = codec if isinstance(codec, Preset) else load_preset(codec)
-    preset.check_available()
+    media.require_encoder(preset)
     return preset
 
 
@@ -108,41 +109,34 @@ class Session:
             if b == n:
                 break
 
-    def check_reference(self, chunk_s: float = CHECK_CHUNK_S) -> list:
-        """Reference side of the full-track check, prepared once per session.
+    def full_track_scores(self, deg, chunk_s: float = CHECK_CHUNK_S) -> np.ndarray:
+        """Window scores of a whole decoded encode, a ``CHECK_CHUNK_S`` piece at a time.
 
-        Only for scorers whose prepared reference is compact (``compact_prepare``: the
-        learned scorer keeps ~4 KB per window, ~30 MB for an hour of stereo); it runs in
-        a thread while ffmpeg makes the final encode and is reused if the check steps
-        up a rung. Each entry keeps the piece's geometry, not its windows.
-        """
-        if self._check_ref is None:
-            entries = []
-            for a, b, piece in self._check_pieces(chunk_s):
-                silent, prep = prepare_windows(self.scorer, piece.ref_w)
-                piece.drop_windows()
-                entries.append((a, b, piece, silent, prep))
-            self._check_ref = entries
-        return self._check_ref
-
-    def full_track_scores(self, deg: np.ndarray, reference: list | None = None,
-                          chunk_s: float = CHECK_CHUNK_S) -> np.ndarray:
-        """Window scores of a whole decoded encode, streamed in ``CHECK_CHUNK_S`` pieces.
-
-        Each piece (with 1 s of context for the resampler) is windowed and scored on its
-        own, so memory holds one minute of windows, not the whole track (an hour of
-        stereo is 7,200 windows = 1.3 GB of float32 per signal). ``reference``: the
-        entries of :meth:`check_reference`, else each piece is prepared here.
+        ``deg`` is read as ``deg[:, lo:hi]`` moving forward (an array, or a
+        ForwardReader over the blocks a StreamedEncode decodes as it encodes). Each
+        piece (with 1 s of context for the resampler) is windowed, its reference
+        prepared and scored on its own, in the order ffmpeg produces the audio: the
+        check keeps pace with the encode on the other core instead of waiting for the
+        whole reference first (that wait stalled ffmpeg on a full pipe: 1.5 s of a 4-min
+        Opus check). Memory holds one minute of windows. For scorers whose prepared
+        reference is compact (``compact_prepare``: ~4 KB per window, ~30 MB for an hour
+        of stereo) the prepared pieces are kept, so a step-up rescores without
+        preparing again.
         """
         t = self.track
         rate, n = t.rate_hz, t.src.shape[1]
         ctx = int(CONTEXT_S * rate)
+        keep = getattr(self.scorer, "compact_prepare", False)
+        if self._check_ref is None:
+            self._check_ref = {}
         out = []
-        pieces = reference if reference is not None else (
-            (a, b, piece, None, None) for a, b, piece in self._check_pieces(chunk_s))
-        for a, b, piece, silent, prep in pieces:
-            if silent is None:
+        for a, b, piece in self._check_pieces(chunk_s):
+            if (a, b) in self._check_ref:
+                piece, silent, prep = self._check_ref[(a, b)]
+            else:
                 silent, prep = prepare_windows(self.scorer, piece.ref_w)
+                if keep:
+                    self._check_ref[(a, b)] = (piece, silent, prep)
             lo, hi = max(0, a - ctx), min(n, b + ctx)
             deg_w, _ = ProbeSource.cut_like(piece, deg[:, lo:hi])
             out.append(score_windows(self.scorer, silent, prep, lambda: piece.ref_w, deg_w))
@@ -169,6 +163,16 @@ def open_session(source, preset_for_rate: Preset | None, opts: Options, sample_r
         sc = fut.result()
     else:
         track = load_track(source, rate_for, sample_rate_hz, opts.allow_partial)
+    max_kbps = opts.max_kbps
+    info = track.info
+    if info is not None and not info.lossless and info.bitrate_kbps and not opts.above_source:
+        # one rule for encode and batch: never spend more bits than a lossy source has
+        # (its quality is already spent); --above-source lifts it
+        if max_kbps is None or info.bitrate_kbps < max_kbps:
+            max_kbps = float(info.bitrate_kbps)
+            track = replace(track, notes=track.notes + (
+                f"input is lossy ({info.codec}, ~{info.bitrate_kbps:.0f} kbps): the ladder stops at its bitrate "
+                "(--above-source to allow more)",))
     return Session(track, sc, opts.pool, cache if cache is not None else resolve_cache(opts.cache), opts.hop_s, share,
-                   opts.on_probe, opts.max_kbps, opts.jobs, SAMPLE_MAX_S if opts.sample_share is None else None,
+                   opts.on_probe, max_kbps, opts.jobs, SAMPLE_MAX_S if opts.sample_share is None else None,
                    keep_encodes)

@@ -8,7 +8,7 @@ from typing import Callable
 import numpy as np
 
 from ratecontrol import media
-from ratecontrol._resample import resample
+from ratecontrol._resample import python_can_resample, resample
 from ratecontrol.errors import InputError, UsageError
 from ratecontrol.presets import Preset
 
@@ -103,6 +103,16 @@ def as_array(audio, what: str) -> np.ndarray:
     return a
 
 
+def _wav_bytes(a: np.ndarray, rate: int) -> bytes:
+    import io
+
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, a.T, rate, subtype="FLOAT", format="WAV")
+    return buf.getvalue()
+
+
 def require_finite(a: np.ndarray, what: str) -> np.ndarray:
     """``a`` unchanged, or an InputError if it holds NaN/inf (checked a minute of 48 kHz
     at a time: ``a`` may be a mapped hour)."""
@@ -126,7 +136,10 @@ def load_track(source, rate_for: Callable[[int], int], sample_rate_hz: int | Non
         if a.shape[0] > 2:
             raise InputError(f"input array has {a.shape[0]} channels; pass mono or stereo")
         rate = rate_for(in_rate)
-        return Track(None, resample(a, in_rate, rate), rate, None, ())
+        if python_can_resample(in_rate, rate):
+            return Track(None, resample(a, in_rate, rate), rate, None, ())
+        # an odd rate (35467 Hz...): ffmpeg's resampler, exactly as a file at that rate
+        return Track(None, media.decode(_wav_bytes(a, in_rate), sample_rate_hz=rate), rate, None, ())
     path = Path(source)
     info = media.probe(path)
     channels = min(info.channels, 2)

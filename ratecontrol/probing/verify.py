@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -55,12 +54,6 @@ def finish_encode(session: Session, preset: Preset, result: SearchResult, input_
     checked = None
     bar = result.target_mos + result.margin_mos
     check = verify and not prober.all_silent
-    # the check's reference side does not depend on the encode: prepare it in a thread
-    # while ffmpeg (another process) encodes, when the scorer's prepared form is small
-    sampled = session.source().sampled
-    pool = (ThreadPoolExecutor(1) if check and sampled and getattr(session.scorer, "compact_prepare", False)
-            else None)
-    reference = pool.submit(session.check_reference) if pool else None
     tmp = fsutil.temp_sibling(out)
     try:
         while True:
@@ -71,7 +64,7 @@ def finish_encode(session: Session, preset: Preset, result: SearchResult, input_
                 if check:
                     n = track.src.shape[1]
                     deg = media.decode_aligned(tmp, preset, track.rate_hz, track.channels, n)
-                    checked = score_written(session, prober, deg, reference)
+                    checked = score_written(session, prober, deg)
             else:
                 # one ffmpeg writes the file and decodes its packets back: the check
                 # scores each minute while the next is being encoded
@@ -79,7 +72,7 @@ def finish_encode(session: Session, preset: Preset, result: SearchResult, input_
                                           tags_from=input_path,
                                           block_samples=int(CHECK_CHUNK_S * track.rate_hz)) as job:
                     if check:
-                        checked = score_written(session, prober, job.blocks(), reference)
+                        checked = score_written(session, prober, job.blocks())
                     job.finish()
             if not check:
                 break
@@ -92,8 +85,6 @@ def finish_encode(session: Session, preset: Preset, result: SearchResult, input_
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
-        if pool:
-            pool.shutdown(wait=True, cancel_futures=True)
     rung = rungs[i]
     if checked is None:
         notes.append("output not checked (--no-verify): the score is the search's estimate")
@@ -118,7 +109,7 @@ def finish_encode(session: Session, preset: Preset, result: SearchResult, input_
     )
 
 
-def score_written(session: Session, prober: Prober, deg, reference) -> float:
+def score_written(session: Session, prober: Prober, deg) -> float:
     """Pooled score of the written file's decode (``deg``: the aligned decode as an
     array, or as a stream of aligned blocks) against the input."""
     track = session.track
@@ -132,6 +123,5 @@ def score_written(session: Session, prober: Prober, deg, reference) -> float:
     else:
         if isinstance(deg, np.ndarray):
             deg = iter([deg])
-        scores = session.full_track_scores(ForwardReader(deg, track.channels, n),
-                                           reference.result() if reference else None)
+        scores = session.full_track_scores(ForwardReader(deg, track.channels, n))
     return pool_scores(scores[~np.isnan(scores)], session.pool)

@@ -27,6 +27,10 @@ class Scorer(Protocol):
     Optional attribute ``compact_prepare`` (default False): True when ``prepare``'s
     result is much smaller than the windows, so a whole track's prepared reference may
     be kept (the full-track check then prepares it while ffmpeg encodes).
+
+    Optional ``default_margin_mos`` (default 0) and ``pooled_error_mos`` (default None):
+    for a scorer that approximates exact ViSQOL, the search margin its decisions need
+    and its measured error on a track's pooled score (reported with every result).
     """
 
     #: registry name, e.g. "visqol"

@@ -1,0 +1,90 @@
+"""`ratecontrol encode`: one file (or an audio ladder) at a target MOS."""
+from __future__ import annotations
+
+import click
+
+from ratecontrol.cli._common import echo_json, fmt, hop_opt, jobs_opt, pool_opt, probe_line, scorer_opt, targets
+
+
+@click.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=str))
+@click.option("--target-mos", required=True, callback=targets,
+              help="Quality target on the ViSQOL MOS scale (1..5; identity ~4.73). A list (3.8,4.2,4.5) makes one output per target.")
+@click.option("--codec", default="opus", show_default=True,
+              help="Preset name (see `ratecontrol presets`), a preset YAML file, or 'auto' (smallest output that meets the target).")
+@click.option("-o", "--output", default=None, type=click.Path(path_type=str),
+              help="Output file (default: INPUT with the preset's extension); a folder when several targets are given.")
+@scorer_opt
+@pool_opt
+@hop_opt
+@jobs_opt
+@click.option("--sample-share", type=float, default=None,
+              help="Share of a long track (>= 30 s) the probes score, in evenly spread segments "
+                   "[default: 0.2, at most 180 s].")
+@click.option("--full", is_flag=True, help="Probe the whole track, never a sample.")
+@click.option("--no-verify", is_flag=True, help="Do not decode and score the written file (the score shown is then the search's estimate).")
+@click.option("--margin", "margin_mos", type=float, default=None,
+              help="Search for target + MARGIN MOS, a guard against the scorer's error [default: the scorer's own: "
+                   "learned 0.03 (the chosen rung then meets the target by exact ViSQOL on 99.8 %% of measured "
+                   "searches), visqol 0].")
+@click.option("--above-source", is_flag=True,
+              help="Allow rungs above a lossy input's own bitrate (by default the ladder stops there).")
+@click.option("--allow-partial", is_flag=True,
+              help="Encode what decodes of a truncated or damaged input (one warning) instead of refusing it (exit 3).")
+@click.option("--no-cache", is_flag=True, help="Do not read or write the probe cache.")
+@click.option("--cache-dir", type=click.Path(path_type=str), default=None,
+              help="Probe cache folder [default: $RATECONTROL_CACHE_DIR or ~/.cache/ratecontrol].")
+@click.option("--cache-max-mb", type=float, default=None, help="Probe cache size cap in MB [default: 256].")
+@click.option("--report", type=click.Path(path_type=str), default=None,
+              help="Write a PNG of per-window MOS over time for the chosen rung and its neighbours.")
+@click.option("--best-effort", is_flag=True, help="If even the top rung misses the target, encode at the top rung anyway.")
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists (never the input).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+def encode(input_path, target_mos, codec, output, scorer, pool, hop_s, jobs, sample_share, full, no_verify, margin_mos,
+           above_source, allow_partial, no_cache, cache_dir, cache_max_mb, report, best_effort, overwrite, as_json):
+    """Encode INPUT at the cheapest rung of a codec ladder that meets --target-mos."""
+    from ratecontrol.api import encode as _encode, encode_ladder
+    from ratecontrol.cache import DEFAULT_CACHE_MAX_MB, ProbeCache
+    from ratecontrol.options import Options
+
+    cache = ProbeCache(cache_dir, max_mb=DEFAULT_CACHE_MAX_MB if cache_max_mb is None else cache_max_mb,
+                       enabled=not no_cache)
+    options = Options(scorer=scorer, pool=pool, hop_s=hop_s, best_effort=best_effort, jobs=jobs,
+                      sample_share=1.0 if full else sample_share, verify=not no_verify, cache=cache,
+                      margin_mos=margin_mos, allow_partial=allow_partial, above_source=above_source,
+                      on_probe=None if as_json else (lambda p: click.echo(probe_line(p), err=True)))
+    common = dict(options=options, overwrite=overwrite)
+    if not as_json:
+        click.echo(f"{input_path}: searching '{codec}' for {pool} MOS >= {','.join(f'{t:g}' for t in target_mos)}", err=True)
+    if len(target_mos) > 1:
+        if report:
+            raise click.UsageError("--report takes a single target")
+        results = encode_ladder(input_path, output, targets=target_mos, codec=codec, **common)
+    else:
+        results = (_encode(input_path, output, target_mos=target_mos[0], codec=codec, report=report, **common),)
+    if as_json:
+        echo_json(results[0].to_dict() if len(results) == 1 else [r.to_dict() for r in results])
+        return
+    for res in results:
+        _summary(res)
+    if report:
+        click.echo(f"report: {report}", err=True)
+
+
+def _summary(res) -> None:
+    s = res.search
+    for note in s.notes:
+        click.echo(f"  note: {note}", err=True)
+    status = "TARGET NOT MET (best effort)" if res.best_effort else "target met"
+    # the shipped file's own score (decoded and scored after writing), never a probe's
+    what = "output" if res.verified else "search estimate, not verified"
+    margin = f" (+{s.margin_mos:g} margin)" if s.margin_mos else ""
+    if s.scorer_uncertainty_mos:
+        margin += f"; {s.scorer} reads exact ViSQOL to +-{s.scorer_uncertainty_mos:g} per track"
+    click.echo(
+        f"{res.output_path}: {s.preset} {res.rung_label} ({res.bitrate_kbps:g} kbps), {s.pool} MOS "
+        f"{fmt(res.pooled_mos)} ({what}) vs target {s.target_mos:g}{margin}: {status}; {len(s.probes)} probes, "
+        f"{res.output_bytes / 1e6:.2f} MB ({100 * res.output_bytes / max(res.input_bytes, 1):.1f}% of input), {res.seconds:.1f} s"
+    )
+
+
