@@ -84,6 +84,7 @@ from ratecontrol.results import jsonable
 from ratecontrol.scoring.pooling import DEFAULT_POOL, validate_pool
 
 __all__ = [
+    "default_jobs",
     "transcode_folder",
     "BatchReport",
     "FileRecord",

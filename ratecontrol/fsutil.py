@@ -114,25 +114,31 @@ def _is_stale(m: re.Match, path: Path) -> bool:
     return not _pid_alive(int(m.group("pid")))
 
 
-def clean_stale_temps(folder: str | os.PathLike) -> int:
-    """Remove temp files of dead runs from ``folder`` (not recursive); returns how many."""
+def _remove_stale(folder, pattern: re.Pattern, dirs_only: bool = False) -> int:
+    """Remove the entries of ``folder`` whose names match ``pattern`` and are stale."""
     n = 0
     try:
         entries = list(os.scandir(folder))
     except OSError:
         return 0
     for e in entries:
-        m = _TEMP_RE.match(e.name)
-        if m and _is_stale(m, Path(e.path)):
-            try:
-                if e.is_dir(follow_symlinks=False):
-                    shutil.rmtree(e.path, ignore_errors=True)
-                else:
-                    os.unlink(e.path)
-                n += 1
-            except OSError:
-                pass
+        m = pattern.match(e.name)
+        if not m or (dirs_only and not e.is_dir(follow_symlinks=False)) or not _is_stale(m, Path(e.path)):
+            continue
+        try:
+            if e.is_dir(follow_symlinks=False):
+                shutil.rmtree(e.path, ignore_errors=True)
+            else:
+                os.unlink(e.path)
+            n += 1
+        except OSError:
+            pass
     return n
+
+
+def clean_stale_temps(folder: str | os.PathLike) -> int:
+    """Remove temp files of dead runs from ``folder`` (not recursive); returns how many."""
+    return _remove_stale(folder, _TEMP_RE)
 
 
 @contextlib.contextmanager
@@ -183,18 +189,7 @@ _RUN_LOCK = threading.Lock()
 
 def clean_stale_run_dirs(base: str | os.PathLike | None = None) -> int:
     """Remove per-process temp folders of dead runs from the system temp dir."""
-    base = Path(base or tempfile.gettempdir())
-    n = 0
-    try:
-        entries = list(os.scandir(base))
-    except OSError:
-        return 0
-    for e in entries:
-        m = _RUN_RE.match(e.name)
-        if m and e.is_dir(follow_symlinks=False) and _is_stale(m, Path(e.path)):
-            shutil.rmtree(e.path, ignore_errors=True)
-            n += 1
-    return n
+    return _remove_stale(Path(base or tempfile.gettempdir()), _RUN_RE, dirs_only=True)
 
 
 def run_temp_dir() -> Path:

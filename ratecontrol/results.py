@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Probe", "SearchResult", "EncodeResult", "ScoreResult"]
+__all__ = ["Probe", "SearchResult", "EncodeResult", "ScoreResult", "jsonable"]
 
 
 @dataclass(frozen=True)

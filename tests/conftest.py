@@ -102,3 +102,15 @@ class Synth:
 @pytest.fixture
 def synth() -> Synth:
     return Synth(1234)
+
+
+def run_cli(args, capsys):
+    """Run ``ratecontrol ARGS`` in-process as the console script does: (exit code,
+    stdout, stderr)."""
+    from ratecontrol.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+        raise SystemExit(0)
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err

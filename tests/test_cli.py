@@ -7,17 +7,9 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import run_cli
 import soundfile as sf
 
-from ratecontrol.cli import main
-
-
-def run_cli(args, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
 
 
 @pytest.fixture(scope="module")

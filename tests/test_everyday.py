@@ -6,23 +6,14 @@ import subprocess
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pytest
+from conftest import run_cli
 import soundfile as sf
 
 import ratecontrol
 from ratecontrol import errors, media
-from ratecontrol.cli import main
 
 SR = 48_000
-
-
-def run_cli(args, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
 
 
 @pytest.fixture(scope="module")
