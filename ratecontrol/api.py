@@ -28,7 +28,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ratecontrol import media
+from ratecontrol import fsutil, media
 from ratecontrol._resample import resample
 from ratecontrol.align import align, estimate_delay
 from ratecontrol.contract import check_target_mos
@@ -144,6 +144,7 @@ def encode(source: str | os.PathLike, output: str | os.PathLike | None = None, *
             session, result = sessions[0], None
         out = _check_output(input_path, Path(output) if output else _default_output(input_path, preset), overwrite,
                             preset)
+        fsutil.clean_stale_temps(out.parent)  # what a killed run left beside its output
         if result is None:
             result = run_search(session.prober(preset), target, opts.best_effort, margin=opts.margin_mos)
         enc = finish_encode(session, preset, result, input_path, out, metadata, opts.verify, t0)

@@ -124,3 +124,17 @@ def test_readme_library_example_runs(music, tmp_path, monkeypatch):
     shutil.copy(music, tmp_path / "ref.wav")
     audio_array = sf.read(music, dtype="float32")[0]  # soundfile's [samples, channels]
     exec(compile(block, "README.md", "exec"), {"audio_array": audio_array, "print": lambda *a: None})
+
+
+def test_encode_sweeps_a_killed_runs_temp_files_but_not_a_live_ones(music, tmp_path):
+    """Issue 15 item 5: the next run on a folder removes what a killed run left there."""
+    import os
+
+    from ratecontrol import fsutil
+
+    dead_pid = 2 ** 22 + 12345  # above Linux's pid_max default: never a live process
+    live = fsutil.temp_sibling(tmp_path / "other.opus")  # ours: this process is alive
+    dead = tmp_path / live.name.replace(f".{os.getpid()}.", f".{dead_pid}.")
+    dead.write_bytes(b"half an encode")
+    ratecontrol.encode(music, tmp_path / "o.opus", target_mos=3.5, cache=False)
+    assert not dead.exists() and live.exists()
