@@ -80,6 +80,7 @@ from ratecontrol.errors import (
     TargetNotReachable,
     UsageError,
 )
+from ratecontrol.contract import AUDIO_EXTENSIONS
 from ratecontrol.results import jsonable
 from ratecontrol.scoring.pooling import DEFAULT_POOL, validate_pool
 
@@ -102,14 +103,6 @@ LOCK_NAME = ".ratecontrol-batch.lock"
 #: manifest/record format version (bump when fields change meaning)
 #: 2: output_mtime_ns, ``conflict`` status, ``{"reset": true}`` lines (--no-resume)
 MANIFEST_VERSION = 2
-
-#: extensions that promise audio: such a file that ffmpeg cannot read is a *failure*
-#: (corrupt or truncated), not a non-audio file to skip
-AUDIO_EXTENSIONS = frozenset(
-    ".flac .wav .wave .w64 .aif .aiff .aifc .caf .au .snd .mp3 .mp2 .mpa .m4a .m4b .aac "
-    ".adts .ogg .oga .opus .spx .wma .wv .ape .tta .tak .alac .mka .ac3 .eac3 .dts .amr "
-    ".dsf .dff .mpc".split()
-)
 
 #: statuses of a finished file
 ENCODED, KEPT, COPIED, SKIPPED, FAILED = "encoded", "kept", "copied", "skipped", "failed"

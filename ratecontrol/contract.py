@@ -13,13 +13,33 @@ from typing import Any
 from ratecontrol.errors import UsageError
 
 __all__ = [
+    "AUDIO_EXTENSIONS",
+    "MODEL_SAMPLE_RATE_HZ",
+    "VISQOL_SAMPLE_RATE_HZ",
+    "WINDOW_SAMPLES",
     "check_target_mos",
+    "mos_to_score",
+    "score_to_mos",
     "MOS_MIN",
     "MOS_MAX",
     "MOS_IDENTITY",
     "MOS_CEILING",
     "MODEL_MOS_MAX",
 ]
+
+#: the model's convention: mono 1-s windows at 44.1 kHz, one per channel
+MODEL_SAMPLE_RATE_HZ = 44_100
+WINDOW_SAMPLES = MODEL_SAMPLE_RATE_HZ
+#: ViSQOL audio mode's own rate: every window is resampled to it for the exact scorer
+VISQOL_SAMPLE_RATE_HZ = 48_000
+
+#: extensions that promise audio (batch: such a file that ffmpeg cannot read is a
+#: failure, not a non-audio file to skip; the trainer: source files to pick up)
+AUDIO_EXTENSIONS = frozenset(
+    ".flac .wav .wave .w64 .aif .aiff .aifc .caf .au .snd .mp3 .mp2 .mpa .m4a .m4b .aac "
+    ".adts .ogg .oga .opus .spx .wma .wv .ape .tta .tak .alac .mka .ac3 .eac3 .dts .amr "
+    ".dsf .dff .mpc .webm".split()
+)
 
 #: the MOS-LQO scale's own bounds
 MOS_MIN, MOS_MAX = 1.0, 5.0
@@ -44,3 +64,13 @@ def check_target_mos(target_mos: Any) -> float:
         raise UsageError(f"target MOS {t:g} is above what any encode can score: an identical copy scores "
                          f"~{MOS_IDENTITY:g} on the ViSQOL v3 audio scale; choose a target up to {MOS_CEILING:g}")
     return t
+
+
+def mos_to_score(mos):
+    """The seed dataset's score in [0, 1] for a MOS (``mos = 4 * score + 1``)."""
+    return (mos - 1.0) / 4.0
+
+
+def score_to_mos(score):
+    """The MOS for a seed-dataset score (``mos = 4 * score + 1``)."""
+    return 4.0 * score + 1.0

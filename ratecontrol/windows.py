@@ -24,8 +24,7 @@ __all__ = [
     "SILENCE_RMS_DBFS",
 ]
 
-MODEL_SAMPLE_RATE_HZ = 44_100
-WINDOW_SAMPLES = MODEL_SAMPLE_RATE_HZ  # 1 s
+from ratecontrol.contract import MODEL_SAMPLE_RATE_HZ, WINDOW_SAMPLES  # noqa: E402  (1 s at 44.1 kHz)
 
 #: Peak below which a window counts as digital silence: half an LSB of 16-bit PCM
 #: (2**-16). Anything a 16-bit source actually contains is at least 1 LSB = 2**-15.

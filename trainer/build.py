@@ -94,8 +94,7 @@ QUIET_RMS_DBFS = (-42.0, -22.0)
 #: The build used 0.15 up to round 121 and 0.08 from then on.
 PRESCREEN_MARGIN_MOS = 0.08
 #: near-silence gate: ViSQOL on a -60 dBFS hiss rates codec noise, not music
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac",
-                    ".aif", ".aiff", ".wma", ".mka", ".webm", ".ape", ".wv")
+from ratecontrol.contract import AUDIO_EXTENSIONS, mos_to_score  # noqa: E402  (one list, one formula)
 
 
 # --------------------------------------------------------------------------- complexity
@@ -366,7 +365,7 @@ def _worker_scorer(path: str):
 def _wanted(pred_mos: float, need: list) -> bool:
     """Is any needed score range [lo, hi) within the margin of a predicted MOS?"""
     m = PRESCREEN_MARGIN_MOS / 4
-    sc = (pred_mos - 1) / 4
+    sc = mos_to_score(pred_mos)
     return any(lo - m <= sc < hi + m for lo, hi in need)
 
 
@@ -621,9 +620,9 @@ class _Builder:
         while self._round_paths(r)[1].exists():
             rm = json.loads(self._round_paths(r)[1].read_text())
             for job in rm["jobs"]:
-                bins = [score_bin((m - 1) / 4, self.edges) for m in job["mos"]]
+                bins = [score_bin(mos_to_score(m), self.edges) for m in job["mos"]]
                 state.add(job["split"], job["segment"], idx[job["setting"]], bins)
-                state.add_skipped(idx[job["setting"]], [score_bin((m - 1) / 4, self.edges)
+                state.add_skipped(idx[job["setting"]], [score_bin(mos_to_score(m), self.edges)
                                                         for m in job.get("skipped_pred", [])])
             metas.append(rm)
             r += 1
@@ -733,12 +732,12 @@ class _Builder:
                     if len(res["ref"]):
                         arrays.append(np.stack([res["ref"], res["deg"]], axis=1))
                     rjobs.append(rec)
-                    bins = [score_bin((m - 1) / 4, self.edges) for m in res["mos"]]
+                    bins = [score_bin(mos_to_score(m), self.edges) for m in res["mos"]]
                     # used/seg_use were already marked by choose_jobs
                     state.used.discard((job["segment"], idx[job["setting"]]))
                     state.seg_use[job["segment"]] -= 1
                     state.add(job["split"], job["segment"], idx[job["setting"]], bins)
-                    state.add_skipped(idx[job["setting"]], [score_bin((m - 1) / 4, self.edges)
+                    state.add_skipped(idx[job["setting"]], [score_bin(mos_to_score(m), self.edges)
                                                             for m in res["skipped_pred"]])
                     bar.update(self._filled(state) - bar.n)
                     bar.set_postfix(pool=state.pairs, round=r, refresh=False)
@@ -768,7 +767,7 @@ class _Builder:
         for rm in metas:
             for job in rm["jobs"]:
                 for j, m in enumerate(job["mos"]):
-                    b = score_bin((m - 1) / 4, self.edges)
+                    b = score_bin(mos_to_score(m), self.edges)
                     if 0 <= b < nb:
                         cands[job["split"]][b].append((rm["round"], job["first"] + j))
         rng = np.random.default_rng([self.seed, 2])
@@ -832,10 +831,10 @@ class _Builder:
                                 "options": dict(setting.options), "lowpass_hz": setting.lowpass_hz,
                                 "bitrate_kbps": job["bitrate_kbps"], "visqol_mos": mos,
                                 "gain_db": job.get("gain_db", 0.0),
-                                "score": (mos - 1) / 4, "seed": self.seed}
+                                "score": mos_to_score(mos), "seed": self.seed}
                         _tar_add(tar, f"{key}.original.wav", _wav_bytes(ref))
                         _tar_add(tar, f"{key}.degraded.wav", _wav_bytes(deg))
-                        _tar_add(tar, f"{key}.score.txt", f"{(mos - 1) / 4:.6f}".encode())
+                        _tar_add(tar, f"{key}.score.txt", f"{mos_to_score(mos):.6f}".encode())
                         _tar_add(tar, f"{key}.json", json.dumps(prov, sort_keys=True).encode())
                 os.replace(tmp, path)
                 log.info("wrote %s (%s, %d pairs)", name, sp, len(chunk))
@@ -849,7 +848,7 @@ class _Builder:
             for r, p in selection["pairs"][sp]:
                 for job in metas[r]["jobs"]:
                     if job["first"] <= p < job["first"] + len(job["mos"]):
-                        h[score_bin((job["mos"][p - job["first"]] - 1) / 4, self.edges)] += 1
+                        h[score_bin(mos_to_score(job["mos"][p - job["first"]]), self.edges)] += 1
             hist[sp] = {f"{self.edges[b]:.2f}": int(h[b]) for b in range(nb)}
         pool_hist = {sp: {f"{self.edges[b]:.2f}": int(c[b]) for b in range(nb)}
                      for sp, c in state.counts.items()}
@@ -1152,7 +1151,7 @@ def build_status(out: Path) -> dict:
         for job in rm["jobs"]:
             t += [job["time_s"][k] for k in ("decode", "degrade", "label")]
             for m in job["mos"]:
-                b = score_bin((m - 1) / 4, edges)
+                b = score_bin(mos_to_score(m), edges)
                 pool += 1
                 if 0 <= b < nb:
                     counts[job["split"]][b] += 1

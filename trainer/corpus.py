@@ -41,7 +41,10 @@ from ratecontrol.errors import DatasetError, UsageError
 log = logging.getLogger("trainer.corpus")
 
 KINDS = ("music", "render", "drums", "speech")
-AUDIO_EXTENSIONS = (".ogg", ".oga", ".flac", ".wav", ".mp3", ".opus", ".aiff", ".aif")
+#: which files of the installed packages become corpus sources: deliberately narrower
+#: than ratecontrol.contract.AUDIO_EXTENSIONS (a wider list would change the corpus,
+#: and with it every label of the committed cache)
+CORPUS_EXTENSIONS = (".ogg", ".oga", ".flac", ".wav", ".mp3", ".opus", ".aiff", ".aif")
 
 # Debian bookworm packages with game music (all Vorbis). Sizes (apt-cache show, 2024):
 # 36 MB (drascula) .. 228 MB (freedroidrpg); 1.3 GB in all.
@@ -311,13 +314,13 @@ def stage_music(out: Path, cfg: CorpusConfig, n_jobs: int) -> tuple[list[dict], 
             if f.is_symlink() or not f.is_file():
                 continue
             rel = str(f.relative_to(root))
-            if f.suffix.lower() in AUDIO_EXTENSIONS:
+            if f.suffix.lower() in CORPUS_EXTENSIONS:
                 candidates.append((pkg, rel, f))
             elif f.suffix.lower() == ".pk3":  # zip archives (ufoai, nexuiz)
                 unz = out / "extract" / f"{pkg}.pk3" / f.stem
                 with zipfile.ZipFile(f) as z:
                     for m in z.namelist():
-                        if Path(m).suffix.lower() in AUDIO_EXTENSIONS:
+                        if Path(m).suffix.lower() in CORPUS_EXTENSIONS:
                             dst = unz / m
                             if not dst.exists():
                                 dst.parent.mkdir(parents=True, exist_ok=True)

@@ -58,8 +58,8 @@ __all__ = [
 
 log = logging.getLogger("trainer.data")
 
-SAMPLE_RATE_HZ = 44_100
-WINDOW_SAMPLES = 44_100
+from ratecontrol.contract import MODEL_SAMPLE_RATE_HZ as SAMPLE_RATE_HZ  # noqa: E402
+from ratecontrol.contract import WINDOW_SAMPLES  # noqa: E402
 
 
 def score_to_mos(score: float) -> float:

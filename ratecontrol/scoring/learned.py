@@ -23,7 +23,7 @@ from ratecontrol.scoring.base import register_scorer
 __all__ = ["LearnedScorer", "default_model_path", "DEFAULT_MODEL_NAME"]
 
 DEFAULT_MODEL_NAME = "default.pt"
-WINDOW_SAMPLES = 44_100
+from ratecontrol.contract import WINDOW_SAMPLES  # noqa: E402
 
 
 def default_model_path() -> str:

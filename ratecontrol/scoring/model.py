@@ -85,8 +85,8 @@ FORMAT_VERSION = 1
 #: bumped whenever the model code changes what a checkpoint computes (part of the learned
 #: scorer's version, hence of probe cache keys). 2: subsonic pre-filter (SubsonicHighpass)
 CODE_REVISION = 2
-SAMPLE_RATE_HZ = 44_100
-WINDOW_SAMPLES = 44_100
+from ratecontrol.contract import MODEL_SAMPLE_RATE_HZ as SAMPLE_RATE_HZ  # noqa: E402
+from ratecontrol.contract import WINDOW_SAMPLES  # noqa: E402
 MOS_MIN = 1.0
 #: a little above ViSQOL's identity score (4.73) so the sigmoid is not pinned at the top
 MOS_MAX = 4.75
