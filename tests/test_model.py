@@ -184,12 +184,12 @@ def test_default_model_identity_near_top_and_lowpass_lower():
 
 def test_subsonic_prefilter_matches_the_labelling_paths_filter():
     from ratecontrol.scoring.model import SubsonicHighpass
-    from ratecontrol.scoring.visqol import _highpass_sos
+    from ratecontrol.scoring.visqol import subsonic_sos
 
     t = np.arange(SR) / SR
     x = np.stack([_music(i) + (0.05 * (1 - t) + 0.02 * np.sin(2 * np.pi * 4 * t)).astype(np.float32)
                   for i in range(3)])  # drifting DC + 4 Hz: all of it below 20 Hz
-    want = sosfiltfilt(_highpass_sos(), x - x.mean(1, keepdims=True), axis=1)
+    want = sosfiltfilt(subsonic_sos(), x - x.mean(1, keepdims=True), axis=1)
     got = SubsonicHighpass()(torch.from_numpy(x)).numpy()
     inner = slice(SR // 10, SR - SR // 10)  # the edges differ: filtfilt starts from lfilter_zi
     assert np.abs(got - want)[:, inner].max() < 1e-4

@@ -160,9 +160,9 @@ def gammatone_band_matrix(
     if through_label_resampler and sample_rate_hz != design_rate_hz:
         resp *= _resampler_power_response(freqs_hz, sample_rate_hz, design_rate_hz)[None, :]
     if subsonic_highpass:
-        from ratecontrol.scoring.visqol import _highpass_sos  # the labelling path's own filter
+        from ratecontrol.scoring.visqol import subsonic_sos  # the labelling path's own filter
 
-        _, h = scipy.signal.sosfreqz(_highpass_sos(), worN=freqs_hz, fs=sample_rate_hz)
+        _, h = scipy.signal.sosfreqz(subsonic_sos(), worN=freqs_hz, fs=sample_rate_hz)
         resp *= (np.abs(h) ** 4)[None, :]
     # Parseval: mean(y^2) over N samples = sum_k |Y_k|^2 / N^2 over the full spectrum;
     # one-sided bins other than DC (and Nyquist for even N) stand for two.
@@ -278,11 +278,11 @@ class SubsonicHighpass(nn.Module):
         super().__init__()
         import scipy.signal
 
-        from ratecontrol.scoring.visqol import _highpass_sos  # the labelling path's own filter
+        from ratecontrol.scoring.visqol import subsonic_sos  # the labelling path's own filter
 
         self.n_samples, self.pad = n_samples, pad
         n = n_samples + 2 * pad
-        _, h = scipy.signal.sosfreqz(_highpass_sos(), worN=np.fft.rfftfreq(n, 1.0 / SAMPLE_RATE_HZ), fs=SAMPLE_RATE_HZ)
+        _, h = scipy.signal.sosfreqz(subsonic_sos(), worN=np.fft.rfftfreq(n, 1.0 / SAMPLE_RATE_HZ), fs=SAMPLE_RATE_HZ)
         self.register_buffer("gain", torch.from_numpy(np.abs(h) ** 2).float(), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:

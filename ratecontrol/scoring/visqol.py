@@ -20,7 +20,7 @@ from ratecontrol._resample import resample
 from ratecontrol.scoring.base import register_scorer
 from ratecontrol.windows import MODEL_SAMPLE_RATE_HZ
 
-__all__ = ["VISQOL_SAMPLE_RATE_HZ", "visqol_mos", "resample_to_visqol", "VisqolScorer"]
+__all__ = ["VISQOL_SAMPLE_RATE_HZ", "visqol_mos", "resample_to_visqol", "VisqolScorer", "subsonic_sos"]
 
 VISQOL_SAMPLE_RATE_HZ = 48_000
 #: content below this is removed from both signals before ViSQOL (see resample_to_visqol)
@@ -28,7 +28,7 @@ SUBSONIC_CUTOFF_HZ = 20.0
 
 
 @functools.lru_cache(maxsize=1)
-def _highpass_sos():
+def subsonic_sos():
     from scipy.signal import butter
 
     return butter(2, SUBSONIC_CUTOFF_HZ, btype="highpass", fs=MODEL_SAMPLE_RATE_HZ, output="sos")
@@ -50,7 +50,7 @@ def resample_to_visqol(windows: np.ndarray) -> np.ndarray:
     """
     w = np.asarray(windows, dtype=np.float64)
     w = w if w.ndim == 2 else w[None, :]
-    w = sosfiltfilt(_highpass_sos(), w - w.mean(axis=1, keepdims=True), axis=1)
+    w = sosfiltfilt(subsonic_sos(), w - w.mean(axis=1, keepdims=True), axis=1)
     return resample(w, MODEL_SAMPLE_RATE_HZ, VISQOL_SAMPLE_RATE_HZ, dtype=np.float64)
 
 
