@@ -39,6 +39,7 @@ __all__ = [
     "clean_stale_temps",
     "clean_stale_run_dirs",
     "file_digest",
+    "final_name",
     "is_temp_name",
     "run_temp_dir",
     "temp_sibling",
@@ -87,6 +88,17 @@ def temp_sibling(path: str | os.PathLike, suffix: str = "") -> Path:
         os.close(fd)
         return tmp
     raise FileExistsError(f"could not create a temp file next to {path}")
+
+
+def final_name(path: str | os.PathLike) -> str:
+    """The name a temp file of ours stands for (``.rc-tmp.h.p.t.song.opus`` -> ``song.opus``,
+    nested temps too): for messages, which should name what the user asked for."""
+    name = Path(path).name
+    while True:
+        m = _TEMP_RE.match(name)
+        if not m:
+            return name
+        name = name[m.end():]
 
 
 def is_temp_name(name: str) -> bool:

@@ -343,3 +343,31 @@ def test_decode_to_disk_temp_names_and_cleanup(tmp_path, full_files):
     with pytest.raises(TruncatedInputError):
         media.decode_to_disk(_cut(full_files["wav"], tmp_path / "cut.wav"), SR, 2, directory=spool)
     assert list(spool.iterdir()) == []
+
+
+def test_a_full_disk_is_an_output_error_and_leaves_nothing(tmp_path, synth):
+    """Issue 15 item 7: a 100 %-full output disk is 'the disk is full' (exit 4), not an
+    ffmpeg failure or an internal error, and leaves no file behind. Needs a small
+    tmpfs: skipped where this process cannot mount one (not root)."""
+    import os
+    import subprocess
+
+    import soundfile as sf
+
+    import ratecontrol
+    from ratecontrol.errors import OutputError
+
+    full = tmp_path / "full"
+    full.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(full)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        src = tmp_path / "in.wav"
+        sf.write(src, synth.noise(48_000, 2, 8.0, 0.1).T, 48_000)
+        with pytest.raises(OutputError, match="disk is full") as ei:
+            ratecontrol.encode(src, full / "o.opus", target_mos=4.0, cache=False)
+        assert "o.opus" in str(ei.value) and ".rc-tmp" not in str(ei.value)
+        assert list(full.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(full)], capture_output=True)

@@ -45,7 +45,7 @@ from .. import fsutil
 from ..errors import EmptyAudioError, FFmpegError, OutputError, UsageError
 from ..presets import Preset, Rung, load_preset
 from ._decode import decode_blocks, resample_filter
-from ._ffmpeg import ff_path, ffmpeg_path, has_loopback_decoder, require_encoder, run, stderr_tail
+from ._ffmpeg import failure, ff_path, ffmpeg_path, has_loopback_decoder, require_encoder, run
 from ._probe import check_input_path, probe
 
 __all__ = ["encode_array", "encode_file", "remux", "roundtrip", "roundtrip_info", "RoundTrip",
@@ -347,7 +347,7 @@ def _run_fed(stream, audio: np.ndarray, what: str) -> None:
         if rc != 0:
             errf.seek(0)
             err = errf.read().decode("utf-8", "replace")
-            raise FFmpegError(f"{what} failed: {stderr_tail(err)}", cmd=cmd, stderr=err)
+            raise failure(what, cmd, err)
 
 
 @dataclass(frozen=True)
@@ -424,7 +424,7 @@ def encode_array(
             stream = _build([src["a:0"], *extras.streams], meta_in, extras.meta_path, ff_path(tmp), kw)
         else:
             stream = _build([src["a:0"]], None, None, ff_path(tmp), kw)
-        _run_fed(stream, a, what=f"encoding {out.name} with preset '{p.name}' rung {r.label}")
+        _run_fed(stream, a, what=f"encoding {fsutil.final_name(out)} with preset '{p.name}' rung {r.label}")
         return _finish(tmp, out, p, r)
     finally:
         tmp.unlink(missing_ok=True)
@@ -571,8 +571,8 @@ class StreamedEncode:
         if rc != 0:
             self._errf.seek(0)
             err = self._errf.read().decode("utf-8", "replace")
-            raise FFmpegError(f"encoding {self.out.name} with preset '{self.preset.name}' rung {self.rung.label} "
-                              f"failed: {stderr_tail(err)}", cmd=self._cmd, stderr=err)
+            raise failure(f"encoding {fsutil.final_name(self.out)} with preset '{self.preset.name}' rung {self.rung.label}",
+                          self._cmd, err)
         if self._write_error is not None:
             raise self._write_error
 
@@ -662,7 +662,7 @@ def remux(encoded_path, out_path, preset, rung, metadata: dict | None = None, ta
         kw.update(extras.kw)
         meta_in = ffmpeg.input(ff_path(extras.meta_path), format="ffmetadata")
         stream = _build([src["a:0"], *extras.streams], meta_in, extras.meta_path, ff_path(tmp), kw)
-        run(stream, what=f"writing {out.name} from the chosen probe's encode")
+        run(stream, what=f"writing {fsutil.final_name(out)} from the chosen probe's encode")
         return _finish(tmp, out, p, r)
     finally:
         tmp.unlink(missing_ok=True)

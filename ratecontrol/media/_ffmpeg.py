@@ -23,7 +23,7 @@ import tempfile
 
 import ffmpeg  # ffmpeg-python
 
-from ..errors import EncoderNotAvailableError, FFmpegError, FFmpegNotFoundError
+from ..errors import EncoderNotAvailableError, FFmpegError, FFmpegNotFoundError, OutputError
 
 __all__ = [
     "ffmpeg_path",
@@ -150,6 +150,21 @@ def run_args(args: list[str], input: bytes | None = None, exe: str | None = None
     return proc.stdout, proc.stderr
 
 
+#: what ffmpeg prints when the *output* cannot be written: the user's disk, not ffmpeg
+_OUTPUT_PROBLEMS = (("No space left on device", "the disk is full"), ("Disk quota exceeded", "the disk quota is used up"),
+                    ("Read-only file system", "the file system is read-only"))
+
+
+def failure(what: str, cmd: list[str], err: str) -> Exception:
+    """The exception for an ffmpeg run that failed with stderr ``err``: an OutputError
+    (exit 4) when the output could not be written (full disk, quota, read-only file
+    system), else an FFmpegError with the stderr tail."""
+    for needle, why in _OUTPUT_PROBLEMS:
+        if needle in err:
+            return OutputError(f"{what}: {why} ({needle}); nothing was written. Free some space or write elsewhere")
+    return FFmpegError(f"{what} failed: {stderr_tail(err)}", cmd=cmd, stderr=err)
+
+
 def stderr_tail(stderr: str, n: int = _STDERR_TAIL_LINES) -> str:
     """The last ``n`` non-empty stderr lines joined with `` | `` (one-line messages)."""
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
@@ -177,7 +192,7 @@ def run(stream, input: bytes | None = None, what: str = "ffmpeg") -> tuple[bytes
         )
     except ffmpeg.Error as exc:
         err = (exc.stderr or b"").decode("utf-8", "replace")
-        raise FFmpegError(f"{what} failed: {stderr_tail(err)}", cmd=cmd, stderr=err) from None
+        raise failure(what, cmd, err) from None
     except OSError as exc:
         raise FFmpegError(f"{what}: cannot run ffmpeg: {exc}", cmd=cmd) from exc
     return out, err
@@ -214,7 +229,7 @@ def stream_stdout(stream, block_bytes: int, what: str = "ffmpeg", stderr_out: li
         errf.seek(0)
         err = errf.read().decode("utf-8", "replace")
         if rc != 0:
-            raise FFmpegError(f"{what} failed: {stderr_tail(err)}", cmd=cmd, stderr=err)
+            raise failure(what, cmd, err)
         if stderr_out is not None:
             stderr_out.append(err)
 
