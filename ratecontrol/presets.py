@@ -201,12 +201,27 @@ def _check_type(src, key, val, t):
         )
 
 
+#: an encoder option is a name with an optional stream specifier (``b:a``, ``q:a``,
+#: ``profile:a``, ``vbr``); these names would re-plumb the command instead (container,
+#: inputs, mapping, filters, overwrite), which ratecontrol itself sets from the preset
+_OPTION_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*(:[av](:\d+)?)?$")
+_RESERVED_OPTIONS = frozenset(
+    "f format i y n map map_metadata map_chapters c codec acodec vcodec scodec filter af filter_complex "
+    "lavfi ar ac ss sseof t to vn an sn dn dec stream_loop itsoffset metadata disposition".split())
+
+
 def _check_options(src, where, opts):
     for k, v in opts.items():
         if not isinstance(k, str) or not isinstance(v, _OPTION_VALUE) or isinstance(v, bool):
             raise PresetError(
                 f"{src}: key '{where}.{k}' must map an option name to a string or number, "
                 f"got {v!r}"
+            )
+        if not _OPTION_NAME_RE.match(k) or k.split(":")[0] in _RESERVED_OPTIONS:
+            raise PresetError(
+                f"{src}: key '{where}.{k}' is not an encoder option ratecontrol passes on "
+                f"(names like vbr, b:a, q:a, profile:a; the container, inputs, filters and channel "
+                f"layout come from the preset's own keys)"
             )
 
 

@@ -203,3 +203,14 @@ def test_presets_are_frozen_and_hashable():
         p.name = "x"  # type: ignore[misc]
     assert hash(p) == hash(load_preset("opus"))
     assert len({r for r in p.rungs}) == len(p.rungs)
+
+
+@pytest.mark.parametrize("key", ["f:", "f", "map", "y", "af", "ar:a", "i", "b a", "-b:a"])
+def test_options_that_would_replumb_the_command_are_refused(tmp_path, key):
+    """Issue 15 item 7: a preset option `f:` went to ffmpeg as `-f: x` (internal error)."""
+    src = (Path(__file__).resolve().parents[1] / "ratecontrol" / "presets" / "opus.yaml").read_text()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(src.replace('options: {vbr: "on", application: audio}',
+                               f'options: {{vbr: "on", application: audio, "{key}": x}}'))
+    with pytest.raises(PresetError, match="not an encoder option"):
+        load_preset(str(bad))
