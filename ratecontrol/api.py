@@ -157,9 +157,18 @@ def encode(source: str | os.PathLike, output: str | os.PathLike | None = None, *
 
 
 def _render(prober: Prober, enc: EncodeResult, report) -> None:
+    """The report of a finished encode; the audio is already in place, so a report that
+    cannot be written is one OutputError that says so (``.result``: the encode)."""
     from ratecontrol.report import render_report
 
-    render_report(_with_upper_neighbour(prober, enc.search), report)
+    search = _with_upper_neighbour(prober, enc.search)
+    try:
+        render_report(search, report, encode_result=enc)
+    except (OSError, OutputError) as exc:
+        why = str(exc) if isinstance(exc, OutputError) else (exc.strerror or str(exc))
+        err = OutputError(f"report {report} not written ({why}); the audio was written to {enc.output_path}")
+        err.result = enc
+        raise err from exc
 
 
 def _with_upper_neighbour(prober: Prober, result: SearchResult) -> SearchResult:
@@ -175,12 +184,14 @@ def _with_upper_neighbour(prober: Prober, result: SearchResult) -> SearchResult:
 
 def encode_ladder(source: str | os.PathLike, out_dir: str | os.PathLike | None = None, *, targets: Sequence[float],
                   codec: str | Preset = "opus", options: Options | None = None, overwrite: bool = False,
-                  **option_fields: Any) -> tuple[EncodeResult, ...]:
+                  report: str | os.PathLike | None = None, **option_fields: Any) -> tuple[EncodeResult, ...]:
     """One encode per target from ONE probe curve (an audio bitrate ladder).
 
     Outputs go to ``out_dir`` (default: the input's folder; created if missing) as
     ``<stem>.mos<target><ext>``. Probes made for one target are reused by the others;
     targets that land on the same rung share one file (each result names it).
+    ``report``: a PNG path; each target gets its own, ``.mos<target>`` before the
+    extension (``report.report_path_for``), drawn once every output is written.
     """
     t0 = time.perf_counter()
     opts = Options.merge(options, **option_fields)
@@ -210,6 +221,11 @@ def encode_ladder(source: str | os.PathLike, out_dir: str | os.PathLike | None =
                 results.append(replace(same, search=res, seconds=time.perf_counter() - t0))
                 continue
             results.append(finish_encode(session, preset, res, input_path, out, None, opts.verify, t0))
+        if report:
+            from ratecontrol.report import report_path_for
+
+            for t, enc in zip(ts, results):
+                _render(session.prober(preset), enc, report_path_for(report, t))
     finally:
         session.close()
     return tuple(results)

@@ -1,4 +1,10 @@
-"""``--report out.png``: per-window MOS over time for the chosen rung and its neighbours."""
+"""``--report out.png``: per-window MOS over time.
+
+With the finished encode (``encode_result``) the plot shows the shipped rung's own
+window scores over the whole track (the output check's), one line per channel, and
+the probed rungs' scores on the segments they scored, shaded when the search sampled
+the track; lines are never drawn across the gaps between probed segments.
+"""
 from __future__ import annotations
 
 import os
@@ -7,14 +13,91 @@ from pathlib import Path
 import numpy as np
 
 from ratecontrol.errors import OutputError, UsageError
-from ratecontrol.results import SearchResult
+from ratecontrol.results import EncodeResult, SearchResult
+from ratecontrol.windows import MODEL_SAMPLE_RATE_HZ, WINDOW_SAMPLES
 
-__all__ = ["render_report"]
+__all__ = ["render_report", "report_path_for", "channel_names", "gap_broken_lines", "segment_spans"]
+
+#: a window is drawn this far (s) right of its start: its centre
+_HALF_WINDOW_S = 0.5 * WINDOW_SAMPLES / MODEL_SAMPLE_RATE_HZ
 
 
-def render_report(result: SearchResult, path: str | os.PathLike, title: str = "", n_worst: int = 5) -> Path:
-    """Write a PNG: window MOS against time for the chosen rung and the probed rungs next
-    to it, the target as a line, the ``n_worst`` windows of the chosen rung circled.
+def report_path_for(report: str | os.PathLike, target_mos: float) -> Path:
+    """The report of one target of a ladder: ``plot.png`` -> ``plot.mos4.2.png``."""
+    p = Path(report)
+    suffix = p.suffix or ".png"
+    return p.with_name(f"{p.stem if p.suffix else p.name}.mos{target_mos:g}{suffix}")
+
+
+def channel_names(n_channels: int, layout: tuple[str, ...] | None = None) -> list[str]:
+    """Names of the plotted channels: the layout's own when given, L/R for stereo,
+    "mono" for one channel, "ch N" otherwise."""
+    if layout and len(layout) == n_channels:
+        return list(layout)
+    if n_channels == 1:
+        return ["mono"]
+    if n_channels == 2:
+        return ["L", "R"]
+    return [f"ch {k}" for k in range(n_channels)]
+
+
+def _hop_s(starts: np.ndarray) -> float:
+    """The windows' hop: the commonest step between consecutive starts of a channel."""
+    d = np.diff(np.unique(starts))
+    d = d[d > 1e-9]
+    if not d.size:
+        return 1.0
+    return float(np.median(d))
+
+
+def gap_broken_lines(start_s, channel, mos, hop_s: float | None = None) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Per channel, (x, y) arrays for one matplotlib line each: x the window centres in
+    time order, y the scores, with a nan inserted wherever two consecutive windows are
+    more than one hop apart (a gap between probed segments), so no line crosses it.
+
+    ``hop_s``: the windows' hop; None infers it from the starts (the median step).
+    """
+    t = np.asarray(start_s, dtype=float)
+    ch = np.asarray(channel, dtype=int)
+    y = np.asarray(mos, dtype=float)
+    if not (len(t) == len(ch) == len(y)):
+        raise ValueError(f"start_s, channel and mos differ in length ({len(t)}, {len(ch)}, {len(y)})")
+    out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for k in np.unique(ch):
+        sel = ch == k
+        order = np.argsort(t[sel], kind="stable")
+        tk, yk = t[sel][order], y[sel][order]
+        hop = _hop_s(tk) if hop_s is None else float(hop_s)
+        if len(tk) > 1:
+            # more than one hop apart (with slack for rounding to samples): a gap
+            cut = np.where(np.diff(tk) > hop * 1.01 + 1e-6)[0] + 1
+            tk = np.insert(tk, cut, np.nan)
+            yk = np.insert(yk, cut, np.nan)
+        out[int(k)] = (tk + _HALF_WINDOW_S, yk)
+    return out
+
+
+def segment_spans(start_s, hop_s: float | None = None) -> list[tuple[float, float]]:
+    """The stretches of the track the windows cover, as (start, end) in s: one per
+    run of windows no more than one hop apart (the probed segments)."""
+    t = np.unique(np.asarray(start_s, dtype=float))
+    if not t.size:
+        return []
+    hop = _hop_s(t) if hop_s is None else float(hop_s)
+    window_s = WINDOW_SAMPLES / MODEL_SAMPLE_RATE_HZ
+    cut = np.where(np.diff(t) > hop * 1.01 + 1e-6)[0] + 1
+    return [(float(run[0]), float(run[-1] + window_s)) for run in np.split(t, cut)]
+
+
+def render_report(result: SearchResult, path: str | os.PathLike, encode_result: EncodeResult | None = None,
+                  title: str | None = None, n_worst: int = 5) -> Path:
+    """Write a PNG: window MOS against time.
+
+    Without ``encode_result``: the chosen rung and the probed rungs next to it on the
+    windows the search scored. With it: also the shipped rung's whole-track window
+    scores (the output check's), and the input's file name in the title. The target
+    (and target + margin) are lines, the ``n_worst`` windows of the shipped rung (else
+    of the chosen probe) are circled, probed segments of a sampled search are shaded.
 
     Written to a temp file and renamed. Needs matplotlib (a dependency of ratecontrol).
     """
@@ -30,36 +113,74 @@ def render_report(result: SearchResult, path: str | os.PathLike, title: str = ""
         raise OutputError(f"report folder {out.parent} does not exist; create it first")
     if result.chosen is None or not result.chosen.window_mos:
         raise UsageError("nothing to plot: the search scored no windows (silent input?)")
-    t = np.asarray(result.window_start_s) + 0.5  # window centres
-    ch = np.asarray(result.window_channel)
+    enc = encode_result
+    shipped = enc is not None and len(enc.output_window_mos) > 0
+    t = np.asarray(result.window_start_s, dtype=float)
+    ch = np.asarray(result.window_channel, dtype=int)
+    hop = _hop_s(t)
+    n_ch = int(max(ch.max(initial=0), max(enc.output_window_channel, default=0) if shipped else 0)) + 1
+    names = channel_names(max(n_ch, result.channels))
+    styles = ["-", ":", "-.", "--"]
     by_rung = {p.rung_index: p for p in result.probes}
     c = result.chosen.rung_index
     shown = [i for i in (c - 1, c, c + 1) if i in by_rung]
     colours = {c - 1: "tab:red", c: "tab:blue", c + 1: "tab:green"}
-    fig, ax = plt.subplots(figsize=(11, 4.2), dpi=110)
+    fig, ax = plt.subplots(figsize=(13, 4.4), dpi=110)
+    lows = [result.target_mos]
+    if result.sampled_s is not None:
+        for k, (a, b) in enumerate(segment_spans(t, hop)):
+            ax.axvspan(a, b, color="0.85", alpha=0.5, lw=0, zorder=0,
+                       label=f"probed segments ({result.sampled_s:.0f} s of {result.duration_s:.0f} s)" if k == 0 else None)
+    if shipped:
+        lines = gap_broken_lines(enc.output_window_start_s, enc.output_window_channel, enc.output_window_mos)
+        for k, (x, y) in lines.items():
+            ax.plot(x, y, lw=1.1, ls=styles[k % len(styles)], color="black" if k == 0 else "0.35", zorder=3,
+                    label=f"shipped {enc.rung_label}, whole track ({enc.pooled_mos:.2f} {result.pool})"
+                          + (f" {names[k]}" if len(lines) > 1 else ""))
+            if np.isfinite(y).any():
+                lows.append(float(np.nanmin(y)))
     for i in shown:
         p = by_rung[i]
-        mos = np.asarray(p.window_mos, dtype=float)
-        for k in np.unique(ch):
-            sel = ch == k
-            order = np.argsort(t[sel])
-            ax.plot(t[sel][order], mos[sel][order], marker="o" if k == 0 else "s", ms=3, lw=0.8,
-                    ls="-" if k == 0 else ":", color=colours[i],
-                    label=f"{p.rung_label} ({p.pooled_mos:.2f} {result.pool})" + (f" ch{k}" if len(np.unique(ch)) > 1 else ""))
-    chosen = np.asarray(result.chosen.window_mos, dtype=float)
-    valid = np.where(~np.isnan(chosen))[0]
-    worst = valid[np.argsort(chosen[valid])[:n_worst]]
-    ax.scatter(t[worst], chosen[worst], s=120, facecolors="none", edgecolors="black", lw=1.5, zorder=5,
-               label=f"worst {len(worst)} windows ({result.chosen.rung_label})")
+        lines = gap_broken_lines(t, ch, p.window_mos, hop)
+        for k, (x, y) in lines.items():
+            ax.plot(x, y, marker="o" if k == 0 else "s", ms=3, lw=0.8, ls=styles[k % len(styles)], color=colours[i],
+                    zorder=4, label=f"probe {p.rung_label} ({p.pooled_mos:.2f} {result.pool})"
+                                    + (f" {names[k]}" if len(lines) > 1 else ""))
+            if np.isfinite(y).any():
+                lows.append(float(np.nanmin(y)))
+    if shipped:
+        w_mos = np.asarray(enc.output_window_mos, dtype=float)
+        w_t = np.asarray(enc.output_window_start_s, dtype=float) + _HALF_WINDOW_S
+        worst_of = f"shipped {enc.rung_label}"
+    else:
+        w_mos = np.asarray(result.chosen.window_mos, dtype=float)
+        w_t = t + _HALF_WINDOW_S
+        worst_of = result.chosen.rung_label
+    valid = np.where(~np.isnan(w_mos))[0]
+    worst = valid[np.argsort(w_mos[valid], kind="stable")[:n_worst]]
+    if worst.size:
+        ax.scatter(w_t[worst], w_mos[worst], s=120, facecolors="none", edgecolors="black", lw=1.5, zorder=5,
+                   label=f"worst {len(worst)} windows ({worst_of})")
     ax.axhline(result.target_mos, color="black", ls="--", lw=1, label=f"target {result.target_mos:g}")
+    if result.margin_mos:
+        ax.axhline(result.target_mos + result.margin_mos, color="tab:purple", ls="--", lw=0.8,
+                   label=f"target + margin {result.target_mos + result.margin_mos:g}")
     ax.set_xlabel("time (s)")
     ax.set_ylabel(f"MOS ({result.scorer})")
-    lowest = min(result.target_mos, np.nanmin([np.nanmin(by_rung[i].window_mos) for i in shown]))
-    ax.set_ylim(max(1.0, lowest - 0.2), 4.85)  # the target line is always in view
-    ax.set_xlim(0, max(result.duration_s, float(t.max()) + 0.5))
-    ax.set_title(title or f"{result.preset}: chosen {result.chosen.rung_label} for target {result.target_mos:g}")
+    ax.set_ylim(max(1.0, min(lows) - 0.2), 4.85)  # the target line is always in view
+    t_end = max([result.duration_s, float(t.max()) + 2 * _HALF_WINDOW_S]
+                + ([float(max(enc.output_window_start_s)) + 2 * _HALF_WINDOW_S] if shipped else []))
+    ax.set_xlim(0, t_end)
+    if title is None:
+        title = f"{result.preset}: chosen {result.chosen.rung_label} for target {result.target_mos:g}"
+        if enc is not None:
+            step = f" (stepped up {enc.stepped_up})" if enc.stepped_up else ""
+            title = (f"{Path(enc.input_path).name}: {result.preset} {enc.rung_label}{step} for target "
+                     f"{result.target_mos:g}, {result.pool} MOS {enc.pooled_mos:.2f}"
+                     + ("" if enc.verified else " (search estimate, not verified)"))
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower left", ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     tmp = out.with_name(f".{out.name}.tmp.png")
     try:

@@ -86,6 +86,12 @@ class EncodeResult:
     preset: str = ""
     #: the written file was decoded and scored (``pooled_mos`` is its own score)
     verified: bool = False
+    #: the output check's per-window scores of the written file over the whole track
+    #: (nan where both sides are digital silence), where each window starts (s) and its
+    #: channel; empty when not verified
+    output_window_mos: tuple[float, ...] = ()
+    output_window_start_s: tuple[float, ...] = ()
+    output_window_channel: tuple[int, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return jsonable(asdict(self))

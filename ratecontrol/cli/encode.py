@@ -36,7 +36,8 @@ from ratecontrol.cli._common import echo_json, fmt, hop_opt, jobs_opt, pool_opt,
               help="Probe cache folder [default: $RATECONTROL_CACHE_DIR or ~/.cache/ratecontrol].")
 @click.option("--cache-max-mb", type=float, default=None, help="Probe cache size cap in MB [default: 256].")
 @click.option("--report", type=click.Path(path_type=str), default=None,
-              help="Write a PNG of per-window MOS over time for the chosen rung and its neighbours.")
+              help="Write a PNG of per-window MOS over time: the shipped rung over the whole track, the probed rungs on "
+                   "their segments (with several targets: one PNG per target, REPORT.mos<target>.png).")
 @click.option("--best-effort", is_flag=True, help="If even the top rung misses the target, encode at the top rung anyway.")
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists (never the input).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
@@ -57,9 +58,8 @@ def encode(input_path, target_mos, codec, output, scorer, pool, hop_s, jobs, sam
     if not as_json:
         click.echo(f"{input_path}: searching '{codec}' for {pool} MOS >= {','.join(f'{t:g}' for t in target_mos)}", err=True)
     if len(target_mos) > 1:
-        if report:
-            raise click.UsageError("--report takes a single target")
-        results = encode_ladder(input_path, output, targets=target_mos, codec=codec, **common)
+        # one report per target: PLOT.mos<target>.png
+        results = encode_ladder(input_path, output, targets=target_mos, codec=codec, report=report, **common)
     else:
         results = (_encode(input_path, output, target_mos=target_mos[0], codec=codec, report=report, **common),)
     if as_json:
@@ -68,7 +68,11 @@ def encode(input_path, target_mos, codec, output, scorer, pool, hop_s, jobs, sam
     for res in results:
         _summary(res)
     if report:
-        click.echo(f"report: {report}", err=True)
+        from ratecontrol.report import report_path_for
+
+        for res in results:
+            path = report if len(results) == 1 else report_path_for(report, res.search.target_mos)
+            click.echo(f"report: {path}", err=True)
 
 
 def _summary(res) -> None:

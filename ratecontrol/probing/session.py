@@ -109,8 +109,12 @@ class Session:
             if b == n:
                 break
 
-    def full_track_scores(self, deg, chunk_s: float = CHECK_CHUNK_S) -> np.ndarray:
+    def full_track_scores(self, deg, chunk_s: float = CHECK_CHUNK_S, with_index: bool = False):
         """Window scores of a whole decoded encode, a ``CHECK_CHUNK_S`` piece at a time.
+
+        ``with_index``: return ``(scores, start_s, channel)``, where each score's window
+        starts in the track (s) and its channel, in the scores' order (the report plots
+        the shipped file's windows over the whole track with them).
 
         ``deg`` is read as ``deg[:, lo:hi]`` moving forward (an array, or a
         ForwardReader over the blocks a StreamedEncode decodes as it encodes). Each
@@ -129,7 +133,7 @@ class Session:
         keep = getattr(self.scorer, "compact_prepare", False)
         if self._check_ref is None:
             self._check_ref = {}
-        out = []
+        out, starts, chans = [], [], []
         for a, b, piece in self._check_pieces(chunk_s):
             if (a, b) in self._check_ref:
                 piece, silent, prep = self._check_ref[(a, b)]
@@ -138,10 +142,15 @@ class Session:
                 if keep:
                     self._check_ref[(a, b)] = (piece, silent, prep)
             lo, hi = max(0, a - ctx), min(n, b + ctx)
-            deg_w, _ = ProbeSource.cut_like(piece, deg[:, lo:hi])
+            deg_w, idx = ProbeSource.cut_like(piece, deg[:, lo:hi])
             out.append(score_windows(self.scorer, silent, prep, lambda: piece.ref_w, deg_w))
+            starts.append(idx.start_s())
+            chans.append(idx.channel)
             piece.drop_windows()
-        return np.concatenate(out)
+        scores = np.concatenate(out)
+        if with_index:
+            return scores, np.concatenate(starts), np.concatenate(chans)
+        return scores
 
 
 def open_session(source, preset_for_rate: Preset | None, opts: Options, sample_rate_hz: int | None = None,

@@ -52,6 +52,7 @@ def finish_encode(session: Session, preset: Preset, result: SearchResult, input_
     i = result.chosen.rung_index
     notes = list(result.notes)
     checked = None
+    windows = None  # the check's per-window scores of the written file
     bar = result.target_mos + result.margin_mos
     check = verify and not prober.all_silent
     tmp = fsutil.temp_sibling(out)
@@ -64,7 +65,7 @@ def finish_encode(session: Session, preset: Preset, result: SearchResult, input_
                 if check:
                     n = track.src.shape[1]
                     deg = media.decode_aligned(tmp, preset, track.rate_hz, track.channels, n)
-                    checked = score_written(session, prober, deg)
+                    checked, windows = score_written(session, prober, deg)
             else:
                 # one ffmpeg writes the file and decodes its packets back: the check
                 # scores each minute while the next is being encoded
@@ -72,7 +73,7 @@ def finish_encode(session: Session, preset: Preset, result: SearchResult, input_
                                           tags_from=input_path,
                                           block_samples=int(CHECK_CHUNK_S * track.rate_hz)) as job:
                     if check:
-                        checked = score_written(session, prober, job.blocks())
+                        checked, windows = score_written(session, prober, job.blocks())
                     job.finish()
             if not check:
                 break
@@ -91,6 +92,7 @@ def finish_encode(session: Session, preset: Preset, result: SearchResult, input_
     final_mos = checked if checked is not None else result.chosen.pooled_mos
     met = not np.isnan(final_mos) and final_mos >= bar if checked is not None else result.reached
     result = replace(result, notes=tuple(notes))
+    w_mos, w_start, w_chan = windows if windows is not None else ((), (), ())
     return EncodeResult(
         input_path=str(input_path),
         output_path=str(out),
@@ -106,22 +108,28 @@ def finish_encode(session: Session, preset: Preset, result: SearchResult, input_
         stepped_up=i - result.chosen.rung_index,
         preset=preset.name,
         verified=checked is not None,
+        output_window_mos=tuple(float(v) for v in w_mos),
+        output_window_start_s=tuple(float(v) for v in w_start),
+        output_window_channel=tuple(int(v) for v in w_chan),
     )
 
 
-def score_written(session: Session, prober: Prober, deg) -> float:
+def score_written(session: Session, prober: Prober, deg) -> tuple[float, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Pooled score of the written file's decode (``deg``: the aligned decode as an
-    array, or as a stream of aligned blocks) against the input."""
+    array, or as a stream of aligned blocks) against the input, and its per-window
+    scores over the whole track: ``(pooled, (window_mos, window_start_s,
+    window_channel))``, nan where both sides are digital silence."""
     track = session.track
     n = track.src.shape[1]
     if not prober.source.sampled:
         # the probe source is the whole track: its prepared reference windows serve
         if not isinstance(deg, np.ndarray):
             deg = np.concatenate(list(deg), axis=1)
-        deg_w, _ = prober.source.windows(deg)
+        deg_w, index = prober.source.windows(deg)
         scores = prober.window_scores(deg_w)
+        starts, chans = index.start_s(), index.channel
     else:
         if isinstance(deg, np.ndarray):
             deg = iter([deg])
-        scores = session.full_track_scores(ForwardReader(deg, track.channels, n))
-    return pool_scores(scores[~np.isnan(scores)], session.pool)
+        scores, starts, chans = session.full_track_scores(ForwardReader(deg, track.channels, n), with_index=True)
+    return pool_scores(scores[~np.isnan(scores)], session.pool), (scores, starts, chans)
