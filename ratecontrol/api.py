@@ -95,6 +95,8 @@ def _check_output(input_path: Path, output: Path, overwrite: bool, preset: Prese
     """The output path, checked: a folder that exists, not the input, an extension
     that matches the container (none: the preset's is added), not an existing file
     unless ``overwrite``, a name the file system can hold with our temp prefix."""
+    if len(output.name.encode()) > 255:
+        raise OutputError(f"output name is {len(output.name.encode())} bytes; file systems allow 255: {output.name[:40]}...")
     output = media.check_output_path(output, input_path)
     if preset is not None:
         if not output.suffix:
@@ -103,8 +105,6 @@ def _check_output(input_path: Path, output: Path, overwrite: bool, preset: Prese
         if ok is not None and output.suffix.lower() not in ok:
             raise OutputError(f"output {output} has the extension {output.suffix} but preset '{preset.name}' writes "
                               f"{preset.format} data; use {output.with_suffix(preset.extension).name}")
-    if len(output.name.encode()) > 255:
-        raise OutputError(f"output name is {len(output.name.encode())} bytes; file systems allow 255: {output.name[:40]}...")
     if output.exists() and not overwrite:
         raise OutputError(f"output {output} already exists; pass --overwrite or choose another path")
     return output

@@ -138,3 +138,14 @@ def test_encode_sweeps_a_killed_runs_temp_files_but_not_a_live_ones(music, tmp_p
     dead.write_bytes(b"half an encode")
     ratecontrol.encode(music, tmp_path / "o.opus", target_mos=3.5, cache=False)
     assert not dead.exists() and live.exists()
+
+
+def test_a_250_byte_output_name_works_and_a_256_byte_one_is_refused_up_front(music, tmp_path, monkeypatch):
+    """Issue 15 item 7: the temp name beside a long output name used to be too long,
+    after the whole search."""
+    name = "n" * (250 - len(".opus")) + ".opus"
+    res = ratecontrol.encode(music, tmp_path / name, target_mos=3.5, cache=False)
+    assert Path(res.output_path).name == name and Path(res.output_path).exists()
+    monkeypatch.setattr(media, "roundtrip_info", lambda *a, **k: pytest.fail("searched before refusing"))
+    with pytest.raises(errors.OutputError, match="255"):
+        ratecontrol.encode(music, tmp_path / ("m" * 251 + ".opus"), target_mos=3.5, cache=False)
