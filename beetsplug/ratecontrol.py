@@ -1,0 +1,223 @@
+"""beets plugin: transcode library items at the lowest bitrate that meets a MOS target.
+
+beets' convert plugin transcodes at one fixed setting (``max_bitrate``); this one lets
+ratecontrol pick the bitrate per track by measured quality::
+
+    plugins: ratecontrol
+    ratecontrol:
+        dest: ~/music-opus
+        codec: opus            # a ratecontrol preset name or a preset YAML file
+        target_mos: 4.2        # ViSQOL MOS the output must meet
+        formats:               # per-codec settings (override the ones above)
+            opus: {target_mos: 4.2}
+            mp3-vbr: {target_mos: 4.0, max_kbps: 256}
+
+    beet rcconvert artist:Bach --target-mos 4.3 --codec opus --dest ~/music-opus
+
+Outputs follow the library's path formats (``paths:``, or ``ratecontrol.paths``) under
+``dest`` with the codec's extension, and get the item's tags from the database (as
+convert's ``write_metadata``). Each item records what was done as flexible attributes
+(``rc_codec``, ``rc_target``, ``rc_rung``, ``rc_kbps``, ``rc_mos``, ``rc_path``,
+``rc_settings``), so ``beet ls rc_mos:..4`` works and a second run skips items whose
+output exists and was made with the same settings. ratecontrol writes through a temp
+file and a rename, so a killed run leaves no partial output. A ratecontrol error on one
+item is one line and the run goes on; the command fails at the end if any item failed.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from beets import ui, util
+from beets.dbcore import types
+from beets.plugins import BeetsPlugin
+
+try:  # beets >= 2.4
+    from beets.util.pathformats import get_path_formats
+except ImportError:  # older beets 2.x
+    from beets.ui import get_path_formats
+
+#: the flexible attributes this plugin writes (one prefix, so ``beet modify`` can drop them)
+ATTRS = ("rc_codec", "rc_target", "rc_rung", "rc_kbps", "rc_mos", "rc_path", "rc_settings")
+
+#: per-codec keys a ``formats: {codec: {...}}`` entry may set
+FORMAT_KEYS = ("target_mos", "max_kbps", "margin_mos", "best_effort", "pool", "scorer")
+
+
+class RatecontrolPlugin(BeetsPlugin):
+    item_types = {
+        "rc_target": types.Float(2),
+        "rc_kbps": types.Float(1),
+        "rc_mos": types.Float(2),
+    }
+
+    def __init__(self) -> None:
+        super().__init__()  # name "ratecontrol": config under ``ratecontrol:``
+        self.config.add({
+            "dest": None,
+            "codec": "opus",
+            "target_mos": 4.2,
+            "formats": {},
+            "scorer": None,
+            "pool": None,
+            "max_kbps": None,
+            "margin_mos": None,
+            "best_effort": False,
+            "cache": True,
+            "write_metadata": True,
+            "id3v23": "inherit",
+        })
+
+    # -- command ---------------------------------------------------------------------
+
+    def commands(self) -> list[ui.Subcommand]:
+        cmd = ui.Subcommand("rcconvert", help="transcode at the lowest bitrate that meets a MOS target")
+        cmd.parser.add_option("-t", "--target-mos", dest="target_mos", type="float", default=None,
+                              help="ViSQOL MOS the outputs must meet (default: config)")
+        cmd.parser.add_option("-c", "--codec", dest="codec", default=None,
+                              help="ratecontrol preset name or preset YAML file (default: config)")
+        cmd.parser.add_option("-d", "--dest", dest="dest", default=None, help="destination folder")
+        cmd.parser.add_option("-f", "--force", dest="force", action="store_true", default=False,
+                              help="re-encode items even when done with the same settings")
+        cmd.parser.add_option("-p", "--pretend", dest="pretend", action="store_true", default=False,
+                              help="show what would be encoded, write nothing")
+        cmd.parser.add_album_option()
+        cmd.func = self.rcconvert
+        return [cmd]
+
+    def rcconvert(self, lib, opts, args) -> None:
+        settings = self.settings(opts)
+        items = [i for a in lib.albums(args) for i in a.items()] if opts.album else list(lib.items(args))
+        if not items:
+            self._log.error("Empty query result.")
+            return
+        done = skipped = 0
+        failed: list[str] = []
+        for item in items:
+            state = self.convert_item(item, settings, opts.force, opts.pretend)
+            if state in ("done", "pretend"):
+                done += 1
+            elif state == "skipped":
+                skipped += 1
+            else:
+                failed.append(state)
+        ui.print_(f"rcconvert: {done} {'to encode' if opts.pretend else 'encoded'}, {skipped} skipped, "
+                  f"{len(failed)} failed ({settings['codec']} at MOS {settings['target_mos']:g})")
+        if failed:
+            raise ui.UserError(f"rcconvert: {len(failed)} of {len(items)} items failed")
+
+    # -- settings ----------------------------------------------------------------------
+
+    def settings(self, opts) -> dict:
+        """Command-line flags over ``formats.<codec>`` over the top-level config."""
+        import ratecontrol
+        from ratecontrol.contract import check_target_mos
+
+        codec = opts.codec or self.config["codec"].as_str()
+        if codec == "auto":
+            raise ui.UserError("rcconvert: codec 'auto' is not supported (the destination's extension "
+                               "must be known before encoding); name a preset")
+        try:
+            preset = ratecontrol.load_preset(codec)
+        except ratecontrol.RatecontrolError as exc:
+            raise ui.UserError(f"rcconvert: {exc}") from None
+        per = self.config["formats"][codec].get() if codec in (self.config["formats"].get() or {}) else {}
+        per = per or {}
+        if not isinstance(per, dict):
+            raise ui.UserError(f"rcconvert: ratecontrol.formats.{codec} must be a mapping of settings, got {per!r}")
+        unknown = set(per) - set(FORMAT_KEYS)
+        if unknown:
+            raise ui.UserError(f"rcconvert: unknown key(s) in ratecontrol.formats.{codec}: "
+                               f"{', '.join(sorted(unknown))} (allowed: {', '.join(FORMAT_KEYS)})")
+
+        def pick(key):
+            return per[key] if key in per else self.config[key].get()
+
+        target = opts.target_mos if opts.target_mos is not None else pick("target_mos")
+        try:
+            target = check_target_mos(target)
+        except ratecontrol.RatecontrolError as exc:
+            raise ui.UserError(f"rcconvert: {exc}") from None
+        dest = opts.dest or self.config["dest"].get()
+        if not dest:
+            raise ui.UserError("rcconvert: no destination set (--dest or ratecontrol.dest)")
+        fields = {k: pick(k) for k in ("scorer", "pool", "max_kbps", "margin_mos", "best_effort")}
+        fields = {k: v for k, v in fields.items() if v is not None}
+        fields["cache"] = bool(self.config["cache"].get())
+        try:
+            options = ratecontrol.Options(**fields)
+        except ratecontrol.RatecontrolError as exc:
+            raise ui.UserError(f"rcconvert: {exc}") from None
+        # what decides the output: a change in any of these re-encodes an item
+        key = f"{preset.name}@{target:g}/pool={options.pool}/scorer={fields.get('scorer', 'default')}"
+        for k in ("max_kbps", "margin_mos"):
+            if k in fields:
+                key += f"/{k}={fields[k]:g}"
+        if fields.get("best_effort"):
+            key += "/best_effort"
+        paths = self.config["paths"] if self.config["paths"].exists() else None
+        return {
+            "codec": codec, "preset": preset, "target_mos": target, "options": options, "key": key,
+            "dest": util.bytestring_path(os.path.expanduser(str(dest))),
+            "path_formats": get_path_formats(paths) if paths is not None else None,
+        }
+
+    # -- one item ----------------------------------------------------------------------
+
+    def destination(self, item, settings) -> bytes:
+        """Where the item goes under dest: the path formats, with the codec's extension."""
+        ext = settings["preset"].extension.lstrip(".")
+        try:
+            return item.destination(basedir=settings["dest"], path_formats=settings["path_formats"], extension=ext)
+        except TypeError:  # beets before ``extension=``: replace it, as convert did then
+            dest = item.destination(basedir=settings["dest"], path_formats=settings["path_formats"])
+            return os.path.splitext(dest)[0] + b"." + ext.encode()
+
+    def convert_item(self, item, settings, force: bool = False, pretend: bool = False) -> str:
+        """Encode one item; "done", "skipped", "pretend", or the one-line failure message."""
+        import ratecontrol
+
+        dest = self.destination(item, settings)
+        shown = util.displayable_path(dest)
+        ours = item.get("rc_path") == os.fsdecode(dest)
+        if os.path.exists(dest) and not force:
+            if ours and item.get("rc_settings") == settings["key"]:
+                self._log.info("skipping {} (done with the same settings)", shown)
+                return "skipped"
+            if not ours:
+                msg = f"rcconvert: {shown} exists and was not written by rcconvert for this item; --force replaces it"
+                ui.print_(msg)
+                return msg
+        if pretend:
+            ui.print_(f"{util.displayable_path(item.path)} -> {shown}")
+            return "pretend"
+        self._log.info("encoding {} -> {}", util.displayable_path(item.path), shown)
+        folder = Path(os.fsdecode(dest)).parent
+        made = [p for p in (folder, *folder.parents) if not p.exists()]
+        try:
+            util.mkdirall(dest)
+            res = ratecontrol.encode(os.fsdecode(item.path), os.fsdecode(dest), target_mos=settings["target_mos"],
+                                     codec=settings["preset"], options=settings["options"], overwrite=True)
+        except (ratecontrol.RatecontrolError, OSError) as exc:
+            for p in made:  # no empty folders left for a failed item (deepest first)
+                try:
+                    p.rmdir()
+                except OSError:
+                    break
+            msg = f"rcconvert: failed {util.displayable_path(item.path)}: {exc}"
+            ui.print_(msg)
+            return msg
+        if self.config["write_metadata"].get(bool):
+            id3v23 = self.config["id3v23"].as_choice([True, False, "inherit"])
+            item.try_write(path=dest, id3v23=None if id3v23 == "inherit" else id3v23)
+        item["rc_codec"] = settings["codec"]
+        item["rc_target"] = settings["target_mos"]
+        item["rc_rung"] = res.rung_label
+        item["rc_kbps"] = float(res.bitrate_kbps)
+        item["rc_mos"] = round(float(res.pooled_mos), 3)
+        item["rc_path"] = os.fsdecode(dest)
+        item["rc_settings"] = settings["key"]
+        item.store()
+        ui.print_(f"{Path(os.fsdecode(dest)).name}: {res.rung_label} ({res.bitrate_kbps:g} kbps), "
+                  f"MOS {res.pooled_mos:.2f}{'' if res.verified else ' (search estimate)'}")
+        return "done"
