@@ -928,17 +928,9 @@ def _copy_into(src: Path, tmp: Path) -> Path:
 
 
 def _audio_bytes(path: Path) -> int | None:
-    """Bytes of the first audio stream's packets (ffmpeg stream copy to the raw ``data``
-    muxer): the audio bitrate without container, tags or an attached cover. None if
-    ffmpeg cannot say."""
-    try:
-        from ratecontrol.media._ffmpeg import run_args
+    from ratecontrol import media
 
-        out, _ = run_args(["-v", "error", "-nostdin", "-i", str(path), "-map", "0:a:0", "-c", "copy",
-                           "-f", "data", "-"])
-    except Exception:
-        return None
-    return len(out) or None
+    return media.audio_payload_bytes(path)
 
 
 def _fsync(path: Path) -> None:

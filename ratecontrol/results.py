@@ -56,6 +56,9 @@ class SearchResult:
     sampled_s: float | None = None
     #: a rung passed when its pooled score was >= target_mos + margin_mos
     margin_mos: float = 0.0
+    #: every probe this search ran; for codec="auto" all presets' (``probes`` holds the
+    #: chosen preset's); 0 = len(probes)
+    probes_total: int = 0
     #: the scorer's measured error on a track's pooled score vs exact ViSQOL (RMSE);
     #: None for the exact scorer
     scorer_uncertainty_mos: float | None = None

@@ -149,3 +149,13 @@ def test_a_250_byte_output_name_works_and_a_256_byte_one_is_refused_up_front(mus
     monkeypatch.setattr(media, "roundtrip_info", lambda *a, **k: pytest.fail("searched before refusing"))
     with pytest.raises(errors.OutputError, match="255"):
         ratecontrol.encode(music, tmp_path / ("m" * 251 + ".opus"), target_mos=3.5, cache=False)
+
+
+def test_codec_auto_counts_every_presets_probes(music, tmp_path, capsys):
+    rc, out, err = run_cli(["encode", str(music), "--target-mos", "4.0", "--codec", "auto", "-o",
+                            str(tmp_path / "auto"), "--no-cache"], capsys)
+    assert rc == 0, err
+    lines = [ln for ln in err.splitlines() if ln.strip().startswith("probe ")]
+    presets = {ln.split()[1] for ln in lines}
+    assert len(presets) >= 3, "each probe line names its preset"
+    assert f"; {len(lines)} probes," in out, "the summary counts all presets' probes"

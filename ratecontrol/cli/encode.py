@@ -87,7 +87,7 @@ def _summary(res) -> None:
         margin += f"; {s.scorer} reads exact ViSQOL to +-{s.scorer_uncertainty_mos:g} per track"
     click.echo(
         f"{res.output_path}: {s.preset} {res.rung_label} ({res.bitrate_kbps:g} kbps), {s.pool} MOS "
-        f"{fmt(res.pooled_mos)} ({what}) vs target {s.target_mos:g}{margin}: {status}; {len(s.probes)} probes, "
+        f"{fmt(res.pooled_mos)} ({what}) vs target {s.target_mos:g}{margin}: {status}; {s.probes_total or len(s.probes)} probes, "
         f"{res.output_bytes / 1e6:.2f} MB ({100 * res.output_bytes / max(res.input_bytes, 1):.1f}% of input), {res.seconds:.1f} s"
     )
 

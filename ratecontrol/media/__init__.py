@@ -6,7 +6,7 @@ from ._decode import decode, decode_to_disk, resample_filter
 from ._encode import (EncodeResult, RoundTrip, check_output_path, decode_aligned, decode_aligned_blocks, encode_array,
                       encode_file, remux, roundtrip, StreamedEncode, roundtrip_info)
 from ._ffmpeg import available_encoders, encoder_available, ffmpeg_path, ffmpeg_version, require_encoder
-from ._probe import ProbeInfo, probe
+from ._probe import ProbeInfo, audio_payload_bytes, probe
 
 __all__ = [
     "ffmpeg_path",
@@ -16,6 +16,7 @@ __all__ = [
     "require_encoder",
     "ProbeInfo",
     "probe",
+    "audio_payload_bytes",
     "decode",
     "decode_to_disk",
     "resample_filter",

@@ -22,7 +22,7 @@ from ..errors import (EmptyAudioError, FFmpegError, FFmpegNotFoundError, InputEr
 from ._ffmpeg import ff_path, ffmpeg_path, run
 from ._stderr import no_decoder, no_decoder_message, nothing_decoded, open_error, parse_audio_stream, parse_dump, unquote_path
 
-__all__ = ["ProbeInfo", "probe", "LOSSLESS_CODECS", "check_input_path"]
+__all__ = ["ProbeInfo", "probe", "LOSSLESS_CODECS", "check_input_path", "audio_payload_bytes"]
 
 #: ffmpeg codec names whose decoded samples are bit-exact copies of what was encoded.
 #: ``pcm_*`` is matched by prefix (pcm_s16le, pcm_f32le, pcm_s24be, ...).
@@ -206,3 +206,17 @@ def probe(path) -> ProbeInfo:
         tags_on_stream=bool(d["audio_tags"]) and not d["global_tags"],
     )
 
+
+
+def audio_payload_bytes(path) -> int | None:
+    """Bytes of the first audio stream's packets (ffmpeg stream copy to the raw ``data``
+    muxer): what the audio costs without container, tags or an attached cover. None if
+    ffmpeg cannot say."""
+    from ._ffmpeg import run_args
+
+    try:
+        out, _ = run_args(["-v", "error", "-nostdin", "-i", ff_path(path), "-map", "0:a:0", "-c", "copy",
+                           "-f", "data", "-"])
+    except FFmpegError:
+        return None
+    return len(out) or None

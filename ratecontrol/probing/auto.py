@@ -52,8 +52,10 @@ def search_auto(sessions: dict[int, Session], target: float, best_effort: bool,
         p, _, exc = max(outcomes, key=lambda o: o[2].result.probes[-1].pooled_mos if o[2].result else -1)
         res = run_search(sessions[rate_key(p)].prober(p), target, True, margin=margin)
         return replace(res, notes=res.notes + (f"codec auto: {summary}",))
+    total = sum(len(r.probes) if r is not None else len(exc.result.probes) if exc and exc.result else 0
+                for _, r, exc in outcomes)
     p, res = min(ok, key=lambda pr: pr[1].chosen.actual_kbps)
-    return replace(res, notes=res.notes + (f"codec auto: {summary}; chose {p.name}",))
+    return replace(res, notes=res.notes + (f"codec auto: {summary}; chose {p.name}",), probes_total=total)
 
 
 def rate_key(preset: Preset) -> int:
