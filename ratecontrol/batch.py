@@ -979,11 +979,18 @@ def _process(task: _Task, src: Path, base: dict, t0: float, work: _Work) -> tupl
     # before hours of work: is the output path ours to write?
     _check_dest(task, task.out_rel)
     out = work.file(Path(task.out_rel).name)
+    import warnings
+
+    from ratecontrol.errors import RatecontrolWarning
+
     try:
-        res = encode(src, out, target_mos=s["target_mos"], codec=s["codec_ref"],
-                     scorer=_worker_scorer(task.scorer), pool=s["pool"], hop_s=s["hop_s"],
-                     best_effort=s["best_effort"], overwrite=False, jobs=1, max_kbps=lossy_kbps,
-                     sample_share=s["sample_share"], verify=s["verify"], cache=task.cache)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RatecontrolWarning)
+            res = encode(src, out, target_mos=s["target_mos"], codec=s["codec_ref"],
+                         scorer=_worker_scorer(task.scorer), pool=s["pool"], hop_s=s["hop_s"],
+                         best_effort=s["best_effort"], overwrite=False, jobs=1, max_kbps=lossy_kbps,
+                         sample_share=s["sample_share"], verify=s["verify"], cache=task.cache,
+                         allow_partial=bool(s.get("allow_partial")))
     except TargetNotReachable as exc:
         if lossy_kbps is None:
             raise
@@ -991,7 +998,9 @@ def _process(task: _Task, src: Path, base: dict, t0: float, work: _Work) -> tupl
         return keep(f"no {s['codec']} rung at or below the lossy source's ~{lossy_kbps:.0f} kbps reaches "
                     f"MOS {s['target_mos']:g} (best {best:.3f}): copied unchanged")
     search = res.search
-    notes = tuple(search.notes)
+    # warnings of this file (a partial decode with allow_partial) go into its record
+    notes = tuple(search.notes) + tuple(f"warning: {w.message}" for w in caught
+                                        if issubclass(w.category, RatecontrolWarning))
     if info.has_cover_art and not _has_cover(out):
         notes += (f"cover art not kept: ffmpeg cannot store it in a {s['codec']} ({out.suffix}) output",)
     if lossy_kbps is not None and res.output_bytes >= res.input_bytes:
@@ -1218,6 +1227,7 @@ def transcode_folder(
     progress: bool | None = None,
     resume: bool = True,
     sample_share: float | None = None,
+    allow_partial: bool = False,
     verify: bool = True,
     cache: bool | str | os.PathLike | None = None,
     overwrite: bool = False,
@@ -1240,7 +1250,9 @@ def transcode_folder(
     (joblib's dask backend); scheduler: a ``dask.distributed`` address
     ("tcp://host:8786"), a ``distributed.Client``, or None for a LocalCluster.
     IN_DIR and OUT_DIR must be visible at the same paths on every Dask worker.
-    resume=False ignores (and restarts) the manifest. sample_share, verify: as in
+    resume=False ignores (and restarts) the manifest. allow_partial: encode what decodes
+    of a truncated input (a warning in the record's notes) instead of failing it.
+    sample_share, verify: as in
     ``ratecontrol.api.encode`` (long tracks are probed on a sample of their segments). cache:
     the probe cache, None for each machine's default folder, False for none, or a folder.
     """
@@ -1276,6 +1288,8 @@ def transcode_folder(
         if folder is not None and str(folder) and not folder.is_dir():
             raise OutputError(f"report folder {folder} does not exist; create it first")
     settings = _settings(t, preset, codec, scorer_name, pool, hop_s, best_effort, sample_share, verify)
+    if allow_partial:  # only when set: manifests written without it stay valid
+        settings["allow_partial"] = True
     with _OutDirLock(dst):
         report = _run(src, dst, prune, settings, preset, t, scorer, scorer_name, pool, backend, scheduler,
                       jobs, copy_other, cache, resume, overwrite, progress, t0, json_report, csv_report)

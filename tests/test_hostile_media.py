@@ -371,3 +371,25 @@ def test_a_full_disk_is_an_output_error_and_leaves_nothing(tmp_path, synth):
         assert list(full.iterdir()) == []
     finally:
         subprocess.run(["umount", str(full)], capture_output=True)
+
+
+def test_batch_fails_a_truncated_file_or_notes_it_with_allow_partial(tmp_path, synth):
+    """Issue 15 item 3, batch side: a cut FLAC is a failed record (its reason says how
+    to go on), or with allow_partial an encoded one whose notes carry the warning."""
+    import soundfile as sf
+
+    from ratecontrol.batch import transcode_folder
+
+    src = tmp_path / "in"
+    src.mkdir()
+    full = tmp_path / "full.flac"
+    sf.write(full, synth.noise(44_100, 2, 6.0, 0.1).T, 44_100, format="FLAC")
+    (src / "cut.flac").write_bytes(full.read_bytes()[: full.stat().st_size // 3])
+    rep = transcode_folder(src, tmp_path / "out", target_mos=3.5, codec="opus", jobs=1, cache=False,
+                           progress=False)
+    (rec,) = rep.records
+    assert rec.status == "failed" and "--allow-partial" in rec.reason
+    rep = transcode_folder(src, tmp_path / "out2", target_mos=3.5, codec="opus", jobs=1, cache=False,
+                           progress=False, allow_partial=True)
+    (rec,) = rep.records
+    assert rec.status == "encoded" and any("warning:" in n for n in rec.notes)

@@ -32,6 +32,8 @@ from ratecontrol.scoring.pooling import DEFAULT_POOL, POOL_HELP
               help="Share of a long track (>= 30 s) the probes score, in evenly spread segments "
                    "[default: 0.2, at most 180 s].")
 @click.option("--full", is_flag=True, help="Probe whole tracks, never a sample.")
+@click.option("--allow-partial", is_flag=True,
+              help="Encode what decodes of truncated or damaged inputs (noted in the report) instead of failing them.")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the probe cache.")
 @click.option("--cache-dir", type=click.Path(path_type=str), default=None,
               help="Probe cache folder [default: $RATECONTROL_CACHE_DIR or ~/.cache/ratecontrol on each machine].")
@@ -40,7 +42,8 @@ from ratecontrol.scoring.pooling import DEFAULT_POOL, POOL_HELP
 @click.option("--overwrite", is_flag=True,
               help="Replace files at output paths that batch did not write (default: leave them, report a conflict).")
 def batch_command(in_dir, out_dir, target_mos, codec, jobs, backend, scheduler, scorer, pool, best_effort,
-                  copy_other, json_report, csv_report, sample_share, full, no_cache, cache_dir, no_resume, no_progress,
+                  copy_other, json_report, csv_report, sample_share, full, allow_partial, no_cache, cache_dir, no_resume,
+                  no_progress,
                   overwrite):
     """Transcode every audio file under IN_DIR into a mirrored tree under OUT_DIR.
 
@@ -54,7 +57,7 @@ def batch_command(in_dir, out_dir, target_mos, codec, jobs, backend, scheduler, 
             in_dir, out_dir, target_mos=target_mos, codec=codec, scorer=scorer, pool=pool,
             best_effort=best_effort, jobs=jobs, backend=backend, scheduler=scheduler, copy_other=copy_other,
             json_report=json_report, csv_report=csv_report, progress=False if no_progress else None,
-            resume=not no_resume, sample_share=1.0 if full else sample_share,
+            resume=not no_resume, sample_share=1.0 if full else sample_share, allow_partial=allow_partial,
             cache=False if no_cache else cache_dir, overwrite=overwrite,
         )
     except BatchInterrupted as exc:
