@@ -85,8 +85,13 @@ def _summary(res) -> None:
     margin = f" (+{s.margin_mos:g} margin)" if s.margin_mos else ""
     if s.scorer_uncertainty_mos:
         margin += f"; {s.scorer} reads exact ViSQOL to +-{s.scorer_uncertainty_mos:g} per track"
+    # the rung is named by the encoder setting (-b:a 16k / -q:a 5); VBR encoders spend
+    # less on easy or mono material, so the file's own rate is shown beside it
+    actual = (f", {res.output_bytes * 8 / 1000 / s.duration_s:.1f} kbps actual"
+              if s.duration_s and res.output_bytes else "")
+    chans = {1: "mono", 2: "stereo"}.get(s.channels, f"{s.channels} ch")
     click.echo(
-        f"{res.output_path}: {s.preset} {res.rung_label} ({res.bitrate_kbps:g} kbps), {s.pool} MOS "
+        f"{res.output_path}: {s.preset} {res.rung_label} ({res.bitrate_kbps:g} kbps nominal{actual}, {chans}), {s.pool} MOS "
         f"{fmt(res.pooled_mos)} ({what}) vs target {s.target_mos:g}{margin}: {status}; {s.probes_total or len(s.probes)} probes, "
         f"{res.output_bytes / 1e6:.2f} MB ({100 * res.output_bytes / max(res.input_bytes, 1):.1f}% of input), {res.seconds:.1f} s"
     )
