@@ -2,7 +2,25 @@
 
 Only the CLI turns these into exit codes (see ``exit_code``); library callers catch
 ``RatecontrolError`` or a subclass. Every message is one line that says what went
-wrong, which file, and what to do.
+wrong, which file, and what to do. The tree (exit code in brackets)::
+
+    RatecontrolError [1]
+    +-- UsageError [2]                 (also a ValueError) a bad argument or option value
+    +-- InputError [3]                 the input cannot be used
+    |   +-- InputNotFoundError         (also a FileNotFoundError)
+    |   +-- NotAudioError              no audio stream ffmpeg can read
+    |   +-- EmptyAudioError            an audio stream with no samples
+    |   +-- TruncatedInputError        cut off or damaged (--allow-partial encodes what decodes)
+    +-- OutputError [4]                unwritable folder, same as input, wrong extension, disk full
+    +-- PresetError [5]                unknown preset, invalid YAML (names file and key)
+    |   +-- EncoderNotAvailableError   this ffmpeg lacks the preset's encoder
+    +-- FFmpegError [6]                ffmpeg failed (carries the command and stderr)
+    |   +-- FFmpegNotFoundError        no working ffmpeg binary
+    +-- TargetNotReachable [7]         even the top rung misses (carries the SearchResult)
+    +-- ModelError [8]                 a model checkpoint is missing or corrupt
+    +-- DatasetError [9]               a shard set is missing or malformed
+
+    RatecontrolWarning (a UserWarning): something the run survives, one line
 """
 from __future__ import annotations
 

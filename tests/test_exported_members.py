@@ -41,3 +41,28 @@ def test_package_exports_every_error_class():
 
     for n in errors.__all__:
         assert getattr(ratecontrol, n) is getattr(errors, n)
+
+
+def test_error_tree_diagram_matches_the_classes():
+    """errors.py draws the tree (httpx's _exceptions.py style): every class, its parent
+    by indentation, and its exit code."""
+    import re
+
+    from ratecontrol import errors
+
+    parents, stack = {}, []
+    for line in errors.__doc__.splitlines():
+        m = re.match(r"^(\s*)(?:[|+ -]*)(\w+(?:Error|Reachable))\b(?: \[(\d+)\])?", line)
+        if not m or not hasattr(errors, m.group(2)):
+            continue
+        depth = len(line) - len(line.lstrip(" |+-"))
+        while stack and stack[-1][0] >= depth:
+            stack.pop()
+        parents[m.group(2)] = stack[-1][1] if stack else None
+        if m.group(3):
+            assert getattr(errors, m.group(2)).exit_code == int(m.group(3)), m.group(2)
+        stack.append((depth, m.group(2)))
+    for name, parent in parents.items():
+        if parent:
+            assert issubclass(getattr(errors, name), getattr(errors, parent)), (name, parent)
+    assert set(parents) == {n for n in errors.__all__ if n.endswith(("Error", "Reachable"))}

@@ -23,7 +23,7 @@ players read it. Size: no limit of ours or ffmpeg's below the 32-bit comment len
 a ~505 KB PNG round-trips in tests/test_media.py and a 20 MB PNG (from an MP3 source)
 byte-exact by hand (ffmpeg 9.0). A FLAC *source* cannot hold a picture over 16 MiB
 (24-bit block length). The cover costs 4/3 of its size in the output (base64), which
-counts in EncodeResult.bitrate_kbps like the MP3/M4A picture does.
+counts in WrittenFile.bitrate_kbps like the MP3/M4A picture does.
 """
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ from ._ffmpeg import failure, ff_path, ffmpeg_path, has_loopback_decoder, requir
 from ._probe import check_input_path, probe
 
 __all__ = ["encode_array", "encode_file", "remux", "roundtrip", "roundtrip_info", "RoundTrip",
-           "EncodeResult", "ENCODER_INPUT", "StreamedEncode"]
+           "WrittenFile", "ENCODER_INPUT", "StreamedEncode"]
 
 #: What every encode of ratecontrol feeds the encoder: the decoded track as float32
 #: PCM (f32le on a pipe) at the output rate and channel count. Probes and the shipped
@@ -72,7 +72,7 @@ _COVER_CODECS = {
 
 
 @dataclass(frozen=True)
-class EncodeResult:
+class WrittenFile:
     """What encode_file / encode_array wrote."""
 
     path: Path
@@ -248,7 +248,7 @@ def _output_kwargs(preset: Preset, rung: Rung) -> dict:
     return kw
 
 
-def _finish(tmp: Path, out: Path, preset: Preset, rung: Rung, duration_s: float | None = None) -> EncodeResult:
+def _finish(tmp: Path, out: Path, preset: Preset, rung: Rung, duration_s: float | None = None) -> WrittenFile:
     size = tmp.stat().st_size
     if size == 0:
         raise OutputError(f"ffmpeg wrote an empty file for {out}; nothing was saved")
@@ -263,7 +263,7 @@ def _finish(tmp: Path, out: Path, preset: Preset, rung: Rung, duration_s: float 
             dur = probe(out).duration_s or 0.0
         except Exception:  # the file is written; a failed re-probe only loses the figure
             dur = 0.0
-    return EncodeResult(
+    return WrittenFile(
         path=out, size_bytes=size, duration_s=dur,
         bitrate_kbps=(size * 8 / dur / 1000.0) if dur > 0 else float("nan"),
         preset=preset.name, rung=rung.label,
@@ -395,14 +395,14 @@ def encode_array(
     out_path,
     metadata: dict | None = None,
     tags_from=None,
-) -> EncodeResult:
+) -> WrittenFile:
     """Encode float32 ``[C, N]`` audio (fed to ffmpeg as f32le on stdin, ENCODER_INPUT).
 
     This is ratecontrol's one encode path: probes and the shipped file both go through
     it, so what was scored is what is shipped. preset: a Preset or a name/path for
     load_preset. rung: a Rung, or a label/index into ``preset.rungs_for(C)``.
     metadata: tags to write. tags_from: a source file whose tags and cover art the
-    output keeps (``metadata`` entries override its tags). Returns an EncodeResult.
+    output keeps (``metadata`` entries override its tags). Returns an WrittenFile.
     """
     a = _as_audio(audio)
     channels = a.shape[0]
@@ -576,7 +576,7 @@ class StreamedEncode:
         if self._write_error is not None:
             raise self._write_error
 
-    def finish(self) -> EncodeResult:
+    def finish(self) -> WrittenFile:
         """Wait for ffmpeg (reading any decode left unread) and rename the file into place."""
         if self.loopback and not self._done:
             if self._read_thread is not None:  # blocks() stopped early: drop the rest
@@ -638,7 +638,7 @@ def _aligned(blocks, channels: int, n_samples: int, block_samples: int, delay: i
         emitted += k
 
 
-def remux(encoded_path, out_path, preset, rung, metadata: dict | None = None, tags_from=None) -> EncodeResult:
+def remux(encoded_path, out_path, preset, rung, metadata: dict | None = None, tags_from=None) -> WrittenFile:
     """Copy the audio of a file this preset encoded into ``out_path`` (no re-encode),
     with the tags and cover art of ``tags_from`` plus ``metadata``.
 
@@ -680,7 +680,7 @@ def encode_file(
     duration_s: float | None = None,
     channels: int | None = None,
     sample_rate_hz: int | None = None,
-) -> EncodeResult:
+) -> WrittenFile:
     """Encode an audio file with one preset rung the way plain ffmpeg does, keeping its
     tags and cover art: ffmpeg decodes the file and feeds the encoder the decoder's
     own sample format.
