@@ -159,3 +159,18 @@ def test_codec_auto_counts_every_presets_probes(music, tmp_path, capsys):
     presets = {ln.split()[1] for ln in lines}
     assert len(presets) >= 3, "each probe line names its preset"
     assert f"; {len(lines)} probes," in out, "the summary counts all presets' probes"
+
+
+def test_batch_takes_a_list_of_targets_one_tree_each(music, tmp_path, capsys):
+    import shutil
+
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(music, src / "a.wav")
+    rc, out, err = run_cli(["batch", str(src), str(tmp_path / "out"), "--target-mos", "3.5,4.2", "-j", "1",
+                            "--no-cache", "--json-report", str(tmp_path / "r.json")], capsys)
+    assert rc == 0, err
+    for t in ("3.5", "4.2"):
+        assert (tmp_path / "out" / f"mos{t}" / "a.opus").exists()
+        rep = json.loads((tmp_path / f"r.mos{t}.json").read_text())
+        assert rep["records"][0]["status"] == "encoded"

@@ -6,14 +6,16 @@ from pathlib import Path
 import click
 
 from ratecontrol.batch import MANIFEST_NAME, BatchInterrupted, transcode_folder
+from ratecontrol.cli._common import targets
 from ratecontrol.scoring.pooling import DEFAULT_POOL, POOL_HELP
-
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("in_dir", type=click.Path(path_type=str))
 @click.argument("out_dir", type=click.Path(path_type=str))
-@click.option("--target-mos", type=float, required=True, help="Quality target on the ViSQOL MOS scale (1..5; identity ~4.73).")
+@click.option("--target-mos", required=True, callback=targets,
+              help="Quality target on the ViSQOL MOS scale (1..5; identity ~4.73). A list (3.8,4.2,4.5) makes one "
+                   "tree per target: OUT_DIR/mos3.8, OUT_DIR/mos4.2, ... (probes shared through the cache).")
 @click.option("--codec", default="opus", show_default=True, help="Preset name (see `ratecontrol presets`) or a preset YAML file.")
 @click.option("-j", "--jobs", type=int, default=None,
               help="Files at once (local: worker processes, default = usable CPUs; dask: cap on tasks in flight).")
@@ -52,19 +54,35 @@ def batch_command(in_dir, out_dir, target_mos, codec, jobs, backend, scheduler, 
     itself are ever replaced (unless --overwrite). Exit status 1 when any file failed
     or hit a conflict (listed at the end and in the reports).
     """
-    try:
-        report = transcode_folder(
-            in_dir, out_dir, target_mos=target_mos, codec=codec, scorer=scorer, pool=pool,
-            best_effort=best_effort, jobs=jobs, backend=backend, scheduler=scheduler, copy_other=copy_other,
-            json_report=json_report, csv_report=csv_report, progress=False if no_progress else None,
-            resume=not no_resume, sample_share=1.0 if full else sample_share, allow_partial=allow_partial,
-            cache=False if no_cache else cache_dir, overwrite=overwrite,
-        )
-    except BatchInterrupted as exc:
-        click.echo(f"batch {exc}: workers stopped; finished files are in {Path(out_dir) / MANIFEST_NAME}, "
-                   "rerun the same command to resume", err=True)
-        raise SystemExit(128 + exc.signum) from None
-    for line in report.summary_lines():
-        click.echo(line)
-    if not report.ok:
+    many = len(target_mos) > 1
+    ok = True
+    for t in target_mos:
+        out = Path(out_dir) / f"mos{t:g}" if many else Path(out_dir)
+        try:
+            report = transcode_folder(
+                in_dir, out, target_mos=t, codec=codec, scorer=scorer, pool=pool,
+                best_effort=best_effort, jobs=jobs, backend=backend, scheduler=scheduler, copy_other=copy_other,
+                json_report=_per_target(json_report, t, many), csv_report=_per_target(csv_report, t, many),
+                progress=False if no_progress else None, resume=not no_resume,
+                sample_share=1.0 if full else sample_share, allow_partial=allow_partial,
+                cache=False if no_cache else cache_dir, overwrite=overwrite,
+            )
+        except BatchInterrupted as exc:
+            click.echo(f"batch {exc}: workers stopped; finished files are in {out / MANIFEST_NAME}, "
+                       "rerun the same command to resume", err=True)
+            raise SystemExit(128 + exc.signum) from None
+        if many:
+            click.echo(f"target MOS {t:g} -> {out}")
+        for line in report.summary_lines():
+            click.echo(line)
+        ok = ok and report.ok
+    if not ok:
         raise SystemExit(1)
+
+
+def _per_target(path, t: float, many: bool):
+    """report.json -> report.mos4.2.json when there are several targets."""
+    if path is None or not many:
+        return path
+    p = Path(path)
+    return str(p.with_name(f"{p.stem}.mos{t:g}{p.suffix}"))
