@@ -7,6 +7,8 @@ import sys
 
 import numpy as np
 import pytest
+
+from ratecontrol import errors
 from conftest import run_cli
 import soundfile as sf
 
@@ -43,7 +45,7 @@ def test_truncated_file(wav, tmp_path, capsys):
     cut = tmp_path / "cut.wav"
     cut.write_bytes(wav.read_bytes()[:30])  # header only, no samples
     rc, _, err = run_cli(["encode", str(cut), "--target-mos", "4", "--scorer", "visqol", "-o", str(tmp_path / "o.opus")], capsys)
-    assert rc == 3 and "error:" in err and "Traceback" not in err
+    assert rc == errors.InputError.exit_code and "error:" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize(
@@ -65,9 +67,9 @@ def test_bad_arguments(wav, tmp_path, capsys, args, code, needle):
 
 def test_unwritable_and_same_output(wav, tmp_path, capsys):
     rc, _, err = run_cli(["encode", str(wav), "--target-mos", "4", "-o", str(tmp_path / "no" / "dir" / "o.opus")], capsys)
-    assert rc == 4 and "does not exist" in err
+    assert rc == errors.OutputError.exit_code and "does not exist" in err
     rc, _, err = run_cli(["encode", str(wav), "--target-mos", "4", "-o", str(wav)], capsys)
-    assert rc == 4 and "input" in err
+    assert rc == errors.OutputError.exit_code and "input" in err
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o500)
@@ -77,7 +79,7 @@ def test_unwritable_and_same_output(wav, tmp_path, capsys):
         if os.access(ro, os.W_OK):  # root ignores permissions
             pytest.skip("running as root: permissions are not enforced")
         rc, _, err = run_cli(["encode", str(wav), "--target-mos", "4", "-o", str(ro / "o.opus")], capsys)
-        assert rc == 4 and "not writable" in err
+        assert rc == errors.OutputError.exit_code and "not writable" in err
     finally:
         ro.chmod(0o700)
 
@@ -86,7 +88,7 @@ def test_bad_preset_yaml_names_file_and_key(wav, tmp_path, capsys):
     y = tmp_path / "mine.yaml"
     y.write_text("name: mine\nencoder: libopus\nbogus_key: 1\n")
     rc, _, err = run_cli(["encode", str(wav), "--target-mos", "4", "--codec", str(y), "-o", str(tmp_path / "o.x")], capsys)
-    assert rc == 5 and "mine.yaml" in err and "bogus_key" in err
+    assert rc == errors.PresetError.exit_code and "mine.yaml" in err and "bogus_key" in err
 
 
 def test_presets_and_doctor(capsys):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ratecontrol import media
+from ratecontrol import errors, media
 from ratecontrol.errors import (FFmpegNotFoundError, InputError, InputNotFoundError, RatecontrolWarning,
                                 TruncatedInputError)
 from ratecontrol.media import _ffmpeg
@@ -79,7 +79,7 @@ def test_first_third_of_a_file_is_refused(full_files, tmp_path, ext):
         with pytest.raises(InputError) as ei:
             fn()
         msg = str(ei.value)
-        assert "\n" not in msg and "cut." in msg and ei.value.exit_code == 3
+        assert "\n" not in msg and "cut." in msg and ei.value.exit_code == errors.InputError.exit_code
         if ext == "m4a":  # faststart: the index is there, the samples are not
             assert isinstance(ei.value, TruncatedInputError)
         if isinstance(ei.value, TruncatedInputError):
@@ -225,7 +225,7 @@ def test_broken_ffmpeg_is_never_blamed_on_the_input(monkeypatch, tmp_path, tone_
         msg = str(ei.value)
         assert msg.startswith(f"RATECONTROL_FFMPEG={binary} is not a working ffmpeg (")
         assert "unset it or point it at" in msg and "\n" not in msg and "song.wav" not in msg
-        assert ei.value.exit_code == 6
+        assert ei.value.exit_code == errors.FFmpegError.exit_code
     monkeypatch.delenv("RATECONTROL_FFMPEG")
     assert media.probe(tone_wav).channels == 2  # a good ffmpeg again: no stale answer
 
@@ -255,7 +255,7 @@ def test_cli_broken_ffmpeg_exit_6(monkeypatch, tone_wav, tmp_path, capsys):
     with pytest.raises(SystemExit) as ei:
         cli.main(["encode", str(tone_wav), "--target-mos", "4", "--codec", "opus", "-o", str(tmp_path / "o.opus")])
     err = capsys.readouterr().err.strip().splitlines()
-    assert ei.value.code == 6, err
+    assert ei.value.code == errors.FFmpegError.exit_code, err
     assert "not a working ffmpeg" in err[-1] and "song.wav" not in err[-1]
 
 
@@ -267,7 +267,7 @@ def test_cli_truncated_input_exit_3(full_files, tmp_path, capsys):
         cli.main(["encode", str(cut), "--target-mos", "4", "--codec", "opus", "-o", str(tmp_path / "o.opus"),
                   "--no-cache"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert ei.value.code == 3, err
+    assert ei.value.code == errors.InputError.exit_code, err
     assert "truncated" in err[-1] and "--allow-partial" in err[-1]
     assert not (tmp_path / "o.opus").exists()
 
@@ -308,7 +308,7 @@ def test_unreadable_file(tmp_path, tone_wav):
         for call in (lambda: media.probe(tone_wav), lambda: media.decode(tone_wav)):
             with pytest.raises(InputError, match="cannot read .*permission denied") as ei:
                 call()
-            assert ei.value.exit_code == 3
+            assert ei.value.exit_code == errors.InputError.exit_code
     finally:
         tone_wav.chmod(0o644)
 
