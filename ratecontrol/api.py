@@ -113,7 +113,7 @@ def _check_output(input_path: Path, output: Path, overwrite: bool, preset: Prese
 def encode(source: str | os.PathLike, output: str | os.PathLike | None = None, *, target_mos: float,
            codec: str | Preset = "opus", options: Options | None = None, overwrite: bool = False,
            metadata: dict[str, str] | None = None, report: str | os.PathLike | None = None,
-           **option_fields: Any) -> EncodeResult:
+           audio_only: bool = False, **option_fields: Any) -> EncodeResult:
     """Search the ladder, then write ``source`` at the chosen rung to ``output``.
 
     The output keeps the input's tags and (where the container allows) cover art, gets
@@ -121,16 +121,25 @@ def encode(source: str | os.PathLike, output: str | os.PathLike | None = None, *
     and renamed, so a failure never leaves a partial file. The written file is decoded
     and scored (``verify``, default on): ``pooled_mos`` is the shipped file's own
     score, and a miss steps up a rung. ``report``: a PNG path for the per-window plot.
-    Other arguments: ``select_bitrate``.
+
+    An input with other streams (a film, a music video: video, subtitles, more audio)
+    keeps them all: its first audio stream is re-encoded and the output is the input's
+    container (default name ``<stem>.<preset><ext>``) with every other stream, the
+    chapters and the tags stream-copied (``media.mux_audio``); ``audio_only`` writes the
+    audio alone instead. Other arguments: ``select_bitrate``.
     """
     t0 = time.perf_counter()
     opts = Options.merge(options, **option_fields)
     input_path = Path(source)
-    media.probe(input_path)  # one clear error for a missing / non-audio / empty input
+    info = media.probe(input_path)  # one clear error for a missing / non-audio / empty input
     target = _check_target(target_mos)
     preset = None if codec == AUTO_CODEC else resolve_preset(codec)
+    keep_streams = info.other_streams > 0 and not audio_only
+    if keep_streams and preset is None:
+        raise UsageError(f"{input_path} has video or other streams: codec auto needs --audio-only "
+                         "(the container decides which codecs fit); or name a codec")
     if output is not None and preset is not None:
-        _check_output(input_path, Path(output), overwrite, preset)  # before any work
+        _check_output(input_path, Path(output), overwrite, None if keep_streams else preset)  # before any work
     if preset is None:
         sessions = auto_sessions(input_path, opts, keep_encodes=True)
     else:
@@ -142,12 +151,28 @@ def encode(source: str | os.PathLike, output: str | os.PathLike | None = None, *
             session = sessions[rate_key(preset)]
         else:
             session, result = sessions[0], None
-        out = _check_output(input_path, Path(output) if output else _default_output(input_path, preset), overwrite,
-                            preset)
+        if keep_streams:
+            default = input_path.with_name(f"{input_path.stem}.{preset.name}{input_path.suffix}")
+            out = _check_output(input_path, Path(output) if output else default, overwrite, None)
+        else:
+            out = _check_output(input_path, Path(output) if output else _default_output(input_path, preset),
+                                overwrite, preset)
         fsutil.clean_stale_temps(out.parent)  # what a killed run left beside its output
         if result is None:
             result = run_search(session.prober(preset), target, opts.best_effort, margin=opts.margin_mos)
-        enc = finish_encode(session, preset, result, input_path, out, metadata, opts.verify, t0)
+        if not keep_streams:
+            enc = finish_encode(session, preset, result, input_path, out, metadata, opts.verify, t0)
+        else:
+            audio = fsutil.temp_sibling(out, suffix=preset.extension)
+            try:
+                enc = finish_encode(session, preset, result, input_path, audio, metadata, opts.verify, t0)
+                media.mux_audio(input_path, audio, out)
+            finally:
+                audio.unlink(missing_ok=True)
+            enc = replace(enc, output_path=str(out), output_bytes=out.stat().st_size,
+                          search=replace(enc.search, notes=enc.search.notes + (
+                              f"kept the input's {info.other_streams} other stream(s) by stream copy; "
+                              f"re-encoded its first audio stream", )))
         if report:
             _render(session.prober(preset), enc, report)
         return enc

@@ -990,7 +990,10 @@ def _process(task: _Task, src: Path, base: dict, t0: float, work: _Work) -> tupl
                          scorer=_worker_scorer(task.scorer), pool=s["pool"], hop_s=s["hop_s"],
                          best_effort=s["best_effort"], overwrite=False, jobs=1, max_kbps=lossy_kbps,
                          sample_share=s["sample_share"], verify=s["verify"], cache=task.cache,
-                         allow_partial=bool(s.get("allow_partial")))
+                         allow_partial=bool(s.get("allow_partial")),
+                         # batch writes the audio of a video file alone (its planned name has the
+                         # preset's extension); keeping the video in batch is not built yet
+                         audio_only=True)
     except TargetNotReachable as exc:
         if lossy_kbps is None:
             raise

@@ -40,9 +40,13 @@ from ratecontrol.cli._common import echo_json, fmt, hop_opt, jobs_opt, pool_opt,
                    "their segments (with several targets: one PNG per target, REPORT.mos<target>.png).")
 @click.option("--best-effort", is_flag=True, help="If even the top rung misses the target, encode at the top rung anyway.")
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists (never the input).")
+@click.option("--audio-only", is_flag=True,
+              help="For an input with video or other streams: write the audio alone (default: keep every other "
+                   "stream by stream copy in the input's container and re-encode its first audio stream).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 def encode(input_path, target_mos, codec, output, scorer, pool, hop_s, jobs, sample_share, full, no_verify, margin_mos,
-           above_source, allow_partial, no_cache, cache_dir, cache_max_mb, report, best_effort, overwrite, as_json):
+           above_source, allow_partial, no_cache, cache_dir, cache_max_mb, report, best_effort, overwrite, audio_only,
+           as_json):
     """Encode INPUT at the cheapest rung of a codec ladder that meets --target-mos."""
     from ratecontrol.api import encode as _encode, encode_ladder
     from ratecontrol.cache import DEFAULT_CACHE_MAX_MB, ProbeCache
@@ -61,7 +65,8 @@ def encode(input_path, target_mos, codec, output, scorer, pool, hop_s, jobs, sam
         # one report per target: PLOT.mos<target>.png
         results = encode_ladder(input_path, output, targets=target_mos, codec=codec, report=report, **common)
     else:
-        results = (_encode(input_path, output, target_mos=target_mos[0], codec=codec, report=report, **common),)
+        results = (_encode(input_path, output, target_mos=target_mos[0], codec=codec, report=report,
+                           audio_only=audio_only, **common),)
     if as_json:
         echo_json(results[0].to_dict() if len(results) == 1 else [r.to_dict() for r in results])
         return

@@ -4,7 +4,7 @@ No other ratecontrol module starts ffmpeg; they call these functions.
 """
 from ._decode import decode, decode_to_disk, resample_filter
 from ._encode import (RoundTrip, WrittenFile, check_output_path, decode_aligned, decode_aligned_blocks, encode_array,
-                      encode_file, remux, roundtrip, StreamedEncode, roundtrip_info)
+                      encode_file, mux_audio, remux, roundtrip, StreamedEncode, roundtrip_info)
 from ._ffmpeg import available_encoders, encoder_available, ffmpeg_path, ffmpeg_version, require_encoder
 from ._probe import ProbeInfo, audio_payload_bytes, probe
 
@@ -23,6 +23,7 @@ __all__ = [
     "encode_array",
     "encode_file",
     "remux",
+    "mux_audio",
     "StreamedEncode",
     "roundtrip",
     "roundtrip_info",

@@ -144,9 +144,10 @@ def run_args(args: list[str], input: bytes | None = None, exe: str | None = None
         raise FFmpegError(f"cannot run ffmpeg: {exc}", cmd=cmd) from exc
     if proc.returncode != 0:
         err = proc.stderr.decode("utf-8", "replace")
-        raise FFmpegError(
-            f"ffmpeg exited with {proc.returncode}: {stderr_tail(err)}", cmd=cmd, stderr=err
-        )
+        exc = failure(f"ffmpeg exited with {proc.returncode}", cmd, err)
+        if isinstance(exc, FFmpegError):  # keep the old one-line form
+            exc = FFmpegError(f"ffmpeg exited with {proc.returncode}: {stderr_tail(err)}", cmd=cmd, stderr=err)
+        raise exc
     return proc.stdout, proc.stderr
 
 

@@ -62,6 +62,11 @@ class ProbeInfo:
     cover_art_codec: str | None = None
     #: True when the tags live on the audio stream (Ogg: Vorbis comments), not the file
     tags_on_stream: bool = False
+    #: streams that are not audio and not a cover picture: video, subtitles, data (a
+    #: film or a music video: encode keeps them by stream copy)
+    other_streams: int = 0
+    #: audio streams in the file (the first is the one decoded and re-encoded)
+    audio_streams: int = 1
 
 
 _FILE_KINDS = ((stat.S_ISFIFO, "named pipe (FIFO)"), (stat.S_ISCHR, "character device"),
@@ -204,6 +209,8 @@ def probe(path) -> ProbeInfo:
         cover_art_stream=d["cover_stream"],
         cover_art_codec=d["cover_codec"],
         tags_on_stream=bool(d["audio_tags"]) and not d["global_tags"],
+        other_streams=d["other_streams"],
+        audio_streams=max(1, d["audio_streams"]),
     )
 
 

@@ -39,7 +39,7 @@ def parse_dump(stderr: str) -> dict:
     out: dict = {"format_name": "", "duration": None, "container_kbps": None,
                  "audio": None, "has_cover_art": False,
                  "cover_stream": None, "cover_codec": None, "global_tags": {},
-                 "audio_tags": {}, "has_video": False,
+                 "audio_tags": {}, "has_video": False, "other_streams": 0, "audio_streams": 0,
                  "duration_estimated": "Estimating duration from bitrate" in stderr}
     in_input = False
     # which tag dict the current "Metadata:" block feeds, and the indent of its entries
@@ -97,6 +97,10 @@ def parse_dump(stderr: str) -> dict:
         if ms:
             kind, rest = ms.group("kind"), ms.group("rest")
             current_stream_is_first_audio = False
+            if kind == "Audio":
+                out["audio_streams"] += 1
+            elif not (kind == "Video" and "(attached pic)" in rest):
+                out["other_streams"] += 1  # video, subtitles, data, attachments
             if kind == "Audio" and out["audio"] is None:
                 out["audio"] = rest
                 current_stream_is_first_audio = True
