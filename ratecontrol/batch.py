@@ -958,6 +958,13 @@ def _process(task: _Task, src: Path, base: dict, t0: float, work: _Work) -> tupl
     base.update(input_codec=info.codec, input_kbps=info.bitrate_kbps, lossless=info.lossless,
                 duration_s=info.duration_s)
     s = task.settings
+    video_note: tuple[str, ...] = ()
+    if info.other_streams:
+        if s.get("video") == "skip":
+            return FileRecord(status=SKIPPED, reason=f"has {info.other_streams} video/other stream(s) "
+                              "(--video skip)", seconds=time.perf_counter() - t0, **base), None
+        video_note = (f"input has {info.other_streams} video/other stream(s): batch wrote its first audio "
+                      "stream alone (--video skip leaves such files out)",)
     lossy_kbps = info.bitrate_kbps if (not info.lossless and info.bitrate_kbps) else None
 
     def keep(reason: str, notes: tuple[str, ...] = ()) -> tuple[FileRecord, Path]:
@@ -1002,8 +1009,8 @@ def _process(task: _Task, src: Path, base: dict, t0: float, work: _Work) -> tupl
                     f"MOS {s['target_mos']:g} (best {best:.3f}): copied unchanged")
     search = res.search
     # warnings of this file (a partial decode with allow_partial) go into its record
-    notes = tuple(search.notes) + tuple(f"warning: {w.message}" for w in caught
-                                        if issubclass(w.category, RatecontrolWarning))
+    notes = tuple(search.notes) + video_note + tuple(f"warning: {w.message}" for w in caught
+                                                     if issubclass(w.category, RatecontrolWarning))
     if info.has_cover_art and not _has_cover(out):
         notes += (f"cover art not kept: ffmpeg cannot store it in a {s['codec']} ({out.suffix}) output",)
     if lossy_kbps is not None and res.output_bytes >= res.input_bytes:
@@ -1231,6 +1238,7 @@ def transcode_folder(
     resume: bool = True,
     sample_share: float | None = None,
     allow_partial: bool = False,
+    video: str = "audio",
     verify: bool = True,
     cache: bool | str | os.PathLike | None = None,
     overwrite: bool = False,
@@ -1253,7 +1261,9 @@ def transcode_folder(
     (joblib's dask backend); scheduler: a ``dask.distributed`` address
     ("tcp://host:8786"), a ``distributed.Client``, or None for a LocalCluster.
     IN_DIR and OUT_DIR must be visible at the same paths on every Dask worker.
-    resume=False ignores (and restarts) the manifest. allow_partial: encode what decodes
+    resume=False ignores (and restarts) the manifest. video: "audio" (a video file's first
+    audio stream is written alone, noted in its record) or "skip" (such files are
+    skipped, reported). allow_partial: encode what decodes
     of a truncated input (a warning in the record's notes) instead of failing it.
     sample_share, verify: as in
     ``ratecontrol.api.encode`` (long tracks are probed on a sample of their segments). cache:
@@ -1293,6 +1303,10 @@ def transcode_folder(
     settings = _settings(t, preset, codec, scorer_name, pool, hop_s, best_effort, sample_share, verify)
     if allow_partial:  # only when set: manifests written without it stay valid
         settings["allow_partial"] = True
+    if video not in ("audio", "skip"):
+        raise UsageError(f"video must be 'audio' or 'skip', got {video!r}")
+    if video != "audio":
+        settings["video"] = video
     with _OutDirLock(dst):
         report = _run(src, dst, prune, settings, preset, t, scorer, scorer_name, pool, backend, scheduler,
                       jobs, copy_other, cache, resume, overwrite, progress, t0, json_report, csv_report)

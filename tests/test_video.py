@@ -60,3 +60,22 @@ def test_a_container_that_cannot_hold_the_codec_is_a_clear_error(video, tmp_path
         ratecontrol.encode(video, tmp_path / "x.webm", target_mos=3.8, codec="mp3", cache=False)
     assert not (tmp_path / "x.webm").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".rc-tmp")]
+
+
+def test_batch_reports_video_files_and_skips_them_when_asked(video, tmp_path):
+    import shutil
+
+    from ratecontrol.batch import transcode_folder
+
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(video, src / "clip.mp4")
+    rep = transcode_folder(src, tmp_path / "out", target_mos=3.6, codec="opus", jobs=1, cache=False, progress=False)
+    (rec,) = rep.records
+    assert rec.status == "encoded" and any("video/other stream" in n for n in rec.notes)
+    rep = transcode_folder(src, tmp_path / "out2", target_mos=3.6, codec="opus", jobs=1, cache=False,
+                           progress=False, video="skip")
+    (rec,) = rep.records
+    assert rec.status == "skipped" and "--video skip" in rec.reason
+    with pytest.raises(errors.UsageError):
+        transcode_folder(src, tmp_path / "out3", target_mos=3.6, codec="opus", video="keep")

@@ -34,6 +34,9 @@ from ratecontrol.scoring.pooling import DEFAULT_POOL, POOL_HELP
               help="Share of a long track (>= 30 s) the probes score, in evenly spread segments "
                    "[default: 0.2, at most 180 s].")
 @click.option("--full", is_flag=True, help="Probe whole tracks, never a sample.")
+@click.option("--video", type=click.Choice(["audio", "skip"]), default="audio", show_default=True,
+              help="Files with video or other streams: write their first audio stream alone, or skip them "
+                   "(reported either way). `ratecontrol encode` keeps the video.")
 @click.option("--allow-partial", is_flag=True,
               help="Encode what decodes of truncated or damaged inputs (noted in the report) instead of failing them.")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the probe cache.")
@@ -44,7 +47,7 @@ from ratecontrol.scoring.pooling import DEFAULT_POOL, POOL_HELP
 @click.option("--overwrite", is_flag=True,
               help="Replace files at output paths that batch did not write (default: leave them, report a conflict).")
 def batch_command(in_dir, out_dir, target_mos, codec, jobs, backend, scheduler, scorer, pool, best_effort,
-                  copy_other, json_report, csv_report, sample_share, full, allow_partial, no_cache, cache_dir, no_resume,
+                  copy_other, json_report, csv_report, sample_share, full, video, allow_partial, no_cache, cache_dir, no_resume,
                   no_progress,
                   overwrite):
     """Transcode every audio file under IN_DIR into a mirrored tree under OUT_DIR.
@@ -64,7 +67,7 @@ def batch_command(in_dir, out_dir, target_mos, codec, jobs, backend, scheduler, 
                 best_effort=best_effort, jobs=jobs, backend=backend, scheduler=scheduler, copy_other=copy_other,
                 json_report=_per_target(json_report, t, many), csv_report=_per_target(csv_report, t, many),
                 progress=False if no_progress else None, resume=not no_resume,
-                sample_share=1.0 if full else sample_share, allow_partial=allow_partial,
+                sample_share=1.0 if full else sample_share, allow_partial=allow_partial, video=video,
                 cache=False if no_cache else cache_dir, overwrite=overwrite,
             )
         except BatchInterrupted as exc:
