@@ -50,9 +50,6 @@ __all__ = ["select_bitrate", "encode", "encode_ladder", "score", "Options", "AUT
 MAX_ALIGN_LAG_S = 0.5
 
 
-_check_target = check_target_mos
-
-
 def select_bitrate(source, *, target_mos: float, codec: str | Preset = "opus", options: Options | None = None,
                    sample_rate_hz: int | None = None, **option_fields: Any) -> SearchResult:
     """Find the cheapest rung of ``codec`` whose pooled score meets ``target_mos``.
@@ -66,7 +63,7 @@ def select_bitrate(source, *, target_mos: float, codec: str | Preset = "opus", o
     (then the top rung is returned with ``reached=False``).
     """
     opts = Options.merge(options, **option_fields)
-    target = _check_target(target_mos)
+    target = check_target_mos(target_mos)
     if codec == AUTO_CODEC:
         return search_auto(auto_sessions(source, opts, sample_rate_hz), target, opts.best_effort, opts.margin_mos)
     preset = resolve_preset(codec)
@@ -132,7 +129,7 @@ def encode(source: str | os.PathLike, output: str | os.PathLike | None = None, *
     opts = Options.merge(options, **option_fields)
     input_path = Path(source)
     info = media.probe(input_path)  # one clear error for a missing / non-audio / empty input
-    target = _check_target(target_mos)
+    target = check_target_mos(target_mos)
     preset = None if codec == AUTO_CODEC else resolve_preset(codec)
     keep_streams = info.other_streams > 0 and not audio_only
     if keep_streams and preset is None:
@@ -224,7 +221,7 @@ def encode_ladder(source: str | os.PathLike, out_dir: str | os.PathLike | None =
     media.probe(input_path)
     if isinstance(targets, (str, bytes)) or not isinstance(targets, Sequence):
         raise UsageError(f"targets must be a list of MOS values, got {targets!r}")
-    ts = sorted({_check_target(t) for t in targets})
+    ts = sorted({check_target_mos(t) for t in targets})
     if not ts:
         raise UsageError("give at least one target MOS")
     preset = resolve_preset(codec)

@@ -40,6 +40,7 @@ __all__ = [
     "clean_stale_run_dirs",
     "file_digest",
     "final_name",
+    "publish",
     "is_temp_name",
     "run_temp_dir",
     "temp_sibling",
@@ -153,6 +154,18 @@ def clean_stale_temps(folder: str | os.PathLike) -> int:
     return _remove_stale(folder, _TEMP_RE)
 
 
+def publish(tmp: str | os.PathLike, path: str | os.PathLike, mode: int | None = None) -> Path:
+    """Rename a finished temp file onto ``path``, first giving it the permissions a plain
+    ``open`` would (temp files are created 0600); ``mode`` overrides them."""
+    if mode is None:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+    return Path(path)
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike, mode: int | None = None) -> Iterator[Path]:
     """Yield a temp path beside ``path``; on success it is renamed onto ``path``.
@@ -163,12 +176,7 @@ def atomic_output(path: str | os.PathLike, mode: int | None = None) -> Iterator[
     tmp = temp_sibling(path)
     try:
         yield tmp
-        if mode is None:
-            umask = os.umask(0)
-            os.umask(umask)
-            mode = 0o666 & ~umask
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        publish(tmp, path, mode)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

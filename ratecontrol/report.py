@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ratecontrol import fsutil
 from ratecontrol.errors import OutputError, UsageError
 from ratecontrol.results import EncodeResult, SearchResult
 from ratecontrol.windows import MODEL_SAMPLE_RATE_HZ, WINDOW_SAMPLES
@@ -182,11 +183,9 @@ def render_report(result: SearchResult, path: str | os.PathLike, encode_result: 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
-    tmp = out.with_name(f".{out.name}.tmp.png")
     try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, out)
+        with fsutil.atomic_output(out) as tmp:
+            fig.savefig(tmp, format="png")
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
     return out

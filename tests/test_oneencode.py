@@ -178,3 +178,17 @@ def test_an_abandoned_streamed_encode_leaves_nothing(music, tmp_path):
     assert proc.poll() is not None
     assert not out.exists() and not (tmp_path / "o.m4a").exists()
     assert not [q for q in tmp_path.iterdir() if fsutil.is_temp_name(q.name)]
+
+
+def test_a_reused_probe_is_verified_by_its_decode_and_scored_when_it_differs(music, tmp_path, monkeypatch):
+    """A remuxed probe whose decode matches the probe's carries the probe's scores; when
+    the decode differs (forced here) the file is scored afresh: same figure either way."""
+    import ratecontrol.probing.verify as verify
+
+    src = _write(tmp_path, music, 44_100, "s16")
+    same = encode(src, tmp_path / "a.opus", target_mos=4.2, cache=False)
+    monkeypatch.setattr(verify, "pcm_digest", lambda *a: "never-equal")
+    rescored = encode(src, tmp_path / "b.opus", target_mos=4.2, cache=False)
+    assert same.rung_label == rescored.rung_label
+    assert abs(same.pooled_mos - rescored.pooled_mos) < 1e-6
+    assert np.allclose(same.output_window_mos, rescored.output_window_mos, equal_nan=True)

@@ -252,11 +252,7 @@ def _finish(tmp: Path, out: Path, preset: Preset, rung: Rung, duration_s: float 
     size = tmp.stat().st_size
     if size == 0:
         raise OutputError(f"ffmpeg wrote an empty file for {out}; nothing was saved")
-    # mkstemp creates 0600 files; give the result the permissions a normal file gets
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, out)
+    fsutil.publish(tmp, out)
     dur = duration_s
     if dur is None:
         try:
@@ -319,37 +315,6 @@ def _build(streams: list, meta_in, meta_path: Path | None, filename: str, kw: di
 _FEED_SAMPLES = 48_000 * 60
 
 
-def _run_fed(stream, audio: np.ndarray, what: str) -> None:
-    """Run an ffmpeg-python graph whose input is ``pipe:``, feeding ``audio`` [C, N]
-    as interleaved f32le a block at a time. stderr goes to an unlinked temp file (a
-    pipe could fill and stall ffmpeg while we write its stdin)."""
-    exe = ffmpeg_path()
-    cmd = ffmpeg.compile(stream.global_args("-hide_banner"), cmd=exe, overwrite_output=True)
-    with tempfile.TemporaryFile() as errf:
-        try:
-            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errf)
-        except OSError as exc:
-            raise FFmpegError(f"{what}: cannot run ffmpeg: {exc}", cmd=cmd) from exc
-        try:
-            try:
-                n = audio.shape[1]
-                for a in range(0, n, _FEED_SAMPLES):
-                    block = np.ascontiguousarray(audio[:, a : a + _FEED_SAMPLES].T, dtype="<f4")
-                    proc.stdin.write(memoryview(block).cast("B"))
-                proc.stdin.close()
-            except BrokenPipeError:  # ffmpeg stopped reading: its exit code says why
-                pass
-            rc = proc.wait()
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-        if rc != 0:
-            errf.seek(0)
-            err = errf.read().decode("utf-8", "replace")
-            raise failure(what, cmd, err)
-
-
 @dataclass(frozen=True)
 class _Extras:
     """What a source file adds to an encode: its tags (+ ours) and its cover art."""
@@ -404,32 +369,9 @@ def encode_array(
     metadata: tags to write. tags_from: a source file whose tags and cover art the
     output keeps (``metadata`` entries override its tags). Returns an WrittenFile.
     """
-    a = _as_audio(audio)
-    channels = a.shape[0]
-    p, r = _resolve(preset, rung, channels)
-    src_file = check_input_path(tags_from) if tags_from is not None else None
-    out = check_output_path(out_path, src_file)
-    src = ffmpeg.input("pipe:", format=ENCODER_INPUT, ar=int(sample_rate_hz), ac=channels)
-    kw = _output_kwargs(p, r)
-    _add_filters(kw, p.sample_rate_hz, p, int(sample_rate_hz), channels,
-                 min(channels, p.max_channels))
-    tmp = _temp_path(out)
-    extras = None
-    try:
-        if metadata or src_file is not None:
-            cover_in = ffmpeg.input(ff_path(src_file)) if src_file is not None else None
-            extras = _source_extras(src_file, cover_in, p, out, metadata)
-            kw.update(extras.kw)
-            meta_in = ffmpeg.input(ff_path(extras.meta_path), format="ffmetadata")
-            stream = _build([src["a:0"], *extras.streams], meta_in, extras.meta_path, ff_path(tmp), kw)
-        else:
-            stream = _build([src["a:0"]], None, None, ff_path(tmp), kw)
-        _run_fed(stream, a, what=f"encoding {fsutil.final_name(out)} with preset '{p.name}' rung {r.label}")
-        return _finish(tmp, out, p, r)
-    finally:
-        tmp.unlink(missing_ok=True)
-        if extras is not None:
-            extras.meta_path.unlink(missing_ok=True)
+    with StreamedEncode(audio, sample_rate_hz, preset, rung, out_path, metadata=metadata, tags_from=tags_from,
+                        decode_back=False) as job:
+        return job.finish()
 
 
 class StreamedEncode:
@@ -444,10 +386,12 @@ class StreamedEncode:
     temp file. The loopback decode equals a decode of the written file sample for
     sample, priming removed (tests/test_oneencode.py, every preset); where ffmpeg has no
     loopback decoder the file is decoded after the encode instead (same samples).
+    ``decode_back=False`` makes it the plain array encode (``encode_array``).
     """
 
     def __init__(self, audio: np.ndarray, sample_rate_hz: int, preset, rung, out_path,
-                 metadata: dict | None = None, tags_from=None, block_samples: int = _FEED_SAMPLES):
+                 metadata: dict | None = None, tags_from=None, block_samples: int = _FEED_SAMPLES,
+                 decode_back: bool = True):
         self.audio = _as_audio(audio)
         self.rate = int(sample_rate_hz)
         self.channels, self.n = self.audio.shape
@@ -455,7 +399,8 @@ class StreamedEncode:
         self.src_file = check_input_path(tags_from) if tags_from is not None else None
         self.out = check_output_path(out_path, self.src_file)
         self.metadata, self.block_samples = metadata, int(block_samples)
-        self.loopback = has_loopback_decoder()
+        # decode_back=False: a plain encode (media.encode_array), nothing read back
+        self.loopback = decode_back and has_loopback_decoder()
         self._proc = self._tmp = self._extras = self._errf = self._writer = None
         self._write_error: BaseException | None = None
         self._done = False
@@ -698,10 +643,7 @@ def mux_audio(container_src, audio_path, out_path) -> Path:
                                   f"audio ({Path(audio).suffix}) with the input's other streams ({hit[:160]}); "
                                   "choose .mkv, another codec, or --audio-only") from None
             raise
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, out)
+        fsutil.publish(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
     return out

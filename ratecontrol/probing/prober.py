@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 
 from ratecontrol import media
-from ratecontrol.cache import ProbeCache, preset_fingerprint
+from ratecontrol.cache import ProbeCache, pcm_digest, preset_fingerprint
 from ratecontrol.errors import TargetNotReachable, UsageError
 from ratecontrol.presets import Preset
 from ratecontrol.results import Probe, SearchResult
@@ -49,6 +49,9 @@ class Prober:
         #: temp folder): the one that is chosen becomes the output by stream copy
         self.keep_encodes = False
         self.encodes: dict[int, Path] = {}
+        #: digest of each kept encode's aligned decode: a written copy that decodes to the
+        #: same samples carries the probe's window scores (nothing to score again)
+        self.decode_digests: dict[int, str] = {}
 
     @property
     def all_silent(self) -> bool:
@@ -81,6 +84,7 @@ class Prober:
             rts = [roundtrip(spans[0], keep)]
             if rts[0].encoded_path is not None:
                 self.encodes[i] = rts[0].encoded_path
+                self.decode_digests[i] = pcm_digest(rts[0].audio, rate)
         else:  # independent ffmpeg processes, one per core
             with ThreadPoolExecutor(len(spans)) as ex:
                 rts = list(ex.map(roundtrip, spans))
@@ -133,6 +137,7 @@ class Prober:
         for path in self.encodes.values():
             path.unlink(missing_ok=True)
         self.encodes.clear()
+        self.decode_digests.clear()
 
     def result(self, target: float, chosen: Probe | None, probes, reached: bool, notes,
                margin: float = 0.0) -> SearchResult:

@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from typing import Any, Mapping
 
 import numpy as np
@@ -615,20 +614,11 @@ def checkpoint_dict(
 def save_checkpoint(obj: Mapping[str, Any], path: str | os.PathLike) -> None:
     """torch.save to a temp file in the same folder, then rename (no half-written files)."""
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
-    os.close(fd)
-    try:
+    from ratecontrol import fsutil
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with fsutil.atomic_output(path) as tmp:  # readable like a plain file: a packaged model
         torch.save(dict(obj), tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a packaged model must be readable
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
