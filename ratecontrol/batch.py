@@ -758,9 +758,7 @@ class _Work:
             except OSError as exc:
                 raise _WriteError(_write_problem(self.folder, exc)) from None
             try:
-                tmp = fsutil.temp_sibling(self.folder / "batch")
-                os.unlink(tmp)
-                os.mkdir(tmp, 0o700)
+                tmp = fsutil.temp_dir_sibling(self.folder / "batch")
             except OSError as exc:
                 raise _WriteError(_write_problem(self.folder, exc)) from None
             self.path = tmp

@@ -43,6 +43,7 @@ __all__ = [
     "publish",
     "is_temp_name",
     "run_temp_dir",
+    "temp_dir_sibling",
     "temp_sibling",
 ]
 
@@ -73,22 +74,34 @@ def _fit_name(head: str, name: str) -> str:
     return head + cut + suffix
 
 
-def temp_sibling(path: str | os.PathLike, suffix: str = "") -> Path:
-    """Create (exclusively, mode 0600) and return a temp file beside ``path``.
-
-    ``suffix`` is appended to the name (e.g. ``.txt`` for a side file)."""
+def _create_temp(path: Path, suffix: str, folder_too: bool) -> Path:
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     for _ in range(100):
         head = f"{TEMP_PREFIX}{_host_tag()}.{os.getpid()}.{secrets.token_hex(4)}."
         tmp = folder / _fit_name(head, path.name + suffix)
         try:
-            fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+            if folder_too:
+                os.mkdir(tmp, 0o700)
+            else:
+                os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         except FileExistsError:
             continue
-        os.close(fd)
         return tmp
-    raise FileExistsError(f"could not create a temp file next to {path}")
+    raise FileExistsError(f"could not create a temp {'folder' if folder_too else 'file'} next to {path}")
+
+
+def temp_sibling(path: str | os.PathLike, suffix: str = "") -> Path:
+    """Create (exclusively, mode 0600) and return a temp file beside ``path``.
+
+    ``suffix`` is appended to the name (e.g. ``.txt`` for a side file)."""
+    return _create_temp(Path(path), suffix, folder_too=False)
+
+
+def temp_dir_sibling(path: str | os.PathLike) -> Path:
+    """Create (exclusively, mode 0700) and return a temp folder beside ``path``: a
+    worker's scratch space that the stale-temp clean-up knows by the same pattern."""
+    return _create_temp(Path(path), "", folder_too=True)
 
 
 def final_name(path: str | os.PathLike) -> str:
