@@ -77,7 +77,7 @@ def short_tracks(folder: Path, lo_s: float = 10.0, hi_s: float = 30.0) -> list[P
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     for f in _music():
-        info = media.probe(f)
+        info = media.inspect(f)
         rate = info.sample_rate_hz
         x = media.decode(f, sample_rate_hz=rate, channels=2)
         if x.shape[1] < lo_s * rate:

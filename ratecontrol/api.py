@@ -128,7 +128,7 @@ def encode(source: str | os.PathLike, output: str | os.PathLike | None = None, *
     t0 = time.perf_counter()
     opts = Options.merge(options, **option_fields)
     input_path = Path(source)
-    info = media.probe(input_path)  # one clear error for a missing / non-audio / empty input
+    info = media.inspect(input_path)  # one clear error for a missing / non-audio / empty input
     target = check_target_mos(target_mos)
     preset = None if codec == AUTO_CODEC else resolve_preset(codec)
     keep_streams = info.other_streams > 0 and not audio_only
@@ -218,7 +218,7 @@ def encode_ladder(source: str | os.PathLike, out_dir: str | os.PathLike | None =
     t0 = time.perf_counter()
     opts = Options.merge(options, **option_fields)
     input_path = Path(source)
-    media.probe(input_path)
+    media.inspect(input_path)
     if isinstance(targets, (str, bytes)) or not isinstance(targets, Sequence):
         raise UsageError(f"targets must be a list of MOS values, got {targets!r}")
     ts = sorted({check_target_mos(t) for t in targets})
@@ -266,7 +266,7 @@ def _load_pair(reference, degraded, sample_rate_hz: int | None,
     files = [x for x in (reference, degraded) if not isinstance(x, np.ndarray)]
     common = None
     if files:
-        infos = {id(x): media.probe(x) for x in files}
+        infos = {id(x): media.inspect(x) for x in files}
         anchor = degraded if not isinstance(degraded, np.ndarray) else reference
         common = output_rate(NO_RATE, infos[id(anchor)].sample_rate_hz)
     for x, what in ((reference, "reference"), (degraded, "degraded")):

@@ -810,7 +810,7 @@ def _still_done(task: _Task, prior: dict, st: os.stat_result) -> FileRecord | No
             return None
         if status in (ENCODED, KEPT):
             try:
-                if not (media.probe(out).duration_s or 0) > 0:
+                if not (media.inspect(out).duration_s or 0) > 0:
                     return None
             except RatecontrolError:
                 return None
@@ -821,7 +821,7 @@ def _has_cover(path: Path) -> bool:
     from ratecontrol import media
 
     try:
-        return media.probe(path).has_cover_art
+        return media.inspect(path).has_cover_art
     except RatecontrolError:
         return False
 
@@ -940,7 +940,7 @@ def _process(task: _Task, src: Path, base: dict, t0: float, work: _Work) -> tupl
     from ratecontrol import media
 
     try:
-        info = media.probe(src)
+        info = media.inspect(src)
     except InputError as exc:
         # ._name files are macOS AppleDouble metadata that copy along with the real file
         if src.suffix.lower() in AUDIO_EXTENSIONS and not src.name.startswith("._"):

@@ -84,7 +84,7 @@ def test_encode_writes_output_with_tag(song, tmp_path):
     assert out.exists() and res.output_bytes == out.stat().st_size
     from ratecontrol import media
 
-    info = media.probe(out)
+    info = media.inspect(out)
     assert info.codec == "opus"
     assert "ratecontrol" in json.dumps(info.tags).lower()
     assert not list(tmp_path.glob("*.tmp*")), "no temp files left behind"

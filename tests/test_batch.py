@@ -260,7 +260,7 @@ def test_mixed_tree_report(mixed_run):
     # the cover reaches the Ogg output (METADATA_BLOCK_PICTURE), so no "not kept" note
     jpg = by["flac/56 - JPG PICTURE.flac"]
     assert not any("cover art" in n for n in jpg.notes)
-    assert media.probe(out / jpg.output).has_cover_art
+    assert media.inspect(out / jpg.output).has_cover_art
     # totals are the sums of the parts
     audio = [r for r in rep.records if r.status in ("encoded", "kept")]
     assert rep.input_bytes == sum(r.input_bytes for r in audio)
@@ -288,13 +288,13 @@ def test_mixed_tree_report(mixed_run):
 def test_mixed_tree_outputs_are_valid_and_keep_tags(mixed_run):
     base, src, out, rep = mixed_run
     for rel, (_, o) in AUDIO_OUT.items():
-        info = media.probe(out / o)
-        assert info.duration_s == pytest.approx(media.probe(src / rel).duration_s, abs=0.1), rel
+        info = media.inspect(out / o)
+        assert info.duration_s == pytest.approx(media.inspect(src / rel).duration_s, abs=0.1), rel
         if o.endswith(".opus"):
             assert info.codec == "opus"
     assert (out / "gen/low.mp3").read_bytes() == (src / "gen/low.mp3").read_bytes()
     assert (out / "gen/notes.txt").read_text() == "liner notes\n"
-    tags = {k.lower(): v for k, v in media.probe(out / "gen/deep/er/tagged.opus").tags.items()}
+    tags = {k.lower(): v for k, v in media.inspect(out / "gen/deep/er/tagged.opus").tags.items()}
     assert tags.get("title") == "Tone Pair" and tags.get("artist") == "Batch Test"
     # nothing for the failed files, no temp files left anywhere
     assert not (out / "gen" / "broken.opus").exists() and not (out / "gen" / "empty.opus").exists()
@@ -348,7 +348,7 @@ def test_rerun_skips_done_files_and_redoes_damaged_ones(mixed_run, tmp_path):
                             copy_other=True, progress=False, overwrite=True)
     by4 = {r.input: r for r in rep4.records}
     assert by4["gen/a.flac"].status == "encoded" and by4["gen/a.flac"].replaced
-    assert media.probe(victim).duration_s == pytest.approx(CLIP_S, abs=0.1)
+    assert media.inspect(victim).duration_s == pytest.approx(CLIP_S, abs=0.1)
     assert any("replaced: gen/a.opus" in x for x in rep4.summary_lines())
     # each encode is in the manifest once, plus the two redone ones
     enc = [r for r in _manifest_lines(out2) if r["status"] == "encoded"]
@@ -415,7 +415,7 @@ def test_sigkill_part_way_then_rerun_completes_without_reencoding(tmp_path, shar
     for rel, (status, o) in EXPECTED.items():
         assert final[rel]["status"] == status, (rel, final[rel].get("reason"))
         if status in ("encoded", "kept"):
-            assert media.probe(out / o).duration_s > 1.0
+            assert media.inspect(out / o).duration_s > 1.0
             assert (out / o).stat().st_size == final[rel]["output_bytes"]
     assert not [p for p in out.rglob("*") if p.name.endswith(".part")]
 

@@ -99,7 +99,7 @@ def test_existing_file_at_an_output_path_is_a_conflict_unless_overwrite(tmp_path
     res = _cli(str(src), str(out), "--json-report", str(tmp_path / "r.json"), "--csv-report", str(tmp_path / "r.csv"))
     assert res.exit_code == 1, res.output
     assert (out / "a.opus").read_bytes() == mine
-    assert media.probe(out / "b.opus").codec == "opus"
+    assert media.inspect(out / "b.opus").codec == "opus"
     assert "1 conflicts" in res.output and "conflict: a.wav:" in res.output and "--overwrite" in res.output
     js = json.loads((tmp_path / "r.json").read_text())
     assert js["summary"]["conflicts"] == 1 and js["summary"]["failed"] == 0
@@ -117,7 +117,7 @@ def test_existing_file_at_an_output_path_is_a_conflict_unless_overwrite(tmp_path
     a = rep.records[0]
     assert (a.status, a.replaced) == ("encoded", True) and rep.ok and rep.n_replaced == 1
     assert any("replaced: a.opus" in x for x in rep.summary_lines())
-    assert media.probe(out / "a.opus").codec == "opus"
+    assert media.inspect(out / "a.opus").codec == "opus"
     # now it is batch's own: a later run without --overwrite resumes it
     rep = transcode_folder(src, out, **KW)
     assert [(r.status, r.resumed) for r in rep.records] == [("encoded", True), ("encoded", True)]
@@ -214,7 +214,7 @@ def test_two_runs_on_one_out_dir_second_fails_first_completes(tmp_path):
     assert first.returncode == 0, stderr
     assert "2 encoded" in stdout and "0 failed" in stdout
     for i in range(2):
-        assert media.probe(out / f"t{i}.opus").duration_s == pytest.approx(1.5, abs=0.1)
+        assert media.inspect(out / f"t{i}.opus").duration_s == pytest.approx(1.5, abs=0.1)
     assert not _temps(out) and not (out / LOCK_NAME).exists()
 
 

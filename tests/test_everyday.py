@@ -47,7 +47,7 @@ def test_users_comment_tag_is_kept(music, tmp_path, codec):
     _ffmpeg("-i", music, "-metadata", "comment=my own words", "-metadata", "title=T", src)
     res = ratecontrol.encode(src, tmp_path / f"o{ratecontrol.load_preset(codec).extension}", target_mos=4.0,
                              codec=codec, cache=False)
-    tags = {k.lower(): v for k, v in media.probe(res.output_path).tags.items()}
+    tags = {k.lower(): v for k, v in media.inspect(res.output_path).tags.items()}
     assert tags.get("title") == "T"
     assert "my own words" in tags.get("comment", "")
     ours = tags.get("ratecontrol") or tags.get("comment", "")

@@ -216,9 +216,9 @@ def test_broken_ffmpeg_is_never_blamed_on_the_input(monkeypatch, tmp_path, tone_
     elif not Path(binary).exists() and binary == "/bin/false":
         pytest.skip("no /bin/false")
     monkeypatch.setenv("RATECONTROL_FFMPEG", binary)
-    calls = [lambda: media.probe(tone_wav), lambda: media.decode(tone_wav),
+    calls = [lambda: media.inspect(tone_wav), lambda: media.decode(tone_wav),
              lambda: media.decode_to_disk(tone_wav, SR, 2),
-             lambda: media.probe(tmp_path / "missing.wav")]  # not even a missing input is blamed
+             lambda: media.inspect(tmp_path / "missing.wav")]  # not even a missing input is blamed
     for call in calls:
         with pytest.raises(FFmpegNotFoundError) as ei:
             call()
@@ -227,7 +227,7 @@ def test_broken_ffmpeg_is_never_blamed_on_the_input(monkeypatch, tmp_path, tone_
         assert "unset it or point it at" in msg and "\n" not in msg and "song.wav" not in msg
         assert ei.value.exit_code == errors.FFmpegError.exit_code
     monkeypatch.delenv("RATECONTROL_FFMPEG")
-    assert media.probe(tone_wav).channels == 2  # a good ffmpeg again: no stale answer
+    assert media.inspect(tone_wav).channels == 2  # a good ffmpeg again: no stale answer
 
 
 def test_binary_check_reasons_and_caching(tmp_path):
@@ -278,7 +278,7 @@ def test_cli_truncated_input_exit_3(full_files, tmp_path, capsys):
 def test_32_unlabelled_channels_say_what_is_wrong(tmp_path):
     f = tmp_path / "ch32.wav"
     sf.write(str(f), _noise(0.5, channels=32).T, SR, subtype="PCM_16")
-    assert media.probe(f).channels == 32
+    assert media.inspect(f).channels == 32
     assert media.decode(f).shape[0] == 32  # kept as they are: fine
     for call in (lambda: media.decode(f, channels=2), lambda: media.decode_to_disk(f, SR, 2)):
         with pytest.raises(InputError, match=r"32 channels with no channel layout.*cannot downmix") as ei:
@@ -295,7 +295,7 @@ def test_non_regular_files_are_refused(tmp_path, kind):
         f = Path("/dev/zero")
         if not f.exists():
             pytest.skip("no /dev/zero")
-    for call in (lambda: media.probe(f), lambda: media.decode(f), lambda: media.decode_to_disk(f, SR, 2)):
+    for call in (lambda: media.inspect(f), lambda: media.decode(f), lambda: media.decode_to_disk(f, SR, 2)):
         with pytest.raises(InputError, match="not a regular file") as ei:
             call()
         assert "0 bytes" not in str(ei.value) and str(f) in str(ei.value)
@@ -305,7 +305,7 @@ def test_non_regular_files_are_refused(tmp_path, kind):
 def test_unreadable_file(tmp_path, tone_wav):
     tone_wav.chmod(0)
     try:
-        for call in (lambda: media.probe(tone_wav), lambda: media.decode(tone_wav)):
+        for call in (lambda: media.inspect(tone_wav), lambda: media.decode(tone_wav)):
             with pytest.raises(InputError, match="cannot read .*permission denied") as ei:
                 call()
             assert ei.value.exit_code == errors.InputError.exit_code
@@ -319,7 +319,7 @@ def test_names_that_look_like_ffmpeg_output(tmp_path, name):
     # the dump early ("no audio stream")
     f = tmp_path / name
     sf.write(str(f), _noise(1.5, channels=2)[:, : int(22050 * 1.5)].T, 22050)
-    info = media.probe(f)
+    info = media.inspect(f)
     assert (info.sample_rate_hz, info.channels, info.codec) == (22050, 2, "pcm_s16le")
     assert info.duration_s == pytest.approx(1.5, abs=0.01)
     with _strict():
@@ -329,11 +329,11 @@ def test_names_that_look_like_ffmpeg_output(tmp_path, name):
 def test_symlink_to_a_file_is_fine_and_broken_link_is_not_found(tmp_path, tone_wav):
     link = tmp_path / "link.wav"
     link.symlink_to(tone_wav)
-    assert media.probe(link).channels == 2
+    assert media.inspect(link).channels == 2
     dead = tmp_path / "dead.wav"
     dead.symlink_to(tmp_path / "gone.wav")
     with pytest.raises(InputNotFoundError, match="not found"):
-        media.probe(dead)
+        media.inspect(dead)
 
 
 def test_decode_to_disk_temp_names_and_cleanup(tmp_path, full_files):

@@ -93,7 +93,7 @@ def test_ffmpeg_error_carries_command_and_stderr_tail(tmp_path, synth):
 def test_probe_and_decode_wav(tmp_path, synth, sr, channels):
     x = 0.9 * synth.noise(sr, channels, duration_s=0.5, amplitude=0.3)
     f = _write(tmp_path / "x.wav", x, sr)
-    info = media.probe(f)
+    info = media.inspect(f)
     assert info.sample_rate_hz == sr
     assert info.channels == channels
     assert info.codec == "pcm_s16le" and info.lossless and info.bits_per_sample == 16
@@ -168,24 +168,24 @@ def test_awkward_file_names(tmp_path, synth, monkeypatch, name):
     monkeypatch.chdir(tmp_path)
     x = synth.tone(16000, 1, 0.2)
     _write(Path(name), x, 16000)
-    assert media.probe(name).sample_rate_hz == 16000
+    assert media.inspect(name).sample_rate_hz == 16000
     assert media.decode(name).shape == x.shape
     out = "c:d.mp3" if ":" in name else "-out.mp3"
     media.encode_file(name, out, "mp3", 0)
-    assert media.probe(out).codec == "mp3"
+    assert media.inspect(out).codec == "mp3"
 
 
 # ------------------------------------------------------------------- bad inputs
 
 
 def test_missing_file(tmp_path):
-    for fn in (media.probe, media.decode):
+    for fn in (media.inspect, media.decode):
         with pytest.raises(InputNotFoundError, match="not found"):
             fn(tmp_path / "nope.flac")
 
 
 def test_directory(tmp_path):
-    for fn in (media.probe, media.decode):
+    for fn in (media.inspect, media.decode):
         with pytest.raises(InputNotFoundError, match="directory"):
             fn(tmp_path)
 
@@ -193,7 +193,7 @@ def test_directory(tmp_path):
 def test_text_file(tmp_path):
     f = tmp_path / "notes.txt"
     f.write_text("these are not the samples you are looking for\n" * 20)
-    for fn in (media.probe, media.decode):
+    for fn in (media.inspect, media.decode):
         with pytest.raises(NotAudioError, match="notes.txt") as ei:
             fn(f)
         assert "\n" not in str(ei.value)
@@ -204,7 +204,7 @@ def test_image_without_audio(tmp_path):
     # a real PNG written by ffmpeg itself (no audio stream)
     _ffmpeg.run_args(["-hide_banner", "-f", "lavfi", "-i", "color=c=red:s=16x16",
                       "-frames:v", "1", "-y", str(f)])
-    for fn in (media.probe, media.decode):
+    for fn in (media.inspect, media.decode):
         with pytest.raises(NotAudioError, match="no audio stream"):
             fn(f)
 
@@ -215,7 +215,7 @@ def test_audio_codec_without_decoder(tmp_path, synth):
     assert data[12:16] == b"fmt " and data[20:22] == b"\x01\x00"  # WAVE_FORMAT_PCM
     data[20:22] = b"\x34\x12"  # a format tag no decoder knows
     f.write_bytes(bytes(data))
-    for fn in (media.probe, media.decode):
+    for fn in (media.inspect, media.decode):
         with pytest.raises(NotAudioError, match=r"no decoder .*0x1234.*/x\.wav"):
             fn(f)
 
@@ -223,7 +223,7 @@ def test_audio_codec_without_decoder(tmp_path, synth):
 def test_zero_length_file(tmp_path):
     f = tmp_path / "empty.wav"
     f.write_bytes(b"")
-    for fn in (media.probe, media.decode):
+    for fn in (media.inspect, media.decode):
         with pytest.raises(EmptyAudioError, match="empty"):
             fn(f)
 
@@ -233,7 +233,7 @@ def test_truncated_to_header(tmp_path, synth, ext, cut):
     full = _write(tmp_path / f"full.{ext}", synth.noise(44100, 2, 1.0), 44100)
     f = tmp_path / f"cut.{ext}"
     f.write_bytes(full.read_bytes()[:cut])
-    for fn in (media.probe, media.decode):
+    for fn in (media.inspect, media.decode):
         with pytest.raises(EmptyAudioError, match="cut"):
             fn(f)
 
@@ -268,7 +268,7 @@ def _flac_files():
 def test_every_shared_flac_file_probes_and_decodes(path):
     # All 51 files of the FLAC decoder testbench decode with this ffmpeg (none is
     # refused); ~0.1-0.3 s each.
-    info = media.probe(path)
+    info = media.inspect(path)
     assert info.codec == "flac" and info.lossless
     x = media.decode(path)
     assert x.shape[0] == info.channels
@@ -290,7 +290,7 @@ def test_every_shared_flac_file_probes_and_decodes(path):
 
 def test_flac_without_total_samples_gets_duration_from_decoding(shared_audio):
     f = shared_audio / "flac-test-files" / "45 - no total number of samples set.flac"
-    info = media.probe(f)
+    info = media.inspect(f)
     x = media.decode(f)
     assert info.duration_s == pytest.approx(x.shape[1] / info.sample_rate_hz, abs=1e-3)
 
@@ -312,7 +312,7 @@ def test_encode_file_keeps_tags_and_cover_art(shared_audio, tmp_path):
         res = media.encode_file(src, out, p, p.rungs[2],
                                 metadata={"title": "Jpg test", "comment": note})
         assert res.path == out and res.size_bytes == out.stat().st_size
-        info = media.probe(out)
+        info = media.inspect(out)
         assert info.tags.get("title") == "Jpg test"
         assert info.tags.get("comment") == note
         # mp3 (ID3 APIC), m4a (covr) and Ogg (METADATA_BLOCK_PICTURE) keep the picture
@@ -437,7 +437,7 @@ def test_ogg_outputs_keep_cover_as_metadata_block_picture(source, shared_audio, 
         assert (got["width"], got["height"]) == (want["width"], want["height"])
         assert got["depth"] == 24 and got["description"] == b""
         # ffmpeg (like players) reads it back as the file's cover; other tags intact
-        info = media.probe(out)
+        info = media.inspect(out)
         assert info.has_cover_art and info.tags["title"] == "with cover"
 
 
@@ -456,7 +456,7 @@ def test_ogg_output_without_cover_has_no_picture_tag(tmp_path, synth):
     out = tmp_path / "out.ogg"
     media.encode_file(src, out, "vorbis", 0)
     assert not [c for c in _ogg_comments(out) if c.upper().startswith(b"METADATA_BLOCK")]
-    assert not media.probe(out).has_cover_art
+    assert not media.inspect(out).has_cover_art
 
 
 def test_encode_file_copies_source_tags(tmp_path, synth):
@@ -466,15 +466,15 @@ def test_encode_file_copies_source_tags(tmp_path, synth):
     media.encode_array(x, 44100, _flac_preset(tmp_path), 0, src,
                        metadata={"artist": "Some Artist", "album": "A=B;C#D",
                                  "COMMENT": "line one\nline two"})
-    assert media.probe(src).tags["comment"] == "line one\nline two"
+    assert media.inspect(src).tags["comment"] == "line one\nline two"
     out = tmp_path / "out.mp3"
     media.encode_file(src, out, "mp3", "128k")
-    tags = media.probe(out).tags
+    tags = media.inspect(out).tags
     assert tags["artist"] == "Some Artist" and tags["album"] == "A=B;C#D"
     assert tags["comment"] == "line one\nline two"
     # our metadata overrides a source tag of the same name (keys are case-insensitive)
     media.encode_file(src, out, "opus", "64k", metadata={"comment": "ratecontrol"})
-    tags = media.probe(out).tags
+    tags = media.inspect(out).tags
     assert tags["artist"] == "Some Artist"
     assert [v for k, v in tags.items() if k.lower() == "comment"] == ["ratecontrol"]
 
@@ -504,7 +504,7 @@ def test_encode_replaces_existing_output_atomically(tmp_path, synth):
     out = tmp_path / "o.mp3"
     out.write_bytes(b"old")
     media.encode_array(synth.tone(44100, 2), 44100, "mp3", "64k", out)
-    assert media.probe(out).codec == "mp3"
+    assert media.inspect(out).codec == "mp3"
     assert [p.name for p in tmp_path.iterdir()] == ["o.mp3"]
 
 
@@ -520,15 +520,15 @@ def test_encode_file_span_channels_and_rate(tmp_path, synth):
     src = _write(tmp_path / "x.wav", synth.noise(44100, 2, 3.0), 44100)
     out = tmp_path / "o.opus"
     media.encode_file(src, out, "opus", "64k", start_s=1.0, duration_s=1.0, channels=1)
-    info = media.probe(out)
+    info = media.inspect(out)
     assert info.channels == 1 and info.sample_rate_hz == 48000
     assert info.duration_s == pytest.approx(1.0, abs=0.03)
     # an explicit output rate (the rate the search probed at); a preset's forced rate wins
     out2 = tmp_path / "o.m4a"
     media.encode_file(src, out2, "aac", "96k", duration_s=0.5, sample_rate_hz=32000)
-    assert media.probe(out2).sample_rate_hz == 32000
+    assert media.inspect(out2).sample_rate_hz == 32000
     media.encode_file(src, out, "opus", "64k", duration_s=0.5, sample_rate_hz=32000)
-    assert media.probe(out).sample_rate_hz == 48000
+    assert media.inspect(out).sample_rate_hz == 48000
 
 
 def test_encode_surround_with_every_encoder(shared_audio, tmp_path):
@@ -538,7 +538,7 @@ def test_encode_surround_with_every_encoder(shared_audio, tmp_path):
         p = load_preset(name)
         out = tmp_path / f"o{p.extension}"
         media.encode_file(src, out, p, 0, duration_s=1.0)
-        assert media.probe(out).channels == ch
+        assert media.inspect(out).channels == ch
 
 
 def test_encode_array_rejects_bad_audio(tmp_path):
@@ -558,7 +558,7 @@ def test_probe_lossy_outputs(tmp_path, synth, name, rung):
     p = load_preset(name)
     res = media.encode_array(synth.transients(44100, 2, 3.0), 44100, p, rung,
                              tmp_path / f"o{p.extension}")
-    info = media.probe(res.path)
+    info = media.inspect(res.path)
     assert not info.lossless and info.bits_per_sample is None
     assert info.channels == 2 and info.duration_s == pytest.approx(3.0, abs=0.03)
     assert info.sample_rate_hz == (p.sample_rate_hz or 44100)

@@ -7,7 +7,7 @@ import pytest
 from ratecontrol import media
 
 from ratecontrol.api import encode
-from ratecontrol.media import probe
+from ratecontrol.media import inspect
 from ratecontrol.presets import list_presets, load_preset
 
 MUSIC = "flac-test-files/01 - blocksize 4096.flac"
@@ -25,5 +25,5 @@ def test_every_preset_meets_target_and_rung_below_fails(preset, shared_audio, tm
     probed = {p.rung_index: p for p in s.probes}
     i = s.chosen.rung_index
     assert i == 0 or (i - 1 in probed and probed[i - 1].pooled_mos < 4.3)
-    info = probe(res.output_path)
-    assert info.duration_s == pytest.approx(probe(src).duration_s, abs=0.1)
+    info = inspect(res.output_path)
+    assert info.duration_s == pytest.approx(inspect(src).duration_s, abs=0.1)

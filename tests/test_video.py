@@ -37,7 +37,7 @@ def _video_md5(path: Path) -> bytes:
 def test_video_is_kept_bit_for_bit_and_the_audio_meets_its_target(video, tmp_path, codec, ext):
     out = tmp_path / f"small{ext}"
     res = ratecontrol.encode(video, out, target_mos=4.0, codec=codec, cache=False)
-    info = media.probe(out)
+    info = media.inspect(out)
     assert info.other_streams == 1 and info.codec == codec
     assert _video_md5(out) == _video_md5(video)
     assert res.verified and res.pooled_mos >= 4.0
@@ -52,7 +52,7 @@ def test_default_name_and_audio_only(video, tmp_path):
     res = ratecontrol.encode(src, target_mos=3.8, codec="opus", cache=False)
     assert Path(res.output_path).name == "clip.opus.mp4"
     res = ratecontrol.encode(src, tmp_path / "a.opus", target_mos=3.8, codec="opus", cache=False, audio_only=True)
-    assert media.probe(res.output_path).other_streams == 0
+    assert media.inspect(res.output_path).other_streams == 0
 
 
 def test_a_container_that_cannot_hold_the_codec_is_a_clear_error(video, tmp_path):

@@ -253,10 +253,10 @@ def split_sources(sources: list[Source], durations_s: list[float], val_fraction:
 # --------------------------------------------------------------------------- planning
 def _plan_source(path: str) -> dict:
     """Decode one source once; return its duration, channels and clip complexities."""
-    from ratecontrol.media import decode, probe
+    from ratecontrol.media import decode, inspect
 
     try:
-        info = probe(path)
+        info = inspect(path)
         channels = int(getattr(info, "channels", 0) or 0)
         mono = decode(path, sample_rate_hz=SAMPLE_RATE_HZ, channels=1)[0]
     except RatecontrolError as exc:

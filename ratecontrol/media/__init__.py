@@ -6,7 +6,7 @@ from ._decode import decode, decode_to_disk, resample_filter
 from ._encode import (RoundTrip, WrittenFile, check_output_path, decode_aligned, decode_aligned_blocks, encode_array,
                       encode_file, mux_audio, remux, roundtrip, StreamedEncode, roundtrip_info)
 from ._ffmpeg import available_encoders, encoder_available, ffmpeg_path, ffmpeg_version, require_encoder
-from ._probe import ProbeInfo, audio_payload_bytes, probe
+from ._inspect import MediaInfo, audio_payload_bytes, inspect
 
 __all__ = [
     "ffmpeg_path",
@@ -14,8 +14,8 @@ __all__ = [
     "available_encoders",
     "encoder_available",
     "require_encoder",
-    "ProbeInfo",
-    "probe",
+    "MediaInfo",
+    "inspect",
     "audio_payload_bytes",
     "decode",
     "decode_to_disk",

@@ -1,7 +1,7 @@
 """decode(path_or_bytes, ...) -> float32 [C, N] through ffmpeg.
 
 ffmpeg writes 32-bit float WAV to stdout; the WAV header tells us the channel count and
-rate ffmpeg actually produced (so no separate probe call is needed) and the rest of the
+rate ffmpeg actually produced (so no separate inspect call is needed) and the rest of the
 stream is the interleaved samples. Only the first audio stream is decoded
 (``-map 0:a:0``): cover art, video and data streams are ignored.
 
@@ -29,7 +29,7 @@ from ..errors import (EmptyAudioError, FFmpegError, FFmpegNotFoundError, InputEr
                       RatecontrolWarning, TruncatedInputError, UsageError)
 from ..fsutil import run_temp_dir, temp_sibling
 from ._ffmpeg import ff_path, ffmpeg_path, has_soxr, run, stream_stdout
-from ._probe import check_input_path
+from ._inspect import check_input_path
 from ._stderr import no_decoder, no_decoder_message, nothing_decoded, open_error, parse_dump, unquote_path
 
 __all__ = ["decode", "decode_blocks", "decode_to_disk", "resample_filter"]

@@ -46,7 +46,7 @@ from ..errors import EmptyAudioError, FFmpegError, OutputError, UsageError
 from ..presets import Preset, Rung, load_preset
 from ._decode import decode_blocks, resample_filter
 from ._ffmpeg import failure, ff_path, ffmpeg_path, has_loopback_decoder, require_encoder, run, run_args
-from ._probe import check_input_path, probe
+from ._inspect import check_input_path, inspect
 
 __all__ = ["encode_array", "encode_file", "remux", "mux_audio", "roundtrip", "roundtrip_info", "RoundTrip",
            "WrittenFile", "ENCODER_INPUT", "StreamedEncode"]
@@ -256,7 +256,7 @@ def _finish(tmp: Path, out: Path, preset: Preset, rung: Rung, duration_s: float 
     dur = duration_s
     if dur is None:
         try:
-            dur = probe(out).duration_s or 0.0
+            dur = inspect(out).duration_s or 0.0
         except Exception:  # the file is written; a failed re-probe only loses the figure
             dur = 0.0
     return WrittenFile(
@@ -331,7 +331,7 @@ def _source_extras(src_path: Path | None, cover_input, p: Preset, out: Path,
     input node that reads ``src_path`` in this encode's graph (for the picture)."""
     streams, kw, picture_b64, base = [], {}, None, b""
     if src_path is not None:
-        info = probe(src_path)
+        info = inspect(src_path)
         if info.cover_art_stream is not None and p.format in _OGG_FORMATS:
             picture_b64 = _picture_block_b64(src_path, info.cover_art_stream, info.cover_art_codec)
         elif info.cover_art_stream is not None and p.format in _COVER_CODECS:
@@ -625,7 +625,7 @@ def mux_audio(container_src, audio_path, out_path) -> Path:
     audio = check_input_path(audio_path)
     out = check_output_path(out_path, src)
     tmp = _temp_path(out)
-    info = probe(src)
+    info = inspect(src)
     new_index = info.audio_streams - 1  # audio streams after dropping the first, + ours
     args = ["-hide_banner", "-nostdin", "-y", "-i", ff_path(src), "-i", ff_path(audio),
             "-map", "0", "-map", "-0:a:0", "-map", "1:a:0", "-c", "copy",
@@ -671,7 +671,7 @@ def encode_file(
     preset's max_channels). sample_rate_hz: output rate (the preset's forced rate wins).
     """
     src_path = check_input_path(in_path)
-    info = probe(src_path)
+    info = inspect(src_path)
     out_ch = int(channels) if channels is not None else info.channels
     p, r = _resolve(preset, rung, min(out_ch, load_preset(preset).max_channels))
     out = check_output_path(out_path, src_path)

@@ -1,5 +1,5 @@
 """Reading what ffmpeg prints on stderr: the stream dump of an opened input and its
-error lines (shared by _probe and _decode; there is no ffprobe next to the
+error lines (shared by _inspect and _decode; there is no ffprobe next to the
 imageio-ffmpeg binary)."""
 from __future__ import annotations
 
@@ -174,7 +174,7 @@ def parse_audio_stream(rest: str) -> dict:
     return info
 
 
-#: seconds decoded by probe() to prove the file has samples
+#: seconds decoded by inspect() to prove the file has samples
 
 
 def nothing_decoded(stderr: str) -> bool:

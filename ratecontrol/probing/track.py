@@ -40,7 +40,7 @@ class Track:
     path: Path | None
     src: np.ndarray  # float32 [C, N] at rate_hz: what probes encode
     rate_hz: int
-    info: media.ProbeInfo | None
+    info: media.MediaInfo | None
     notes: tuple[str, ...]
 
     @property
@@ -141,7 +141,7 @@ def load_track(source, rate_for: Callable[[int], int], sample_rate_hz: int | Non
         # an odd rate (35467 Hz...): ffmpeg's resampler, exactly as a file at that rate
         return Track(None, media.decode(_wav_bytes(a, in_rate), sample_rate_hz=rate), rate, None, ())
     path = Path(source)
-    info = media.probe(path)
+    info = media.inspect(path)
     channels = min(info.channels, 2)
     if info.channels > 2:
         # the mp3 encoder takes at most 2 channels and the model scores stereo; one

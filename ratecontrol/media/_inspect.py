@@ -1,4 +1,4 @@
-"""probe(path) -> ProbeInfo, without ffprobe.
+"""inspect(path) -> MediaInfo, without ffprobe.
 
 There is no ffprobe next to the imageio-ffmpeg binary, so this parses the stream dump
 ffmpeg prints on stderr when it opens an input (``Input #0, flac, from ...``,
@@ -22,7 +22,7 @@ from ..errors import (EmptyAudioError, FFmpegError, FFmpegNotFoundError, InputEr
 from ._ffmpeg import ff_path, ffmpeg_path, run
 from ._stderr import no_decoder, no_decoder_message, nothing_decoded, open_error, parse_audio_stream, parse_dump, unquote_path
 
-__all__ = ["ProbeInfo", "probe", "LOSSLESS_CODECS", "check_input_path", "audio_payload_bytes"]
+__all__ = ["MediaInfo", "inspect", "LOSSLESS_CODECS", "check_input_path", "audio_payload_bytes"]
 
 #: ffmpeg codec names whose decoded samples are bit-exact copies of what was encoded.
 #: ``pcm_*`` is matched by prefix (pcm_s16le, pcm_f32le, pcm_s24be, ...).
@@ -33,7 +33,7 @@ LOSSLESS_CODECS = frozenset(
 
 
 @dataclass(frozen=True)
-class ProbeInfo:
+class MediaInfo:
     """What ffmpeg says about the first audio stream of a file."""
 
     path: Path
@@ -132,7 +132,7 @@ def _decoded_duration_s(path: Path) -> float:
     return best
 
 
-def probe(path) -> ProbeInfo:
+def inspect(path) -> MediaInfo:
     """Describe the first audio stream of ``path``.
 
     Raises InputNotFoundError (missing path / directory), NotAudioError (ffmpeg cannot
@@ -193,7 +193,7 @@ def probe(path) -> ProbeInfo:
     # Vorbis comments on the stream). Not merged: MP4/MKV streams carry technical keys
     # (handler_name, vendor_id) that are not the track's tags.
     tags = dict(d["global_tags"] or d["audio_tags"])
-    return ProbeInfo(
+    return MediaInfo(
         path=p,
         duration_s=duration,
         sample_rate_hz=a["sample_rate_hz"],
