@@ -25,8 +25,13 @@ below it, the answer lies in ``(lo, hi]``. Between two measured ends the next pr
 placed by linear interpolation of the score in rung index (ladders are roughly geometric
 in kbps, and MOS is roughly linear in log-kbps over the useful range), clamped strictly
 inside the bracket and nudged towards the middle so a bad interpolation still shrinks
-the bracket by at least a third. With a 13-rung ladder bisection alone needs
-ceil(log2(14)) = 4 probes; interpolation usually needs 2-3.
+the bracket by at least a third. While one end is still virtual (only failures, or only
+passes, so far) the next probe is extrapolated from the measured end by the curve's
+slope (the secant of the two nearest probes, else ``SLOPE_PRIOR_MOS_PER_RUNG``), never
+further than the half-way step, which keeps bisection's bound. With a 13-rung ladder
+bisection alone needs ceil(log2(14)) = 4 probes; interpolation usually needs 2-3. On the
+oracle bench (below, k = 1, margin 0.03) the extrapolation took the mean from 3.92 to
+3.67 probes per search (k = 2: 4.56 -> 4.49) with the same choices to within 0.1 %.
 
 Why a recheck (issue 14). Real rate-quality curves are not monotone. Every rung of every
 preset was scored with the learned scorer on the 52 real-music tracks of ../shared/audio
@@ -115,6 +120,13 @@ RULES = ("monotone", "recheck", "recheck-strict")
 DEFAULT_RULE = "recheck"
 #: a failure within this much of the target does not prove the untested rungs below it fail
 NEAR_MISS_MOS = 0.08
+#: MOS gained per rung up the ladder, for extrapolating while one end of the bracket is
+#: still virtual. Measured on the oracle bench's learned curves (52 real tracks, rungs
+#: scoring 3.6-4.6 p10): median 0.07-0.12 per rung by preset (mean 0.11-0.13); 0.15,
+#: a little steeper, needed the fewest probes (mean 3.63 per search at k = 1 against
+#: 3.70 at 0.10 and 3.97 at 0.05; 3.92 with the old half-way step): overshooting by a
+#: rung costs less than creeping up
+SLOPE_PRIOR_MOS_PER_RUNG = 0.15
 
 
 def search_ladder(
@@ -232,13 +244,41 @@ def _search_rounds(n_rungs, evaluate, evaluate_many, target, first_guess, k, rul
     return LadderOutcome(chosen=chosen, probes=tuple(order))
 
 
+def _slope(points: list[tuple[int, float]]) -> float:
+    """MOS per rung for extrapolating past the measured end of the bracket: the secant
+    of the two probes nearest that end when they rise with the rate, else the prior;
+    never flatter than a third of the prior (a flat stretch would send the next probe
+    to the end of the ladder)."""
+    if len(points) >= 2:
+        (i1, s1), (i2, s2) = points[0], points[1]
+        if s2 > s1:
+            return max((s2 - s1) / (i2 - i1), SLOPE_PRIOR_MOS_PER_RUNG / 3)
+    return SLOPE_PRIOR_MOS_PER_RUNG
+
+
 def _next_probe(lo: int, hi: int, scores: dict[int, float], target: float, n_rungs: int) -> int:
     mid = (lo + hi) // 2
-    if lo < 0 or hi >= n_rungs:
-        # one end is virtual: no second score to interpolate with. Step half-way toward it.
-        if hi >= n_rungs:
-            return max(lo + 1, (lo + n_rungs) // 2 if n_rungs - lo > 2 else n_rungs - 1)
+    if lo < 0 and hi >= n_rungs:
         return mid
+    if lo < 0 or hi >= n_rungs:
+        # one end is virtual: extrapolate from the measured end by the curve's slope
+        # (issue 13: 3.92 -> 3.63 probes per search on the oracle bench, same choices)
+        if hi >= n_rungs:
+            s_lo = scores[lo]
+            if math.isnan(s_lo):
+                return max(lo + 1, (lo + n_rungs) // 2 if n_rungs - lo > 2 else n_rungs - 1)
+            fails = sorted(((i, s) for i, s in scores.items() if i <= lo and not math.isnan(s)), reverse=True)
+            sl = _slope(sorted(fails[:2]))
+            # never further than the old half-way step: that keeps bisection's worst case
+            half = max(lo + 1, (lo + n_rungs) // 2 if n_rungs - lo > 2 else n_rungs - 1)
+            return min(max(lo + 1, lo + math.ceil((target - s_lo) / sl - 1e-9)), half)
+        s_hi = scores[hi]
+        if math.isnan(s_hi):
+            return mid
+        passes = sorted((i, s) for i, s in scores.items() if i >= hi and not math.isnan(s))
+        sl = _slope(passes[:2])
+        # the lowest rung still expected to pass, no further down than the middle
+        return max(min(hi - 1, hi - math.floor((s_hi - target) / sl + 1e-9)), mid)
     s_lo, s_hi = scores[lo], scores[hi]
     if math.isnan(s_lo) or math.isnan(s_hi) or s_hi <= s_lo:
         return mid

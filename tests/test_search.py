@@ -196,8 +196,9 @@ def test_dipping_curve_finds_the_cheap_side(k, target):
 
 def test_dip_below_a_pass_is_rechecked():
     # the pass is found first (5), the rung below it fails by a hair (4), the one below
-    # that passes (3): the monotone search stops at 5
-    scores = [3.0, 3.2, 3.5, 4.05, 3.98, 4.4, 4.5, 4.6]
+    # that passes (3): the monotone search stops at 5. 5 passes by 0.6, so the slope
+    # extrapolation (0.15 MOS per rung) steps down to the middle rung, 2
+    scores = [3.0, 3.2, 3.5, 4.05, 3.98, 4.6, 4.7, 4.8]
     mono, mcalls = _run_rule(scores, 4.0, 1, rule="monotone", first_guess=5)
     out, calls = _run_rule(scores, 4.0, 1, first_guess=5)
     assert mono.chosen == 5 and mcalls == [5, 2, 4]
@@ -255,3 +256,15 @@ def test_margin_is_the_search_for_target_plus_margin(rng):
         search_ladder(3, lambda i: 4.0, 4.0, margin=-0.1)
     with pytest.raises(ValueError):
         search_ladder(3, lambda i: 4.0, 4.0, rule="hull")
+
+
+def test_one_sided_bracket_extrapolates_by_the_slope():
+    # a straight curve, 0.12 MOS per rung, crossing at rung 8: the middle rung (6) misses
+    # by 0.23, so the next probe goes 2 rungs up (0.15 MOS per rung) instead of half-way
+    # to the top (9), and the search ends in 3 probes instead of 4
+    scores = [3.0 + 0.12 * i for i in range(13)]
+    out, calls = _run_rule(scores, 3.95, 1)
+    assert out.chosen == 8 and calls == [6, 8, 7]
+    # and from a pass far above the target it steps down no further than the middle
+    out, calls = _run_rule([4.0 + 0.01 * i for i in range(13)], 3.0, 1, first_guess=12)
+    assert out.chosen == 0 and calls[:2] == [12, 5]  # (-1 + 12) // 2
