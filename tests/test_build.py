@@ -9,6 +9,7 @@ import io
 import json
 import shutil
 import tarfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,10 @@ import pytest
 import soundfile as sf
 
 from conftest import Synth
-from ratecontrol.errors import DatasetError
+from ratecontrol.errors import DatasetError, UsageError
+from ratecontrol.windows import window_complexity
 from trainer import build as B
+from trainer.build import builder
 
 # both halves of the score range are reachable with these: 3.5-kHz low-pass and Opus at
 # 6 kbps land far below MOS 3 on noise/transients; MP3 at 128 kbps near identity.
@@ -142,7 +145,7 @@ def test_resume_rebuilds_only_the_missing_shard(tiny, tmp_path, monkeypatch):
     def no_labelling(*a, **k):
         raise AssertionError("resume relabelled the pool")
 
-    monkeypatch.setattr(B, "run_job", no_labelling)
+    monkeypatch.setattr(builder, "run_job", no_labelling)
     B.build_dataset([src], copy, **TINY)
     assert victim.read_bytes() == before
     assert {p.name: p.stat().st_mtime_ns for p in copy.glob("shard-*.tar")
@@ -179,12 +182,12 @@ def test_window_complexity_ranks_busy_above_quiet_and_gates_silence(synth):
     busy = synth.transients(sr, duration_s=1.0)[0] + 0.2 * synth.noise(sr, duration_s=1.0)[0]
     tone = synth.tone(sr, duration_s=1.0, amplitude=0.5)[0]
     quiet = 0.001 * synth.noise(sr, duration_s=1.0)[0]  # ~ -67 dBFS
-    c = B.window_complexity(np.stack([busy, tone, quiet]))
+    c = window_complexity(np.stack([busy, tone, quiet]))
     assert c.score[0] > c.score[1] > 0
     assert c.score[2] == 0
     lp = B.lowpass(synth.noise(sr, duration_s=1.0), 4000)[0]
     wide = synth.noise(sr, duration_s=1.0)[0]
-    bw = B.window_complexity(np.stack([lp, wide])).bandwidth_hz
+    bw = window_complexity(np.stack([lp, wide])).bandwidth_hz
     assert bw[0] < 4500 < 15000 < bw[1]
 
 
@@ -243,7 +246,7 @@ def test_scan_sources_reads_a_corpus_manifest(tmp_path):
 def test_build_status_reads_the_checkpoints(tiny, tmp_path):
     from click.testing import CliRunner
 
-    from trainer.build import verify_command
+    from trainer.cli.build import verify_command
 
     _, out, result = tiny
     st = B.build_status(out)
@@ -313,7 +316,9 @@ def test_label_cache_is_keyed_by_content_and_version(tmp_path):
     B.LabelCache({k: 4.5}, visqol_version="0.0-other").save(path)
     loaded = B.LabelCache.load(path)
     assert loaded.labels == {k: 4.5} and not loaded.usable()
-    assert B._worker_labels(str(path)) == {}  # another version's labels are not used
+    from trainer.build.jobs import worker_labels
+
+    assert worker_labels(str(path)) == {}  # another version's labels are not used
     with pytest.raises(DatasetError, match="visqol-python 0.0-other"):
         B.export_labels([tmp_path], path)
     bad = tmp_path / "bad.npz"
@@ -352,17 +357,19 @@ def test_prescreen_skips_clips_predicted_far_from_every_needed_bin(tiny):
 
     src, _, _ = tiny
     settings = {s.name: s for s in TINY_SETTINGS}
-    job = {"path": str(src / "chirp.wav"), "channels": 1, "channel": 0, "start_s": 0.0,
-           "setting": "mp3-cbr-128k", "clip_offsets_s": [1.5, 2.5, 3.5]}
+    job = B.Job(segment=0, split="train", setting="mp3-cbr-128k", source=0,
+                path=str(src / "chirp.wav"), channels=1, start_s=0.0,
+                clip_offsets_s=(1.5, 2.5, 3.5), channel=0)
     base = B.run_job(job, settings)
-    assert len(base["mos"]) == 3 and min(base["mos"]) > 4.0  # transparent MP3 on a chirp
+    assert len(base.mos) == 3 and min(base.mos) > 4.0  # transparent MP3 on a chirp
+    assert base.ref.shape == base.deg.shape == (3, B.CLIP_SAMPLES) and base.ref.dtype == np.int16
     # only scores under 0.2 (MOS < 1.8) are still needed: nothing here is worth labelling
-    far = B.run_job({**job, "need": [[0.0, 0.2]], "prescreen": default_model_path()}, settings)
-    assert far["mos"] == [] and len(far["skipped_pred"]) == 3
-    assert all(p > 4.0 for p in far["skipped_pred"]), far["skipped_pred"]
+    far = B.run_job(replace(job, need=((0.0, 0.2),), prescreen=default_model_path()), settings)
+    assert far.mos == () and len(far.skipped_pred) == 3 and len(far.ref) == 0
+    assert all(p > 4.0 for p in far.skipped_pred), far.skipped_pred
     # the bin the clips really land in is needed: all are labelled, same labels
-    near = B.run_job({**job, "need": [[0.6, 0.95]], "prescreen": default_model_path()}, settings)
-    assert near["skipped_pred"] == [] and near["mos"] == pytest.approx(base["mos"], abs=1e-9)
+    near = B.run_job(replace(job, need=((0.6, 0.95),), prescreen=default_model_path()), settings)
+    assert near.skipped_pred == () and near.mos == pytest.approx(base.mos, abs=1e-9)
 
 
 def test_build_copies_its_prescreen_model_once(tiny, tmp_path):
@@ -373,7 +380,7 @@ def test_build_copies_its_prescreen_model_once(tiny, tmp_path):
 
     assert copy.read_bytes() == open(default_model_path(), "rb").read()
     with pytest.raises(Exception, match="not found"):
-        B._prescreen_copy(tmp_path / "new", tmp_path / "missing.pt")
+        builder.prescreen_copy(tmp_path / "new", tmp_path / "missing.pt")
 
 
 def test_export_labels_command(tiny, tmp_path):
@@ -388,3 +395,50 @@ def test_export_labels_command(tiny, tmp_path):
     assert f"in {dest}" in r.output and len(B.LabelCache.load(dest)) > 0
     r = CliRunner().invoke(cli, ["export-labels", str(tmp_path), "--to", str(dest)])
     assert r.exit_code != 0 and "no labelled pool" in str(r.exception or r.output)
+
+
+def test_build_config_checks_its_arguments_once(tmp_path):
+    cfg = B.BuildConfig([tmp_path], tmp_path / "out", 8)
+    assert cfg.sources == (tmp_path,) and cfg.settings == B.default_settings()
+    assert cfg.split_pairs == {"train": 7, "val": 1}
+    for bad, word in (({"pairs": 0}, "--pairs"), ({"val_fraction": 1.0}, "val_fraction"),
+                      ({"quiet_share": 1.5}, "quiet_share")):
+        with pytest.raises(UsageError, match=word):
+            B.BuildConfig([tmp_path], tmp_path / "out", **{"pairs": 8, **bad})
+
+
+BUILD_MODULES = ["trainer.build", "trainer.build.config", "trainer.build.settings",
+                 "trainer.build.sources", "trainer.build.jobs", "trainer.build.labels",
+                 "trainer.build.pool", "trainer.build.shards", "trainer.build.builder",
+                 "trainer.build.verify", "trainer.cli", "trainer.cli.build"]
+
+
+@pytest.mark.parametrize("name", BUILD_MODULES)
+def test_all_lists_exactly_the_public_names(name):
+    """As strict as tests/test_exported_members.py: __all__ names what exists and every
+    public class or function a module defines (the package: every one it re-exports)."""
+    import importlib
+    import inspect
+
+    mod = importlib.import_module(name)
+    assert len(set(mod.__all__)) == len(mod.__all__)
+    assert not [n for n in mod.__all__ if not hasattr(mod, n)]
+    package = hasattr(mod, "__path__")
+    public = {n for n, v in vars(mod).items() if not n.startswith("_")
+              and (inspect.isclass(v) or inspect.isfunction(v))
+              and (package or v.__module__ == name)}
+    assert not public - set(mod.__all__), sorted(public - set(mod.__all__))
+
+
+def test_trainer_library_modules_hold_no_click():
+    """lhotse style: the commands live in trainer/cli/, the library holds no click."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "trainer"
+    for path in sorted(root.rglob("*.py")):
+        if "cli" in path.relative_to(root).parts:
+            continue
+        tree = ast.parse(path.read_text())
+        names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        names |= {(n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert "click" not in names, path

@@ -14,13 +14,12 @@ import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-import click
 import numpy as np
 import torch
 
 from ratecontrol.errors import DatasetError
 
-__all__ = ["compute_metrics", "predict", "evaluate_checkpoint", "scatter_png", "evaluate_command", "EvalResult"]
+__all__ = ["compute_metrics", "predict", "evaluate_checkpoint", "scatter_png", "format_metrics", "EvalResult"]
 
 #: labels at or above this MOS are where codec decisions happen (targets 4.0 .. 4.5)
 HIGH_MOS = 4.0
@@ -201,19 +200,3 @@ def format_metrics(m: dict) -> str:
     for b in m["bins"]:
         lines.append(f"  {b['mos_lo']:.2f}-{b['mos_hi']:.2f}: {b['n']:6d}  {b['rmse']:.3f}  {b['bias']:+.3f}")
     return "\n".join(lines)
-
-
-@click.command("evaluate")
-@click.argument("checkpoint", type=click.Path(dir_okay=False))
-@click.option("--data", "data", required=True, multiple=True, help="shards: brace pattern, folder, manifest .json (repeatable)")
-@click.option("--out", "out_dir", default=None, help="folder for metrics.json, scatter.png, predictions.npz")
-@click.option("--batch-size", default=64, show_default=True)
-@click.option("--num-workers", default=1, show_default=True)
-@click.option("--device", default="auto", show_default=True)
-def evaluate_command(checkpoint, data, out_dir, batch_size, num_workers, device):
-    """Pearson/Spearman/RMSE of CHECKPOINT on labelled shards."""
-    res = evaluate_checkpoint(checkpoint, list(data), batch_size=batch_size, num_workers=num_workers, device=device, out_dir=out_dir)
-    click.echo(format_metrics(res.metrics))
-    click.echo(f"{res.n_pairs} pairs in {res.duration_s:.1f} s, {res.skipped} skipped")
-    if res.metrics_path:
-        click.echo(f"wrote {res.metrics_path} and {res.scatter_path}")

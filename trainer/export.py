@@ -14,12 +14,11 @@ import json
 import os
 from dataclasses import dataclass
 
-import click
 import torch
 
 from ratecontrol.errors import ModelError
 
-__all__ = ["export_checkpoint", "export_command", "ExportResult"]
+__all__ = ["export_checkpoint", "ExportResult"]
 
 
 @dataclass(frozen=True)
@@ -69,22 +68,3 @@ def export_checkpoint(checkpoint: str, out_path: str, *, metrics: dict | str | N
     # prove it loads the way the library loads it
     load_checkpoint(out_path)
     return ExportResult(out_path, os.path.getsize(out_path), model.arch, sum(p.numel() for p in model.parameters()))
-
-
-@click.command("export")
-@click.argument("checkpoint", type=click.Path(dir_okay=False))
-@click.option("--out", "out_path", default="ratecontrol/weights/default.pt", show_default=True)
-@click.option("--metrics", default=None, type=click.Path(dir_okay=False), help="metrics.json from `trainer evaluate` to embed")
-@click.option("--extra-metrics", "extra", multiple=True, metavar="NAME=FILE.json",
-              help="more metrics to embed under NAME (repeatable), e.g. realmusic=eval-realmusic.json")
-@click.option("--note", default=None, help="free text stored in the checkpoint (e.g. 'interim data')")
-def export_command(checkpoint, out_path, metrics, extra, note):
-    """Write CHECKPOINT as a library checkpoint (weights_only-loadable)."""
-    extra_metrics = {}
-    for item in extra:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise click.BadParameter(f"expected NAME=FILE.json, got {item!r}", param_hint="--extra-metrics")
-        extra_metrics[name] = path
-    res = export_checkpoint(checkpoint, out_path, metrics=metrics, note=note, extra_metrics=extra_metrics)
-    click.echo(f"wrote {res.path} ({res.size_bytes / 1024:.0f} KiB, {res.arch}, {res.n_parameters} parameters)")
