@@ -32,7 +32,7 @@ from ratecontrol import fsutil, media
 from ratecontrol._resample import resample
 from ratecontrol.align import align, estimate_delay
 from ratecontrol.contract import check_target_mos
-from ratecontrol.errors import OutputError, UsageError
+from ratecontrol.errors import InputError, OutputError, UsageError
 from ratecontrol.options import Options
 from ratecontrol.presets import Preset, load_preset
 from ratecontrol.probing.auto import AUTO_CODEC, auto_sessions, rate_key, search_auto
@@ -110,7 +110,7 @@ def _check_output(input_path: Path, output: Path, overwrite: bool, preset: Prese
 def encode(source: str | os.PathLike, output: str | os.PathLike | None = None, *, target_mos: float,
            codec: str | Preset = "opus", options: Options | None = None, overwrite: bool = False,
            metadata: dict[str, str] | None = None, report: str | os.PathLike | None = None,
-           audio_only: bool = False, **option_fields: Any) -> EncodeResult:
+           **option_fields: Any) -> EncodeResult:
     """Search the ladder, then write ``source`` at the chosen rung to ``output``.
 
     The output keeps the input's tags and (where the container allows) cover art, gets
@@ -119,11 +119,18 @@ def encode(source: str | os.PathLike, output: str | os.PathLike | None = None, *
     and scored (``verify``, default on): ``pooled_mos`` is the shipped file's own
     score, and a miss steps up a rung. ``report``: a PNG path for the per-window plot.
 
-    An input with other streams (a film, a music video: video, subtitles, more audio)
-    keeps them all: its first audio stream is re-encoded and the output is the input's
-    container (default name ``<stem>.<preset><ext>``) with every other stream, the
-    chapters and the tags stream-copied (``media.mux_audio``); ``audio_only`` writes the
-    audio alone instead. Other arguments: ``select_bitrate``.
+    An input with several streams (a film, a music video: video, subtitles, more
+    audio, attachments) keeps them all: the chosen audio stream (``audio_stream``: its
+    position among the audio streams; default the one marked default, else the first),
+    or every audio stream with ``all_audio_streams`` (each searched on its own, each
+    its own rung), is re-encoded, and the output is the input's container (default
+    name ``<stem>.<preset><ext>``) with every other stream, the chapters and the tags
+    stream-copied in their order, languages and dispositions kept
+    (``media.mux_audio``). A container that cannot hold the preset's codec with those
+    streams (Vorbis in MP4, MP3 in WebM) is a UsageError before any work. The result's
+    fields are the default (or first) re-encoded stream's; ``streams`` has one result
+    per re-encoded stream. ``audio_only`` writes the chosen stream alone instead. Other
+    arguments: ``select_bitrate``.
     """
     t0 = time.perf_counter()
     opts = Options.merge(options, **option_fields)
@@ -131,16 +138,59 @@ def encode(source: str | os.PathLike, output: str | os.PathLike | None = None, *
     info = media.inspect(input_path)  # one clear error for a missing / non-audio / empty input
     target = check_target_mos(target_mos)
     preset = None if codec == AUTO_CODEC else resolve_preset(codec)
-    keep_streams = info.other_streams > 0 and not audio_only
-    if keep_streams and preset is None:
+    if info.other_streams == 0 and info.audio_streams <= 1:
+        if opts.audio_stream not in (None, 0):
+            raise UsageError(f"{input_path} has one audio stream: there is no audio stream {opts.audio_stream} "
+                             "(they count from 0)")
+        return _encode_audio(input_path, input_path, output, target, preset, opts, overwrite, metadata, report, t0)
+    chosen = _chosen_streams(input_path, info, opts)
+    if opts.audio_only:
+        folder = Path(output).parent if output is not None else input_path.parent
+        if output is not None and preset is not None:
+            _check_output(input_path, Path(output), overwrite, preset)  # before any work
+        extracted = fsutil.temp_sibling(folder / input_path.name, suffix=".mka")
+        try:
+            media.extract_audio(input_path, chosen[0], extracted)
+            enc = _encode_audio(extracted, input_path, output, target, preset, opts, overwrite, metadata, report, t0)
+        finally:
+            extracted.unlink(missing_ok=True)
+        return replace(enc, input_path=str(input_path), audio_stream=chosen[0])
+    if preset is None:
         raise UsageError(f"{input_path} has video or other streams: codec auto needs --audio-only "
                          "(the container decides which codecs fit); or name a codec")
+    default = input_path.with_name(f"{input_path.stem}.{preset.name}{input_path.suffix}")
+    out = _check_output(input_path, Path(output) if output else default, overwrite, None)
+    media.check_mux(input_path, preset, chosen, out)  # an impossible pair fails before any search
+    fsutil.clean_stale_temps(out.parent)  # what a killed run left beside its output
+    return _encode_streams(input_path, info, chosen, out, target, preset, opts, metadata, report, t0)
+
+
+def _chosen_streams(input_path: Path, info: media.MediaInfo, opts: Options) -> list[int]:
+    """Which audio streams (positions among the audio streams) are re-encoded."""
+    n_audio = sum(s.kind == "audio" for s in info.streams) or info.audio_streams
+    if opts.all_audio_streams:
+        return list(range(n_audio))
+    if opts.audio_stream is not None:
+        if opts.audio_stream >= n_audio:
+            listing = "; ".join(f"{s.audio_index}: {s.codec}" + (f" ({s.language})" if s.language else "")
+                                for s in info.streams if s.kind == "audio")
+            raise UsageError(f"{input_path} has {n_audio} audio stream(s), counted from 0 ({listing}): there is "
+                             f"no audio stream {opts.audio_stream}")
+        return [opts.audio_stream]
+    return [media.default_audio_stream(info)]
+
+
+def _encode_audio(src: Path, input_path: Path, output, target: float, preset: Preset | None, opts: Options,
+                  overwrite: bool, metadata, report, t0: float) -> EncodeResult:
+    """One audio file's encode: ``src`` is what is decoded (the input itself, or one
+    of its audio streams copied out), ``input_path`` names the output and is never
+    overwritten."""
     if output is not None and preset is not None:
-        _check_output(input_path, Path(output), overwrite, None if keep_streams else preset)  # before any work
+        _check_output(input_path, Path(output), overwrite, preset)  # before any work
     if preset is None:
-        sessions = auto_sessions(input_path, opts, keep_encodes=True)
+        sessions = auto_sessions(src, opts, keep_encodes=True)
     else:
-        sessions = {0: open_session(input_path, preset, opts, keep_encodes=True)}
+        sessions = {0: open_session(src, preset, opts, keep_encodes=True)}
     try:
         if preset is None:
             result = search_auto(sessions, target, opts.best_effort, opts.margin_mos)
@@ -148,34 +198,78 @@ def encode(source: str | os.PathLike, output: str | os.PathLike | None = None, *
             session = sessions[rate_key(preset)]
         else:
             session, result = sessions[0], None
-        if keep_streams:
-            default = input_path.with_name(f"{input_path.stem}.{preset.name}{input_path.suffix}")
-            out = _check_output(input_path, Path(output) if output else default, overwrite, None)
-        else:
-            out = _check_output(input_path, Path(output) if output else _default_output(input_path, preset),
-                                overwrite, preset)
+        out = _check_output(input_path, Path(output) if output else _default_output(input_path, preset), overwrite,
+                            preset)
         fsutil.clean_stale_temps(out.parent)  # what a killed run left beside its output
         if result is None:
             result = run_search(session.prober(preset), target, opts.best_effort, margin=opts.margin_mos)
-        if not keep_streams:
-            enc = finish_encode(session, preset, result, input_path, out, metadata, opts.verify, t0)
-        else:
-            audio = fsutil.temp_sibling(out, suffix=preset.extension)
-            try:
-                enc = finish_encode(session, preset, result, input_path, audio, metadata, opts.verify, t0)
-                media.mux_audio(input_path, audio, out)
-            finally:
-                audio.unlink(missing_ok=True)
-            enc = replace(enc, output_path=str(out), output_bytes=out.stat().st_size,
-                          search=replace(enc.search, notes=enc.search.notes + (
-                              f"kept the input's {info.other_streams} other stream(s) by stream copy; "
-                              f"re-encoded its first audio stream", )))
+        enc = finish_encode(session, preset, result, src, out, metadata, opts.verify, t0)
         if report:
             _render(session.prober(preset), enc, report)
         return enc
     finally:
         for s_ in sessions.values():
             s_.close()
+
+
+def _encode_streams(input_path: Path, info: media.MediaInfo, chosen: list[int], out: Path, target: float,
+                    preset: Preset, opts: Options, metadata, report, t0: float) -> EncodeResult:
+    """Each chosen audio stream copied out, searched and encoded on its own, then all
+    of them put back in place of their streams, everything else stream-copied."""
+    from ratecontrol.probing.verify import TAG_KEY
+
+    encoded: dict[int, Path] = {}
+    results: list[EncodeResult] = []
+    scorer = None
+    try:
+        for n in chosen:
+            extracted = fsutil.temp_sibling(out, suffix=".mka")
+            try:
+                media.extract_audio(input_path, n, extracted)
+                encoded[n] = fsutil.temp_sibling(out, suffix=preset.extension)
+                session = _open_stream_session(extracted, input_path, n, preset, opts, scorer)
+                scorer = session.scorer  # one scorer for every stream
+                try:
+                    result = run_search(session.prober(preset), target, opts.best_effort, margin=opts.margin_mos)
+                    enc = finish_encode(session, preset, result, extracted, encoded[n], metadata, opts.verify, t0)
+                    if report:
+                        rep = report if len(chosen) == 1 else _stream_report_path(report, n)
+                        _render(session.prober(preset), replace(enc, output_path=str(out)), rep)
+                finally:
+                    session.close()
+            finally:
+                extracted.unlink(missing_ok=True)
+            results.append(replace(enc, input_path=str(input_path), output_path=str(out), audio_stream=n))
+        tags = {r.audio_stream: {TAG_KEY: f"ratecontrol preset={preset.name} rung={r.rung_label} "
+                                          f"target_mos={target:g} mos={r.pooled_mos:.3f}"} for r in results}
+        media.mux_audio(input_path, encoded, out, stream_tags=tags)
+    finally:
+        for p in encoded.values():
+            p.unlink(missing_ok=True)
+    n_other = len(info.streams) - len(chosen)
+    streams = tuple(results)
+    note = (f"kept the input's {n_other} other stream(s) by stream copy; re-encoded audio stream(s) "
+            f"{', '.join(str(n) for n in chosen)} of {info.audio_streams}")
+    first = next((r for r in results if r.audio_stream == media.default_audio_stream(info)), results[0])
+    return replace(first, output_bytes=out.stat().st_size, input_bytes=input_path.stat().st_size,
+                   seconds=time.perf_counter() - t0, streams=streams,
+                   search=replace(first.search, notes=first.search.notes + (note,)))
+
+
+def _open_stream_session(extracted: Path, input_path: Path, n: int, preset: Preset, opts: Options, scorer):
+    """The session of one copied-out audio stream; an input error names the input and
+    the stream, not the temp file."""
+    try:
+        return open_session(extracted, preset, opts, keep_encodes=True, scorer=scorer)
+    except InputError as exc:
+        raise type(exc)(str(exc).replace(str(extracted), f"{input_path} (audio stream {n})")) from None
+
+
+def _stream_report_path(report, audio_index: int) -> Path:
+    """The report of one audio stream: ``plot.png`` -> ``plot.a1.png``."""
+    p = Path(report)
+    suffix = p.suffix or ".png"
+    return p.with_name(f"{p.stem if p.suffix else p.name}.a{audio_index}{suffix}")
 
 
 def _render(prober: Prober, enc: EncodeResult, report) -> None:

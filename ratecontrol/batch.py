@@ -159,6 +159,12 @@ class FileRecord:
     resumed: bool = False
     #: True when --overwrite replaced a file at the output path that batch had not written
     replaced: bool = False
+    #: streams of the input besides audio (video, subtitles, data; cover art not counted);
+    #: > 0 marks a video file, whatever --video did with it
+    other_streams: int = 0
+    #: --video keep: the audio stream re-encoded in place (position among the audio
+    #: streams); the output is the input's container with every other stream copied
+    audio_stream: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -351,6 +357,17 @@ class BatchReport:
                 f"{self.pool} MOS mean {_num(self.mean_mos)}, lowest {_num(self.min_mos)} "
                 f"(target {self.target_mos:g}, {self.codec}, {self.scorer})"
             )
+        videos = [r for r in self.records if r.other_streams]
+        if videos:
+            kept = sum(r.audio_stream is not None and r.status == ENCODED for r in videos)
+            alone = sum(r.audio_stream is None and r.status == ENCODED for r in videos)
+            skipped = sum(r.status == SKIPPED for r in videos)
+            what = [f"{kept} re-encoded in place, video and other streams copied"] if kept else []
+            what += [f"{alone} written as their audio alone (--video audio)"] if alone else []
+            what += [f"{skipped} skipped (--video skip)"] if skipped else []
+            other = len(videos) - kept - alone - skipped
+            what += [f"{other} kept, failed or in conflict"] if other else []
+            lines.append(f"video files: {len(videos)}: {', '.join(what)} (sizes above are whole files)")
         for r in self.failures:
             lines.append(f"failed: {r.input}: {r.reason}")
         for r in self.conflicts:
@@ -793,11 +810,11 @@ def _still_done(task: _Task, prior: dict, st: os.stat_result) -> FileRecord | No
         return None
     if status == SKIPPED and task.copy_other:
         return None  # now asked to copy it
-    if status in (ENCODED, KEPT) and prior.get("settings") != task.settings:
+    if status in (ENCODED, KEPT) and not _same_settings(prior, task.settings):
         return None
     rec = FileRecord.from_dict(prior)
-    if status == ENCODED and rec.output != task.out_rel:
-        return None  # the tree changed and this input's planned name with it
+    if status == ENCODED and rec.output != (task.rel if rec.audio_stream is not None else task.out_rel):
+        return None  # the tree changed and this input's planned name with it (--video keep: its own name)
     if prior.get("input_mtime_ns") != st.st_mtime_ns and fsutil.file_digest(task.in_path) != prior.get("input_sha256"):
         return None
     if rec.output:
@@ -815,6 +832,18 @@ def _still_done(task: _Task, prior: dict, st: os.stat_result) -> FileRecord | No
             except RatecontrolError:
                 return None
     return replace(rec, resumed=True)
+
+
+def _same_settings(prior: dict, settings: dict) -> bool:
+    """The prior record was made with these settings; --video counts only for files
+    that have video (a change of --video does not redo a music library)."""
+    old, new = dict(prior.get("settings") or {}), dict(settings)
+    if not prior.get("other_streams"):
+        old.pop("video", None)
+        new.pop("video", None)
+    else:
+        old.setdefault("video", "audio")  # manifests older than --video keep
+    return old == new
 
 
 def _has_cover(path: Path) -> bool:
@@ -925,10 +954,10 @@ def _copy_into(src: Path, tmp: Path) -> Path:
     return tmp
 
 
-def _audio_bytes(path: Path) -> int | None:
+def _audio_bytes(path: Path, audio_index: int = 0) -> int | None:
     from ratecontrol import media
 
-    return media.audio_payload_bytes(path)
+    return media.audio_payload_bytes(path, audio_index)
 
 
 def _fsync(path: Path) -> None:
@@ -957,12 +986,16 @@ def _process(task: _Task, src: Path, base: dict, t0: float, work: _Work) -> tupl
                 duration_s=info.duration_s)
     s = task.settings
     video_note: tuple[str, ...] = ()
+    video = s.get("video", "keep")
+    keep_video = bool(info.other_streams) and video == "keep"
     if info.other_streams:
-        if s.get("video") == "skip":
+        base["other_streams"] = info.other_streams
+        if video == "skip":
             return FileRecord(status=SKIPPED, reason=f"has {info.other_streams} video/other stream(s) "
                               "(--video skip)", seconds=time.perf_counter() - t0, **base), None
-        video_note = (f"input has {info.other_streams} video/other stream(s): batch wrote its first audio "
-                      "stream alone (--video skip leaves such files out)",)
+        if not keep_video:
+            video_note = (f"input has {info.other_streams} video/other stream(s): batch wrote its default audio "
+                          "stream alone (--video audio; --video keep re-encodes it in place)",)
     lossy_kbps = info.bitrate_kbps if (not info.lossless and info.bitrate_kbps) else None
 
     def keep(reason: str, notes: tuple[str, ...] = ()) -> tuple[FileRecord, Path]:
@@ -981,9 +1014,11 @@ def _process(task: _Task, src: Path, base: dict, t0: float, work: _Work) -> tupl
 
     from ratecontrol.api import encode
 
-    # before hours of work: is the output path ours to write?
-    _check_dest(task, task.out_rel)
-    out = work.file(Path(task.out_rel).name)
+    # before hours of work: is the output path ours to write? (--video keep: the input's
+    # own name and container, its video and other streams copied)
+    out_rel = task.rel if keep_video else task.out_rel
+    _check_dest(task, out_rel)
+    out = work.file(Path(out_rel).name)
     import warnings
 
     from ratecontrol.errors import RatecontrolWarning
@@ -996,9 +1031,8 @@ def _process(task: _Task, src: Path, base: dict, t0: float, work: _Work) -> tupl
                          best_effort=s["best_effort"], overwrite=False, jobs=1, max_kbps=lossy_kbps,
                          sample_share=s["sample_share"], verify=s["verify"], cache=task.cache,
                          allow_partial=bool(s.get("allow_partial")),
-                         # batch writes the audio of a video file alone (its planned name has the
-                         # preset's extension); keeping the video in batch is not built yet
-                         audio_only=True)
+                         # --video audio: the audio alone, under the planned name (preset's extension)
+                         audio_only=not keep_video)
     except TargetNotReachable as exc:
         if lossy_kbps is None:
             raise
@@ -1017,7 +1051,9 @@ def _process(task: _Task, src: Path, base: dict, t0: float, work: _Work) -> tupl
                     f"source ({res.input_bytes} bytes): copied unchanged", notes)
     _fsync(out)
     return FileRecord(
-        status=ENCODED, output=task.out_rel, output_bytes=res.output_bytes, audio_bytes=_audio_bytes(out),
+        status=ENCODED, output=out_rel, output_bytes=res.output_bytes,
+        audio_bytes=_audio_bytes(out, res.audio_stream if keep_video else 0),
+        audio_stream=res.audio_stream if keep_video else None,
         rung_label=res.rung_label, bitrate_kbps=res.bitrate_kbps,
         pooled_mos=_finite(res.pooled_mos), full_track_mos=_finite(getattr(res, "full_track_mos", None)),
         reached=bool(search.reached), n_probes=len(search.probes), notes=notes,
@@ -1236,7 +1272,7 @@ def transcode_folder(
     resume: bool = True,
     sample_share: float | None = None,
     allow_partial: bool = False,
-    video: str = "audio",
+    video: str = "keep",
     verify: bool = True,
     cache: bool | str | os.PathLike | None = None,
     overwrite: bool = False,
@@ -1259,9 +1295,13 @@ def transcode_folder(
     (joblib's dask backend); scheduler: a ``dask.distributed`` address
     ("tcp://host:8786"), a ``distributed.Client``, or None for a LocalCluster.
     IN_DIR and OUT_DIR must be visible at the same paths on every Dask worker.
-    resume=False ignores (and restarts) the manifest. video: "audio" (a video file's first
-    audio stream is written alone, noted in its record) or "skip" (such files are
-    skipped, reported). allow_partial: encode what decodes
+    resume=False ignores (and restarts) the manifest. video: what happens to files with
+    video (or subtitles, several audio streams): "keep" (the default, as ``encode``
+    does: the default audio stream is re-encoded in place, the output keeps the input's
+    name and container with every other stream stream-copied), "audio" (that audio
+    stream written alone under the preset's extension, noted in the record) or "skip"
+    (skipped, reported); records of such files have ``other_streams`` > 0 and the
+    summary counts them. allow_partial: encode what decodes
     of a truncated input (a warning in the record's notes) instead of failing it.
     sample_share, verify: as in
     ``ratecontrol.api.encode`` (long tracks are probed on a sample of their segments). cache:
@@ -1301,10 +1341,9 @@ def transcode_folder(
     settings = _settings(t, preset, codec, scorer_name, pool, hop_s, best_effort, sample_share, verify)
     if allow_partial:  # only when set: manifests written without it stay valid
         settings["allow_partial"] = True
-    if video not in ("audio", "skip"):
-        raise UsageError(f"video must be 'audio' or 'skip', got {video!r}")
-    if video != "audio":
-        settings["video"] = video
+    if video not in ("keep", "audio", "skip"):
+        raise UsageError(f"video must be 'keep', 'audio' or 'skip', got {video!r}")
+    settings["video"] = video  # compared only for files with video (_same_settings)
     with _OutDirLock(dst):
         report = _run(src, dst, prune, settings, preset, t, scorer, scorer_name, pool, backend, scheduler,
                       jobs, copy_other, cache, resume, overwrite, progress, t0, json_report, csv_report)

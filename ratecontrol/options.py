@@ -58,6 +58,13 @@ class Options:
         error); None = the scorer's own default (learned 0.03, from the oracle bench in
         docs/performance.md; visqol 0).
     on_probe: called with each Probe as it finishes.
+    audio_stream: for an input with several audio streams, which one is scored and
+        re-encoded: its position among the audio streams (0 = the first, as ffmpeg's
+        ``-map 0:a:N``); None = the one marked default, else the first.
+    all_audio_streams: search and re-encode every audio stream, each on its own (each
+        gets its own rung); not with audio_stream or audio_only.
+    audio_only: for an input with video or other streams, write the chosen audio
+        stream alone (default: keep every other stream by stream copy).
     """
 
     scorer: Any = None
@@ -73,6 +80,9 @@ class Options:
     allow_partial: bool = False
     margin_mos: float | None = None
     on_probe: Callable | None = None
+    audio_stream: int | None = None
+    all_audio_streams: bool = False
+    audio_only: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "pool", validate_pool(self.pool))
@@ -86,6 +96,17 @@ class Options:
             object.__setattr__(self, "max_kbps", _number("max_kbps", self.max_kbps, lo=0.0, lo_open=True))
         if self.margin_mos is not None:
             object.__setattr__(self, "margin_mos", _number("margin_mos", self.margin_mos, lo=0.0, hi=1.0))
+        if self.audio_stream is not None:
+            object.__setattr__(self, "audio_stream", _number("audio_stream", self.audio_stream, lo=0, integer=True))
+        for name in ("all_audio_streams", "audio_only"):
+            if not isinstance(getattr(self, name), bool):
+                raise UsageError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.all_audio_streams and self.audio_stream is not None:
+            raise UsageError("all_audio_streams and audio_stream exclude each other (--all-audio-streams re-encodes "
+                             "every audio stream; --audio-stream N one of them)")
+        if self.all_audio_streams and self.audio_only:
+            raise UsageError("all_audio_streams and audio_only exclude each other: several audio streams need "
+                             "their container (drop --audio-only, or pick one with --audio-stream N)")
         if self.on_probe is not None and not callable(self.on_probe):
             raise UsageError(f"on_probe must be callable, got {self.on_probe!r}")
         if self.scorer is not None and not isinstance(self.scorer, str) and not hasattr(self.scorer, "score"):

@@ -95,6 +95,13 @@ class EncodeResult:
     output_window_mos: tuple[float, ...] = ()
     output_window_start_s: tuple[float, ...] = ()
     output_window_channel: tuple[int, ...] = ()
+    #: which audio stream of a several-stream input this is (position among its audio
+    #: streams, ``-map 0:a:N``); None for a plain audio file
+    audio_stream: int | None = None
+    #: one result per re-encoded audio stream of a several-stream input (each its own
+    #: search, rung and score; the fields above are the default or first one); empty for a
+    #: plain audio file
+    streams: tuple["EncodeResult", ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return jsonable(asdict(self))

@@ -1,81 +1,168 @@
-"""Audio of video files re-encoded in place (issue 17 part 2): the video (and every
-other stream) is stream-copied bit for bit, the audio meets its target."""
+"""Containers with video or several streams (issue 17 part 2): the chosen audio stream
+(or every one) is re-encoded in place and meets its target; the video, the other audio
+streams, subtitles, chapters, languages and dispositions are stream-copied unchanged;
+a container that cannot hold the pair is one clear error before any work."""
 from __future__ import annotations
 
-import subprocess
+import shutil
 from pathlib import Path
 
 import pytest
 
 import ratecontrol
 from ratecontrol import errors, media
+from ratecontrol.cli import main
 
-MUSIC = "flac-test-files/17 - all fixed orders.flac"
+SRT = "1\n00:00:00,500 --> 00:00:02,000\nHello\n\n2\n00:00:02,500 --> 00:00:03,500\nWorld\n"
 
 
 def _ff(*args) -> bytes:
+    import subprocess
+
     return subprocess.run([media.ffmpeg_path(), "-hide_banner", "-v", "error", "-y", *map(str, args)],
                           check=True, capture_output=True).stdout
 
 
-@pytest.fixture(scope="module")
-def video(shared_audio, tmp_path_factory):
-    """A small real-music video: testsrc H.264 (or MPEG-4 part 2) + AAC, 5 s, in MP4."""
-    d = tmp_path_factory.mktemp("video")
-    out = d / "clip.mp4"
+def _make(path: Path, acodec: str, scodec: str) -> Path:
+    """4 s of testsrc video (H.264 or MPEG-4 part 2), two audio streams (a beeping
+    sine, English, default; pink noise, French "Commentary", comment), one English
+    subtitle stream and a chapter."""
+    srt = path.with_suffix(".srt")
+    srt.write_text(SRT)
+    meta = path.with_suffix(".ffmeta")
+    meta.write_text(";FFMETADATA1\ntitle=Film\n[CHAPTER]\nTIMEBASE=1/1000\nSTART=0\nEND=2000\ntitle=One\n")
     venc = "libx264" if "libx264" in media.available_encoders() else "mpeg4"
-    _ff("-f", "lavfi", "-i", "testsrc=size=160x120:rate=10", "-i", shared_audio / MUSIC, "-t", "5",
-        "-map", "0:v", "-map", "1:a", "-c:v", venc, "-c:a", "aac", "-b:a", "256k", "-shortest", out)
-    return out
+    _ff("-f", "lavfi", "-i", "testsrc=size=160x120:rate=10:d=4", "-f", "lavfi", "-i", "sine=f=440:beep_factor=4:d=4",
+        "-f", "lavfi", "-i", "anoisesrc=d=4:c=pink:a=0.2:seed=7", "-i", srt, "-i", meta,
+        "-map", "0", "-map", "1", "-map", "2", "-map", "3", "-map_metadata", "4", "-map_chapters", "4",
+        "-c:v", venc, "-c:a", acodec, "-b:a", "192k", "-c:s", scodec,
+        "-metadata:s:a:0", "language=eng", "-metadata:s:a:1", "language=fra", "-metadata:s:a:1", "title=Commentary",
+        "-metadata:s:s:0", "language=eng", "-disposition:a:0", "default", "-disposition:a:1", "comment", path)
+    return path
 
 
-def _video_md5(path: Path) -> bytes:
-    return _ff("-i", path, "-map", "0:v", "-c", "copy", "-f", "md5", "-")
+@pytest.fixture(scope="module")
+def films(tmp_path_factory):
+    d = tmp_path_factory.mktemp("films")
+    return {".mp4": _make(d / "film.mp4", "aac", "mov_text"), ".mkv": _make(d / "film.mkv", "flac", "srt")}
 
 
-@pytest.mark.parametrize("codec,ext", [("aac", ".mp4"), ("opus", ".mkv"), ("opus", ".mp4")])
-def test_video_is_kept_bit_for_bit_and_the_audio_meets_its_target(video, tmp_path, codec, ext):
+def _hash(path: Path, spec: str) -> bytes:
+    """MD5 of one stream's packets, by stream copy (bit-identical packets, same hash)."""
+    return _ff("-i", path, "-map", spec, "-c", "copy", "-f", "md5", "-")
+
+
+def _streams(path: Path):
+    return media.inspect(path).streams
+
+
+@pytest.mark.parametrize("ext", [".mp4", ".mkv"])
+def test_audio_stream_n_is_re_encoded_and_everything_else_is_copied(films, tmp_path, ext):
+    src = films[ext]
     out = tmp_path / f"small{ext}"
-    res = ratecontrol.encode(video, out, target_mos=4.0, codec=codec, cache=False)
-    info = media.inspect(out)
-    assert info.other_streams == 1 and info.codec == codec
-    assert _video_md5(out) == _video_md5(video)
+    res = ratecontrol.encode(src, out, target_mos=4.0, codec="opus", cache=False, audio_stream=1)
+    assert res.audio_stream == 1 and [s.audio_stream for s in res.streams] == [1]
     assert res.verified and res.pooled_mos >= 4.0
-    assert abs(ratecontrol.score(video, out).pooled_mos - res.pooled_mos) <= 0.01
+    before, after = _streams(src), _streams(out)
+    assert [(s.kind, s.language, s.dispositions, s.title) for s in after] == \
+        [(s.kind, s.language, s.dispositions, s.title) for s in before]
+    assert [s.codec for s in after] == [s.codec if s.audio_index != 1 else "opus" for s in before]
+    for spec in ("0:v", "0:a:0", "0:s"):  # video, the other audio stream, subtitles: the same packets
+        assert _hash(out, spec) == _hash(src, spec), spec
+    assert media.inspect(out).tags.get("title") == "Film"
+    assert "Chapter #0:0" in _ff_dump(out)
+    # the chosen stream's own score, read back from the file
+    extracted = tmp_path / "a1.mka"
+    media.extract_audio(out, 1, extracted)
+    ref = tmp_path / "r1.mka"
+    media.extract_audio(src, 1, ref)
+    assert abs(ratecontrol.score(ref, extracted).pooled_mos - res.pooled_mos) <= 0.01
 
 
-def test_default_name_and_audio_only(video, tmp_path):
-    import shutil
+def _ff_dump(path: Path) -> str:
+    import subprocess
 
-    src = tmp_path / "clip.mp4"
-    shutil.copy(video, src)
-    res = ratecontrol.encode(src, target_mos=3.8, codec="opus", cache=False)
-    assert Path(res.output_path).name == "clip.opus.mp4"
-    res = ratecontrol.encode(src, tmp_path / "a.opus", target_mos=3.8, codec="opus", cache=False, audio_only=True)
-    assert media.inspect(res.output_path).other_streams == 0
+    return subprocess.run([media.ffmpeg_path(), "-hide_banner", "-i", str(path)], capture_output=True,
+                          text=True).stderr
 
 
-def test_a_container_that_cannot_hold_the_codec_is_a_clear_error(video, tmp_path):
-    with pytest.raises(errors.OutputError, match="cannot hold"):
-        ratecontrol.encode(video, tmp_path / "x.webm", target_mos=3.8, codec="mp3", cache=False)
-    assert not (tmp_path / "x.webm").exists()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".rc-tmp")]
+def test_all_audio_streams_each_gets_its_own_search(films, tmp_path, capsys):
+    src = films[".mkv"]
+    out = tmp_path / "all.mkv"
+    main(["encode", str(src), "--target-mos", "4.0", "--codec", "opus", "--all-audio-streams", "--no-cache",
+          "-o", str(out), "--json"])
+    import json
+
+    d = json.loads(capsys.readouterr().out)
+    assert [s["audio_stream"] for s in d["streams"]] == [0, 1]
+    assert all(s["verified"] and s["pooled_mos"] >= 4.0 for s in d["streams"])
+    # two different signals, two searches: the beep needs far less than the noise
+    assert d["streams"][0]["bitrate_kbps"] < d["streams"][1]["bitrate_kbps"]
+    assert [s.codec for s in _streams(out) if s.kind == "audio"] == ["opus", "opus"]
+    assert _hash(out, "0:v") == _hash(src, "0:v") and _hash(out, "0:s") == _hash(src, "0:s")
 
 
-def test_batch_reports_video_files_and_skips_them_when_asked(video, tmp_path):
-    import shutil
+def test_default_stream_default_name_and_audio_only(films, tmp_path):
+    src = tmp_path / "film.mp4"
+    shutil.copy(films[".mp4"], src)
+    res = ratecontrol.encode(src, target_mos=3.8, codec="aac", cache=False)
+    assert Path(res.output_path).name == "film.aac.mp4" and res.audio_stream == 0  # the default-disposition one
+    assert _hash(res.output_path, "0:a:1") == _hash(src, "0:a:1")
+    res = ratecontrol.encode(src, tmp_path / "a.opus", target_mos=3.8, codec="opus", cache=False, audio_only=True,
+                             audio_stream=1)
+    info = media.inspect(res.output_path)
+    assert info.other_streams == 0 and info.audio_streams == 1 and res.audio_stream == 1
+    assert Path(res.input_path) == src
 
+
+@pytest.mark.parametrize("codec,ext,what", [("vorbis", ".mp4", "Vorbis"), ("mp3-vbr", ".webm", "")])
+def test_a_container_that_cannot_hold_the_pair_is_one_usage_error(films, tmp_path, codec, ext, what, capsys):
+    out = tmp_path / f"x{ext}"
+    with pytest.raises(SystemExit) as exc:
+        main(["encode", str(films[".mp4"]), "--target-mos", "3.8", "--codec", codec, "--no-cache", "-o", str(out)])
+    assert exc.value.code == errors.UsageError.exit_code
+    err = capsys.readouterr().err.strip().splitlines()
+    line = next(ln for ln in err if ln.startswith("error"))
+    assert "cannot hold" in line and "--audio-only" in line and what in line
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".rc-tmp")]
+
+
+def test_a_subtitle_the_container_cannot_take_is_named(films, tmp_path):
+    with pytest.raises(errors.UsageError, match=r"subtitle stream 0:3 \(mov_text\).*-o NAME\.mp4"):
+        ratecontrol.encode(films[".mp4"], tmp_path / "x.mkv", target_mos=3.8, codec="opus", cache=False)
+
+
+def test_stream_options_are_checked(films, tmp_path):
+    with pytest.raises(errors.UsageError, match="2 audio stream.*no audio stream 5"):
+        ratecontrol.encode(films[".mkv"], tmp_path / "x.mkv", target_mos=3.8, audio_stream=5, cache=False)
+    with pytest.raises(errors.UsageError, match="exclude"):
+        ratecontrol.Options(audio_stream=1, all_audio_streams=True)
+    with pytest.raises(errors.UsageError, match="audio_stream"):
+        ratecontrol.Options(audio_stream=-1)
+
+
+def test_batch_keeps_video_by_default_and_reports_each_mode(films, tmp_path):
     from ratecontrol.batch import transcode_folder
 
     src = tmp_path / "in"
     src.mkdir()
-    shutil.copy(video, src / "clip.mp4")
-    rep = transcode_folder(src, tmp_path / "out", target_mos=3.6, codec="opus", jobs=1, cache=False, progress=False)
+    shutil.copy(films[".mkv"], src / "film.mkv")
+    kw = dict(target_mos=3.6, codec="opus", jobs=1, cache=False, progress=False)
+    rep = transcode_folder(src, tmp_path / "out", **kw)
     (rec,) = rep.records
-    assert rec.status == "encoded" and any("video/other stream" in n for n in rec.notes)
-    rep = transcode_folder(src, tmp_path / "out2", target_mos=3.6, codec="opus", jobs=1, cache=False,
-                           progress=False, video="skip")
+    assert rec.status == "encoded" and rec.output == "film.mkv" and rec.audio_stream == 0 and rec.other_streams == 2
+    out = tmp_path / "out" / "film.mkv"
+    assert _hash(out, "0:v") == _hash(src / "film.mkv", "0:v")
+    assert _hash(out, "0:a:1") == _hash(src / "film.mkv", "0:a:1")
+    assert any("video files: 1: 1 re-encoded in place" in ln for ln in rep.summary_lines())
+    again = transcode_folder(src, tmp_path / "out", **kw)  # resumes: the output is its own name
+    assert again.records[0].resumed
+    rep = transcode_folder(src, tmp_path / "out2", video="audio", **kw)
+    (rec,) = rep.records
+    assert rec.status == "encoded" and rec.output == "film.opus" and any("--video audio" in n for n in rec.notes)
+    rep = transcode_folder(src, tmp_path / "out3", video="skip", **kw)
     (rec,) = rep.records
     assert rec.status == "skipped" and "--video skip" in rec.reason
+    assert any("1 skipped (--video skip)" in ln for ln in rep.summary_lines())
     with pytest.raises(errors.UsageError):
-        transcode_folder(src, tmp_path / "out3", target_mos=3.6, codec="opus", video="keep")
+        transcode_folder(src, tmp_path / "out4", video="copy", **kw)

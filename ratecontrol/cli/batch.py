@@ -34,9 +34,10 @@ from ratecontrol.scoring.pooling import DEFAULT_POOL, POOL_HELP
               help="Share of a long track (>= 30 s) the probes score, in evenly spread segments "
                    "[default: 0.2, at most 180 s].")
 @click.option("--full", is_flag=True, help="Probe whole tracks, never a sample.")
-@click.option("--video", type=click.Choice(["audio", "skip"]), default="audio", show_default=True,
-              help="Files with video or other streams: write their first audio stream alone, or skip them "
-                   "(reported either way). `ratecontrol encode` keeps the video.")
+@click.option("--video", type=click.Choice(["keep", "audio", "skip"]), default="keep", show_default=True,
+              help="Files with video or other streams: keep re-encodes their default audio stream in place (same "
+                   "name and container, video, subtitles and other streams copied, as `ratecontrol encode` does); "
+                   "audio writes that audio stream alone; skip leaves them out. Reported either way.")
 @click.option("--allow-partial", is_flag=True,
               help="Encode what decodes of truncated or damaged inputs (noted in the report) instead of failing them.")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the probe cache.")

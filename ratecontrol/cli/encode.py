@@ -40,13 +40,19 @@ from ratecontrol.cli._common import echo_json, fmt, hop_opt, jobs_opt, pool_opt,
                    "their segments (with several targets: one PNG per target, REPORT.mos<target>.png).")
 @click.option("--best-effort", is_flag=True, help="If even the top rung misses the target, encode at the top rung anyway.")
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists (never the input).")
+@click.option("--audio-stream", type=int, default=None, metavar="N",
+              help="For an input with several audio streams (a film's languages, a commentary): re-encode audio "
+                   "stream N, counted from 0 among the audio streams (-map 0:a:N); the others are kept as they are "
+                   "[default: the one marked default, else the first].")
+@click.option("--all-audio-streams", is_flag=True,
+              help="Re-encode every audio stream, each searched on its own (each gets its own rung).")
 @click.option("--audio-only", is_flag=True,
-              help="For an input with video or other streams: write the audio alone (default: keep every other "
-                   "stream by stream copy in the input's container and re-encode its first audio stream).")
+              help="For an input with video or other streams: write the chosen audio stream alone (default: keep every "
+                   "other stream by stream copy in the input's container).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 def encode(input_path, target_mos, codec, output, scorer, pool, hop_s, jobs, sample_share, full, no_verify, margin_mos,
-           above_source, allow_partial, no_cache, cache_dir, cache_max_mb, report, best_effort, overwrite, audio_only,
-           as_json):
+           above_source, allow_partial, no_cache, cache_dir, cache_max_mb, report, best_effort, overwrite, audio_stream,
+           all_audio_streams, audio_only, as_json):
     """Encode INPUT at the cheapest rung of a codec ladder that meets --target-mos."""
     from ratecontrol.api import encode as _encode, encode_ladder
     from ratecontrol.cache import DEFAULT_CACHE_MAX_MB, ProbeCache
@@ -57,6 +63,7 @@ def encode(input_path, target_mos, codec, output, scorer, pool, hop_s, jobs, sam
     options = Options(scorer=scorer, pool=pool, hop_s=hop_s, best_effort=best_effort, jobs=jobs,
                       sample_share=1.0 if full else sample_share, verify=not no_verify, cache=cache,
                       margin_mos=margin_mos, allow_partial=allow_partial, above_source=above_source,
+                      audio_stream=audio_stream, all_audio_streams=all_audio_streams, audio_only=audio_only,
                       on_probe=None if as_json else (lambda p: click.echo(probe_line(p), err=True)))
     common = dict(options=options, overwrite=overwrite)
     if not as_json:
@@ -65,8 +72,7 @@ def encode(input_path, target_mos, codec, output, scorer, pool, hop_s, jobs, sam
         # one report per target: PLOT.mos<target>.png
         results = encode_ladder(input_path, output, targets=target_mos, codec=codec, report=report, **common)
     else:
-        results = (_encode(input_path, output, target_mos=target_mos[0], codec=codec, report=report,
-                           audio_only=audio_only, **common),)
+        results = (_encode(input_path, output, target_mos=target_mos[0], codec=codec, report=report, **common),)
     if as_json:
         echo_json(results[0].to_dict() if len(results) == 1 else [r.to_dict() for r in results])
         return
@@ -81,6 +87,20 @@ def encode(input_path, target_mos, codec, output, scorer, pool, hop_s, jobs, sam
 
 
 def _summary(res) -> None:
+    if len(res.streams) > 1 or (res.streams and res.streams[0].audio_stream is not None):
+        # a container: one line per re-encoded audio stream (its own notes), then the
+        # file with what was kept (api._encode_streams adds that note last)
+        for st in res.streams:
+            _summary_line(st, f"{res.output_path} audio stream {st.audio_stream}")
+        if res.search.notes:
+            click.echo(f"  note: {res.search.notes[-1]}", err=True)
+        click.echo(f"{res.output_path}: {res.output_bytes / 1e6:.2f} MB "
+                   f"({100 * res.output_bytes / max(res.input_bytes, 1):.1f}% of input), {res.seconds:.1f} s")
+        return
+    _summary_line(res, res.output_path)
+
+
+def _summary_line(res, name: str) -> None:
     s = res.search
     for note in s.notes:
         click.echo(f"  note: {note}", err=True)
@@ -96,7 +116,7 @@ def _summary(res) -> None:
               if s.duration_s and res.output_bytes else "")
     chans = {1: "mono", 2: "stereo"}.get(s.channels, f"{s.channels} ch")
     click.echo(
-        f"{res.output_path}: {s.preset} {res.rung_label} ({res.bitrate_kbps:g} kbps nominal{actual}, {chans}), {s.pool} MOS "
+        f"{name}: {s.preset} {res.rung_label} ({res.bitrate_kbps:g} kbps nominal{actual}, {chans}), {s.pool} MOS "
         f"{fmt(res.pooled_mos)} ({what}) vs target {s.target_mos:g}{margin}: {status}; {s.probes_total or len(s.probes)} probes, "
         f"{res.output_bytes / 1e6:.2f} MB ({100 * res.output_bytes / max(res.input_bytes, 1):.1f}% of input), {res.seconds:.1f} s"
     )

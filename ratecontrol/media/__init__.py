@@ -4,9 +4,10 @@ No other ratecontrol module starts ffmpeg; they call these functions.
 """
 from ._decode import decode, decode_to_disk, resample_filter
 from ._encode import (RoundTrip, WrittenFile, check_output_path, decode_aligned, decode_aligned_blocks, encode_array,
-                      encode_file, mux_audio, remux, roundtrip, StreamedEncode, roundtrip_info)
+                      encode_file, remux, roundtrip, StreamedEncode, roundtrip_info)
 from ._ffmpeg import available_encoders, encoder_available, ffmpeg_path, ffmpeg_version, require_encoder
-from ._inspect import MediaInfo, audio_payload_bytes, inspect
+from ._inspect import MediaInfo, StreamInfo, audio_payload_bytes, default_audio_stream, inspect
+from ._streams import check_mux, extract_audio, mux_audio
 
 __all__ = [
     "ffmpeg_path",
@@ -24,6 +25,10 @@ __all__ = [
     "encode_file",
     "remux",
     "mux_audio",
+    "extract_audio",
+    "check_mux",
+    "StreamInfo",
+    "default_audio_stream",
     "StreamedEncode",
     "roundtrip",
     "roundtrip_info",

@@ -45,10 +45,10 @@ from .. import fsutil
 from ..errors import EmptyAudioError, FFmpegError, OutputError, UsageError
 from ..presets import Preset, Rung, load_preset
 from ._decode import decode_blocks, resample_filter
-from ._ffmpeg import failure, ff_path, ffmpeg_path, has_loopback_decoder, require_encoder, run, run_args
+from ._ffmpeg import failure, ff_path, ffmpeg_path, has_loopback_decoder, require_encoder, run
 from ._inspect import check_input_path, inspect
 
-__all__ = ["encode_array", "encode_file", "remux", "mux_audio", "roundtrip", "roundtrip_info", "RoundTrip",
+__all__ = ["encode_array", "encode_file", "remux", "roundtrip", "roundtrip_info", "RoundTrip",
            "WrittenFile", "ENCODER_INPUT", "StreamedEncode"]
 
 #: What every encode of ratecontrol feeds the encoder: the decoded track as float32
@@ -613,40 +613,6 @@ def remux(encoded_path, out_path, preset, rung, metadata: dict | None = None, ta
         tmp.unlink(missing_ok=True)
         if extras is not None:
             extras.meta_path.unlink(missing_ok=True)
-
-
-def mux_audio(container_src, audio_path, out_path) -> Path:
-    """``container_src`` with its first audio stream replaced by ``audio_path``'s audio:
-    every other stream (video, other audio, subtitles, data), the chapters and the
-    file's tags are stream-copied unchanged. The new audio stream comes last and is
-    marked default. The container is the one ``out_path``'s extension names; a pair it
-    cannot hold (Vorbis in MP4) is an OutputError naming both."""
-    src = check_input_path(container_src)
-    audio = check_input_path(audio_path)
-    out = check_output_path(out_path, src)
-    tmp = _temp_path(out)
-    info = inspect(src)
-    new_index = info.audio_streams - 1  # audio streams after dropping the first, + ours
-    args = ["-hide_banner", "-nostdin", "-y", "-i", ff_path(src), "-i", ff_path(audio),
-            "-map", "0", "-map", "-0:a:0", "-map", "1:a:0", "-c", "copy",
-            "-map_metadata", "0", "-map_chapters", "0",
-            f"-disposition:a:{new_index}", "default", ff_path(tmp)]
-    try:
-        try:
-            run_args(args)
-        except FFmpegError as exc:
-            needles = ("not currently supported in container", "Could not find tag for codec", "are supported for",
-                       "Could not write header")
-            hit = next((ln.strip() for ln in exc.stderr.splitlines() if any(n in ln for n in needles)), None)
-            if hit:
-                raise OutputError(f"{fsutil.final_name(out)}: its container ({out.suffix}) cannot hold the encoded "
-                                  f"audio ({Path(audio).suffix}) with the input's other streams ({hit[:160]}); "
-                                  "choose .mkv, another codec, or --audio-only") from None
-            raise
-        fsutil.publish(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
 
 
 def encode_file(

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import ffmpeg
@@ -22,7 +23,7 @@ from ..errors import (EmptyAudioError, FFmpegError, FFmpegNotFoundError, InputEr
 from ._ffmpeg import ff_path, ffmpeg_path, run
 from ._stderr import no_decoder, no_decoder_message, nothing_decoded, open_error, parse_audio_stream, parse_dump, unquote_path
 
-__all__ = ["MediaInfo", "inspect", "LOSSLESS_CODECS", "check_input_path", "audio_payload_bytes"]
+__all__ = ["MediaInfo", "StreamInfo", "default_audio_stream", "inspect", "LOSSLESS_CODECS", "check_input_path", "audio_payload_bytes"]
 
 #: ffmpeg codec names whose decoded samples are bit-exact copies of what was encoded.
 #: ``pcm_*`` is matched by prefix (pcm_s16le, pcm_f32le, pcm_s24be, ...).
@@ -30,6 +31,79 @@ LOSSLESS_CODECS = frozenset(
     {"flac", "alac", "wavpack", "ape", "tta", "tak", "shorten", "mlp", "truehd",
      "wmalossless", "als", "mp4als", "ralf", "s302m"}
 )
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """One stream of a file, as ffmpeg's dump lists it."""
+
+    #: the stream's index in the file (``-map 0:N``)
+    index: int
+    #: "audio", "video", "subtitle", "data", "attachment" (ffmpeg's word, lower case)
+    kind: str
+    #: ffmpeg codec name ("h264", "aac", "mov_text", "subrip")
+    codec: str
+    #: the stream's language tag ("eng"), None when unset or "und"
+    language: str | None = None
+    #: ffmpeg disposition names ("default", "comment", "forced", "hearing_impaired")
+    dispositions: tuple[str, ...] = ()
+    #: position among the file's audio streams (``-map 0:a:N``); None for other kinds
+    audio_index: int | None = None
+    #: the stream's title tag ("title" in Matroska, "name" in MP4), when present
+    title: str | None = None
+    #: an attached picture (cover art), not a video
+    attached_pic: bool = False
+
+
+#: the dispositions ffmpeg prints after a stream line, "(hearing impaired)" etc.
+_DISPOSITIONS = ("default", "dub", "original", "comment", "lyrics", "karaoke", "forced", "hearing impaired",
+                 "visual impaired", "clean effects", "attached pic", "timed thumbnails", "non-diegetic",
+                 "captions", "descriptions", "metadata", "dependent", "still image", "multilayer")
+_DISPOSITION_RE = re.compile(r"\((" + "|".join(_DISPOSITIONS) + r")\)")
+_STREAM_LINE_RE = re.compile(r"^\s*Stream #0:(?P<idx>\d+)(?:\[0x[0-9a-fA-F]+\])?(?:\((?P<lang>[^)]*)\))?:"
+                             r"\s*(?P<kind>\w+):\s*(?P<rest>.*)$")
+
+
+def _parse_streams(stderr: str) -> tuple[StreamInfo, ...]:
+    """Every stream of ``Input #0`` in the dump, in file order, with its language,
+    dispositions and title."""
+    out: list[StreamInfo] = []
+    in_input, n_audio, title_indent = False, 0, None
+    for line in stderr.splitlines():
+        if line.startswith("Input #0"):
+            in_input = True
+            continue
+        if not in_input:
+            continue
+        if line and not line.startswith(" ") and not line.startswith("["):
+            break
+        m = _STREAM_LINE_RE.match(line)
+        if m:
+            kind, rest = m.group("kind").lower(), m.group("rest")
+            disp = tuple(d.replace(" ", "_") for d in _DISPOSITION_RE.findall(rest))
+            lang = m.group("lang")
+            out.append(StreamInfo(
+                index=int(m.group("idx")), kind=kind, codec=(rest.split(",")[0].split() or [""])[0],
+                language=None if lang in (None, "", "und") else lang,
+                dispositions=tuple(d for d in disp if d != "attached_pic"),
+                audio_index=n_audio if kind == "audio" else None, attached_pic="attached_pic" in disp))
+            n_audio += kind == "audio"
+            title_indent = len(line) - len(line.lstrip(" ")) + 4
+            continue
+        if out and title_indent is not None:
+            body = line.strip()
+            key, _, val = body.partition(":")
+            if len(line) - len(line.lstrip(" ")) >= title_indent and key.strip().lower() in ("title", "name") \
+                    and out[-1].title is None:
+                out[-1] = replace(out[-1], title=val.strip())
+    return tuple(out)
+
+
+def default_audio_stream(info: "MediaInfo") -> int:
+    """The audio stream a player starts with: the first with the ``default``
+    disposition, else the first (its position among the audio streams)."""
+    audio = [s for s in info.streams if s.kind == "audio"]
+    return next((s.audio_index for s in audio if "default" in s.dispositions), 0)
 
 
 @dataclass(frozen=True)
@@ -67,6 +141,8 @@ class MediaInfo:
     other_streams: int = 0
     #: audio streams in the file (the first is the one decoded and re-encoded)
     audio_streams: int = 1
+    #: every stream of the file in order (video, audio, subtitles, cover art, ...)
+    streams: tuple[StreamInfo, ...] = ()
 
 
 _FILE_KINDS = ((stat.S_ISFIFO, "named pipe (FIFO)"), (stat.S_ISCHR, "character device"),
@@ -211,19 +287,20 @@ def inspect(path) -> MediaInfo:
         tags_on_stream=bool(d["audio_tags"]) and not d["global_tags"],
         other_streams=d["other_streams"],
         audio_streams=max(1, d["audio_streams"]),
+        streams=_parse_streams(stderr),
     )
 
 
 
-def audio_payload_bytes(path) -> int | None:
-    """Bytes of the first audio stream's packets (ffmpeg stream copy to the raw ``data``
+def audio_payload_bytes(path, audio_index: int = 0) -> int | None:
+    """Bytes of audio stream ``a:audio_index``'s packets (ffmpeg stream copy to the raw ``data``
     muxer): what the audio costs without container, tags or an attached cover. None if
     ffmpeg cannot say."""
     from ._ffmpeg import run_args
 
     try:
-        out, _ = run_args(["-v", "error", "-nostdin", "-i", ff_path(path), "-map", "0:a:0", "-c", "copy",
-                           "-f", "data", "-"])
+        out, _ = run_args(["-v", "error", "-nostdin", "-i", ff_path(path), "-map", f"0:a:{int(audio_index)}",
+                           "-c", "copy", "-f", "data", "-"])
     except FFmpegError:
         return None
     return len(out) or None
