@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable
@@ -12,13 +12,36 @@ import numpy as np
 from ratecontrol import media
 from ratecontrol.cache import ProbeCache, pcm_digest, preset_fingerprint
 from ratecontrol.errors import TargetNotReachable, UsageError
-from ratecontrol.presets import Preset
+from ratecontrol.presets import Preset, Rung
 from ratecontrol.results import Probe, SearchResult
 from ratecontrol.scoring.base import Scorer
 from ratecontrol.scoring.pooling import pool as pool_scores
 from ratecontrol.search import search_ladder
 from ratecontrol.windows import is_digital_silence
 from ratecontrol.probing.source import ProbeSource, score_windows
+
+
+def ladder(preset: Preset, channels: int, max_kbps: float | None) -> tuple[Rung, ...]:
+    """The rungs a search may choose from: the preset's for ``channels``, up to ``max_kbps``."""
+    rungs = preset.rungs_for(channels)
+    return rungs if max_kbps is None else tuple(r for r in rungs if r.nominal_kbps <= max_kbps)
+
+
+def encode_rung(source: ProbeSource, preset: Preset, rung: Rung, keep: bool = False) -> list[media.RoundTrip]:
+    """Encode and decode ``source``'s audio at ``rung``: one ffmpeg per encode span
+    (``PROBE_PROCESSES`` of them side by side for a sampled probe). ``keep``: a
+    whole-track probe keeps its encoded file (the output, if it is chosen). Needs no
+    scorer, so it can run while the scorer loads (``Session.prefetch``)."""
+    audio, rate = source.audio, source.track.rate_hz
+
+    def roundtrip(span, keep=False):
+        return media.roundtrip_info(audio[:, span[0] : span[1]], rate, preset, rung, keep=keep)
+
+    spans = source.encode_spans()
+    if len(spans) == 1:
+        return [roundtrip(spans[0], keep and not source.sampled)]
+    with ThreadPoolExecutor(len(spans)) as ex:  # independent ffmpeg processes, one per core
+        return list(ex.map(roundtrip, spans))
 
 
 class Prober:
@@ -29,9 +52,8 @@ class Prober:
                  max_kbps: float | None = None):
         self.source, self.track = source, source.track
         self.preset, self.scorer, self.pool, self.cache, self.on_probe = preset, scorer, pool, cache, on_probe
-        rungs = preset.rungs_for(self.track.channels)
+        rungs = ladder(preset, self.track.channels, max_kbps)
         if max_kbps is not None:
-            rungs = tuple(r for r in rungs if r.nominal_kbps <= max_kbps)
             if not rungs:
                 lossy = self.track.info is not None and not self.track.info.lossless
                 raise UsageError(
@@ -52,6 +74,9 @@ class Prober:
         #: digest of each kept encode's aligned decode: a written copy that decodes to the
         #: same samples carries the probe's window scores (nothing to score again)
         self.decode_digests: dict[int, str] = {}
+        #: rung index -> the encodes of that rung already started (Session.prefetch),
+        #: taken by the probe that needs them
+        self.prefetched: dict[int, Future] = {}
 
     @property
     def all_silent(self) -> bool:
@@ -73,21 +98,11 @@ class Prober:
         return score_windows(self.scorer, self.ref_silent, prep, lambda: self.source.ref_w, deg_w)
 
     def _measure(self, i: int) -> dict:
-        audio, rate = self.source.audio, self.track.rate_hz
-
-        def roundtrip(span, keep=False):
-            return media.roundtrip_info(audio[:, span[0] : span[1]], rate, self.preset, self.rungs[i], keep=keep)
-
-        spans = self.source.encode_spans()
-        if len(spans) == 1:
-            keep = self.keep_encodes and not self.source.sampled
-            rts = [roundtrip(spans[0], keep)]
-            if rts[0].encoded_path is not None:
-                self.encodes[i] = rts[0].encoded_path
-                self.decode_digests[i] = pcm_digest(rts[0].audio, rate)
-        else:  # independent ffmpeg processes, one per core
-            with ThreadPoolExecutor(len(spans)) as ex:
-                rts = list(ex.map(roundtrip, spans))
+        fut = self.prefetched.pop(i, None)
+        rts = fut.result() if fut is not None else encode_rung(self.source, self.preset, self.rungs[i], self.keep_encodes)
+        if rts[0].encoded_path is not None:
+            self.encodes[i] = rts[0].encoded_path
+            self.decode_digests[i] = pcm_digest(rts[0].audio, self.track.rate_hz)
         deg_w, _ = self.source.windows(np.concatenate([rt.audio for rt in rts], axis=1))
         return {"window_mos": [float(s) for s in self.window_scores(deg_w)],
                 "encoded_bytes": int(sum(rt.size_bytes for rt in rts))}

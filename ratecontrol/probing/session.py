@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
@@ -13,8 +13,9 @@ from ratecontrol.cache import ProbeCache
 from ratecontrol.errors import UsageError
 from ratecontrol.presets import Preset, load_preset
 from ratecontrol.results import Probe
+from ratecontrol.search import first_probes
 from ratecontrol.scoring.base import Scorer, available_scorers, get_scorer
-from ratecontrol.probing.prober import Prober
+from ratecontrol.probing.prober import Prober, encode_rung, ladder
 from ratecontrol.probing.sampling import CONTEXT_S, DEFAULT_SAMPLE_SHARE, SAMPLE_MAX_S, pick_segments
 from ratecontrol.probing.source import ProbeSource, prepare_windows, score_windows
 from ratecontrol.probing.track import NO_RATE, Track, load_track, output_rate
@@ -28,6 +29,9 @@ CHECK_CHUNK_S = 60.0
 #: under SAMPLE_MIN_DURATION_S): on a smooth 13-rung ladder 2 per round take 2.4 rounds
 #: instead of 3.75 sequential probes (tests/test_search.py), for ~27 % more encoding
 PARALLEL_PROBES = 2
+#: encode the search's first round while the scorer loads (open_session); off only to
+#: measure what it saves (bench/bench_cost.py --no-prefetch)
+PREFETCH = os.environ.get("RATECONTROL_PREFETCH", "1") != "0"
 
 def resolve_preset(codec: str | Preset) -> Preset:
     preset = codec if isinstance(codec, Preset) else load_preset(codec)
@@ -50,6 +54,17 @@ def resolve_cache(cache: ProbeCache | bool | str | os.PathLike | None) -> ProbeC
         return ProbeCache()
     return ProbeCache(cache)
 
+def _discard(fut: Future) -> None:
+    """Wait for a prefetched encode nobody took and delete the file it kept."""
+    try:
+        rts = fut.result()
+    except Exception:  # its error belongs to a probe that never ran
+        return
+    for rt in rts:
+        if rt.encoded_path is not None:
+            rt.encoded_path.unlink(missing_ok=True)
+
+
 @dataclass
 class Session:
     """One input, one scorer, one cache: probers per preset share the decode and windows."""
@@ -71,6 +86,8 @@ class Session:
         self._source: ProbeSource | None = None
         self._probers: dict[str, Prober] = {}
         self._check_ref: list | None = None
+        #: (preset name, rung index) -> encodes started by prefetch
+        self._prefetched: dict[tuple[str, int], Future] = {}
 
     def source(self) -> ProbeSource:
         if self._source is None:
@@ -78,22 +95,54 @@ class Session:
                                                                    max_s=self.sample_max_s), self.hop_s)
         return self._source
 
+    def _parallel(self) -> int:
+        # a probe already split over PROBE_PROCESSES ffmpeg processes fills the cores;
+        # a one-stream probe leaves one idle: probe two rungs at once. jobs=1 (batch
+        # workers, one core each) keeps it sequential.
+        if self.jobs != 1 and len(self.source().encode_spans()) == 1:
+            return max(1, min(PARALLEL_PROBES, os.cpu_count() or 1))
+        return 1
+
     def prober(self, preset: Preset) -> Prober:
         if preset.name not in self._probers:
             pr = Prober(self.source(), preset, self.scorer, self.pool, self.cache, self.on_probe, self.max_kbps)
-            # a probe already split over PROBE_PROCESSES ffmpeg processes fills the cores;
-            # a one-stream probe leaves one idle: probe two rungs at once. jobs=1 (batch
-            # workers, one core each) keeps it sequential.
-            if self.jobs != 1 and len(pr.source.encode_spans()) == 1:
-                pr.parallel = max(1, min(PARALLEL_PROBES, os.cpu_count() or 1))
+            pr.parallel = self._parallel()
             pr.keep_encodes = self.keep_encodes
+            pr.prefetched = {i: f for (name, i), f in self._prefetched.items() if name == preset.name}
             self._probers[preset.name] = pr
         return self._probers[preset.name]
 
+    def prefetch(self, preset: Preset) -> None:
+        """Start the encodes of the search's first round (``search.first_probes``) in
+        the background; the probes that need them take them (``Prober.prefetched``).
+
+        An encode needs ffmpeg, not the scorer, so ``open_session`` calls this while
+        the learned scorer is still loading in a fresh process (torch import +
+        checkpoint, 2-3 s with one core otherwise idle): the first round is then
+        encoded when scoring can start. What a probe-cache hit leaves unused is
+        deleted by ``close``.
+        """
+        rungs = ladder(preset, self.track.channels, self.max_kbps)
+        if not rungs or preset.name in {name for name, _ in self._prefetched}:
+            return
+        keep = self.keep_encodes
+        src = self.source()
+        ex = ThreadPoolExecutor(PARALLEL_PROBES)
+        for i in first_probes(len(rungs), self._parallel()):
+            self._prefetched[(preset.name, i)] = ex.submit(encode_rung, src, preset, rungs[i], keep)
+        ex.shutdown(wait=False)
+
     def close(self) -> None:
-        """Delete the probes' kept encodes."""
+        """Delete the probes' kept encodes, and those of prefetched encodes no probe took."""
         for pr in self._probers.values():
             pr.discard_encodes()
+            for fut in pr.prefetched.values():
+                _discard(fut)
+            pr.prefetched.clear()
+        for key, fut in self._prefetched.items():
+            if key[0] not in self._probers:
+                _discard(fut)
+        self._prefetched.clear()
 
     def _check_pieces(self, chunk_s: float = CHECK_CHUNK_S):
         """The track cut into ``chunk_s`` probe sources for the full-track check."""
@@ -169,7 +218,7 @@ def open_session(source, preset_for_rate: Preset | None, opts: Options, sample_r
         fut = ex.submit(resolve_scorer, sc, n_jobs=opts.jobs)
         ex.shutdown(wait=False)  # an input error below must not wait for the import
         track = load_track(source, rate_for, sample_rate_hz, opts.allow_partial)
-        sc = fut.result()
+        sc = fut if not fut.done() else fut.result()
     else:
         track = load_track(source, rate_for, sample_rate_hz, opts.allow_partial)
     max_kbps = opts.max_kbps
@@ -182,6 +231,18 @@ def open_session(source, preset_for_rate: Preset | None, opts: Options, sample_r
             track = replace(track, notes=track.notes + (
                 f"input is lossy ({info.codec}, ~{info.bitrate_kbps:.0f} kbps): the ladder stops at its bitrate "
                 "(--above-source to allow more)",))
-    return Session(track, sc, opts.pool, cache if cache is not None else resolve_cache(opts.cache), opts.hop_s, share,
-                   opts.on_probe, max_kbps, opts.jobs, SAMPLE_MAX_S if opts.sample_share is None else None,
-                   keep_encodes)
+    loading = sc if isinstance(sc, Future) else None
+    session = Session(track, None if loading else sc, opts.pool, cache if cache is not None else resolve_cache(opts.cache),
+                      opts.hop_s, share, opts.on_probe, max_kbps, opts.jobs,
+                      SAMPLE_MAX_S if opts.sample_share is None else None, keep_encodes)
+    if loading is not None:
+        # the scorer is still loading: encode the search's first round meanwhile
+        # (docs/performance.md, "Cost"); the loader keeps one core, ffmpeg takes the other
+        try:
+            if preset_for_rate is not None and PREFETCH:
+                session.prefetch(preset_for_rate)
+            session.scorer = loading.result()
+        except BaseException:
+            session.close()
+            raise
+    return session
