@@ -166,3 +166,33 @@ def test_batch_keeps_video_by_default_and_reports_each_mode(films, tmp_path):
     assert any("1 skipped (--video skip)" in ln for ln in rep.summary_lines())
     with pytest.raises(errors.UsageError):
         transcode_folder(src, tmp_path / "out4", video="copy", **kw)
+
+
+def test_audio_delayed_against_the_video_stays_delayed(tmp_path):
+    src = tmp_path / "late.mkv"
+    _ff("-f", "lavfi", "-i", "testsrc=size=160x120:rate=10:d=4", "-itsoffset", "0.5", "-f", "lavfi", "-i",
+        "sine=f=440:beep_factor=4:d=3", "-map", "0", "-map", "1", "-c:v", "mpeg4", "-c:a", "flac", src)
+    assert [s.start_s for s in _streams(src)] == [0.0, 0.5]
+    res = ratecontrol.encode(src, tmp_path / "out.mkv", target_mos=3.8, codec="opus", cache=False)
+    video, audio = _streams(res.output_path)
+    assert audio.codec == "opus" and abs((audio.start_s - video.start_s) - 0.5) <= 0.01
+
+
+def test_the_default_disposition_picks_the_stream():
+    from ratecontrol.media._inspect import _parse_streams
+
+    dump = ("Input #0, matroska,webm, from '<input>':\n"
+            "  Stream #0:0: Video: h264 (High), yuv420p, 1920x1080, 24 fps (default)\n"
+            "  Stream #0:1(eng): Audio: ac3, 48000 Hz, 5.1(side), fltp, 448 kb/s\n"
+            "    Metadata:\n      title           : Director's commentary\n"
+            "  Stream #0:2(deu): Audio: aac (LC), 48000 Hz, stereo, fltp, start 0.021000 (default) (hearing impaired)\n"
+            "  Stream #0:3: Attachment: ttf\n")
+    streams = _parse_streams(dump)
+    assert [(s.kind, s.audio_index, s.language) for s in streams] == [
+        ("video", None, None), ("audio", 0, "eng"), ("audio", 1, "deu"), ("attachment", None, None)]
+    assert streams[1].title == "Director's commentary" and streams[2].start_s == 0.021
+    assert streams[2].dispositions == ("default", "hearing_impaired")
+    info = media.MediaInfo(path=Path("x"), duration_s=1.0, sample_rate_hz=48000, channels=2, codec="ac3",
+                           bitrate_kbps=448.0, lossless=False, format_name="matroska", bits_per_sample=None,
+                           has_cover_art=False, streams=streams)
+    assert media.default_audio_stream(info) == 1

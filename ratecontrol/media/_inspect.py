@@ -3,7 +3,7 @@
 There is no ffprobe next to the imageio-ffmpeg binary, so this parses the stream dump
 ffmpeg prints on stderr when it opens an input (``Input #0, flac, from ...``,
 ``Duration: ...``, ``Stream #0:0: Audio: flac, 44100 Hz, stereo, s16 (24 bit)``, the
-``Metadata:`` blocks) while decoding the first 50 ms of audio to the ``null`` muxer. When the container does not know
+``Metadata:`` blocks) while decoding the first 3 audio frames to the ``null`` muxer. When the container does not know
 the duration (a FLAC header with no total-sample count, raw streams) the first audio
 stream is decoded to the ``null`` muxer once and the decoded length is reported.
 """
@@ -53,6 +53,9 @@ class StreamInfo:
     title: str | None = None
     #: an attached picture (cover art), not a video
     attached_pic: bool = False
+    #: when the stream starts (s), where ffmpeg says it is not 0 (audio delayed against
+    #: the video: kept when the stream is re-encoded)
+    start_s: float = 0.0
 
 
 #: the dispositions ffmpeg prints after a stream line, "(hearing impaired)" etc.
@@ -60,6 +63,7 @@ _DISPOSITIONS = ("default", "dub", "original", "comment", "lyrics", "karaoke", "
                  "visual impaired", "clean effects", "attached pic", "timed thumbnails", "non-diegetic",
                  "captions", "descriptions", "metadata", "dependent", "still image", "multilayer")
 _DISPOSITION_RE = re.compile(r"\((" + "|".join(_DISPOSITIONS) + r")\)")
+_START_RE = re.compile(r",\s*start (-?\d+(?:\.\d+)?)")
 _STREAM_LINE_RE = re.compile(r"^\s*Stream #0:(?P<idx>\d+)(?:\[0x[0-9a-fA-F]+\])?(?:\((?P<lang>[^)]*)\))?:"
                              r"\s*(?P<kind>\w+):\s*(?P<rest>.*)$")
 
@@ -82,11 +86,13 @@ def _parse_streams(stderr: str) -> tuple[StreamInfo, ...]:
             kind, rest = m.group("kind").lower(), m.group("rest")
             disp = tuple(d.replace(" ", "_") for d in _DISPOSITION_RE.findall(rest))
             lang = m.group("lang")
+            ms = _START_RE.search(rest)
             out.append(StreamInfo(
                 index=int(m.group("idx")), kind=kind, codec=(rest.split(",")[0].split() or [""])[0],
                 language=None if lang in (None, "", "und") else lang,
                 dispositions=tuple(d for d in disp if d != "attached_pic"),
-                audio_index=n_audio if kind == "audio" else None, attached_pic="attached_pic" in disp))
+                audio_index=n_audio if kind == "audio" else None, attached_pic="attached_pic" in disp,
+                start_s=float(ms.group(1)) if ms else 0.0))
             n_audio += kind == "audio"
             title_indent = len(line) - len(line.lstrip(" ")) + 4
             continue
@@ -189,7 +195,10 @@ def check_input_path(path) -> Path:
     return p
 
 
-_CHECK_S = 0.05
+#: audio frames inspect decodes to see that the stream has samples (a few ms each): a
+#: count, not "the first 50 ms", which is empty for a stream that starts late (a film's
+#: audio delayed against its video)
+_CHECK_FRAMES = 3
 
 
 def _decoded_duration_s(path: Path) -> float:
@@ -217,9 +226,9 @@ def inspect(path) -> MediaInfo:
     """
     ffmpeg_path()  # a broken ffmpeg is FFmpegNotFoundError here, never the input's fault
     p = check_input_path(path)
-    # One call: open the file (ffmpeg prints the stream dump) and decode its first 50 ms
+    # One call: open the file (ffmpeg prints the stream dump) and decode its first 3 audio frames
     # to the null muxer, so a header with no decodable audio behind it is caught here.
-    stream = ffmpeg.input(ff_path(p)).output("-", format="null", map="0:a:0", t=_CHECK_S)
+    stream = ffmpeg.input(ff_path(p)).output("-", format="null", map="0:a:0", **{"frames:a": _CHECK_FRAMES})
     empty = False
     try:
         _, err_b = run(stream, what=f"probing {p}")

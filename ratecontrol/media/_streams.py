@@ -66,7 +66,12 @@ def _mux_args(info: MediaInfo, src: Path, replaced: Mapping[int, Path], dest: st
               stream_tags: Mapping[int, Mapping[str, str]] | None, limit_s: float | None) -> list[str]:
     order = sorted(replaced)
     args = ["-hide_banner", "-nostdin", "-y", "-i", ff_path(src)]
+    starts = {st.audio_index: st.start_s for st in info.streams if st.kind == "audio"}
     for n in order:
+        if starts.get(n, 0.0) > 0.0005:
+            # the stream started late (audio delayed against the video); its encode starts
+            # at 0, so it is put back where the original started
+            args += ["-itsoffset", f"{starts[n]:.6f}"]
         args += ["-i", ff_path(replaced[n])]
     maps: list[str] = []
     per_stream: list[str] = []
