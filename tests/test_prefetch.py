@@ -68,9 +68,9 @@ def test_prefetch_nobody_takes_leaves_no_file_behind(roundtrips):
     before = set(fsutil.run_temp_dir().iterdir())
     preset = load_preset("opus")
     s = open_session(_music(), preset, _opts(), SR, scorer=get_scorer("learned"), keep_encodes=True)
-    s.prefetch(preset)
+    s.prefetch(preset, threading.Event())  # a scorer that never loads: every speculation runs
     s.close()  # e.g. every first-round rung was a probe-cache hit
-    assert len(roundtrips) == 2
+    assert len(roundtrips) == 2 + session_module.SPECULATE_MAX
     assert set(fsutil.run_temp_dir().iterdir()) == before
 
 
@@ -93,8 +93,24 @@ def test_open_session_encodes_the_first_round_while_the_scorer_loads(roundtrips,
     assert roundtrips and all(t < t_loaded for _, t in roundtrips), "the encodes started before the scorer was ready"
     res = run_search(s.prober(preset), 4.2, best_effort=True)
     assert res.chosen is not None and len(res.probes) >= 1
+    stats = s.prefetch_stats()
+    n_first = len(first_probes(len(s.prober(preset).rungs), s.prober(preset).parallel))
+    # the first round and some speculations next to it were encoded while loading
+    assert n_first < stats["prefetched"] <= n_first + session_module.SPECULATE_MAX
+    assert n_first <= stats["taken"] <= min(stats["prefetched"], len(res.probes))
     s.close()
     assert t_loaded - t0 >= 1.5
+
+
+def test_speculation_stops_once_the_scorer_is_ready(roundtrips):
+    loaded = threading.Event()
+    loaded.set()  # the scorer is already there: only the first round is encoded
+    preset = load_preset("opus")
+    s = open_session(_music(), preset, _opts(), SR, scorer=get_scorer("learned"))
+    s.prefetch(preset, loaded)
+    run_search(s.prober(preset), 4.2, best_effort=True)
+    assert s.prefetch_stats()["prefetched"] == len(first_probes(len(s.prober(preset).rungs), s.prober(preset).parallel))
+    s.close()
 
 
 def test_first_probes_is_what_the_search_probes_first():

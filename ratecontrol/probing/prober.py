@@ -77,6 +77,7 @@ class Prober:
         #: rung index -> the encodes of that rung already started (Session.prefetch),
         #: taken by the probe that needs them
         self.prefetched: dict[int, Future] = {}
+        self.prefetch_taken = 0
 
     @property
     def all_silent(self) -> bool:
@@ -99,7 +100,13 @@ class Prober:
 
     def _measure(self, i: int) -> dict:
         fut = self.prefetched.pop(i, None)
-        rts = fut.result() if fut is not None else encode_rung(self.source, self.preset, self.rungs[i], self.keep_encodes)
+        if fut is not None and fut.cancel():  # still queued behind other prefetches: do it now
+            fut = None
+        rts = fut.result() if fut is not None else None  # None: a speculation never started
+        if rts is None:
+            rts = encode_rung(self.source, self.preset, self.rungs[i], self.keep_encodes)
+        else:
+            self.prefetch_taken += 1
         if rts[0].encoded_path is not None:
             self.encodes[i] = rts[0].encoded_path
             self.decode_digests[i] = pcm_digest(rts[0].audio, self.track.rate_hz)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, Callable
@@ -32,6 +33,9 @@ PARALLEL_PROBES = 2
 #: encode the search's first round while the scorer loads (open_session); off only to
 #: measure what it saves (bench/bench_cost.py --no-prefetch)
 PREFETCH = os.environ.get("RATECONTROL_PREFETCH", "1") != "0"
+#: at most this many rungs next to the first round are encoded on speculation while the
+#: scorer loads (a rung is ~0.1-0.5 s of ffmpeg; the load takes 2-3 s)
+SPECULATE_MAX = 4
 
 def resolve_preset(codec: str | Preset) -> Preset:
     preset = codec if isinstance(codec, Preset) else load_preset(codec)
@@ -60,7 +64,7 @@ def _discard(fut: Future) -> None:
         rts = fut.result()
     except Exception:  # its error belongs to a probe that never ran
         return
-    for rt in rts:
+    for rt in rts or ():
         if rt.encoded_path is not None:
             rt.encoded_path.unlink(missing_ok=True)
 
@@ -112,25 +116,49 @@ class Session:
             self._probers[preset.name] = pr
         return self._probers[preset.name]
 
-    def prefetch(self, preset: Preset) -> None:
+    def prefetch(self, preset: Preset, loaded: threading.Event | None = None) -> None:
         """Start the encodes of the search's first round (``search.first_probes``) in
         the background; the probes that need them take them (``Prober.prefetched``).
 
         An encode needs ffmpeg, not the scorer, so ``open_session`` calls this while
         the learned scorer is still loading in a fresh process (torch import +
         checkpoint, 2-3 s with one core otherwise idle): the first round is then
-        encoded when scoring can start. What a probe-cache hit leaves unused is
-        deleted by ``close``.
+        encoded when scoring can start. ``loaded``: an event set when the scorer is
+        ready; until then up to ``SPECULATE_MAX`` more rungs next to the first round
+        are encoded on speculation (the ones the search is likeliest to probe next),
+        and none is started after it. What no probe takes (a probe-cache hit, a
+        speculation the search never needed) is deleted by ``close``.
         """
         rungs = ladder(preset, self.track.channels, self.max_kbps)
         if not rungs or preset.name in {name for name, _ in self._prefetched}:
             return
-        keep = self.keep_encodes
-        src = self.source()
-        ex = ThreadPoolExecutor(PARALLEL_PROBES)
-        for i in first_probes(len(rungs), self._parallel()):
+        keep, src, n = self.keep_encodes, self.source(), len(rungs)
+        first = first_probes(n, self._parallel())
+        spec = []
+        if loaded is not None:
+            for d in range(1, n):
+                for f in first:
+                    spec += [j for j in (f + d, f - d) if 0 <= j < n and j not in first and j not in spec]
+            spec = spec[:SPECULATE_MAX]
+
+        def speculative(rung):
+            # started only while the scorer is loading: after that the search knows better
+            return None if loaded.is_set() else encode_rung(src, preset, rung, keep)
+
+        # one ffmpeg stream per first-round rung (a sampled probe's encode is already
+        # PROBE_PROCESSES of them); speculations queue behind the first round
+        ex = ThreadPoolExecutor(len(first))
+        for i in first:
             self._prefetched[(preset.name, i)] = ex.submit(encode_rung, src, preset, rungs[i], keep)
+        for i in spec:
+            self._prefetched[(preset.name, i)] = ex.submit(speculative, rungs[i])
         ex.shutdown(wait=False)
+
+    def prefetch_stats(self) -> dict[str, int]:
+        """How many prefetched encodes were started and how many probes took one."""
+        futs = list(self._prefetched.values())
+        done = [f for f in futs if f.done() and not f.cancelled() and f.exception() is None and f.result() is not None]
+        return {"prefetched": len(done), "taken": sum(pr.prefetch_taken for pr in self._probers.values())}
 
     def close(self) -> None:
         """Delete the probes' kept encodes, and those of prefetched encodes no probe took."""
@@ -238,9 +266,11 @@ def open_session(source, preset_for_rate: Preset | None, opts: Options, sample_r
     if loading is not None:
         # the scorer is still loading: encode the search's first round meanwhile
         # (docs/performance.md, "Cost"); the loader keeps one core, ffmpeg takes the other
+        loaded = threading.Event()
+        loading.add_done_callback(lambda _: loaded.set())
         try:
             if preset_for_rate is not None and PREFETCH:
-                session.prefetch(preset_for_rate)
+                session.prefetch(preset_for_rate, loaded)
             session.scorer = loading.result()
         except BaseException:
             session.close()
