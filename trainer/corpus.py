@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import hashlib
 import json
 import logging
 import os
@@ -35,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ratecontrol import fsutil
 from ratecontrol.errors import DatasetError, UsageError
 
 log = logging.getLogger("trainer.corpus")
@@ -150,14 +150,6 @@ def spectral_bandwidth(audio: np.ndarray, sample_rate_hz: int, max_seconds: floa
     return bw, float(freqs[above[-1]])
 
 
-def _sha1(path: Path) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _read(path: Path) -> tuple[np.ndarray, int]:
     """[C, N] float32 via libsndfile (reads Vorbis/FLAC/WAV/AIFF; decoding here is only
     for measuring and arranging -- the dataset builder decodes through ratecontrol.media)."""
@@ -171,17 +163,12 @@ def _write_flac(path: Path, audio: np.ndarray, sample_rate_hz: int) -> None:
     import soundfile as sf
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    sf.write(str(tmp), np.clip(audio.T, -1, 1), sample_rate_hz, format="FLAC", subtype="PCM_16")
-    os.replace(tmp, path)
+    with fsutil.atomic_output(path) as tmp:
+        sf.write(str(tmp), np.clip(audio.T, -1, 1), sample_rate_hz, format="FLAC", subtype="PCM_16")
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".part")
-    with open(tmp, "w") as f:
-        for row in rows:
-            f.write(json.dumps(row, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    fsutil.atomic_write(path, "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
 
 
 def read_manifest(path: Path) -> list[dict]:
@@ -323,15 +310,13 @@ def stage_music(out: Path, cfg: CorpusConfig, n_jobs: int) -> tuple[list[dict], 
                             dst = unz / m
                             if not dst.exists():
                                 dst.parent.mkdir(parents=True, exist_ok=True)
-                                tmp = dst.with_name(dst.name + ".part")
-                                tmp.write_bytes(z.read(m))
-                                os.replace(tmp, dst)
+                                fsutil.atomic_write(dst, z.read(m))
                             candidates.append((pkg, rel + "/" + m, dst))
     log.info("music: %d candidate files", len(candidates))
     rows = Parallel(n_jobs=n_jobs)(delayed(_measure_music)(f, cfg) for _, _, f in candidates)
     kept, rejected, seen = [], [], set()
     for (pkg, rel, f), row in zip(candidates, rows):
-        digest = _sha1(f)
+        digest = fsutil.file_digest(f, "sha1")
         base = {"package": pkg, "installed_path": rel, **row}
         if not row["keep"]:
             rejected.append({**base, "kind": "music"})
@@ -471,7 +456,7 @@ def stage_render(out: Path, cfg: CorpusConfig, n_jobs: int) -> list[dict]:
                 package=pkg, licence=f"{MUSIC21_LICENCE}; SoundFont {HAND_LICENCES[pkg]}",
                 duration_s=round(audio.shape[1] / sr, 3), sample_rate_hz=sr,
                 channels=audio.shape[0], bitrate_kbps=None, bandwidth_995_hz=round(bw),
-                rolloff_60db_hz=round(roll), sha1=_sha1(dst),
+                rolloff_60db_hz=round(roll), sha1=fsutil.file_digest(dst, "sha1"),
                 note=f"music21 {rel_score}; transpose {m.get('transpose_semitones')}; "
                      f"bpm {m.get('bpm')}; GM programs {m.get('programs')}")))
             total_s += audio.shape[1] / sr
@@ -658,7 +643,7 @@ def stage_drums(out: Path, cfg: CorpusConfig) -> list[dict]:
             id=f"drums/{vid}", path=str(dst.relative_to(out)), kind="drums", package=pkg,
             licence=lic, duration_s=round(audio.shape[1] / sr, 3), sample_rate_hz=sr,
             channels=audio.shape[0], bitrate_kbps=None, bandwidth_995_hz=round(bw),
-            rolloff_60db_hz=round(roll), sha1=_sha1(dst),
+            rolloff_60db_hz=round(roll), sha1=fsutil.file_digest(dst, "sha1"),
             note=f"{note}; {bpm:.1f} bpm")))
     return kept
 
@@ -680,7 +665,7 @@ def stage_speech(out: Path, cfg: CorpusConfig) -> list[dict]:
             id=f"speech/{dst.stem}", path=str(dst.relative_to(out)), kind="speech",
             package=pkg, licence=lic, duration_s=round(audio.shape[1] / sr, 3),
             sample_rate_hz=sr, channels=audio.shape[0], bitrate_kbps=None,
-            bandwidth_995_hz=round(bw), rolloff_60db_hz=round(roll), sha1=_sha1(dst),
+            bandwidth_995_hz=round(bw), rolloff_60db_hz=round(roll), sha1=fsutil.file_digest(dst, "sha1"),
             note=note)))
 
     # Asterisk prompts: 1-5 s each at 8 kHz; joined with 0.2-0.7 s pauses into passages

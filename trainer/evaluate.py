@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -17,6 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ratecontrol import fsutil
 from ratecontrol.errors import DatasetError
 
 __all__ = ["compute_metrics", "predict", "evaluate_checkpoint", "scatter_png", "format_metrics", "EvalResult"]
@@ -114,11 +114,11 @@ def scatter_png(pred: np.ndarray, label: np.ndarray, path: str, title: str = "")
     fig.tight_layout()
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=folder)
-    os.close(fd)
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with fsutil.atomic_output(path) as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
 
 
 @dataclass(frozen=True)
@@ -170,10 +170,7 @@ def evaluate_checkpoint(
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
         mpath = os.path.join(out_dir, "metrics.json")
-        fd, tmp = tempfile.mkstemp(suffix=".json", dir=out_dir)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(_finite(metrics), fh, indent=1)
-        os.replace(tmp, mpath)
+        fsutil.atomic_write(mpath, json.dumps(_finite(metrics), indent=1))
         spath = os.path.join(out_dir, "scatter.png")
         scatter_png(pred, label, spath, title or os.path.basename(checkpoint))
         np.savez_compressed(os.path.join(out_dir, "predictions.npz"), pred=pred, label=label, keys=np.array(keys))
