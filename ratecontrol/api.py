@@ -63,12 +63,20 @@ def select_bitrate(source, *, target_mos: float, codec: str | Preset = "opus", o
     (then the top rung is returned with ``reached=False``).
     """
     opts = Options.merge(options, **option_fields)
+    _encode_only_stream_options(opts, "select_bitrate")
     target = check_target_mos(target_mos)
     if codec == AUTO_CODEC:
         return search_auto(auto_sessions(source, opts, sample_rate_hz), target, opts.best_effort, opts.margin_mos)
     preset = resolve_preset(codec)
     s = open_session(source, preset, opts, sample_rate_hz)
     return run_search(s.prober(preset), target, opts.best_effort, margin=opts.margin_mos)
+
+
+def _encode_only_stream_options(opts: Options, what: str) -> None:
+    """audio_stream / all_audio_streams are encode's (and batch's): refused, not ignored."""
+    if opts.audio_stream is not None or opts.all_audio_streams:
+        raise UsageError(f"{what} searches the first audio stream only; audio_stream and all_audio_streams are "
+                         "options of encode (copy the stream out first, e.g. with media.extract_audio)")
 
 
 def _default_output(input_path: Path, preset: Preset, suffix: str = "") -> Path:
@@ -311,6 +319,7 @@ def encode_ladder(source: str | os.PathLike, out_dir: str | os.PathLike | None =
     """
     t0 = time.perf_counter()
     opts = Options.merge(options, **option_fields)
+    _encode_only_stream_options(opts, "encode_ladder")
     input_path = Path(source)
     media.inspect(input_path)
     if isinstance(targets, (str, bytes)) or not isinstance(targets, Sequence):

@@ -139,6 +139,8 @@ def test_stream_options_are_checked(films, tmp_path):
         ratecontrol.Options(audio_stream=1, all_audio_streams=True)
     with pytest.raises(errors.UsageError, match="audio_stream"):
         ratecontrol.Options(audio_stream=-1)
+    with pytest.raises(errors.UsageError, match="options of encode"):  # refused, never silently ignored
+        ratecontrol.select_bitrate(films[".mkv"], target_mos=3.8, audio_stream=1)
 
 
 def test_batch_keeps_video_by_default_and_reports_each_mode(films, tmp_path):
