@@ -34,7 +34,7 @@ from ratecontrol.batch import (
     transcode_folder,
 )
 from ratecontrol.cli.batch import batch_command
-from ratecontrol.errors import InputNotFoundError, OutputError, UsageError
+from ratecontrol.errors import InputNotFoundError, OutputError, RatecontrolError, UsageError
 
 TARGET = 3.6  # low enough that short clips settle on low rungs after few probes
 CLIP_S = 1.5
@@ -364,7 +364,7 @@ def test_cli_exit_code_says_something_failed(mixed_run, tmp_path):
     res = CliRunner().invoke(batch_command, [str(src), str(out2), "--target-mos", str(TARGET), "--codec", "opus",
                                              "--scorer", "visqol", "--copy-other", "-j", "2", "--no-progress",
                                              "--json-report", str(tmp_path / "r.json")])
-    assert res.exit_code == 1, res.output
+    assert res.exit_code == RatecontrolError.exit_code, res.output  # some file failed
     assert "failed: gen/broken.flac" in res.output
     assert json.loads((tmp_path / "r.json").read_text())["summary"]["failed"] == 2
 
@@ -400,7 +400,7 @@ def test_sigkill_part_way_then_rerun_completes_without_reencoding(tmp_path, shar
     assert 2 <= len(done_first) < 8
 
     res = subprocess.run(argv, capture_output=True, text=True, timeout=900)
-    assert res.returncode == 1, res.stderr  # the corrupt and empty files fail, on purpose
+    assert res.returncode == RatecontrolError.exit_code, res.stderr  # the corrupt and empty files fail, on purpose
     assert "14 files" in res.stdout
     lines = _manifest_lines(out)
     encoded = [r["input"] for r in lines if r["status"] == "encoded"]

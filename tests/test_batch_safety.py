@@ -30,7 +30,7 @@ from ratecontrol.batch import (
     transcode_folder,
 )
 from ratecontrol.cli.batch import batch_command
-from ratecontrol.errors import OutputError
+from ratecontrol.errors import OutputError, RatecontrolError
 
 TARGET = 3.6
 KW = dict(target_mos=TARGET, codec="opus", scorer="learned", jobs=1, progress=False)
@@ -97,7 +97,7 @@ def test_existing_file_at_an_output_path_is_a_conflict_unless_overwrite(tmp_path
     mine = b"the user's own a.opus, not batch's"
     (out / "a.opus").write_bytes(mine)
     res = _cli(str(src), str(out), "--json-report", str(tmp_path / "r.json"), "--csv-report", str(tmp_path / "r.csv"))
-    assert res.exit_code == 1, res.output
+    assert res.exit_code == RatecontrolError.exit_code, res.output
     assert (out / "a.opus").read_bytes() == mine
     assert media.inspect(out / "b.opus").codec == "opus"
     assert "1 conflicts" in res.output and "conflict: a.wav:" in res.output and "--overwrite" in res.output
