@@ -43,6 +43,7 @@ from ratecontrol.probing.verify import finish_encode
 from ratecontrol.results import EncodeResult, ScoreResult, SearchResult
 from ratecontrol.scoring.pooling import pool as pool_scores
 from ratecontrol.windows import MODEL_SAMPLE_RATE_HZ, cut_windows, is_digital_silence
+from ratecontrol.media._layouts import lfe_indices
 
 __all__ = ["select_bitrate", "encode", "encode_ladder", "score", "Options", "AUTO_CODEC"]
 
@@ -357,31 +358,40 @@ def encode_ladder(source: str | os.PathLike, out_dir: str | os.PathLike | None =
 
 
 def _load_pair(reference, degraded, sample_rate_hz: int | None,
-               allow_partial: bool = False) -> tuple[np.ndarray, np.ndarray]:
+               allow_partial: bool = False) -> tuple[np.ndarray, np.ndarray, str]:
     """Both signals at the model's 44.1 kHz, brought there the way a search's check is.
 
     Files are decoded by ffmpeg at one common rate, the degraded file's own when it
     is 44.1 or 48 kHz (the rate it was encoded at: an Opus file is 48 kHz), and both
     are then resampled by the one in-process resampler, as probes and the output check
     are: so ``score(INPUT, OUTPUT)`` reads the shipped file exactly as ``encode``
-    scored it (tests/test_oneencode.py)."""
+    scored it (tests/test_oneencode.py).
+
+    Surround (two files of the same 3+ channel count): the degraded file is read in its
+    own layout and the reference converted to it by channel name, as ``encode`` decoded
+    the input for the encoder; the third value is that layout ("" otherwise)."""
     out = []
     files = [x for x in (reference, degraded) if not isinstance(x, np.ndarray)]
     common = None
+    layout = ""
     if files:
         infos = {id(x): media.inspect(x) for x in files}
         anchor = degraded if not isinstance(degraded, np.ndarray) else reference
         common = output_rate(NO_RATE, infos[id(anchor)].sample_rate_hz)
+        if len(files) == 2 and infos[id(reference)].channels == infos[id(degraded)].channels > 2:
+            layout = infos[id(degraded)].channel_layout
     for x, what in ((reference, "reference"), (degraded, "degraded")):
         if isinstance(x, np.ndarray):
             if sample_rate_hz is None:
                 raise UsageError(f"pass sample_rate_hz together with the {what} array")
             out.append(resample(as_array(x, what), check_rate(sample_rate_hz), MODEL_SAMPLE_RATE_HZ))
         else:
-            a = media.decode(x, sample_rate_hz=common, channels=min(infos[id(x)].channels, 2),
-                             allow_partial=allow_partial)
+            a = media.decode(x, sample_rate_hz=common,
+                             channels=None if layout else min(infos[id(x)].channels, 2),
+                             allow_partial=allow_partial,
+                             layout=layout if layout and x is reference else None)
             out.append(resample(require_finite(a, str(x)), common, MODEL_SAMPLE_RATE_HZ))
-    return out[0], out[1]
+    return out[0], out[1], layout
 
 
 def score(reference, degraded, *, scorer: Any = None, pool: str = "p10", sample_rate_hz: int | None = None,
@@ -395,7 +405,7 @@ def score(reference, degraded, *, scorer: Any = None, pool: str = "p10", sample_
     opts = Options(scorer=scorer, pool=pool, hop_s=hop_s, jobs=jobs, allow_partial=allow_partial)
     pool = opts.pool
     sc = resolve_scorer(opts.scorer, n_jobs=opts.jobs)
-    ref, deg = _load_pair(reference, degraded, sample_rate_hz, allow_partial)
+    ref, deg, layout = _load_pair(reference, degraded, sample_rate_hz, allow_partial)
     if ref.shape[0] != deg.shape[0]:
         # mono vs stereo: compare mono mixes rather than refuse
         ref, deg = ref.mean(axis=0, keepdims=True), deg.mean(axis=0, keepdims=True)
@@ -406,8 +416,11 @@ def score(reference, degraded, *, scorer: Any = None, pool: str = "p10", sample_
     else:
         deg = _fit_length(deg, ref.shape[1])
     _warn_if_unrelated(ref, deg, reference, degraded)
-    ref_w, index = cut_windows(ref, hop_s=hop_s)
-    deg_w, _ = cut_windows(deg, starts=index.start_sample[: len(index) // ref.shape[0]])
+    # surround: every channel but the LFE, as encode's probes and check (docs/scoring.md)
+    lfe = lfe_indices(layout) if ref.shape[0] == deg.shape[0] else ()
+    chans = [c for c in range(ref.shape[0]) if c not in lfe]
+    ref_w, index = cut_windows(ref, hop_s=hop_s, channels=chans)
+    deg_w, _ = cut_windows(deg, starts=index.start_sample[: len(index) // len(chans)], channels=chans)
     both_silent = is_digital_silence(ref_w) & is_digital_silence(deg_w)
     scores = np.full(len(ref_w), np.nan)
     if (~both_silent).any():

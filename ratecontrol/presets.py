@@ -19,6 +19,10 @@ to their own file). Schema (unknown keys are errors, so typos do not pass silent
       valid_kbps: [32, 40, ...]     #   ... snapped to the nearest valid value, deduplicated
       min_kbps: 6                   #   ... and never below this
       rungs: [...]                  #   policy "rungs": an explicit mono ladder
+    surround:                       # optional, how rungs_for(3..8) scales the stereo ladder
+      pair: 1.0                     #   x the stereo rung per channel pair (Opus coupled
+      single: 0.5                   #   stream / AAC CPE), per other full-band channel
+      lfe: 0.0                      #   (uncoupled stream / SCE), per LFE channel
     rungs:                          # required, non-empty, nominal_kbps strictly increasing
       - label: 64k
         nominal_kbps: 64            # stereo nominal: for reports and "never above source"
@@ -27,6 +31,12 @@ to their own file). Schema (unknown keys are errors, so typos do not pass silent
 Mono policy: bitrate rungs (those with a ``b:a`` option) are scaled; quality rungs
 (``q:a``) keep their options because the encoder's quality scale already spends fewer
 bits on one channel, only their ``nominal_kbps`` is scaled for reporting.
+
+Surround (3..8 channels, coded in the Vorbis I layouts, media/_layouts.py): a rung's
+kbps is the stereo rung's x ``pairs * pair + singles * single + lfes * lfe``, with the
+channel groups of the layout (``SURROUND_GROUPS``: 5.1 = 2 pairs, the centre, the LFE;
+the streams of Opus mapping family 1 and the elements of AAC). Without a ``surround``
+key the factor is channels / 2 (the same bits per channel as stereo).
 """
 from __future__ import annotations
 
@@ -43,6 +53,8 @@ from .errors import PresetError
 __all__ = [
     "Rung",
     "MonoPolicy",
+    "SurroundRule",
+    "SURROUND_GROUPS",
     "Preset",
     "load_preset",
     "list_presets",
@@ -57,12 +69,19 @@ _TOP_KEYS = {
     "name": str, "description": str, "encoder": str, "format": str, "extension": str,
     "sample_rate_hz": (int, type(None)), "max_channels": int, "options": dict,
     "decoder_delay_samples": int, "decoder_delay_rate_hz": (int, type(None)),
-    "mono": dict, "rungs": list,
+    "mono": dict, "rungs": list, "surround": dict,
 }
 _REQUIRED_TOP = ("name", "encoder", "format", "extension", "rungs")
 _RUNG_KEYS = {"label": str, "nominal_kbps": (int, float), "options": dict}
 _MONO_KEYS = {"policy": str, "scale": (int, float), "valid_kbps": list,
               "min_kbps": (int, float), "rungs": list}
+_SURROUND_KEYS = {"pair": (int, float), "single": (int, float), "lfe": (int, float)}
+
+#: channel count -> (channel pairs, other full-band channels, LFE channels) of the layout
+#: a track of that many channels is coded in (3.0, quad, 5.0, 5.1, 6.1, 7.1): Opus
+#: mapping family 1's coupled / uncoupled streams (RFC 7845 5.1.1.2; the LFE is its own
+#: uncoupled stream) and AAC's CPE / SCE / LFE elements
+SURROUND_GROUPS = {3: (1, 1, 0), 4: (2, 0, 0), 5: (2, 1, 0), 6: (2, 1, 1), 7: (2, 2, 1), 8: (3, 1, 1)}
 _OPTION_VALUE = (str, int, float)
 
 
@@ -96,6 +115,19 @@ class MonoPolicy:
 
 
 @dataclass(frozen=True)
+class SurroundRule:
+    """How a stereo ladder becomes a 3..8-channel ladder (see module docstring)."""
+
+    pair: float = 1.0
+    single: float = 0.5
+    lfe: float = 0.5
+
+    def factor(self, channels: int) -> float:
+        pairs, singles, lfes = SURROUND_GROUPS[int(channels)]
+        return pairs * self.pair + singles * self.single + lfes * self.lfe
+
+
+@dataclass(frozen=True)
 class Preset:
     name: str
     description: str
@@ -112,6 +144,8 @@ class Preset:
     decoder_delay_samples: int = 0
     decoder_delay_rate_hz: int | None = None
     source_path: Path | None = None
+    #: None: a 3..8-channel ladder is the stereo one x channels / 2
+    surround: SurroundRule | None = None
 
     @property
     def is_bitrate_ladder(self) -> bool:
@@ -121,8 +155,9 @@ class Preset:
         """The ladder to use for a source with ``channels`` channels.
 
         2 channels: the ladder as written. 1 channel: the mono policy. More than 2:
-        bitrate rungs scale by ``min(channels, max_channels) / 2`` (same bits per
-        channel pair as stereo); quality rungs keep their options.
+        bitrate rungs scale by the preset's surround rule for ``min(channels,
+        max_channels)`` (``SurroundRule.factor``; without one, channels / 2); quality
+        rungs keep their options, their nominal kbps scaled the same way.
         """
         if channels < 1:
             raise PresetError(f"preset '{self.name}': channels must be >= 1, got {channels}")
@@ -135,7 +170,8 @@ class Preset:
             if self.mono.policy == "rungs":
                 return self.mono.rungs
             return self._scaled(self.mono.scale, self.mono.valid_kbps, self.mono.min_kbps)
-        return self._scaled(eff / 2.0, self.mono.valid_kbps, 0.0)
+        factor = self.surround.factor(eff) if self.surround is not None else eff / 2.0
+        return self._scaled(factor, self.mono.valid_kbps, 0.0)
 
     def _scaled(self, scale, valid, min_kbps) -> tuple[Rung, ...]:
         out: list[Rung] = []
@@ -143,7 +179,7 @@ class Preset:
         for r in self.rungs:
             br = r.bitrate_kbps
             if br is None:  # quality rung: same encoder setting, nominal scaled
-                out.append(replace(r, index=len(out), nominal_kbps=r.nominal_kbps * scale))
+                out.append(replace(r, index=len(out), nominal_kbps=round(r.nominal_kbps * scale, 1)))
                 continue
             kbps = max(br * scale, min_kbps)
             if valid:
@@ -313,6 +349,17 @@ def parse_preset(data, source: str | Path | None = None) -> Preset:
         min_kbps=float(mono_raw.get("min_kbps", 0.0)),
         rungs=_parse_rungs(src, "mono.rungs", mono_raw["rungs"]) if policy == "rungs" else (),
     )
+    sur_raw = data.get("surround")
+    surround = None
+    if sur_raw is not None:
+        for k in sur_raw:
+            if k not in _SURROUND_KEYS:
+                raise PresetError(f"{src}: unknown key 'surround.{k}' (allowed: {', '.join(_SURROUND_KEYS)})")
+        for k, v in sur_raw.items():
+            _check_type(src, f"surround.{k}", v, _SURROUND_KEYS[k])
+            if not 0 <= float(v) <= 4:
+                raise PresetError(f"{src}: key 'surround.{k}' must be in [0, 4], got {v}")
+        surround = SurroundRule(**{k: float(v) for k, v in sur_raw.items()})
     delay = data.get("decoder_delay_samples", 0)
     delay_rate = data.get("decoder_delay_rate_hz")
     if delay and not delay_rate:
@@ -338,6 +385,7 @@ def parse_preset(data, source: str | Path | None = None) -> Preset:
         decoder_delay_samples=int(delay),
         decoder_delay_rate_hz=delay_rate,
         source_path=Path(source) if source is not None else None,
+        surround=surround,
     )
 
 

@@ -62,6 +62,13 @@ class SearchResult:
     #: the scorer's measured error on a track's pooled score vs exact ViSQOL (RMSE);
     #: None for the exact scorer
     scorer_uncertainty_mos: float | None = None
+    #: the layout a 3+ channel track was coded in ("5.1", "7.1", ...); "" for mono/stereo
+    channel_layout: str = ""
+    #: the input's channel count when it was downmixed to stereo (MP3 takes at most 2;
+    #: also in ``notes``), else None
+    downmixed_from_channels: int | None = None
+    #: channels left out of ``window_mos`` and the pool (the LFE: docs/scoring.md)
+    unscored_channels: tuple[int, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return jsonable(asdict(self))

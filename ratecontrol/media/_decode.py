@@ -42,14 +42,25 @@ def resample_filter(sample_rate_hz: int) -> str:
     return f"aresample={int(sample_rate_hz)}:filter_size=64:phase_shift=10:cutoff=0.97"
 
 
-def _pcm_output(src, sample_rate_hz: int | None, channels: int | None, fmt: str, dest: str = "pipe:"):
-    """The one way ratecontrol asks ffmpeg for float32 PCM of the first audio stream."""
+def _pcm_output(src, sample_rate_hz: int | None, channels: int | None, fmt: str, dest: str = "pipe:",
+                layout: str | None = None):
+    """The one way ratecontrol asks ffmpeg for float32 PCM of the first audio stream.
+
+    ``layout``: convert to this channel layout by channel name (swresample; media/_layouts.py).
+    Without it, 1 or 2 ``channels`` are ffmpeg's standard down/up-mix (``-ac``), and 3 or
+    more are taken as the file has them: ``-ac N`` would convert a file to ffmpeg's
+    default N-channel layout (an AAC 6.1(back) output "to 6.1" mixes its back pair into
+    BC), so outputs of a surround track are read in their own layout, which is the
+    track's (the encoder was fed it)."""
     out_kwargs = {"map": "0:a:0", "acodec": "pcm_f32le", "format": fmt,
                   "map_metadata": "-1", "fflags": "+bitexact"}
+    filters = [f"aformat=channel_layouts={layout}"] if layout else []
     if sample_rate_hz is not None:
-        out_kwargs["af"] = resample_filter(sample_rate_hz)
+        filters.append(resample_filter(sample_rate_hz))
         out_kwargs["ar"] = int(sample_rate_hz)
-    if channels is not None:
+    if filters:
+        out_kwargs["af"] = ",".join(filters)
+    if channels is not None and not layout and int(channels) <= 2:
         out_kwargs["ac"] = int(channels)
     return src.output(dest, **out_kwargs)
 
@@ -315,7 +326,7 @@ def _check_complete(stderr: str, path: Path | None, what: str, n: int, rate: int
 
 
 def decode_to_disk(path, sample_rate_hz: int, channels: int, directory=None,
-                   allow_partial: bool = False) -> np.ndarray:
+                   allow_partial: bool = False, layout: str | None = None) -> np.ndarray:
     """:func:`decode` into a temporary file mapped read-only: float32 ``[C, N]``.
 
     For inputs too long to hold (an hour of 48 kHz stereo is 1.4 GB of float32, a
@@ -334,7 +345,7 @@ def decode_to_disk(path, sample_rate_hz: int, channels: int, directory=None,
     rate = int(sample_rate_hz)
     tmp = temp_sibling(Path(directory if directory is not None else run_temp_dir()) / "decode.f32")
     try:
-        stream = _pcm_output(ffmpeg.input(ff_path(p)), rate, ch, "f32le", str(tmp))
+        stream = _pcm_output(ffmpeg.input(ff_path(p)), rate, ch, "f32le", str(tmp), layout)
         err = ""
         try:
             err = run(stream.global_args("-y"), what=f"decoding {p}")[1].decode("utf-8", "replace")
@@ -358,12 +369,13 @@ def decode(
     start_s: float | None = None,
     duration_s: float | None = None,
     allow_partial: bool = False,
+    layout: str | None = None,
 ) -> np.ndarray:
     """Decode the first audio stream to float32 ``[C, N]`` in [-1, 1].
 
     sample_rate_hz: resample to this rate (None keeps the file's rate).
-    channels: None keeps the file's channels as they are (a 5.1 file gives 6 rows, in
-    ffmpeg's channel order); 1 or 2 makes ffmpeg down/up-mix with its standard matrix
+    channels: None (or 3+) keeps the file's channels as they are (a 5.1 file gives 6 rows,
+    in ffmpeg's channel order); 1 or 2 makes ffmpeg down/up-mix with its standard matrix
     (stereo -> mono is (L + R) * 0.7071, not the average; 5.1 -> stereo folds the centre
     and surrounds in at -3 dB).
     start_s / duration_s: decode only this span (ffmpeg decodes from the preceding seek
@@ -371,6 +383,8 @@ def decode(
     but measured 84-1001 samples off in MP4/AAC, so align such spans yourself).
     allow_partial: a partial decode (decode errors, or much shorter than the container
     states: a cut-off file) is a RatecontrolWarning instead of TruncatedInputError.
+    layout: convert to this channel layout by name (a surround track's coding layout,
+    media/_layouts.py); 3+ ``channels`` without it keep the file's own layout.
 
     Raises InputNotFoundError, NotAudioError, EmptyAudioError (no samples),
     TruncatedInputError, InputError (unreadable, not a regular file, a channel count
@@ -404,7 +418,7 @@ def decode(
         what = str(p)
         src = ffmpeg.input(ff_path(p), **in_kwargs)
 
-    stream = _pcm_output(src, sample_rate_hz, channels, "wav")
+    stream = _pcm_output(src, sample_rate_hz, channels, "wav", layout=layout)
     errs: list[str] = []
     try:
         if data is None:

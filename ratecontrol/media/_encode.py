@@ -47,6 +47,7 @@ from ..presets import Preset, Rung, load_preset
 from ._decode import decode_blocks, resample_filter
 from ._ffmpeg import failure, ff_path, ffmpeg_path, has_loopback_decoder, require_encoder, run
 from ._inspect import check_input_path, inspect
+from ._layouts import canonical_layout
 
 __all__ = ["encode_array", "encode_file", "remux", "roundtrip", "roundtrip_info", "RoundTrip",
            "WrittenFile", "ENCODER_INPUT", "StreamedEncode"]
@@ -219,21 +220,22 @@ def _picture_block_b64(src_path: Path, stream_index: int, codec: str | None) -> 
     return base64.b64encode(block).decode("ascii")
 
 
-#: Vorbis I channel mapping (Vorbis spec section 4.3.9, reused by Opus mapping family 1,
-#: RFC 7845 section 5.1.1.2): the only layouts libopus accepts for 3..8 channels. FLAC
-#: 5.1 decodes as "5.1(side)", which libopus refuses ("Invalid channel layout 5.1(side)
-#: for specified mapping family -1"); aformat makes swr move SL/SR onto BL/BR (gain 1).
-_VORBIS_LAYOUTS = {3: "3.0", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
-
-
 def _add_filters(kw: dict, out_rate: int | None, preset: Preset, in_rate: int,
                  in_ch: int, out_ch: int) -> None:
-    """Resampling / channel-count / layout options for one encode (edits ``kw``)."""
+    """Resampling / channel-count / layout options for one encode (edits ``kw``).
+
+    3..8 output channels are coded in ``canonical_layout(out_ch, encoder)`` (the Vorbis
+    I order Opus mapping family 1 and libvorbis require, 6.1(back) for AAC's 7-channel
+    configuration; media/_layouts.py): FLAC 5.1 decodes as "5.1(side)", which libopus
+    refuses, and aformat makes swresample move SL/SR onto BL/BR (gain 1). An array
+    encode declares that layout on its input already (the track was decoded into it), so
+    there the filter changes nothing."""
     filters = []
-    if out_ch != in_ch:
+    layout = canonical_layout(out_ch, preset.encoder)
+    if out_ch != in_ch and layout is None:
         kw["ac"] = out_ch
-    if preset.encoder in ("libopus", "libvorbis") and out_ch in _VORBIS_LAYOUTS:
-        filters.append(f"aformat=channel_layouts={_VORBIS_LAYOUTS[out_ch]}")
+    if layout is not None:
+        filters.append(f"aformat=channel_layouts={layout}")
     if out_rate and int(out_rate) != int(in_rate):
         filters.append(resample_filter(int(out_rate)))
         kw["ar"] = int(out_rate)
@@ -241,9 +243,14 @@ def _add_filters(kw: dict, out_rate: int | None, preset: Preset, in_rate: int,
         kw["af"] = ",".join(filters)
 
 
-def _output_kwargs(preset: Preset, rung: Rung) -> dict:
+def _output_kwargs(preset: Preset, rung: Rung, channels: int = 2) -> dict:
     kw = {"acodec": preset.encoder, "format": preset.format}
     kw.update(preset.options)
+    if preset.encoder == "libopus" and channels > 2:
+        # mapping family 1 with libopus's surround encoder (ffmpeg's default -1 writes a
+        # family-1 header but codes each stream without the surround masking analysis
+        # and LFE handling that opus_multistream_surround_encoder_create does)
+        kw["mapping_family"] = 1
     kw.update(rung.options)
     return kw
 
@@ -409,8 +416,11 @@ class StreamedEncode:
 
     def __enter__(self) -> "StreamedEncode":
         p, r = self.preset, self.rung
-        src = ffmpeg.input("pipe:", format=ENCODER_INPUT, ar=self.rate, ac=self.channels)
-        kw = _output_kwargs(p, r)
+        layout = canonical_layout(self.channels, p.encoder)
+        # a surround track's rows are in its coding layout (probing/track.py decoded it so)
+        chans = {"ch_layout": layout} if layout else {"ac": self.channels}
+        src = ffmpeg.input("pipe:", format=ENCODER_INPUT, ar=self.rate, **chans)
+        kw = _output_kwargs(p, r, self.channels)
         _add_filters(kw, p.sample_rate_hz, p, self.rate, self.channels, min(self.channels, p.max_channels))
         self._tmp = _temp_path(self.out)
         try:
@@ -428,8 +438,11 @@ class StreamedEncode:
                 # output 0 stream 0 is the encoded audio: decode its packets, raw f32 on stdout
                 # (back at the input's rate, with the resampler a decode of the file uses)
                 lb = "anull" if int(p.sample_rate_hz or self.rate) == self.rate else resample_filter(self.rate)
+                # (3+ channels: no -ac, which would convert to ffmpeg's default layout; the
+                # decoder gives back the layout the encoder was fed)
                 cmd += ["-dec", "0:0", "-filter_complex", f"[dec:0]{lb}[rc_loop]", "-map", "[rc_loop]",
-                        "-c:a", "pcm_f32le", "-ar", str(self.rate), "-ac", str(self.channels),
+                        "-c:a", "pcm_f32le", "-ar", str(self.rate),
+                        *(["-ac", str(self.channels)] if layout is None else []),
                         "-f", "f32le", "pipe:1"]
             self._cmd = cmd
             self._errf = tempfile.TemporaryFile()
@@ -652,7 +665,7 @@ def encode_file(
         in_kw["t"] = f"{float(duration_s):.6f}"
     src = ffmpeg.input(ff_path(src_path), **in_kw)
 
-    kw = _output_kwargs(p, r)
+    kw = _output_kwargs(p, r, min(out_ch, p.max_channels))
     _add_filters(kw, p.sample_rate_hz or sample_rate_hz, p, info.sample_rate_hz,
                  info.channels, min(out_ch, p.max_channels))
     tmp = _temp_path(out)

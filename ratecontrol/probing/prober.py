@@ -180,6 +180,10 @@ class Prober:
             window_start_s=tuple(float(s) for s in self.source.index.start_s()),
             window_channel=tuple(int(c) for c in self.source.index.channel),
             sampled_s=self.source.scored_s if self.source.sampled else None,
+            channel_layout=self.track.layout,
+            downmixed_from_channels=self.track.downmixed_from_channels,
+            unscored_channels=tuple(sorted(set(range(self.track.channels)) - set(
+                self.track.scored_channels or range(self.track.channels)))),
         )
 
 

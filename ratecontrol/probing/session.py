@@ -245,10 +245,10 @@ def open_session(source, preset_for_rate: Preset | None, opts: Options, sample_r
         ex = ThreadPoolExecutor(1)
         fut = ex.submit(resolve_scorer, sc, n_jobs=opts.jobs)
         ex.shutdown(wait=False)  # an input error below must not wait for the import
-        track = load_track(source, rate_for, sample_rate_hz, opts.allow_partial)
+        track = load_track(source, rate_for, sample_rate_hz, opts.allow_partial, preset_for_rate)
         sc = fut if not fut.done() else fut.result()
     else:
-        track = load_track(source, rate_for, sample_rate_hz, opts.allow_partial)
+        track = load_track(source, rate_for, sample_rate_hz, opts.allow_partial, preset_for_rate)
     max_kbps = opts.max_kbps
     info = track.info
     if info is not None and not info.lossless and info.bitrate_kbps and not opts.above_source:

@@ -113,7 +113,7 @@ class ProbeSource:
             p44 = resample(piece, rate, MODEL_SAMPLE_RATE_HZ)
             b = int(round(p.before * MODEL_SAMPLE_RATE_HZ / rate))
             core = p44[:, b : b + int(round(p.length * MODEL_SAMPLE_RATE_HZ / rate))]
-            w, idx = cut_windows(core, hop_s=self.hop_s)
+            w, idx = cut_windows(core, hop_s=self.hop_s, channels=self.track.scored_channels)  # no LFE
             ws.append(w)
             chans.append(idx.channel)
             starts.append(idx.start_sample + int(round(p.start * MODEL_SAMPLE_RATE_HZ / rate)))

@@ -42,6 +42,11 @@ class Track:
     rate_hz: int
     info: media.MediaInfo | None
     notes: tuple[str, ...]
+    #: the channel layout the rows of ``src`` are in, for 3+ channels (the one the
+    #: encoder is fed and every decode of an output is read in); "" for mono/stereo
+    layout: str = ""
+    #: the input's channel count when it was downmixed to stereo (MP3), else None
+    downmixed_from_channels: int | None = None
 
     @property
     def channels(self) -> int:
@@ -50,6 +55,18 @@ class Track:
     @property
     def duration_s(self) -> float:
         return self.src.shape[1] / self.rate_hz
+
+    @property
+    def scored_channels(self) -> list[int] | None:
+        """Channels whose windows are scored and pooled: all but the LFE (None: all).
+
+        The LFE is coded band-limited on purpose (AAC's LFE element, libopus's LFE
+        stream keep < ~120-200 Hz), and ViSQOL's bands start at 50 Hz: its LFE windows
+        score ~1-2 MOS at every rung, measured in docs/scoring.md ("Surround")."""
+        from ratecontrol.media._layouts import lfe_indices
+
+        lfe = lfe_indices(self.layout)
+        return [c for c in range(self.channels) if c not in lfe] if lfe else None
 
 
 #: the most channels an array input may have (the layouts ffmpeg names go to 7.1 = 8)
@@ -124,9 +141,32 @@ def require_finite(a: np.ndarray, what: str) -> np.ndarray:
     return a
 
 
+def track_channels(info: media.MediaInfo, preset: Preset | None) -> tuple[int, str, str | None]:
+    """(channels, coding layout or "", note or None) a file input is decoded to for ``preset``.
+
+    Mono and stereo as they are. 3..8 channels are kept for a preset that carries them
+    (``max_channels``: Opus, AAC, Vorbis), in the layout its encoder takes
+    (media/_layouts.py); a preset of at most 2 (MP3) gets ffmpeg's standard stereo
+    downmix, and says so. ``preset`` None: stereo, as every input above two channels was
+    before surround was kept."""
+    from ratecontrol.media._layouts import layout_channels, target_layout
+
+    n = int(info.channels)
+    max_ch = preset.max_channels if preset is not None else 2
+    if n <= 2:
+        return n, "", None
+    if max_ch <= 2 or n > 8:
+        why = (f"preset '{preset.name}' ({preset.encoder}) carries at most {max_ch}" if max_ch <= 2 and preset
+               else "more than 8 channels have no Opus/AAC/Vorbis layout")
+        return 2, "", f"input has {n} channels: downmixed to stereo by ffmpeg's standard matrix ({why})"
+    layout, note = target_layout(info.channel_layout, min(n, max_ch), preset.encoder)
+    return len(layout_channels(layout) or ()) or n, layout, note
+
+
 def load_track(source, rate_for: Callable[[int], int], sample_rate_hz: int | None,
-                allow_partial: bool = False) -> Track:
-    """Decode ``source`` once at ``rate_for(source rate)``, at most 2 channels."""
+                allow_partial: bool = False, preset: Preset | None = None) -> Track:
+    """Decode ``source`` once at ``rate_for(source rate)``, with the channels
+    ``track_channels`` gives for ``preset``."""
     notes: list[str] = []
     if isinstance(source, np.ndarray):
         if sample_rate_hz is None:
@@ -142,20 +182,20 @@ def load_track(source, rate_for: Callable[[int], int], sample_rate_hz: int | Non
         return Track(None, media.decode(_wav_bytes(a, in_rate), sample_rate_hz=rate), rate, None, ())
     path = Path(source)
     info = media.inspect(path)
-    channels = min(info.channels, 2)
-    if info.channels > 2:
-        # the mp3 encoder takes at most 2 channels and the model scores stereo; one
-        # policy for every preset: ffmpeg's standard downmix to stereo
-        notes.append(f"input has {info.channels} channels: downmixed to stereo")
+    channels, layout, note = track_channels(info, preset)
+    if note:
+        notes.append(note)
+    downmixed = info.channels if info.channels > channels and not layout else None
     rate = rate_for(info.sample_rate_hz)
     if info.duration_s and info.duration_s >= DISK_DECODE_MIN_S:
-        src = media.decode_to_disk(path, rate, channels, allow_partial=allow_partial)
+        src = media.decode_to_disk(path, rate, channels, allow_partial=allow_partial, layout=layout or None)
     else:
-        src = media.decode(path, sample_rate_hz=rate, channels=channels, allow_partial=allow_partial)
+        src = media.decode(path, sample_rate_hz=rate, channels=channels, allow_partial=allow_partial,
+                           layout=layout or None)
     require_finite(src, str(path))
     if not info.lossless and info.bitrate_kbps:
         notes.append(f"input is lossy ({info.codec}, ~{info.bitrate_kbps:.0f} kbps): scores are relative to the decoded input")
-    return Track(path, src, rate, info, tuple(notes))
+    return Track(path, src, rate, info, tuple(notes), layout, downmixed)
 
 class _NoRate:
     sample_rate_hz = None
