@@ -168,3 +168,12 @@ def test_real_51_encode_every_preset(shared_audio, tmp_path, preset):
     info = media.inspect(out)
     assert info.channels == (2 if preset == "mp3" else 6)
     assert abs(ratecontrol.score(src, out).pooled_mos - r.pooled_mos) < 0.02
+
+
+def test_codec_auto_on_surround_skips_mp3(tmp_path):
+    import ratecontrol
+
+    src = _generated(tmp_path, "5.1(side)", seconds=1.5)
+    r = ratecontrol.encode(src, tmp_path / "o", target_mos=3.5, codec="auto", cache=False, best_effort=True)
+    assert r.preset != "mp3" and media.inspect(r.output_path).channels == 6
+    assert any("not tried on 6 channels" in n and "mp3" in n for n in r.search.notes)

@@ -29,7 +29,11 @@ def search_auto(sessions: dict[int, Session], target: float, best_effort: bool,
     Presets are searched in parallel threads (the work is ffmpeg subprocesses and numpy
     or torch code that releases the GIL), two at a time on this 2-core class of machine.
     """
-    presets = auto_presets()
+    # a surround track is decoded once per rate with its channels kept: presets that
+    # carry fewer (MP3) are left out rather than fed a downmix scored against 6 channels
+    everything = auto_presets()
+    presets = [p for p in everything if p.max_channels >= sessions[rate_key(p)].track.channels]
+    skipped = [p.name for p in everything if p not in presets]
 
     def run(p: Preset):
         try:
@@ -55,6 +59,8 @@ def search_auto(sessions: dict[int, Session], target: float, best_effort: bool,
     total = sum(len(r.probes) if r is not None else len(exc.result.probes) if exc and exc.result else 0
                 for _, r, exc in outcomes)
     p, res = min(ok, key=lambda pr: pr[1].chosen.actual_kbps)
+    if skipped:
+        summary += f"; not tried on {res.channels} channels: {', '.join(skipped)}"
     return replace(res, notes=res.notes + (f"codec auto: {summary}; chose {p.name}",), probes_total=total)
 
 
