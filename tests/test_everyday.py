@@ -122,6 +122,9 @@ def test_readme_library_example_runs(music, tmp_path, monkeypatch):
     shutil.copy(music, tmp_path / "music" / "a.wav")
     _ffmpeg("-i", music, "-c:a", "libmp3lame", "-b:a", "128k", tmp_path / "deg.mp3")
     shutil.copy(music, tmp_path / "ref.wav")
+    # a film: a small video stream and two audio streams (the README re-encodes both)
+    _ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=5", "-i", music, "-map", "0:v", "-map", "1:a",
+            "-map", "1:a", "-shortest", "-c:v", "mpeg4", "-c:a", "flac", tmp_path / "film.mkv")
     audio_array = sf.read(music, dtype="float32")[0]  # soundfile's [samples, channels]
     exec(compile(block, "README.md", "exec"), {"audio_array": audio_array, "print": lambda *a: None})
 
