@@ -62,7 +62,9 @@ def finish_encode(session: Session, preset: Preset, result: SearchResult, input_
             rung = rungs[i]
             tags = {**our_tags(preset, rung, result, track), **(metadata or {})}
             if i in prober.encodes:
-                media.remux(prober.encodes[i], tmp, preset, rung, metadata=tags, tags_from=input_path)
+                same = track.info is not None and Path(track.info.path) == Path(input_path)
+                media.remux(prober.encodes[i], tmp, preset, rung, metadata=tags, tags_from=input_path,
+                            tags_info=track.info if same else None, duration_s=track.duration_s)
                 if check:
                     n = track.src.shape[1]
                     deg = media.decode_aligned(tmp, preset, track.rate_hz, track.channels, n)
