@@ -228,54 +228,10 @@ def bench_batch(tmp: Path, tree: Path | None, n: int = 20, codec: str = "opus") 
     return outd
 
 
-_STATS_CODE = (
-    "import json, sys\n"
-    "from ratecontrol.probing import session as S\n"
-    "seen = []\n"
-    "close = S.Session.close\n"
-    "def spy(self):\n"
-    "    seen.append(self.prefetch_stats())\n"
-    "    close(self)\n"
-    "S.Session.close = spy\n"
-    "import ratecontrol\n"
-    "r = ratecontrol.encode(sys.argv[1], sys.argv[2], target_mos=%r, codec=sys.argv[3], cache=False, overwrite=True,"
-    " best_effort=True)\n"
-    "print(json.dumps({'probes': len(r.search.probes), 'rung': r.rung_label, **seen[0]}))\n" % TARGET)
-
-
-def bench_prefetch(tmp: Path, tree: Path | None, rounds: int = 2) -> dict:
-    """Fresh processes with and without the first round encoded while the scorer loads
-    (RATECONTROL_PREFETCH=0/1, alternating, same inputs), and the speculation's hit rate."""
-    long = build_long_track(tmp / "four_minutes.flac")
-    shorts = short_tracks(tmp / "short")[::6][:4]
-    cases = [(long, "opus"), (long, "aac")] + [(f, "opus") for f in shorts]
-    rows = []
-    for src, codec in cases:
-        t = {"0": [], "1": []}
-        for _ in range(rounds):
-            for pf in ("0", "1"):
-                env = _env(tree) | {"RATECONTROL_PREFETCH": pf}
-                w, _, res = _timed_run([sys.executable, "-c", _STATS_CODE, str(src), str(tmp / f"pf{_ext(codec)}"), codec],
-                                       env)
-                t[pf].append(w)
-                if pf == "1":
-                    st = json.loads(res.stdout.strip().splitlines()[-1])
-        r = {"file": src.name, "codec": codec, "off_s": round(statistics.median(t["0"]), 2),
-             "on_s": round(statistics.median(t["1"]), 2), **st}
-        r["saved_s"] = round(r["off_s"] - r["on_s"], 2)
-        rows.append(r)
-        print(f"  prefetch {src.name[:28]:<28} {codec:<5} off {r['off_s']:6.2f} s on {r['on_s']:6.2f} s "
-              f"(encoded early {st['prefetched']}, taken {st['taken']} of {st['probes']} probes)", flush=True)
-    pre = sum(r["prefetched"] for r in rows)
-    return {"rows": rows, "hit_rate": round(sum(r["taken"] for r in rows) / max(pre, 1), 2),
-            "median_saved_s": round(statistics.median(r["saved_s"] for r in rows), 2)}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tree", type=Path, default=None, help="run ratecontrol from this checkout")
-    ap.add_argument("--only", nargs="*", default=["long", "short", "batch"],
-                    help="long short batch prefetch (the last: fresh processes with RATECONTROL_PREFETCH=0/1)")
+    ap.add_argument("--only", nargs="*", default=["long", "short", "batch"])
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     figs: dict = {"tree": str(a.tree or HERE)}
@@ -287,8 +243,6 @@ def main() -> None:
             figs["short"] = bench_short(tmp, a.tree)
         if "batch" in a.only:
             figs["batch"] = bench_batch(tmp, a.tree)
-        if "prefetch" in a.only:
-            figs["prefetch"] = bench_prefetch(tmp, a.tree)
     if a.out:
         Path(a.out).write_text(json.dumps(figs, indent=1))
     print(json.dumps({k: ({kk: vv for kk, vv in v.items() if kk != "rows"} if isinstance(v, dict) else v)

@@ -112,7 +112,8 @@ def _check_output(input_path: Path, output: Path, overwrite: bool, preset: Prese
             raise OutputError(f"output {output} has the extension {output.suffix} but preset '{preset.name}' writes "
                               f"{preset.format} data; use {output.with_suffix(preset.extension).name}")
     if output.exists() and not overwrite:
-        raise OutputError(f"output {output} already exists; pass --overwrite or choose another path")
+        raise OutputError(f"output {output} already exists; choose another path or replace it",
+                          options={"overwrite": True})
     return output
 
 
@@ -165,8 +166,9 @@ def encode(source: str | os.PathLike, output: str | os.PathLike | None = None, *
             extracted.unlink(missing_ok=True)
         return replace(enc, input_path=str(input_path), audio_stream=chosen[0])
     if preset is None:
-        raise UsageError(f"{input_path} has video or other streams: codec auto needs --audio-only "
-                         "(the container decides which codecs fit); or name a codec")
+        raise UsageError(f"{input_path} has video or other streams: codec auto needs the audio alone "
+                         "(the container decides which codecs fit), or name a codec",
+                         options={"audio_only": True, "codec": "NAME"})
     default = input_path.with_name(f"{input_path.stem}.{preset.name}{input_path.suffix}")
     out = _check_output(input_path, Path(output) if output else default, overwrite, None)
     media.check_mux(input_path, preset, chosen, out)  # an impossible pair fails before any search

@@ -744,7 +744,7 @@ def _dest_problem(task: _Task, out_rel: str) -> tuple[str | None, bool]:
     if task.overwrite:
         return None, True
     return (f"{dst} already exists and batch did not write it (or it changed since): "
-            "not replaced; move it away, or pass --overwrite to replace it"), False
+            "not replaced; move it away, or let batch replace it (overwrite)"), False
 
 
 def _check_dest(task: _Task, out_rel: str) -> None:
@@ -1110,13 +1110,13 @@ def _move_into_place(tmp: Path, dst: Path, may_replace: bool) -> None:
         os.link(tmp, dst)
     except FileExistsError:
         raise _Conflict(f"{dst} appeared while the file was being encoded: not replaced; "
-                        "move it away, or pass --overwrite") from None
+                        "move it away, or let batch replace it (overwrite)") from None
     except OSError as exc:
         if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV, errno.ENOSYS):
             raise
         if os.path.lexists(dst):  # no hard links on this file system: check, then rename
             raise _Conflict(f"{dst} appeared while the file was being encoded: not replaced; "
-                            "move it away, or pass --overwrite") from None
+                            "move it away, or let batch replace it (overwrite)") from None
         os.replace(tmp, dst)
         return
     os.unlink(tmp)
@@ -1208,7 +1208,7 @@ class _Backend:
 
         if self.backend == "local":
             if self.scheduler is not None:
-                raise UsageError("--scheduler only applies to --backend dask")
+                raise UsageError("a scheduler address only applies to the dask backend", options={"backend": "dask"})
             n = self.jobs or default_jobs()
             n = max(1, min(n, self.n_tasks or 1))
             self._cfg = joblib.parallel_config(backend="loky", n_jobs=n)
@@ -1316,7 +1316,7 @@ def transcode_folder(
     pool = validate_pool(pool)
     if codec == "auto":
         raise UsageError("batch needs one codec (output names and the lossy-source rule depend on it); "
-                         "pick one, e.g. --codec opus")
+                         "pick one", options={"codec": "opus"})
     preset = load_preset(codec)
     from ratecontrol import media
 
@@ -1370,7 +1370,7 @@ def _run(src, dst, prune, settings, preset, t, scorer, scorer_name, pool, backen
                 f"output folder {dst} is inside the input folder and already holds {len(foreign)} "
                 f"file(s) batch did not write ({shown}); batch never reads its own output folder, so "
                 "they would not be transcoded and could be overwritten: choose an empty OUT_DIR or "
-                "one outside IN_DIR (--overwrite does not change this)")
+                "one outside IN_DIR (overwrite does not change this)")
 
     input_ids: dict = {}
     rels = _walk(src, prune, input_ids)
@@ -1455,7 +1455,7 @@ def _protected(dst: Path, cands: set[str], input_ids: dict) -> dict[str, str]:
         rel = input_ids.get((st.st_dev, st.st_ino))
         if rel is not None:
             out[c] = (f"{dst / c} is the input file {rel} (a link or shared folder): never replaced, "
-                      "not even with --overwrite; choose another OUT_DIR")
+                      "not even with overwrite; choose another OUT_DIR")
     return out
 
 

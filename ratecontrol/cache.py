@@ -112,7 +112,7 @@ def _check_max_mb(max_mb) -> float:
         raise UsageError(f"cache max_mb must be a number of MB, got {max_mb!r}")
     v = float(max_mb)
     if math.isnan(v) or v < 0:
-        raise UsageError(f"cache max_mb must be >= 0 MB, got {max_mb!r} (--cache-max-mb)")
+        raise UsageError(f"cache max_mb must be >= 0 MB, got {max_mb!r}")
     return v
 
 
@@ -214,7 +214,7 @@ class ProbeCache:
             if why:
                 _warn_once(self.directory, "trust",
                            f"probe cache {self.directory} is not used ({why}); running uncached: "
-                           "pass --cache-dir with a folder of your own (chmod go-w it)")
+                           "give it a probe cache folder of your own (chmod go-w it)")
             else:
                 self.usable = True
 

@@ -25,6 +25,8 @@ __all__ = [
     "MOS_IDENTITY",
     "MOS_CEILING",
     "MODEL_MOS_MAX",
+    "SUBSONIC_CUTOFF_HZ",
+    "SUBSONIC_ORDER",
 ]
 
 #: the model's convention: mono 1-s windows at 44.1 kHz, one per channel
@@ -32,6 +34,10 @@ MODEL_SAMPLE_RATE_HZ = 44_100
 WINDOW_SAMPLES = MODEL_SAMPLE_RATE_HZ
 #: ViSQOL audio mode's own rate: every window is resampled to it for the exact scorer
 VISQOL_SAMPLE_RATE_HZ = 48_000
+#: the labelling path's subsonic clean-up: a Butterworth high-pass of this order and
+#: cut-off, run forward and backward (ratecontrol.scoring.visqol.resample_to_visqol)
+SUBSONIC_CUTOFF_HZ = 20.0
+SUBSONIC_ORDER = 2
 
 #: extensions that promise audio (batch: such a file that ffmpeg cannot read is a
 #: failure, not a non-audio file to skip; the trainer: source files to pick up)

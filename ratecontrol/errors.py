@@ -10,7 +10,7 @@ wrong, which file, and what to do. The tree (exit code in brackets)::
     |   +-- InputNotFoundError         (also a FileNotFoundError)
     |   +-- NotAudioError              no audio stream ffmpeg can read
     |   +-- EmptyAudioError            an audio stream with no samples
-    |   +-- TruncatedInputError        cut off or damaged (--allow-partial encodes what decodes)
+    |   +-- TruncatedInputError        cut off or damaged (allow_partial encodes what decodes)
     +-- OutputError [4]                unwritable folder, same as input, wrong extension, disk full
     +-- PresetError [5]                unknown preset, invalid YAML (names file and key)
     |   +-- EncoderNotAvailableError   this ffmpeg lacks the preset's encoder
@@ -45,10 +45,33 @@ __all__ = [
 
 
 class RatecontrolError(Exception):
-    """Base of every error ratecontrol raises on purpose."""
+    """Base of every error ratecontrol raises on purpose.
+
+    ``options``: the options that would change the outcome, by their library names
+    (``{"best_effort": True}``). The library never spells a command-line flag: the
+    message ends with the options as a library caller passes them
+    (``best_effort=True``); the CLI renders the same message with its own flags
+    (``--best-effort``, ``ratecontrol.cli._common.FLAGS``) through ``message``.
+    """
 
     #: process exit code the CLI uses for this class of error
     exit_code = 1
+
+    def __init__(self, *args, options: dict | None = None):
+        super().__init__(*args)
+        self.options = dict(options or {})
+
+    def message(self, spell=None) -> str:
+        """The message with its options spelt by ``spell(name, value)`` (default: the
+        library's ``name=value``); several options are alternatives ("or")."""
+        text = super().__str__()
+        if not self.options:
+            return text
+        spell = spell or (lambda name, value: f"{name}={value!r}")
+        return f"{text} ({' or '.join(spell(k, v) for k, v in self.options.items())})"
+
+    def __str__(self) -> str:
+        return self.message()
 
 
 class UsageError(RatecontrolError, ValueError):
@@ -78,7 +101,7 @@ class EmptyAudioError(InputError):
 class TruncatedInputError(InputError):
     """The input decodes only in part: ffmpeg reported decode errors, or it decoded much
     less than the container's own stated length (a cut-off download or copy).
-    ``allow_partial=True`` (``--allow-partial``) encodes what decodes instead."""
+    ``allow_partial=True`` encodes what decodes instead."""
 
 
 class OutputError(RatecontrolError):
@@ -102,8 +125,8 @@ class FFmpegError(RatecontrolError):
 
     exit_code = 6
 
-    def __init__(self, message: str, cmd: list[str] | None = None, stderr: str = ""):
-        super().__init__(message)
+    def __init__(self, message: str, cmd: list[str] | None = None, stderr: str = "", *, options: dict | None = None):
+        super().__init__(message, options=options)
         self.cmd = list(cmd or [])
         self.stderr = stderr
 
@@ -113,12 +136,12 @@ class FFmpegNotFoundError(FFmpegError):
 
 
 class TargetNotReachable(RatecontrolError):
-    """Even the top rung of the ladder misses the target (use --best-effort)."""
+    """Even the top rung of the ladder misses the target (``best_effort`` takes the top rung)."""
 
     exit_code = 7
 
-    def __init__(self, message: str, result=None):
-        super().__init__(message)
+    def __init__(self, message: str, result=None, *, options: dict | None = None):
+        super().__init__(message, options=options)
         #: the SearchResult with every probe, so callers can see how close it got
         self.result = result
 

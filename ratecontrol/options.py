@@ -102,11 +102,12 @@ class Options:
             if not isinstance(getattr(self, name), bool):
                 raise UsageError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.all_audio_streams and self.audio_stream is not None:
-            raise UsageError("all_audio_streams and audio_stream exclude each other (--all-audio-streams re-encodes "
-                             "every audio stream; --audio-stream N one of them)")
+            raise UsageError("re-encoding every audio stream and choosing one of them exclude each other; give one",
+                             options={"all_audio_streams": True, "audio_stream": "N"})
         if self.all_audio_streams and self.audio_only:
-            raise UsageError("all_audio_streams and audio_only exclude each other: several audio streams need "
-                             "their container (drop --audio-only, or pick one with --audio-stream N)")
+            raise UsageError("all audio streams and the audio alone exclude each other: several audio streams "
+                             "need their container; drop audio_only, or choose one stream",
+                             options={"audio_stream": "N"})
         if self.on_probe is not None and not callable(self.on_probe):
             raise UsageError(f"on_probe must be callable, got {self.on_probe!r}")
         if self.scorer is not None and not isinstance(self.scorer, str) and not hasattr(self.scorer, "score"):

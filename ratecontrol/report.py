@@ -108,7 +108,7 @@ def render_report(result: SearchResult, path: str | os.PathLike, encode_result: 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as exc:  # pragma: no cover - matplotlib is a dependency
-        raise UsageError(f"--report needs matplotlib ({exc}); pip install matplotlib") from exc
+        raise UsageError(f"the report plot needs matplotlib ({exc}); pip install matplotlib") from exc
     out = Path(path)
     if not out.parent.is_dir():
         raise OutputError(f"report folder {out.parent} does not exist; create it first")

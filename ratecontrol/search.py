@@ -90,7 +90,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-__all__ = ["DEFAULT_RULE", "LadderOutcome", "NEAR_MISS_MOS", "RULES", "SLOPE_PRIOR_MOS_PER_RUNG", "first_probes", "search_ladder"]
+__all__ = ["DEFAULT_RULE", "LadderOutcome", "NEAR_MISS_MOS", "RULES", "SLOPE_PRIOR_MOS_PER_RUNG", "search_ladder"]
 
 
 @dataclass(frozen=True)
@@ -161,13 +161,6 @@ def search_ladder(
     # one loop for every k: with k = 1 a round is the single bisection/interpolation point
     return _search_rounds(n_rungs, evaluate, evaluate_many, float(target) + float(margin), first_guess, parallel,
                           rule, float(near_miss))
-
-
-def first_probes(n_rungs: int, parallel: int = 1) -> list[int]:
-    """The rungs ``search_ladder`` probes first when it has no ``first_guess`` and no
-    scores (they do not depend on the target): a caller can start encoding them
-    before it can score (``Session.prefetch``)."""
-    return _round_points(-1, n_rungs, {}, 0.0, n_rungs, parallel, None)
 
 
 def _round_points(lo: int, hi: int, scores: dict[int, float], target: float, n_rungs: int,

@@ -79,6 +79,19 @@ class Synth:
                                method="logarithmic")
         return np.repeat(x[None, :], channels, axis=0).astype(np.float32)
 
+    def music(self, sample_rate_hz: int, channels: int = 1, duration_s: float = 1.0,
+              f0_hz: float = 196.0, amplitude: float = 0.1) -> np.ndarray:
+        """A music-like test signal: a harmonic tone (6 partials up to 12 x f0, falling
+        1/k) with decaying noise bursts four times a second, so a codec has both tonal
+        and transient content to get wrong. Channel c is delayed by c * 2 ms."""
+        n = self._n(sample_rate_hz, duration_s)
+        t = np.arange(n) / sample_rate_hz
+        x = sum(amplitude * np.sin(2 * np.pi * f0_hz * m * t) / k
+                for k, m in enumerate((1, 2, 3, 4, 6, 12), 1))
+        x = x + 0.3 * amplitude * self.rng.standard_normal(n) * np.exp(-((t * 4) % 1.0) * 25)
+        d = int(0.002 * sample_rate_hz)
+        return np.stack([np.roll(x, c * d) for c in range(channels)]).astype(np.float32)
+
     def transients(self, sample_rate_hz: int, channels: int = 1, duration_s: float = 1.0,
                    n_events: int | None = None, amplitude: float = 0.6) -> np.ndarray:
         """Decaying noise bursts at random onsets over a quiet tone bed.

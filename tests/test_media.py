@@ -246,7 +246,7 @@ def test_truncated_mid_stream_is_refused_unless_allowed(tmp_path, synth, ext):
     full = _write(tmp_path / f"full.{ext}", x, 44100)
     f = tmp_path / f"half.{ext}"
     f.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
-    with pytest.raises(TruncatedInputError, match=r"half\.%s.*--allow-partial" % ext):
+    with pytest.raises(TruncatedInputError, match=r"half\.%s.*allow_partial=True" % ext):
         media.decode(f)
     with pytest.warns(RatecontrolWarning, match="allow_partial"):
         y = media.decode(f, allow_partial=True)

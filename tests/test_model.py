@@ -232,3 +232,15 @@ def test_default_model_close_to_visqol_on_real_music(shared_audio):
     want = visqol_mos(ref, deg)
     assert np.abs(got - want).mean() < 0.35, (got, want)
     assert np.corrcoef(got, want)[0, 1] > 0.9
+
+
+def test_subsonic_power_response_is_scipys_sosfreqz_of_the_labelling_filter():
+    """The closed form the scorer uses (no scipy.signal import at load) is the filter's."""
+    import scipy.signal
+
+    from ratecontrol.scoring.model import subsonic_power_response
+    from ratecontrol.scoring.visqol import subsonic_sos
+
+    f = np.fft.rfftfreq(49152, 1.0 / SR)
+    _, h = scipy.signal.sosfreqz(subsonic_sos(), worN=f, fs=SR)
+    np.testing.assert_allclose(subsonic_power_response(f, SR), np.abs(h) ** 2, atol=1e-9, rtol=0)

@@ -10,21 +10,14 @@ from ratecontrol.presets import load_preset
 SR = 44_100
 
 
-def _music(rng, seconds=1.0):
-    t = np.arange(int(seconds * SR)) / SR
-    x = sum(0.1 * np.sin(2 * np.pi * f * t) / k for k, f in enumerate([196, 392, 587, 784, 1175, 2350], 1))
-    x = x + 0.03 * rng.standard_normal(t.size) * np.exp(-((t * 4) % 1.0) * 25)
-    return x.astype(np.float32)
-
-
-def test_identity_scores_at_the_top(rng):
-    w = np.stack([_music(rng), 0.3 * rng.standard_normal(SR).astype(np.float32)])
+def test_identity_scores_at_the_top(rng, synth):
+    w = np.stack([synth.music(SR)[0], 0.3 * rng.standard_normal(SR).astype(np.float32)])
     np.testing.assert_allclose(visqol_mos(w, w), 4.732, atol=0.01)
 
 
-def test_subsonic_drift_is_ignored(rng):
+def test_subsonic_drift_is_ignored(rng, synth):
     """A codec that strips a drifting DC offset must not be punished for it."""
-    x = _music(rng)
+    x = synth.music(SR)[0]
     drift = np.linspace(0.02, 0.0, SR, dtype=np.float32)
     from scipy.signal import butter, sosfilt
 
@@ -33,16 +26,16 @@ def test_subsonic_drift_is_ignored(rng):
     assert mos[0] > 4.5
 
 
-def test_score_falls_with_noise_level(rng):
-    x = _music(rng)
+def test_score_falls_with_noise_level(rng, synth):
+    x = synth.music(SR)[0]
     levels = [1e-4, 3e-3, 3e-2]
     degs = np.stack([x + lv * rng.standard_normal(SR).astype(np.float32) for lv in levels])
     mos = visqol_mos(np.stack([x] * 3), degs)
     assert mos[0] > mos[1] > mos[2]
 
 
-def test_opus_mos_rises_with_bitrate(rng):
-    x = np.stack([_music(rng, 3.0), _music(rng, 3.0)])
+def test_opus_mos_rises_with_bitrate(rng, synth):
+    x = synth.music(SR, channels=2, duration_s=3.0)
     p = load_preset("opus")
     sc = get_scorer("visqol")
     from ratecontrol._resample import resample

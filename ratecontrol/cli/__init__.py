@@ -11,8 +11,8 @@ import traceback
 
 import click
 
-from ratecontrol.errors import RatecontrolError, TargetNotReachable
-from ratecontrol.cli._common import echo_json
+from ratecontrol.errors import RatecontrolError
+from ratecontrol.cli._common import echo_json, error_message
 
 __all__ = ["cli", "main", "run_group"]
 
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     run_group(cli, argv)
 
 
-def _one_line(exc: BaseException) -> str:
+def _one_line(exc) -> str:
     # a file name with a newline must not split the one line
     return str(exc).replace("\r", "\\r").replace("\n", "\\n")
 
@@ -85,12 +85,9 @@ def run_group(group: click.Group, argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         exc.show()
         fail(exc, exc.exit_code, exc.format_message())
-    except TargetNotReachable as exc:
-        click.echo(f"error: {_one_line(exc)}", err=True)
-        fail(exc, exc.exit_code, str(exc))
     except RatecontrolError as exc:
-        click.echo(f"error: {_one_line(exc)}", err=True)
-        fail(exc, exc.exit_code, str(exc))
+        click.echo(f"error: {_one_line(error_message(exc))}", err=True)
+        fail(exc, exc.exit_code, error_message(exc))
     except KeyboardInterrupt as exc:
         click.echo("interrupted", err=True)
         fail(exc, 130, "interrupted")

@@ -8,6 +8,33 @@ import click
 
 from ratecontrol.scoring.pooling import DEFAULT_POOL, POOL_HELP
 
+#: library option -> the flag that sets it; an error's ``options`` are spelt with these
+#: (RatecontrolError.message): the library names options, only the CLI names flags
+FLAGS = {
+    "above_source": "--above-source", "all_audio_streams": "--all-audio-streams", "allow_partial": "--allow-partial",
+    "audio_only": "--audio-only", "audio_stream": "--audio-stream", "backend": "--backend",
+    "best_effort": "--best-effort", "cache_dir": "--cache-dir", "cache_max_mb": "--cache-max-mb", "codec": "--codec",
+    "overwrite": "--overwrite", "report": "--report", "scheduler": "--scheduler", "scorer": "--scorer",
+    "video": "--video",
+}
+#: options whose False has a flag of its own
+OFF_FLAGS = {"cache": "--no-cache", "verify": "--no-verify"}
+
+
+def spell_flag(name: str, value) -> str:
+    """How the CLI writes ``name=value`` (an option without a flag keeps its library name)."""
+    if value is False and name in OFF_FLAGS:
+        return OFF_FLAGS[name]
+    if name not in FLAGS:
+        return f"{name}={value!r}"
+    return FLAGS[name] if value is True else f"{FLAGS[name]} {value}"
+
+
+def error_message(exc) -> str:
+    """A RatecontrolError's message as the CLI prints it (its options as flags)."""
+    return exc.message(spell_flag) if hasattr(exc, "message") and callable(exc.message) else str(exc)
+
+
 def fmt(x: float | None, spec: str = ".3f") -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 

@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from ratecontrol.batch import MANIFEST_NAME, BatchInterrupted, transcode_folder
+from ratecontrol.errors import RatecontrolError
 from ratecontrol.cli._common import targets
 from ratecontrol.scoring.pooling import DEFAULT_POOL, POOL_HELP
 
@@ -79,9 +80,14 @@ def batch_command(in_dir, out_dir, target_mos, codec, jobs, backend, scheduler, 
             click.echo(f"target MOS {t:g} -> {out}")
         for line in report.summary_lines():
             click.echo(line)
+        if report.conflicts:
+            click.echo(f"{len(report.conflicts)} file(s) not replaced: they were not written by batch "
+                       "(or changed since); --overwrite replaces them")
+        if any("allow_partial" in (r.reason or "") for r in report.failures):
+            click.echo("truncated inputs failed: --allow-partial encodes what decodes")
         ok = ok and report.ok
-    if not ok:
-        raise SystemExit(1)
+    if not ok:  # some files failed or were not replaced: the summary says which
+        raise SystemExit(RatecontrolError.exit_code)
 
 
 def _per_target(path, t: float, many: bool):

@@ -321,8 +321,8 @@ def _check_complete(stderr: str, path: Path | None, what: str, n: int, rate: int
         warnings.warn(f"{problem}; encoding the {decoded_s:.2f} s that decode (allow_partial)",
                       RatecontrolWarning, stacklevel=3)
         return
-    raise TruncatedInputError(f"{problem}; re-copy or re-export it, or pass --allow-partial "
-                              "to encode what decodes")
+    raise TruncatedInputError(f"{problem}; re-copy or re-export it, or encode what decodes",
+                              options={"allow_partial": True})
 
 
 def decode_to_disk(path, sample_rate_hz: int, channels: int, directory=None,

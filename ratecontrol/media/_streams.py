@@ -108,8 +108,8 @@ def _cannot_hold(exc: FFmpegError) -> str | None:
 def _refusal(out: Path, codec_word: str, why: str) -> UsageError:
     mkv = "" if out.suffix.lower() in (".mkv", ".mka") else f"{MATROSKA_HINT}, or "
     return UsageError(f"{fsutil.final_name(out)}: a {out.suffix or 'extensionless'} container cannot hold "
-                      f"{codec_word} audio ({why}); {mkv}choose another --codec, or pass --audio-only for the "
-                      "audio alone")
+                      f"{codec_word} audio ({why}); {mkv}choose another codec, or write the audio alone",
+                      options={"codec": "NAME", "audio_only": True})
 
 
 def _stream_refusal(out: Path, src: Path, info: MediaInfo, replaced) -> UsageError | None:
@@ -127,7 +127,8 @@ def _stream_refusal(out: Path, src: Path, info: MediaInfo, replaced) -> UsageErr
             return UsageError(
                 f"{fsutil.final_name(out)}: a {out.suffix or 'extensionless'} container cannot hold the input's "
                 f"{st.kind} stream 0:{st.index} ({st.codec}) by stream copy ({hit[:160]}); keep the input's "
-                f"container (-o NAME{src.suffix}), or pass --audio-only for the audio alone")
+                f"container (an output named NAME{src.suffix}), or write the audio alone",
+                options={"audio_only": True})
         finally:
             trial.unlink(missing_ok=True)
     return None

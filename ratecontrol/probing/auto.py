@@ -51,7 +51,8 @@ def search_auto(sessions: dict[int, Session], target: float, best_effort: bool,
     if not ok:
         if not best_effort:
             raise TargetNotReachable(f"target MOS {target:g} not reachable with any preset ({summary}); "
-                                     "lower the target or pass --best-effort")
+                                     "lower the target or take the closest preset's top rung",
+                                     options={"best_effort": True})
         # best effort: the preset whose top rung came closest
         p, _, exc = max(outcomes, key=lambda o: o[2].result.probes[-1].pooled_mos if o[2].result else -1)
         res = run_search(sessions[rate_key(p)].prober(p), target, True, margin=margin)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable
@@ -30,8 +30,7 @@ def ladder(preset: Preset, channels: int, max_kbps: float | None) -> tuple[Rung,
 def encode_rung(source: ProbeSource, preset: Preset, rung: Rung, keep: bool = False) -> list[media.RoundTrip]:
     """Encode and decode ``source``'s audio at ``rung``: one ffmpeg per encode span
     (``PROBE_PROCESSES`` of them side by side for a sampled probe). ``keep``: a
-    whole-track probe keeps its encoded file (the output, if it is chosen). Needs no
-    scorer, so it can run while the scorer loads (``Session.prefetch``)."""
+    whole-track probe keeps its encoded file (the output, if it is chosen)."""
     audio, rate = source.audio, source.track.rate_hz
 
     def roundtrip(span, keep=False):
@@ -59,8 +58,8 @@ class Prober:
                 raise UsageError(
                     f"no rung of preset '{preset.name}' is at or below {max_kbps:g} kbps "
                     f"(lowest is {preset.rungs_for(self.track.channels)[0].nominal_kbps:g})"
-                    + ("; the input is a lossy file at that bitrate: keep it as it is, or pass --above-source"
-                       if lossy else ""))
+                    + ("; the input is a lossy file at that bitrate: keep it as it is, or allow rungs above it"
+                       if lossy else ""), options={"above_source": True} if lossy else None)
         self.rungs = rungs
         self.ref_silent = is_digital_silence(source.ref_w)
         self._prepared = None
@@ -74,10 +73,6 @@ class Prober:
         #: digest of each kept encode's aligned decode: a written copy that decodes to the
         #: same samples carries the probe's window scores (nothing to score again)
         self.decode_digests: dict[int, str] = {}
-        #: rung index -> the encodes of that rung already started (Session.prefetch),
-        #: taken by the probe that needs them
-        self.prefetched: dict[int, Future] = {}
-        self.prefetch_taken = 0
 
     @property
     def all_silent(self) -> bool:
@@ -99,14 +94,7 @@ class Prober:
         return score_windows(self.scorer, self.ref_silent, prep, lambda: self.source.ref_w, deg_w)
 
     def _measure(self, i: int) -> dict:
-        fut = self.prefetched.pop(i, None)
-        if fut is not None and fut.cancel():  # still queued behind other prefetches: do it now
-            fut = None
-        rts = fut.result() if fut is not None else None  # None: a speculation never started
-        if rts is None:
-            rts = encode_rung(self.source, self.preset, self.rungs[i], self.keep_encodes)
-        else:
-            self.prefetch_taken += 1
+        rts = encode_rung(self.source, self.preset, self.rungs[i], self.keep_encodes)
         if rts[0].encoded_path is not None:
             self.encodes[i] = rts[0].encoded_path
             self.decode_digests[i] = pcm_digest(rts[0].audio, self.track.rate_hz)
@@ -230,7 +218,8 @@ def run_search(prober: Prober, target: float, best_effort: bool, parallel: int |
         f"{top.rung_label} scores {top.pooled_mos:.3f} ({prober.pool})"
     )
     if not best_effort:
-        raise TargetNotReachable(msg + "; lower the target, pick another codec, or pass --best-effort",
-                                 result=prober.result(target, None, probes, False, notes, margin))
+        raise TargetNotReachable(msg + "; lower the target, pick another codec, or take the top rung",
+                                 result=prober.result(target, None, probes, False, notes, margin),
+                                 options={"best_effort": True})
     notes.append(msg + "; best effort: top rung used")
     return prober.result(target, top, probes, False, notes, margin)

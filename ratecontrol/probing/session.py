@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 import os
-import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
@@ -14,7 +13,6 @@ from ratecontrol.cache import ProbeCache
 from ratecontrol.errors import UsageError
 from ratecontrol.presets import Preset, load_preset
 from ratecontrol.results import Probe
-from ratecontrol.search import first_probes
 from ratecontrol.scoring.base import Scorer, available_scorers, get_scorer
 from ratecontrol.probing.prober import Prober, encode_rung, ladder
 from ratecontrol.probing.sampling import CONTEXT_S, DEFAULT_SAMPLE_SHARE, SAMPLE_MAX_S, pick_segments
@@ -30,12 +28,6 @@ CHECK_CHUNK_S = 60.0
 #: under SAMPLE_MIN_DURATION_S): on a smooth 13-rung ladder 2 per round take 2.4 rounds
 #: instead of 3.75 sequential probes (tests/test_search.py), for ~27 % more encoding
 PARALLEL_PROBES = 2
-#: encode the search's first round while the scorer loads (open_session); off only to
-#: measure what it saves (bench/bench_cost.py --no-prefetch)
-PREFETCH = os.environ.get("RATECONTROL_PREFETCH", "1") != "0"
-#: at most this many rungs next to the first round are encoded on speculation while the
-#: scorer loads (a rung is ~0.1-0.5 s of ffmpeg; the load takes 2-3 s)
-SPECULATE_MAX = 4
 
 def resolve_preset(codec: str | Preset) -> Preset:
     preset = codec if isinstance(codec, Preset) else load_preset(codec)
@@ -58,17 +50,6 @@ def resolve_cache(cache: ProbeCache | bool | str | os.PathLike | None) -> ProbeC
         return ProbeCache()
     return ProbeCache(cache)
 
-def _discard(fut: Future) -> None:
-    """Wait for a prefetched encode nobody took and delete the file it kept."""
-    try:
-        rts = fut.result()
-    except Exception:  # its error belongs to a probe that never ran
-        return
-    for rt in rts or ():
-        if rt.encoded_path is not None:
-            rt.encoded_path.unlink(missing_ok=True)
-
-
 @dataclass
 class Session:
     """One input, one scorer, one cache: probers per preset share the decode and windows."""
@@ -90,8 +71,6 @@ class Session:
         self._source: ProbeSource | None = None
         self._probers: dict[str, Prober] = {}
         self._check_ref: list | None = None
-        #: (preset name, rung index) -> encodes started by prefetch
-        self._prefetched: dict[tuple[str, int], Future] = {}
 
     def source(self) -> ProbeSource:
         if self._source is None:
@@ -112,65 +91,13 @@ class Session:
             pr = Prober(self.source(), preset, self.scorer, self.pool, self.cache, self.on_probe, self.max_kbps)
             pr.parallel = self._parallel()
             pr.keep_encodes = self.keep_encodes
-            pr.prefetched = {i: f for (name, i), f in self._prefetched.items() if name == preset.name}
             self._probers[preset.name] = pr
         return self._probers[preset.name]
 
-    def prefetch(self, preset: Preset, loaded: threading.Event | None = None) -> None:
-        """Start the encodes of the search's first round (``search.first_probes``) in
-        the background; the probes that need them take them (``Prober.prefetched``).
-
-        An encode needs ffmpeg, not the scorer, so ``open_session`` calls this while
-        the learned scorer is still loading in a fresh process (torch import +
-        checkpoint, 2-3 s with one core otherwise idle): the first round is then
-        encoded when scoring can start. ``loaded``: an event set when the scorer is
-        ready; until then up to ``SPECULATE_MAX`` more rungs next to the first round
-        are encoded on speculation (the ones the search is likeliest to probe next),
-        and none is started after it. What no probe takes (a probe-cache hit, a
-        speculation the search never needed) is deleted by ``close``.
-        """
-        rungs = ladder(preset, self.track.channels, self.max_kbps)
-        if not rungs or preset.name in {name for name, _ in self._prefetched}:
-            return
-        keep, src, n = self.keep_encodes, self.source(), len(rungs)
-        first = first_probes(n, self._parallel())
-        spec = []
-        if loaded is not None:
-            for d in range(1, n):
-                for f in first:
-                    spec += [j for j in (f + d, f - d) if 0 <= j < n and j not in first and j not in spec]
-            spec = spec[:SPECULATE_MAX]
-
-        def speculative(rung):
-            # started only while the scorer is loading: after that the search knows better
-            return None if loaded.is_set() else encode_rung(src, preset, rung, keep)
-
-        # one ffmpeg stream per first-round rung (a sampled probe's encode is already
-        # PROBE_PROCESSES of them); speculations queue behind the first round
-        ex = ThreadPoolExecutor(len(first))
-        for i in first:
-            self._prefetched[(preset.name, i)] = ex.submit(encode_rung, src, preset, rungs[i], keep)
-        for i in spec:
-            self._prefetched[(preset.name, i)] = ex.submit(speculative, rungs[i])
-        ex.shutdown(wait=False)
-
-    def prefetch_stats(self) -> dict[str, int]:
-        """How many prefetched encodes were started and how many probes took one."""
-        futs = list(self._prefetched.values())
-        done = [f for f in futs if f.done() and not f.cancelled() and f.exception() is None and f.result() is not None]
-        return {"prefetched": len(done), "taken": sum(pr.prefetch_taken for pr in self._probers.values())}
-
     def close(self) -> None:
-        """Delete the probes' kept encodes, and those of prefetched encodes no probe took."""
+        """Delete the probes' kept encodes."""
         for pr in self._probers.values():
             pr.discard_encodes()
-            for fut in pr.prefetched.values():
-                _discard(fut)
-            pr.prefetched.clear()
-        for key, fut in self._prefetched.items():
-            if key[0] not in self._probers:
-                _discard(fut)
-        self._prefetched.clear()
 
     def _check_pieces(self, chunk_s: float = CHECK_CHUNK_S):
         """The track cut into ``chunk_s`` probe sources for the full-track check."""
@@ -246,7 +173,7 @@ def open_session(source, preset_for_rate: Preset | None, opts: Options, sample_r
         fut = ex.submit(resolve_scorer, sc, n_jobs=opts.jobs)
         ex.shutdown(wait=False)  # an input error below must not wait for the import
         track = load_track(source, rate_for, sample_rate_hz, opts.allow_partial, preset_for_rate)
-        sc = fut if not fut.done() else fut.result()
+        sc = fut.result()
     else:
         track = load_track(source, rate_for, sample_rate_hz, opts.allow_partial, preset_for_rate)
     max_kbps = opts.max_kbps
@@ -258,21 +185,7 @@ def open_session(source, preset_for_rate: Preset | None, opts: Options, sample_r
             max_kbps = float(info.bitrate_kbps)
             track = replace(track, notes=track.notes + (
                 f"input is lossy ({info.codec}, ~{info.bitrate_kbps:.0f} kbps): the ladder stops at its bitrate "
-                "(--above-source to allow more)",))
-    loading = sc if isinstance(sc, Future) else None
-    session = Session(track, None if loading else sc, opts.pool, cache if cache is not None else resolve_cache(opts.cache),
-                      opts.hop_s, share, opts.on_probe, max_kbps, opts.jobs,
-                      SAMPLE_MAX_S if opts.sample_share is None else None, keep_encodes)
-    if loading is not None:
-        # the scorer is still loading: encode the search's first round meanwhile
-        # (docs/performance.md, "Cost"); the loader keeps one core, ffmpeg takes the other
-        loaded = threading.Event()
-        loading.add_done_callback(lambda _: loaded.set())
-        try:
-            if preset_for_rate is not None and PREFETCH:
-                session.prefetch(preset_for_rate, loaded)
-            session.scorer = loading.result()
-        except BaseException:
-            session.close()
-            raise
-    return session
+                "(above_source / --above-source allows more)",))
+    return Session(track, sc, opts.pool, cache if cache is not None else resolve_cache(opts.cache), opts.hop_s, share,
+                   opts.on_probe, max_kbps, opts.jobs, SAMPLE_MAX_S if opts.sample_share is None else None,
+                   keep_encodes)

@@ -87,7 +87,9 @@ class LearnedScorer:
             torch.set_num_threads(int(threads))
         path = os.fspath(model_path) if model_path else default_model_path()
         if not model_path and not os.path.isfile(path):
-            raise ModelError(f"no packaged default model at {path}; pass a model file (--model PATH) or use --scorer visqol")
+            raise ModelError(f"no packaged default model at {path} (a broken install? reinstall ratecontrol); "
+                             "pass a model file as LearnedScorer(model_path=...), or use the exact scorer",
+                             options={"scorer": "visqol"})
         self.model_path = path
         self.model, ckpt = load_checkpoint(path, map_location=self.device)
         self.arch = ckpt["arch"]

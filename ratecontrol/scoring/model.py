@@ -60,6 +60,7 @@ import torch.nn.functional as F
 import torchaudio
 from torch import Tensor, nn
 
+from ratecontrol.contract import SUBSONIC_CUTOFF_HZ, SUBSONIC_ORDER
 from ratecontrol.errors import ModelError
 
 __all__ = [
@@ -77,6 +78,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "index_features",
+    "subsonic_power_response",
 ]
 
 #: version of the library checkpoint layout written by ``checkpoint_dict``
@@ -256,6 +258,23 @@ class GammatoneFrontend(nn.Module):
         return self.frames(x, self.first_frame, self.n_frames)
 
 
+def subsonic_power_response(freqs_hz: np.ndarray, sample_rate_hz: int) -> np.ndarray:
+    """|H(f)|^2 of ``ratecontrol.scoring.visqol.subsonic_sos()`` (scipy's
+    ``butter(SUBSONIC_ORDER, SUBSONIC_CUTOFF_HZ, "highpass", fs=...)``), in closed form.
+
+    scipy designs a digital Butterworth by the bilinear transform of the analog
+    prototype with the cut-off pre-warped, so its power response is exactly
+    1 / (1 + (tan(pi fc / fs) / tan(pi f / fs))^(2N)) (0 at DC). Written out here so
+    that loading the scorer does not import scipy.signal (0.8 s of a fresh process's
+    ~3 s start-up); tests/test_model.py checks it against scipy's ``sosfreqz`` to 1e-9.
+    """
+    f = np.asarray(freqs_hz, dtype=np.float64)
+    t = np.tan(np.pi * np.clip(f, 0.0, sample_rate_hz / 2) / sample_rate_hz)
+    with np.errstate(divide="ignore"):
+        ratio = np.where(t > 0, np.tan(np.pi * SUBSONIC_CUTOFF_HZ / sample_rate_hz) / np.where(t > 0, t, 1.0), np.inf)
+    return 1.0 / (1.0 + ratio ** (2 * SUBSONIC_ORDER))
+
+
 class SubsonicHighpass(nn.Module):
     """The labelling path's subsonic clean-up, batched: mean removal + 20-Hz zero-phase HP.
 
@@ -275,14 +294,10 @@ class SubsonicHighpass(nn.Module):
         # pad 2526 (57 ms, ~5 time constants of the 20-Hz filter) makes the FFT length
         # 49152 = 3 * 2^14: 0.28 ms per window for rfft + irfft against 0.41 ms at 52920
         super().__init__()
-        import scipy.signal
-
-        from ratecontrol.scoring.visqol import subsonic_sos  # the labelling path's own filter
-
         self.n_samples, self.pad = n_samples, pad
         n = n_samples + 2 * pad
-        _, h = scipy.signal.sosfreqz(subsonic_sos(), worN=np.fft.rfftfreq(n, 1.0 / SAMPLE_RATE_HZ), fs=SAMPLE_RATE_HZ)
-        self.register_buffer("gain", torch.from_numpy(np.abs(h) ** 2).float(), persistent=False)
+        gain = subsonic_power_response(np.fft.rfftfreq(n, 1.0 / SAMPLE_RATE_HZ), SAMPLE_RATE_HZ)
+        self.register_buffer("gain", torch.from_numpy(gain).float(), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
         x = x.float()

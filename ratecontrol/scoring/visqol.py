@@ -18,20 +18,19 @@ from scipy.signal import sosfiltfilt
 
 from ratecontrol._resample import resample
 from ratecontrol.scoring.base import register_scorer
+from ratecontrol.contract import SUBSONIC_CUTOFF_HZ, SUBSONIC_ORDER
 from ratecontrol.windows import MODEL_SAMPLE_RATE_HZ
 
 __all__ = ["VISQOL_SAMPLE_RATE_HZ", "visqol_mos", "resample_to_visqol", "VisqolScorer", "subsonic_sos"]
 
 VISQOL_SAMPLE_RATE_HZ = 48_000
-#: content below this is removed from both signals before ViSQOL (see resample_to_visqol)
-SUBSONIC_CUTOFF_HZ = 20.0
 
 
 @functools.lru_cache(maxsize=1)
 def subsonic_sos():
     from scipy.signal import butter
 
-    return butter(2, SUBSONIC_CUTOFF_HZ, btype="highpass", fs=MODEL_SAMPLE_RATE_HZ, output="sos")
+    return butter(SUBSONIC_ORDER, SUBSONIC_CUTOFF_HZ, btype="highpass", fs=MODEL_SAMPLE_RATE_HZ, output="sos")
 
 
 def resample_to_visqol(windows: np.ndarray) -> np.ndarray:
