@@ -128,7 +128,7 @@ def test_a_container_that_cannot_hold_the_pair_is_one_usage_error(films, tmp_pat
 
 
 def test_a_subtitle_the_container_cannot_take_is_named(films, tmp_path):
-    with pytest.raises(errors.UsageError, match=r"subtitle stream 0:3 \(mov_text\).*-o NAME\.mp4"):
+    with pytest.raises(errors.UsageError, match=r"subtitle stream 0:3 \(mov_text\).*NAME\.mp4.*audio_only=True"):
         ratecontrol.encode(films[".mp4"], tmp_path / "x.mkv", target_mos=3.8, codec="opus", cache=False)
 
 
