@@ -658,3 +658,25 @@ def test_decode_to_disk_errors(tmp_path, synth):
     with pytest.raises(InputNotFoundError):
         media.decode_to_disk(tmp_path / "missing.wav", 44100, 2, directory=spool)
     assert list(spool.iterdir()) == []
+
+
+def test_inspect_reuses_nothing_once_the_file_changed(tmp_path, synth):
+    """inspect() answers a repeat call on an unchanged file from memory (one ffmpeg run
+    fewer per encode), but a file rewritten under the same name -- same size and mtime
+    put back, even -- is inspected again, and a failure is never remembered."""
+    p = tmp_path / "a.wav"
+    sf.write(p, synth.tone(44_100, 2, 1.0).T, 44_100)
+    first = media.inspect(p)
+    assert media.inspect(p) == first
+    first.tags["title"] = "changed by a caller"
+    assert "title" not in media.inspect(p).tags  # callers get their own tags dict
+    st = p.stat()
+    sf.write(p, synth.tone(48_000, 1, 1.0).T[: int(44_100 * 2 * 1.0 / 2)], 48_000)  # other rate and layout
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+    again = media.inspect(p)
+    assert (again.sample_rate_hz, again.channels) == (48_000, 1)
+    p.write_bytes(b"not audio at all" * 100)
+    with pytest.raises(NotAudioError):
+        media.inspect(p)
+    with pytest.raises(NotAudioError):  # the failure is not remembered as an answer either
+        media.inspect(p)

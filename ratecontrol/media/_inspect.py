@@ -217,6 +217,14 @@ def _decoded_duration_s(path: Path) -> float:
     return best
 
 
+#: successful inspections of unchanged files, by (path as given, inode, size, times):
+#: an encode inspects its input in the front door and again when it decodes it, batch
+#: once more before that (one ffmpeg run, ~30 ms, each; issue 13). Errors are never
+#: cached; a file replaced or touched since gets a new key.
+_CACHE: dict[tuple, "MediaInfo"] = {}
+_CACHE_MAX = 256
+
+
 def inspect(path) -> MediaInfo:
     """Describe the first audio stream of ``path``.
 
@@ -226,6 +234,23 @@ def inspect(path) -> MediaInfo:
     """
     ffmpeg_path()  # a broken ffmpeg is FFmpegNotFoundError here, never the input's fault
     p = check_input_path(path)
+    try:
+        st = os.stat(p)
+        key = (str(p), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    except OSError:
+        key = None
+    hit = _CACHE.get(key) if key is not None and stat.S_ISREG(st.st_mode) else None
+    if hit is not None:
+        return replace(hit, tags=dict(hit.tags))
+    info = _inspect(p)
+    if key is not None and stat.S_ISREG(st.st_mode):
+        if len(_CACHE) >= _CACHE_MAX:
+            _CACHE.pop(next(iter(_CACHE)), None)
+        _CACHE[key] = info
+    return replace(info, tags=dict(info.tags))
+
+
+def _inspect(p: Path) -> MediaInfo:
     # One call: open the file (ffmpeg prints the stream dump) and decode its first 3 audio frames
     # to the null muxer, so a header with no decodable audio behind it is caught here.
     stream = ffmpeg.input(ff_path(p)).output("-", format="null", map="0:a:0", **{"frames:a": _CHECK_FRAMES})
