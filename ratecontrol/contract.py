@@ -14,6 +14,7 @@ from ratecontrol.errors import UsageError
 
 __all__ = [
     "AUDIO_EXTENSIONS",
+    "CONTAINER_EXTENSIONS",
     "MODEL_SAMPLE_RATE_HZ",
     "VISQOL_SAMPLE_RATE_HZ",
     "WINDOW_SAMPLES",
@@ -46,6 +47,17 @@ AUDIO_EXTENSIONS = frozenset(
     ".adts .ogg .oga .opus .spx .wma .wv .ape .tta .tak .alac .mka .ac3 .eac3 .dts .amr "
     ".dsf .dff .mpc .webm".split()
 )
+
+#: file extensions that name each container (ffmpeg's muxer name, a preset's
+#: ``format``) an output may be written in; anything else is refused: Ogg data in a
+#: .mp3 or MP4 in a .aac is a file players misread
+CONTAINER_EXTENSIONS = {
+    "ogg": frozenset({".ogg", ".oga", ".opus"}), "opus": frozenset({".opus", ".ogg", ".oga"}),
+    "ipod": frozenset({".m4a", ".m4b", ".mp4"}), "mp4": frozenset({".mp4", ".m4a", ".m4b"}),
+    "mov": frozenset({".mov", ".mp4", ".m4a"}), "mp3": frozenset({".mp3"}), "adts": frozenset({".aac"}),
+    "matroska": frozenset({".mka", ".mkv"}), "webm": frozenset({".webm"}), "flac": frozenset({".flac"}),
+    "wav": frozenset({".wav"}),
+}
 
 #: the MOS-LQO scale's own bounds
 MOS_MIN, MOS_MAX = 1.0, 5.0

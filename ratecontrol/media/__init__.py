@@ -7,6 +7,7 @@ from ._encode import (RoundTrip, WrittenFile, check_output_path, decode_aligned,
                       encode_file, remux, roundtrip, StreamedEncode, roundtrip_info)
 from ._ffmpeg import available_encoders, encoder_available, ffmpeg_path, ffmpeg_version, require_encoder
 from ._inspect import MediaInfo, StreamInfo, audio_payload_bytes, default_audio_stream, inspect
+from ._layouts import layout_channels, lfe_indices, target_layout
 from ._streams import check_mux, extract_audio, mux_audio
 
 __all__ = [
@@ -37,4 +38,7 @@ __all__ = [
     "check_output_path",
     "RoundTrip",
     "WrittenFile",
+    "layout_channels",
+    "lfe_indices",
+    "target_layout",
 ]

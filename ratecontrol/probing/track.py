@@ -10,6 +10,7 @@ import numpy as np
 from ratecontrol import media
 from ratecontrol._resample import python_can_resample, resample
 from ratecontrol.errors import InputError, UsageError
+from ratecontrol.media import layout_channels, lfe_indices, target_layout
 from ratecontrol.presets import Preset
 
 
@@ -63,8 +64,6 @@ class Track:
         The LFE is coded band-limited on purpose (AAC's LFE element, libopus's LFE
         stream keep < ~120-200 Hz), and ViSQOL's bands start at 50 Hz: its LFE windows
         score ~1-2 MOS at every rung, measured in docs/scoring.md ("Surround")."""
-        from ratecontrol.media._layouts import lfe_indices
-
         lfe = lfe_indices(self.layout)
         return [c for c in range(self.channels) if c not in lfe] if lfe else None
 
@@ -149,8 +148,6 @@ def track_channels(info: media.MediaInfo, preset: Preset | None) -> tuple[int, s
     (media/_layouts.py); a preset of at most 2 (MP3) gets ffmpeg's standard stereo
     downmix, and says so. ``preset`` None: stereo, as every input above two channels was
     before surround was kept."""
-    from ratecontrol.media._layouts import layout_channels, target_layout
-
     n = int(info.channels)
     max_ch = preset.max_channels if preset is not None else 2
     if n <= 2:

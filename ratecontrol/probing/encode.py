@@ -1,0 +1,119 @@
+"""One audio input encoded: search the ladder, write the chosen rung, check it, draw
+the report; and a ladder of targets from one probe curve (``api.encode`` /
+``api.encode_ladder``; an input with several streams goes through streams.py first)."""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Sequence
+
+from ratecontrol import fsutil, media
+from ratecontrol.contract import check_target_mos
+from ratecontrol.errors import OutputError, UsageError
+from ratecontrol.options import Options
+from ratecontrol.presets import Preset, load_preset
+from ratecontrol.probing.auto import auto_sessions, rate_key, search_auto
+from ratecontrol.probing.output import check_output, default_output
+from ratecontrol.probing.prober import Prober, run_search
+from ratecontrol.probing.session import open_session, resolve_preset
+from ratecontrol.probing.verify import finish_encode
+from ratecontrol.results import EncodeResult, SearchResult
+
+__all__ = ["encode_audio", "encode_targets", "render"]
+
+
+def encode_audio(src: Path, input_path: Path, output, target: float, preset: Preset | None, opts: Options,
+                 overwrite: bool, metadata, report, t0: float) -> EncodeResult:
+    """One audio file's encode: ``src`` is what is decoded (the input itself, or one
+    of its audio streams copied out), ``input_path`` names the output and is never
+    overwritten; ``preset`` None is codec auto."""
+    if output is not None and preset is not None:
+        check_output(input_path, Path(output), overwrite, preset)  # before any work
+    if preset is None:
+        sessions = auto_sessions(src, opts, keep_encodes=True)
+    else:
+        sessions = {0: open_session(src, preset, opts, keep_encodes=True)}
+    try:
+        if preset is None:
+            result = search_auto(sessions, target, opts.best_effort, opts.margin_mos)
+            preset = load_preset(result.preset)
+            session = sessions[rate_key(preset)]
+        else:
+            session, result = sessions[0], None
+        out = check_output(input_path, Path(output) if output else default_output(input_path, preset), overwrite,
+                           preset)
+        fsutil.clean_stale_temps(out.parent)  # what a killed run left beside its output
+        if result is None:
+            result = run_search(session.prober(preset), target, opts.best_effort, margin=opts.margin_mos)
+        enc = finish_encode(session, preset, result, src, out, metadata, opts.verify, t0)
+        if report:
+            render(session.prober(preset), enc, report)
+        return enc
+    finally:
+        for s_ in sessions.values():
+            s_.close()
+
+
+def encode_targets(input_path: Path, out_dir, targets: Sequence[float], codec: str | Preset, opts: Options,
+                   overwrite: bool, report, t0: float) -> tuple[EncodeResult, ...]:
+    """``api.encode_ladder``: one session, one probe curve, one output per distinct rung."""
+    media.inspect(input_path)
+    if isinstance(targets, (str, bytes)) or not isinstance(targets, Sequence):
+        raise UsageError(f"targets must be a list of MOS values, got {targets!r}")
+    ts = sorted({check_target_mos(t) for t in targets})
+    if not ts:
+        raise UsageError("give at least one target MOS")
+    preset = resolve_preset(codec)
+    folder = Path(out_dir) if out_dir else input_path.parent
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"output folder {folder} is a file; give a folder for a ladder")
+    folder.mkdir(parents=True, exist_ok=True)
+    outs = [check_output(input_path, folder / f"{input_path.stem}.mos{t:g}{preset.extension}", overwrite, preset)
+            for t in ts]
+    session = open_session(input_path, preset, opts, keep_encodes=True)
+    results: list[EncodeResult] = []
+    try:
+        for t, out in zip(ts, outs):
+            res = run_search(session.prober(preset), t, opts.best_effort, margin=opts.margin_mos)
+            same = next((r for r in results if r.search.chosen.rung_index == res.chosen.rung_index
+                         and r.stepped_up == 0 and r.pooled_mos >= t + res.margin_mos), None)
+            if same is not None:
+                # the same rung for another target: one file, named by both results
+                results.append(replace(same, search=res, seconds=time.perf_counter() - t0))
+                continue
+            results.append(finish_encode(session, preset, res, input_path, out, None, opts.verify, t0))
+        if report:
+            from ratecontrol.report import report_path_for
+
+            for t, enc in zip(ts, results):
+                render(session.prober(preset), enc, report_path_for(report, t))
+    finally:
+        session.close()
+    return tuple(results)
+
+
+def render(prober: Prober, enc: EncodeResult, report) -> None:
+    """The report of a finished encode; the audio is already in place, so a report that
+    cannot be written is one OutputError that says so (``.result``: the encode)."""
+    from ratecontrol.report import render_report
+
+    search = _with_upper_neighbour(prober, enc.search)
+    try:
+        render_report(search, report, encode_result=enc)
+    except (OSError, OutputError) as exc:
+        why = str(exc) if isinstance(exc, OutputError) else (exc.strerror or str(exc))
+        err = OutputError(f"report {report} not written ({why}); the audio was written to {enc.output_path}")
+        err.result = enc
+        raise err from exc
+
+
+def _with_upper_neighbour(prober: Prober, result: SearchResult) -> SearchResult:
+    """Add a probe of the rung above the chosen one (for the report) if there is one."""
+    if result.chosen is None or not result.chosen.window_mos:
+        return result
+    i = result.chosen.rung_index + 1
+    if i >= len(prober.rungs) or any(p.rung_index == i for p in result.probes):
+        return result
+    p = prober.probe(i, result.target_mos)
+    return replace(result, probes=result.probes + (replace(p, passed=p.pooled_mos >= result.target_mos),))

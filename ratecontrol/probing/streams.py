@@ -1,0 +1,139 @@
+"""Inputs with several streams (a film, a music video: video, subtitles, more audio,
+attachments): the chosen audio stream(s) copied out, each searched and encoded on
+its own, and put back in place of their streams, everything else stream-copied
+(``media.mux_audio``); or, with ``audio_only``, the chosen stream written alone."""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from ratecontrol import fsutil, media
+from ratecontrol.contract import check_target_mos
+from ratecontrol.errors import InputError, UsageError
+from ratecontrol.options import Options
+from ratecontrol.presets import Preset
+from ratecontrol.probing.auto import AUTO_CODEC
+from ratecontrol.probing.encode import encode_audio, render
+from ratecontrol.probing.output import check_output
+from ratecontrol.probing.prober import run_search
+from ratecontrol.probing.session import open_session, resolve_preset
+from ratecontrol.probing.verify import TAG_KEY, finish_encode
+from ratecontrol.results import EncodeResult
+
+__all__ = ["encode_input", "chosen_streams", "refuse_stream_options", "stream_report_path"]
+
+
+def refuse_stream_options(opts: Options, what: str) -> None:
+    """audio_stream / all_audio_streams are encode's (and batch's): refused, not ignored."""
+    if opts.audio_stream is not None or opts.all_audio_streams:
+        raise UsageError(f"{what} searches the first audio stream only; audio_stream and all_audio_streams are "
+                         "options of encode (copy the stream out first, e.g. with media.extract_audio)")
+
+
+def encode_input(input_path: Path, output, target_mos: float, codec: str | Preset, opts: Options, overwrite: bool,
+                 metadata, report, t0: float) -> EncodeResult:
+    """``api.encode`` of any input: a plain audio file goes to ``encode_audio``; an
+    input with more streams keeps them (or, ``audio_only``, gives its chosen stream)."""
+    info = media.inspect(input_path)  # one clear error for a missing / non-audio / empty input
+    target = check_target_mos(target_mos)
+    preset = None if codec == AUTO_CODEC else resolve_preset(codec)
+    if info.other_streams == 0 and info.audio_streams <= 1:
+        if opts.audio_stream not in (None, 0):
+            raise UsageError(f"{input_path} has one audio stream: there is no audio stream {opts.audio_stream} "
+                             "(they count from 0)")
+        return encode_audio(input_path, input_path, output, target, preset, opts, overwrite, metadata, report, t0)
+    chosen = chosen_streams(input_path, info, opts)
+    if opts.audio_only:
+        folder = Path(output).parent if output is not None else input_path.parent
+        if output is not None and preset is not None:
+            check_output(input_path, Path(output), overwrite, preset)  # before any work
+        extracted = fsutil.temp_sibling(folder / input_path.name, suffix=".mka")
+        try:
+            media.extract_audio(input_path, chosen[0], extracted)
+            enc = encode_audio(extracted, input_path, output, target, preset, opts, overwrite, metadata, report, t0)
+        finally:
+            extracted.unlink(missing_ok=True)
+        return replace(enc, input_path=str(input_path), audio_stream=chosen[0])
+    if preset is None:
+        raise UsageError(f"{input_path} has video or other streams: codec auto needs the audio alone "
+                         "(the container decides which codecs fit), or name a codec",
+                         options={"audio_only": True, "codec": "NAME"})
+    default = input_path.with_name(f"{input_path.stem}.{preset.name}{input_path.suffix}")
+    out = check_output(input_path, Path(output) if output else default, overwrite, None)
+    media.check_mux(input_path, preset, chosen, out)  # an impossible pair fails before any search
+    fsutil.clean_stale_temps(out.parent)  # what a killed run left beside its output
+    return _encode_streams(input_path, info, chosen, out, target, preset, opts, metadata, report, t0)
+
+
+def chosen_streams(input_path: Path, info: media.MediaInfo, opts: Options) -> list[int]:
+    """Which audio streams (positions among the audio streams) are re-encoded."""
+    n_audio = sum(s.kind == "audio" for s in info.streams) or info.audio_streams
+    if opts.all_audio_streams:
+        return list(range(n_audio))
+    if opts.audio_stream is not None:
+        if opts.audio_stream >= n_audio:
+            listing = "; ".join(f"{s.audio_index}: {s.codec}" + (f" ({s.language})" if s.language else "")
+                                for s in info.streams if s.kind == "audio")
+            raise UsageError(f"{input_path} has {n_audio} audio stream(s), counted from 0 ({listing}): there is "
+                             f"no audio stream {opts.audio_stream}")
+        return [opts.audio_stream]
+    return [media.default_audio_stream(info)]
+
+
+def _encode_streams(input_path: Path, info: media.MediaInfo, chosen: list[int], out: Path, target: float,
+                    preset: Preset, opts: Options, metadata, report, t0: float) -> EncodeResult:
+    """Each chosen audio stream copied out, searched and encoded on its own, then all
+    of them put back in place of their streams, everything else stream-copied."""
+    encoded: dict[int, Path] = {}
+    results: list[EncodeResult] = []
+    scorer = None
+    try:
+        for n in chosen:
+            extracted = fsutil.temp_sibling(out, suffix=".mka")
+            try:
+                media.extract_audio(input_path, n, extracted)
+                encoded[n] = fsutil.temp_sibling(out, suffix=preset.extension)
+                session = _open_stream_session(extracted, input_path, n, preset, opts, scorer)
+                scorer = session.scorer  # one scorer for every stream
+                try:
+                    result = run_search(session.prober(preset), target, opts.best_effort, margin=opts.margin_mos)
+                    enc = finish_encode(session, preset, result, extracted, encoded[n], metadata, opts.verify, t0)
+                    if report:
+                        rep = report if len(chosen) == 1 else stream_report_path(report, n)
+                        render(session.prober(preset), replace(enc, output_path=str(out)), rep)
+                finally:
+                    session.close()
+            finally:
+                extracted.unlink(missing_ok=True)
+            results.append(replace(enc, input_path=str(input_path), output_path=str(out), audio_stream=n))
+        tags = {r.audio_stream: {TAG_KEY: f"ratecontrol preset={preset.name} rung={r.rung_label} "
+                                          f"target_mos={target:g} mos={r.pooled_mos:.3f}"} for r in results}
+        media.mux_audio(input_path, encoded, out, stream_tags=tags)
+    finally:
+        for p in encoded.values():
+            p.unlink(missing_ok=True)
+    n_other = len(info.streams) - len(chosen)
+    streams = tuple(results)
+    note = (f"kept the input's {n_other} other stream(s) by stream copy; re-encoded audio stream(s) "
+            f"{', '.join(str(n) for n in chosen)} of {info.audio_streams}")
+    first = next((r for r in results if r.audio_stream == media.default_audio_stream(info)), results[0])
+    return replace(first, output_bytes=out.stat().st_size, input_bytes=input_path.stat().st_size,
+                   seconds=time.perf_counter() - t0, streams=streams,
+                   search=replace(first.search, notes=first.search.notes + (note,)))
+
+
+def _open_stream_session(extracted: Path, input_path: Path, n: int, preset: Preset, opts: Options, scorer):
+    """The session of one copied-out audio stream; an input error names the input and
+    the stream, not the temp file."""
+    try:
+        return open_session(extracted, preset, opts, keep_encodes=True, scorer=scorer)
+    except InputError as exc:
+        raise type(exc)(str(exc).replace(str(extracted), f"{input_path} (audio stream {n})")) from None
+
+
+def stream_report_path(report, audio_index: int) -> Path:
+    """The report of one audio stream: ``plot.png`` -> ``plot.a1.png``."""
+    p = Path(report)
+    suffix = p.suffix or ".png"
+    return p.with_name(f"{p.stem if p.suffix else p.name}.a{audio_index}{suffix}")
