@@ -92,6 +92,43 @@ class Synth:
         d = int(0.002 * sample_rate_hz)
         return np.stack([np.roll(x, c * d) for c in range(channels)]).astype(np.float32)
 
+    def notes(self, sample_rate_hz: int, channels: int = 1, duration_s: float = 1.0, n_notes: int = 4,
+              amplitude: float = 0.3) -> np.ndarray:
+        """Broadband harmonic notes: ``n_notes`` onsets evenly spaced (every 0.2 s in 1 s),
+        each at a random pitch (130 Hz x 2**U(0, 2.5)) with every harmonic up to 21 kHz
+        (or 0.48 x rate) at 1/k and random phase, decaying exp(-3 t), plus a little noise;
+        peak ``amplitude``. The signal for scorer tests that low-pass: there is content
+        to lose at every cut-off. Channels are independent draws."""
+        n = self._n(sample_rate_hz, duration_s)
+        t = np.arange(n) / sample_rate_hz
+        top = min(21_000.0, 0.48 * sample_rate_hz)
+        rows = []
+        for _ in range(channels):
+            x = np.zeros(n)
+            for j in range(n_notes):
+                f0 = 130 * 2 ** self.rng.uniform(0, 2.5)
+                on = j * (duration_s / (n_notes + 1))
+                env = np.exp(-3 * np.clip(t - on, 0, None)) * (t >= on)
+                for k in range(1, 40):
+                    if f0 * k < top:
+                        x += env * np.sin(2 * np.pi * f0 * k * t + self.rng.uniform(0, 6)) / k
+            x += 0.01 * self.rng.standard_normal(n)
+            rows.append(amplitude * x / np.max(np.abs(x)))
+        return np.asarray(rows, dtype=np.float32)
+
+    def pad(self, sample_rate_hz: int, channels: int = 1, duration_s: float = 1.0,
+            hard_at: tuple[float, ...] | list[float] = (), amplitude: float = 0.08) -> np.ndarray:
+        """A soft harmonic pad (220, 330, 440 Hz), with loud wide-band noise bursts (8 a
+        second) only in the seconds listed in ``hard_at``: for tests of which passages
+        are hard to code. Channel c is delayed by c * 100 samples."""
+        n = self._n(sample_rate_hz, duration_s)
+        t = np.arange(n) / sample_rate_hz
+        x = sum(amplitude * np.sin(2 * np.pi * f * t) for f in (220, 330, 440))
+        for s in hard_at:
+            a, b = int(s * sample_rate_hz), min(n, int((s + 1) * sample_rate_hz))
+            x[a:b] += 0.3 * self.rng.standard_normal(b - a) * np.exp(-((t[a:b] * 8) % 1.0) * 10)
+        return np.stack([np.roll(x, 100 * c) for c in range(channels)]).astype(np.float32)
+
     def transients(self, sample_rate_hz: int, channels: int = 1, duration_s: float = 1.0,
                    n_events: int | None = None, amplitude: float = 0.6) -> np.ndarray:
         """Decaying noise bursts at random onsets over a quiet tone bed.

@@ -21,19 +21,8 @@ TRACKS = [
 ]
 
 
-def _music(f0: float, seconds: float = 3.0, rate: int = 44100) -> np.ndarray:
-    """A few harmonics with vibrato, a tremolo and a little noise: stereo, not trivial to code."""
-    t = np.arange(int(seconds * rate)) / rate
-    rng = np.random.default_rng(int(f0))
-    phase = 2 * np.pi * f0 * t + 0.3 * np.sin(2 * np.pi * 5 * t)
-    x = sum(0.5 / k * np.sin(k * phase) for k in range(1, 8)) * (0.6 + 0.4 * np.sin(2 * np.pi * 1.5 * t))
-    left = x + 0.02 * rng.standard_normal(t.size)
-    right = 0.8 * x + 0.02 * rng.standard_normal(t.size)
-    return (0.4 * np.stack([left, right], axis=1)).astype(np.float32)
-
-
 @pytest.fixture
-def beets_lib(tmp_path, monkeypatch):
+def beets_lib(tmp_path, monkeypatch, synth):
     """A real beets library and config in tmp_path with the ratecontrol plugin loaded."""
     monkeypatch.setenv("BEETSDIR", str(tmp_path / "beetsdir"))
     monkeypatch.setenv("HOME", str(tmp_path))
@@ -60,7 +49,7 @@ def beets_lib(tmp_path, monkeypatch):
     src = tmp_path / "src"
     src.mkdir()
     for name, title, artist, album, track, f0 in TRACKS:
-        sf.write(src / name, _music(f0), 44100)
+        sf.write(src / name, synth.music(44100, channels=2, duration_s=3.0, f0_hz=f0).T, 44100)
         item = Item.from_path(str(src / name))
         item.update({"title": title, "artist": artist, "album": album, "track": track})
         lib.add(item)
@@ -80,11 +69,11 @@ def _run(lib, *argv: str):
 
 
 @pytest.mark.timeout(240)
-def test_rcconvert_encodes_tags_records_and_resumes(beets_lib, capsys):
+def test_rcconvert_encodes_tags_records_and_resumes(beets_lib, capsys, synth):
     lib, tmp = beets_lib
     # a third item whose file is not audio any more: one line, the others still run
     bad = tmp / "src" / "c.flac"
-    sf.write(bad, _music(440.0, 1.0), 44100)
+    sf.write(bad, synth.music(44100, channels=2, duration_s=1.0, f0_hz=440.0).T, 44100)
     item = Item.from_path(str(bad))
     item.update({"title": "Broken", "artist": "Artist C", "album": "Album Z", "track": 3})
     lib.add(item)

@@ -26,19 +26,6 @@ from ratecontrol.probing.track import Track
 SR = 44_100
 
 
-def _song(seconds, seed=0, hard_at=None):
-    """Soft harmonic pad; loud wide-band noise bursts in the seconds listed in hard_at."""
-    rng = np.random.default_rng(seed)
-    n = int(seconds * SR)
-    t = np.arange(n) / SR
-    x = sum(0.08 * np.sin(2 * np.pi * f * t) for f in (220, 330, 440))
-    if hard_at:
-        for s in hard_at:
-            a, b = int(s * SR), int((s + 1) * SR)
-            x[a:b] += 0.3 * rng.standard_normal(b - a) * np.exp(-((t[a:b] * 8) % 1.0) * 10)
-    return np.stack([x, np.roll(x, 100)]).astype(np.float32)
-
-
 @pytest.fixture
 def count_encodes(monkeypatch):
     calls = []
@@ -52,8 +39,8 @@ def count_encodes(monkeypatch):
     return calls
 
 
-def test_cache_serves_another_target_and_pool_without_encoding(tmp_path, count_encodes):
-    audio = _song(3)
+def test_cache_serves_another_target_and_pool_without_encoding(synth, tmp_path, count_encodes):
+    audio = synth.pad(SR, 2, 3)
     cache = ProbeCache(tmp_path / "c")
     first = select_bitrate(audio, sample_rate_hz=SR, target_mos=4.0, codec="opus", scorer="visqol", cache=cache)
     n_first = len(count_encodes)
@@ -70,12 +57,12 @@ def test_cache_serves_another_target_and_pool_without_encoding(tmp_path, count_e
     assert len(count_encodes) == n_first + len(new)
     # different audio misses
     n = len(count_encodes)
-    select_bitrate(_song(3, hard_at=[1]), sample_rate_hz=SR, target_mos=4.0, codec="opus", scorer="visqol", cache=cache)
+    select_bitrate(synth.pad(SR, 2, 3, hard_at=[1]), sample_rate_hz=SR, target_mos=4.0, codec="opus", scorer="visqol", cache=cache)
     assert len(count_encodes) > n
 
 
-def test_no_cache_always_encodes(count_encodes):
-    audio = _song(2)
+def test_no_cache_always_encodes(synth, count_encodes):
+    audio = synth.pad(SR, 2, 2)
     for _ in range(2):
         select_bitrate(audio, sample_rate_hz=SR, target_mos=3.5, codec="opus", scorer="visqol", cache=False)
     assert len(count_encodes) % 2 == 0 and len(count_encodes) >= 2
@@ -93,16 +80,15 @@ def _covered(segs):
     return sorted({s // SR + k for s, n in segs for k in range(n // SR)})
 
 
-def test_hardest_segments_pick_the_dense_passages():
-    track = Track(None, _song(60, hard_at=[7, 8, 41, 42, 43]), SR, None, ())
+def test_hardest_segments_pick_the_dense_passages(synth):
+    track = Track(None, synth.pad(SR, 2, 60, hard_at=[7, 8, 41, 42, 43]), SR, None, ())
     covered = _covered(pick_segments(track, 0.2, strategy="hardest"))
     assert {7, 8, 41, 42, 43} <= set(covered)
     assert 12 <= len(covered) <= 15  # 20% of 60 s, in 3-s segments
 
 
-def test_level_segments_span_quiet_to_loud_and_skip_silence():
+def test_level_segments_span_quiet_to_loud_and_skip_silence(rng):
     # 20 3-s slots at 20 levels from -50 to -2 dBFS, then 30 s of digital silence
-    rng = np.random.default_rng(0)
     levels_db = np.linspace(-50, -2, 20)
     slots = [10 ** (db / 20) * rng.standard_normal(3 * SR) for db in rng.permutation(levels_db)]
     x = np.concatenate(slots + [np.zeros(30 * SR)]).astype(np.float32)
@@ -116,23 +102,23 @@ def test_level_segments_span_quiet_to_loud_and_skip_silence():
     assert got[0] < -39 and got[-1] > -13 and np.all(np.diff(got) > 5)
 
 
-def test_spread_segments_are_evenly_spaced():
-    track = Track(None, _song(60), SR, None, ())
+def test_spread_segments_are_evenly_spaced(synth):
+    track = Track(None, synth.pad(SR, 2, 60), SR, None, ())
     starts = [a // SR for a, _ in pick_segments(track, 0.2, strategy="spread")]
     assert len(starts) == 4 and set(np.diff(starts)) == {15}
 
 
-def test_short_tracks_and_bad_strategies():
-    assert pick_segments(Track(None, _song(20), SR, None, ()), 0.2) is None  # short: whole track
-    assert pick_segments(Track(None, _song(60), SR, None, ()), 1.0) is None
+def test_short_tracks_and_bad_strategies(synth):
+    assert pick_segments(Track(None, synth.pad(SR, 2, 20), SR, None, ()), 0.2) is None  # short: whole track
+    assert pick_segments(Track(None, synth.pad(SR, 2, 60), SR, None, ()), 1.0) is None
     with pytest.raises(UsageError):
-        pick_segments(Track(None, _song(60), SR, None, ()), 0.2, strategy="loudest")
+        pick_segments(Track(None, synth.pad(SR, 2, 60), SR, None, ()), 0.2, strategy="loudest")
 
 
-def test_sampled_encode_checks_the_whole_track(tmp_path, count_encodes):
+def test_sampled_encode_checks_the_whole_track(synth, tmp_path, count_encodes):
     src = tmp_path / "long.wav"
     # mono and just over the 30-s sampling threshold: the full-track check is 31 windows
-    sf.write(src, _song(31, hard_at=[5, 20])[0], SR, subtype="PCM_16")
+    sf.write(src, synth.pad(SR, 1, 31, hard_at=[5, 20])[0], SR, subtype="PCM_16")
     res = encode(src, tmp_path / "long.opus", target_mos=4.0, codec="opus", cache=False)  # default: learned
     s = res.search
     assert s.sampled_s is not None and s.sampled_s < 20
@@ -143,9 +129,9 @@ def test_sampled_encode_checks_the_whole_track(tmp_path, count_encodes):
     assert all(c is not None for c in count_encodes)
 
 
-def test_target_ladder_reuses_one_probe_curve(tmp_path, count_encodes):
+def test_target_ladder_reuses_one_probe_curve(synth, tmp_path, count_encodes):
     src = tmp_path / "x.wav"
-    sf.write(src, _song(3, hard_at=[1]).T, SR, subtype="PCM_16")
+    sf.write(src, synth.pad(SR, 2, 3, hard_at=[1]).T, SR, subtype="PCM_16")
     results = encode_ladder(src, tmp_path, targets=[4.5, 3.0, 4.0], codec="opus", scorer="visqol", cache=False)
     assert [r.search.target_mos for r in results] == [3.0, 4.0, 4.5]
     kbps = [r.bitrate_kbps for r in results]
@@ -162,8 +148,8 @@ def test_target_ladder_reuses_one_probe_curve(tmp_path, count_encodes):
     assert len({r.output_path for r in results}) == len(by_rung)
 
 
-def test_codec_auto_picks_the_smallest(tmp_path):
-    audio = _song(2, hard_at=[0])[:1]
+def test_codec_auto_picks_the_smallest(synth, tmp_path):
+    audio = synth.pad(SR, 1, 2, hard_at=[0])
     res = select_bitrate(audio, sample_rate_hz=SR, target_mos=3.8, codec="auto", scorer="visqol", cache=False)
     note = next(n for n in res.notes if n.startswith("codec auto"))
     assert f"chose {res.preset}" in note
@@ -176,9 +162,9 @@ def test_codec_auto_picks_the_smallest(tmp_path):
     assert sizes[res.preset] == min(sizes.values())
 
 
-def test_report_png(tmp_path):
+def test_report_png(synth, tmp_path):
     src = tmp_path / "r.wav"
-    sf.write(src, _song(4, hard_at=[2]).T, SR, subtype="PCM_16")
+    sf.write(src, synth.pad(SR, 2, 4, hard_at=[2]).T, SR, subtype="PCM_16")
     png = tmp_path / "report.png"
     res = encode(src, tmp_path / "r.opus", target_mos=4.0, codec="opus", scorer="visqol", report=png, cache=False)
     data = png.read_bytes()
@@ -189,23 +175,23 @@ def test_report_png(tmp_path):
     assert c + 1 in probed, "the report shows the rung above the chosen one too"
 
 
-def test_full_track_check_streams_in_chunks_with_the_same_scores():
-    audio = _song(5, hard_at=[2])[:1]
+def test_full_track_check_streams_in_chunks_with_the_same_scores(rng, synth):
+    audio = synth.pad(SR, 1, 5, hard_at=[2])
     s = open_session(audio, None, Options(scorer="visqol", pool="p10", hop_s=1.0, sample_share=1.0, cache=False), SR)
-    deg = audio + 0.003 * np.random.default_rng(0).standard_normal(audio.shape).astype(np.float32)
+    deg = audio + 0.003 * rng.standard_normal(audio.shape).astype(np.float32)
     whole = s.full_track_scores(deg, chunk_s=60)
     chunked = s.full_track_scores(deg, chunk_s=2)
     assert len(whole) == len(chunked) == 5
     np.testing.assert_allclose(chunked, whole, atol=0.02)
 
 
-def test_full_track_check_reuses_its_prepared_reference_with_the_same_scores():
+def test_full_track_check_reuses_its_prepared_reference_with_the_same_scores(rng, synth):
     # a step-up rescores against the pieces prepared by the first check: the very
     # scores of preparing each piece on the spot; silence in the middle included
-    audio = _song(8, hard_at=[2])
+    audio = synth.pad(SR, 2, 8, hard_at=[2])
     audio[:, 3 * SR : 5 * SR] = 0
     s = open_session(audio, None, Options(scorer="learned", pool="p10", hop_s=1.0, sample_share=1.0, cache=False), SR)
-    deg = audio + 0.003 * np.random.default_rng(0).standard_normal(audio.shape).astype(np.float32)
+    deg = audio + 0.003 * rng.standard_normal(audio.shape).astype(np.float32)
     deg[0, 3 * SR : 4 * SR] = 0  # one silent window stays silent, the other gets noise
     first = s.full_track_scores(deg, chunk_s=3)
     kept = s._check_ref
@@ -232,11 +218,11 @@ def test_forward_reader_serves_overlapping_forward_ranges_from_blocks():
         r[:, 100:200]  # behind the retained data
 
 
-def test_one_stream_probes_run_two_rungs_at_once_and_keep_the_search_invariant(monkeypatch):
+def test_one_stream_probes_run_two_rungs_at_once_and_keep_the_search_invariant(synth, monkeypatch):
     import threading
     import time as _time
 
-    audio = _song(6, hard_at=[2, 4])
+    audio = synth.pad(SR, 2, 6, hard_at=[2, 4])
     live, peak, lock = [0], [0], threading.Lock()
     real = media.roundtrip_info
 
@@ -264,9 +250,9 @@ def test_one_stream_probes_run_two_rungs_at_once_and_keep_the_search_invariant(m
     assert results[None][1] == 2 and results[1][1] == 1  # jobs=1 (batch workers) stays sequential
 
 
-def test_long_inputs_decode_to_a_mapped_file_with_the_same_decisions(tmp_path, monkeypatch):
+def test_long_inputs_decode_to_a_mapped_file_with_the_same_decisions(synth, tmp_path, monkeypatch):
     f = tmp_path / "long.flac"
-    sf.write(str(f), _song(40, hard_at=[5, 17, 31]).T, SR)
+    sf.write(str(f), synth.pad(SR, 2, 40, hard_at=[5, 17, 31]).T, SR)
     runs = {}
     real = media.decode_to_disk
     for name, min_s in (("memory", 1e9), ("disk", 5.0)):
@@ -281,8 +267,8 @@ def test_long_inputs_decode_to_a_mapped_file_with_the_same_decisions(tmp_path, m
     assert a.full_track_mos == b.full_track_mos
 
 
-def test_default_sample_is_capped_for_long_tracks_but_an_explicit_share_is_not(monkeypatch):
-    track = Track(None, _song(300), SR, None, ())  # 5 min: 20 % would be 60 s
+def test_default_sample_is_capped_for_long_tracks_but_an_explicit_share_is_not(synth, monkeypatch):
+    track = Track(None, synth.pad(SR, 2, 300), SR, None, ())  # 5 min: 20 % would be 60 s
     monkeypatch.setattr(session_module, "SAMPLE_MAX_S", 30.0)
     capped = pick_segments(track, 0.2, max_s=30.0)
     free = pick_segments(track, 0.2)

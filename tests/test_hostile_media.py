@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import subprocess
 import warnings
 from pathlib import Path
 
@@ -13,18 +14,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from conftest import Synth
 from ratecontrol import errors, media
 from ratecontrol.errors import (FFmpegNotFoundError, InputError, InputNotFoundError, RatecontrolWarning,
                                 TruncatedInputError)
-from ratecontrol.media import _ffmpeg
 
 SR = 44100
 LEN_S = 7.0
-
-
-def _noise(seconds=LEN_S, channels=2, seed=7):
-    rng = np.random.default_rng(seed)
-    return np.clip(0.25 * rng.standard_normal((channels, int(SR * seconds))), -1, 1).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -32,15 +28,17 @@ def full_files(tmp_path_factory):
     """A 7.00-s stereo noise track as WAV, FLAC, MP3, Opus, Vorbis and M4A (faststart)."""
     d = tmp_path_factory.mktemp("full")
     wav = d / "full.wav"
-    sf.write(str(wav), _noise().T, SR, subtype="PCM_16")
+    x = Synth(7).noise(SR, channels=2, duration_s=LEN_S)
+    sf.write(str(wav), x.T, SR, subtype="PCM_16")
     out = {"wav": wav}
-    sf.write(str(d / "full.flac"), _noise().T, SR, subtype="PCM_16")
+    sf.write(str(d / "full.flac"), x.T, SR, subtype="PCM_16")
     out["flac"] = d / "full.flac"
     for ext, args in [("mp3", ["-c:a", "libmp3lame", "-b:a", "128k"]),
                       ("opus", ["-c:a", "libopus", "-b:a", "64k"]),
                       ("ogg", ["-c:a", "libvorbis", "-q:a", "3"]),
                       ("m4a", ["-c:a", "aac", "-b:a", "128k", "-movflags", "+faststart"])]:
-        _ffmpeg.run_args(["-hide_banner", "-v", "error", "-i", str(wav), *args, "-y", str(d / f"full.{ext}")])
+        subprocess.run([media.ffmpeg_path(), "-hide_banner", "-v", "error", "-i", str(wav), *args, "-y",
+                        str(d / f"full.{ext}")], check=True, capture_output=True)
         out[ext] = d / f"full.{ext}"
     return out
 
@@ -200,9 +198,9 @@ def test_every_shared_file_decodes_without_partial_warning(path):
 
 
 @pytest.fixture
-def tone_wav(tmp_path):
+def tone_wav(tmp_path, synth):
     f = tmp_path / "song.wav"
-    sf.write(str(f), _noise(0.5).T, SR)
+    sf.write(str(f), synth.noise(SR, channels=2, duration_s=0.5).T, SR)
     return f
 
 
@@ -231,20 +229,24 @@ def test_broken_ffmpeg_is_never_blamed_on_the_input(monkeypatch, tmp_path, tone_
 
 
 def test_binary_check_reasons_and_caching(tmp_path):
-    assert _ffmpeg.binary_problem(media.ffmpeg_path()) is None
-    assert "no such file" in _ffmpeg.binary_problem(str(tmp_path / "nope"))
+    # white-box: the reason of each broken binary (media has no public name for it; the
+    # tests above check the words users get)
+    from ratecontrol.media._ffmpeg import binary_problem
+
+    assert binary_problem(media.ffmpeg_path()) is None
+    assert "no such file" in binary_problem(str(tmp_path / "nope"))
     if Path("/bin/false").exists():
-        assert "exited with 1" in _ffmpeg.binary_problem("/bin/false")
+        assert "exited with 1" in binary_problem("/bin/false")
     plain = tmp_path / "plain"
     plain.write_text("x")
     if os.geteuid() != 0:
-        assert "not executable" in _ffmpeg.binary_problem(str(plain))
+        assert "not executable" in binary_problem(str(plain))
     counter = tmp_path / "count"
     fake = tmp_path / "fake"
     fake.write_text(f"#!/bin/sh\necho run >> {counter}\nexit 3\n")
     fake.chmod(0o755)
     for _ in range(3):
-        assert "exited with 3" in _ffmpeg.binary_problem(str(fake))
+        assert "exited with 3" in binary_problem(str(fake))
     assert counter.read_text().count("run") == 1  # checked once per path
 
 
@@ -275,9 +277,9 @@ def test_cli_truncated_input_exit_3(full_files, tmp_path, capsys):
 # ------------------------------------------------------------ wrong words (D)
 
 
-def test_32_unlabelled_channels_say_what_is_wrong(tmp_path):
+def test_32_unlabelled_channels_say_what_is_wrong(tmp_path, synth):
     f = tmp_path / "ch32.wav"
-    sf.write(str(f), _noise(0.5, channels=32).T, SR, subtype="PCM_16")
+    sf.write(str(f), synth.noise(SR, channels=32, duration_s=0.5).T, SR, subtype="PCM_16")
     assert media.inspect(f).channels == 32
     assert media.decode(f).shape[0] == 32  # kept as they are: fine
     for call in (lambda: media.decode(f, channels=2), lambda: media.decode_to_disk(f, SR, 2)):
@@ -314,11 +316,11 @@ def test_unreadable_file(tmp_path, tone_wav):
 
 
 @pytest.mark.parametrize("name", ["new\nline.wav", "Input #0, wav, from 'x':.wav", "  Duration: 00:00:09.00.wav"])
-def test_names_that_look_like_ffmpeg_output(tmp_path, name):
+def test_names_that_look_like_ffmpeg_output(tmp_path, name, synth):
     # ffmpeg prints the input's path verbatim in its stream dump; a newline used to end
     # the dump early ("no audio stream")
     f = tmp_path / name
-    sf.write(str(f), _noise(1.5, channels=2)[:, : int(22050 * 1.5)].T, 22050)
+    sf.write(str(f), synth.noise(22050, channels=2, duration_s=1.5).T, 22050)
     info = media.inspect(f)
     assert (info.sample_rate_hz, info.channels, info.codec) == (22050, 2, "pcm_s16le")
     assert info.duration_s == pytest.approx(1.5, abs=0.01)
@@ -349,11 +351,6 @@ def test_a_full_disk_is_an_output_error_and_leaves_nothing(tmp_path, synth):
     """Issue 15 item 7: a 100 %-full output disk is 'the disk is full' (exit 4), not an
     ffmpeg failure or an internal error, and leaves no file behind. Needs a small
     tmpfs: skipped where this process cannot mount one (not root)."""
-    import os
-    import subprocess
-
-    import soundfile as sf
-
     import ratecontrol
     from ratecontrol.errors import OutputError
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 from scipy.signal import butter, sosfiltfilt
 
+from conftest import Synth
 from ratecontrol.errors import ModelError, UsageError
 
 SR = 44_100
@@ -20,21 +21,6 @@ def nsimnet():
 
     torch.manual_seed(0)
     return build_model("nsimnet", {"hidden": 8}).eval()
-
-
-def _music(seed: int = 0) -> np.ndarray:
-    """1 s of harmonic tones with onsets plus a little noise, float32 [44100]."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(SR) / SR
-    x = np.zeros(SR)
-    for j in range(4):
-        f0 = 130 * 2 ** rng.uniform(0, 2.5)
-        env = np.exp(-3 * np.clip(t - 0.2 * j, 0, None)) * (t >= 0.2 * j)
-        for k in range(1, 40):
-            if f0 * k < 21000:
-                x += env * np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 6)) / k
-    x += 0.01 * rng.standard_normal(SR)
-    return (0.3 * x / np.max(np.abs(x))).astype(np.float32)
 
 
 def _lowpass(x: np.ndarray, cutoff_hz: float) -> np.ndarray:
@@ -50,7 +36,7 @@ def test_frontend_band_levels_match_visqol_gammatone(nsimnet):
 
     from ratecontrol.scoring.visqol import resample_to_visqol
 
-    x = _music(1)
+    x = Synth(1).notes(SR)[0]
     x48 = resample_to_visqol(x[None, :])[0]  # the labelling path: subsonics removed, 48 kHz
     ref = GammatoneSpectrogramBuilder(32, 50.0).build(AudioSignal(x48, 48_000), AnalysisWindow(48_000, 0.25)).data
     fe = nsimnet.frontend
@@ -66,8 +52,8 @@ def test_frontend_band_levels_match_visqol_gammatone(nsimnet):
 
 
 def test_identity_gives_unit_similarity_and_lowpass_lowers_top_bands(nsimnet):
-    x = torch.from_numpy(_music(2)[None, :])
-    y = torch.from_numpy(_lowpass(_music(2), 4000.0)[None, :])
+    x = torch.from_numpy(Synth(2).notes(SR)[0][None, :])
+    y = torch.from_numpy(_lowpass(Synth(2).notes(SR)[0], 4000.0)[None, :])
     feats = nsimnet.reference_features(x)
     with torch.no_grad():
         same = nsimnet.band_statistics(feats, x)[0]
@@ -80,7 +66,7 @@ def test_identity_gives_unit_similarity_and_lowpass_lowers_top_bands(nsimnet):
 
 def test_level_change_alone_is_invisible(nsimnet):
     """ViSQOL scales the degraded signal to the reference level first."""
-    x = torch.from_numpy(_music(3)[None, :])
+    x = torch.from_numpy(Synth(3).notes(SR)[0][None, :])
     with torch.no_grad():
         a = nsimnet(x, x)
         b = nsimnet(x, 0.25 * x)
@@ -90,8 +76,8 @@ def test_level_change_alone_is_invisible(nsimnet):
 def test_reference_features_reused_give_the_same_scores(nsimnet):
     from ratecontrol.scoring.model import index_features
 
-    ref = torch.from_numpy(np.stack([_music(i) for i in range(3)]))
-    deg = torch.from_numpy(np.stack([_lowpass(_music(i), 6000.0 + 3000 * i) for i in range(3)]))
+    ref = torch.from_numpy(np.stack([Synth(i).notes(SR)[0] for i in range(3)]))
+    deg = torch.from_numpy(np.stack([_lowpass(Synth(i).notes(SR)[0], 6000.0 + 3000 * i) for i in range(3)]))
     with torch.no_grad():
         direct = nsimnet(ref, deg)
         feats = nsimnet.reference_features(ref)
@@ -105,9 +91,9 @@ def test_melcnn_baseline_runs_and_is_bounded():
     from ratecontrol.scoring.model import build_model
 
     m = build_model("melcnn", {"channels": [4, 8]}).eval()
-    ref = torch.from_numpy(np.stack([_music(0), _music(1)]))
+    ref = torch.from_numpy(np.stack([Synth(0).notes(SR)[0], Synth(1).notes(SR)[0]]))
     with torch.no_grad():
-        out = m(ref, torch.from_numpy(np.stack([_lowpass(_music(0), 3000.0), _music(1)])))
+        out = m(ref, torch.from_numpy(np.stack([_lowpass(Synth(0).notes(SR)[0], 3000.0), Synth(1).notes(SR)[0]])))
     assert out.shape == (2,) and ((out >= 1.0) & (out <= 4.75)).all()
 
 
@@ -119,8 +105,8 @@ def test_checkpoint_round_trip_with_weights_only(nsimnet, tmp_path):
     raw = torch.load(p, weights_only=True)  # tensors and primitives only
     assert raw["format_version"] == 1 and raw["metrics"]["rmse"] == 0.1 and "band_matrix" in "".join(raw["state_dict"])
     model, ck = load_checkpoint(p)
-    x = torch.from_numpy(np.stack([_music(4)]))
-    y = torch.from_numpy(np.stack([_lowpass(_music(4), 5000.0)]))
+    x = torch.from_numpy(np.stack([Synth(4).notes(SR)[0]]))
+    y = torch.from_numpy(np.stack([_lowpass(Synth(4).notes(SR)[0], 5000.0)]))
     with torch.no_grad():
         assert torch.allclose(model(x, y), nsimnet(x, y))
 
@@ -173,7 +159,7 @@ def test_default_model_identity_near_top_and_lowpass_lower():
     from ratecontrol.scoring.base import get_scorer
 
     s = get_scorer("learned", model_path=_default_weights(), device="cpu")
-    ref = np.stack([_music(i) for i in range(4)])
+    ref = np.stack([Synth(i).notes(SR)[0] for i in range(4)])
     prep = s.prepare(ref)
     ident = s.score(prep, ref)
     lp8k = s.score(prep, np.stack([_lowpass(r, 8000.0) for r in ref]))
@@ -187,7 +173,7 @@ def test_subsonic_prefilter_matches_the_labelling_paths_filter():
     from ratecontrol.scoring.visqol import subsonic_sos
 
     t = np.arange(SR) / SR
-    x = np.stack([_music(i) + (0.05 * (1 - t) + 0.02 * np.sin(2 * np.pi * 4 * t)).astype(np.float32)
+    x = np.stack([Synth(i).notes(SR)[0] + (0.05 * (1 - t) + 0.02 * np.sin(2 * np.pi * 4 * t)).astype(np.float32)
                   for i in range(3)])  # drifting DC + 4 Hz: all of it below 20 Hz
     want = sosfiltfilt(subsonic_sos(), x - x.mean(1, keepdims=True), axis=1)
     got = SubsonicHighpass()(torch.from_numpy(x)).numpy()
@@ -207,7 +193,7 @@ def test_default_model_ignores_a_dc_drift_the_codec_removed():
     t = np.arange(SR) / SR
     # quiet music over a DC offset decaying from 0.02 (without the pre-filter: 4.02-4.10;
     # visqol_mos: 4.73)
-    ref = np.stack([0.05 * _music(i) + (0.02 * (1 - t) ** 2).astype(np.float32) for i in range(3)])
+    ref = np.stack([0.05 * Synth(i).notes(SR)[0] + (0.02 * (1 - t) ** 2).astype(np.float32) for i in range(3)])
     deg = sosfiltfilt(_butter(1, 3.0, "highpass", fs=SR, output="sos"), ref, axis=1).astype(np.float32)
     ident = s.score(s.prepare(ref), ref)
     assert (ident > 4.6).all() and (s.score(s.prepare(ref), deg) > ident - 0.1).all()
