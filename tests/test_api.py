@@ -11,33 +11,17 @@ import pytest
 import soundfile as sf
 
 import ratecontrol
+from conftest import Synth
 from ratecontrol import errors
 from ratecontrol.api import encode, score, select_bitrate
 
 SR = 44_100
 
 
-def music_like(seconds=3.0, sr=SR, channels=2, seed=0):
-    """Harmonic notes, a noise hi-hat and decaying transients: hard enough for codecs."""
-    rng = np.random.default_rng(seed)
-    n = int(seconds * sr)
-    t = np.arange(n) / sr
-    out = np.zeros((channels, n), np.float32)
-    for c in range(channels):
-        x = np.zeros(n)
-        for k, f0 in enumerate([220.0, 277.2, 329.6, 440.0]):
-            env = np.clip(np.sin(np.pi * ((t * (k + 1) * 0.7 + c * 0.1) % 1.0)), 0, None)
-            x += 0.12 * env * sum(np.sin(2 * np.pi * f0 * h * t + c) / h for h in range(1, 9))
-        hat = rng.standard_normal(n) * (np.exp(-((t * 8) % 1.0) * 30))
-        x += 0.08 * hat
-        out[c] = x
-    return (0.8 * out / np.abs(out).max()).astype(np.float32)
-
-
 @pytest.fixture(scope="module")
 def song(tmp_path_factory):
     p = tmp_path_factory.mktemp("in") / "song.wav"
-    sf.write(p, music_like().T, SR, subtype="PCM_16")
+    sf.write(p, Synth(0).music(SR, channels=2, duration_s=3.0, amplitude=0.3).T, SR, subtype="PCM_16")
     return p
 
 
@@ -48,14 +32,21 @@ def test_identity_scores_near_top(song):
     assert len(res.window_mos) == 6  # 3 windows x 2 channels
 
 
-def test_score_recovers_delay_and_drops_with_degradation(tmp_path):
-    ref = music_like(seconds=3.0, channels=1)
+def test_score_recovers_delay_and_drops_with_degradation(synth, rng):
+    ref = synth.music(SR, channels=1, duration_s=3.0, amplitude=0.3)
     delayed = np.concatenate([np.zeros((1, 1234), np.float32), ref[:, :-1234]], axis=1)
     res = score(ref, delayed, scorer="visqol", sample_rate_hz=SR, pool="mean")
     assert res.delay_samples == 1234
-    noisy = ref + 0.05 * np.random.default_rng(0).standard_normal(ref.shape).astype(np.float32)
+    noisy = ref + 0.05 * rng.standard_normal(ref.shape).astype(np.float32)
     worse = score(ref, noisy, scorer="visqol", sample_rate_hz=SR, pool="mean")
     assert worse.pooled_mos < res.pooled_mos - 0.3
+
+
+def test_unrelated_signals_warn_at_the_callers_line(synth):
+    music, noise = synth.music(SR, 1, 2.0, amplitude=0.3), synth.noise(SR, 1, 2.0)
+    with pytest.warns(errors.RatecontrolWarning, match="do not look like the same audio") as rec:
+        score(music, noise, scorer="visqol", sample_rate_hz=SR)
+    assert [w.filename for w in rec] == [__file__]  # the caller's line, not the library's
 
 
 def test_search_meets_target_and_rung_below_fails(song):
@@ -70,8 +61,8 @@ def test_search_meets_target_and_rung_below_fails(song):
     assert ordered[0].pooled_mos < ordered[-1].pooled_mos
 
 
-def test_array_input_matches_contract():
-    audio = music_like(seconds=2.0)
+def test_array_input_matches_contract(synth):
+    audio = synth.music(SR, channels=2, duration_s=2.0, amplitude=0.3)
     res = select_bitrate(audio, sample_rate_hz=SR, target_mos=3.5, codec="opus", scorer="visqol")
     assert res.chosen.pooled_mos >= 3.5
     with pytest.raises(errors.UsageError):
