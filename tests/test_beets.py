@@ -4,7 +4,6 @@ database's tags, records rc_* flexible attributes, reports a broken item in one 
 and fails at the end, and a second run does nothing (resumable)."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 pytest.importorskip("beets")
