@@ -58,11 +58,11 @@ def resample(audio: np.ndarray, from_hz: int, to_hz: int, dtype=np.float32) -> n
     torchaudio's conv1d took 2.3-4.8 s for 4 minutes of 48 kHz stereo on this 2-core
     machine and grew faster than the length; the product takes ~0.4 s
     (tests/test_resample.py checks both)."""
+    x = np.ascontiguousarray(np.asarray(audio, dtype=dtype))
+    if from_hz == to_hz:  # before importing torch: 44.1 kHz tracks never need it here
+        return x.copy()
     import torch
 
-    x = np.ascontiguousarray(np.asarray(audio, dtype=dtype))
-    if from_hz == to_hz:
-        return x.copy()
     if not python_can_resample(from_hz, to_hz):
         from ratecontrol.errors import UsageError
 
