@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ratecontrol import media
-from ratecontrol.media._layouts import lfe_indices
+from ratecontrol.media import lfe_indices
 from ratecontrol.options import Options
 from ratecontrol.probing.session import open_session
 from ratecontrol.presets import load_preset
@@ -75,7 +75,7 @@ def music_files(tmp: Path, seconds: float) -> dict[str, Path]:
     a, c, d = a[:, :m], c[:, :m], d[:, :m]
     rows = {"FL": a[0], "FR": a[1], "FC": mono("04")[:m], "BL": c[0], "BR": c[1], "SL": d[0], "SR": d[1],
             "BC": mono("09")[:m], "LFE": _lowpass(a.mean(axis=0), rate, 120.0)}
-    from ratecontrol.media._layouts import layout_channels
+    from ratecontrol.media import layout_channels
 
     out = {"stereo": _write(tmp / "music_stereo.flac", a, rate, "stereo")}
     for lay in LAYOUTS:

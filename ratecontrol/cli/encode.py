@@ -89,7 +89,7 @@ def encode(input_path, target_mos, codec, output, scorer, pool, hop_s, jobs, sam
 def _summary(res) -> None:
     if len(res.streams) > 1 or (res.streams and res.streams[0].audio_stream is not None):
         # a container: one line per re-encoded audio stream (its own notes), then the
-        # file with what was kept (api._encode_streams adds that note last)
+        # file with what was kept (probing.streams._encode_streams adds that note last)
         for st in res.streams:
             _summary_line(st, f"{res.output_path} audio stream {st.audio_stream}")
         if res.search.notes:

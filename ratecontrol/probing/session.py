@@ -14,7 +14,7 @@ from ratecontrol.errors import UsageError
 from ratecontrol.presets import Preset, load_preset
 from ratecontrol.results import Probe
 from ratecontrol.scoring.base import Scorer, available_scorers, get_scorer
-from ratecontrol.probing.prober import Prober, encode_rung, ladder
+from ratecontrol.probing.prober import Prober
 from ratecontrol.probing.sampling import CONTEXT_S, DEFAULT_SAMPLE_SHARE, SAMPLE_MAX_S, pick_segments
 from ratecontrol.probing.source import ProbeSource, prepare_windows, score_windows
 from ratecontrol.probing.track import NO_RATE, Track, load_track, output_rate
