@@ -233,21 +233,19 @@ def inspect(path) -> MediaInfo:
     samples).
     """
     ffmpeg_path()  # a broken ffmpeg is FFmpegNotFoundError here, never the input's fault
-    p = check_input_path(path)
+    p = check_input_path(path)  # a regular, readable file from here on
     try:
         st = os.stat(p)
-        key = (str(p), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-    except OSError:
-        key = None
-    hit = _CACHE.get(key) if key is not None and stat.S_ISREG(st.st_mode) else None
-    if hit is not None:
-        return replace(hit, tags=dict(hit.tags))
-    info = _inspect(p)
-    if key is not None and stat.S_ISREG(st.st_mode):
+    except OSError:  # gone since the check: _inspect says so in its own words
+        return _inspect(p)
+    key = (str(p), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    info = _CACHE.get(key)
+    if info is None:
+        info = _inspect(p)
         if len(_CACHE) >= _CACHE_MAX:
             _CACHE.pop(next(iter(_CACHE)), None)
         _CACHE[key] = info
-    return replace(info, tags=dict(info.tags))
+    return replace(info, tags=dict(info.tags))  # callers get their own tags dict
 
 
 def _inspect(p: Path) -> MediaInfo:
