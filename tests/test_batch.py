@@ -23,16 +23,9 @@ import pytest
 import soundfile as sf
 
 from ratecontrol import media
-from ratecontrol.batch import (
-    MANIFEST_NAME,
-    BatchReport,
-    FileRecord,
-    _load_manifest,
-    _Manifest,
-    _plan_names,
-    _walk,
-    transcode_folder,
-)
+from ratecontrol.batch import MANIFEST_NAME, BatchReport, FileRecord, transcode_folder
+from ratecontrol.batch._manifest import _load_manifest, _Manifest
+from ratecontrol.batch._plan import _plan_names, _walk
 from ratecontrol.cli.batch import batch_command
 from ratecontrol.errors import InputNotFoundError, OutputError, RatecontrolError, UsageError
 
@@ -475,7 +468,7 @@ def test_dask_path_smoke_on_a_tree_without_encodes(tmp_path):
 
 
 def test_stale_temps_of_a_killed_run_are_removed_and_nothing_else(tmp_path):
-    from ratecontrol.batch import _clean_stale_temps
+    from ratecontrol.batch._manifest import _clean_stale_temps
 
     d = tmp_path / "sub"
     d.mkdir()

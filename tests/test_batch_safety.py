@@ -21,14 +21,9 @@ import soundfile as sf
 from click.testing import CliRunner
 
 from ratecontrol import fsutil, media
-from ratecontrol.batch import (
-    LOCK_NAME,
-    MANIFEST_NAME,
-    _clean_stale_temps,
-    _OutDirLock,
-    _walk,
-    transcode_folder,
-)
+from ratecontrol.batch import LOCK_NAME, MANIFEST_NAME, transcode_folder
+from ratecontrol.batch._manifest import _clean_stale_temps, _OutDirLock
+from ratecontrol.batch._plan import _walk
 from ratecontrol.cli.batch import batch_command
 from ratecontrol.errors import OutputError, RatecontrolError
 

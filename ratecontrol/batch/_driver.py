@@ -1,0 +1,405 @@
+"""The run: settings, the backend (joblib/loky locally, joblib's dask backend on a
+cluster), the loop that records each result in the manifest and puts its file in place,
+and the stop on SIGTERM/Ctrl-C."""
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from ratecontrol.errors import (
+    OutputError,
+    UsageError,
+)
+from ratecontrol.batch._manifest import MANIFEST_NAME, _clean_stale_temps, _Manifest, _OutDirLock, _read_manifest
+from ratecontrol.batch._plan import _check_dirs, _foreign_files, _plan_names, _protected, _walk
+from ratecontrol.batch._records import CONFLICT, ENCODED, FAILED, KEPT, BatchReport, FileRecord, _mb
+from ratecontrol.batch._worker import _Conflict, _dest_problem, _Result, _run_task, _Task, _write_problem
+from ratecontrol.scoring.pooling import DEFAULT_POOL, validate_pool
+
+
+def default_jobs() -> int:
+    """Worker processes for the local backend: the CPUs this process may use.
+
+    joblib's ``cpu_count`` honours CPU affinity and cgroup quotas (a container limited
+    to 2 CPUs gets 2). One file per worker: the exact scorer is CPU bound (~0.13 s per
+    1-s window on one core), so more workers than cores only adds switching.
+    """
+    import joblib
+
+    return max(1, joblib.cpu_count())
+
+
+def _settings(target_mos, preset, codec, scorer_name, pool, hop_s, best_effort, sample_share, verify) -> dict:
+    return {
+        "target_mos": float(target_mos),
+        "codec": preset.name,
+        # what workers load: the packaged name, or the user's YAML path
+        "codec_ref": str(preset.source_path) if (preset.source_path and not _is_packaged(codec)) else preset.name,
+        "scorer": scorer_name,
+        "pool": pool,
+        "hop_s": float(hop_s),
+        "best_effort": bool(best_effort),
+        "sample_share": None if sample_share is None else float(sample_share),
+        "verify": bool(verify),
+    }
+
+
+def _is_packaged(codec) -> bool:
+    from ratecontrol.presets import preset_names
+
+    return isinstance(codec, str) and codec in preset_names()
+
+
+class _Backend:
+    """Context manager yielding (n_jobs, joblib backend name) for local or dask runs."""
+
+    def __init__(self, backend: str, scheduler, jobs: int | None, n_tasks: int):
+        self.backend, self.scheduler, self.jobs, self.n_tasks = backend, scheduler, jobs, n_tasks
+        self._client = self._cluster = self._cfg = None
+
+    def __enter__(self) -> int:
+        """Set joblib's backend; return how many files run at once."""
+        import joblib
+
+        if self.backend == "local":
+            if self.scheduler is not None:
+                raise UsageError("a scheduler address only applies to the dask backend", options={"backend": "dask"})
+            n = self.jobs or default_jobs()
+            n = max(1, min(n, self.n_tasks or 1))
+            self._cfg = joblib.parallel_config(backend="loky", n_jobs=n)
+            self._cfg.__enter__()
+            return n
+        if self.backend != "dask":
+            raise UsageError(f"unknown backend {self.backend!r}; use 'local' or 'dask'")
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:
+            raise UsageError("the dask backend needs dask.distributed: pip install 'ratecontrol[dask]'") from None
+        if isinstance(self.scheduler, Client):
+            client = self.scheduler
+        elif self.scheduler is None:
+            # no cluster given: a local one, one single-threaded worker process per job
+            n = self.jobs or default_jobs()
+            self._cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                         dashboard_address=":0")
+            client = self._client = Client(self._cluster)
+        else:
+            try:
+                client = self._client = Client(str(self.scheduler), timeout="20s")
+            except (OSError, TimeoutError) as exc:
+                raise UsageError(
+                    f"cannot connect to the Dask scheduler at {self.scheduler} ({exc}); start one with "
+                    "`dask scheduler` and workers with `dask worker ADDRESS --nthreads 1` (docs/batch.md)"
+                ) from None
+        threads = sum(client.nthreads().values()) or 1
+        n = min(self.jobs, threads) if self.jobs else threads
+        self._cfg = joblib.parallel_config(backend="dask", n_jobs=n if self.jobs else -1,
+                                           wait_for_workers_timeout=60)
+        self._cfg.__enter__()
+        return max(1, n)
+
+    def __exit__(self, *exc) -> None:
+        if self._cfg is not None:
+            self._cfg.__exit__(*exc)
+        if self._client is not None:
+            self._client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+
+
+def transcode_folder(
+    in_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    target_mos: float,
+    codec: str = "opus",
+    scorer=None,
+    pool: str = DEFAULT_POOL,
+    hop_s: float = 1.0,
+    best_effort: bool = False,
+    jobs: int | None = None,
+    backend: str = "local",
+    scheduler=None,
+    copy_other: bool = False,
+    json_report: str | os.PathLike | None = None,
+    csv_report: str | os.PathLike | None = None,
+    progress: bool | None = None,
+    resume: bool = True,
+    sample_share: float | None = None,
+    allow_partial: bool = False,
+    video: str = "keep",
+    verify: bool = True,
+    cache: bool | str | os.PathLike | None = None,
+    overwrite: bool = False,
+) -> BatchReport:
+    """Transcode every audio file under ``in_dir`` into a mirrored tree under ``out_dir``.
+
+    Returns a BatchReport covering every file (including those a previous run finished,
+    ``resumed=True``). A file that fails is recorded with a one-line reason; the run goes
+    on (check ``report.ok``). Raises a RatecontrolError only for problems with the run
+    itself (missing IN_DIR, unwritable OUT_DIR, OUT_DIR locked by another run, bad
+    target/codec/scorer/pool, no Dask scheduler).
+
+    Only files the manifest says batch wrote (unchanged since) are replaced; any other
+    file at an output path makes that input a ``conflict`` record, unless
+    ``overwrite=True``. progress: True/False, or None (default) for a bar only when
+    stderr is a terminal (tqdm's convention).
+
+    jobs: worker processes (local; default: usable CPUs) or at most this many tasks at
+    once (dask; default: every worker thread). backend: "local" (joblib/loky) or "dask"
+    (joblib's dask backend); scheduler: a ``dask.distributed`` address
+    ("tcp://host:8786"), a ``distributed.Client``, or None for a LocalCluster.
+    IN_DIR and OUT_DIR must be visible at the same paths on every Dask worker.
+    resume=False ignores (and restarts) the manifest. video: what happens to files with
+    video (or subtitles, several audio streams): "keep" (the default, as ``encode``
+    does: the default audio stream is re-encoded in place, the output keeps the input's
+    name and container with every other stream stream-copied), "audio" (that audio
+    stream written alone under the preset's extension, noted in the record) or "skip"
+    (skipped, reported); records of such files have ``other_streams`` > 0 and the
+    summary counts them. allow_partial: encode what decodes
+    of a truncated input (a warning in the record's notes) instead of failing it.
+    sample_share, verify: as in
+    ``ratecontrol.api.encode`` (long tracks are probed on a sample of their segments). cache:
+    the probe cache, None for each machine's default folder, False for none, or a folder.
+    """
+    from ratecontrol.contract import check_target_mos
+    from ratecontrol.presets import load_preset
+    from ratecontrol.scoring.base import DEFAULT_SCORER, available_scorers
+
+    t0 = time.perf_counter()
+    t = check_target_mos(target_mos)
+    pool = validate_pool(pool)
+    if codec == "auto":
+        raise UsageError("batch needs one codec (output names and the lossy-source rule depend on it); "
+                         "pick one", options={"codec": "opus"})
+    preset = load_preset(codec)
+    from ratecontrol import media
+
+    media.require_encoder(preset)
+    if cache is not None and not isinstance(cache, bool):
+        cache = str(cache)
+    if scorer is None or isinstance(scorer, str):
+        scorer_name = scorer or DEFAULT_SCORER
+        if scorer_name not in available_scorers():
+            raise UsageError(f"unknown scorer {scorer_name!r}; use one of {available_scorers()}")
+    else:
+        scorer_name = getattr(scorer, "name", type(scorer).__name__)
+    if jobs is not None and int(jobs) < 1:
+        raise UsageError(f"jobs must be >= 1, got {jobs}")
+    if backend not in ("local", "dask"):
+        raise UsageError(f"unknown backend {backend!r}; use 'local' or 'dask'")
+    src, dst, prune = _check_dirs(in_dir, out_dir)
+    for rp in (json_report, csv_report):  # fail now, not after hours of encoding
+        folder = Path(rp).parent if rp else None
+        if folder is not None and str(folder) and not folder.is_dir():
+            raise OutputError(f"report folder {folder} does not exist; create it first")
+    settings = _settings(t, preset, codec, scorer_name, pool, hop_s, best_effort, sample_share, verify)
+    if allow_partial:  # only when set: manifests written without it stay valid
+        settings["allow_partial"] = True
+    if video not in ("keep", "audio", "skip"):
+        raise UsageError(f"video must be 'keep', 'audio' or 'skip', got {video!r}")
+    settings["video"] = video  # compared only for files with video (_same_settings)
+    with _OutDirLock(dst):
+        report = _run(src, dst, prune, settings, preset, t, scorer, scorer_name, pool, backend, scheduler,
+                      jobs, copy_other, cache, resume, overwrite, progress, t0, json_report, csv_report)
+    if json_report:
+        report.write_json(json_report)
+    if csv_report:
+        report.write_csv(csv_report)
+    return report
+
+
+def _run(src, dst, prune, settings, preset, t, scorer, scorer_name, pool, backend, scheduler, jobs,
+         copy_other, cache, resume, overwrite, progress, t0, json_report, csv_report) -> BatchReport:
+    """The run itself, with OUT_DIR locked."""
+    manifest_path = dst / MANIFEST_NAME
+    prior, owned = _read_manifest(manifest_path)
+    if not resume:
+        prior = {}
+    if prune is not None:
+        ours = {Path(os.path.abspath(r)) for r in (json_report, csv_report) if r}
+        foreign = _foreign_files(dst, owned, ours)
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise OutputError(
+                f"output folder {dst} is inside the input folder and already holds {len(foreign)} "
+                f"file(s) batch did not write ({shown}); batch never reads its own output folder, so "
+                "they would not be transcoded and could be overwritten: choose an empty OUT_DIR or "
+                "one outside IN_DIR (overwrite does not change this)")
+
+    input_ids: dict = {}
+    rels = _walk(src, prune, input_ids)
+    planned, collisions = _plan_names(rels, preset.extension)
+    coll_note = {c.input: f"{c.wanted} is taken by {c.taken_by}: wrote {c.output}" for c in collisions}
+    _clean_stale_temps(dst, list(planned.values()) + rels)
+    driver_pid = os.getpid() if backend == "local" else None
+    scorer_arg = scorer if not (scorer is None or isinstance(scorer, str)) else scorer_name
+    tasks = []
+    for rel in rels:
+        cands = {planned[rel], rel}
+        tasks.append(_Task(
+            rel=rel, in_path=str(src / rel), out_root=str(dst), out_rel=planned[rel],
+            collision=coll_note.get(rel, ""), settings=settings, scorer=scorer_arg,
+            copy_other=copy_other, cache=cache, prior=prior.get(rel),
+            owned={c: frozenset(owned[c]) for c in cands if c in owned},
+            protected=_protected(dst, cands, input_ids), overwrite=bool(overwrite), driver_pid=driver_pid))
+    by_rel = {tk.rel: tk for tk in tasks}
+
+    from joblib import Parallel, delayed
+    from tqdm.auto import tqdm
+
+    results: dict[str, FileRecord] = {}
+    manifest = _Manifest(manifest_path, fresh=not resume)
+    bar = tqdm(total=len(tasks), unit="file", desc="batch", disable=None if progress is None else not progress,
+               file=sys.stderr, dynamic_ncols=True)
+    in_b = out_b = failed = 0
+    n_jobs = 1
+    gen = None
+    clean_exit = False
+    try:
+        with _stop_on_signals(), _Backend(backend, scheduler, jobs, len(tasks)) as n_jobs:
+            par = Parallel(return_as="generator_unordered", batch_size=1)
+            gen = par(delayed(_run_task)(tk) for tk in tasks)
+            for res in gen:
+                rec = res.rec
+                if res.tmp is not None:
+                    rec = _place(res, by_rel[rec.input], lambda r: manifest.append(r, settings))
+                elif not rec.resumed:
+                    manifest.append(rec, settings)
+                if rec.collision and rec.status != ENCODED:
+                    rec = replace(rec, collision="")  # nothing was written under the planned name
+                results[rec.input] = rec
+                if rec.status in (ENCODED, KEPT):
+                    in_b += rec.input_bytes
+                    out_b += rec.output_bytes
+                failed += rec.status in (FAILED, CONFLICT)
+                bar.set_postfix_str(
+                    f"saved {_mb(in_b - out_b)} ({100 * (1 - out_b / in_b) if in_b else 0:.0f}%)"
+                    + (f", {failed} failed" if failed else ""), refresh=False)
+                bar.update(1)
+        clean_exit = True
+    finally:
+        bar.close()
+        manifest.close()
+        if not clean_exit:
+            # interrupted (SIGTERM, Ctrl-C, an error): no worker may go on writing
+            if gen is not None:
+                with contextlib.suppress(BaseException):
+                    gen.close()  # joblib aborts: kills the loky workers
+            if backend == "local":
+                _kill_local_workers()
+            with contextlib.suppress(Exception):
+                _clean_stale_temps(dst, list(planned.values()) + rels)
+
+    return BatchReport(
+        in_dir=str(src), out_dir=str(dst), codec=preset.name, target_mos=t, scorer=scorer_name, pool=pool,
+        backend=backend, jobs=n_jobs, records=tuple(results[r] for r in rels),
+        collisions=tuple(c for c in collisions if results[c.input].status == ENCODED),
+        seconds=time.perf_counter() - t0, manifest_path=str(manifest_path),
+    )
+
+
+def _kill_local_workers() -> None:
+    """Kill joblib's reusable loky executor's workers (and their ffmpeg children), waiting."""
+    try:
+        from joblib.externals.loky import reusable_executor
+    except ImportError:
+        return
+    ex = getattr(reusable_executor, "_executor", None)
+    if ex is not None:
+        with contextlib.suppress(Exception):
+            ex.shutdown(wait=True, kill_workers=True)
+
+
+class BatchInterrupted(KeyboardInterrupt):
+    """The driver got SIGTERM: workers were stopped; finished files are in the manifest."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+    """Turn SIGTERM into BatchInterrupted for the run (SIGINT already raises
+    KeyboardInterrupt), so the workers are killed on the way out instead of living on."""
+    old = None
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        def handler(signum, frame):
+            raise BatchInterrupted(signum)
+
+        old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _place(res: _Result, task: _Task, record) -> FileRecord:
+    """Move a worker's finished file onto its output path; ``record(rec)`` writes the
+    manifest line, *before* the file appears under its final name (a kill between the
+    two leaves a manifest line for a file not yet there, which the next run redoes;
+    never a file of ours that the manifest does not know, which would be a conflict)."""
+    rec = res.rec
+    tmp = Path(res.tmp)
+    try:
+        problem, replacing = _dest_problem(task, rec.output)  # again: hours may have passed
+        if problem:
+            rec = replace(rec, status=CONFLICT, output=None, output_bytes=0, reason=problem)
+            record(rec)
+            return rec
+        st = os.stat(tmp)
+        notes = rec.notes + ((f"replaced {rec.output}, which batch had not written (--overwrite)",)
+                             if replacing else ())
+        rec = replace(rec, output_bytes=st.st_size, output_mtime_ns=st.st_mtime_ns, replaced=replacing,
+                      notes=notes)
+        record(rec)
+        dst = Path(task.out_root) / rec.output
+        try:
+            _move_into_place(tmp, dst, may_replace=os.path.lexists(dst))
+        except _Conflict as exc:
+            rec = replace(rec, status=CONFLICT, output=None, output_bytes=0, output_mtime_ns=0,
+                          replaced=False, notes=res.rec.notes, reason=str(exc))
+            record(rec)
+        except OSError as exc:
+            rec = replace(rec, status=FAILED, output=None, output_bytes=0, output_mtime_ns=0,
+                          replaced=False, notes=res.rec.notes, reason=_write_problem(dst, exc))
+            record(rec)
+        return rec
+    finally:
+        if res.work_dir:
+            shutil.rmtree(res.work_dir, ignore_errors=True)
+
+
+def _move_into_place(tmp: Path, dst: Path, may_replace: bool) -> None:
+    """Rename ``tmp`` onto ``dst``; where nothing was there, never clobber a file that
+    appeared meanwhile (a hard link fails if ``dst`` exists)."""
+    if may_replace:
+        os.replace(tmp, dst)
+        return
+    try:
+        os.link(tmp, dst)
+    except FileExistsError:
+        raise _Conflict(f"{dst} appeared while the file was being encoded: not replaced; "
+                        "move it away, or let batch replace it (overwrite)") from None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV, errno.ENOSYS):
+            raise
+        if os.path.lexists(dst):  # no hard links on this file system: check, then rename
+            raise _Conflict(f"{dst} appeared while the file was being encoded: not replaced; "
+                            "move it away, or let batch replace it (overwrite)") from None
+        os.replace(tmp, dst)
+        return
+    os.unlink(tmp)

@@ -1,0 +1,436 @@
+"""One input file, in a worker process: resume check, probe, encode or keep/copy/skip, and
+its FileRecord. Never raises for a problem of the file (it becomes a failed or conflict
+record); the finished output comes back inside the worker's temp folder."""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+import signal
+import stat as stat_mod
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from ratecontrol import fsutil
+from ratecontrol.errors import (
+    InputError,
+    RatecontrolError,
+    TargetNotReachable,
+)
+from ratecontrol.batch._manifest import _is_owned
+from ratecontrol.batch._records import (
+    _DONE, CONFLICT, COPIED, ENCODED, FAILED, KEPT, SKIPPED, FileRecord, _finite,
+)
+from ratecontrol.contract import AUDIO_EXTENSIONS
+
+
+@dataclass(frozen=True)
+class _Task:
+    """One file for a worker: everything it needs, nothing that does not pickle cheaply."""
+
+    rel: str
+    in_path: str
+    out_root: str
+    #: planned output, relative to OUT_DIR, for an encode
+    out_rel: str
+    collision: str
+    settings: dict
+    scorer: Any  # a name, or a Scorer instance
+    copy_other: bool
+    #: probe cache: None (default folder of the machine), False, or a folder
+    cache: Any
+    #: the manifest's last record for this input, when it may still be valid
+    prior: dict | None
+    #: per candidate output (relative to OUT_DIR): the (size, mtime_ns) versions the
+    #: manifest says batch wrote there (mtime None: a version-1 line, size only)
+    owned: dict = None
+    #: candidate outputs that are input files of this run: never replaced (the reason)
+    protected: dict = None
+    #: replace files batch did not write (--overwrite)
+    overwrite: bool = False
+    #: the driver's pid for local workers (they stop when it is gone); None on Dask
+    driver_pid: int | None = None
+
+
+#: scorers created in this process, by name: a model loads once per worker
+_SCORERS: dict[Any, Any] = {}
+
+
+def _worker_scorer(scorer):
+    if scorer is None or isinstance(scorer, str):
+        from ratecontrol.scoring.base import DEFAULT_SCORER, get_scorer
+
+        name = scorer or DEFAULT_SCORER
+        if name not in _SCORERS:
+            # one file per worker process: the scorer's own pool would only oversubscribe
+            _SCORERS[name] = get_scorer(name, n_jobs=1)
+        return _SCORERS[name]
+    key = (getattr(scorer, "name", type(scorer).__name__), getattr(scorer, "version", ""))
+    return _SCORERS.setdefault(key, scorer)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    msg = text[0] if text else type(exc).__name__
+    if not isinstance(exc, RatecontrolError):
+        msg = f"internal error: {type(exc).__name__}: {msg}"
+    return msg
+
+
+def _read_problem(path, exc: OSError) -> str:
+    """One line for an input that cannot be read."""
+    if isinstance(exc, PermissionError):
+        return f"cannot read {path}: permission denied (make it readable, or move it out of IN_DIR)"
+    return f"cannot read {path}: {(exc.strerror or str(exc)).lower()} (check the file)"
+
+
+def _write_problem(path, exc: OSError) -> str:
+    if isinstance(exc, PermissionError):
+        return f"cannot write {path}: permission denied (make the folder writable)"
+    return f"cannot write {path}: {(exc.strerror or str(exc)).lower()}"
+
+
+class _Conflict(Exception):
+    """An output path is taken by something batch must not replace (message: the reason)."""
+
+
+def _dest_problem(task: _Task, out_rel: str) -> tuple[str | None, bool]:
+    """(why ``out_rel`` must not be written, or None; whether writing replaces a foreign file)."""
+    dst = Path(task.out_root) / out_rel
+    if task.protected and out_rel in task.protected:
+        return task.protected[out_rel], False
+    try:
+        st = os.lstat(dst)
+    except FileNotFoundError:
+        return None, False
+    except NotADirectoryError:
+        return f"{dst}: a file is in the way of its folder: not replaced; move it away", False
+    if stat_mod.S_ISDIR(st.st_mode):
+        return f"{dst} is a folder: not replaced; move it away or rename it", False
+    if _is_owned((task.owned or {}).get(out_rel), st):
+        return None, False
+    if task.overwrite:
+        return None, True
+    return (f"{dst} already exists and batch did not write it (or it changed since): "
+            "not replaced; move it away, or let batch replace it (overwrite)"), False
+
+
+def _check_dest(task: _Task, out_rel: str) -> None:
+    problem, _ = _dest_problem(task, out_rel)
+    if problem:
+        raise _Conflict(problem)
+
+
+class _Work:
+    """A worker's temp folder next to the task's outputs (created on first use).
+
+    Named by fsutil (``.rc-tmp.<host>.<pid>.<token>.batch``): while this process lives no
+    cleanup removes it; once it is gone the next run does. Everything encode and ffmpeg
+    write (their own temp files included) stays inside it until the driver moves the
+    finished file into place."""
+
+    def __init__(self, task: _Task):
+        self.folder = (Path(task.out_root) / task.rel).parent
+        self.path: Path | None = None
+
+    def file(self, name: str) -> Path:
+        if self.path is None:
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)
+            except (FileExistsError, NotADirectoryError):
+                raise _Conflict(f"a file is in the way of the output folder {self.folder}: "
+                                "nothing written; move it away") from None
+            except OSError as exc:
+                raise _WriteError(_write_problem(self.folder, exc)) from None
+            try:
+                tmp = fsutil.temp_dir_sibling(self.folder / "batch")
+            except OSError as exc:
+                raise _WriteError(_write_problem(self.folder, exc)) from None
+            self.path = tmp
+        return self.path / name
+
+    def discard(self) -> None:
+        if self.path is not None:
+            shutil.rmtree(self.path, ignore_errors=True)
+            self.path = None
+
+
+class _WriteError(Exception):
+    """Writing the output failed (message: one line)."""
+
+
+@dataclass(frozen=True)
+class _Result:
+    """A worker's answer: the record, and the finished file the driver must put in place."""
+
+    rec: FileRecord
+    #: the finished output inside the worker's temp folder (None: nothing to place)
+    tmp: str | None = None
+    work_dir: str | None = None
+
+
+def _still_done(task: _Task, prior: dict, st: os.stat_result) -> FileRecord | None:
+    """The prior record if it still holds for this run (input unchanged, output intact)."""
+    from ratecontrol import media
+
+    status = prior.get("status")
+    if status not in _DONE or prior.get("input_bytes") != st.st_size:
+        return None
+    if status == SKIPPED and task.copy_other:
+        return None  # now asked to copy it
+    if status in (ENCODED, KEPT) and not _same_settings(prior, task.settings):
+        return None
+    rec = FileRecord.from_dict(prior)
+    if status == ENCODED and rec.output != (task.rel if rec.audio_stream is not None else task.out_rel):
+        return None  # the tree changed and this input's planned name with it (--video keep: its own name)
+    if prior.get("input_mtime_ns") != st.st_mtime_ns and fsutil.file_digest(task.in_path) != prior.get("input_sha256"):
+        return None
+    if rec.output:
+        out = Path(task.out_root) / rec.output
+        try:
+            ost = out.stat()
+        except OSError:
+            return None
+        if not _is_owned({(rec.output_bytes, rec.output_mtime_ns or None)}, ost):
+            return None
+        if status in (ENCODED, KEPT):
+            try:
+                if not (media.inspect(out).duration_s or 0) > 0:
+                    return None
+            except RatecontrolError:
+                return None
+    return replace(rec, resumed=True)
+
+
+def _same_settings(prior: dict, settings: dict) -> bool:
+    """The prior record was made with these settings; --video counts only for files
+    that have video (a change of --video does not redo a music library)."""
+    old, new = dict(prior.get("settings") or {}), dict(settings)
+    if not prior.get("other_streams"):
+        old.pop("video", None)
+        new.pop("video", None)
+    else:
+        old.setdefault("video", "audio")  # manifests older than --video keep
+    return old == new
+
+
+def _has_cover(path: Path) -> bool:
+    from ratecontrol import media
+
+    try:
+        return media.inspect(path).has_cover_art
+    except RatecontrolError:
+        return False
+
+
+# ---- a local worker stops when its driver is gone
+
+_WATCHDOG: threading.Thread | None = None
+
+
+def _kill_children() -> None:
+    """SIGKILL this process's children (ffmpeg) before it exits."""
+    me = os.getpid()
+    try:
+        import psutil
+
+        for child in psutil.Process(me).children(recursive=True):
+            with contextlib.suppress(Exception):
+                child.kill()
+        return
+    except ImportError:
+        pass
+    for entry in os.scandir("/proc") if os.path.isdir("/proc") else ():
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as fh:
+                fields_ = fh.read().rsplit(b")", 1)[1].split()
+            if int(fields_[1]) == me:
+                os.kill(int(entry.name), signal.SIGKILL)
+        except (OSError, IndexError, ValueError):
+            pass
+
+
+def _watch_driver(driver_pid: int) -> None:
+    while True:
+        time.sleep(0.25)
+        if os.getppid() != driver_pid:
+            # the driver died (even by SIGKILL): nothing this worker writes could be
+            # placed or recorded any more, so stop now; the temp folder is left to the
+            # next run's cleanup (its pid is ours, dead in a moment)
+            _kill_children()
+            os._exit(3)
+
+
+def _start_watchdog(driver_pid: int | None) -> None:
+    global _WATCHDOG
+    if driver_pid is None or _WATCHDOG is not None or os.getpid() == driver_pid:
+        return  # dask, already watching, or running in the driver itself (-j 1)
+    if os.getppid() != driver_pid:
+        return  # not a direct child (some other pool): do not guess
+    _WATCHDOG = threading.Thread(target=_watch_driver, args=(driver_pid,), name="ratecontrol-driver-watch",
+                                 daemon=True)
+    _WATCHDOG.start()
+
+
+def _run_task(task: _Task) -> _Result:
+    """Process one input file; never raises for a file problem (it becomes a failed or
+    conflict record). A finished output comes back inside the worker's temp folder."""
+    _start_watchdog(task.driver_pid)
+    t0 = time.perf_counter()
+    src = Path(task.in_path)
+    base = {"input": task.rel, "collision": task.collision}
+    work = _Work(task)
+    try:
+        try:
+            st = src.stat()
+            base.update(input_bytes=st.st_size, input_mtime_ns=st.st_mtime_ns)
+            if task.prior is not None:
+                done = _still_done(task, task.prior, st)
+                if done is not None:
+                    return _Result(done)
+            base["input_sha256"] = fsutil.file_digest(src)
+        except OSError as exc:
+            return _Result(FileRecord(status=FAILED, reason=_read_problem(src, exc),
+                                      seconds=time.perf_counter() - t0, **base))
+        rec, tmp = _process(task, src, base, t0, work)
+        if tmp is None:
+            work.discard()
+            return _Result(rec)
+        return _Result(rec, str(tmp), str(work.path))
+    except _Conflict as exc:
+        work.discard()
+        return _Result(FileRecord(status=CONFLICT, reason=str(exc), seconds=time.perf_counter() - t0, **base))
+    except _WriteError as exc:
+        work.discard()
+        return _Result(FileRecord(status=FAILED, reason=str(exc), seconds=time.perf_counter() - t0, **base))
+    except Exception as exc:  # one bad file must not stop a library run
+        work.discard()
+        return _Result(FileRecord(status=FAILED, reason=_one_line(exc), seconds=time.perf_counter() - t0, **base))
+
+
+def _copy_into(src: Path, tmp: Path) -> Path:
+    try:
+        shutil.copyfile(src, tmp)
+    except PermissionError as exc:
+        if not os.access(src, os.R_OK):
+            raise _WriteError(_read_problem(src, exc)) from None
+        raise _WriteError(_write_problem(tmp.parent.parent, exc)) from None
+    shutil.copystat(src, tmp)
+    _fsync(tmp)
+    return tmp
+
+
+def _audio_bytes(path: Path, audio_index: int = 0) -> int | None:
+    from ratecontrol import media
+
+    return media.audio_payload_bytes(path, audio_index)
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def _process(task: _Task, src: Path, base: dict, t0: float, work: _Work) -> tuple[FileRecord, Path | None]:
+    from ratecontrol import media
+
+    try:
+        info = media.inspect(src)
+    except InputError as exc:
+        # ._name files are macOS AppleDouble metadata that copy along with the real file
+        if src.suffix.lower() in AUDIO_EXTENSIONS and not src.name.startswith("._"):
+            return FileRecord(status=FAILED, reason=_one_line(exc), seconds=time.perf_counter() - t0, **base), None
+        if task.copy_other:
+            _check_dest(task, task.rel)
+            tmp = _copy_into(src, work.file(src.name))
+            return FileRecord(status=COPIED, output=task.rel, reason="not audio: copied unchanged",
+                              seconds=time.perf_counter() - t0, **base), tmp
+        return FileRecord(status=SKIPPED, reason=f"not audio ({_one_line(exc)})",
+                          seconds=time.perf_counter() - t0, **base), None
+
+    base.update(input_codec=info.codec, input_kbps=info.bitrate_kbps, lossless=info.lossless,
+                duration_s=info.duration_s)
+    s = task.settings
+    video_note: tuple[str, ...] = ()
+    video = s.get("video", "keep")
+    keep_video = bool(info.other_streams) and video == "keep"
+    if info.other_streams:
+        base["other_streams"] = info.other_streams
+        if video == "skip":
+            return FileRecord(status=SKIPPED, reason=f"has {info.other_streams} video/other stream(s) "
+                              "(--video skip)", seconds=time.perf_counter() - t0, **base), None
+        if not keep_video:
+            video_note = (f"input has {info.other_streams} video/other stream(s): batch wrote its default audio "
+                          "stream alone (--video audio; --video keep re-encodes it in place)",)
+    lossy_kbps = info.bitrate_kbps if (not info.lossless and info.bitrate_kbps) else None
+
+    def keep(reason: str, notes: tuple[str, ...] = ()) -> tuple[FileRecord, Path]:
+        _check_dest(task, task.rel)
+        tmp = _copy_into(src, work.file(src.name))
+        return FileRecord(status=KEPT, output=task.rel, reason=reason, notes=notes, audio_bytes=_audio_bytes(tmp),
+                          seconds=time.perf_counter() - t0, **base), tmp
+
+    if lossy_kbps is not None:
+        from ratecontrol.presets import load_preset
+
+        ladder = load_preset(s["codec_ref"]).rungs_for(min(info.channels, 2))
+        if ladder[0].nominal_kbps > lossy_kbps:
+            return keep(f"lossy source ({info.codec}, ~{lossy_kbps:.0f} kbps) is already below the "
+                        f"lowest {s['codec']} rung ({ladder[0].label}): copied unchanged")
+
+    from ratecontrol.api import encode
+
+    # before hours of work: is the output path ours to write? (--video keep: the input's
+    # own name and container, its video and other streams copied)
+    out_rel = task.rel if keep_video else task.out_rel
+    _check_dest(task, out_rel)
+    out = work.file(Path(out_rel).name)
+    import warnings
+
+    from ratecontrol.errors import RatecontrolWarning
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RatecontrolWarning)
+            res = encode(src, out, target_mos=s["target_mos"], codec=s["codec_ref"],
+                         scorer=_worker_scorer(task.scorer), pool=s["pool"], hop_s=s["hop_s"],
+                         best_effort=s["best_effort"], overwrite=False, jobs=1, max_kbps=lossy_kbps,
+                         sample_share=s["sample_share"], verify=s["verify"], cache=task.cache,
+                         allow_partial=bool(s.get("allow_partial")),
+                         # --video audio: the audio alone, under the planned name (preset's extension)
+                         audio_only=not keep_video)
+    except TargetNotReachable as exc:
+        if lossy_kbps is None:
+            raise
+        best = max((p.pooled_mos for p in (exc.result.probes if exc.result else ())), default=math.nan)
+        return keep(f"no {s['codec']} rung at or below the lossy source's ~{lossy_kbps:.0f} kbps reaches "
+                    f"MOS {s['target_mos']:g} (best {best:.3f}): copied unchanged")
+    search = res.search
+    # warnings of this file (a partial decode with allow_partial) go into its record
+    notes = tuple(search.notes) + video_note + tuple(f"warning: {w.message}" for w in caught
+                                                     if issubclass(w.category, RatecontrolWarning))
+    if info.has_cover_art and not _has_cover(out):
+        notes += (f"cover art not kept: ffmpeg cannot store it in a {s['codec']} ({out.suffix}) output",)
+    if lossy_kbps is not None and res.output_bytes >= res.input_bytes:
+        out.unlink(missing_ok=True)
+        return keep(f"the {res.rung_label} encode ({res.output_bytes} bytes) is not smaller than the lossy "
+                    f"source ({res.input_bytes} bytes): copied unchanged", notes)
+    _fsync(out)
+    return FileRecord(
+        status=ENCODED, output=out_rel, output_bytes=res.output_bytes,
+        audio_bytes=_audio_bytes(out, res.audio_stream if keep_video else 0),
+        audio_stream=res.audio_stream if keep_video else None,
+        rung_label=res.rung_label, bitrate_kbps=res.bitrate_kbps,
+        pooled_mos=_finite(res.pooled_mos), full_track_mos=_finite(getattr(res, "full_track_mos", None)),
+        reached=bool(search.reached), n_probes=len(search.probes), notes=notes,
+        seconds=time.perf_counter() - t0, **{**base, "duration_s": search.duration_s or base.get("duration_s")},
+    ), out
+
+
+# ---- driver side: put a finished file in place
