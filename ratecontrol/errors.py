@@ -64,11 +64,15 @@ class RatecontrolError(Exception):
     def message(self, spell=None) -> str:
         """The message with its options spelt by ``spell(name, value)`` (default: the
         library's ``name=value``); several options are alternatives ("or")."""
-        text = super().__str__()
-        if not self.options:
-            return text
+        return super().__str__() + self.options_text(self.options, spell)
+
+    @staticmethod
+    def options_text(options: dict, spell=None) -> str:
+        """`` (name=value or ...)``, the suffix ``message`` puts after the text ('' for none)."""
+        if not options:
+            return ""
         spell = spell or (lambda name, value: f"{name}={value!r}")
-        return f"{text} ({' or '.join(spell(k, v) for k, v in self.options.items())})"
+        return f" ({' or '.join(spell(k, v) for k, v in options.items())})"
 
     def __str__(self) -> str:
         return self.message()

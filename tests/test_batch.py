@@ -333,7 +333,8 @@ def test_rerun_skips_done_files_and_redoes_damaged_ones(mixed_run, tmp_path):
     redone = {r.input for r in rep3.records if not r.resumed}
     assert redone == {"gen/a.flac", "sms/flute-A4.wav", "gen/broken.flac", "gen/empty.wav"}
     by3 = {r.input: r for r in rep3.records}
-    assert by3["gen/a.flac"].status == "conflict" and "(overwrite)" in by3["gen/a.flac"].reason
+    assert by3["gen/a.flac"].status == "conflict" and by3["gen/a.flac"].options == {"overwrite": True}
+    assert by3["gen/a.flac"].reason.endswith("(overwrite=True)")  # the library's words; the CLI spells flags
     assert victim.read_bytes() == changed
     assert gone.exists() and by3["sms/flute-A4.wav"].status == "encoded"
     # --overwrite replaces it, and says so

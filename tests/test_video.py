@@ -161,13 +161,73 @@ def test_batch_keeps_video_by_default_and_reports_each_mode(films, tmp_path):
     assert again.records[0].resumed
     rep = transcode_folder(src, tmp_path / "out2", video="audio", **kw)
     (rec,) = rep.records
-    assert rec.status == "encoded" and rec.output == "film.opus" and any("--video audio" in n for n in rec.notes)
+    assert rec.status == "encoded" and rec.output == "film.opus" and any("video='audio'" in n for n in rec.notes)
     rep = transcode_folder(src, tmp_path / "out3", video="skip", **kw)
     (rec,) = rep.records
-    assert rec.status == "skipped" and "--video skip" in rec.reason
-    assert any("1 skipped (--video skip)" in ln for ln in rep.summary_lines())
+    assert rec.status == "skipped" and rec.options == {"video": "keep"} and "--" not in rec.reason
+    assert any("1 skipped (video='skip')" in ln for ln in rep.summary_lines())
+    from ratecontrol.cli._common import spell_flag
+
+    assert any("1 skipped (--video skip)" in ln for ln in rep.summary_lines(spell=spell_flag))
+    assert any(ln.endswith("(--video keep)") for ln in [rec.reason_as(spell_flag)])
     with pytest.raises(errors.UsageError):
         transcode_folder(src, tmp_path / "out4", video="copy", **kw)
+
+
+def test_batch_re_encodes_every_audio_stream_when_asked(films, tmp_path):
+    from ratecontrol.batch import transcode_folder
+
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(films[".mkv"], src / "film.mkv")
+    kw = dict(target_mos=3.6, codec="opus", jobs=1, cache=False, progress=False)
+    rep = transcode_folder(src, tmp_path / "out", all_audio_streams=True, **kw)
+    (rec,) = rep.records
+    assert rec.status == "encoded" and rec.output == "film.mkv", rec.reason
+    assert rec.encoded_streams == (0, 1) and rec.audio_stream == 0 and rec.input_audio_streams == 2
+    out = tmp_path / "out" / "film.mkv"
+    assert [s.codec for s in _streams(out) if s.kind == "audio"] == ["opus", "opus"]
+    assert _hash(out, "0:v") == _hash(src / "film.mkv", "0:v") and _hash(out, "0:s") == _hash(src / "film.mkv", "0:s")
+    per = [n for n in rec.notes if n.startswith("audio stream ")]
+    assert len(per) == 2 and all("MOS" in n for n in per)
+    assert all(float(n.rsplit("MOS ", 1)[1]) >= 3.6 for n in per)
+    # same settings: resumed; without all_audio_streams the film is redone (its output differs)
+    assert transcode_folder(src, tmp_path / "out", all_audio_streams=True, **kw).records[0].resumed
+    assert not transcode_folder(src, tmp_path / "out", **kw).records[0].resumed
+    with pytest.raises(errors.UsageError, match="all_audio_streams"):
+        transcode_folder(src, tmp_path / "out5", all_audio_streams=True, video="audio", **kw)
+
+
+SURROUND = ("aevalsrc=0.3*sin(440*2*PI*t)|0.3*sin(550*2*PI*t)|0.3*sin(660*2*PI*t)|0.3*sin(50*2*PI*t)"
+            "|0.2*random(0)-0.1|0.2*random(1)-0.1:c=5.1:d=4:s=48000")
+NOISE_VIDEO = "nullsrc=s=160x120:r=10:d=4,geq=random(1)*255:128:128"  # ~1 Mbps of MPEG-4 at q 2
+
+
+def test_batch_lossy_rule_uses_the_audio_streams_own_bitrate_and_channels(tmp_path):
+    """A film's container bitrate is mostly video and its audio may be 5.1: the lossy
+    rule (never above the source's bitrate; copied when even the lowest rung for its
+    channels is above it) reads the re-encoded stream itself."""
+    from ratecontrol.batch import transcode_folder
+
+    src = tmp_path / "in"
+    src.mkdir()
+    _ff("-f", "lavfi", "-i", NOISE_VIDEO, "-f", "lavfi", "-i", "anoisesrc=d=4:c=pink:a=0.2:seed=7",
+        "-map", "0", "-map", "1", "-c:v", "mpeg4", "-q:v", "2", "-c:a", "aac", "-b:a", "64k", "-ac", "2", src / "film.mkv")
+    # 5.1 Opus at 36 kbps: above the stereo ladder's lowest rung (16k), below the 5.1 one's (40k)
+    _ff("-f", "lavfi", "-i", NOISE_VIDEO, "-f", "lavfi", "-i", SURROUND, "-map", "0", "-map", "1",
+        "-c:v", "mpeg4", "-q:v", "2", "-c:a", "libopus", "-b:a", "36k", src / "film51.mkv")
+    _ff("-f", "lavfi", "-i", SURROUND, "-c:a", "libopus", "-b:a", "36k", src / "music51.opus")
+    info = media.inspect(src / "film.mkv")
+    assert info.bitrate_kbps is None  # Matroska gives no stream figure; the container's is the video's
+    rep = transcode_folder(src, tmp_path / "out", target_mos=3.6, codec="opus", jobs=1, cache=False, progress=False)
+    by = {r.input: r for r in rep.records}
+    film = by["film.mkv"]
+    assert film.status == "encoded", film.reason
+    assert 50 < film.input_kbps < 80 and film.bitrate_kbps <= 64 and not film.lossless
+    for name, which in (("film51.mkv", "audio stream 0, "), ("music51.opus", "")):
+        r = by[name]
+        assert r.status == "kept" and f"({which}opus, 6 ch, ~" in r.reason and "for 6 channels" in r.reason, r.reason
+        assert (tmp_path / "out" / name).read_bytes() == (src / name).read_bytes()
 
 
 def test_audio_delayed_against_the_video_stays_delayed(tmp_path):

@@ -136,6 +136,7 @@ def transcode_folder(
     sample_share: float | None = None,
     allow_partial: bool = False,
     video: str = "keep",
+    all_audio_streams: bool = False,
     verify: bool = True,
     cache: bool | str | os.PathLike | None = None,
     overwrite: bool = False,
@@ -164,7 +165,12 @@ def transcode_folder(
     name and container with every other stream stream-copied), "audio" (that audio
     stream written alone under the preset's extension, noted in the record) or "skip"
     (skipped, reported); records of such files have ``other_streams`` > 0 and the
-    summary counts them. allow_partial: encode what decodes
+    summary counts them. all_audio_streams (with video="keep"): re-encode every audio
+    stream of such files in place, each searched on its own (as ``encode`` does; also
+    an audio-only file with several audio streams keeps its container then); the
+    record's rung is the default stream's, ``encoded_streams`` and the notes give each
+    one's. A lossy stream is never encoded above its own bitrate (the stream's, not
+    the container's). allow_partial: encode what decodes
     of a truncated input (a warning in the record's notes) instead of failing it.
     sample_share, verify: as in
     ``ratecontrol.api.encode`` (long tracks are probed on a sample of their segments). cache:
@@ -207,6 +213,13 @@ def transcode_folder(
     if video not in ("keep", "audio", "skip"):
         raise UsageError(f"video must be 'keep', 'audio' or 'skip', got {video!r}")
     settings["video"] = video  # compared only for files with video (_same_settings)
+    if all_audio_streams:
+        if video != "keep":
+            raise UsageError(f"all_audio_streams re-encodes every audio stream in place, which video={video!r} "
+                             "does not do", options={"video": "keep"})
+        # only when set: manifests written without it stay valid; compared only for
+        # files with several audio streams (_same_settings)
+        settings["all_audio_streams"] = True
     with _OutDirLock(dst):
         report = _run(src, dst, prune, settings, preset, t, scorer, scorer_name, pool, backend, scheduler,
                       jobs, copy_other, cache, resume, overwrite, progress, t0, json_report, csv_report)
@@ -357,11 +370,12 @@ def _place(res: _Result, task: _Task, record) -> FileRecord:
     try:
         problem, replacing = _dest_problem(task, rec.output)  # again: hours may have passed
         if problem:
-            rec = replace(rec, status=CONFLICT, output=None, output_bytes=0, reason=problem)
+            rec = replace(rec, status=CONFLICT, output=None, output_bytes=0, reason=str(problem),
+                          options=problem.options)
             record(rec)
             return rec
         st = os.stat(tmp)
-        notes = rec.notes + ((f"replaced {rec.output}, which batch had not written (--overwrite)",)
+        notes = rec.notes + ((f"replaced {rec.output}, which batch had not written (overwrite=True)",)
                              if replacing else ())
         rec = replace(rec, output_bytes=st.st_size, output_mtime_ns=st.st_mtime_ns, replaced=replacing,
                       notes=notes)
@@ -371,7 +385,7 @@ def _place(res: _Result, task: _Task, record) -> FileRecord:
             _move_into_place(tmp, dst, may_replace=os.path.lexists(dst))
         except _Conflict as exc:
             rec = replace(rec, status=CONFLICT, output=None, output_bytes=0, output_mtime_ns=0,
-                          replaced=False, notes=res.rec.notes, reason=str(exc))
+                          replaced=False, notes=res.rec.notes, reason=str(exc), options=exc.options)
             record(rec)
         except OSError as exc:
             rec = replace(rec, status=FAILED, output=None, output_bytes=0, output_mtime_ns=0,
@@ -393,13 +407,13 @@ def _move_into_place(tmp: Path, dst: Path, may_replace: bool) -> None:
         os.link(tmp, dst)
     except FileExistsError:
         raise _Conflict(f"{dst} appeared while the file was being encoded: not replaced; "
-                        "move it away, or let batch replace it (overwrite)") from None
+                        "move it away, or let batch replace it", {"overwrite": True}) from None
     except OSError as exc:
         if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV, errno.ENOSYS):
             raise
         if os.path.lexists(dst):  # no hard links on this file system: check, then rename
             raise _Conflict(f"{dst} appeared while the file was being encoded: not replaced; "
-                            "move it away, or let batch replace it (overwrite)") from None
+                            "move it away, or let batch replace it", {"overwrite": True}) from None
         os.replace(tmp, dst)
         return
     os.unlink(tmp)

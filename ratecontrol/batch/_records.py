@@ -7,14 +7,12 @@ import io
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from ratecontrol import fsutil
-from ratecontrol.errors import (
-    OutputError,
-)
+from ratecontrol.errors import OutputError, RatecontrolError
 from ratecontrol.results import jsonable
 
 
@@ -42,8 +40,12 @@ class FileRecord:
     status: str
     #: path relative to OUT_DIR, None when nothing was written
     output: str | None = None
-    #: one line: why it failed / was kept / was skipped
+    #: one line: why it failed / was kept / was skipped, in the library's words (ends
+    #: with ``options`` as ``name=value``, as RatecontrolError.message writes them)
     reason: str = ""
+    #: the options that would change the outcome (``{"allow_partial": True}`` for a
+    #: truncated input, ``{"overwrite": True}`` for a conflict); ``reason_as`` respells them
+    options: dict = field(default_factory=dict)
     input_bytes: int = 0
     output_bytes: int = 0
     #: the output's mtime as written (with output_bytes: how batch knows the file is its own)
@@ -79,6 +81,18 @@ class FileRecord:
     #: --video keep: the audio stream re-encoded in place (position among the audio
     #: streams); the output is the input's container with every other stream copied
     audio_stream: int | None = None
+    #: every audio stream re-encoded in place (all_audio_streams), each searched on its
+    #: own; the record's rung and scores are ``audio_stream``'s, the notes give each one's
+    encoded_streams: tuple[int, ...] = ()
+    #: audio streams of the input (all_audio_streams only changes files with more than one)
+    input_audio_streams: int = 1
+
+    def reason_as(self, spell=None) -> str:
+        """``reason`` with its options spelt by ``spell(name, value)`` (the CLI's flags)."""
+        suffix = RatecontrolError.options_text(self.options)
+        if spell is None or not suffix or not self.reason.endswith(suffix):
+            return self.reason
+        return self.reason[: -len(suffix)] + RatecontrolError.options_text(self.options, spell)
 
     @property
     def ok(self) -> bool:
@@ -111,6 +125,8 @@ class FileRecord:
         names = {f.name for f in fields(cls)}
         kw = {k: v for k, v in d.items() if k in names}
         kw["notes"] = tuple(kw.get("notes") or ())
+        kw["encoded_streams"] = tuple(kw.get("encoded_streams") or ())
+        kw["options"] = dict(kw.get("options") or {})
         return cls(**kw)
 
 
@@ -250,8 +266,12 @@ class BatchReport:
         d["collisions"] = [asdict(c) for c in self.collisions]
         return jsonable(d)
 
-    def summary_lines(self) -> list[str]:
-        """Human summary: totals, sizes and scores, then every failure and rename."""
+    def summary_lines(self, spell=None) -> list[str]:
+        """Human summary: totals, sizes and scores, then every failure and rename.
+
+        ``spell(name, value)`` writes an option (default: the library's ``name=value``;
+        the CLI passes its flags)."""
+        spell = spell or (lambda name, value: f"{name}={value!r}")
         parts = [f"{self.n_encoded} encoded"]
         if self.n_kept:
             parts.append(f"{self.n_kept} kept (lossy source)")
@@ -277,18 +297,18 @@ class BatchReport:
             alone = sum(r.audio_stream is None and r.status == ENCODED for r in videos)
             skipped = sum(r.status == SKIPPED for r in videos)
             what = [f"{kept} re-encoded in place, video and other streams copied"] if kept else []
-            what += [f"{alone} written as their audio alone (--video audio)"] if alone else []
-            what += [f"{skipped} skipped (--video skip)"] if skipped else []
+            what += [f"{alone} written as their audio alone ({spell('video', 'audio')})"] if alone else []
+            what += [f"{skipped} skipped ({spell('video', 'skip')})"] if skipped else []
             other = len(videos) - kept - alone - skipped
             what += [f"{other} kept, failed or in conflict"] if other else []
             lines.append(f"video files: {len(videos)}: {', '.join(what)} (sizes above are whole files)")
         for r in self.failures:
-            lines.append(f"failed: {r.input}: {r.reason}")
+            lines.append(f"failed: {r.input}: {r.reason_as(spell)}")
         for r in self.conflicts:
-            lines.append(f"conflict: {r.input}: {r.reason}")
+            lines.append(f"conflict: {r.input}: {r.reason_as(spell)}")
         for r in self.records:
             if r.replaced:
-                lines.append(f"replaced: {r.output} (existed, not written by batch; --overwrite)")
+                lines.append(f"replaced: {r.output} (existed, not written by batch; {spell('overwrite', True)})")
         for c in self.collisions:
             lines.append(f"renamed: {c.input} -> {c.output} ({c.wanted} is taken by {c.taken_by})")
         return lines
@@ -304,6 +324,8 @@ class BatchReport:
         for r in self.records:
             row = r.to_dict()
             row["notes"] = " | ".join(r.notes)
+            row["options"] = json.dumps(r.options) if r.options else ""
+            row["encoded_streams"] = " ".join(str(n) for n in r.encoded_streams)
             row["output_kbps"] = r.output_kbps
             row["audio_kbps"] = r.audio_kbps
             w.writerow({k: ("" if v is None else v) for k, v in row.items()})

@@ -16,11 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ratecontrol import fsutil
-from ratecontrol.errors import (
-    InputError,
-    RatecontrolError,
-    TargetNotReachable,
-)
+from ratecontrol.errors import InputError, RatecontrolError, TargetNotReachable, UsageError
 from ratecontrol.batch._manifest import _is_owned
 from ratecontrol.batch._records import (
     _DONE, CONFLICT, COPIED, ENCODED, FAILED, KEPT, SKIPPED, FileRecord, _finite,
@@ -81,6 +77,12 @@ def _one_line(exc: BaseException) -> str:
     return msg
 
 
+def _failed(exc: BaseException, t0: float, base: dict) -> FileRecord:
+    """The failed record of an error: its one line, and its options (what would help)."""
+    return FileRecord(status=FAILED, reason=_one_line(exc), options=getattr(exc, "options", None) or {},
+                      seconds=time.perf_counter() - t0, **base)
+
+
 def _read_problem(path, exc: OSError) -> str:
     """One line for an input that cannot be read."""
     if isinstance(exc, PermissionError):
@@ -95,34 +97,40 @@ def _write_problem(path, exc: OSError) -> str:
 
 
 class _Conflict(Exception):
-    """An output path is taken by something batch must not replace (message: the reason)."""
+    """An output path is taken by something batch must not replace. ``str()`` is the
+    record's reason (the options, e.g. ``overwrite=True``, at its end, in the library's
+    words); ``options`` go into the record as they are."""
+
+    def __init__(self, text: str, options: dict | None = None):
+        self.options = dict(options or {})
+        super().__init__(text + RatecontrolError.options_text(self.options))
 
 
-def _dest_problem(task: _Task, out_rel: str) -> tuple[str | None, bool]:
+def _dest_problem(task: _Task, out_rel: str) -> tuple[_Conflict | None, bool]:
     """(why ``out_rel`` must not be written, or None; whether writing replaces a foreign file)."""
     dst = Path(task.out_root) / out_rel
     if task.protected and out_rel in task.protected:
-        return task.protected[out_rel], False
+        return _Conflict(task.protected[out_rel]), False
     try:
         st = os.lstat(dst)
     except FileNotFoundError:
         return None, False
     except NotADirectoryError:
-        return f"{dst}: a file is in the way of its folder: not replaced; move it away", False
+        return _Conflict(f"{dst}: a file is in the way of its folder: not replaced; move it away"), False
     if stat_mod.S_ISDIR(st.st_mode):
-        return f"{dst} is a folder: not replaced; move it away or rename it", False
+        return _Conflict(f"{dst} is a folder: not replaced; move it away or rename it"), False
     if _is_owned((task.owned or {}).get(out_rel), st):
         return None, False
     if task.overwrite:
         return None, True
-    return (f"{dst} already exists and batch did not write it (or it changed since): "
-            "not replaced; move it away, or let batch replace it (overwrite)"), False
+    return _Conflict(f"{dst} already exists and batch did not write it (or it changed since): "
+                     "not replaced; move it away, or let batch replace it", {"overwrite": True}), False
 
 
 def _check_dest(task: _Task, out_rel: str) -> None:
     problem, _ = _dest_problem(task, out_rel)
     if problem:
-        raise _Conflict(problem)
+        raise problem
 
 
 class _Work:
@@ -207,14 +215,18 @@ def _still_done(task: _Task, prior: dict, st: os.stat_result) -> FileRecord | No
 
 
 def _same_settings(prior: dict, settings: dict) -> bool:
-    """The prior record was made with these settings; --video counts only for files
-    that have video (a change of --video does not redo a music library)."""
+    """The prior record was made with these settings; video counts only for files
+    that have video and all_audio_streams only for files with several audio streams
+    (changing either does not redo a music library)."""
     old, new = dict(prior.get("settings") or {}), dict(settings)
     if not prior.get("other_streams"):
         old.pop("video", None)
         new.pop("video", None)
     else:
         old.setdefault("video", "audio")  # manifests older than --video keep
+    if (prior.get("input_audio_streams") or 1) <= 1:  # all_audio_streams changes nothing there
+        old.pop("all_audio_streams", None)
+        new.pop("all_audio_streams", None)
     return old == new
 
 
@@ -305,13 +317,14 @@ def _run_task(task: _Task) -> _Result:
         return _Result(rec, str(tmp), str(work.path))
     except _Conflict as exc:
         work.discard()
-        return _Result(FileRecord(status=CONFLICT, reason=str(exc), seconds=time.perf_counter() - t0, **base))
+        return _Result(FileRecord(status=CONFLICT, reason=str(exc), options=exc.options,
+                                  seconds=time.perf_counter() - t0, **base))
     except _WriteError as exc:
         work.discard()
         return _Result(FileRecord(status=FAILED, reason=str(exc), seconds=time.perf_counter() - t0, **base))
     except Exception as exc:  # one bad file must not stop a library run
         work.discard()
-        return _Result(FileRecord(status=FAILED, reason=_one_line(exc), seconds=time.perf_counter() - t0, **base))
+        return _Result(_failed(exc, t0, base))
 
 
 def _copy_into(src: Path, tmp: Path) -> Path:
@@ -345,7 +358,7 @@ def _process(task: _Task, src: Path, base: dict, t0: float, work: _Work) -> tupl
     except InputError as exc:
         # ._name files are macOS AppleDouble metadata that copy along with the real file
         if src.suffix.lower() in AUDIO_EXTENSIONS and not src.name.startswith("._"):
-            return FileRecord(status=FAILED, reason=_one_line(exc), seconds=time.perf_counter() - t0, **base), None
+            return _failed(exc, t0, base), None
         if task.copy_other:
             _check_dest(task, task.rel)
             tmp = _copy_into(src, work.file(src.name))
@@ -354,41 +367,48 @@ def _process(task: _Task, src: Path, base: dict, t0: float, work: _Work) -> tupl
         return FileRecord(status=SKIPPED, reason=f"not audio ({_one_line(exc)})",
                           seconds=time.perf_counter() - t0, **base), None
 
-    base.update(input_codec=info.codec, input_kbps=info.bitrate_kbps, lossless=info.lossless,
-                duration_s=info.duration_s)
     s = task.settings
     video_note: tuple[str, ...] = ()
     video = s.get("video", "keep")
-    keep_video = bool(info.other_streams) and video == "keep"
+    all_streams = bool(s.get("all_audio_streams"))
+    # in place: the input's own name and container, every other stream copied (a film;
+    # with all_audio_streams also an audio-only file with several audio streams)
+    in_place = video == "keep" and (info.other_streams > 0 or (all_streams and info.audio_streams > 1))
+    base.update(duration_s=info.duration_s, input_audio_streams=info.audio_streams)
     if info.other_streams:
         base["other_streams"] = info.other_streams
         if video == "skip":
-            return FileRecord(status=SKIPPED, reason=f"has {info.other_streams} video/other stream(s) "
-                              "(--video skip)", seconds=time.perf_counter() - t0, **base), None
-        if not keep_video:
+            base.update(input_codec=info.codec, lossless=info.lossless)
+            helps = {"video": "keep"}
+            return FileRecord(status=SKIPPED, options=helps, reason=f"has {info.other_streams} video/other stream(s)"
+                              + RatecontrolError.options_text(helps), seconds=time.perf_counter() - t0, **base), None
+        if not in_place:
             video_note = (f"input has {info.other_streams} video/other stream(s): batch wrote its default audio "
-                          "stream alone (--video audio; --video keep re-encodes it in place)",)
-    lossy_kbps = info.bitrate_kbps if (not info.lossless and info.bitrate_kbps) else None
+                          "stream alone (video='audio'; video='keep' re-encodes it in place)",)
+    sources = _source_audio(src, info, _chosen_streams(info, in_place, all_streams))
+    first = sources[0]
+    lossy = any(not a.lossless for a in sources)
+    base.update(input_codec=first.codec, input_kbps=first.kbps, lossless=not lossy)
+    from ratecontrol.presets import load_preset
+
+    preset = load_preset(s["codec_ref"])
+    bundled = info.other_streams > 0 or info.audio_streams > 1
 
     def keep(reason: str, notes: tuple[str, ...] = ()) -> tuple[FileRecord, Path]:
         _check_dest(task, task.rel)
         tmp = _copy_into(src, work.file(src.name))
-        return FileRecord(status=KEPT, output=task.rel, reason=reason, notes=notes, audio_bytes=_audio_bytes(tmp),
-                          seconds=time.perf_counter() - t0, **base), tmp
+        return FileRecord(status=KEPT, output=task.rel, reason=reason, notes=notes,
+                          audio_bytes=_audio_bytes(tmp, first.audio_index), seconds=time.perf_counter() - t0,
+                          **base), tmp
 
-    if lossy_kbps is not None:
-        from ratecontrol.presets import load_preset
-
-        ladder = load_preset(s["codec_ref"]).rungs_for(min(info.channels, 2))
-        if ladder[0].nominal_kbps > lossy_kbps:
-            return keep(f"lossy source ({info.codec}, ~{lossy_kbps:.0f} kbps) is already below the "
-                        f"lowest {s['codec']} rung ({ladder[0].label}): copied unchanged")
+    too_low = _below_ladder(preset, sources, bundled)
+    if too_low is not None:
+        return keep(too_low)
 
     from ratecontrol.api import encode
 
-    # before hours of work: is the output path ours to write? (--video keep: the input's
-    # own name and container, its video and other streams copied)
-    out_rel = task.rel if keep_video else task.out_rel
+    # before hours of work: is the output path ours to write?
+    out_rel = task.rel if in_place else task.out_rel
     _check_dest(task, out_rel)
     out = work.file(Path(out_rel).name)
     import warnings
@@ -398,39 +418,135 @@ def _process(task: _Task, src: Path, base: dict, t0: float, work: _Work) -> tupl
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", RatecontrolWarning)
+            # no max_kbps: each stream's session caps its own ladder at that stream's
+            # bitrate when it is lossy (probing.session: one rule for encode and batch)
             res = encode(src, out, target_mos=s["target_mos"], codec=s["codec_ref"],
                          scorer=_worker_scorer(task.scorer), pool=s["pool"], hop_s=s["hop_s"],
-                         best_effort=s["best_effort"], overwrite=False, jobs=1, max_kbps=lossy_kbps,
+                         best_effort=s["best_effort"], overwrite=False, jobs=1,
                          sample_share=s["sample_share"], verify=s["verify"], cache=task.cache,
                          allow_partial=bool(s.get("allow_partial")),
-                         # --video audio: the audio alone, under the planned name (preset's extension)
-                         audio_only=not keep_video)
+                         all_audio_streams=in_place and len(sources) > 1,
+                         # video='audio': the default stream alone, under the planned name
+                         audio_only=bundled and not in_place)
     except TargetNotReachable as exc:
-        if lossy_kbps is None:
+        if not lossy:
             raise
         best = max((p.pooled_mos for p in (exc.result.probes if exc.result else ())), default=math.nan)
-        return keep(f"no {s['codec']} rung at or below the lossy source's ~{lossy_kbps:.0f} kbps reaches "
-                    f"MOS {s['target_mos']:g} (best {best:.3f}): copied unchanged")
+        return keep(f"no {s['codec']} rung at or below the lossy source's own bitrate ({_kbps_list(sources)}) "
+                    f"reaches MOS {s['target_mos']:g} (best {best:.3f}): copied unchanged")
+    except UsageError as exc:
+        if not exc.options.get("above_source"):
+            raise
+        # the session found no rung at or below a lossy stream's own bitrate (its figure
+        # from the stream copied out, which the check above may not have had)
+        return keep(f"{_one_line(exc)}: copied unchanged")
     search = res.search
+    streams = tuple(res.streams) if in_place and len(sources) > 1 else ()
     # warnings of this file (a partial decode with allow_partial) go into its record
     notes = tuple(search.notes) + video_note + tuple(f"warning: {w.message}" for w in caught
                                                      if issubclass(w.category, RatecontrolWarning))
+    notes += tuple(f"audio stream {r.audio_stream}: {r.rung_label}, MOS {r.pooled_mos:.3f}" for r in streams)
     if info.has_cover_art and not _has_cover(out):
         notes += (f"cover art not kept: ffmpeg cannot store it in a {s['codec']} ({out.suffix}) output",)
-    if lossy_kbps is not None and res.output_bytes >= res.input_bytes:
+    audio_stream = res.audio_stream if in_place else None
+    audio_bytes = _audio_bytes(out, audio_stream or 0)
+    if lossy and _not_smaller(src, res, sources, audio_bytes, whole=in_place or not bundled):
         out.unlink(missing_ok=True)
-        return keep(f"the {res.rung_label} encode ({res.output_bytes} bytes) is not smaller than the lossy "
-                    f"source ({res.input_bytes} bytes): copied unchanged", notes)
+        return keep(f"the {res.rung_label} encode is not smaller than the lossy source: copied unchanged", notes)
     _fsync(out)
     return FileRecord(
-        status=ENCODED, output=out_rel, output_bytes=res.output_bytes,
-        audio_bytes=_audio_bytes(out, res.audio_stream if keep_video else 0),
-        audio_stream=res.audio_stream if keep_video else None,
+        status=ENCODED, output=out_rel, output_bytes=res.output_bytes, audio_bytes=audio_bytes,
+        audio_stream=audio_stream, encoded_streams=tuple(r.audio_stream for r in streams),
         rung_label=res.rung_label, bitrate_kbps=res.bitrate_kbps,
         pooled_mos=_finite(res.pooled_mos), full_track_mos=_finite(getattr(res, "full_track_mos", None)),
         reached=bool(search.reached), n_probes=len(search.probes), notes=notes,
         seconds=time.perf_counter() - t0, **{**base, "duration_s": search.duration_s or base.get("duration_s")},
     ), out
+
+
+@dataclass(frozen=True)
+class _SourceAudio:
+    """One audio stream batch re-encodes, as the lossy-source rule needs it."""
+
+    #: position among the input's audio streams
+    audio_index: int
+    codec: str
+    lossless: bool
+    #: the stream's own bitrate (None: unknown)
+    kbps: float | None
+    #: None: the stream line does not say
+    channels: int | None
+
+
+def _chosen_streams(info, in_place: bool, all_streams: bool) -> tuple[int, ...]:
+    """Positions (among the audio streams) of what ``encode`` re-encodes: every one with
+    all_audio_streams in place, else the default one (encode's own choice)."""
+    from ratecontrol import media
+
+    if info.other_streams == 0 and info.audio_streams <= 1:
+        return (0,)
+    if in_place and all_streams:
+        return tuple(range(info.audio_streams))
+    return (media.default_audio_stream(info),)
+
+
+def _source_audio(src: Path, info, chosen: tuple[int, ...]) -> tuple[_SourceAudio, ...]:
+    """The chosen streams' own codec, bitrate and channels.
+
+    An audio file's MediaInfo describes its one stream. A film's describes its first
+    audio stream (maybe not the chosen one) and has no bitrate when the stream line
+    gives none (the container's is mostly video): then a lossy stream's bitrate is
+    measured from its packets (one stream-copy pass over the file)."""
+    from ratecontrol import media
+
+    if info.other_streams == 0 and info.audio_streams <= 1:
+        return (_SourceAudio(0, info.codec, info.lossless, info.bitrate_kbps, info.channels),)
+    by_index = {st.audio_index: st for st in info.streams if st.kind == "audio"}
+    out = []
+    for n in chosen:
+        st = by_index.get(n)
+        codec = st.codec if st else info.codec
+        lossless = media.is_lossless_codec(codec)
+        kbps = st.bitrate_kbps if st else None
+        if kbps is None and not lossless and info.duration_s:
+            payload = media.audio_payload_bytes(src, n)
+            kbps = payload * 8 / 1000 / info.duration_s if payload else None
+        out.append(_SourceAudio(n, codec, lossless, kbps, st.channels if st else None))
+    return tuple(out)
+
+
+def _below_ladder(preset, sources: tuple[_SourceAudio, ...], bundled: bool) -> str | None:
+    """Why the file is copied unchanged before any work, or None.
+
+    A lossy stream is never encoded above its own bitrate, so when even the lowest rung
+    of the ladder for its channels (``rungs_for``: 5.1 Opus starts at 3x the stereo
+    ladder's lowest rung, measured in docs/scoring.md; MP3 stops at 2 channels) is above
+    it, no encode can be smaller."""
+    for a in sources:
+        if a.lossless or not a.kbps or not a.channels:
+            continue
+        lowest = preset.rungs_for(a.channels)[0]
+        if lowest.nominal_kbps > a.kbps:
+            which = f"audio stream {a.audio_index}, " if bundled else ""
+            return (f"lossy source ({which}{a.codec}, {a.channels} ch, ~{a.kbps:.0f} kbps) is already below the "
+                    f"lowest {preset.name} rung for {a.channels} channels ({lowest.label}): copied unchanged")
+    return None
+
+
+def _kbps_list(sources: tuple[_SourceAudio, ...]) -> str:
+    return ", ".join(f"~{a.kbps:.0f} kbps" if a.kbps else "unknown kbps" for a in sources if not a.lossless)
+
+
+def _not_smaller(src: Path, res, sources: tuple[_SourceAudio, ...], audio_bytes: int | None, whole: bool) -> bool:
+    """The encode is not smaller than the lossy source it replaces.
+
+    Whole files when the output is the input's container (its other streams are copied
+    bit for bit, so the difference is the audio's); the audio alone when a film's audio
+    stream was written on its own (video='audio': the film's size is mostly video)."""
+    if whole:
+        return res.output_bytes >= res.input_bytes
+    src_audio = _audio_bytes(src, sources[0].audio_index)
+    return bool(src_audio and audio_bytes) and audio_bytes >= src_audio
 
 
 # ---- driver side: put a finished file in place

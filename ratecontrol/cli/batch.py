@@ -7,7 +7,7 @@ import click
 
 from ratecontrol.batch import MANIFEST_NAME, BatchInterrupted, transcode_folder
 from ratecontrol.errors import RatecontrolError
-from ratecontrol.cli._common import targets
+from ratecontrol.cli._common import spell_flag, targets
 from ratecontrol.scoring.pooling import DEFAULT_POOL, POOL_HELP
 
 
@@ -39,6 +39,9 @@ from ratecontrol.scoring.pooling import DEFAULT_POOL, POOL_HELP
               help="Files with video or other streams: keep re-encodes their default audio stream in place (same "
                    "name and container, video, subtitles and other streams copied, as `ratecontrol encode` does); "
                    "audio writes that audio stream alone; skip leaves them out. Reported either way.")
+@click.option("--all-audio-streams", is_flag=True,
+              help="With --video keep: re-encode every audio stream of files that have several (each searched on "
+                   "its own, each its own rung), not only the default one.")
 @click.option("--allow-partial", is_flag=True,
               help="Encode what decodes of truncated or damaged inputs (noted in the report) instead of failing them.")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the probe cache.")
@@ -49,9 +52,8 @@ from ratecontrol.scoring.pooling import DEFAULT_POOL, POOL_HELP
 @click.option("--overwrite", is_flag=True,
               help="Replace files at output paths that batch did not write (default: leave them, report a conflict).")
 def batch_command(in_dir, out_dir, target_mos, codec, jobs, backend, scheduler, scorer, pool, best_effort,
-                  copy_other, json_report, csv_report, sample_share, full, video, allow_partial, no_cache, cache_dir, no_resume,
-                  no_progress,
-                  overwrite):
+                  copy_other, json_report, csv_report, sample_share, full, video, all_audio_streams, allow_partial, no_cache,
+                  cache_dir, no_resume, no_progress, overwrite):
     """Transcode every audio file under IN_DIR into a mirrored tree under OUT_DIR.
 
     Resumable: rerun the same command after an interruption and finished files are
@@ -70,6 +72,7 @@ def batch_command(in_dir, out_dir, target_mos, codec, jobs, backend, scheduler, 
                 json_report=_per_target(json_report, t, many), csv_report=_per_target(csv_report, t, many),
                 progress=False if no_progress else None, resume=not no_resume,
                 sample_share=1.0 if full else sample_share, allow_partial=allow_partial, video=video,
+                all_audio_streams=all_audio_streams,
                 cache=False if no_cache else cache_dir, overwrite=overwrite,
             )
         except BatchInterrupted as exc:
@@ -78,13 +81,11 @@ def batch_command(in_dir, out_dir, target_mos, codec, jobs, backend, scheduler, 
             raise SystemExit(128 + exc.signum) from None
         if many:
             click.echo(f"target MOS {t:g} -> {out}")
-        for line in report.summary_lines():
+        for line in report.summary_lines(spell=spell_flag):  # options as this command's flags
             click.echo(line)
         if report.conflicts:
             click.echo(f"{len(report.conflicts)} file(s) not replaced: they were not written by batch "
                        "(or changed since); --overwrite replaces them")
-        if any("allow_partial" in (r.reason or "") for r in report.failures):
-            click.echo("truncated inputs failed: --allow-partial encodes what decodes")
         ok = ok and report.ok
     if not ok:  # some files failed or were not replaced: the summary says which
         raise SystemExit(RatecontrolError.exit_code)

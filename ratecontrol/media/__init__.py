@@ -6,7 +6,7 @@ from ._decode import decode, decode_to_disk, resample_filter
 from ._encode import (RoundTrip, WrittenFile, check_output_path, decode_aligned, decode_aligned_blocks, encode_array,
                       encode_file, remux, roundtrip, StreamedEncode, roundtrip_info)
 from ._ffmpeg import available_encoders, encoder_available, ffmpeg_path, ffmpeg_version, require_encoder
-from ._inspect import MediaInfo, StreamInfo, audio_payload_bytes, default_audio_stream, inspect
+from ._inspect import MediaInfo, StreamInfo, audio_payload_bytes, default_audio_stream, inspect, is_lossless_codec
 from ._layouts import layout_channels, lfe_indices, target_layout
 from ._streams import check_mux, extract_audio, mux_audio
 
@@ -30,6 +30,7 @@ __all__ = [
     "check_mux",
     "StreamInfo",
     "default_audio_stream",
+    "is_lossless_codec",
     "StreamedEncode",
     "roundtrip",
     "roundtrip_info",

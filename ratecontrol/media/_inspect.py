@@ -23,7 +23,8 @@ from ..errors import (EmptyAudioError, FFmpegError, FFmpegNotFoundError, InputEr
 from ._ffmpeg import ff_path, ffmpeg_path, run
 from ._stderr import no_decoder, no_decoder_message, nothing_decoded, open_error, parse_audio_stream, parse_dump, unquote_path
 
-__all__ = ["MediaInfo", "StreamInfo", "default_audio_stream", "inspect", "LOSSLESS_CODECS", "check_input_path", "audio_payload_bytes"]
+__all__ = ["MediaInfo", "StreamInfo", "default_audio_stream", "inspect", "LOSSLESS_CODECS", "check_input_path", "audio_payload_bytes",
+           "is_lossless_codec"]
 
 #: ffmpeg codec names whose decoded samples are bit-exact copies of what was encoded.
 #: ``pcm_*`` is matched by prefix (pcm_s16le, pcm_f32le, pcm_s24be, ...).
@@ -56,6 +57,11 @@ class StreamInfo:
     #: when the stream starts (s), where ffmpeg says it is not 0 (audio delayed against
     #: the video: kept when the stream is re-encoded)
     start_s: float = 0.0
+    #: audio streams: channel count from the stream line (None when ffmpeg does not say)
+    channels: int | None = None
+    #: audio streams: the bitrate on the stream line (MP4 and MPEG-TS give one; Matroska
+    #: written by ffmpeg does not: None)
+    bitrate_kbps: float | None = None
 
 
 #: the dispositions ffmpeg prints after a stream line, "(hearing impaired)" etc.
@@ -87,8 +93,10 @@ def _parse_streams(stderr: str) -> tuple[StreamInfo, ...]:
             disp = tuple(d.replace(" ", "_") for d in _DISPOSITION_RE.findall(rest))
             lang = m.group("lang")
             ms = _START_RE.search(rest)
+            a = parse_audio_stream(rest) if kind == "audio" else {}
             out.append(StreamInfo(
                 index=int(m.group("idx")), kind=kind, codec=(rest.split(",")[0].split() or [""])[0],
+                channels=a.get("channels"), bitrate_kbps=a.get("kbps"),
                 language=None if lang in (None, "", "und") else lang,
                 dispositions=tuple(d for d in disp if d != "attached_pic"),
                 audio_index=n_audio if kind == "audio" else None, attached_pic="attached_pic" in disp,
@@ -103,6 +111,11 @@ def _parse_streams(stderr: str) -> tuple[StreamInfo, ...]:
                     and out[-1].title is None:
                 out[-1] = replace(out[-1], title=val.strip())
     return tuple(out)
+
+
+def is_lossless_codec(codec: str) -> bool:
+    """True for an ffmpeg decoder name of a lossless audio codec (PCM, FLAC, ALAC, ...)."""
+    return codec.startswith("pcm_") or codec in LOSSLESS_CODECS
 
 
 def default_audio_stream(info: "MediaInfo") -> int:
@@ -124,7 +137,9 @@ class MediaInfo:
     #: ffmpeg decoder name of the first audio stream ("flac", "mp3", "aac", "pcm_s16le")
     codec: str
     #: the audio stream's bitrate when ffmpeg reports one, else the container's (which
-    #: includes tags and cover art); Vorbis: the container's (the stream line is nominal)
+    #: includes tags and cover art) when the file holds nothing else, else None (a
+    #: film's container figure is mostly video); Vorbis: the container's (the stream
+    #: line is nominal)
     bitrate_kbps: float | None
     lossless: bool
     #: ffmpeg demuxer name(s), e.g. "flac" or "mov,mp4,m4a,3gp,3g2,mj2"
@@ -290,9 +305,13 @@ def _inspect(p: Path) -> MediaInfo:
             "re-export or re-copy the file"
         )
     codec = a["codec"]
-    lossless = codec.startswith("pcm_") or codec in LOSSLESS_CODECS
-    kbps = a["kbps"] if a["kbps"] is not None else d["container_kbps"]
-    if codec == "vorbis" and d["container_kbps"] and not d["has_cover_art"]:
+    lossless = is_lossless_codec(codec)
+    # the container's figure (size / duration) stands in for a stream line without one
+    # only when the audio is all the file holds: a film's is mostly its video (an MKV
+    # with a 128 kbps AAC track beside 1 Mbps of H.264 says ~1100 kb/s)
+    alone = d["other_streams"] == 0 and d["audio_streams"] <= 1
+    kbps = a["kbps"] if a["kbps"] is not None else (d["container_kbps"] if alone else None)
+    if codec == "vorbis" and d["container_kbps"] and not d["has_cover_art"] and alone:
         # the Vorbis stream line shows the header's *nominal* rate (112 kb/s for q3),
         # not what was spent (96 kb/s measured on a 3-s test signal); the container
         # figure is size / duration, which is the real one
