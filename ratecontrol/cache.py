@@ -166,22 +166,24 @@ def _warn_once(directory: Path, what: str, message: str) -> None:
 
 def _prepare_dir(d: Path) -> None:
     """Create the cache folder, or one OutputError saying why it cannot be used."""
-    advice = "pass --cache-dir with a writable folder, or --no-cache"
+    advice = "use a writable folder, or no cache"
+    # the options as the library names them; the CLI spells them --cache-dir DIR / --no-cache
+    helps = {"cache_dir": "DIR", "cache": False}
     if d.exists() and not d.is_dir():
-        raise OutputError(f"probe cache folder {d} is a file, not a folder; {advice}")
+        raise OutputError(f"probe cache folder {d} is a file, not a folder; {advice}", options=helps)
     try:
         # 0700: with a umask of 002 (user-private groups) a default mkdir would make a
         # group-writable folder that the trust check then refuses
         d.mkdir(mode=0o700, parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         raise OutputError(f"cannot create probe cache folder {d}: a part of its path is a file; "
-                          f"{advice}") from None
+                          f"{advice}", options=helps) from None
     except PermissionError:
-        raise OutputError(f"cannot create probe cache folder {d}: permission denied; {advice}") from None
+        raise OutputError(f"cannot create probe cache folder {d}: permission denied; {advice}", options=helps) from None
     except OSError as exc:
-        raise OutputError(f"cannot create probe cache folder {d}: {exc.strerror or exc}; {advice}") from None
+        raise OutputError(f"cannot create probe cache folder {d}: {exc.strerror or exc}; {advice}", options=helps) from None
     if not os.access(d, os.W_OK | os.X_OK):
-        raise OutputError(f"probe cache folder {d} is read-only; {advice}")
+        raise OutputError(f"probe cache folder {d} is read-only; {advice}", options=helps)
 
 
 # ------------------------------------------------------------------- cache

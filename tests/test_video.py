@@ -198,6 +198,18 @@ def test_batch_re_encodes_every_audio_stream_when_asked(films, tmp_path):
         transcode_folder(src, tmp_path / "out5", all_audio_streams=True, video="audio", **kw)
 
 
+def test_batch_cli_refuses_all_audio_streams_without_keep_in_its_own_flags(films, tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(films[".mkv"], src / "film.mkv")
+    with pytest.raises(SystemExit) as exc:
+        main(["batch", str(src), str(tmp_path / "out"), "--target-mos", "3.6", "--codec", "opus",
+              "--all-audio-streams", "--video", "audio", "--no-cache", "--no-progress"])
+    assert exc.value.code == errors.UsageError.exit_code
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.endswith("(--video keep)") and "Traceback" not in err, err
+
+
 SURROUND = ("aevalsrc=0.3*sin(440*2*PI*t)|0.3*sin(550*2*PI*t)|0.3*sin(660*2*PI*t)|0.3*sin(50*2*PI*t)"
             "|0.2*random(0)-0.1|0.2*random(1)-0.1:c=5.1:d=4:s=48000")
 NOISE_VIDEO = "nullsrc=s=160x120:r=10:d=4,geq=random(1)*255:128:128"  # ~1 Mbps of MPEG-4 at q 2

@@ -185,7 +185,7 @@ def open_session(source, preset_for_rate: Preset | None, opts: Options, sample_r
             max_kbps = float(info.bitrate_kbps)
             track = replace(track, notes=track.notes + (
                 f"input is lossy ({info.codec}, ~{info.bitrate_kbps:.0f} kbps): the ladder stops at its bitrate "
-                "(above_source / --above-source allows more)",))
+                "(above_source=True allows more)",))
     return Session(track, sc, opts.pool, cache if cache is not None else resolve_cache(opts.cache), opts.hop_s, share,
                    opts.on_probe, max_kbps, opts.jobs, SAMPLE_MAX_S if opts.sample_share is None else None,
                    keep_encodes)
