@@ -5,6 +5,7 @@ per target as the oracle, and the ladder search replayed against it.
     python bench/bench_oracle.py measure --scorer visqol --rungs around   # exact, a subset
     python bench/bench_oracle.py measure --scorer visqol --rungs all --files soprano-E4.wav ...
     python bench/bench_oracle.py analyse [--json F]
+    python bench/bench_oracle.py prior                # a batch prior (previous track's rung) vs none
 
 ``measure`` scores rungs through the library's own probe path (``probing.session.open_session`` ->
 ``Prober.probe``: the same decode rate, windows, silence rule and float-fed encode the
@@ -390,6 +391,49 @@ def summarise(rows: list[dict]) -> dict:
     return res
 
 
+def prior(a) -> None:
+    """Replay the default search with a batch-style prior: the first probe at the rung
+    chosen for the previous track of the same set (walk order; FLAC testbench, sms-tools),
+    against no prior. Pure, on the stored learned curves."""
+    from ratecontrol.search import search_ladder
+
+    curves = _load(curves_path(Path(a.data), "learned"))
+    names = [n for n in sorted(curves) if n not in SYNTHETIC]
+    sets = {"flac": [n for n in names if n in FLAC], "sms": [n for n in names if n not in FLAC]}
+
+    def run(curve, target, k, guess):
+        calls, rounds = [], [0]
+
+        def many(idx):
+            calls.extend(idx)
+            rounds[0] += 1
+            return [curve[i] for i in idx]
+
+        out = search_ladder(len(curve), lambda i: many([i])[0], target, parallel=k, evaluate_many=many,
+                            first_guess=guess, margin=a.margin)
+        return out.chosen, len(calls), rounds[0]
+
+    for k in (1, 2):
+        for mode in ("none", "previous"):
+            n = probes = rounds = same = 0
+            for preset in PRESETS:
+                for target in TARGETS:
+                    for members in sets.values():
+                        prev = None
+                        for name in members:
+                            per = curves[name].get(preset)
+                            if not per:
+                                continue
+                            curve = [pooled(e, "p10") for e in sorted(per.values(), key=lambda e: e["i"])]
+                            guess = prev if mode == "previous" else None
+                            chosen, p, r = run(curve, target, k, guess)
+                            n, probes, rounds = n + 1, probes + p, rounds + r
+                            same += chosen == run(curve, target, k, None)[0]
+                            prev = chosen if chosen is not None else prev
+            print(f"k={k} prior={mode:8s} searches {n}: probes/search {probes / n:.2f}, rounds/search "
+                  f"{rounds / n:.2f}, same choice as without a prior {100 * same / n:.1f} %")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -408,8 +452,11 @@ def main() -> None:
     s.add_argument("--json", default=None)
     s.add_argument("--rules", nargs="*", default=None, help="e.g. monotone recheck:0.05 recheck:0.1")
     s.add_argument("--margins", nargs="*", type=float, default=None)
+    q = sub.add_parser("prior", help="first probe at the previous track's rung (a batch prior) vs none")
+    q.add_argument("--data", default=str(DATA))
+    q.add_argument("--margin", type=float, default=0.03)
     a = ap.parse_args()
-    measure(a) if a.cmd == "measure" else analyse(a)
+    {"measure": measure, "analyse": analyse, "prior": prior}[a.cmd](a)
 
 
 if __name__ == "__main__":
