@@ -14,6 +14,13 @@ Every figure is a ratio against a baseline measured in this same run:
 3. batch: `ratecontrol batch IN OUT -j 2` over 20 real tracks / plain ffmpeg over the
    same files two at a time at each file's chosen rung; wall and CPU seconds.
 
+4. runtime (``--only runtime [--rounds N] [--variants torch numpy]``): the learned
+   scorer's runtimes (session 8): fresh-process ``ratecontrol encode`` of the 4-min
+   track (Opus) and of 6 short real tracks (Opus), each under
+   ``RATECONTROL_RUNTIME=torch`` and ``=numpy`` (variant ``numpy-blas1`` adds
+   ``OPENBLAS_NUM_THREADS=1``), alternating variant by variant in every round; wall
+   and CPU seconds (self + children) of each run, the chosen rung, and medians.
+
 ``--tree DIR`` runs ratecontrol from another checkout (e.g. a `git worktree` of an
 older commit) for before/after figures; the plain-ffmpeg baselines are the same.
 """
@@ -135,10 +142,15 @@ def _timed_run(cmd, env=None) -> tuple[float, float, subprocess.CompletedProcess
     return wall, cpu, res
 
 
-def fresh_encode(src: Path, out: Path, codec: str, tree: Path | None) -> dict:
+def fresh_encode(src: Path, out: Path, codec: str, tree: Path | None, env: dict | None = None,
+                 plain: bool = True) -> dict:
     wall, cpu, res = _timed_run(_rc_cmd(tree) + ["encode", str(src), "--target-mos", str(TARGET), "--codec", codec,
-                                                 "-o", str(out), "--no-cache", "--overwrite", "--json"], _env(tree))
+                                                 "-o", str(out), "--no-cache", "--overwrite", "--json"],
+                                {**_env(tree), **(env or {})})
     j = json.loads(res.stdout)
+    if not plain:
+        return {"file": src.name, "codec": codec, "rung": j["rung_label"], "rc_s": round(wall, 2),
+                "rc_cpu_s": round(cpu, 2), "probes": len(j["search"]["probes"]), "mos": j["pooled_mos"]}
     pw, pc, _ = _timed_run(plain_cmd(src, out.with_name("plain-" + out.name), j["preset"], j["rung_label"],
                                      j["search"]["channels"]))
     return {"file": src.name, "codec": codec, "rung": j["rung_label"], "rc_s": round(wall, 2), "rc_cpu_s": round(cpu, 2),
@@ -228,11 +240,42 @@ def bench_batch(tmp: Path, tree: Path | None, n: int = 20, codec: str = "opus") 
     return outd
 
 
+VARIANTS = {"torch": {"RATECONTROL_RUNTIME": "torch"}, "numpy": {"RATECONTROL_RUNTIME": "numpy"},
+            "numpy-blas1": {"RATECONTROL_RUNTIME": "numpy", "OPENBLAS_NUM_THREADS": "1"}}
+
+
+def bench_runtime(tmp: Path, tree: Path | None, rounds: int = 3, variants=("torch", "numpy")) -> dict:
+    track = build_long_track(tmp / "four_minutes.flac")
+    shorts = short_tracks(tmp / "short")
+    shorts = shorts[:: max(1, len(shorts) // 6)][:6]
+    runs: list[dict] = []
+    for rnd in range(rounds):
+        for name in (variants if rnd % 2 == 0 else variants[::-1]):
+            r = fresh_encode(track, tmp / f"rt-long{_ext('opus')}", "opus", tree, VARIANTS[name], plain=False)
+            runs.append({"round": rnd, "variant": name, "kind": "long", **r})
+            print(f"  runtime {name:<12} long  {r['rung']:>5}: {r['rc_s']:6.2f} s wall, {r['rc_cpu_s']:6.2f} s CPU", flush=True)
+            for i, f in enumerate(shorts):
+                r = fresh_encode(f, tmp / f"rt-short{i}{_ext('opus')}", "opus", tree, VARIANTS[name], plain=False)
+                runs.append({"round": rnd, "variant": name, "kind": "short", **r})
+    out: dict = {"rounds": rounds, "runs": runs, "loadavg_1min_end": os.getloadavg()[0]}
+    for name in variants:
+        for kind in ("long", "short"):
+            rows = [r for r in runs if r["variant"] == name and r["kind"] == kind]
+            out[f"{name}_{kind}_median_wall_s"] = round(statistics.median(r["rc_s"] for r in rows), 2)
+            out[f"{name}_{kind}_median_cpu_s"] = round(statistics.median(r["rc_cpu_s"] for r in rows), 2)
+        sums = [sum(r["rc_s"] for r in runs if r["variant"] == name and r["kind"] == "short" and r["round"] == k)
+                for k in range(rounds)]
+        out[f"{name}_short6_total_wall_s_per_round"] = [round(x, 2) for x in sums]
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tree", type=Path, default=None, help="run ratecontrol from this checkout")
     ap.add_argument("--only", nargs="*", default=["long", "short", "batch"])
     ap.add_argument("--out", default=None)
+    ap.add_argument("--rounds", type=int, default=3, help="runtime: alternating rounds")
+    ap.add_argument("--variants", nargs="+", default=["torch", "numpy"], choices=sorted(VARIANTS))
     a = ap.parse_args()
     figs: dict = {"tree": str(a.tree or HERE)}
     with tempfile.TemporaryDirectory() as td:
@@ -243,9 +286,11 @@ def main() -> None:
             figs["short"] = bench_short(tmp, a.tree)
         if "batch" in a.only:
             figs["batch"] = bench_batch(tmp, a.tree)
+        if "runtime" in a.only:
+            figs["runtime"] = bench_runtime(tmp, a.tree, a.rounds, tuple(a.variants))
     if a.out:
         Path(a.out).write_text(json.dumps(figs, indent=1))
-    print(json.dumps({k: ({kk: vv for kk, vv in v.items() if kk != "rows"} if isinstance(v, dict) else v)
+    print(json.dumps({k: ({kk: vv for kk, vv in v.items() if kk not in ("rows", "runs")} if isinstance(v, dict) else v)
                       for k, v in figs.items()}, indent=1))
 
 

@@ -1,12 +1,18 @@
 """Benchmarks for the learned model and the training data pipeline.
 
     python bench/bench_model.py speed  [--model PATH] [--batch 128] [--threads 2] [--seconds 20]
+    python bench/bench_model.py runtimes [--seconds-per-file 8] [--rounds 3] [--rungs opus:64k aac:96k]
     python bench/bench_model.py loader --data 'shards/shard-{000000..000003}.tar' [--workers 0 1 2]
 
 ``speed``: windows/s of the learned scorer's ``score`` with reference features cached
 (the search's hot path), and of ``prepare``; wall-clock and process CPU time are both
 reported, because the machine this was written on is shared (wall-clock figures are only
 meaningful when it is quiet; CPU-time per window is not affected by other load).
+
+``runtimes``: the learned scorer's numpy runtime against its torch runtime (1 and 2
+intra-op threads) in one process, alternating, on real music (../shared/audio
+flac-test-files, both channels as mono windows) through real codecs: windows/s and CPU
+ms per window of ``prepare`` and ``score``, and the largest per-window difference.
 
 ``realmusic``: held-out check on real recordings the model never trained on
 (../shared/audio): the loudest 1-s windows of music files, each encoded inside a 3-s
@@ -78,6 +84,75 @@ def bench_speed(args) -> dict:
         "loadavg_1min": os.getloadavg()[0],
     }
     return res
+
+
+def bench_runtimes(args) -> dict:
+    import glob
+
+    import torch
+
+    from ratecontrol import media
+    from ratecontrol.presets import load_preset
+    from ratecontrol.scoring.learned import LearnedScorer
+
+    sr = 44_100
+    refs, degs = {}, {}
+    files = sorted(glob.glob(os.path.join(args.root, "flac-test-files", "*.flac")))
+    files = [f for f in files if "predictor overflow" not in f]
+    for spec in args.rungs:
+        codec, label = spec.split(":")
+        preset = load_preset(codec)
+        rung = preset.rung(label)
+        r_all, d_all = [], []
+        for f in files:
+            info = media.inspect(f)
+            if info.channels > 2 or (info.duration_s or 0) < 3:
+                continue
+            x = media.decode(f, sample_rate_hz=sr, channels=2)[:, : int(args.seconds_per_file * sr)]
+            n = x.shape[1] // sr * sr
+            y = media.roundtrip(x, sr, preset, rung)[:, :n]
+            r_all.append(x[:, :n].reshape(-1, sr))
+            d_all.append(y.reshape(-1, sr))
+        refs[spec], degs[spec] = np.concatenate(r_all), np.concatenate(d_all)
+    scorers = {"numpy": LearnedScorer(runtime="numpy"), "torch": LearnedScorer(runtime="torch", device="cpu")}
+    rows: dict[str, dict] = {}
+    worst = 0.0
+    for rnd in range(args.rounds):
+        for name, threads in (("numpy", None), ("torch-1thread", 1), ("torch-2threads", 2)):
+            sc = scorers[name.split("-")[0]]
+            if threads:
+                torch.set_num_threads(threads)
+            row = rows.setdefault(name, {"prepare_wall": 0.0, "prepare_cpu": 0.0, "score_wall": 0.0, "score_cpu": 0.0,
+                                         "windows": 0, "prepared": 0})
+            for spec in args.rungs:
+                ref, deg = refs[spec], degs[spec]
+                t0, c0 = time.perf_counter(), time.process_time()
+                prep = sc.prepare(ref)
+                row["prepare_wall"] += time.perf_counter() - t0
+                row["prepare_cpu"] += time.process_time() - c0
+                row["prepared"] += len(ref)
+                t0, c0 = time.perf_counter(), time.process_time()
+                got = sc.score(prep, deg)
+                row["score_wall"] += time.perf_counter() - t0
+                row["score_cpu"] += time.process_time() - c0
+                row["windows"] += len(deg)
+                if rnd == 0:
+                    rows.setdefault("_scores", {})[(name, spec)] = got
+    for spec in args.rungs:
+        worst = max(worst, float(np.abs(rows["_scores"][("numpy", spec)] - rows["_scores"][("torch-1thread", spec)]).max()))
+    sc_rows = rows.pop("_scores")
+    out = {"windows_per_round": int(sum(len(v) for v in refs.values())), "rounds": args.rounds, "rungs": args.rungs,
+           "max_abs_diff_mos": worst,
+           "mean_mos_numpy": {spec: float(sc_rows[("numpy", spec)].mean()) for spec in args.rungs},
+           "loadavg_1min": os.getloadavg()[0]}
+    for name, r in rows.items():
+        out[name] = {"score_windows_per_s_wall": r["windows"] / r["score_wall"],
+                     "score_cpu_ms_per_window": 1e3 * r["score_cpu"] / r["windows"],
+                     "prepare_windows_per_s_wall": r["prepared"] / r["prepare_wall"],
+                     "prepare_cpu_ms_per_window": 1e3 * r["prepare_cpu"] / r["prepared"]}
+    base = out["numpy"]["score_windows_per_s_wall"]
+    out["score_wall_ratio_numpy_over"] = {k: base / out[k]["score_windows_per_s_wall"] for k in rows if k != "numpy"}
+    return out
 
 
 def _naive_dataset(folder: str):
@@ -231,8 +306,14 @@ def main() -> None:
     lo.add_argument("--data", required=True)
     lo.add_argument("--batch", type=int, default=64)
     lo.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    rt = sub.add_parser("runtimes")
+    rt.add_argument("--root", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "audio"))
+    rt.add_argument("--seconds-per-file", type=float, default=8.0)
+    rt.add_argument("--rounds", type=int, default=3)
+    rt.add_argument("--rungs", nargs="+", default=["opus:64k", "aac:96k"])
     args = ap.parse_args()
-    res = {"speed": bench_speed, "loader": bench_loader, "realmusic": bench_realmusic}[args.cmd](args)
+    res = {"speed": bench_speed, "loader": bench_loader, "realmusic": bench_realmusic,
+           "runtimes": bench_runtimes}[args.cmd](args)
     print(json.dumps(res, indent=1))
 
 

@@ -1,4 +1,4 @@
-"""The one in-process resampler (torchaudio), shared by scoring and the search.
+"""The one in-process resampler (torchaudio's filter, in numpy), shared by scoring and the search.
 
 ffmpeg resamples what it decodes; everything resampled in Python (windows to 48 kHz
 for ViSQOL, probe decodes to the model's 44.1 kHz) goes through here, so reference
@@ -18,6 +18,12 @@ __all__ = ["resample", "python_can_resample"]
 #: 35467 -> 44100 Hz; such rates go through ffmpeg's resampler instead (as files do)
 MAX_REDUCED_RATE = 4096
 
+# torchaudio.transforms.Resample(resampling_method="sinc_interp_kaiser", lowpass_filter_width=64,
+# rolloff=0.9475, beta=14.769656459379492): the filter every resample here applies
+_ZEROS = 64
+_ROLLOFF = 0.9475
+_BETA = 14.769656459379492
+
 
 def python_can_resample(from_hz: int, to_hz: int) -> bool:
     g = math.gcd(int(from_hz), int(to_hz))
@@ -26,22 +32,31 @@ def python_can_resample(from_hz: int, to_hz: int) -> bool:
 
 
 @functools.lru_cache(maxsize=8)
-def _transform(from_hz: int, to_hz: int, dtype_name: str):
-    import torch
-    import torchaudio
+def _kernel(from_hz: int, to_hz: int, dtype_name: str) -> tuple[np.ndarray, int, int, int]:
+    """(kernel [new, taps], width, orig, new): torchaudio's ``_get_sinc_resample_kernel``
+    for ``sinc_interp_kaiser`` written out in numpy, in the same dtype and order of
+    operations, so that no torch import is needed (tests/test_resample.py compares it
+    with torchaudio's own kernel and output).
 
-    # Kaiser-windowed sinc, 64 zero crossings, rolloff 0.9475, beta 14.77: the
-    # "kaiser_best" setting of torchaudio's resampling tutorial (librosa's equivalent).
-    # Passband flat to ~0.95 x Nyquist, so ViSQOL's top bands are not dulled by us.
-    return torchaudio.transforms.Resample(
-        from_hz,
-        to_hz,
-        resampling_method="sinc_interp_kaiser",
-        lowpass_filter_width=64,
-        rolloff=0.9475,
-        beta=14.769656459379492,
-        dtype=getattr(torch, dtype_name),
-    )
+    Kaiser-windowed sinc, 64 zero crossings, rolloff 0.9475, beta 14.77: the
+    "kaiser_best" setting of torchaudio's resampling tutorial (librosa's equivalent).
+    Passband flat to ~0.95 x Nyquist, so ViSQOL's top bands are not dulled by us."""
+    dt = np.dtype(dtype_name)
+    g = math.gcd(int(from_hz), int(to_hz))
+    orig, new = int(from_hz) // g, int(to_hz) // g
+    base = min(orig, new) * _ROLLOFF
+    width = math.ceil(_ZEROS * orig / base)
+    idx = np.arange(-width, width + orig, dtype=dt)[None, :] / dt.type(orig)
+    t = np.arange(0, -new, -1, dtype=dt)[:, None] / dt.type(new) + idx
+    t = t * dt.type(base)
+    t = np.clip(t, -_ZEROS, _ZEROS).astype(dt)
+    arg = (dt.type(_BETA) * np.sqrt(1 - (t / dt.type(_ZEROS)) ** 2)).astype(dt)
+    window = (np.i0(arg.astype(np.float64)).astype(dt) / dt.type(np.i0(np.float64(dt.type(_BETA)))))
+    t = t * dt.type(math.pi)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        kernels = np.where(t == 0, dt.type(1.0), np.sin(t) / t).astype(dt)
+    kernels = kernels * (window * dt.type(base / orig))
+    return np.ascontiguousarray(kernels, dtype=dt), width, orig, new
 
 
 #: frames (output blocks of ``to/gcd`` samples) per matrix product: ~2.5 MB of input
@@ -52,46 +67,55 @@ _FRAMES_PER_BLOCK = 8192
 def resample(audio: np.ndarray, from_hz: int, to_hz: int, dtype=np.float32) -> np.ndarray:
     """Resample along the last axis; returns ``dtype`` (a copy even when rates match).
 
-    The filter is torchaudio's (``_transform``); it is applied as a matrix product of
-    the input's frames with the polyphase kernel, the same sums torchaudio's strided
-    conv1d computes (equal to its output within 1e-6), a block of frames at a time:
+    The filter is torchaudio's (``_kernel``); it is applied as matrix products of the
+    input's frames with the polyphase kernel, the same sums torchaudio's strided conv1d
+    computes (equal to its output within 2e-6, tests/test_resample.py), a block of
+    frames at a time. numpy only (session 8): a CPU encode never imports torch here.
     torchaudio's conv1d took 2.3-4.8 s for 4 minutes of 48 kHz stereo on this 2-core
-    machine and grew faster than the length; the product takes ~0.4 s
-    (tests/test_resample.py checks both)."""
+    machine and grew faster than the length; the products take ~0.3 s."""
     x = np.ascontiguousarray(np.asarray(audio, dtype=dtype))
-    if from_hz == to_hz:  # before importing torch: 44.1 kHz tracks never need it here
+    if from_hz == to_hz:
         return x.copy()
-    import torch
-
     if not python_can_resample(from_hz, to_hz):
         from ratecontrol.errors import UsageError
 
         raise UsageError(f"resampling {from_hz} -> {to_hz} Hz needs a filter of "
                          f"~{4 * (to_hz // math.gcd(from_hz, to_hz)) ** 2 / 1e9:.1f} GB here; "
                          "decode such audio with ratecontrol.media.decode(sample_rate_hz=...) (ffmpeg resamples it)")
-    tf = _transform(int(from_hz), int(to_hz), np.dtype(dtype).name)
-    orig, new = int(from_hz) // tf.gcd, int(to_hz) // tf.gcd
-    if orig < 16:  # e.g. 22.05 -> 44.1 kHz: few taps per frame, conv1d is the faster form
-        with torch.no_grad():
-            return tf(torch.from_numpy(x)).numpy()
+    kernel, width, orig, new = _kernel(int(from_hz), int(to_hz), np.dtype(dtype).name)
     shape = x.shape
-    rows = torch.from_numpy(x.reshape(-1, shape[-1]))
     n = shape[-1]
-    kernel = tf.kernel[:, 0, :]  # [new, K]
+    rows = x.reshape(-1, n)
     taps = kernel.shape[1]
     out_len = -(-new * n // orig)
-    out = torch.empty((rows.shape[0], out_len), dtype=rows.dtype)
-    with torch.no_grad():
-        padded = torch.nn.functional.pad(rows[None], (tf.width, tf.width + orig))[0]
-        n_frames = (padded.shape[1] - taps) // orig + 1
-        kt = kernel.T.contiguous()
+    # torchaudio pads (width, width + orig); the extra zeros up to a whole number of
+    # frames change no sum (they meet zero kernel columns or frames past out_len)
+    chunks = -(-taps // orig)  # kernel columns in groups of one frame stride
+    n_frames = (n + 2 * width + orig - taps) // orig + 1
+    total = (n_frames + chunks) * orig
+    padded = np.zeros((rows.shape[0], total), dtype=x.dtype)
+    padded[:, width : width + n] = rows
+    out = np.empty((rows.shape[0], n_frames * new), dtype=x.dtype)
+    if orig >= 16:
+        # out[f] = sum_c P[f + c] @ K_c: P is the padded signal as [frames, orig] (a
+        # reshape, no copy) and K_c the kernel's c-th group of orig columns
+        kp = np.zeros((new, chunks * orig), dtype=x.dtype)
+        kp[:, :taps] = kernel
+        kc = [np.ascontiguousarray(kp[:, c * orig : (c + 1) * orig].T) for c in range(chunks)]
+        frames = padded.reshape(rows.shape[0], -1, orig)
         for f0 in range(0, n_frames, _FRAMES_PER_BLOCK):
             f1 = min(n_frames, f0 + _FRAMES_PER_BLOCK)
-            o0 = f0 * new
-            if o0 >= out_len:
-                break
-            seg = padded[:, f0 * orig : (f1 - 1) * orig + taps]
-            block = (seg.unfold(-1, taps, orig) @ kt).reshape(rows.shape[0], -1)
-            o1 = min(out_len, o0 + block.shape[1])
-            out[:, o0:o1] = block[:, : o1 - o0]
-    return out.numpy().reshape(*shape[:-1], out_len)
+            acc = frames[:, f0:f1] @ kc[0]
+            for c in range(1, chunks):
+                acc += frames[:, f0 + c : f1 + c] @ kc[c]
+            out[:, f0 * new : f1 * new] = acc.reshape(rows.shape[0], -1)
+    else:  # e.g. 22.05 -> 44.1 kHz: few samples per frame, so copy whole frames
+        from numpy.lib.stride_tricks import sliding_window_view
+
+        kt = np.ascontiguousarray(kernel.T)
+        view = sliding_window_view(padded, taps, axis=-1)[:, ::orig]
+        for f0 in range(0, n_frames, _FRAMES_PER_BLOCK):
+            f1 = min(n_frames, f0 + _FRAMES_PER_BLOCK)
+            block = np.ascontiguousarray(view[:, f0:f1]) @ kt
+            out[:, f0 * new : f1 * new] = block.reshape(rows.shape[0], -1)
+    return np.ascontiguousarray(out[:, :out_len]).reshape(*shape[:-1], out_len)

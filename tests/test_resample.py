@@ -1,12 +1,22 @@
-"""The one in-process resampler: the block-wise matrix form computes torchaudio's
-own output (same kernel), fast and with flat memory."""
+"""The one in-process resampler: torchaudio's kaiser_best filter, in numpy, applied as
+block-wise matrix products: torchaudio's own output (its kernel computed the same way),
+fast, with flat memory, and without importing torch."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from ratecontrol._resample import _transform, resample
+from ratecontrol._resample import _kernel, resample
+
+
+def _transform(from_hz: int, to_hz: int, dtype_name: str):
+    """torchaudio's resampler with the filter ratecontrol._resample applies."""
+    import torchaudio
+
+    return torchaudio.transforms.Resample(from_hz, to_hz, resampling_method="sinc_interp_kaiser",
+                                          lowpass_filter_width=64, rolloff=0.9475, beta=14.769656459379492,
+                                          dtype=getattr(torch, dtype_name))
 
 
 @pytest.mark.parametrize("rates", [(48_000, 44_100), (44_100, 48_000), (96_000, 44_100), (22_050, 44_100),
@@ -19,6 +29,26 @@ def test_equals_torchaudio(rng, rates, channels):
     got = resample(x, f, t)
     assert got.shape == want.shape == (channels, -(-t * x.shape[1] // f))
     assert np.abs(got - want).max() < 2e-6
+    tf = _transform(f, t, "float64")
+    k, width, _, _ = _kernel(f, t, "float64")
+    assert width == tf.width and np.abs(k - tf.kernel[:, 0, :].numpy()).max() < 1e-7
+    x64 = x.astype(np.float64)
+    assert np.abs(resample(x64, f, t, dtype=np.float64) - tf(torch.from_numpy(x64)).numpy()).max() < 1e-7
+
+
+def test_resampling_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np\n"
+            "from ratecontrol._resample import resample\n"
+            "x = np.zeros((2, 48000), np.float32); x[:, 100] = 1\n"
+            "assert resample(x, 48000, 44100).shape == (2, 44100)\n"
+            "assert resample(x, 22050, 44100).shape == (2, 96000)\n"
+            "print(','.join(m for m in ('torch', 'torchaudio') if m in sys.modules))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == ""
 
 
 def test_block_boundaries_are_seamless(rng, monkeypatch):

@@ -262,6 +262,10 @@ def test_export_then_learned_scorer_round_trips(trained, tmp_path, shards):
     assert got.dtype == np.float64 and got.shape == (6,)
     np.testing.assert_allclose(got, expect, atol=1e-5)
     assert scorer.version.startswith("learned-nsimnet-v1-")
+    # the numpy runtime's export is written beside it and scores alike
+    ns = get_scorer("learned", model_path=str(dst.with_suffix(".npz")), batch_size=4)
+    assert ns.runtime == "numpy" and "-np" in ns.version
+    np.testing.assert_allclose(ns.score(ns.prepare(ref), deg), expect, atol=1e-3)
 
 
 def test_evaluate_writes_metrics_and_scatter(trained, tmp_path, shards):

@@ -1,34 +1,102 @@
 """The learned scorer: the compact model of ``ratecontrol.scoring.model`` on 1-s windows.
 
-Loads the packaged checkpoint (``ratecontrol/weights/default.pt``) or ``model_path``
-with ``torch.load(weights_only=True)``; an unknown format version, a missing or corrupt
-file raise ModelError. ``device="auto"`` uses CUDA when present (the head then runs
-under float16 autocast; the frontend stays float32), else the CPU. Reference features
-are computed once in ``prepare`` and kept on the CPU (about 4 KB per window for the
-default model, so an hour of stereo is ~30 MB); ``score`` streams windows through the
-model in chunks of ``batch_size`` so memory stays flat for long inputs.
+Two runtimes run the same packaged model (docs/scoring.md "Runtimes"):
+
+* **numpy** (``numpy_model``, weights ``ratecontrol/weights/default.npz``): the CPU
+  runtime; a process that scores with it never imports torch (1.7-2.8 s of CPU saved
+  per fresh process on a 2-core machine). Scores agree with torch's within ~1e-4 MOS.
+* **torch** (``model.load_checkpoint``, ``ratecontrol/weights/default.pt`` or
+  ``model_path``, ``torch.load(weights_only=True)``): used when a GPU may be present,
+  for any user-supplied ``.pt`` model, and for ``device="cuda"``. On CUDA the head runs
+  under float16 autocast (the frontend stays float32).
+
+Which one (``runtime="auto"``, the default): ``RATECONTROL_RUNTIME=torch|numpy`` in the
+environment forces one for the packaged model; otherwise torch when a GPU device node
+or ``nvidia-smi`` is present (decided without importing torch), else numpy. An unknown
+format version, a missing or corrupt file raise ModelError. Reference features are
+computed once in ``prepare`` (about 6 KB per window, so an hour of stereo is ~45 MB);
+``score`` streams windows through the model in chunks of ``batch_size`` so memory stays
+flat for long inputs.
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
+import shutil
+import warnings
 from dataclasses import dataclass
 from importlib import resources
 
 import numpy as np
 
-from ratecontrol.errors import ModelError, UsageError
+from ratecontrol.errors import ModelError, RatecontrolWarning, UsageError
+from ratecontrol.scoring._meta import CODE_REVISION, FORMAT_VERSION, NUMPY_RUNTIME_REVISION
 from ratecontrol.scoring.base import register_scorer
 
-__all__ = ["LearnedScorer", "default_model_path", "DEFAULT_MODEL_NAME"]
+__all__ = ["LearnedScorer", "default_model_path", "default_numpy_model_path", "DEFAULT_MODEL_NAME",
+           "RUNTIME_ENV", "choose_runtime"]
 
 DEFAULT_MODEL_NAME = "default.pt"
+#: the numpy runtime's export of DEFAULT_MODEL_NAME (``python -m trainer export-numpy``)
+DEFAULT_NUMPY_MODEL_NAME = "default.npz"
+#: environment variable forcing the runtime of the packaged model: ``torch`` or ``numpy``
+RUNTIME_ENV = "RATECONTROL_RUNTIME"
+_RUNTIMES = ("auto", "torch", "numpy")
 from ratecontrol.contract import WINDOW_SAMPLES  # noqa: E402
 
 
 def default_model_path() -> str:
     """Path of the packaged default checkpoint (it may not exist in a source checkout)."""
     return str(resources.files("ratecontrol").joinpath("weights", DEFAULT_MODEL_NAME))
+
+
+def default_numpy_model_path() -> str:
+    """Path of the packaged default model's numpy export."""
+    return str(resources.files("ratecontrol").joinpath("weights", DEFAULT_NUMPY_MODEL_NAME))
+
+
+def _gpu_may_be_present() -> bool:
+    """Whether torch might find a GPU, decided without importing torch (that import is
+    what the numpy runtime saves): an NVIDIA or ROCm device node, WSL's GPU node, or
+    ``nvidia-smi`` on PATH; CUDA_VISIBLE_DEVICES="" or "-1" hides them all, as for torch.
+    A false positive costs only today's behaviour (torch, on the CPU if it finds none)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return False
+    if glob.glob("/dev/nvidia[0-9]*") or os.path.exists("/dev/kfd") or os.path.exists("/dev/dxg"):
+        return True
+    return shutil.which("nvidia-smi") is not None
+
+
+def choose_runtime(model_path: str | None = None, device: str = "auto", runtime: str | None = None) -> str:
+    """"numpy" or "torch" for a LearnedScorer built with these arguments (module doc)."""
+    asked = (runtime or "auto").strip().lower()
+    if asked not in _RUNTIMES:
+        raise UsageError(f"unknown learned-scorer runtime {runtime!r}; use one of {', '.join(_RUNTIMES)}")
+    if model_path and os.fspath(model_path).endswith(".npz"):
+        if asked == "torch":
+            raise UsageError(f"{model_path} is a numpy export; the torch runtime reads .pt checkpoints")
+        return "numpy"
+    if model_path:
+        if asked == "numpy":
+            raise UsageError(f"the numpy runtime runs .npz exports, not {model_path}; "
+                             "write one with `python -m trainer export-numpy MODEL.pt`")
+        return "torch"
+    if asked == "auto":
+        env = os.environ.get(RUNTIME_ENV, "").strip().lower()
+        if env not in ("", *_RUNTIMES):
+            raise UsageError(f"{RUNTIME_ENV}={os.environ[RUNTIME_ENV]!r}: use torch or numpy (or leave it unset)")
+        asked = env or "auto"
+    if asked != "auto":
+        if asked == "numpy" and device not in ("auto", "cpu"):
+            raise UsageError(f"the numpy runtime runs on the CPU, not device {device!r}")
+        return asked
+    if device == "cpu":
+        return "numpy"
+    if device != "auto":
+        return "torch"
+    return "torch" if _gpu_may_be_present() else "numpy"
 
 
 def _file_digest(path: str) -> str:
@@ -50,7 +118,8 @@ def _check_windows(windows: np.ndarray, what: str) -> np.ndarray:
 
 @dataclass(frozen=True)
 class _Prepared:
-    #: reference features per window, on the CPU (dict of [W, ...] tensors)
+    #: reference features per window, on the CPU (dict of [W, ...] tensors, or numpy
+    #: arrays for the numpy runtime)
     features: dict
     n_windows: int
 
@@ -60,7 +129,7 @@ class LearnedScorer:
     """Fast learned approximation of the ViSQOL v3 audio-mode MOS per 1-s window."""
 
     name = "learned"
-    #: prepare() keeps ~4 KB of features per window, not the window (see the module doc)
+    #: prepare() keeps ~6 KB of features per window, not the window (see the module doc)
     compact_prepare = True
     #: learned minus exact ViSQOL on a track's p10, 1,194 (track, rung) pairs of the 52
     #: real recordings in ../shared/audio (bench/bench_oracle.py, docs/performance.md
@@ -72,7 +141,54 @@ class LearnedScorer:
     default_margin_mos = 0.03
 
     def __init__(self, model_path: str | None = None, device: str = "auto", batch_size: int | None = None,
-                 threads: int | None = None, **_: object):
+                 threads: int | None = None, runtime: str | None = None, **_: object):
+        self.runtime = choose_runtime(model_path, device, runtime)
+        asked = (runtime or "auto").strip().lower()
+        forced = (asked if asked != "auto" else os.environ.get(RUNTIME_ENV, "").strip().lower()) == "numpy"
+        if self.runtime == "numpy" and not self._init_numpy(model_path, forced):
+            self.runtime = "torch"
+        if self.runtime == "torch":
+            self._init_torch(model_path, device, threads)
+        # CUDA: large batches keep the GPU busy (a 1-s pair is ~0.2 MB of float32 input);
+        # CPU: 128 windows keep the STFT working set in cache
+        self.batch_size = int(batch_size or (1024 if self.runtime == "torch" and self.device.type == "cuda" else 128))
+        if self.batch_size < 1:
+            raise UsageError(f"batch_size must be >= 1, got {self.batch_size}")
+
+    def _init_numpy(self, model_path: str | None, forced: bool) -> bool:
+        """Load the numpy export; False (with a warning) when the packaged one is out of
+        step with default.pt and the runtime was not forced: torch runs default.pt."""
+        from ratecontrol.scoring.numpy_model import load_numpy_model
+
+        path = os.fspath(model_path) if model_path else default_numpy_model_path()
+        if not model_path and not os.path.isfile(path):
+            if not forced and os.path.isfile(default_model_path()):
+                warnings.warn(RatecontrolWarning(f"no numpy export of the learned model at {path}; scoring with torch "
+                                                 "(write it with `python -m trainer export-numpy`)"), stacklevel=3)
+                return False
+            raise ModelError(f"no packaged numpy model at {path} (a broken install? reinstall ratecontrol); "
+                             f"set {RUNTIME_ENV}=torch, or use the exact scorer", options={"scorer": "visqol"})
+        self.model, meta = load_numpy_model(path)
+        if not model_path and os.path.isfile(default_model_path()):
+            pt_digest = _file_digest(default_model_path())
+            if meta["source_digest"] != pt_digest:
+                msg = (f"{path} was exported from another default.pt (digest {meta['source_digest']}, "
+                       f"packaged {pt_digest}); re-export it with `python -m trainer export-numpy`")
+                if forced:
+                    raise ModelError(msg)
+                warnings.warn(RatecontrolWarning(msg + "; scoring with torch"), stacklevel=3)
+                return False
+        self.model_path = path
+        self.device = "cpu"
+        self.arch = meta["arch"]
+        self.metrics = {}
+        # the source checkpoint's version plus the runtime and its export: the numpy
+        # runtime's floats are not torch's (within ~1e-4 MOS), so its probes cache apart
+        self.version = (f"learned-{self.arch}-v{FORMAT_VERSION}-r{CODE_REVISION}-{meta['source_digest']}"
+                        f"-np{NUMPY_RUNTIME_REVISION}-{meta['digest']}")
+        return True
+
+    def _init_torch(self, model_path: str | None, device: str, threads: int | None) -> None:
         import torch
 
         from ratecontrol.scoring.model import load_checkpoint
@@ -94,23 +210,21 @@ class LearnedScorer:
         self.model, ckpt = load_checkpoint(path, map_location=self.device)
         self.arch = ckpt["arch"]
         self.metrics = ckpt.get("metrics", {})
-        from ratecontrol.scoring.model import CODE_REVISION
-
         self.version = f"learned-{self.arch}-v{ckpt['format_version']}-r{CODE_REVISION}-{_file_digest(path)}"
-        # CUDA: large batches keep the GPU busy (a 1-s pair is ~0.2 MB of float32 input);
-        # CPU: 128 windows keep the STFT working set in cache
-        self.batch_size = int(batch_size or (1024 if self.device.type == "cuda" else 128))
-        if self.batch_size < 1:
-            raise UsageError(f"batch_size must be >= 1, got {self.batch_size}")
 
     def _chunks(self, n: int):
         for i in range(0, n, self.batch_size):
             yield slice(i, min(n, i + self.batch_size))
 
     def prepare(self, ref_windows: np.ndarray) -> _Prepared:
+        ref = _check_windows(ref_windows, "reference")
+        if self.runtime == "numpy":
+            parts = [self.model.reference_features(ref[sl]) for sl in self._chunks(len(ref))]
+            if not parts:
+                parts = [{k: v[:0] for k, v in self.model.reference_features(np.zeros((1, WINDOW_SAMPLES), np.float32)).items()}]
+            return _Prepared({k: np.concatenate([p[k] for p in parts]) for k in parts[0]}, len(ref))
         import torch
 
-        ref = _check_windows(ref_windows, "reference")
         parts: list[dict] = []
         with torch.inference_mode():
             for sl in self._chunks(len(ref)):
@@ -125,12 +239,16 @@ class LearnedScorer:
         return _Prepared(feats, len(ref))
 
     def score(self, prepared: _Prepared, deg_windows: np.ndarray) -> np.ndarray:
-        import torch
-
         deg = _check_windows(deg_windows, "degraded")
         if len(deg) != prepared.n_windows:
             raise UsageError(f"{len(deg)} degraded windows for {prepared.n_windows} prepared reference windows")
         out = np.empty(len(deg), dtype=np.float64)
+        if self.runtime == "numpy":
+            for sl in self._chunks(len(deg)):
+                out[sl] = self.model.forward_from_reference({k: v[sl] for k, v in prepared.features.items()}, deg[sl])
+            return out
+        import torch
+
         cuda = self.device.type == "cuda"
         with torch.inference_mode(), torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=cuda):
             for sl in self._chunks(len(deg)):

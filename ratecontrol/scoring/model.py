@@ -81,11 +81,11 @@ __all__ = [
     "subsonic_power_response",
 ]
 
-#: version of the library checkpoint layout written by ``checkpoint_dict``
-FORMAT_VERSION = 1
-#: bumped whenever the model code changes what a checkpoint computes (part of the learned
-#: scorer's version, hence of probe cache keys). 2: subsonic pre-filter (SubsonicHighpass)
-CODE_REVISION = 2
+# the checkpoint layout version and the code revision (part of the learned scorer's
+# version, hence of probe cache keys) live in a torch-free module for the numpy runtime;
+# a change to what this file computes must bump CODE_REVISION there (and re-export
+# default.npz, whose runtime in numpy_model.py mirrors this file)
+from ratecontrol.scoring._meta import CODE_REVISION, FORMAT_VERSION  # noqa: E402
 from ratecontrol.contract import MODEL_SAMPLE_RATE_HZ as SAMPLE_RATE_HZ  # noqa: E402
 from ratecontrol.contract import WINDOW_SAMPLES  # noqa: E402
 MOS_MIN = 1.0

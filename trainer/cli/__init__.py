@@ -20,6 +20,7 @@ _COMMANDS = {
     "fit": "trainer.cli.train:fit_command",
     "evaluate": "trainer.cli.evaluate:evaluate_command",
     "export": "trainer.cli.export:export_command",
+    "export-numpy": "trainer.cli.export:export_numpy_command",
 }
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-__all__ = ["export_command"]
+__all__ = ["export_command", "export_numpy_command"]
 
 
 @click.command("export")
@@ -24,4 +24,15 @@ def export_command(checkpoint, out_path, metrics, extra, note):
             raise click.BadParameter(f"expected NAME=FILE.json, got {item!r}", param_hint="--extra-metrics")
         extra_metrics[name] = path
     res = export_checkpoint(checkpoint, out_path, metrics=metrics, note=note, extra_metrics=extra_metrics)
+    click.echo(f"wrote {res.path} ({res.size_bytes / 1024:.0f} KiB, {res.arch}, {res.n_parameters} parameters)")
+
+
+@click.command("export-numpy")
+@click.argument("checkpoint", type=click.Path(dir_okay=False), default="ratecontrol/weights/default.pt")
+@click.option("--out", "out_path", default=None, help="default: CHECKPOINT with .npz")
+def export_numpy_command(checkpoint, out_path):
+    """Write a library checkpoint's arrays for the numpy runtime (CPU scoring without torch)."""
+    from trainer.export import export_numpy
+
+    res = export_numpy(checkpoint, out_path)
     click.echo(f"wrote {res.path} ({res.size_bytes / 1024:.0f} KiB, {res.arch}, {res.n_parameters} parameters)")
