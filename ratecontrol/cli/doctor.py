@@ -26,9 +26,10 @@ def doctor():
     from importlib import metadata
 
     try:
-        click.echo(f"torch {metadata.version('torch')} installed (CUDA is used when present)")
+        click.echo(f"torch {metadata.version('torch')} installed (used on a GPU; on the CPU the learned scorer "
+                   "runs on numpy, RATECONTROL_RUNTIME=torch forces torch)")
     except metadata.PackageNotFoundError:
-        click.echo("torch: not installed (the learned scorer needs it)")
+        click.echo("torch: not installed (the learned scorer runs on numpy on the CPU; a GPU and the trainer need torch)")
 
 
 def _ffmpeg_source(exe: str) -> str:
