@@ -3,7 +3,8 @@
 ``version`` string need these too)."""
 from __future__ import annotations
 
-__all__ = ["FORMAT_VERSION", "CODE_REVISION", "NUMPY_FORMAT_VERSION", "NUMPY_RUNTIME_REVISION"]
+__all__ = ["FORMAT_VERSION", "CODE_REVISION", "NUMPY_FORMAT_VERSION", "NUMPY_RUNTIME_REVISION", "NSIM_C1", "NSIM_C3",
+           "DB_EPS"]
 
 #: version of the library checkpoint layout written by ``model.checkpoint_dict``
 FORMAT_VERSION = 1
@@ -15,3 +16,10 @@ NUMPY_FORMAT_VERSION = 1
 #: bumped whenever ``numpy_model`` changes its arithmetic (part of the numpy runtime's
 #: scorer version, hence of its probe cache keys)
 NUMPY_RUNTIME_REVISION = 1
+
+#: the arithmetic both runtimes share (model.py on torch, numpy_model.py on numpy), kept
+#: in one place so they cannot drift: visqol/nsim.py's stabilisers, and the floor added
+#: to band power before the dB conversion
+NSIM_C1 = 0.01**2
+NSIM_C3 = 0.03**2 / 2.0
+DB_EPS = 1e-20

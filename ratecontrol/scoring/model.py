@@ -99,8 +99,7 @@ _NSIM_GAUSSIAN = (
     (0.0838251475442633, 0.619485845753726, 0.0838251475442633),
     (0.0113033910173052, 0.0838251475442633, 0.0113033910173052),
 )
-_NSIM_C1 = 0.01**2
-_NSIM_C3 = 0.03**2 / 2.0
+from ratecontrol.scoring._meta import DB_EPS, NSIM_C1 as _NSIM_C1, NSIM_C3 as _NSIM_C3  # noqa: E402
 
 
 def _mean_square(x: Tensor) -> Tensor:
@@ -392,7 +391,7 @@ class NsimNet(nn.Module):
         """visqol/gammatone.py prepare_spectrograms_for_comparison on [B, bands, T]:
         10*log10(RMS) = 5*log10(mean square); -45 dB absolute floor; a floor 45 dB under
         each frame's loudest band of either signal; shift so the minimum is 0."""
-        eps = 1e-20
+        eps = DB_EPS
         ref_db = (5.0 * torch.log10(ref_ms + eps)).clamp_min(self.abs_floor_db)
         deg_db = (5.0 * torch.log10(deg_ms + eps)).clamp_min(self.abs_floor_db)
         peak = torch.maximum(ref_db.amax(-2, keepdim=True), deg_db.amax(-2, keepdim=True))
@@ -462,7 +461,7 @@ class NsimNet(nn.Module):
 
     def band_statistics(self, ref_feats: Mapping[str, Tensor], deg: Tensor) -> Tensor:
         """[B, n_bands, n_features] per-band statistics (``features`` order)."""
-        eps = 1e-20
+        eps = DB_EPS
         fe = self.frontend
         deg = self.prefilter(deg)
         deg_ms = _mean_square(deg)

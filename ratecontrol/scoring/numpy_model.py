@@ -26,14 +26,14 @@ from typing import Mapping
 import numpy as np
 
 from ratecontrol.errors import ModelError
-from ratecontrol.scoring._meta import CODE_REVISION, NUMPY_FORMAT_VERSION
+from ratecontrol.scoring._meta import CODE_REVISION, DB_EPS, NSIM_C1, NSIM_C3, NUMPY_FORMAT_VERSION
 
 __all__ = ["NumpyNsimNet", "load_numpy_model", "content_digest", "REQUIRED_ARRAYS"]
 
 _F32 = np.float32
-_EPS = _F32(1e-20)
-_NSIM_C1 = _F32(0.01**2)
-_NSIM_C3 = _F32(0.03**2 / 2.0)
+_EPS = _F32(DB_EPS)
+_NSIM_C1 = _F32(NSIM_C1)
+_NSIM_C3 = _F32(NSIM_C3)
 
 #: the arrays an export holds besides the head's layers (``head.{0,2,4}.{weight,bias}``)
 REQUIRED_ARRAYS = ("format_version", "code_revision", "arch", "source_digest", "n_fft", "hop_length", "n_bands",
