@@ -385,7 +385,7 @@ def _process(task: _Task, src: Path, base: dict, t0: float, work: _Work) -> tupl
         if not in_place:
             video_note = (f"input has {info.other_streams} video/other stream(s): batch wrote its default audio "
                           "stream alone (video='audio'; video='keep' re-encodes it in place)",)
-    sources = _source_audio(src, info, _chosen_streams(info, in_place, all_streams))
+    sources = _source_audio(src, info, _chosen_streams(src, info, in_place, all_streams))
     first = sources[0]
     lossy = any(not a.lossless for a in sources)
     base.update(input_codec=first.codec, input_kbps=first.kbps, lossless=not lossy)
@@ -478,16 +478,13 @@ class _SourceAudio:
     channels: int | None
 
 
-def _chosen_streams(info, in_place: bool, all_streams: bool) -> tuple[int, ...]:
-    """Positions (among the audio streams) of what ``encode`` re-encodes: every one with
-    all_audio_streams in place, else the default one (encode's own choice)."""
-    from ratecontrol import media
+def _chosen_streams(src: Path, info, in_place: bool, all_streams: bool) -> tuple[int, ...]:
+    """Positions (among the audio streams) of what ``encode`` will re-encode: encode's own
+    choice (``probing.streams.chosen_streams``), all of them only when in place."""
+    from ratecontrol.options import Options
+    from ratecontrol.probing.streams import chosen_streams
 
-    if info.other_streams == 0 and info.audio_streams <= 1:
-        return (0,)
-    if in_place and all_streams:
-        return tuple(range(info.audio_streams))
-    return (media.default_audio_stream(info),)
+    return tuple(chosen_streams(src, info, Options(all_audio_streams=in_place and all_streams)))
 
 
 def _source_audio(src: Path, info, chosen: tuple[int, ...]) -> tuple[_SourceAudio, ...]:
