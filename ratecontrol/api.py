@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ratecontrol.contract import check_target_mos
-from ratecontrol.options import Options
+from ratecontrol.options import Options, check_flag
 from ratecontrol.presets import Preset
 from ratecontrol.probing import compare
 from ratecontrol.probing.auto import AUTO_CODEC, auto_sessions, search_auto
@@ -92,6 +92,7 @@ def encode(source: str | os.PathLike, output: str | os.PathLike | None = None, *
     """
     t0 = time.perf_counter()
     opts = Options.merge(options, **option_fields)
+    overwrite = check_flag("overwrite", overwrite)  # "no" is truthy: never guess a switch
     return encode_input(Path(source), output, target_mos, codec, opts, overwrite, metadata, report, t0)
 
 
@@ -108,6 +109,7 @@ def encode_ladder(source: str | os.PathLike, out_dir: str | os.PathLike | None =
     """
     t0 = time.perf_counter()
     opts = Options.merge(options, **option_fields)
+    overwrite = check_flag("overwrite", overwrite)  # "no" is truthy: never guess a switch
     refuse_stream_options(opts, "encode_ladder")
     return encode_targets(Path(source), out_dir, targets, codec, opts, overwrite, report, t0)
 

@@ -177,11 +177,20 @@ def transcode_folder(
     the probe cache, None for each machine's default folder, False for none, or a folder.
     """
     from ratecontrol.contract import check_target_mos
+    from ratecontrol.options import Options, check_flag
     from ratecontrol.presets import load_preset
     from ratecontrol.scoring.base import DEFAULT_SCORER, available_scorers
 
     t0 = time.perf_counter()
     t = check_target_mos(target_mos)
+    # encode's own checks (Options): a bool is a bool, numbers in range, so that
+    # allow_partial="false" is refused instead of being taken as True
+    Options(scorer=scorer, pool=pool, hop_s=hop_s, best_effort=best_effort, jobs=jobs, sample_share=sample_share,
+            allow_partial=allow_partial, all_audio_streams=all_audio_streams, verify=verify, cache=cache)
+    for name, flag in (("copy_other", copy_other), ("resume", resume), ("overwrite", overwrite)):
+        check_flag(name, flag)
+    if progress is not None:
+        check_flag("progress", progress)
     pool = validate_pool(pool)
     if codec == "auto":
         raise UsageError("batch needs one codec (output names and the lossy-source rule depend on it); "

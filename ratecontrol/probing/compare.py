@@ -11,7 +11,7 @@ from ratecontrol import media
 from ratecontrol._resample import resample
 from ratecontrol.align import align, estimate_delay
 from ratecontrol.errors import RatecontrolWarning, UsageError
-from ratecontrol.options import Options
+from ratecontrol.options import Options, check_flag
 from ratecontrol.probing.session import resolve_scorer
 from ratecontrol.probing.track import NO_RATE, as_array, check_rate, output_rate, require_finite
 from ratecontrol.results import ScoreResult
@@ -34,6 +34,7 @@ def score(reference, degraded, *, scorer: Any = None, pool: str = "p10", sample_
           allow_partial: bool = False) -> ScoreResult:
     """``api.score`` (see there)."""
     opts = Options(scorer=scorer, pool=pool, hop_s=hop_s, jobs=jobs, allow_partial=allow_partial)
+    align_signals = check_flag("align_signals", align_signals)
     pool = opts.pool
     sc = resolve_scorer(opts.scorer, n_jobs=opts.jobs)
     ref, deg, layout = load_pair(reference, degraded, sample_rate_hz, allow_partial)
