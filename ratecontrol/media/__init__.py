@@ -5,6 +5,7 @@ No other ratecontrol module starts ffmpeg; they call these functions.
 from ._decode import decode, decode_to_disk, resample_filter
 from ._encode import (RoundTrip, WrittenFile, check_output_path, decode_aligned, decode_aligned_blocks, encode_array,
                       encode_file, remux, roundtrip, StreamedEncode, roundtrip_info)
+from ._encoders import AVOption, check_preset_options, encoder_options, muxer_options
 from ._ffmpeg import available_encoders, encoder_available, ffmpeg_path, ffmpeg_version, require_encoder
 from ._inspect import MediaInfo, StreamInfo, audio_payload_bytes, default_audio_stream, inspect, is_lossless_codec
 from ._layouts import layout_channels, lfe_indices, target_layout
@@ -16,6 +17,10 @@ __all__ = [
     "available_encoders",
     "encoder_available",
     "require_encoder",
+    "AVOption",
+    "encoder_options",
+    "muxer_options",
+    "check_preset_options",
     "MediaInfo",
     "inspect",
     "audio_payload_bytes",

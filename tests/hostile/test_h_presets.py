@@ -99,3 +99,135 @@ def test_the_extension_must_belong_to_the_container(tmp_path):
         load_preset(f)
     f.write_text(OPUS.replace("extension: .opus", "extension: .ogg"))
     assert load_preset(f).extension == ".ogg"
+
+
+# --- class 2: only the encoder's and the container's own options reach ffmpeg --------------
+
+#: each attack of the issue: (preset text edit, where the file would have gone)
+ATTACKS = {
+    # flag options of ffmpeg's command line: the value became a second output (-y)
+    "shortest": lambda t, v: t.replace("application: audio}", f'application: audio, shortest: "{v}"}}'),
+    "bitexact": lambda t, v: t.replace("application: audio}", f'application: audio, bitexact: "{v}"}}'),
+    "stats": lambda t, v: t.replace("application: audio}", f'application: audio, stats: "{v}"}}'),
+    "progress": lambda t, v: t.replace("application: audio}", f'application: audio, progress: "{v}"}}'),
+    "rung-shortest": lambda t, v: t.replace('{"b:a": 16k}', f'{{"b:a": 16k, shortest: "{v}"}}'),
+    # muxers that write files named by their options
+    "hls": lambda t, v: t.replace("format: ogg", "format: hls").replace(
+        "application: audio}", f'application: audio, hls_segment_filename: "{v}"}}'),
+    "segment": lambda t, v: t.replace("format: ogg", "format: segment").replace(
+        "application: audio}", f'application: audio, segment_list: "{v}"}}'),
+}
+
+
+def _files(root: Path) -> set[Path]:
+    return {p for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("attack", sorted(ATTACKS))
+def test_preset_options_cannot_make_ffmpeg_write_elsewhere(tmp_path, synth, capsys, attack):
+    """Was exit 0 with the victim file written (and the rung mislabelled: "64k" at 118 kbps)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    src = run / "in.wav"
+    sf.write(src, synth.noise(48_000, 2, 1.0, 0.1).T, 48_000)
+    victim = tmp_path / "outside" / "victim.txt"
+    victim.parent.mkdir()
+    preset = run / "evil.yaml"
+    preset.write_text(ATTACKS[attack](OPUS, victim))
+    before = _files(tmp_path)
+    code, err = _cli(["encode", str(src), "--target-mos", "3", "--codec", str(preset), "-o", str(run / "out.opus"),
+                      "--no-cache", "--no-verify"], capsys)
+    assert code == errors.PresetError.exit_code, err
+    assert str(preset) in err and "Traceback" not in err
+    assert not victim.exists()
+    assert _files(tmp_path) == before, "nothing written anywhere"
+
+
+@pytest.mark.parametrize("edit,says", [
+    (lambda t: t.replace('vbr: "on"', "vbr: maybe"), "options.vbr"),
+    (lambda t: t.replace('vbr: "on"', "vbr: 7"), "from 0 to 2"),
+    (lambda t: t.replace("application: audio", "application: music"), "options.application"),
+    (lambda t: t.replace("application: audio", "apply_phase_inv: perhaps"), "true/false"),
+    (lambda t: t.replace("application: audio", "frame_duration: 500"), "from 2.5 to 120"),
+    (lambda t: t.replace('{"b:a": 16k}', '{"b:a": "16q"}'), "rungs[0].options.b:a"),
+    (lambda t: t.replace('{"b:a": 16k}', '{"b:a": 16k, "vbr:v": "on"}'), "stream specifier"),
+    (lambda t: t.replace("application: audio", "nosuch_option: 1"), "not an option of encoder libopus"),
+    (lambda t: t.replace("application: audio", "serial_offset: 1, \"serial_offset:a\": 2"), "serial_offset:a"),
+])
+def test_option_values_are_checked_against_ffmpegs_listing(tmp_path, edit, says):
+    from ratecontrol import media
+
+    f = tmp_path / "p.yaml"
+    f.write_text(edit(OPUS))
+    with pytest.raises(errors.PresetError) as ei:
+        media.require_encoder(load_preset(f))
+    assert str(f) in str(ei.value) and says in str(ei.value), str(ei.value)
+    assert "\n" not in str(ei.value)
+
+
+def test_muxer_options_and_generic_settings_pass(tmp_path):
+    from ratecontrol import media
+
+    f = tmp_path / "p.yaml"
+    f.write_text(OPUS.replace("application: audio", 'application: lowdelay, page_duration: 20000, fec: "true", dtx: 0, '
+                              'packet_loss: 5, "b:a": 64k, "compression_level:a": 10'))
+    media.require_encoder(load_preset(f))
+    aac = load_preset("aac")
+    assert aac.options == {"movflags": "+faststart"}
+    media.require_encoder(aac)  # a muxer flag by name
+
+
+def test_a_preset_object_built_in_code_is_checked_too():
+    """The check is at use (media.require_encoder), not only in the YAML parser."""
+    from dataclasses import replace
+
+    from ratecontrol import media
+
+    opus = load_preset("opus")
+    with pytest.raises(errors.PresetError, match="'format'"):
+        media.require_encoder(replace(opus, format="hls"))
+    with pytest.raises(errors.PresetError, match="options.shortest"):
+        media.require_encoder(replace(opus, options={"shortest": "/tmp/x"}))
+
+
+def test_the_listing_is_one_ffmpeg_run_per_binary_and_encoder(monkeypatch):
+    from ratecontrol.media import _encoders
+
+    calls = []
+    real = _encoders.run_args
+    monkeypatch.setattr(_encoders, "run_args", lambda args, **kw: calls.append(args) or real(args, **kw))
+    _encoders._listing.cache_clear()
+    for _ in range(3):
+        assert "vbr" in _encoders.encoder_options("libopus")
+        assert "write_xing" in _encoders.muxer_options("mp3")
+    assert calls == [["-hide_banner", "-h", "encoder=libopus"], ["-hide_banner", "-h", "muxer=mp3"]]
+
+
+HELP = """\
+Encoder libopus [libopus Opus]:
+    General capabilities: dr1 delay small
+libopus AVOptions:
+  -application       <int>        E...A...... Intended application type (from 2048 to 2051) (default audio)
+     voip            2048         E...A...... Favor improved speech intelligibility
+     audio           2049         E...A...... Favor faithfulness to the input
+  -frame_duration    <float>      E...A...... Duration of a frame in milliseconds (from 2.5 to 120) (default 20)
+  -movflags          <flags>      E.......... MOV muxer flags (default 0)
+     faststart                    E.......... Run a second pass
+  -bufsize           <int>        E..VA...... (from INT_MIN to INT_MAX) (default 0)
+"""
+
+
+def test_parse_help_reads_types_ranges_and_constants():
+    from ratecontrol.media._encoders import check_option_value, parse_help
+
+    got = parse_help(HELP)
+    assert set(got) == {"application", "frame_duration", "movflags", "bufsize"}
+    app = got["application"]
+    assert (app.type, app.min_value, app.max_value, app.constants) == ("int", 2048, 2051, {"voip", "audio"})
+    assert got["movflags"].constants == {"faststart"} and got["bufsize"].max_value == 2 ** 31 - 1
+    assert check_option_value(app, "audio") is None and check_option_value(app, 2049) is None
+    assert "from 2048 to 2051" in check_option_value(app, 1)
+    assert check_option_value(got["movflags"], "+faststart") is None
+    assert check_option_value(got["movflags"], "+faststart+nope")
+    assert check_option_value(got["frame_duration"], "2.5") is None
+    assert check_option_value(got["frame_duration"], float("nan"))
