@@ -88,7 +88,13 @@ def _plan_names(rels: list[str], extension: str) -> tuple[dict[str, str], list[C
         for name in order:
             stem = name[: -len(_suffix(name))] if _suffix(name) else name
             wanted = stem + extension
-            candidates = [wanted, name + extension] + [f"{name}.{k}{extension}" for k in range(2, 10_000)]
+            # a rename must still be a valid name: its stem is cut to NAME_MAX, keeping the
+            # input's extension, ".k" and the output's (a 250-byte-stem a.wav next to a.flac
+            # would otherwise ask for a 259-byte a.wav.opus). ``wanted`` itself is never cut:
+            # too long, it fails that file with its reason (_worker._check_name_fits).
+            own = name[len(stem):]
+            candidates = [wanted, _fit(stem, own + extension)] + [_fit(stem, f"{own}.{k}{extension}")
+                                                                 for k in range(2, 10_000)]
             for cand in candidates:
                 if owner.get(cand, name) == name:
                     break
@@ -97,6 +103,12 @@ def _plan_names(rels: list[str], extension: str) -> tuple[dict[str, str], list[C
             if cand != wanted:
                 collisions.append(Collision(prefix + name, prefix + wanted, prefix + cand, prefix + owner[wanted]))
     return planned, collisions
+
+
+def _fit(name: str, tail: str) -> str:
+    """``name + tail``, ``name`` cut (at a character boundary) so that the whole fits NAME_MAX bytes."""
+    room = fsutil.NAME_MAX_BYTES - len(tail.encode())
+    return name.encode()[:room].decode("utf-8", "ignore") + tail
 
 
 def _suffix(name: str) -> str:
