@@ -14,6 +14,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from ratecontrol import fsutil
 from ratecontrol.errors import (
     OutputError,
     UsageError,
@@ -309,6 +310,10 @@ def _run(src, dst, prune, settings, preset, t, scorer, scorer_name, pool, backen
                     gen.close()  # joblib aborts: kills the loky workers
             if backend == "local":
                 _kill_local_workers()
+                # the killed workers had no way out: their per-process folders in the
+                # system temp dir (probe encodes) go now, not at some later run's start
+                with contextlib.suppress(Exception):
+                    fsutil.clean_stale_run_dirs()
             with contextlib.suppress(Exception):
                 _clean_stale_temps(dst, list(planned.values()) + rels)
 

@@ -334,6 +334,12 @@ def _run_task(task: _Task) -> _Result:
     except Exception as exc:  # one bad file must not stop a library run
         work.discard()
         return _Result(_failed(exc, t0, base))
+    except BaseException:
+        # Ctrl-C or a stop signal in the driver itself (jobs=1 runs the task there): its
+        # temp folder must not outlive the run (the driver's pid is alive, so no
+        # stale-temp clean-up would take it)
+        work.discard()
+        raise
 
 
 def _copy_into(src: Path, tmp: Path) -> Path:
