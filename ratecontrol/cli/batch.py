@@ -85,8 +85,11 @@ def batch_command(in_dir, out_dir, target_mos, codec, jobs, backend, scheduler, 
             click.echo(f"target MOS {t:g} -> {out}")
         for line in report.summary_lines(spell=spell_flag):  # options as this command's flags
             click.echo(line)
-        if report.conflicts:
-            click.echo(f"{len(report.conflicts)} file(s) not replaced: they were not written by batch "
+        # the hint only where --overwrite would help: not given yet, and a conflict it
+        # resolves (a folder or one of this run's inputs is never replaced)
+        fixable = [r for r in report.conflicts if r.options.get("overwrite")]
+        if fixable and not overwrite:
+            click.echo(f"{len(fixable)} file(s) not replaced: they were not written by batch "
                        "(or changed since); --overwrite replaces them")
         ok = ok and report.ok
     if not ok:  # some files failed or were not replaced: the summary says which
