@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import errno
 import hashlib
 import os
 import re
 import secrets
 import shutil
 import socket
+import stat
 import tempfile
 import threading
 import time
@@ -45,6 +47,8 @@ __all__ = [
     "run_temp_dir",
     "temp_dir_sibling",
     "temp_sibling",
+    "NotOwnFileError",
+    "open_own_file",
 ]
 
 TEMP_PREFIX = ".rc-tmp."
@@ -244,3 +248,58 @@ def run_temp_dir() -> Path:
             _RUN_DIR = d
             atexit.register(shutil.rmtree, str(d), True)
         return _RUN_DIR
+
+
+class NotOwnFileError(OSError):
+    """``open_own_file``: the path is not a regular file of this user (a symbolic link,
+    a folder, a FIFO, a device, another user's file). ``strerror`` says what it is."""
+
+
+def _not_own_why(st: os.stat_result, path: Path) -> str:
+    """What makes ``st`` (an lstat/fstat) something other than a regular file of ours ("" if it is one)."""
+    mode = st.st_mode
+    if stat.S_ISLNK(mode):
+        try:
+            return f"is a symbolic link (to {os.readlink(path)})"
+        except OSError:
+            return "is a symbolic link"
+    if stat.S_ISDIR(mode):
+        return "is a folder"
+    kinds = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    if not stat.S_ISREG(mode):
+        return "is " + next((name for test, name in kinds if test(mode)), "a special file") + ", not a regular file"
+    if st.st_uid != os.geteuid():
+        return f"is owned by uid {st.st_uid}, not by you (uid {os.geteuid()})"
+    return ""
+
+
+def open_own_file(path: str | os.PathLike, flags: int, mode: int = 0o644) -> int:
+    """``os.open(path, flags, mode)`` for a file at a fixed name in a folder others may
+    write to (batch's lock and manifest): never through a symbolic link (``O_NOFOLLOW``),
+    never blocking on a FIFO (opened non-blocking, blocking again once checked), and only
+    a regular file owned by this user. Anything else raises ``NotOwnFileError`` (nothing
+    is created or written through it); other failures are the usual ``OSError``."""
+    path = Path(path)
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        # ELOOP: a link (O_NOFOLLOW); EISDIR: a folder opened for writing; ENXIO: a FIFO
+        # with no reader opened write-only
+        if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.ENODEV, errno.ETXTBSY):
+            try:
+                why = _not_own_why(os.lstat(path), path)
+            except OSError:
+                why = ""
+            if why:
+                raise NotOwnFileError(exc.errno, why, str(path)) from None
+        raise
+    try:
+        why = _not_own_why(os.fstat(fd), path)
+        if why:
+            raise NotOwnFileError(errno.EPERM, why, str(path))
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
