@@ -14,7 +14,7 @@ renders need, fluidsynth and espeak-ng), then writes
 
 Every stage is resumable: downloads, unpacked packages and rendered files are kept and
 skipped on rerun; each stage's manifest part is written atomically when it completes.
-The builder (`trainer.build`) reads DIR/manifest.jsonl for source ids and licences.
+The builder (`trainer.dataset`) reads DIR/manifest.jsonl for source ids and licences.
 """
 from __future__ import annotations
 

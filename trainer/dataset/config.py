@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ratecontrol.contract import MODEL_SAMPLE_RATE_HZ, WINDOW_SAMPLES
 from ratecontrol.errors import UsageError
-from trainer.build.settings import Setting, default_settings
+from trainer.dataset.settings import Setting, default_settings
 
 __all__ = [
     "SAMPLE_RATE_HZ",
@@ -69,7 +69,7 @@ class BuildConfig:
     folder. ``snapshot``: generate nothing, write a balanced set from ``out``'s pool into
     this new folder. ``label_cache``: a LabelCache file whose byte-identical pairs are not
     labelled again. ``prescreen``: a learned-scorer checkpoint ("default": the packaged
-    model; None: off). See :func:`trainer.build.build_dataset`.
+    model; None: off). See :func:`trainer.dataset.build_dataset`.
     """
 
     sources: tuple[Path, ...]

@@ -15,16 +15,16 @@ import numpy as np
 from ratecontrol import fsutil
 from ratecontrol.contract import mos_to_score
 from ratecontrol.errors import DatasetError, OutputError, UsageError
-from trainer.build.config import CLIP_OFFSETS_S, CLIP_SAMPLES, QUIET_RMS_DBFS, SEGMENT_S, BuildConfig
-from trainer.build.jobs import Job, round_record, run_job
-from trainer.build.labels import LabelCache, installed_visqol_version
-from trainer.build.pool import PoolState, bin_edges, read_rounds, round_paths, save_round, score_bin
-from trainer.build.shards import write_shard
-from trainer.build.sources import Source, plan_source, scan_sources, split_sources
+from trainer.dataset.config import CLIP_OFFSETS_S, CLIP_SAMPLES, QUIET_RMS_DBFS, SEGMENT_S, BuildConfig
+from trainer.dataset.jobs import Job, round_record, run_job
+from trainer.dataset.labels import LabelCache, installed_visqol_version
+from trainer.dataset.pool import PoolState, bin_edges, read_rounds, round_paths, save_round, score_bin
+from trainer.dataset.shards import write_shard
+from trainer.dataset.sources import Source, plan_source, scan_sources, split_sources
 
 __all__ = ["BuildResult", "Builder", "build", "build_dataset", "prescreen_copy"]
 
-log = logging.getLogger("trainer.build")
+log = logging.getLogger("trainer.dataset")
 
 
 @dataclass(frozen=True)
@@ -439,7 +439,7 @@ def build_dataset(sources, out, pairs, **options) -> BuildResult:
 
 
 def build(cfg: BuildConfig) -> BuildResult:
-    """Build (or resume) a balanced pair set in ``cfg.out``; see :mod:`trainer.build`.
+    """Build (or resume) a balanced pair set in ``cfg.out``; see :mod:`trainer.dataset`.
 
     ``cfg.snapshot=DEST``: generate nothing; write a balanced set from the pool rounds of
     ``out`` finished so far into the new folder DEST (same format, its own manifest;

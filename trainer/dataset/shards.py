@@ -13,7 +13,7 @@ import numpy as np
 
 from ratecontrol import fsutil
 from ratecontrol.contract import mos_to_score
-from trainer.build.config import SAMPLE_RATE_HZ
+from trainer.dataset.config import SAMPLE_RATE_HZ
 
 __all__ = ["wav_bytes", "write_shard"]
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from ratecontrol import fsutil
 from ratecontrol.errors import UsageError
-from trainer.build.config import SCORE_BIN_WIDTH
+from trainer.dataset.config import SCORE_BIN_WIDTH
 
 __all__ = ["bin_edges", "score_bin", "PoolState", "round_paths", "read_rounds", "save_round"]
 

@@ -13,7 +13,7 @@ from ratecontrol.contract import AUDIO_EXTENSIONS
 from ratecontrol.errors import DatasetError, RatecontrolError
 # window_complexity lives in the library: the sampled search picks probe segments with it
 from ratecontrol.windows import window_complexity
-from trainer.build.config import CLIP_OFFSETS_S, CLIP_SAMPLES, SAMPLE_RATE_HZ, SEGMENT_HOP_S, SEGMENT_S
+from trainer.dataset.config import CLIP_OFFSETS_S, CLIP_SAMPLES, SAMPLE_RATE_HZ, SEGMENT_HOP_S, SEGMENT_S
 
 __all__ = ["Source", "scan_sources", "split_sources", "plan_source", "seeded_fraction"]
 

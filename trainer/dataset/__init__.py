@@ -54,8 +54,8 @@ The click commands are in trainer/cli/build.py.
 """
 from __future__ import annotations
 
-from trainer.build.builder import BuildResult, build, build_dataset
-from trainer.build.config import (
+from trainer.dataset.builder import BuildResult, build, build_dataset
+from trainer.dataset.config import (
     CLIP_OFFSETS_S,
     CLIP_SAMPLES,
     DEFAULT_QUIET_SHARE,
@@ -68,12 +68,12 @@ from trainer.build.config import (
     SEGMENT_S,
     BuildConfig,
 )
-from trainer.build.jobs import Job, JobResult, run_job
-from trainer.build.labels import LabelCache, export_labels, pair_key
-from trainer.build.pool import bin_edges, score_bin
-from trainer.build.settings import Setting, default_settings, degrade, lowpass
-from trainer.build.sources import Source, scan_sources, split_sources
-from trainer.build.verify import VerifyReport, build_status, format_histogram, verify
+from trainer.dataset.jobs import Job, JobResult, run_job
+from trainer.dataset.labels import LabelCache, export_labels, pair_key
+from trainer.dataset.pool import bin_edges, score_bin
+from trainer.dataset.settings import Setting, default_settings, degrade, lowpass
+from trainer.dataset.sources import Source, scan_sources, split_sources
+from trainer.dataset.verify import VerifyReport, build_status, format_histogram, verify
 
 __all__ = [
     "BuildConfig",
