@@ -20,7 +20,7 @@ from conftest import Synth
 from ratecontrol.errors import DatasetError, UsageError
 from ratecontrol.windows import window_complexity
 from trainer import dataset as B
-from trainer.dataset import builder
+from trainer.dataset import builder, rounds
 
 # both halves of the score range are reachable with these: 3.5-kHz low-pass and Opus at
 # 6 kbps land far below MOS 3 on noise/transients; MP3 at 128 kbps near identity.
@@ -145,7 +145,7 @@ def test_resume_rebuilds_only_the_missing_shard(tiny, tmp_path, monkeypatch):
     def no_labelling(*a, **k):
         raise AssertionError("resume relabelled the pool")
 
-    monkeypatch.setattr(builder, "run_job", no_labelling)
+    monkeypatch.setattr(rounds, "run_job", no_labelling)
     B.build_dataset([src], copy, **TINY)
     assert victim.read_bytes() == before
     assert {p.name: p.stat().st_mtime_ns for p in copy.glob("shard-*.tar")
@@ -409,7 +409,8 @@ def test_build_config_checks_its_arguments_once(tmp_path):
 
 BUILD_MODULES = ["trainer.dataset", "trainer.dataset.config", "trainer.dataset.settings",
                  "trainer.dataset.sources", "trainer.dataset.jobs", "trainer.dataset.labels",
-                 "trainer.dataset.pool", "trainer.dataset.shards", "trainer.dataset.builder",
+                 "trainer.dataset.pool", "trainer.dataset.rounds", "trainer.dataset.selection",
+                 "trainer.dataset.shards", "trainer.dataset.builder",
                  "trainer.dataset.verify", "trainer.cli", "trainer.cli.build"]
 
 
