@@ -129,7 +129,11 @@ def _open_stream_session(extracted: Path, input_path: Path, n: int, preset: Pres
     try:
         return open_session(extracted, preset, opts, keep_encodes=True, scorer=scorer)
     except InputError as exc:
-        raise type(exc)(str(exc).replace(str(extracted), f"{input_path} (audio stream {n})")) from None
+        # the options stay separate (the CLI spells them as flags); the copied-out file's
+        # Matroska header only repeats the length the input's packets give
+        text = Exception.__str__(exc).replace(str(extracted), f"{input_path} (audio stream {n})")
+        raise type(exc)(text.replace("its Matroska header states", "its packets state"),
+                        options=exc.options) from None
 
 
 def stream_report_path(report, audio_index: int) -> Path:
