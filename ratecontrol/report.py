@@ -90,7 +90,7 @@ def segment_spans(start_s, hop_s: float | None = None) -> list[tuple[float, floa
     return [(float(run[0]), float(run[-1] + window_s)) for run in np.split(t, cut)]
 
 
-def render_report(result: SearchResult, path: str | os.PathLike, encode_result: EncodeResult | None = None,
+def render_report(result: SearchResult, path: "str | os.PathLike | fsutil.Destination", encode_result: EncodeResult | None = None,
                   title: str | None = None, n_worst: int = 5) -> Path:
     """Write a PNG: window MOS against time.
 
@@ -109,9 +109,12 @@ def render_report(result: SearchResult, path: str | os.PathLike, encode_result: 
         import matplotlib.pyplot as plt
     except ImportError as exc:  # pragma: no cover - matplotlib is a dependency
         raise UsageError(f"the report plot needs matplotlib ({exc}); pip install matplotlib") from exc
-    out = Path(path)
-    if not out.parent.is_dir():
-        raise OutputError(f"report folder {out.parent} does not exist; create it first")
+    # a Destination (encode's --report, checked before the search) is published under the
+    # publish rule; a plain path is the caller's to replace
+    out = path if isinstance(path, fsutil.Destination) else Path(path)
+    folder = Path(out).parent
+    if not folder.is_dir():
+        raise OutputError(f"report folder {folder} does not exist; create it first")
     if result.chosen is None or not result.chosen.window_mos:
         raise UsageError("nothing to plot: the search scored no windows (silent input?)")
     enc = encode_result
@@ -188,4 +191,4 @@ def render_report(result: SearchResult, path: str | os.PathLike, encode_result: 
             fig.savefig(tmp, format="png")
     finally:
         plt.close(fig)
-    return out
+    return Path(out)

@@ -37,8 +37,8 @@ def our_tags(preset: Preset, rung, result: SearchResult, track: "Track") -> dict
     return {TAG_KEY: ours}
 
 
-def finish_encode(session: Session, preset: Preset, result: SearchResult, input_path: Path, out: Path,
-                   metadata: dict | None, verify: bool, t0: float) -> EncodeResult:
+def finish_encode(session: Session, preset: Preset, result: SearchResult, input_path: Path,
+                  out: "Path | fsutil.Destination", metadata: dict | None, verify: bool, t0: float) -> EncodeResult:
     """Write the chosen rung, then decode the written file and score it: the reported
     score is the shipped file's own; a miss steps up a rung.
 
@@ -95,7 +95,9 @@ def finish_encode(session: Session, preset: Preset, result: SearchResult, input_
                 break
             notes.append(f"output check: {rung.label} scored {checked:.3f} < {bar:g}; stepped up one rung")
             i += 1
-        os.replace(tmp, out)
+        # the publish rule: a file that appeared at ``out`` during the run (another
+        # encode's) is never replaced; ``out`` a plain path is our own temp file
+        fsutil.publish(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
     rung = rungs[i]
@@ -112,7 +114,7 @@ def finish_encode(session: Session, preset: Preset, result: SearchResult, input_
         rung_label=rung.label,
         bitrate_kbps=float(rung.nominal_kbps),
         pooled_mos=final_mos,
-        output_bytes=out.stat().st_size,
+        output_bytes=os.stat(out).st_size,
         input_bytes=input_path.stat().st_size,
         best_effort=not met,
         seconds=time.perf_counter() - t0,
