@@ -1,6 +1,8 @@
 """`ratecontrol encode`: one file (or an audio ladder) at a target MOS."""
 from __future__ import annotations
 
+import os
+
 import click
 
 from ratecontrol.cli._common import echo_json, fmt, hop_opt, jobs_opt, pool_opt, probe_line, scorer_opt, targets
@@ -66,7 +68,10 @@ def encode(input_path, target_mos, codec, output, scorer, pool, hop_s, jobs, sam
                       audio_stream=audio_stream, all_audio_streams=all_audio_streams, audio_only=audio_only,
                       on_probe=None if as_json else (lambda p: click.echo(probe_line(p), err=True)))
     common = dict(options=options, overwrite=overwrite)
-    if not as_json:
+    _check_arguments(input_path, target_mos, codec, scorer)
+    # validate, then announce: an argument error is the error line alone (issue 26); an
+    # input that is not a file gets the library's own error for it, without the line
+    if not as_json and os.path.isfile(input_path):
         click.echo(f"{input_path}: searching '{codec}' for {pool} MOS >= {','.join(f'{t:g}' for t in target_mos)}", err=True)
     if len(target_mos) > 1:
         # one report per target: PLOT.mos<target>.png
@@ -84,6 +89,21 @@ def encode(input_path, target_mos, codec, output, scorer, pool, hop_s, jobs, sam
         for res in results:
             path = report if len(results) == 1 else report_path_for(report, res.search.target_mos)
             click.echo(f"report: {path}", err=True)
+
+
+def _check_arguments(input_path: str, target_mos: list[float], codec: str, scorer: str | None) -> None:
+    """What the library checks before any work, checked here before the announce line:
+    each target, the preset and its encoder, the scorer (and the runtime it needs)."""
+    from ratecontrol.api import AUTO_CODEC
+    from ratecontrol.contract import check_target_mos
+    from ratecontrol.probing.session import resolve_preset
+    from ratecontrol.scoring.base import check_scorer
+
+    for t in target_mos:
+        check_target_mos(t)
+    if codec != AUTO_CODEC:
+        resolve_preset(codec)
+    check_scorer(scorer)
 
 
 def _summary(res) -> None:

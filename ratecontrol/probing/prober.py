@@ -62,6 +62,12 @@ class Prober:
                     + ("; the input is a lossy file at that bitrate: keep it as it is, or allow rungs above it"
                        if lossy else ""), options={"above_source": True} if lossy else None)
         self.rungs = rungs
+        info = self.track.info
+        #: the lossy source's bitrate when it is what cut the ladder (session.open_session
+        #: sets max_kbps to it; above_source lifts it), else None: TargetNotReachable says so
+        self.source_cap_kbps = (max_kbps if info is not None and not info.lossless and info.bitrate_kbps
+                                and max_kbps == float(info.bitrate_kbps)
+                                and len(rungs) < len(preset.rungs_for(self.track.channels)) else None)
         self.ref_silent = is_digital_silence(source.ref_w)
         self._prepared = None
         self._prep_job = None  # _start_prep's prepare(), running beside the first encode
@@ -232,9 +238,17 @@ def run_search(prober: Prober, target: float, best_effort: bool, parallel: int |
         f"target MOS {target:g}{with_margin} not reachable with preset '{prober.preset.name}': the top rung "
         f"{top.rung_label} scores {top.pooled_mos:.3f} ({prober.pool})"
     )
+    options = {"best_effort": True}
+    if prober.source_cap_kbps:
+        # the ladder stopped at the lossy source's bitrate: the cap, not the codec, may be what fails
+        msg = msg.replace(": the top rung", f" at or below the lossy source's ~{prober.source_cap_kbps:.0f} kbps: "
+                          "the highest rung allowed,", 1)
+        options["above_source"] = True
     if not best_effort:
-        raise TargetNotReachable(msg + "; lower the target, pick another codec, or take the top rung",
+        raise TargetNotReachable(msg + "; lower the target, pick another codec, allow rungs above the source's "
+                                 "bitrate, or take the top rung" if prober.source_cap_kbps else
+                                 msg + "; lower the target, pick another codec, or take the top rung",
                                  result=prober.result(target, None, probes, False, notes, margin),
-                                 options={"best_effort": True})
+                                 options=options)
     notes.append(msg + "; best effort: top rung used")
     return prober.result(target, top, probes, False, notes, margin)
