@@ -65,6 +65,9 @@ class Options:
         gets its own rung); not with audio_stream or audio_only.
     audio_only: for an input with video or other streams, write the chosen audio
         stream alone (default: keep every other stream by stream copy).
+    ladder: choose among the preset's standard rungs (64k, 80k, 96k ...) as the first
+        releases did, instead of setting its knob to the lowest value that meets the
+        target (issue 24; presets without a knob, MP3 CBR, always use their rungs).
     """
 
     scorer: Any = None
@@ -83,6 +86,7 @@ class Options:
     audio_stream: int | None = None
     all_audio_streams: bool = False
     audio_only: bool = False
+    ladder: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "pool", validate_pool(self.pool))
@@ -98,7 +102,7 @@ class Options:
             object.__setattr__(self, "margin_mos", _number("margin_mos", self.margin_mos, lo=0.0, hi=1.0))
         if self.audio_stream is not None:
             object.__setattr__(self, "audio_stream", _number("audio_stream", self.audio_stream, lo=0, integer=True))
-        for name in ("all_audio_streams", "audio_only"):
+        for name in ("all_audio_streams", "audio_only", "ladder"):
             if not isinstance(getattr(self, name), bool):
                 raise UsageError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.all_audio_streams and self.audio_stream is not None:

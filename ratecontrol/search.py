@@ -367,13 +367,16 @@ def search_knob(
     rule: str = DEFAULT_RULE,
     slope_prior: float = SLOPE_PRIOR_MOS_PER_X,
     max_probes: int = MAX_KNOB_PROBES,
+    known: dict[float, float] | None = None,
 ) -> KnobOutcome:
     """Find the cheapest ``x`` in ``[lo_x, hi_x]`` with ``evaluate(x) >= target + margin``,
     to within ``tolerance`` MOS above the bar or ``bracket_x`` in x.
 
     ``snap(x)``: the nearest x the knob can take (its resolution); every probe is
     snapped. ``first_x``: the first probe (default: the middle). ``cost(x)``: what the
-    choice minimises among passing probes (default x). ``rule``: ``"recheck"`` (default)
+    choice minimises among passing probes (default x). ``known``: scores measured before
+    (another target on the same curve), used as probes without calling ``evaluate`` (they
+    may be chosen; ``probes`` lists only the new ones). ``rule``: ``"recheck"`` (default)
     or ``"monotone"`` (no dip rechecks). Returns the probes in order and the chosen x
     (None when ``hi_x`` was probed and failed: the target is unreachable).
     """
@@ -387,10 +390,13 @@ def search_knob(
     snap = snap or (lambda x: x)
     cost = cost or (lambda x: x)
     lo_x, hi_x = snap(lo_x), snap(hi_x)
-    scores: dict[float, float] = {}
+    scores: dict[float, float] = {snap(x): float(s) for x, s in (known or {}).items()}
     order: list[tuple[float, float]] = []
     rechecked: set[float] = set()
     x = snap(min(max((lo_x + hi_x) / 2 if first_x is None else first_x, lo_x), hi_x))
+    if scores:
+        x = _next_knob(scores, bar, lo_x, hi_x, snap, tolerance, bracket_x, near_miss, recheck_x,
+                       rule, rechecked, slope_prior)
     while x is not None and len(order) < max_probes:
         s = float(evaluate(x))
         scores[x] = s
