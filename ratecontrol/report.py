@@ -127,8 +127,18 @@ def render_report(result: SearchResult, path: "str | os.PathLike | fsutil.Destin
     styles = ["-", ":", "-.", "--"]
     by_rung = {p.rung_index: p for p in result.probes}
     c = result.chosen.rung_index
-    shown = [i for i in (c - 1, c, c + 1) if i in by_rung]
-    colours = {c - 1: "tab:red", c: "tab:blue", c + 1: "tab:green"}
+    below, above = c - 1, c + 1
+    if result.knob_option:
+        # a knob search's settings are indexed in probe order: the neighbours are the
+        # probes nearest below and above in bits
+        kb = result.chosen.bitrate_kbps
+        below = max((p for p in result.probes if p.bitrate_kbps < kb), key=lambda p: p.bitrate_kbps,
+                    default=None)
+        above = min((p for p in result.probes if p.bitrate_kbps > kb), key=lambda p: p.bitrate_kbps,
+                    default=None)
+        below, above = (below.rung_index if below else None), (above.rung_index if above else None)
+    shown = [i for i in (below, c, above) if i in by_rung]
+    colours = {below: "tab:red", c: "tab:blue", above: "tab:green"}
     fig, ax = plt.subplots(figsize=(13, 4.4), dpi=110)
     lows = [result.target_mos]
     if result.sampled_s is not None:

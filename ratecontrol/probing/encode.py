@@ -115,8 +115,8 @@ def render(prober: Prober, enc: EncodeResult, report) -> None:
 
 def _with_upper_neighbour(prober: Prober, result: SearchResult) -> SearchResult:
     """Add a probe of the rung above the chosen one (for the report) if there is one."""
-    if result.chosen is None or not result.chosen.window_mos:
-        return result
+    if result.chosen is None or not result.chosen.window_mos or result.knob_option:
+        return result  # a knob search's probes already bracket the choice
     i = result.chosen.rung_index + 1
     if i >= len(prober.rungs) or any(p.rung_index == i for p in result.probes):
         return result
