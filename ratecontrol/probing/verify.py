@@ -129,7 +129,7 @@ def finish_encode(session: Session, preset: Preset, result: SearchResult, input_
         stepped_up=steps,
         preset=preset.name,
         knob_value=preset.knob_value(rung) if knob else None,
-        actual_kbps=out.stat().st_size * 8 / 1000 / track.duration_s if track.duration_s > 0 else None,
+        actual_kbps=os.stat(out).st_size * 8 / 1000 / track.duration_s if track.duration_s > 0 else None,
         verified=checked is not None,
         output_window_mos=tuple(float(v) for v in w_mos),
         output_window_start_s=tuple(float(v) for v in w_start),
