@@ -101,7 +101,7 @@ def encode_ladder(source: str | os.PathLike, out_dir: str | os.PathLike | None =
                   report: str | os.PathLike | None = None, **option_fields: Any) -> tuple[EncodeResult, ...]:
     """One encode per target from ONE probe curve (an audio bitrate ladder).
 
-    Outputs go to ``out_dir`` (default: the input's folder; created if missing) as
+    Outputs go to ``out_dir`` (default: the input's folder; it must exist) as
     ``<stem>.mos<target><ext>``. Probes made for one target are reused by the others;
     targets that land on the same rung share one file (each result names it).
     ``report``: a PNG path; each target gets its own, ``.mos<target>`` before the

@@ -19,9 +19,9 @@ from ratecontrol.errors import (
     OutputError,
     UsageError,
 )
-from ratecontrol.batch._manifest import MANIFEST_NAME, _clean_stale_temps, _Manifest, _OutDirLock, _read_manifest
+from ratecontrol.batch._manifest import LOCK_NAME, MANIFEST_NAME, _clean_stale_temps, _Manifest, _OutDirLock, _read_manifest
 from ratecontrol.batch._plan import _check_dirs, _foreign_files, _plan_names, _protected, _scan
-from ratecontrol.batch._records import CONFLICT, ENCODED, FAILED, KEPT, SKIPPED, BatchReport, FileRecord, _mb
+from ratecontrol.batch._records import CONFLICT, ENCODED, FAILED, KEPT, SKIPPED, BatchReport, FileRecord, _claim_reports, _mb
 from ratecontrol.batch._worker import _Conflict, _dest_problem, _Result, _run_task, _Task, _write_problem
 from ratecontrol.scoring.pooling import DEFAULT_POOL, validate_pool
 
@@ -213,10 +213,13 @@ def transcode_folder(
     if backend not in ("local", "dask"):
         raise UsageError(f"unknown backend {backend!r}; use 'local' or 'dask'")
     src, dst, prune = _check_dirs(in_dir, out_dir)
-    for rp in (json_report, csv_report):  # fail now, not after hours of encoding
-        folder = Path(rp).parent if rp else None
-        if folder is not None and str(folder) and not folder.is_dir():
-            raise OutputError(f"report folder {folder} does not exist; create it first")
+    # the reports under the publish rule, now, not after hours of encoding: never an input
+    # of the run, never one of its outputs (a planned name, a kept or copied file's name)
+    ids: dict = {}
+    rels = _walk(src, prune, ids)
+    planned, _ = _plan_names(rels, preset.extension)
+    reports = _claim_reports(json_report, csv_report, src, ids, dst,
+                             [*planned.values(), *rels, MANIFEST_NAME, LOCK_NAME], overwrite)
     settings = _settings(t, preset, codec, scorer_name, pool, hop_s, best_effort, sample_share, verify)
     if allow_partial:  # only when set: manifests written without it stay valid
         settings["allow_partial"] = True
@@ -233,10 +236,10 @@ def transcode_folder(
     with _OutDirLock(dst):
         report = _run(src, dst, prune, settings, preset, t, scorer, scorer_name, pool, backend, scheduler,
                       jobs, copy_other, cache, resume, overwrite, progress, t0, json_report, csv_report)
-    if json_report:
-        report.write_json(json_report)
-    if csv_report:
-        report.write_csv(csv_report)
+    if "json" in reports:
+        report.write_json(reports["json"])
+    if "csv" in reports:
+        report.write_csv(reports["csv"])
     return report
 
 

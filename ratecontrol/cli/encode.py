@@ -15,7 +15,8 @@ from ratecontrol.cli._common import echo_json, fmt, hop_opt, jobs_opt, pool_opt,
 @click.option("--codec", default="opus", show_default=True,
               help="Preset name (see `ratecontrol presets`), a preset YAML file, or 'auto' (smallest output that meets the target).")
 @click.option("-o", "--output", default=None, type=click.Path(path_type=str),
-              help="Output file (default: INPUT with the preset's extension); a folder when several targets are given.")
+              help="Output file (default: INPUT with the preset's extension); a folder when several targets are given. "
+                   "Its folder must exist.")
 @scorer_opt
 @pool_opt
 @hop_opt
@@ -44,7 +45,9 @@ from ratecontrol.cli._common import echo_json, fmt, hop_opt, jobs_opt, pool_opt,
               help="Write a PNG of per-window MOS over time: the shipped rung over the whole track, the probed rungs on "
                    "their segments (with several targets: one PNG per target, REPORT.mos<target>.png).")
 @click.option("--best-effort", is_flag=True, help="If even the top rung misses the target, encode at the top rung anyway.")
-@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists (never the input).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace OUTPUT (and --report) if it exists: never the input, and never a file that appears "
+                   "there while the encode runs.")
 @click.option("--audio-stream", type=int, default=None, metavar="N",
               help="For an input with several audio streams (a film's languages, a commentary): re-encode audio "
                    "stream N, counted from 0 among the audio streams (-map 0:a:N); the others are kept as they are "

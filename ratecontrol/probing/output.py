@@ -45,6 +45,7 @@ def check_output(input_path: Path, output: Path, overwrite: bool, preset: Preset
                               "add one (e.g. .mkv)")
         output = output.with_name(output.name + add)
     if preset is not None and not _fits(output, preset):
+        claim_output(output, overwrite=True, inputs=(input_path,))  # the input named as the output: say so first
         raise OutputError(f"output {output} has the extension {output.suffix} but preset '{preset.name}' writes "
                           f"{preset.format} data; use {output.with_suffix(preset.extension).name}")
     return claim_output(output, overwrite=overwrite, inputs=(input_path,), outputs=outputs)
@@ -79,6 +80,8 @@ def plan_outputs(input_path: Path, output, overwrite: bool, presets: Sequence[Pr
     does not take it are left out of the plan (codec auto then searches the others)."""
     audio: dict[str, Destination] = {}
     fitting = [p for p in presets if output is None or not Path(output).suffix or _fits(Path(output), p)]
+    if len(presets) == 1:
+        fitting = list(presets)  # check_output names the one preset's extension
     if not fitting:
         exts = sorted({p.extension for p in presets})
         raise OutputError(f"output {output} has the extension {Path(output).suffix}, which none of "

@@ -255,3 +255,49 @@ def test_a_film_to_a_name_without_extension_gets_the_inputs_container(film, tmp_
     info = media.inspect(taken)
     assert info.audio_streams == 1 and info.other_streams == 1
     _no_litter(tmp_path)
+
+
+# --------------------------------------------------------------------------- batch's reports
+
+
+@pytest.fixture
+def tree(song, tmp_path) -> Path:
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "a.wav").write_bytes(song.read_bytes())
+    return tmp_path
+
+
+def _batch(capsys, tree: Path, *args):
+    return run_cli(["batch", str(tree / "in"), str(tree / "out"), "--target-mos", "3.5", "--no-cache", "-j", "1",
+                    "--no-progress", *map(str, args)], capsys)
+
+
+@pytest.mark.parametrize("flag, where", [("--csv-report", "in/a.wav"), ("--json-report", "out/a.opus"),
+                                         ("--json-report", "out/.ratecontrol-manifest.jsonl")])
+def test_batch_reports_are_never_an_input_or_an_output_of_the_run(tree, capsys, flag, where):
+    before = _sums(tree / "in")
+    rc, out, err = _batch(capsys, tree, flag, tree / where)
+    assert rc == OUTPUT, (out, err)
+    line = [ln for ln in err.splitlines() if "error" in ln]
+    assert len(line) == 1 and ("is an input of this run" in line[0] or "of this run" in line[0]), err
+    assert _sums(tree / "in") == before
+    assert not [p for p in (tree / "out").rglob("*") if p.is_file()], "nothing encoded: checked before any work"
+
+
+def test_batch_reports_are_not_one_file_and_replace_only_their_own(tree, capsys):
+    rc, _, err = _batch(capsys, tree, "--json-report", tree / "r.txt", "--csv-report", tree / "r.txt")
+    assert rc == OUTPUT and "also the JSON report of this run" in err, err
+    mine = tree / "notes.csv"
+    mine.write_text("my,own,table\n")
+    rc, _, err = _batch(capsys, tree, "--csv-report", mine)
+    assert rc == OUTPUT and "already exists" in err and "--overwrite" in err, err
+    assert mine.read_text() == "my,own,table\n"
+    # a report batch wrote is replaced by a rerun of the same command, no flag needed
+    rc, _, err = _batch(capsys, tree, "--csv-report", tree / "r.csv", "--json-report", tree / "r.json")
+    assert rc == 0, err
+    first = (tree / "r.json").read_text()
+    rc, _, err = _batch(capsys, tree, "--csv-report", tree / "r.csv", "--json-report", tree / "r.json")
+    assert rc == 0, err
+    assert (tree / "r.json").read_text() != first and '"resumed": true' in (tree / "r.json").read_text()
+    _no_litter(tree)
