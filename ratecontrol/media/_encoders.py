@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+import reprlib
 from dataclasses import dataclass
 
 from ..contract import CONTAINER_EXTENSIONS
@@ -179,6 +180,18 @@ def _as_number(value) -> float | None:
     return num if math.isfinite(num) else None
 
 
+#: values and names as an error shows them: one line, cut short
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 60
+_REPR.maxlong = 30
+
+
+def _names(constants) -> str:
+    shown = sorted(constants)
+    text = ", ".join(_REPR.repr(c)[1:-1] for c in shown[:24]) + (", ..." if len(shown) > 24 else "")
+    return text.replace("\n", " ")
+
+
 def check_option_value(option: AVOption, value) -> str | None:
     """Why ``value`` is not a valid value of ``option`` (one phrase), or None if it is."""
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
@@ -192,31 +205,30 @@ def check_option_value(option: AVOption, value) -> str | None:
             return None  # a profile name of the codec (aac_he); ffmpeg checks it against the codec
         num = _as_number(value)
         if num is None:
-            named = f" or one of {', '.join(sorted(option.constants))}" if option.constants else ""
-            return f"must be a number{named}, got {value!r}"[:200]
+            named = f" or one of {_names(option.constants)}" if option.constants else ""
+            return f"must be a number{named}, got {_REPR.repr(value)}"
         lo = option.min_value if option.min_value is not None else -math.inf
         hi = option.max_value if option.max_value is not None else math.inf
         if not lo <= num <= hi:
-            return f"must be from {lo:g} to {hi:g}, got {value!r}"
+            return f"must be from {lo:g} to {hi:g}, got {_REPR.repr(value)}"
         return None
     if kind == "boolean":
         if text.lower() in _BOOL_WORDS or text in ("0", "1", "-1"):
             return None
-        return f"must be true/false (or 1/0), got {value!r}"[:200]
+        return f"must be true/false (or 1/0), got {_REPR.repr(value)}"
     if kind == "flags":
         if _as_number(value) is not None and float(_as_number(value)).is_integer():
             return None
         parts = [p for p in re.split(r"[+-]", text) if p]
         unknown = [p for p in parts if p not in option.constants]
         if not parts or unknown:
-            return (f"must be flags joined by + or - from {', '.join(sorted(option.constants))}, "
-                    f"got {value!r}")[:300]
+            return f"must be flags joined by + or - from {_names(option.constants)}, got {_REPR.repr(value)}"
         return None
     if kind == "string":
         if len(text) > 256 or not text.isprintable():
             return "must be printable text of at most 256 characters"
         return None
-    return f"is a {kind} option, which a preset does not set"
+    return f"is a {_REPR.repr(kind)[1:-1]} option, which a preset does not set"
 
 
 def _where(preset) -> str:
