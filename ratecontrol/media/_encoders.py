@@ -277,6 +277,5 @@ def _check_one(src, here, preset, key, value, enc, mux, cli) -> None:
                           f"{preset.format} (they take {shown or 'none'}; and b:a, q:a, profile:a)")
     why = check_option_value(option, value)
     if why:
-        raise PresetError(f"{src}: key '{here}' ({option.type} option of "
-                          f"{'ffmpeg' if name in GENERIC_AUDIO_OPTIONS else preset.encoder if name in enc else preset.format}) "
-                          f"{why}")
+        owner = "ffmpeg" if name in GENERIC_AUDIO_OPTIONS else preset.encoder if name in enc else preset.format
+        raise PresetError(f"{src}: key '{here}' ({option.type} option of {owner}) {why}")
