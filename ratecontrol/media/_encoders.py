@@ -241,9 +241,13 @@ def check_preset_options(preset) -> None:
     allow-list above, with a value of its type. Runs before any decode or probe
     (``require_encoder`` calls it)."""
     src = _where(preset)
-    if preset.format not in CONTAINER_EXTENSIONS:
+    if not isinstance(preset.format, str) or preset.format not in CONTAINER_EXTENSIONS:
         raise PresetError(f"{src}: key 'format' must be one of the audio containers ratecontrol writes "
-                          f"({', '.join(sorted(CONTAINER_EXTENSIONS))}), got {preset.format!r}"[:400])
+                          f"({', '.join(sorted(CONTAINER_EXTENSIONS))}), got {_REPR.repr(preset.format)}")
+    if not isinstance(preset.extension, str) or preset.extension not in CONTAINER_EXTENSIONS[preset.format]:
+        raise PresetError(f"{src}: key 'extension' must be one of "
+                          f"{', '.join(sorted(CONTAINER_EXTENSIONS[preset.format]))} for format {preset.format}, "
+                          f"got {_REPR.repr(preset.extension)}")
     enc = encoder_options(preset.encoder)
     mux = muxer_options(preset.format)
     cli = ffmpeg_cli_options()
@@ -251,7 +255,9 @@ def check_preset_options(preset) -> None:
     groups += [(f"rungs[{r.index}].options", r.options) for r in preset.rungs]
     groups += [(f"mono.rungs[{r.index}].options", r.options) for r in preset.mono.rungs]
     for where, opts in groups:
-        for key, value in dict(opts).items():
+        if not isinstance(opts, dict):  # a Preset built in code, not by the parser
+            raise PresetError(f"{src}: key '{where}' must be a mapping of option names to values")
+        for key, value in opts.items():
             _check_one(src, f"{where}.{str(key)[:40]}", preset, key, value, enc, mux, cli)
 
 
