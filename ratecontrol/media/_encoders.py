@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+import reprlib
 from dataclasses import dataclass
 
 from ..contract import CONTAINER_EXTENSIONS
@@ -179,6 +180,18 @@ def _as_number(value) -> float | None:
     return num if math.isfinite(num) else None
 
 
+#: values and names as an error shows them: one line, cut short
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 60
+_REPR.maxlong = 30
+
+
+def _names(constants) -> str:
+    shown = sorted(constants)
+    text = ", ".join(_REPR.repr(c)[1:-1] for c in shown[:24]) + (", ..." if len(shown) > 24 else "")
+    return text.replace("\n", " ")
+
+
 def check_option_value(option: AVOption, value) -> str | None:
     """Why ``value`` is not a valid value of ``option`` (one phrase), or None if it is."""
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
@@ -192,31 +205,30 @@ def check_option_value(option: AVOption, value) -> str | None:
             return None  # a profile name of the codec (aac_he); ffmpeg checks it against the codec
         num = _as_number(value)
         if num is None:
-            named = f" or one of {', '.join(sorted(option.constants))}" if option.constants else ""
-            return f"must be a number{named}, got {value!r}"[:200]
+            named = f" or one of {_names(option.constants)}" if option.constants else ""
+            return f"must be a number{named}, got {_REPR.repr(value)}"
         lo = option.min_value if option.min_value is not None else -math.inf
         hi = option.max_value if option.max_value is not None else math.inf
         if not lo <= num <= hi:
-            return f"must be from {lo:g} to {hi:g}, got {value!r}"
+            return f"must be from {lo:g} to {hi:g}, got {_REPR.repr(value)}"
         return None
     if kind == "boolean":
         if text.lower() in _BOOL_WORDS or text in ("0", "1", "-1"):
             return None
-        return f"must be true/false (or 1/0), got {value!r}"[:200]
+        return f"must be true/false (or 1/0), got {_REPR.repr(value)}"
     if kind == "flags":
         if _as_number(value) is not None and float(_as_number(value)).is_integer():
             return None
         parts = [p for p in re.split(r"[+-]", text) if p]
         unknown = [p for p in parts if p not in option.constants]
         if not parts or unknown:
-            return (f"must be flags joined by + or - from {', '.join(sorted(option.constants))}, "
-                    f"got {value!r}")[:300]
+            return f"must be flags joined by + or - from {_names(option.constants)}, got {_REPR.repr(value)}"
         return None
     if kind == "string":
         if len(text) > 256 or not text.isprintable():
             return "must be printable text of at most 256 characters"
         return None
-    return f"is a {kind} option, which a preset does not set"
+    return f"is a {_REPR.repr(kind)[1:-1]} option, which a preset does not set"
 
 
 def _where(preset) -> str:
@@ -229,9 +241,13 @@ def check_preset_options(preset) -> None:
     allow-list above, with a value of its type. Runs before any decode or probe
     (``require_encoder`` calls it)."""
     src = _where(preset)
-    if preset.format not in CONTAINER_EXTENSIONS:
+    if not isinstance(preset.format, str) or preset.format not in CONTAINER_EXTENSIONS:
         raise PresetError(f"{src}: key 'format' must be one of the audio containers ratecontrol writes "
-                          f"({', '.join(sorted(CONTAINER_EXTENSIONS))}), got {preset.format!r}"[:400])
+                          f"({', '.join(sorted(CONTAINER_EXTENSIONS))}), got {_REPR.repr(preset.format)}")
+    if not isinstance(preset.extension, str) or preset.extension not in CONTAINER_EXTENSIONS[preset.format]:
+        raise PresetError(f"{src}: key 'extension' must be one of "
+                          f"{', '.join(sorted(CONTAINER_EXTENSIONS[preset.format]))} for format {preset.format}, "
+                          f"got {_REPR.repr(preset.extension)}")
     enc = encoder_options(preset.encoder)
     mux = muxer_options(preset.format)
     cli = ffmpeg_cli_options()
@@ -239,7 +255,9 @@ def check_preset_options(preset) -> None:
     groups += [(f"rungs[{r.index}].options", r.options) for r in preset.rungs]
     groups += [(f"mono.rungs[{r.index}].options", r.options) for r in preset.mono.rungs]
     for where, opts in groups:
-        for key, value in dict(opts).items():
+        if not isinstance(opts, dict):  # a Preset built in code, not by the parser
+            raise PresetError(f"{src}: key '{where}' must be a mapping of option names to values")
+        for key, value in opts.items():
             _check_one(src, f"{where}.{str(key)[:40]}", preset, key, value, enc, mux, cli)
 
 
@@ -265,6 +283,5 @@ def _check_one(src, here, preset, key, value, enc, mux, cli) -> None:
                           f"{preset.format} (they take {shown or 'none'}; and b:a, q:a, profile:a)")
     why = check_option_value(option, value)
     if why:
-        raise PresetError(f"{src}: key '{here}' ({option.type} option of "
-                          f"{'ffmpeg' if name in GENERIC_AUDIO_OPTIONS else preset.encoder if name in enc else preset.format}) "
-                          f"{why}")
+        owner = "ffmpeg" if name in GENERIC_AUDIO_OPTIONS else preset.encoder if name in enc else preset.format
+        raise PresetError(f"{src}: key '{here}' ({option.type} option of {owner}) {why}")
