@@ -166,3 +166,21 @@ def test_a_really_full_disk_at_the_lock_is_exit_4_with_no_zero_byte_lock(tmp_pat
     assert rc == 4, err
     assert "disk is full" in err and "internal error" not in err
     assert not (out / LOCK_NAME).exists()
+
+
+def test_a_full_disk_while_appending_to_the_manifest_is_one_line_and_releases_the_lock(tmp_path, capsys, monkeypatch):
+    """A manifest line that cannot be written mid-run (ENOSPC at its fsync) stops the run
+    with exit 4, not 70; the lock is released."""
+    src, out = _tree(tmp_path)
+    real_fsync = os.fsync
+
+    def full(fd):
+        if os.path.realpath(f"/proc/self/fd/{fd}") == str((out / MANIFEST_NAME).resolve()):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full)
+    rc, _, err = _cli(src, out, capsys)
+    assert rc == 4, err
+    assert "cannot write the manifest" in err and "disk is full" in err and "internal error" not in err
+    assert not (out / LOCK_NAME).exists()
