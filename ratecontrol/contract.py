@@ -26,6 +26,7 @@ __all__ = [
     "MOS_IDENTITY",
     "MOS_CEILING",
     "MODEL_MOS_MAX",
+    "MIN_INPUT_S",
     "SUBSONIC_CUTOFF_HZ",
     "SUBSONIC_ORDER",
 ]
@@ -58,6 +59,14 @@ CONTAINER_EXTENSIONS = {
     "matroska": frozenset({".mka", ".mkv"}), "webm": frozenset({".webm"}), "flac": frozenset({".flac"}),
     "wav": frozenset({".wav"}),
 }
+
+#: the shortest input that is scored or encoded: one full 1-s window. A shorter clip is
+#: zero-padded to 1 s and the padding pulls every score to identity whatever was done to
+#: the audio. Measured (bench/bench_short_clips.py, docs/scoring.md "Shortest input"; 3
+#: real recordings, p10 of ``ratecontrol score``): at 0.2 s both a 3.5-kHz low-passed
+#: copy and pure silence score 4.727 (learned; exact ViSQOL 4.732 for the low-pass); at
+#: 0.5 s the low-pass scores 3.6-4.1 and at 0.75 s 2.2-3.1, against 1.4-2.2 from 0.95 s on
+MIN_INPUT_S = 1.0
 
 #: the MOS-LQO scale's own bounds
 MOS_MIN, MOS_MAX = 1.0, 5.0

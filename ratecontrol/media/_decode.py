@@ -16,6 +16,7 @@ tests/test_media.py).
 """
 from __future__ import annotations
 
+import mmap
 import os
 import re
 import struct
@@ -385,6 +386,55 @@ def _check_complete(stderr: str, path: Path | None, what: str, n: int, rate: int
                               options={"allow_partial": True})
 
 
+#: bytes a mapped decode hands out as slices before its pages are dropped from this
+#: process again (madvise MADV_DONTNEED). Every step reads a long track in pieces of a
+#: minute or less (48 kHz stereo float32: 23 MB a minute), so 64 MiB keeps a few of them
+#: resident. Without it every page read stayed in the process: a 60-minute encode's RSS
+#: was 2.25 GB against 1.0 GB for 10 minutes (issue 23; bench/bench_memory.py)
+RELEASE_BYTES = 64 << 20
+
+
+class _Pager:
+    """Counts what slices of one mapping hand out; past RELEASE_BYTES it drops the
+    mapping's pages from the process. The mapping is read-only and shared (file-backed),
+    so a page still in use is read back from the page cache on its next access (a minor
+    fault, no disk read while memory lasts): correct whatever another thread is doing."""
+
+    def __init__(self, mm: mmap.mmap):
+        self.mm, self.handed = mm, 0
+
+    def add(self, nbytes: int) -> None:
+        self.handed += nbytes
+        if self.handed >= RELEASE_BYTES:
+            self.handed = 0
+            self.release()
+
+    def release(self) -> None:
+        advice = getattr(mmap, "MADV_DONTNEED", None)
+        if advice is None:  # no madvise on this platform: the OS keeps the pages as before
+            return
+        try:
+            self.mm.madvise(advice)
+        except (ValueError, OSError):  # the mapping is closed (no reader is left)
+            pass
+
+
+class _PagedMemmap(np.memmap):
+    """The array decode_to_disk returns: a read-only mapped file whose slices count
+    against its ``_Pager`` (views, transposes and slices of it carry the same pager)."""
+
+    def __array_finalize__(self, obj):
+        super().__array_finalize__(obj)
+        self._pager = getattr(obj, "_pager", None)
+
+    def __getitem__(self, key):
+        out = super().__getitem__(key)
+        pager = getattr(self, "_pager", None)
+        if pager is not None and isinstance(out, np.ndarray):
+            pager.add(out.nbytes)
+        return out
+
+
 def decode_to_disk(path, sample_rate_hz: int, channels: int, directory=None,
                    allow_partial: bool = False, layout: str | None = None) -> np.ndarray:
     """:func:`decode` into a temporary file mapped read-only: float32 ``[C, N]``.
@@ -398,6 +448,10 @@ def decode_to_disk(path, sample_rate_hz: int, channels: int, directory=None,
     file is an fsutil temp name, removed by the next run). The array is a
     transposed view of the interleaved ``[N, C]`` file; slices are cheap, ``.copy()``
     one before changing it. ``allow_partial``: as for :func:`decode`.
+
+    Pages read stay in the process only until RELEASE_BYTES more have been sliced out of
+    the array (then they are dropped from it; the file stays in the page cache), so a
+    long input's resident size does not grow with its length.
     """
     ffmpeg_path()  # a broken ffmpeg is FFmpegNotFoundError here, never the input's fault
     p = check_input_path(path)
@@ -416,7 +470,8 @@ def decode_to_disk(path, sample_rate_hz: int, channels: int, directory=None,
             raise EmptyAudioError(f"{p} has no decodable audio samples (empty or truncated file); "
                                   "re-export or re-copy it")
         _check_complete(err, p, str(p), n, rate, None, None, allow_partial)
-        frames = np.memmap(tmp, dtype="<f4", mode="r", shape=(n, ch))
+        frames = _PagedMemmap(tmp, dtype="<f4", mode="r", shape=(n, ch))
+        frames._pager = _Pager(frames._mmap)
     finally:
         os.unlink(tmp)  # the mapping keeps the data until the array is freed
     return frames.T
