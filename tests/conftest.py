@@ -38,7 +38,7 @@ def rng() -> np.random.Generator:
 @pytest.fixture(scope="session")
 def shared_audio() -> Path:
     if not SHARED_AUDIO.is_dir():
-        pytest.skip("../shared/audio is not present")
+        pytest.skip("needs the real recordings in ../shared/audio, beside the clone (README \"Tests\")")
     return SHARED_AUDIO
 
 

@@ -36,7 +36,8 @@ def test_bad_input_files(case, tmp_path, capsys):
     path, code = _bad_inputs(tmp_path)[case]
     rc, out, err = run_cli(["encode", str(path), "--target-mos", "4", "--scorer", "visqol", "-o", str(tmp_path / "o.opus")], capsys)
     assert rc == code
-    lines = [l for l in err.strip().splitlines() if l.strip() and not l.startswith(str(path) + ": searching")]
+    # validate, then announce (issue 26): the error line alone, no "searching" line before it
+    lines = [l for l in err.strip().splitlines() if l.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:"), err
     assert "Traceback" not in err
 
@@ -63,6 +64,52 @@ def test_bad_arguments(wav, tmp_path, capsys, args, code, needle):
     rc, _, err = run_cli(["encode", str(wav), "-o", str(tmp_path / "o.opus"), *args], capsys)
     assert rc == code, err
     assert needle in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err  # no "searching ..." line before the error
+
+
+def test_text_file_named_flac_gets_the_same_words_from_encode_and_batch(tmp_path, capsys):
+    """Issue 26: encode said "cannot tell the sample rate / channels ...; convert it to
+    WAV or FLAC first" where batch said "ffmpeg cannot read ... as audio"."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    fake = folder / "song.flac"
+    fake.write_text("hello\n")  # ffmpeg guesses FLAC for it: 'flac, 0 channels'
+    rc, _, err = run_cli(["encode", str(fake), "--target-mos", "4", "-o", str(tmp_path / "o.opus")], capsys)
+    assert rc == errors.NotAudioError.exit_code
+    assert err.startswith(f"error: ffmpeg cannot read {fake} as audio ("), err
+    assert "WAV or FLAC" not in err
+    rc, out, err = run_cli(["batch", str(folder), str(tmp_path / "out"), "--target-mos", "4", "--codec", "opus"],
+                           capsys)
+    assert f"ffmpeg cannot read {fake} as audio (" in out + err
+
+
+def test_help_shows_percent_signs_once(capsys):
+    rc, out, _ = run_cli(["encode", "--help"], capsys)
+    assert rc == 0 and "99.8 % of" in " ".join(out.split()) and "%%" not in out
+
+
+def test_lossy_cap_that_makes_the_target_unreachable_says_so(wav, tmp_path, capsys):
+    """Issue 26: the error names the lossy source's bitrate and --above-source; the
+    library's words (above_source=True) never reach the command line."""
+    from ratecontrol import media
+
+    src = tmp_path / "low.mp3"
+    subprocess.run([media.ffmpeg_path(), "-v", "error", "-y", "-i", str(wav), "-c:a", "libmp3lame", "-b:a", "32k",
+                    str(src)], check=True)
+    args = ["encode", str(src), "--target-mos", "4.72", "--codec", "opus", "--no-cache", "-o", str(tmp_path / "o.opus")]
+    rc, _, err = run_cli(args, capsys)
+    assert rc == errors.TargetNotReachable.exit_code, err
+    line = err.strip().splitlines()[-1]
+    assert "lossy source's ~32 kbps" in line and "--above-source" in line and "--best-effort" in line, line
+    assert "above_source" not in err
+    rc, out, err = run_cli(args + ["--best-effort"], capsys)
+    assert rc == 0 and "lossy" in err and "above_source" not in out + err
+    with pytest.raises(errors.TargetNotReachable) as exc:  # the library names its own option
+        import ratecontrol
+
+        ratecontrol.select_bitrate(src, target_mos=4.72, codec="opus", cache=False)
+    assert exc.value.options == {"best_effort": True, "above_source": True}
+    assert str(exc.value).endswith("(best_effort=True or above_source=True)")
 
 
 def test_unwritable_and_same_output(wav, tmp_path, capsys):
@@ -105,6 +152,32 @@ def test_score_json(wav, capsys):
     assert rc == 0
     d = json.loads(out)
     assert d["pooled_mos"] > 4.6 and len(d["window_mos"]) == 4
+
+
+def _pair(tmp_path, rate: int, delay: int, seconds: float = 3.0):
+    """A noisy reference at ``rate`` and the same audio ``delay`` samples later."""
+    rng = np.random.default_rng(5)
+    n = int(rate * seconds)
+    t = np.arange(n) / rate
+    x = (0.2 * np.sin(2 * np.pi * 330 * t) + 0.1 * rng.standard_normal(n)).astype(np.float32)
+    ref, deg = tmp_path / f"ref{rate}.wav", tmp_path / f"deg{rate}.wav"
+    sf.write(ref, x, rate)
+    sf.write(deg, np.concatenate([np.zeros(delay, np.float32), x[: n - delay]]), rate)
+    return ref, deg
+
+
+def test_score_prints_the_worst_windows_and_the_delay_in_the_inputs_terms(tmp_path, capsys):
+    """Issue 26: not one line per window (159 for 78 s), and a 96-kHz file's delay in
+    96-kHz samples, not "at 44.1 kHz"."""
+    ref, deg = _pair(tmp_path, 96_000, 96, seconds=8.0)  # 1 ms late
+    rc, out, _ = run_cli(["score", str(ref), str(deg)], capsys)
+    assert rc == 0
+    lines = out.rstrip("\n").splitlines()
+    assert len(lines) == 6 and all(l.startswith("  worst: ch0") for l in lines[:5]), out
+    assert "over 8 windows" in lines[-1] and "--windows" in lines[-1]
+    assert "delay 1.0 ms (96 samples at 96 kHz)" in lines[-1] and "44.1" not in lines[-1]
+    rc, out, _ = run_cli(["score", str(ref), str(deg), "--windows"], capsys)
+    assert rc == 0 and len(out.strip().splitlines()) == 9
 
 
 def test_encode_json_end_to_end(wav, tmp_path, capsys):

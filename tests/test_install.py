@@ -168,8 +168,18 @@ def test_core_requirements_have_no_torch():
 def test_wheel_holds_weights_presets_and_no_core_torch(tmp_path):
     """The wheel pip builds from this tree holds the weights and presets, and its
     core requirements leave torch to the [gpu] extra."""
+    import shutil
+
+    # from a copy: an in-tree build leaves build/ behind, whose stale files a later wheel would carry
+    src = tmp_path / "src"
+    junk = shutil.ignore_patterns(".git", "*.egg-info", "__pycache__", ".pytest_cache")
+
+    def ignore(folder, names):  # build/ and dist/ at the top only: trainer/build is a package
+        return set(junk(folder, names)) | ({"build", "dist"} & set(names) if Path(folder) == ROOT else set())
+
+    shutil.copytree(ROOT, src, ignore=ignore)
     r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                        "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=600)
+                        "-w", str(tmp_path), str(src)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     (whl,) = tmp_path.glob("ratecontrol-*.whl")
     with zipfile.ZipFile(whl) as z:

@@ -10,7 +10,7 @@ import click
 
 @click.command()
 def doctor():
-    """Show which ffmpeg is used and which presets it can run."""
+    """Show which ffmpeg is used, which presets it can run, the learned scorer's runtime and the extras installed."""
     from ratecontrol.media import available_encoders, ffmpeg_path, ffmpeg_version
     from ratecontrol.presets import list_presets
     from ratecontrol.scoring.base import available_scorers

@@ -1,8 +1,6 @@
 """`ratecontrol encode`: one file (or an audio ladder) at a target MOS."""
 from __future__ import annotations
 
-import os
-
 import click
 
 from ratecontrol.cli._common import echo_json, fmt, hop_opt, jobs_opt, pool_opt, probe_line, scorer_opt, targets
@@ -28,7 +26,7 @@ from ratecontrol.cli._common import echo_json, fmt, hop_opt, jobs_opt, pool_opt,
 @click.option("--no-verify", is_flag=True, help="Do not decode and score the written file (the score shown is then the search's estimate).")
 @click.option("--margin", "margin_mos", type=float, default=None,
               help="Search for target + MARGIN MOS, a guard against the scorer's error [default: the scorer's own: "
-                   "learned 0.03 (the chosen rung then meets the target by exact ViSQOL on 99.8 %% of measured "
+                   "learned 0.03 (the chosen rung then meets the target by exact ViSQOL on 99.8 % of measured "
                    "searches), visqol 0].")
 @click.option("--ladder", is_flag=True,
               help="Choose among the preset's standard rungs (64k, 80k, 96k ...) instead of the lowest setting "
@@ -75,9 +73,8 @@ def encode(input_path, target_mos, codec, output, scorer, pool, hop_s, jobs, sam
                       on_probe=None if as_json else (lambda p: click.echo(probe_line(p), err=True)))
     common = dict(options=options, overwrite=overwrite)
     _check_arguments(input_path, target_mos, codec, scorer)
-    # validate, then announce: an argument error is the error line alone (issue 26); an
-    # input that is not a file gets the library's own error for it, without the line
-    if not as_json and os.path.isfile(input_path):
+    # validate, then announce: an argument error is the error line alone (issue 26)
+    if not as_json:
         click.echo(f"{input_path}: searching '{codec}' for {pool} MOS >= {','.join(f'{t:g}' for t in target_mos)}", err=True)
     if len(target_mos) > 1:
         # one report per target: PLOT.mos<target>.png
@@ -99,7 +96,9 @@ def encode(input_path, target_mos, codec, output, scorer, pool, hop_s, jobs, sam
 
 def _check_arguments(input_path: str, target_mos: list[float], codec: str, scorer: str | None) -> None:
     """What the library checks before any work, checked here before the announce line:
-    each target, the preset and its encoder, the scorer (and the runtime it needs)."""
+    each target, the preset and its encoder, the scorer (and the runtime it needs), the
+    input (inspected once: the library reuses the result for an unchanged file)."""
+    from ratecontrol import media
     from ratecontrol.api import AUTO_CODEC
     from ratecontrol.contract import check_target_mos
     from ratecontrol.probing.session import resolve_preset
@@ -110,6 +109,7 @@ def _check_arguments(input_path: str, target_mos: list[float], codec: str, score
     if codec != AUTO_CODEC:
         resolve_preset(codec)
     check_scorer(scorer)
+    media.inspect(input_path)
 
 
 def _summary(res) -> None:

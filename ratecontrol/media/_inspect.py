@@ -292,9 +292,13 @@ def _inspect(p: Path) -> MediaInfo:
         )
     a = parse_audio_stream(d["audio"])
     if not a["sample_rate_hz"] or not a["channels"]:
+        # in practice a file that is not what its name says (a text file named .flac
+        # reads as 'flac, 0 channels'): open_error's words for an unreadable file, so
+        # encode and batch say the same thing for the same cause
         raise NotAudioError(
-            f"cannot tell the sample rate / channels of {p} from ffmpeg's stream line "
-            f"{d['audio']!r}; convert it to WAV or FLAC first"
+            f"ffmpeg cannot read {p} as audio (its stream line {d['audio']!r} has no sample "
+            "rate or channels); check that it is an audio file and not damaged, or convert "
+            "it with another tool first"
         )
     duration = d["duration"]
     if not empty and (duration is None or duration <= 0):
