@@ -90,7 +90,8 @@ def export_numpy(checkpoint: str, out_path: str | None = None) -> ExportResult:
     import numpy as np
 
     from ratecontrol import fsutil
-    from ratecontrol.scoring.model import CODE_REVISION, MOS_MAX, MOS_MIN, SubsonicHighpass, load_checkpoint
+    from ratecontrol.contract import MODEL_MOS_MAX, MOS_MIN
+    from ratecontrol.scoring.model import CODE_REVISION, SubsonicHighpass, load_checkpoint
     from ratecontrol.scoring.numpy_model import NUMPY_FORMAT_VERSION, load_numpy_model
 
     checkpoint = os.fspath(checkpoint)
@@ -108,7 +109,7 @@ def export_numpy(checkpoint: str, out_path: str | None = None) -> ExportResult:
                                           "rel_floor_db", "search", "search_below", "subsonic_prefilter")},
         "features": np.array(list(cfg["features"]), dtype=str),
         "prefilter_pad": np.array(pre.pad), "prefilter_gain": pre.gain.numpy().astype(np.float32),
-        "mos_min": np.array(MOS_MIN), "mos_max": np.array(MOS_MAX),
+        "mos_min": np.array(MOS_MIN), "mos_max": np.array(MODEL_MOS_MAX),
         "window": model.frontend.window.numpy().astype(np.float32),
         "band_matrix": model.frontend.band_matrix.numpy().astype(np.float32),
         "gauss": model.gauss.numpy().reshape(3, 3).astype(np.float32),
