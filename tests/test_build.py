@@ -411,7 +411,10 @@ BUILD_MODULES = ["trainer.dataset", "trainer.dataset.config", "trainer.dataset.s
                  "trainer.dataset.sources", "trainer.dataset.jobs", "trainer.dataset.labels",
                  "trainer.dataset.pool", "trainer.dataset.rounds", "trainer.dataset.selection",
                  "trainer.dataset.shards", "trainer.dataset.builder",
-                 "trainer.dataset.verify", "trainer.cli", "trainer.cli.build"]
+                 "trainer.dataset.verify", "trainer.cli", "trainer.cli.build",
+                 "trainer.corpus", "trainer.corpus._common", "trainer.corpus._packages", "trainer.corpus._music",
+                 "trainer.corpus._render", "trainer.corpus._drums", "trainer.corpus._speech",
+                 "trainer.corpus._recipe", "trainer.cli.corpus"]
 
 
 @pytest.mark.parametrize("name", BUILD_MODULES)
