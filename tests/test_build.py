@@ -411,7 +411,10 @@ BUILD_MODULES = ["trainer.dataset", "trainer.dataset.config", "trainer.dataset.s
                  "trainer.dataset.sources", "trainer.dataset.jobs", "trainer.dataset.labels",
                  "trainer.dataset.pool", "trainer.dataset.rounds", "trainer.dataset.selection",
                  "trainer.dataset.shards", "trainer.dataset.builder",
-                 "trainer.dataset.verify", "trainer.cli", "trainer.cli.build"]
+                 "trainer.dataset.verify", "trainer.cli", "trainer.cli.build",
+                 "trainer.corpus", "trainer.corpus._common", "trainer.corpus._packages", "trainer.corpus._music",
+                 "trainer.corpus._render", "trainer.corpus._drums", "trainer.corpus._speech",
+                 "trainer.corpus._recipe", "trainer.cli.corpus"]
 
 
 @pytest.mark.parametrize("name", BUILD_MODULES)
@@ -443,3 +446,35 @@ def test_trainer_library_modules_hold_no_click():
         names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         names |= {(n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
         assert "click" not in names, path
+
+
+def test_bin_targets_split_the_pairs_over_the_bins(tmp_path):
+    from trainer.dataset.pool import BinTargets, PoolState
+
+    bins = BinTargets.for_config(B.BuildConfig([tmp_path], tmp_path / "out", 40, score_range=(0.0, 1.0),
+                                               bin_width=0.25))
+    assert bins.n_bins == 4 and bins.target == {"train": 9, "val": 1} and bins.total == 40
+    assert bins.bins([1.0, 2.9, 5.0]) == [0, 1, 4]  # MOS 5 is above the last bin
+    state = PoolState(n_bins=4, n_settings=1)
+    state.add("train", 0, 0, [0] * 12 + [1])
+    assert bins.filled(state) == 10 and list(bins.deficit(state)["train"]) == [0, 8, 9, 9]
+    with pytest.raises(UsageError, match="too small"):
+        BinTargets.for_config(B.BuildConfig([tmp_path], tmp_path / "out", 3, score_range=(0.0, 1.0),
+                                            bin_width=0.25))
+
+
+def test_selection_keeps_the_same_count_in_every_bin_and_is_seeded(tmp_path):
+    from trainer.dataset.pool import BinTargets
+    from trainer.dataset.selection import select
+
+    bins = BinTargets(edges=np.array([0.0, 0.5, 1.0]), target={"train": 3, "val": 1})
+    metas = [{"round": 0, "jobs": [{"split": "train", "first": 0, "mos": [1.5, 1.5, 1.5, 4.5]},
+                                   {"split": "train", "first": 4, "mos": [4.5, 1.2]},
+                                   {"split": "val", "first": 6, "mos": [1.1, 4.9]}]}]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = select(tmp_path / "a", metas, bins, seed=5)
+    assert a == select(tmp_path / "b", metas, bins, seed=5)
+    assert a["per_bin"] == {"train": 2, "val": 1}  # the upper train bin holds only 2
+    assert a["starved"] == {"train": {"0.50": 2}}
+    assert len(a["pairs"]["train"]) == 4 and sorted(a["pairs"]["val"]) == [[0, 6], [0, 7]]

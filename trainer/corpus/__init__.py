@@ -15,6 +15,16 @@ renders need, fluidsynth and espeak-ng), then writes
 Every stage is resumable: downloads, unpacked packages and rendered files are kept and
 skipped on rerun; each stage's manifest part is written atomically when it completes.
 The builder (`trainer.dataset`) reads DIR/manifest.jsonl for source ids and licences.
+
+One module per stage (this package re-exports the public names)::
+
+    _common.py    CorpusConfig, SourceRecord, spectral_bandwidth(), audio and JSON-lines files
+    _packages.py  ensure_tools(), fetch_package() (apt-get download, dpkg-deb -x), licence_for()
+    _music.py     stage_music(): game music through the bitrate/bandwidth gate
+    _render.py    stage_render(): music21 scores through GM SoundFonts
+    _drums.py     stage_drums(), arrange_pattern(): one-shots sequenced into grooves
+    _speech.py    stage_speech(): Asterisk prompts joined, espeak-ng passages
+    _recipe.py    build_corpus(): the stages in order, then manifest.jsonl and licences/
 """
 from __future__ import annotations
 

@@ -3,7 +3,6 @@ bandwidth measure and the audio/JSON-lines file helpers."""
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +10,18 @@ import numpy as np
 
 from ratecontrol import fsutil
 
-log = logging.getLogger("trainer.corpus")  # one logger for every stage: corpus.log gets them all
+__all__ = [
+    "KINDS",
+    "CORPUS_EXTENSIONS",
+    "CorpusConfig",
+    "SourceRecord",
+    "CorpusSummary",
+    "spectral_bandwidth",
+    "read_audio",
+    "write_flac",
+    "write_jsonl",
+    "read_manifest",
+]
 
 KINDS = ("music", "render", "drums", "speech")
 #: which files of the installed packages become corpus sources: deliberately narrower
@@ -97,7 +107,7 @@ def spectral_bandwidth(audio: np.ndarray, sample_rate_hz: int, max_seconds: floa
     return bw, float(freqs[above[-1]])
 
 
-def _read(path: Path) -> tuple[np.ndarray, int]:
+def read_audio(path: Path) -> tuple[np.ndarray, int]:
     """[C, N] float32 via libsndfile (reads Vorbis/FLAC/WAV/AIFF; decoding here is only
     for measuring and arranging -- the dataset builder decodes through ratecontrol.media)."""
     import soundfile as sf
@@ -106,7 +116,7 @@ def _read(path: Path) -> tuple[np.ndarray, int]:
     return data.T.copy(), int(sr)
 
 
-def _write_flac(path: Path, audio: np.ndarray, sample_rate_hz: int) -> None:
+def write_flac(path: Path, audio: np.ndarray, sample_rate_hz: int) -> None:
     import soundfile as sf
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -114,7 +124,7 @@ def _write_flac(path: Path, audio: np.ndarray, sample_rate_hz: int) -> None:
         sf.write(str(tmp), np.clip(audio.T, -1, 1), sample_rate_hz, format="FLAC", subtype="PCM_16")
 
 
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
+def write_jsonl(path: Path, rows: list[dict]) -> None:
     fsutil.atomic_write(path, "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
 
 

@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from ratecontrol import fsutil
-from trainer.corpus._common import CorpusConfig, SourceRecord, _read, _write_flac, spectral_bandwidth
-from trainer.corpus._packages import _copyright_path, fetch_package, licence_for
+from trainer.corpus._common import CorpusConfig, SourceRecord, read_audio, spectral_bandwidth, write_flac
+from trainer.corpus._packages import copyright_path, fetch_package, licence_for
+
+__all__ = ["DRUM_PACKAGES", "arrange_pattern", "stage_drums"]
 
 DRUM_PACKAGES = ("hydrogen-drumkits", "sonic-pi-samples")
 
@@ -104,7 +106,7 @@ def arrange_pattern(pools: dict[str, list[np.ndarray]], rng: np.random.Generator
 
 def _load_shot(path: Path, max_s: float = 2.0) -> np.ndarray | None:
     try:
-        a, sr = _read(path)
+        a, sr = read_audio(path)
     except Exception:
         return None
     a = _to_stereo_441(a, sr)[:, : int(max_s * 44100)]
@@ -118,7 +120,7 @@ def stage_drums(out: Path, cfg: CorpusConfig) -> list[dict]:
     kept = []
     jobs = []  # (id, dst, pools, bed, package, licence, note)
     hroot = fetch_package("hydrogen-drumkits", out)
-    hcopy = _copyright_path(hroot, "hydrogen-drumkits")
+    hcopy = copyright_path(hroot, "hydrogen-drumkits")
     htext = hcopy.read_text(errors="replace") if hcopy else None
     kits = sorted((hroot / "usr/share/hydrogen/data/drumkits").glob("*/drumkit.xml"))
     for kit in kits:
@@ -142,7 +144,7 @@ def stage_drums(out: Path, cfg: CorpusConfig) -> list[dict]:
             licence = lic[:120]  # the kit's own drumkit.xml <license> text
         jobs.append((kit.parent.name, pools, None, "hydrogen-drumkits", licence))
     sroot = fetch_package("sonic-pi-samples", out)
-    scopy = _copyright_path(sroot, "sonic-pi-samples")
+    scopy = copyright_path(sroot, "sonic-pi-samples")
     stext = scopy.read_text(errors="replace") if scopy else None
     sdir = sroot / "usr/share/sonic-pi/samples"
     spools: dict[str, list[np.ndarray]] = {"kick": [], "snare": [], "hat": [], "cymbal": [], "perc": []}
@@ -165,7 +167,7 @@ def stage_drums(out: Path, cfg: CorpusConfig) -> list[dict]:
     for k in range(n_patterns):
         if k % 3 == 2 and loops:
             loopf = loops[(k // 3) % len(loops)]
-            bed_audio, sr = _read(loopf)
+            bed_audio, sr = read_audio(loopf)
             bed = _to_stereo_441(bed_audio, sr)
             variants.append((f"sonic-pi-{loopf.stem}-{k:03d}", spools, bed, "sonic-pi-samples",
                              licence_for("sonic-pi-samples", stext,
@@ -185,8 +187,8 @@ def stage_drums(out: Path, cfg: CorpusConfig) -> list[dict]:
         sub = np.random.default_rng([cfg.seed, 11, len(kept)])
         if not dst.exists():
             audio = arrange_pattern(pools, sub, per_job_s, bpm, bed)
-            _write_flac(dst, audio, 44100)
-        audio, sr = _read(dst)
+            write_flac(dst, audio, 44100)
+        audio, sr = read_audio(dst)
         bw, roll = spectral_bandwidth(audio, sr)
         kept.append(dataclasses.asdict(SourceRecord(
             id=f"drums/{vid}", path=str(dst.relative_to(out)), kind="drums", package=pkg,

@@ -10,8 +10,11 @@ import zipfile
 from pathlib import Path
 
 from ratecontrol import fsutil
-from trainer.corpus._common import CORPUS_EXTENSIONS, CorpusConfig, SourceRecord, _read, spectral_bandwidth
-from trainer.corpus._packages import _copyright_path, fetch_package, licence_for
+from trainer.corpus._common import (CORPUS_EXTENSIONS, CorpusConfig, SourceRecord, read_audio,
+                                    spectral_bandwidth)
+from trainer.corpus._packages import copyright_path, fetch_package, licence_for
+
+__all__ = ["MUSIC_PACKAGES", "stage_music"]
 
 log = logging.getLogger("trainer.corpus")  # one logger for every stage: corpus.log gets them all
 
@@ -38,7 +41,7 @@ def _measure_music(path: Path, cfg: CorpusConfig) -> dict:
         return {**row, "keep": False, "reason": f"shorter than {cfg.min_music_duration_s} s"}
     if info.samplerate < 44100:
         return {**row, "keep": False, "reason": "sample rate < 44.1 kHz"}
-    audio, sr = _read(path)
+    audio, sr = read_audio(path)
     bw, roll = spectral_bandwidth(audio, sr)
     row.update(bandwidth_995_hz=round(bw), rolloff_60db_hz=round(roll))
     if eq_kbps < cfg.min_bitrate_kbps:
@@ -83,7 +86,7 @@ def stage_music(out: Path, cfg: CorpusConfig, n_jobs: int) -> tuple[list[dict], 
             rejected.append({**base, "kind": "music", "keep": False, "reason": "duplicate"})
             continue
         seen.add(digest)
-        cpath = _copyright_path(out / "extract" / pkg, pkg)
+        cpath = copyright_path(out / "extract" / pkg, pkg)
         ctext = cpath.read_text(errors="replace") if cpath else None
         dst = out / "audio" / "music" / pkg / rel.replace("/", "__")
         if not dst.exists():

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from ratecontrol.errors import DatasetError, UsageError
 
+__all__ = ["HAND_LICENCES", "run_logged", "ensure_tools", "fetch_package", "copyright_path", "licence_for"]
+
 log = logging.getLogger("trainer.corpus")  # one logger for every stage: corpus.log gets them all
 
 # Packages whose copyright file is not machine-readable (DEP-5), read by hand (bookworm).
@@ -25,7 +27,7 @@ HAND_LICENCES = {
 }
 
 
-def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+def run_logged(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     log.info("run: %s", " ".join(cmd))
     return subprocess.run(cmd, check=False, capture_output=True, text=True, **kw)
 
@@ -38,10 +40,10 @@ def ensure_tools() -> None:
     if shutil.which("apt-get") is None or os.geteuid() != 0:
         raise UsageError(f"build-corpus needs {', '.join(missing)}: install them "
                          f"(Debian: apt-get install {' '.join(missing)}) and rerun")
-    r = _run(["apt-get", "install", "-y", "-q", *missing])
+    r = run_logged(["apt-get", "install", "-y", "-q", *missing])
     if r.returncode != 0:
-        _run(["apt-get", "update", "-q"])
-        r = _run(["apt-get", "install", "-y", "-q", *missing])
+        run_logged(["apt-get", "update", "-q"])
+        r = run_logged(["apt-get", "install", "-y", "-q", *missing])
     if r.returncode != 0:
         raise UsageError(f"apt-get install {' '.join(missing)} failed: {r.stderr.strip()[-300:]}")
 
@@ -55,10 +57,10 @@ def fetch_package(name: str, out: Path) -> Path:
     debs.mkdir(parents=True, exist_ok=True)
     found = sorted(debs.glob(f"{name}_*.deb"))
     if not found:
-        r = _run(["apt-get", "download", name], cwd=debs)
+        r = run_logged(["apt-get", "download", name], cwd=debs)
         if r.returncode != 0:  # package lists missing or stale
-            _run(["apt-get", "update", "-q"])
-            r = _run(["apt-get", "download", name], cwd=debs)
+            run_logged(["apt-get", "update", "-q"])
+            r = run_logged(["apt-get", "download", name], cwd=debs)
         found = sorted(debs.glob(f"{name}_*.deb"))
         if r.returncode != 0 or not found:
             raise DatasetError(f"apt-get download {name} failed: {r.stderr.strip()[-300:]}; "
@@ -66,14 +68,14 @@ def fetch_package(name: str, out: Path) -> Path:
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
-    r = _run(["dpkg-deb", "-x", str(found[-1]), str(target)])
+    r = run_logged(["dpkg-deb", "-x", str(found[-1]), str(target)])
     if r.returncode != 0:
         raise DatasetError(f"dpkg-deb -x {found[-1]} failed: {r.stderr.strip()[-300:]}")
     (target / ".done").write_text(found[-1].name)
     return target
 
 
-def _copyright_path(pkg_root: Path, name: str) -> Path | None:
+def copyright_path(pkg_root: Path, name: str) -> Path | None:
     p = pkg_root / "usr/share/doc" / name / "copyright"
     if p.exists():
         return p

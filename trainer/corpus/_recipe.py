@@ -6,12 +6,14 @@ import shutil
 from pathlib import Path
 
 from ratecontrol.errors import UsageError
-from trainer.corpus._common import KINDS, CorpusConfig, CorpusSummary, _write_jsonl, read_manifest
+from trainer.corpus._common import KINDS, CorpusConfig, CorpusSummary, read_manifest, write_jsonl
 from trainer.corpus._drums import stage_drums
 from trainer.corpus._music import stage_music
-from trainer.corpus._packages import _copyright_path, ensure_tools
+from trainer.corpus._packages import copyright_path, ensure_tools
 from trainer.corpus._render import stage_render
 from trainer.corpus._speech import stage_speech
+
+__all__ = ["STAGES", "build_corpus"]
 
 log = logging.getLogger("trainer.corpus")  # one logger for every stage: corpus.log gets them all
 
@@ -40,7 +42,7 @@ def build_corpus(out: Path, config: CorpusConfig = CorpusConfig(), n_jobs: int =
             log.info("stage %s", stage)
             if stage == "music":
                 kept, rejected = stage_music(out, config, n_jobs)
-                _write_jsonl(parts / "music.rejected.jsonl", rejected)
+                write_jsonl(parts / "music.rejected.jsonl", rejected)
             elif stage == "render":
                 ensure_tools()
                 kept = stage_render(out, config, n_jobs)
@@ -49,19 +51,19 @@ def build_corpus(out: Path, config: CorpusConfig = CorpusConfig(), n_jobs: int =
             else:
                 ensure_tools()
                 kept = stage_speech(out, config)
-            _write_jsonl(part, kept)
+            write_jsonl(part, kept)
         rows, rejected = [], []
         for stage in STAGES:
             if (parts / f"{stage}.jsonl").exists():
                 rows += read_manifest(parts / f"{stage}.jsonl")
         if (parts / "music.rejected.jsonl").exists():
             rejected = read_manifest(parts / "music.rejected.jsonl")
-        _write_jsonl(out / "manifest.jsonl", rows)
-        _write_jsonl(out / "rejected.jsonl", rejected)
+        write_jsonl(out / "manifest.jsonl", rows)
+        write_jsonl(out / "rejected.jsonl", rejected)
         lic_dir = out / "licences"
         lic_dir.mkdir(exist_ok=True)
         for pkg_root in sorted((out / "extract").glob("*")):
-            c = _copyright_path(pkg_root, pkg_root.name)
+            c = copyright_path(pkg_root, pkg_root.name)
             if c and pkg_root.is_dir():
                 shutil.copyfile(c, lic_dir / f"{pkg_root.name}.copyright")
         hours = {k: round(sum(r["duration_s"] for r in rows if r["kind"] == k) / 3600, 3)

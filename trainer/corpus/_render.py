@@ -12,9 +12,11 @@ import numpy as np
 
 from ratecontrol import fsutil
 from ratecontrol.errors import UsageError
-from trainer.corpus._common import (CorpusConfig, SourceRecord, _read, _write_flac, _write_jsonl, read_manifest,
-                                    spectral_bandwidth)
+from trainer.corpus._common import (CorpusConfig, SourceRecord, read_audio, read_manifest,
+                                    spectral_bandwidth, write_flac, write_jsonl)
 from trainer.corpus._packages import HAND_LICENCES, fetch_package
+
+__all__ = ["SOUNDFONTS", "MUSIC21_LICENCE", "stage_render"]
 
 log = logging.getLogger("trainer.corpus")  # one logger for every stage: corpus.log gets them all
 
@@ -70,7 +72,7 @@ def _render_one(index: int, score_path: str, sf2: str, wav_out: Path, seed: int)
                 if r.returncode != 0 or not wav.exists():
                     log.warning("fluidsynth failed on %s: %s", score_path, r.stderr[-200:])
                     return None
-                audio, sr = _read(wav)
+                audio, sr = read_audio(wav)
     except Exception as exc:  # music21 cannot parse/convert some corpus files
         log.warning("render skipped %s: %s", score_path, exc)
         return None
@@ -81,7 +83,7 @@ def _render_one(index: int, score_path: str, sf2: str, wav_out: Path, seed: int)
         return None
     audio = audio[:, loud[0]:loud[-1] + int(0.5 * sr)][:, : int(_MAX_RENDER_S * sr)]
     audio *= 0.89 / max(float(np.abs(audio).max()), 1e-9)
-    _write_flac(wav_out, audio, sr)
+    write_flac(wav_out, audio, sr)
     return {"score": score_path, "transpose_semitones": semitones, "bpm": round(bpm, 1),
             "programs": programs}
 
@@ -127,7 +129,7 @@ def stage_render(out: Path, cfg: CorpusConfig, n_jobs: int) -> list[dict]:
         for i, p, pkg, sf2, dst in jobs:
             if not dst.exists():
                 continue
-            audio, sr = _read(dst)
+            audio, sr = read_audio(dst)
             bw, roll = spectral_bandwidth(audio, sr)
             m = meta.get(dst.name, {})
             rel_score = p.split("corpus" + os.sep, 1)[-1]
@@ -140,6 +142,6 @@ def stage_render(out: Path, cfg: CorpusConfig, n_jobs: int) -> list[dict]:
                 note=f"music21 {rel_score}; transpose {m.get('transpose_semitones')}; "
                      f"bpm {m.get('bpm')}; GM programs {m.get('programs')}")))
             total_s += audio.shape[1] / sr
-        _write_jsonl(meta_path, list(meta.values()))
+        write_jsonl(meta_path, list(meta.values()))
         log.info("render: %.2f h so far", total_s / 3600)
     return kept

@@ -9,8 +9,10 @@ import numpy as np
 
 from ratecontrol import fsutil
 from ratecontrol.errors import DatasetError
-from trainer.corpus._common import CorpusConfig, SourceRecord, _read, _write_flac, spectral_bandwidth
-from trainer.corpus._packages import HAND_LICENCES, _copyright_path, _run, fetch_package, licence_for
+from trainer.corpus._common import CorpusConfig, SourceRecord, read_audio, spectral_bandwidth, write_flac
+from trainer.corpus._packages import HAND_LICENCES, copyright_path, fetch_package, licence_for, run_logged
+
+__all__ = ["SPEECH_PACKAGES", "stage_speech"]
 
 SPEECH_PACKAGES = (
     "asterisk-core-sounds-en-wav", "asterisk-core-sounds-fr-wav", "asterisk-core-sounds-es-wav",
@@ -27,7 +29,7 @@ def stage_speech(out: Path, cfg: CorpusConfig) -> list[dict]:
     kept = []
 
     def record(dst: Path, pkg: str, lic: str, note: str):
-        audio, sr = _read(dst)
+        audio, sr = read_audio(dst)
         bw, roll = spectral_bandwidth(audio, sr)
         kept.append(dataclasses.asdict(SourceRecord(
             id=f"speech/{dst.stem}", path=str(dst.relative_to(out)), kind="speech",
@@ -40,7 +42,7 @@ def stage_speech(out: Path, cfg: CorpusConfig) -> list[dict]:
     # so windows hold running speech rather than one word and silence.
     for pkg in SPEECH_PACKAGES:
         root = fetch_package(pkg, out)
-        cpath = _copyright_path(root, pkg)
+        cpath = copyright_path(root, pkg)
         ctext = cpath.read_text(errors="replace") if cpath else None
         files = sorted(f for f in root.rglob("*.wav") if not f.is_symlink())
         lic = licence_for(pkg, ctext, str(files[0].relative_to(root))) if files else ""
@@ -49,7 +51,7 @@ def stage_speech(out: Path, cfg: CorpusConfig) -> list[dict]:
         sr0 = None
         for i in list(order) + [None]:
             if i is not None:
-                a, sr = _read(files[i])
+                a, sr = read_audio(files[i])
                 sr0 = sr0 or sr
                 if sr != sr0:
                     continue
@@ -58,7 +60,7 @@ def stage_speech(out: Path, cfg: CorpusConfig) -> list[dict]:
             if passage and (i is None or length >= cfg.speech_passage_s * sr0):
                 dst = out / "audio" / "speech" / f"{pkg}-{idx:03d}.flac"
                 if not dst.exists():
-                    _write_flac(dst, np.concatenate(passage, axis=1), sr0)
+                    write_flac(dst, np.concatenate(passage, axis=1), sr0)
                 record(dst, pkg, lic, f"{len(passage) // 2} Asterisk prompts joined")
                 passage, length, idx = [], 0, idx + 1
     # espeak-ng: the licence texts shipped with Debian read in many voices and speeds.
@@ -77,13 +79,13 @@ def stage_speech(out: Path, cfg: CorpusConfig) -> list[dict]:
         if not dst.exists():
             with tempfile.TemporaryDirectory() as tmp:
                 wav = Path(tmp) / "s.wav"
-                r = _run(["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch),
+                r = run_logged(["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch),
                           "-w", str(wav), text[:6000]])
                 if r.returncode != 0 or not wav.exists():
                     raise DatasetError(f"espeak-ng failed (voice {voice}): {r.stderr[-200:]}")
-                a, sr = _read(wav)
+                a, sr = read_audio(wav)
                 a *= 0.89 / max(float(np.abs(a).max()), 1e-9)
-                _write_flac(dst, a, sr)
+                write_flac(dst, a, sr)
         record(dst, "espeak-ng", HAND_LICENCES["espeak-ng"] + "; text /usr/share/common-licenses",
                f"voice {voice}, {speed} wpm, pitch {pitch}")
         total += kept[-1]["duration_s"]
