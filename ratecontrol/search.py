@@ -320,12 +320,20 @@ def _next_probe(lo: int, hi: int, scores: dict[int, float], target: float, n_run
 # The choice is the passing probe of least ``cost`` (default: x; the caller passes the
 # measured bits, so a setting that spends fewer actual bits wins, libopus surround).
 
-#: stop once a passing probe is within this much of the bar (MOS). MOS rises ~0.6 per
-#: unit of ln kbps on the ladders (0.11 MOS per rung, rungs ~20 % apart; oracle bench), so
-#: 0.02 MOS is ~3 % of the bits at worst and ~1.5 % on average
-KNOB_TOLERANCE_MOS = 0.02
-#: ... or once the bracket is this narrow in ln kbps (2 %: below any measurable gain)
-KNOB_BRACKET_X = math.log(1.02)
+#: stop once a passing probe is within this much of the bar (MOS). MOS rises 0.6-1.7 per
+#: unit of ln kbps near the targets (0.11 MOS per ~20 % rung on the ladders, the oracle
+#: bench; 1.7 on the Wesnoth curves, bench_knob.py), so 0.03 MOS is 2-5 % of the bits at
+#: most. Chosen on simulated noisy curves (jitter 0.012 MOS, 30 % with a 0.02-0.1 step;
+#: 400 searches, first probe 80k, margin 0.03): tolerance 0.02 / 0.03 / 0.04 took median
+#: 4 / 3 / 3 probes (mean 3.58 / 3.43 / 3.15) for +2.8 / +3.1 / +3.6 % bits over the
+#: crossing of the bar (with GAIN_X and KNOB_BRACKET_X at 3 %)
+KNOB_TOLERANCE_MOS = 0.03
+#: ... or once the bracket is this narrow in ln kbps (3 %)
+KNOB_BRACKET_X = math.log(1.03)
+#: ... or once the interpolation puts the bar's crossing this close below the lowest pass
+#: (the next probe could save no more than that): 3 % took the simulated searches from
+#: 3.76 to 3.58 probes at tolerance 0.02, +0.2 % bits
+GAIN_X = math.log(1.03)
 #: the probe aims this far into the tolerance band, so a small prediction error still passes
 AIM_SHARE = 0.5
 #: MOS per unit of ln kbps for extrapolating with one end open: SLOPE_PRIOR_MOS_PER_RUNG
@@ -431,6 +439,11 @@ def _knob_covered(f: float, scores: dict[float, float], bar: float, near_miss: f
     below = [x for x in scores if x < f]
     if below and f - max(below) <= recheck_x * 1.01:
         return True
+    if rule == "recheck" and any(not math.isnan(scores[g]) and scores[g] <= s for g in below):
+        # a lower probe scores no higher: the curve kept falling below the near miss, as
+        # a recheck that scores no higher says on a ladder. Without it every search would
+        # pay a recheck: a fine search nearly always ends on a near miss (issue 24)
+        return True
     if rule == "recheck" and f in rechecked:
         up = [x for x in scores if x > f]
         if up:
@@ -502,6 +515,9 @@ def _next_bracket(scores, bar, lo_x, hi_x, snap, tolerance, bracket_x, slope_pri
         return fresh(hi - step) or fresh(lo_x)
     if hi - lo <= bracket_x:
         return None
+    at_bar = _crossing(scores, lo, hi, bar)
+    if at_bar is not None and hi - at_bar <= GAIN_X:
+        return None  # the curve predicts the bar within GAIN_X below the pass: too little to win
     x = _crossing(scores, lo, hi, aim)
     span = hi - lo
     if x is None:

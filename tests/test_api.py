@@ -98,7 +98,7 @@ def test_unreachable_target_and_best_effort(song):
         select_bitrate(song, target_mos=4.74, codec="opus", scorer="visqol")
     assert exc.value.result is not None and exc.value.result.probes
     res = select_bitrate(song, target_mos=4.74, codec="opus", scorer="visqol", best_effort=True)
-    assert not res.reached and res.chosen.rung_index == max(p.rung_index for p in res.probes)
+    assert not res.reached and res.chosen.bitrate_kbps == max(p.bitrate_kbps for p in res.probes)
     assert any("best effort" in n for n in res.notes)
 
 
