@@ -90,8 +90,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-__all__ = ["DEFAULT_RULE", "KNOB_TOLERANCE_MOS", "KnobOutcome", "LadderOutcome", "NEAR_MISS_MOS", "RULES",
-           "SLOPE_PRIOR_MOS_PER_RUNG", "search_knob", "search_ladder"]
+__all__ = ["DEFAULT_RULE", "KNOB_TOLERANCE_MOS", "KnobOutcome", "LadderOutcome", "NEAR_MISS_MOS", "RECHECK_X", "RULES",
+           "SLOPE_PRIOR_MOS_PER_RUNG", "SLOPE_PRIOR_MOS_PER_X", "search_knob", "search_ladder"]
 
 
 @dataclass(frozen=True)
@@ -320,12 +320,20 @@ def _next_probe(lo: int, hi: int, scores: dict[int, float], target: float, n_run
 # The choice is the passing probe of least ``cost`` (default: x; the caller passes the
 # measured bits, so a setting that spends fewer actual bits wins, libopus surround).
 
-#: stop once a passing probe is within this much of the bar (MOS). MOS rises ~0.6 per
-#: unit of ln kbps on the ladders (0.11 MOS per rung, rungs ~20 % apart; oracle bench), so
-#: 0.02 MOS is ~3 % of the bits at worst and ~1.5 % on average
-KNOB_TOLERANCE_MOS = 0.02
-#: ... or once the bracket is this narrow in ln kbps (2 %: below any measurable gain)
-KNOB_BRACKET_X = math.log(1.02)
+#: stop once a passing probe is within this much of the bar (MOS). MOS rises 0.6-1.7 per
+#: unit of ln kbps near the targets (0.11 MOS per ~20 % rung on the ladders, the oracle
+#: bench; 1.7 on the Wesnoth curves, bench_knob.py), so 0.03 MOS is 2-5 % of the bits at
+#: most. Chosen on simulated noisy curves (jitter 0.012 MOS, 30 % with a 0.02-0.1 step;
+#: 400 searches, first probe 80k, margin 0.03): tolerance 0.02 / 0.03 / 0.04 took median
+#: 4 / 3 / 3 probes (mean 3.58 / 3.43 / 3.15) for +2.8 / +3.1 / +3.6 % bits over the
+#: crossing of the bar (with GAIN_X and KNOB_BRACKET_X at 3 %)
+KNOB_TOLERANCE_MOS = 0.03
+#: ... or once the bracket is this narrow in ln kbps (3 %)
+KNOB_BRACKET_X = math.log(1.03)
+#: ... or once the interpolation puts the bar's crossing this close below the lowest pass
+#: (the next probe could save no more than that): 3 % took the simulated searches from
+#: 3.76 to 3.58 probes at tolerance 0.02, +0.2 % bits
+GAIN_X = math.log(1.03)
 #: the probe aims this far into the tolerance band, so a small prediction error still passes
 AIM_SHARE = 0.5
 #: MOS per unit of ln kbps for extrapolating with one end open: SLOPE_PRIOR_MOS_PER_RUNG
@@ -368,6 +376,8 @@ def search_knob(
     slope_prior: float = SLOPE_PRIOR_MOS_PER_X,
     max_probes: int = MAX_KNOB_PROBES,
     known: dict[float, float] | None = None,
+    parallel: int = 1,
+    evaluate_many: Callable[[Sequence[float]], Sequence[float]] | None = None,
 ) -> KnobOutcome:
     """Find the cheapest ``x`` in ``[lo_x, hi_x]`` with ``evaluate(x) >= target + margin``,
     to within ``tolerance`` MOS above the bar or ``bracket_x`` in x.
@@ -376,7 +386,10 @@ def search_knob(
     snapped. ``first_x``: the first probe (default: the middle). ``cost(x)``: what the
     choice minimises among passing probes (default x). ``known``: scores measured before
     (another target on the same curve), used as probes without calling ``evaluate`` (they
-    may be chosen; ``probes`` lists only the new ones). ``rule``: ``"recheck"`` (default)
+    may be chosen; ``probes`` lists only the new ones). ``parallel`` 2: each round
+    probes the next point and a companion a little above it (where the curve's slope puts
+    the top of the tolerance band), so a round that just misses usually ends the search;
+    ``evaluate_many`` runs a round (default: a thread per point). ``rule``: ``"recheck"`` (default)
     or ``"monotone"`` (no dip rechecks). Returns the probes in order and the chosen x
     (None when ``hi_x`` was probed and failed: the target is unreachable).
     """
@@ -397,15 +410,51 @@ def search_knob(
     if scores:
         x = _next_knob(scores, bar, lo_x, hi_x, snap, tolerance, bracket_x, near_miss, recheck_x,
                        rule, rechecked, slope_prior)
+    if parallel > 1 and evaluate_many is None:
+        def evaluate_many(xs):
+            with ThreadPoolExecutor(len(xs)) as ex:
+                return list(ex.map(evaluate, xs))
     while x is not None and len(order) < max_probes:
-        s = float(evaluate(x))
-        scores[x] = s
-        order.append((x, s))
+        pts = [x]
+        if parallel > 1:
+            c = _companion(x, scores, bar, lo_x, hi_x, snap, tolerance, bracket_x, slope_prior)
+            if c is not None and c != x:
+                pts.append(c)
+        got = [float(s) for s in (evaluate_many(pts) if len(pts) > 1 else [evaluate(x)])]
+        for xi, s in zip(pts, got):
+            scores[xi] = s
+            order.append((xi, s))
         x = _next_knob(scores, bar, lo_x, hi_x, snap, tolerance, bracket_x, near_miss, recheck_x,
                        rule, rechecked, slope_prior)
     passing = [x for x, s in scores.items() if _passes(s, bar)]
     chosen = min(passing, key=lambda x: (cost(x), x)) if passing else None
     return KnobOutcome(chosen=chosen, probes=tuple(order))
+
+
+def _companion(x, scores, bar, lo_x, hi_x, snap, tolerance, bracket_x, slope_prior) -> float | None:
+    """The second point of a round. While an end of the bracket is open, a wide step
+    towards it (``COMPANION_X`` beyond ``x``; below it in the first round, where no side
+    is known), so the round is likely to close the bracket; once both ends are measured,
+    above ``x`` by the tolerance band's width on the curve's slope, so a round whose
+    first point just misses usually ends the search. None if there is no room."""
+    passes = [p for p, s in scores.items() if _passes(s, bar)]
+    fails = [p for p, s in scores.items() if not _passes(s, bar)]
+    if not passes:
+        c = x + COMPANION_X if fails else x - COMPANION_X
+    elif not [p for p in fails if p < min(passes)]:
+        c = x - COMPANION_X
+    else:
+        pts = sorted((p, s) for p, s in scores.items() if not math.isnan(s))
+        near = sorted(sorted(pts, key=lambda p: abs(p[0] - x))[:2])
+        c = x + max(tolerance / _knob_slope(near, slope_prior), bracket_x)
+    c = snap(min(max(c, lo_x), hi_x))
+    if c in scores or c == x or (passes and c >= min(passes)):
+        return None
+    return c
+
+
+#: the companion's step while an end of the bracket is open (ln kbps: 40 %, two rungs)
+COMPANION_X = math.log(1.4)
 
 
 def _knob_slope(pts: list[tuple[float, float]], prior: float) -> float:
@@ -430,6 +479,11 @@ def _knob_covered(f: float, scores: dict[float, float], bar: float, near_miss: f
         return True
     below = [x for x in scores if x < f]
     if below and f - max(below) <= recheck_x * 1.01:
+        return True
+    if rule == "recheck" and any(not math.isnan(scores[g]) and scores[g] <= s for g in below):
+        # a lower probe scores no higher: the curve kept falling below the near miss, as
+        # a recheck that scores no higher says on a ladder. Without it every search would
+        # pay a recheck: a fine search nearly always ends on a near miss (issue 24)
         return True
     if rule == "recheck" and f in rechecked:
         up = [x for x in scores if x > f]
@@ -502,6 +556,9 @@ def _next_bracket(scores, bar, lo_x, hi_x, snap, tolerance, bracket_x, slope_pri
         return fresh(hi - step) or fresh(lo_x)
     if hi - lo <= bracket_x:
         return None
+    at_bar = _crossing(scores, lo, hi, bar)
+    if at_bar is not None and hi - at_bar <= GAIN_X:
+        return None  # the curve predicts the bar within GAIN_X below the pass: too little to win
     x = _crossing(scores, lo, hi, aim)
     span = hi - lo
     if x is None:

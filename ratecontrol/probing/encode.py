@@ -115,10 +115,22 @@ def render(prober: Prober, enc: EncodeResult, report) -> None:
 
 def _with_upper_neighbour(prober: Prober, result: SearchResult) -> SearchResult:
     """Add a probe of the rung above the chosen one (for the report) if there is one."""
-    if result.chosen is None or not result.chosen.window_mos or result.knob_option:
-        return result  # a knob search's probes already bracket the choice
-    i = result.chosen.rung_index + 1
-    if i >= len(prober.rungs) or any(p.rung_index == i for p in result.probes):
+    if result.chosen is None or not result.chosen.window_mos:
         return result
+    if result.knob_option:
+        # the knob: a setting a rung (RECHECK_X, ~22 %) above, unless a probe lies above
+        if any(p.bitrate_kbps > result.chosen.bitrate_kbps for p in result.probes) or prober.axis is None:
+            return result
+        from ratecontrol.search import RECHECK_X
+
+        ax = prober.axis
+        x = ax.x_of(result.chosen.knob_value)
+        if x >= ax.hi_x - 1e-9:
+            return result
+        i = prober.setting(ax.value_of(min(x + RECHECK_X, ax.hi_x)))
+    else:
+        i = result.chosen.rung_index + 1
+        if i >= len(prober.ladder) or any(p.rung_index == i for p in result.probes):
+            return result
     p = prober.probe(i, result.target_mos)
     return replace(result, probes=result.probes + (replace(p, passed=p.pooled_mos >= result.target_mos),))

@@ -148,11 +148,12 @@ class Prober:
         """The index of the setting at knob ``value`` (snapped): a ladder rung with that
         value, one probed before, or a new one appended to ``rungs``."""
         rung = self.preset.knob_rung(value, self.track.channels)
-        for r in self.rungs:
-            if r.options == rung.options:
-                return r.index
-        self.rungs.append(replace(rung, index=len(self.rungs)))
-        return len(self.rungs) - 1
+        with self._prep_lock:  # a round's probes ask from threads of their own
+            for r in self.rungs:
+                if r.options == rung.options:
+                    return r.index
+            self.rungs.append(replace(rung, index=len(self.rungs)))
+            return len(self.rungs) - 1
 
     def probe(self, i: int, target: float) -> Probe:
         if i in self.probes:
@@ -326,7 +327,7 @@ def run_search(prober: Prober, target: float, best_effort: bool, parallel: int |
     k = prober.parallel if parallel is None else parallel
     prober.warm_up()
     if prober.axis is not None and not (ladder or prober.use_ladder):
-        return _run_knob_search(prober, target, margin, best_effort, notes)
+        return _run_knob_search(prober, target, margin, best_effort, notes, k)
     # previous probes (another target on the same curve) seed the bracket for free
     outcome = search_ladder(n, lambda i: prober.probe(i, bar).pooled_mos, target, parallel=k, margin=margin)
     probes = tuple(prober.probes[i] for i, _ in outcome.probes)
@@ -367,7 +368,8 @@ def first_guess_x(prober: Prober, target: float) -> float:
     return min(max(ax.x_of(prober.preset.knob_value(mid)), ax.lo_x), ax.hi_x)
 
 
-def _run_knob_search(prober: Prober, target: float, margin: float, best_effort: bool, notes: list) -> SearchResult:
+def _run_knob_search(prober: Prober, target: float, margin: float, best_effort: bool, notes: list,
+                     parallel: int = 1) -> SearchResult:
     """The knob search (search.search_knob) over ``prober.axis``; probes of the same
     settings made before (another target on the same curve) are known for free."""
     ax, track = prober.axis, prober.track
@@ -397,7 +399,7 @@ def _run_knob_search(prober: Prober, target: float, margin: float, best_effort: 
                 known[x] = p.pooled_mos
                 index[x] = i
     outcome = search_knob(evaluate, target, ax.lo_x, ax.hi_x, first_x=first_guess_x(prober, target), margin=margin,
-                          snap=ax.snap_x, cost=cost, known=known)
+                          snap=ax.snap_x, cost=cost, known=known, parallel=parallel)
     probes = tuple(replace(prober.probes[at(x)], passed=bool(s >= bar)) for x, s in outcome.probes)
     if outcome.chosen is not None:
         chosen = replace(prober.probes[at(outcome.chosen)], passed=True)
