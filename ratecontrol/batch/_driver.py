@@ -20,7 +20,7 @@ from ratecontrol.errors import (
     UsageError,
 )
 from ratecontrol.batch._manifest import LOCK_NAME, MANIFEST_NAME, _clean_stale_temps, _Manifest, _OutDirLock, _read_manifest
-from ratecontrol.batch._plan import _check_dirs, _foreign_files, _plan_names, _protected, _scan
+from ratecontrol.batch._plan import _check_dirs, _foreign_files, _plan_names, _protected, _scan, _walk
 from ratecontrol.batch._records import CONFLICT, ENCODED, FAILED, KEPT, SKIPPED, BatchReport, FileRecord, _claim_reports, _mb
 from ratecontrol.batch._worker import _Conflict, _dest_problem, _Result, _run_task, _Task, _write_problem
 from ratecontrol.scoring.pooling import DEFAULT_POOL, validate_pool
