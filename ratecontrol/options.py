@@ -25,7 +25,7 @@ __all__ = ["Options", "check_flag"]
 
 #: the Options fields that are switches: a bool and nothing else (a string "false" or
 #: "no" is truthy, and was taken as True: allow_partial="false" encoded 8 % of a file)
-_FLAGS = ("above_source", "best_effort", "verify", "allow_partial", "all_audio_streams", "audio_only")
+_FLAGS = ("above_source", "best_effort", "verify", "allow_partial", "all_audio_streams", "audio_only", "ladder")
 
 
 def check_flag(name: str, value: Any) -> bool:
@@ -90,6 +90,9 @@ class Options:
         gets its own rung); not with audio_stream or audio_only.
     audio_only: for an input with video or other streams, write the chosen audio
         stream alone (default: keep every other stream by stream copy).
+    ladder: choose among the preset's standard rungs (64k, 80k, 96k ...) as the first
+        releases did, instead of setting its knob to the lowest value that meets the
+        target (issue 24; presets without a knob, MP3 CBR, always use their rungs).
     """
 
     scorer: Any = None
@@ -108,6 +111,7 @@ class Options:
     audio_stream: int | None = None
     all_audio_streams: bool = False
     audio_only: bool = False
+    ladder: bool = False
 
     def __post_init__(self):
         for name in _FLAGS:

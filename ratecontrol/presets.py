@@ -58,6 +58,7 @@ __all__ = [
     "SurroundRule",
     "SURROUND_GROUPS",
     "Preset",
+    "Knob",
     "load_preset",
     "list_presets",
     "preset_names",
@@ -74,12 +75,16 @@ _TOP_KEYS = {
     "name": str, "description": str, "encoder": str, "format": str, "extension": str,
     "sample_rate_hz": (int, type(None)), "max_channels": int, "options": dict,
     "decoder_delay_samples": int, "decoder_delay_rate_hz": (int, type(None)),
-    "mono": dict, "rungs": list, "surround": dict,
+    "mono": dict, "rungs": list, "surround": dict, "knob": dict,
 }
 _REQUIRED_TOP = ("name", "encoder", "format", "extension", "rungs")
 _RUNG_KEYS = {"label": str, "nominal_kbps": (int, float), "options": dict}
 _MONO_KEYS = {"policy": str, "scale": (int, float), "valid_kbps": list,
               "min_kbps": (int, float), "rungs": list}
+_KNOB_KEYS = {"option": str, "min": (int, float), "max": (int, float), "resolution": (int, float),
+              "direction": str, "label": str}
+#: a knob label: short text around one "{}" whose format spec is at most "<99.9g"
+_KNOB_LABEL_RE = re.compile(r"^[^{}]{0,32}\{(:[<>^]?\d{0,2}(\.\d{1,2})?[a-zA-Z%]?)?\}[^{}]{0,32}$")
 _SURROUND_KEYS = {"pair": (int, float), "single": (int, float), "lfe": (int, float)}
 
 #: channel count -> (channel pairs, other full-band channels, LFE channels) of the layout
@@ -200,6 +205,39 @@ class SurroundRule:
 
 
 @dataclass(frozen=True)
+class Knob:
+    """The encoder setting a search may set to any value in a range (issue 24).
+
+    ``option`` is ``b:a`` (a bitrate: ``min_value``/``max_value``/``resolution`` in kbps,
+    for a stereo track, scaled for mono and surround as the rungs are) or ``q:a`` (a
+    quality value, the same for every channel count). ``direction`` "up": a higher value
+    spends more bits; "down": fewer (LAME ``-V``). ``label`` formats a value for display
+    ("{:g}k" -> "87k", "V{:g}" -> "V4.35").
+    """
+
+    option: str
+    min_value: float
+    max_value: float
+    resolution: float
+    direction: str = "up"
+    label: str = "{:g}k"
+
+    @property
+    def unit(self) -> str:
+        return "kbps" if self.option == "b:a" else "quality"
+
+    def snap(self, value: float, bounds: tuple[float, float] | None = None) -> float:
+        """The nearest value on the knob's grid, inside ``bounds`` (default: its own)."""
+        lo, hi = bounds if bounds is not None else (self.min_value, self.max_value)
+        v = round(round(float(value) / self.resolution) * self.resolution, 6)
+        return min(max(v, lo), hi)
+
+    def option_value(self, value: float) -> str | float:
+        """What ffmpeg is given: "87k" for a bitrate, the float for a quality."""
+        return f"{value:g}k" if self.option == "b:a" else float(f"{value:g}")
+
+
+@dataclass(frozen=True)
 class Preset:
     name: str
     description: str
@@ -218,6 +256,8 @@ class Preset:
     source_path: Path | None = None
     #: None: a 3..8-channel ladder is the stereo one x channels / 2
     surround: SurroundRule | None = None
+    #: the continuous setting the search moves (None: the ladder only, e.g. MP3 CBR)
+    knob: Knob | None = None
 
     @property
     def is_bitrate_ladder(self) -> bool:
@@ -265,6 +305,55 @@ class Preset:
             out.append(Rung(index=len(out), label=f"{int(kbps)}k", nominal_kbps=kbps,
                             options=opts))
         return tuple(out)
+
+    def knob_value(self, rung: Rung) -> float | None:
+        """The knob's value at ``rung`` (its ``b:a`` in kbps, or its ``q:a``), None without a knob."""
+        if self.knob is None or self.knob.option not in rung.options:
+            return None
+        val = rung.options[self.knob.option]
+        return _parse_kbps(val) if self.knob.option == "b:a" else float(val)
+
+    def knob_bounds(self, channels: int) -> tuple[float, float]:
+        """The knob's encoder bounds for ``channels`` (a bitrate knob scaled like the rungs)."""
+        k = self.knob
+        if k is None:
+            raise PresetError(f"preset '{self.name}' has no knob")
+        if k.unit != "kbps":
+            return k.min_value, k.max_value
+        ladder = self.rungs_for(channels)
+        scale = ladder[-1].bitrate_kbps / self.rungs[-1].bitrate_kbps if ladder[-1].bitrate_kbps else 1.0
+        res = k.resolution
+        return (math.ceil(k.min_value * min(scale, 1.0) / res - 1e-9) * res,
+                math.floor(k.max_value * scale / res + 1e-9) * res)
+
+    def knob_rung(self, value: float, channels: int = 2, index: int = -1) -> Rung:
+        """A rung at any knob value: the options of the ladder's nearest rung with the
+        knob set to ``value`` (snapped), its nominal kbps the value (bitrate knobs) or
+        interpolated along the ladder's nominal rates (quality knobs, monotone PCHIP in
+        log kbps)."""
+        k = self.knob
+        if k is None:
+            raise PresetError(f"preset '{self.name}' has no knob")
+        ladder = self.rungs_for(channels)
+        v = k.snap(value, self.knob_bounds(channels))
+        near = min(ladder, key=lambda r: abs((self.knob_value(r) or 0.0) - v))
+        opts = dict(near.options)
+        opts[k.option] = k.option_value(v)
+        nominal = v if k.unit == "kbps" else self.quality_nominal_kbps(v, channels)
+        return Rung(index=index, label=k.label.format(v), nominal_kbps=float(round(nominal, 1)), options=opts)
+
+    def quality_nominal_kbps(self, value: float, channels: int = 2) -> float:
+        """A quality knob's nominal kbps at ``value``: the rungs' nominal rates joined by a
+        monotone PCHIP in log kbps, and held flat beyond the ladder's ends' slope."""
+        import numpy as np
+        from scipy.interpolate import PchipInterpolator
+
+        pts = sorted((self.knob_value(r), math.log(r.nominal_kbps)) for r in self.rungs_for(channels))
+        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+        if len(xs) < 2:
+            return math.exp(ys[0])
+        f = PchipInterpolator(xs, ys, extrapolate=True)
+        return float(np.exp(f(float(value))))
 
     def rung(self, label_or_index, channels: int = 2) -> Rung:
         """Look a rung up by label ("64k", "V2") or index in ``rungs_for(channels)``."""
@@ -476,6 +565,7 @@ def parse_preset(data, source: str | Path | None = None) -> Preset:
         for k, v in sur_raw.items():
             _check_type(src, f"surround.{k}", v, _SURROUND_KEYS[k])
         surround = SurroundRule(**{k: _real(src, f"surround.{k}", v, 0.0, 4.0) for k, v in sur_raw.items()})
+    knob = _parse_knob(src, data.get("knob"), rungs)
     delay = data.get("decoder_delay_samples", 0)
     delay_rate = data.get("decoder_delay_rate_hz")
     if delay and not delay_rate:
@@ -510,7 +600,52 @@ def parse_preset(data, source: str | Path | None = None) -> Preset:
         decoder_delay_rate_hz=delay_rate,
         source_path=Path(source) if source is not None else None,
         surround=surround,
+        knob=knob,
     )
+
+
+def _parse_knob(src, raw, rungs) -> Knob | None:
+    """``knob: {option: "b:a", min: 6, max: 510, resolution: 1}`` (``direction``: up |
+    down, ``label``: a format for one number). Every rung must set the option, in range."""
+    if raw is None:
+        return None
+    for k in raw:
+        if k not in _KNOB_KEYS:
+            raise PresetError(f"{src}: unknown key 'knob.{_key(k)}' (allowed: {', '.join(_KNOB_KEYS)})")
+    for k in ("option", "min", "max", "resolution"):
+        if k not in raw:
+            raise PresetError(f"{src}: missing key 'knob.{k}'")
+    for k, v in raw.items():
+        _check_type(src, f"knob.{k}", v, _KNOB_KEYS[k])
+    if raw["option"] not in ("b:a", "q:a"):
+        raise PresetError(f"{src}: key 'knob.option' must be b:a or q:a, got {_short(raw['option'])}")
+    lo, hi, res = (_real(src, f"knob.{k}", raw[k], -_MAX_KBPS, _MAX_KBPS) for k in ("min", "max", "resolution"))
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi and 0 < res <= hi - lo):
+        raise PresetError(f"{src}: key 'knob' needs min < max and 0 < resolution <= max - min")
+    direction = raw.get("direction", "up")
+    if direction not in ("up", "down"):
+        raise PresetError(f"{src}: key 'knob.direction' must be up or down, got {_short(direction)}")
+    label = raw.get("label", "{:g}k" if raw["option"] == "b:a" else "q{:g}")
+    # one plain replacement field of a small width: "{:>999999999}" would allocate a GB,
+    # "{0.x}" / "{0[0]}" raise AttributeError / TypeError
+    if not _KNOB_LABEL_RE.match(label):
+        raise PresetError(f"{src}: key 'knob.label' must format one number, like '{{:g}}k', got {_short(label)}")
+    try:
+        label.format(1.5)
+    except (IndexError, KeyError, ValueError):
+        raise PresetError(f"{src}: key 'knob.label' must format one number, like '{{:g}}k'") from None
+    knob = Knob(option=raw["option"], min_value=lo, max_value=hi, resolution=res, direction=direction, label=label)
+    for r in rungs:
+        if knob.option not in r.options:
+            raise PresetError(f"{src}: rung {r.label} does not set the knob's option {knob.option}")
+        try:
+            v = _parse_kbps(r.options[knob.option]) if knob.option == "b:a" else float(r.options[knob.option])
+        except (ValueError, OverflowError):  # q:a: "x" or a 400-digit int
+            raise PresetError(f"{src}: rung {r.label} sets {knob.option} to {_short(r.options[knob.option])}, "
+                              "not a number") from None
+        if not lo <= v <= hi:
+            raise PresetError(f"{src}: rung {r.label} sets {knob.option} outside the knob's [{lo:g}, {hi:g}]")
+    return knob
 
 
 def _load_file(path: Path) -> Preset:

@@ -90,7 +90,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-__all__ = ["DEFAULT_RULE", "LadderOutcome", "NEAR_MISS_MOS", "RULES", "SLOPE_PRIOR_MOS_PER_RUNG", "search_ladder"]
+__all__ = ["DEFAULT_RULE", "KNOB_TOLERANCE_MOS", "KnobOutcome", "LadderOutcome", "NEAR_MISS_MOS", "RULES",
+           "SLOPE_PRIOR_MOS_PER_RUNG", "search_knob", "search_ladder"]
 
 
 @dataclass(frozen=True)
@@ -294,3 +295,221 @@ def _next_probe(lo: int, hi: int, scores: dict[int, float], target: float, n_run
     if lo_lim > hi_lim:
         return mid
     return min(max(i, lo_lim), hi_lim)
+
+
+# ---------------------------------------------------------------- the continuous knob (issue 24)
+#
+# The ladder's rungs are 14-25 % apart (Opus 64k -> 80k -> 96k ...), so the cheapest
+# passing rung overpays by whatever lies between the true crossing and the next rung:
+# 14.2 % more bits than the exact p10 crossing on 60 held-out searches (issue 24). Every
+# encoder ratecontrol ships takes a continuous setting (libopus and native AAC any
+# bitrate, LAME and libvorbis a float quality), so ``search_knob`` looks for the crossing
+# itself. It is pure like ``search_ladder``: it works in a coordinate ``x`` that rises
+# with the bits (the caller uses ln of the nominal kbps, so every tolerance below is a
+# share of the bits whatever the knob's unit) and calls ``evaluate(x)`` for a pooled score.
+#
+# The next probe is where a monotone interpolation (scipy's PchipInterpolator, as Av1an's
+# last stage) of the probed scores against x crosses ``bar + AIM_SHARE * tolerance``
+# (bar = target + margin), clamped inside the bracket; while only failures (or only
+# passes) are known it extrapolates by the secant slope (else the prior). It stops when a
+# passing probe lies within ``tolerance`` of the bar, or the bracket (lowest pass, highest
+# failure below it) is narrower than ``bracket_x``. The dip rule of the ladder carries over
+# with a rung's width as the step: a failure within ``near_miss`` of the bar with more than
+# ``recheck_x`` of untested knob below it gets a probe ``recheck_x`` lower, and it is
+# settled the same way (a lower recheck that scores no higher speaks for the stretch below).
+# The choice is the passing probe of least ``cost`` (default: x; the caller passes the
+# measured bits, so a setting that spends fewer actual bits wins, libopus surround).
+
+#: stop once a passing probe is within this much of the bar (MOS). MOS rises ~0.6 per
+#: unit of ln kbps on the ladders (0.11 MOS per rung, rungs ~20 % apart; oracle bench), so
+#: 0.02 MOS is ~3 % of the bits at worst and ~1.5 % on average
+KNOB_TOLERANCE_MOS = 0.02
+#: ... or once the bracket is this narrow in ln kbps (2 %: below any measurable gain)
+KNOB_BRACKET_X = math.log(1.02)
+#: the probe aims this far into the tolerance band, so a small prediction error still passes
+AIM_SHARE = 0.5
+#: MOS per unit of ln kbps for extrapolating with one end open: SLOPE_PRIOR_MOS_PER_RUNG
+#: (0.15) over the mean rung step of the Opus/AAC ladders (ln(256/16) / 12 = 0.23)
+SLOPE_PRIOR_MOS_PER_X = 0.65
+#: the dip rule's step below a near miss: one ladder rung (~22 %, Opus/AAC)
+RECHECK_X = math.log(1.22)
+#: never more than this many probes (a bisection of the widest ladder to 2 % needs 8)
+MAX_KNOB_PROBES = 10
+
+
+@dataclass(frozen=True)
+class KnobOutcome:
+    """Result of a knob search: ``chosen`` is the chosen probe's x, None when the top failed."""
+
+    chosen: float | None
+    #: (x, pooled score) in the order they were probed
+    probes: tuple[tuple[float, float], ...] = field(default_factory=tuple)
+
+    @property
+    def reached(self) -> bool:
+        return self.chosen is not None
+
+
+def search_knob(
+    evaluate: Callable[[float], float],
+    target: float,
+    lo_x: float,
+    hi_x: float,
+    *,
+    first_x: float | None = None,
+    margin: float = 0.0,
+    snap: Callable[[float], float] | None = None,
+    cost: Callable[[float], float] | None = None,
+    tolerance: float = KNOB_TOLERANCE_MOS,
+    bracket_x: float = KNOB_BRACKET_X,
+    near_miss: float = NEAR_MISS_MOS,
+    recheck_x: float = RECHECK_X,
+    rule: str = DEFAULT_RULE,
+    slope_prior: float = SLOPE_PRIOR_MOS_PER_X,
+    max_probes: int = MAX_KNOB_PROBES,
+    known: dict[float, float] | None = None,
+) -> KnobOutcome:
+    """Find the cheapest ``x`` in ``[lo_x, hi_x]`` with ``evaluate(x) >= target + margin``,
+    to within ``tolerance`` MOS above the bar or ``bracket_x`` in x.
+
+    ``snap(x)``: the nearest x the knob can take (its resolution); every probe is
+    snapped. ``first_x``: the first probe (default: the middle). ``cost(x)``: what the
+    choice minimises among passing probes (default x). ``known``: scores measured before
+    (another target on the same curve), used as probes without calling ``evaluate`` (they
+    may be chosen; ``probes`` lists only the new ones). ``rule``: ``"recheck"`` (default)
+    or ``"monotone"`` (no dip rechecks). Returns the probes in order and the chosen x
+    (None when ``hi_x`` was probed and failed: the target is unreachable).
+    """
+    if not hi_x >= lo_x:
+        raise ValueError(f"the knob's range is empty: [{lo_x}, {hi_x}]")
+    if rule not in RULES:
+        raise ValueError(f"unknown search rule {rule!r}; use one of {RULES}")
+    if not margin >= 0:
+        raise ValueError(f"margin must be >= 0 MOS, got {margin}")
+    bar = float(target) + float(margin)
+    snap = snap or (lambda x: x)
+    cost = cost or (lambda x: x)
+    lo_x, hi_x = snap(lo_x), snap(hi_x)
+    scores: dict[float, float] = {snap(x): float(s) for x, s in (known or {}).items()}
+    order: list[tuple[float, float]] = []
+    rechecked: set[float] = set()
+    x = snap(min(max((lo_x + hi_x) / 2 if first_x is None else first_x, lo_x), hi_x))
+    if scores:
+        x = _next_knob(scores, bar, lo_x, hi_x, snap, tolerance, bracket_x, near_miss, recheck_x,
+                       rule, rechecked, slope_prior)
+    while x is not None and len(order) < max_probes:
+        s = float(evaluate(x))
+        scores[x] = s
+        order.append((x, s))
+        x = _next_knob(scores, bar, lo_x, hi_x, snap, tolerance, bracket_x, near_miss, recheck_x,
+                       rule, rechecked, slope_prior)
+    passing = [x for x, s in scores.items() if _passes(s, bar)]
+    chosen = min(passing, key=lambda x: (cost(x), x)) if passing else None
+    return KnobOutcome(chosen=chosen, probes=tuple(order))
+
+
+def _knob_slope(pts: list[tuple[float, float]], prior: float) -> float:
+    """MOS per x from the two probes nearest the open end (``pts`` sorted by x), if they
+    rise; never flatter than a third of the prior (a flat stretch would send the next
+    probe to the end of the range) nor steeper than three times it."""
+    if len(pts) >= 2:
+        (x1, s1), (x2, s2) = pts[0], pts[1]
+        if s2 > s1 and x2 > x1:
+            return min(max((s2 - s1) / (x2 - x1), prior / 3), 3 * prior)
+    return prior
+
+
+def _knob_covered(f: float, scores: dict[float, float], bar: float, near_miss: float, lo_x: float,
+                  recheck_x: float, rechecked: set[float], rule: str) -> bool:
+    """Does the failure at ``f`` speak for the untested stretch below it (as ``_covers``
+    for a rung)? Yes at the bottom of the range, for nan, for a clear miss, when a probe
+    lies within ``recheck_x`` below it, or when it is the recheck of a near miss above it
+    and scores no higher."""
+    s = scores[f]
+    if rule == "monotone" or f <= lo_x or math.isnan(s) or bar - s > near_miss:
+        return True
+    below = [x for x in scores if x < f]
+    if below and f - max(below) <= recheck_x * 1.01:
+        return True
+    if rule == "recheck" and f in rechecked:
+        up = [x for x in scores if x > f]
+        if up:
+            u = min(up)
+            return not math.isnan(scores[u]) and s <= scores[u] < bar
+    return False
+
+
+def _crossing(scores: dict[float, float], lo: float, hi: float, level: float) -> float | None:
+    """Where a PCHIP through the probed scores crosses ``level`` inside ``(lo, hi)``."""
+    from scipy.interpolate import PchipInterpolator
+
+    pts = sorted((x, s) for x, s in scores.items() if not math.isnan(s))
+    xs = [p[0] for p in pts]
+    if lo not in xs or hi not in xs:
+        return None
+    if len(pts) == 2:
+        (x1, s1), (x2, s2) = pts
+        return x1 + (level - s1) / (s2 - s1) * (x2 - x1) if s2 != s1 else None
+    f = PchipInterpolator(xs, [p[1] for p in pts], extrapolate=False)
+    roots = [float(r) for r in f.solve(level, extrapolate=False) if lo < r < hi]
+    return roots[0] if roots else None
+
+
+def _next_knob(scores, bar, lo_x, hi_x, snap, tolerance, bracket_x, near_miss, recheck_x, rule,
+               rechecked, slope_prior) -> float | None:
+    x = _next_bracket(scores, bar, lo_x, hi_x, snap, tolerance, bracket_x, slope_prior)
+    if x is not None or not any(_passes(s, bar) for s in scores.values()):
+        return x
+    # the bracket is done: now the dip rule. A near miss below the lowest pass with more
+    # than a rung of untested knob below it is rechecked a rung lower (after the bracket,
+    # not before: probes that narrowed it often settle the stretch for free)
+    hi = min(x for x, s in scores.items() if _passes(s, bar))
+    for f in sorted((x for x in scores if x < hi), reverse=True):
+        if not _knob_covered(f, scores, bar, near_miss, lo_x, recheck_x, rechecked, rule):
+            x = snap(max(f - recheck_x, lo_x))
+            if x not in scores:
+                rechecked.add(x)
+                return x
+    return None
+
+
+def _next_bracket(scores, bar, lo_x, hi_x, snap, tolerance, bracket_x, slope_prior) -> float | None:
+    passes = sorted(x for x, s in scores.items() if _passes(s, bar))
+    hi = passes[0] if passes else None
+    below = [x for x in scores if hi is None or x < hi]
+    lo = max(below) if below else None
+    aim = bar + AIM_SHARE * tolerance
+
+    def fresh(x):
+        x = snap(min(max(x, lo_x), hi_x))
+        return None if x in scores else x
+
+    if hi is None:  # only failures: up from the highest, by the slope
+        if lo >= hi_x:
+            return None  # the top of the range fails: unreachable
+        s_lo = scores[lo]
+        if math.isnan(s_lo):
+            return fresh((lo + hi_x) / 2)
+        sl = _knob_slope(sorted((x, s) for x, s in scores.items() if x <= lo and not math.isnan(s))[-2:], slope_prior)
+        step = max((aim - s_lo) / sl, bracket_x)
+        return fresh(lo + step) or fresh(hi_x)
+    s_hi = scores[hi]
+    if s_hi - bar <= tolerance or hi <= lo_x:
+        return None  # close enough above the bar, or the bottom of the range passes
+    if lo is None:  # only passes: down from the lowest, by the slope
+        sl = _knob_slope(sorted((x, s) for x, s in scores.items() if x >= hi and not math.isnan(s))[:2], slope_prior)
+        step = max((s_hi - aim) / sl, bracket_x)
+        return fresh(hi - step) or fresh(lo_x)
+    if hi - lo <= bracket_x:
+        return None
+    x = _crossing(scores, lo, hi, aim)
+    span = hi - lo
+    if x is None:
+        x = lo + span / 2
+    # strictly inside the bracket, out of its outer tenths: a poor interpolation still
+    # cuts the bracket by a tenth or more, and the two ends are never probed again
+    x = min(max(x, lo + 0.1 * span), hi - 0.1 * span)
+    nxt = fresh(x)
+    if nxt is None or not lo < nxt < hi:
+        return None  # the bracket is within the knob's resolution
+    return nxt

@@ -19,8 +19,8 @@ import soundfile as sf
 from conftest import Synth
 from ratecontrol.errors import DatasetError, UsageError
 from ratecontrol.windows import window_complexity
-from trainer import build as B
-from trainer.build import builder
+from trainer import dataset as B
+from trainer.dataset import builder, rounds
 
 # both halves of the score range are reachable with these: 3.5-kHz low-pass and Opus at
 # 6 kbps land far below MOS 3 on noise/transients; MP3 at 128 kbps near identity.
@@ -145,7 +145,7 @@ def test_resume_rebuilds_only_the_missing_shard(tiny, tmp_path, monkeypatch):
     def no_labelling(*a, **k):
         raise AssertionError("resume relabelled the pool")
 
-    monkeypatch.setattr(builder, "run_job", no_labelling)
+    monkeypatch.setattr(rounds, "run_job", no_labelling)
     B.build_dataset([src], copy, **TINY)
     assert victim.read_bytes() == before
     assert {p.name: p.stat().st_mtime_ns for p in copy.glob("shard-*.tar")
@@ -316,7 +316,7 @@ def test_label_cache_is_keyed_by_content_and_version(tmp_path):
     B.LabelCache({k: 4.5}, visqol_version="0.0-other").save(path)
     loaded = B.LabelCache.load(path)
     assert loaded.labels == {k: 4.5} and not loaded.usable()
-    from trainer.build.jobs import worker_labels
+    from trainer.dataset.jobs import worker_labels
 
     assert worker_labels(str(path)) == {}  # another version's labels are not used
     with pytest.raises(DatasetError, match="visqol-python 0.0-other"):
@@ -407,10 +407,11 @@ def test_build_config_checks_its_arguments_once(tmp_path):
             B.BuildConfig([tmp_path], tmp_path / "out", **{"pairs": 8, **bad})
 
 
-BUILD_MODULES = ["trainer.build", "trainer.build.config", "trainer.build.settings",
-                 "trainer.build.sources", "trainer.build.jobs", "trainer.build.labels",
-                 "trainer.build.pool", "trainer.build.shards", "trainer.build.builder",
-                 "trainer.build.verify", "trainer.cli", "trainer.cli.build"]
+BUILD_MODULES = ["trainer.dataset", "trainer.dataset.config", "trainer.dataset.settings",
+                 "trainer.dataset.sources", "trainer.dataset.jobs", "trainer.dataset.labels",
+                 "trainer.dataset.pool", "trainer.dataset.rounds", "trainer.dataset.selection",
+                 "trainer.dataset.shards", "trainer.dataset.builder",
+                 "trainer.dataset.verify", "trainer.cli", "trainer.cli.build"]
 
 
 @pytest.mark.parametrize("name", BUILD_MODULES)

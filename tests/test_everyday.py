@@ -63,8 +63,13 @@ def test_auto_probe_lines_name_the_preset_and_probe_table_is_printed_once(music,
     assert len(lines) == len(set(lines)), "each probe printed once"
 
 
-def test_ladder_creates_its_folder(music, tmp_path):
+def test_ladder_writes_into_its_folder_and_never_creates_it(music, tmp_path):
+    """One rule with encode's -o (docs/reliability.md "Class 1"): the folder must exist."""
     out = tmp_path / "new" / "ladder"
+    with pytest.raises(errors.OutputError, match="folder does not exist"):
+        ratecontrol.encode_ladder(music, out, targets=[3.5, 4.0], codec="opus", cache=False)
+    assert not (tmp_path / "new").exists()
+    out.mkdir(parents=True)
     res = ratecontrol.encode_ladder(music, out, targets=[3.5, 4.0], codec="opus", cache=False)
     assert all(Path(r.output_path).parent == out for r in res)
 

@@ -14,13 +14,14 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from ratecontrol import fsutil
 from ratecontrol.errors import (
     OutputError,
     UsageError,
 )
 from ratecontrol.batch._manifest import MANIFEST_NAME, _clean_stale_temps, _Manifest, _OutDirLock, _read_manifest
-from ratecontrol.batch._plan import _check_dirs, _foreign_files, _plan_names, _protected, _walk
-from ratecontrol.batch._records import CONFLICT, ENCODED, FAILED, KEPT, BatchReport, FileRecord, _mb
+from ratecontrol.batch._plan import _check_dirs, _foreign_files, _plan_names, _protected, _scan
+from ratecontrol.batch._records import CONFLICT, ENCODED, FAILED, KEPT, SKIPPED, BatchReport, FileRecord, _mb
 from ratecontrol.batch._worker import _Conflict, _dest_problem, _Result, _run_task, _Task, _write_problem
 from ratecontrol.scoring.pooling import DEFAULT_POOL, validate_pool
 
@@ -258,7 +259,7 @@ def _run(src, dst, prune, settings, preset, t, scorer, scorer_name, pool, backen
                 "one outside IN_DIR (overwrite does not change this)")
 
     input_ids: dict = {}
-    rels = _walk(src, prune, input_ids)
+    rels, left_out, order = _scan(src, prune, input_ids)
     planned, collisions = _plan_names(rels, preset.extension)
     coll_note = {c.input: f"{c.wanted} is taken by {c.taken_by}: wrote {c.output}" for c in collisions}
     _clean_stale_temps(dst, list(planned.values()) + rels)
@@ -278,7 +279,10 @@ def _run(src, dst, prune, settings, preset, t, scorer, scorer_name, pool, backen
     from joblib import Parallel, delayed
     from tqdm.auto import tqdm
 
-    results: dict[str, FileRecord] = {}
+    # what the walk does not read (a FIFO, a link to /dev/zero or to a folder, ...) is
+    # reported, not left out silently; nothing to resume, so no manifest line
+    results: dict[str, FileRecord] = {rel: FileRecord(input=rel, status=SKIPPED, reason=why)
+                                      for rel, why in left_out.items()}
     manifest = _Manifest(manifest_path, fresh=not resume)
     bar = tqdm(total=len(tasks), unit="file", desc="batch", disable=None if progress is None else not progress,
                file=sys.stderr, dynamic_ncols=True)
@@ -296,8 +300,10 @@ def _run(src, dst, prune, settings, preset, t, scorer, scorer_name, pool, backen
                     rec = _place(res, by_rel[rec.input], lambda r: manifest.append(r, settings))
                 elif not rec.resumed:
                     manifest.append(rec, settings)
-                if rec.collision and rec.status != ENCODED:
-                    rec = replace(rec, collision="")  # nothing was written under the planned name
+                if rec.collision and (rec.status != ENCODED or rec.output != by_rel[rec.input].out_rel):
+                    # nothing was written under the planned name (video='keep' wrote the
+                    # input's own name in place): no rename to report
+                    rec = replace(rec, collision="")
                 results[rec.input] = rec
                 if rec.status in (ENCODED, KEPT):
                     in_b += rec.input_bytes
@@ -318,13 +324,18 @@ def _run(src, dst, prune, settings, preset, t, scorer, scorer_name, pool, backen
                     gen.close()  # joblib aborts: kills the loky workers
             if backend == "local":
                 _kill_local_workers()
+                # the killed workers had no way out: their per-process folders in the
+                # system temp dir (probe encodes) go now, not at some later run's start
+                with contextlib.suppress(Exception):
+                    fsutil.clean_stale_run_dirs()
             with contextlib.suppress(Exception):
                 _clean_stale_temps(dst, list(planned.values()) + rels)
 
     return BatchReport(
         in_dir=str(src), out_dir=str(dst), codec=preset.name, target_mos=t, scorer=scorer_name, pool=pool,
-        backend=backend, jobs=n_jobs, records=tuple(results[r] for r in rels),
-        collisions=tuple(c for c in collisions if results[c.input].status == ENCODED),
+        backend=backend, jobs=n_jobs, records=tuple(results[r] for r in order),
+        collisions=tuple(c for c in collisions
+                         if results[c.input].status == ENCODED and results[c.input].output == c.output),
         seconds=time.perf_counter() - t0, manifest_path=str(manifest_path),
     )
 

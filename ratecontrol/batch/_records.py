@@ -23,6 +23,10 @@ CONFLICT = "conflict"
 _DONE = (ENCODED, KEPT, COPIED, SKIPPED)
 #: statuses that wrote a file under ``output``
 _WROTE = (ENCODED, KEPT, COPIED)
+#: how the reason of a ``skipped`` entry the walk does not read starts (a FIFO, a link
+#: to a device or a folder, a dangling link, a folder that cannot be listed:
+#: ``_plan._scan``); the summary lists each of them
+_NOT_READ = ("not a regular file", "cannot list this folder")
 
 
 # --------------------------------------------------------------------------- results
@@ -277,8 +281,13 @@ class BatchReport:
             parts.append(f"{self.n_kept} kept (lossy source)")
         if self.n_copied:
             parts.append(f"{self.n_copied} copied")
-        if self.n_skipped:
+        not_read = [r for r in self._with(SKIPPED) if r.reason.startswith(_NOT_READ)]
+        if self.n_skipped and not not_read:
             parts.append(f"{self.n_skipped} skipped (not audio)")
+        elif self.n_skipped:
+            other = self.n_skipped - len(not_read)
+            parts.append(f"{self.n_skipped} skipped ({f'{other} not audio, ' if other else ''}"
+                         f"{len(not_read)} not regular files or folder links, not read)")
         parts.append(f"{self.n_failed} failed")
         if self.n_conflicts:
             parts.append(f"{self.n_conflicts} conflicts (output path taken, not replaced)")
@@ -304,6 +313,8 @@ class BatchReport:
             lines.append(f"video files: {len(videos)}: {', '.join(what)} (sizes above are whole files)")
         for r in self.failures:
             lines.append(f"failed: {r.input}: {r.reason_as(spell)}")
+        for r in not_read:
+            lines.append(f"skipped: {r.input}: {r.reason_as(spell)}")
         for r in self.conflicts:
             lines.append(f"conflict: {r.input}: {r.reason_as(spell)}")
         for r in self.records:

@@ -1,6 +1,8 @@
 """`ratecontrol encode`: one file (or an audio ladder) at a target MOS."""
 from __future__ import annotations
 
+import os
+
 import click
 
 from ratecontrol.cli._common import echo_json, fmt, hop_opt, jobs_opt, pool_opt, probe_line, scorer_opt, targets
@@ -27,6 +29,9 @@ from ratecontrol.cli._common import echo_json, fmt, hop_opt, jobs_opt, pool_opt,
               help="Search for target + MARGIN MOS, a guard against the scorer's error [default: the scorer's own: "
                    "learned 0.03 (the chosen rung then meets the target by exact ViSQOL on 99.8 %% of measured "
                    "searches), visqol 0].")
+@click.option("--ladder", is_flag=True,
+              help="Choose among the preset's standard rungs (64k, 80k, 96k ...) instead of the lowest setting "
+                   "of its knob that meets the target.")
 @click.option("--above-source", is_flag=True,
               help="Allow rungs above a lossy input's own bitrate (by default the ladder stops there).")
 @click.option("--allow-partial", is_flag=True,
@@ -51,7 +56,7 @@ from ratecontrol.cli._common import echo_json, fmt, hop_opt, jobs_opt, pool_opt,
                    "other stream by stream copy in the input's container).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 def encode(input_path, target_mos, codec, output, scorer, pool, hop_s, jobs, sample_share, full, no_verify, margin_mos,
-           above_source, allow_partial, no_cache, cache_dir, cache_max_mb, report, best_effort, overwrite, audio_stream,
+           ladder, above_source, allow_partial, no_cache, cache_dir, cache_max_mb, report, best_effort, overwrite, audio_stream,
            all_audio_streams, audio_only, as_json):
     """Encode INPUT at the cheapest rung of a codec ladder that meets --target-mos."""
     from ratecontrol.api import encode as _encode, encode_ladder
@@ -62,11 +67,14 @@ def encode(input_path, target_mos, codec, output, scorer, pool, hop_s, jobs, sam
                        enabled=not no_cache)
     options = Options(scorer=scorer, pool=pool, hop_s=hop_s, best_effort=best_effort, jobs=jobs,
                       sample_share=1.0 if full else sample_share, verify=not no_verify, cache=cache,
-                      margin_mos=margin_mos, allow_partial=allow_partial, above_source=above_source,
+                      margin_mos=margin_mos, ladder=ladder, allow_partial=allow_partial, above_source=above_source,
                       audio_stream=audio_stream, all_audio_streams=all_audio_streams, audio_only=audio_only,
                       on_probe=None if as_json else (lambda p: click.echo(probe_line(p), err=True)))
     common = dict(options=options, overwrite=overwrite)
-    if not as_json:
+    _check_arguments(input_path, target_mos, codec, scorer)
+    # validate, then announce: an argument error is the error line alone (issue 26); an
+    # input that is not a file gets the library's own error for it, without the line
+    if not as_json and os.path.isfile(input_path):
         click.echo(f"{input_path}: searching '{codec}' for {pool} MOS >= {','.join(f'{t:g}' for t in target_mos)}", err=True)
     if len(target_mos) > 1:
         # one report per target: PLOT.mos<target>.png
@@ -84,6 +92,21 @@ def encode(input_path, target_mos, codec, output, scorer, pool, hop_s, jobs, sam
         for res in results:
             path = report if len(results) == 1 else report_path_for(report, res.search.target_mos)
             click.echo(f"report: {path}", err=True)
+
+
+def _check_arguments(input_path: str, target_mos: list[float], codec: str, scorer: str | None) -> None:
+    """What the library checks before any work, checked here before the announce line:
+    each target, the preset and its encoder, the scorer (and the runtime it needs)."""
+    from ratecontrol.api import AUTO_CODEC
+    from ratecontrol.contract import check_target_mos
+    from ratecontrol.probing.session import resolve_preset
+    from ratecontrol.scoring.base import check_scorer
+
+    for t in target_mos:
+        check_target_mos(t)
+    if codec != AUTO_CODEC:
+        resolve_preset(codec)
+    check_scorer(scorer)
 
 
 def _summary(res) -> None:

@@ -155,7 +155,7 @@ def mux_audio(container_src, replaced, out_path, stream_tags: Mapping[int, Mappi
             if hit:
                 raise _refusal(out, ", ".join(sorted({Path(p).suffix for p in replaced.values()})), hit[:160]) from None
             raise
-        fsutil.publish(tmp, out)
+        fsutil.publish(tmp, out_path)  # a Destination: under the publish rule
     finally:
         tmp.unlink(missing_ok=True)
     return out

@@ -13,7 +13,7 @@ from ratecontrol.cache import ProbeCache
 from ratecontrol.errors import UsageError
 from ratecontrol.presets import Preset, load_preset
 from ratecontrol.results import Probe
-from ratecontrol.scoring.base import Scorer, available_scorers, get_scorer
+from ratecontrol.scoring.base import Scorer, check_scorer, get_scorer
 from ratecontrol.probing.prober import Prober
 from ratecontrol.probing.sampling import CONTEXT_S, DEFAULT_SAMPLE_SHARE, SAMPLE_MAX_S, pick_segments
 from ratecontrol.probing.source import ProbeSource, prepare_windows, score_windows
@@ -66,6 +66,8 @@ class Session:
     sample_max_s: float | None = None
     #: probers keep their whole-track encodes (encode(): the chosen one is the output)
     keep_encodes: bool = False
+    #: search the presets' rungs, not their knobs (Options.ladder)
+    ladder: bool = False
 
     def __post_init__(self):
         self._source: ProbeSource | None = None
@@ -91,6 +93,7 @@ class Session:
             pr = Prober(self.source(), preset, self.scorer, self.pool, self.cache, self.on_probe, self.max_kbps)
             pr.parallel = self._parallel()
             pr.keep_encodes = self.keep_encodes
+            pr.use_ladder = self.ladder
             self._probers[preset.name] = pr
         return self._probers[preset.name]
 
@@ -167,8 +170,7 @@ def open_session(source, preset_for_rate: Preset | None, opts: Options, sample_r
     if sc is None or isinstance(sc, str):
         # loading the learned scorer (torch import + checkpoint, ~2-4 s on a 2-core VM)
         # overlaps the input's decode, which ffmpeg does in another process
-        if sc and sc not in available_scorers():  # fail before any decoding
-            raise UsageError(f"unknown scorer {sc!r}; use one of {available_scorers()}")
+        check_scorer(sc)  # fail before any decoding (a name, or torch asked for and missing)
         ex = ThreadPoolExecutor(1)
         fut = ex.submit(resolve_scorer, sc, n_jobs=opts.jobs)
         ex.shutdown(wait=False)  # an input error below must not wait for the import
@@ -184,8 +186,7 @@ def open_session(source, preset_for_rate: Preset | None, opts: Options, sample_r
         if max_kbps is None or info.bitrate_kbps < max_kbps:
             max_kbps = float(info.bitrate_kbps)
             track = replace(track, notes=track.notes + (
-                f"input is lossy ({info.codec}, ~{info.bitrate_kbps:.0f} kbps): the ladder stops at its bitrate "
-                "(above_source=True allows more)",))
+                f"input is lossy ({info.codec}, ~{info.bitrate_kbps:.0f} kbps): the ladder stops at its bitrate",))
     return Session(track, sc, opts.pool, cache if cache is not None else resolve_cache(opts.cache), opts.hop_s, share,
                    opts.on_probe, max_kbps, opts.jobs, SAMPLE_MAX_S if opts.sample_share is None else None,
-                   keep_encodes)
+                   keep_encodes, opts.ladder)

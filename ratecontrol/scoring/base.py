@@ -17,7 +17,7 @@ import numpy as np
 
 from ratecontrol.errors import UsageError
 
-__all__ = ["Scorer", "register_scorer", "get_scorer", "available_scorers", "DEFAULT_SCORER"]
+__all__ = ["Scorer", "register_scorer", "get_scorer", "check_scorer", "available_scorers", "DEFAULT_SCORER"]
 
 
 @runtime_checkable
@@ -69,6 +69,24 @@ def register_scorer(name: str) -> Callable[[Callable[..., Scorer]], Callable[...
 
 def available_scorers() -> list[str]:
     return sorted(set(_REGISTRY) | set(_BUILTIN))
+
+
+def check_scorer(name: str | None = None) -> None:
+    """Raise what constructing scorer ``name`` would raise about its name or runtime,
+    without loading it (no torch import): an unknown name is a UsageError; the learned
+    scorer asked for torch (RATECONTROL_RUNTIME=torch) where torch is missing is a
+    ModelError naming the extra that installs it."""
+    name = name or DEFAULT_SCORER
+    if name not in available_scorers():
+        raise UsageError(f"unknown scorer {name!r}; use one of {available_scorers()}")
+    if name == "learned":
+        import warnings
+
+        from ratecontrol.scoring.learned import choose_runtime
+
+        with warnings.catch_warnings():  # the scorer itself warns when it is built
+            warnings.simplefilter("ignore")
+            choose_runtime()
 
 
 def get_scorer(name: str | None = None, **kwargs: Any) -> Scorer:

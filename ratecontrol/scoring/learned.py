@@ -35,7 +35,7 @@ from ratecontrol.scoring._meta import CODE_REVISION, FORMAT_VERSION, NUMPY_RUNTI
 from ratecontrol.scoring.base import register_scorer
 
 __all__ = ["LearnedScorer", "default_model_path", "default_numpy_model_path", "DEFAULT_MODEL_NAME",
-           "RUNTIME_ENV", "choose_runtime"]
+           "RUNTIME_ENV", "GPU_EXTRA", "choose_runtime", "torch_installed"]
 
 DEFAULT_MODEL_NAME = "default.pt"
 #: the numpy runtime's export of DEFAULT_MODEL_NAME (``python -m trainer export-numpy``)
@@ -69,8 +69,51 @@ def _gpu_may_be_present() -> bool:
     return shutil.which("nvidia-smi") is not None
 
 
+#: what installs torch for the learned scorer (torch and its CUDA wheels are ~5 GB, so a
+#: plain install leaves them out: pyproject.toml)
+GPU_EXTRA = "pip install 'ratecontrol[gpu]'"
+
+
+def torch_installed() -> bool:
+    """Whether ``import torch`` can be tried, decided without importing it."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):  # blocked (sys.modules["torch"] = None) or half-installed
+        return False
+
+
+def _why_torch(model_path: str | None, device: str, runtime: str | None) -> str:
+    """Which argument asked for the torch runtime, as the error about a missing torch says it."""
+    if model_path:
+        return f"the model {os.fspath(model_path)} (a torch checkpoint)"
+    if (runtime or "auto").strip().lower() == "torch":
+        return "runtime='torch'"
+    if os.environ.get(RUNTIME_ENV, "").strip().lower() == "torch":
+        return f"{RUNTIME_ENV}=torch"
+    return f"device {device!r}"
+
+
 def choose_runtime(model_path: str | None = None, device: str = "auto", runtime: str | None = None) -> str:
-    """"numpy" or "torch" for a LearnedScorer built with these arguments (module doc)."""
+    """"numpy" or "torch" for a LearnedScorer built with these arguments (module doc).
+    A GPU found with device "auto" picks torch only where torch is installed (a plain
+    install runs numpy on the CPU); every other path to torch needs it installed:
+    ModelError naming the [gpu] extra, raised here so that a caller can check the
+    arguments before any work (without importing torch)."""
+    rt = _choose_runtime(model_path, device, runtime)
+    if rt == "torch" and not torch_installed():
+        raise _no_torch(model_path, device, runtime, "No module named 'torch'")
+    return rt
+
+
+def _no_torch(model_path: str | None, device: str, runtime: str | None, why: object) -> ModelError:
+    return ModelError(f"{_why_torch(model_path, device, runtime)} needs the learned scorer's torch runtime, and torch "
+                      f"cannot be imported ({why}); {GPU_EXTRA}, or leave the model, device and runtime at their "
+                      "defaults to score with numpy on the CPU")
+
+
+def _choose_runtime(model_path: str | None, device: str, runtime: str | None) -> str:
     asked = (runtime or "auto").strip().lower()
     if asked not in _RUNTIMES:
         raise UsageError(f"unknown learned-scorer runtime {runtime!r}; use one of {', '.join(_RUNTIMES)}")
@@ -96,7 +139,14 @@ def choose_runtime(model_path: str | None = None, device: str = "auto", runtime:
         return "numpy"
     if device != "auto":
         return "torch"
-    return "torch" if _gpu_may_be_present() else "numpy"
+    if not _gpu_may_be_present():
+        return "numpy"
+    if not torch_installed():
+        # the GPU stays idle but the encode runs: numpy on the CPU is the plain install's runtime
+        warnings.warn(RatecontrolWarning(f"a GPU is present but torch is not installed: the learned scorer runs "
+                                         f"on the CPU ({GPU_EXTRA} to use the GPU)"), stacklevel=3)
+        return "numpy"
+    return "torch"
 
 
 def _file_digest(path: str) -> str:
@@ -148,7 +198,7 @@ class LearnedScorer:
         if self.runtime == "numpy" and not self._init_numpy(model_path, forced):
             self.runtime = "torch"
         if self.runtime == "torch":
-            self._init_torch(model_path, device, threads)
+            self._init_torch(model_path, device, threads, runtime)
         # CUDA: large batches keep the GPU busy (a 1-s pair is ~0.2 MB of float32 input);
         # CPU: 128 windows keep the STFT working set in cache
         self.batch_size = int(batch_size or (1024 if self.runtime == "torch" and self.device.type == "cuda" else 128))
@@ -162,7 +212,7 @@ class LearnedScorer:
 
         path = os.fspath(model_path) if model_path else default_numpy_model_path()
         if not model_path and not os.path.isfile(path):
-            if not forced and os.path.isfile(default_model_path()):
+            if not forced and os.path.isfile(default_model_path()) and torch_installed():
                 warnings.warn(RatecontrolWarning(f"no numpy export of the learned model at {path}; scoring with torch "
                                                  "(write it with `python -m trainer export-numpy`)"), stacklevel=3)
                 return False
@@ -174,7 +224,7 @@ class LearnedScorer:
             if meta["source_digest"] != pt_digest:
                 msg = (f"{path} was exported from another default.pt (digest {meta['source_digest']}, "
                        f"packaged {pt_digest}); re-export it with `python -m trainer export-numpy`")
-                if forced:
+                if forced or not torch_installed():  # torch would run default.pt; without it, say so
                     raise ModelError(msg)
                 warnings.warn(RatecontrolWarning(msg + "; scoring with torch"), stacklevel=3)
                 return False
@@ -188,10 +238,14 @@ class LearnedScorer:
                         f"-np{NUMPY_RUNTIME_REVISION}-{meta['digest']}")
         return True
 
-    def _init_torch(self, model_path: str | None, device: str, threads: int | None) -> None:
-        import torch
+    def _init_torch(self, model_path: str | None, device: str, threads: int | None, runtime: str | None) -> None:
+        try:
+            import torch
 
-        from ratecontrol.scoring.model import load_checkpoint
+            from ratecontrol.scoring.model import load_checkpoint
+        except ImportError as exc:
+            # a plain install has no torch (the [gpu] extra): one line, not a traceback
+            raise _no_torch(model_path, device, runtime, exc) from None
 
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -4,6 +4,7 @@ export-labels), corpus (build-corpus), train (fit), evaluate, export. Each is lo
 lazily, so `python -m trainer verify` does not import torch's training stack."""
 from __future__ import annotations
 
+import contextlib
 import importlib
 
 import click
@@ -24,6 +25,10 @@ _COMMANDS = {
 }
 
 
+#: what the [train] extra installs beyond a plain install (pyproject.toml)
+_TRAIN_MODULES = {"torch", "torchaudio", "webdataset"}
+
+
 class _LazyGroup(click.Group):
     def list_commands(self, ctx):
         return sorted(_COMMANDS)
@@ -33,7 +38,32 @@ class _LazyGroup(click.Group):
         if target is None:
             return None
         module, attr = target.split(":")
-        return getattr(importlib.import_module(module), attr)
+        ctx.meta["trainer.command"] = name  # for invoke's message
+        with _train_extra(ctx):
+            return getattr(importlib.import_module(module), attr)
+
+    def invoke(self, ctx):
+        # the stages import torch / webdataset when they run, not when they load
+        with _train_extra(ctx):
+            return super().invoke(ctx)
+
+
+@contextlib.contextmanager
+def _train_extra(ctx):
+    """A missing torch, torchaudio or webdataset -> one line naming the [train] extra
+    (a plain install leaves them out: pyproject.toml), not a traceback."""
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        top = (exc.name or "").split(".")[0]
+        if top not in _TRAIN_MODULES:
+            raise
+        from ratecontrol.errors import UsageError
+
+        command = ctx.meta.get("trainer.command")
+        what = f"`python -m trainer {command}`" if command else "this trainer command"
+        raise UsageError(f"{what} needs {top}, which is not installed; "
+                         "pip install 'ratecontrol[train]'") from None
 
 
 @click.group(cls=_LazyGroup)
