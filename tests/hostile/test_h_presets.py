@@ -239,3 +239,19 @@ def test_parse_help_reads_types_ranges_and_constants():
     assert check_option_value(got["movflags"], "+faststart+nope")
     assert check_option_value(got["frame_duration"], "2.5") is None
     assert check_option_value(got["frame_duration"], float("nan"))
+
+
+@pytest.mark.parametrize("attack", ["shortest", "hls"])
+def test_batch_refuses_the_same_presets_before_any_work(tmp_path, synth, capsys, attack):
+    src = tmp_path / "in"
+    src.mkdir()
+    sf.write(src / "a.wav", synth.noise(48_000, 2, 1.0, 0.1).T, 48_000)
+    victim = tmp_path / "outside" / "victim.txt"
+    victim.parent.mkdir()
+    preset = tmp_path / "evil.yaml"
+    preset.write_text(ATTACKS[attack](OPUS, victim))
+    before = _files(tmp_path)
+    code, err = _cli(["batch", str(src), str(tmp_path / "out"), "--target-mos", "3", "--codec", str(preset)], capsys)
+    assert code == errors.PresetError.exit_code, err
+    assert str(preset) in err and not victim.exists()
+    assert _files(tmp_path) == before
