@@ -83,6 +83,8 @@ _MONO_KEYS = {"policy": str, "scale": (int, float), "valid_kbps": list,
               "min_kbps": (int, float), "rungs": list}
 _KNOB_KEYS = {"option": str, "min": (int, float), "max": (int, float), "resolution": (int, float),
               "direction": str, "label": str}
+#: a knob label: short text around one "{}" whose format spec is at most "<99.9g"
+_KNOB_LABEL_RE = re.compile(r"^[^{}]{0,32}\{(:[<>^]?\d{0,2}(\.\d{1,2})?[a-zA-Z%]?)?\}[^{}]{0,32}$")
 _SURROUND_KEYS = {"pair": (int, float), "single": (int, float), "lfe": (int, float)}
 
 #: channel count -> (channel pairs, other full-band channels, LFE channels) of the layout
@@ -609,21 +611,25 @@ def _parse_knob(src, raw, rungs) -> Knob | None:
         return None
     for k in raw:
         if k not in _KNOB_KEYS:
-            raise PresetError(f"{src}: unknown key 'knob.{k}' (allowed: {', '.join(_KNOB_KEYS)})")
+            raise PresetError(f"{src}: unknown key 'knob.{_key(k)}' (allowed: {', '.join(_KNOB_KEYS)})")
     for k in ("option", "min", "max", "resolution"):
         if k not in raw:
             raise PresetError(f"{src}: missing key 'knob.{k}'")
     for k, v in raw.items():
         _check_type(src, f"knob.{k}", v, _KNOB_KEYS[k])
     if raw["option"] not in ("b:a", "q:a"):
-        raise PresetError(f"{src}: key 'knob.option' must be b:a or q:a, got {raw['option']!r}")
-    lo, hi, res = float(raw["min"]), float(raw["max"]), float(raw["resolution"])
+        raise PresetError(f"{src}: key 'knob.option' must be b:a or q:a, got {_short(raw['option'])}")
+    lo, hi, res = (_real(src, f"knob.{k}", raw[k], -_MAX_KBPS, _MAX_KBPS) for k in ("min", "max", "resolution"))
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi and 0 < res <= hi - lo):
         raise PresetError(f"{src}: key 'knob' needs min < max and 0 < resolution <= max - min")
     direction = raw.get("direction", "up")
     if direction not in ("up", "down"):
-        raise PresetError(f"{src}: key 'knob.direction' must be up or down, got {direction!r}")
+        raise PresetError(f"{src}: key 'knob.direction' must be up or down, got {_short(direction)}")
     label = raw.get("label", "{:g}k" if raw["option"] == "b:a" else "q{:g}")
+    # one plain replacement field of a small width: "{:>999999999}" would allocate a GB,
+    # "{0.x}" / "{0[0]}" raise AttributeError / TypeError
+    if not _KNOB_LABEL_RE.match(label):
+        raise PresetError(f"{src}: key 'knob.label' must format one number, like '{{:g}}k', got {_short(label)}")
     try:
         label.format(1.5)
     except (IndexError, KeyError, ValueError):
@@ -632,7 +638,11 @@ def _parse_knob(src, raw, rungs) -> Knob | None:
     for r in rungs:
         if knob.option not in r.options:
             raise PresetError(f"{src}: rung {r.label} does not set the knob's option {knob.option}")
-        v = _parse_kbps(r.options[knob.option]) if knob.option == "b:a" else float(r.options[knob.option])
+        try:
+            v = _parse_kbps(r.options[knob.option]) if knob.option == "b:a" else float(r.options[knob.option])
+        except (ValueError, OverflowError):  # q:a: "x" or a 400-digit int
+            raise PresetError(f"{src}: rung {r.label} sets {knob.option} to {_short(r.options[knob.option])}, "
+                              "not a number") from None
         if not lo <= v <= hi:
             raise PresetError(f"{src}: rung {r.label} sets {knob.option} outside the knob's [{lo:g}, {hi:g}]")
     return knob

@@ -15,6 +15,7 @@ from ratecontrol.cli import main
 from ratecontrol.presets import MAX_PRESET_BYTES, load_preset
 
 OPUS = (Path(__file__).resolve().parents[2] / "ratecontrol" / "presets" / "opus.yaml").read_text()
+VORBIS = (Path(__file__).resolve().parents[2] / "ratecontrol" / "presets" / "vorbis.yaml").read_text()
 
 #: the 558-byte bomb of the issue: 9 levels of 9 aliases each, 9**9 strings once expanded
 ALIAS_BOMB = OPUS.replace("name: opus", "name: opus\nx: *i").replace("# Opus", "\n".join(
@@ -52,6 +53,13 @@ CASES = [
     ("max-channels", OPUS.replace("max_channels: 8", "max_channels: 64").encode(), "'max_channels'"),
     ("nominal-overflow", OPUS.replace("nominal_kbps: 16,", "nominal_kbps: " + "9" * 400 + ",").encode(),
      "'rungs[0].nominal_kbps'"),
+    # the knob (issue 24): a label that would allocate a GB or raise AttributeError, numbers past float
+    ("knob-label-width", OPUS.replace("resolution: 1}", 'resolution: 1, label: "{:>999999999}"}').encode(),
+     "'knob.label'"),
+    ("knob-label-attr", OPUS.replace("resolution: 1}", 'resolution: 1, label: "{0.real.x}"}').encode(),
+     "'knob.label'"),
+    ("knob-overflow", OPUS.replace("max: 510", "max: " + "9" * 400).encode(), "'knob.max'"),
+    ("knob-q-not-a-number", VORBIS.replace('{"q:a": 0}', '{"q:a": zero}').encode(), "q:a"),
 ]
 
 
@@ -231,3 +239,19 @@ def test_parse_help_reads_types_ranges_and_constants():
     assert check_option_value(got["movflags"], "+faststart+nope")
     assert check_option_value(got["frame_duration"], "2.5") is None
     assert check_option_value(got["frame_duration"], float("nan"))
+
+
+@pytest.mark.parametrize("attack", ["shortest", "hls"])
+def test_batch_refuses_the_same_presets_before_any_work(tmp_path, synth, capsys, attack):
+    src = tmp_path / "in"
+    src.mkdir()
+    sf.write(src / "a.wav", synth.noise(48_000, 2, 1.0, 0.1).T, 48_000)
+    victim = tmp_path / "outside" / "victim.txt"
+    victim.parent.mkdir()
+    preset = tmp_path / "evil.yaml"
+    preset.write_text(ATTACKS[attack](OPUS, victim))
+    before = _files(tmp_path)
+    code, err = _cli(["batch", str(src), str(tmp_path / "out"), "--target-mos", "3", "--codec", str(preset)], capsys)
+    assert code == errors.PresetError.exit_code, err
+    assert str(preset) in err and not victim.exists()
+    assert _files(tmp_path) == before
