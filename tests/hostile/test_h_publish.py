@@ -252,6 +252,11 @@ def film(tmp_path_factory) -> Path:
 
 def test_a_film_to_a_name_without_extension_gets_the_inputs_container(film, tmp_path):
     (tmp_path / "film.mkv").write_bytes(film.read_bytes())
+    before = _sums(tmp_path)
+    with pytest.raises(errors.OutputError, match="report .*film.mkv is an input of this run"):
+        ratecontrol.encode(tmp_path / "film.mkv", tmp_path / "o.mkv", target_mos=3.5, cache=False,
+                           report=tmp_path / "film.mkv")
+    assert _sums(tmp_path) == before
     taken = tmp_path / "filmnoext.mkv"
     taken.write_bytes(b"mine")
     probes = _Probes()
