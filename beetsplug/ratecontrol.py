@@ -266,6 +266,9 @@ class RatecontrolPlugin(BeetsPlugin):
         if self.config["write_metadata"].get(bool):
             id3v23 = self.config["id3v23"].as_choice([True, False, "inherit"])
             item.try_write(path=dest, id3v23=None if id3v23 == "inherit" else id3v23)
+        # one output per wanted path: an older name for it (a file shared by several items
+        # before there were records per output) is no longer this item's
+        records = {p: r for p, r in records.items() if r.get("wanted") != os.fsdecode(wanted)}
         records[os.fsdecode(dest)] = {"wanted": os.fsdecode(wanted), "codec": settings["codec"],
                                       "settings": settings["key"]}
         item["rc_outputs"] = json.dumps(records, sort_keys=True)

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 
 from ratecontrol import media
-from ratecontrol.errors import TargetNotReachable, UsageError
+from ratecontrol.errors import OutputError, TargetNotReachable, UsageError
 from ratecontrol.presets import Preset, list_presets
 from ratecontrol.results import SearchResult
 from ratecontrol.options import Options
@@ -35,6 +35,10 @@ def search_auto(sessions: dict[int, Session], target: float, best_effort: bool,
     everything = [p for p in auto_presets() if only is None or p.name in only]
     presets = [p for p in everything if p.max_channels >= sessions[rate_key(p)].track.channels]
     skipped = [p.name for p in everything if p not in presets]
+    if not presets and only is not None:  # the output's extension left only presets that cannot carry the track
+        chans = next(iter(sessions.values())).track.channels
+        raise OutputError(f"codec auto: the output's extension leaves {', '.join(skipped)}, which cannot carry "
+                          f"{chans} channels; choose an extension that another preset writes")
 
     def run(p: Preset):
         try:

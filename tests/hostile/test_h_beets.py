@@ -112,3 +112,27 @@ def test_a_stray_file_is_refused_without_force(beets_lib, capsys):
     assert "was not written by rcconvert for this item; --force replaces it" in capsys.readouterr().out
     assert stray.read_bytes() == b"the user's own file"
     assert config["ratecontrol"]["dest"].get()  # the fixture's destination was used
+
+
+@pytest.mark.timeout(300)
+def test_items_left_sharing_one_file_by_an_older_version_get_one_each(beets_lib, capsys, synth):
+    """Before records per output, `-f` left three untagged items with one rc_path: a
+    rerun gives each its own file and the records stop sharing."""
+    lib, tmp = beets_lib
+    shared = tmp / "encoded" / "__" / "00.opus"  # the path format of an untagged item
+    shared.parent.mkdir(parents=True)
+    shared.write_bytes(b"written three times")
+    for k in range(3):
+        p = tmp / "src" / f"old{k}.flac"
+        sf.write(p, synth.music(44100, channels=1, duration_s=2.0, f0_hz=300.0 + 40 * k).T, 44100)
+        item = Item.from_path(str(p))
+        item.update({"title": "", "artist": "", "album": "", "track": 0, "rc_path": str(shared),
+                     "rc_settings": "an older version's"})
+        lib.add(item)
+    _run(lib, "path::old")
+    assert "3 encoded, 0 skipped, 0 failed" in capsys.readouterr().out
+    paths = [it["rc_path"] for it in lib.items("path::old")]
+    assert len(set(paths)) == 3 and str(shared) in paths
+    _run(lib, "path::old")
+    assert "0 encoded, 3 skipped, 0 failed" in capsys.readouterr().out
+    assert sorted(it["rc_path"] for it in lib.items("path::old")) == sorted(paths)

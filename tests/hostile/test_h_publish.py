@@ -219,6 +219,16 @@ def test_codec_auto_with_an_extension_searches_the_presets_that_write_it(work):
     assert Path(res.output_path) == work / "x.m4a" and "opus" not in res.search.notes[-1]
 
 
+def test_codec_auto_to_an_extension_whose_presets_cannot_carry_the_track_probes_nothing(tmp_path):
+    src = tmp_path / "surround.wav"
+    sf.write(src, Synth(5).music(48_000, channels=6, duration_s=1.0, amplitude=0.2).T, 48_000, subtype="PCM_16")
+    probes = _Probes()
+    with pytest.raises(errors.OutputError, match="cannot carry 6 channels"):
+        ratecontrol.encode(src, tmp_path / "x.mp3", target_mos=3.5, codec="auto", cache=False, on_probe=probes)
+    assert probes.n == 0 and not (tmp_path / "x.mp3").exists()
+    _no_litter(tmp_path)
+
+
 def test_a_missing_output_folder_is_refused_for_one_file_and_for_a_ladder(work, capsys):
     """The one rule (docs/reliability.md "Class 1"): ratecontrol never creates the folder
     an encode's output goes into; batch's OUT_DIR tree is batch's own."""
@@ -242,6 +252,11 @@ def film(tmp_path_factory) -> Path:
 
 def test_a_film_to_a_name_without_extension_gets_the_inputs_container(film, tmp_path):
     (tmp_path / "film.mkv").write_bytes(film.read_bytes())
+    before = _sums(tmp_path)
+    with pytest.raises(errors.OutputError, match="report .*film.mkv is an input of this run"):
+        ratecontrol.encode(tmp_path / "film.mkv", tmp_path / "o.mkv", target_mos=3.5, cache=False,
+                           report=tmp_path / "film.mkv")
+    assert _sums(tmp_path) == before
     taken = tmp_path / "filmnoext.mkv"
     taken.write_bytes(b"mine")
     probes = _Probes()
