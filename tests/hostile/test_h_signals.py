@@ -137,3 +137,51 @@ def test_a_stopped_batch_leaves_no_temp_folder_in_tmpdir_or_out_dir(tmp_path, jo
     time.sleep(0.5)  # nothing left running may write afterwards
     assert not _litter(tmpdir, out), _litter(tmpdir, out)
     assert _digests(src) == before
+
+
+def _group_that_signals_itself(sig: int, seen: list):
+    import click
+
+    @click.group()
+    def g():
+        pass
+
+    @g.command()
+    def work():
+        try:
+            os.kill(os.getpid(), sig)
+            time.sleep(5)  # the handler raises before this ends
+            seen.append("finished")
+        finally:
+            seen.append("finally ran")
+
+    return g
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_run_group_turns_a_stop_signal_into_ctrl_c_s_way_out(sig, capsys):
+    """In-process: the finally blocks run, exit 128 + signum, one line; the old handler
+    is back afterwards."""
+    from ratecontrol.cli import run_group
+
+    seen: list = []
+    old = signal.getsignal(sig)
+    with pytest.raises(SystemExit) as exc:
+        run_group(_group_that_signals_itself(sig, seen), ["work"])
+    assert exc.value.code == 128 + sig
+    assert seen == ["finally ran"]
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"interrupted by {signal.Signals(sig).name}"
+    assert signal.getsignal(sig) == old
+
+
+def test_run_group_leaves_an_ignored_stop_signal_ignored(capsys):
+    """nohup-style SIG_IGN (or a handler of the caller's own) is not replaced."""
+    from ratecontrol.cli import run_group
+
+    seen: list = []
+    old = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        run_group(_group_that_signals_itself(signal.SIGHUP, seen), ["work"])
+    finally:
+        signal.signal(signal.SIGHUP, old)
+    assert seen == ["finished", "finally ran"]
