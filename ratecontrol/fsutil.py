@@ -73,6 +73,7 @@ __all__ = [
     "temp_dir_sibling",
     "temp_sibling",
     "NotOwnFileError",
+    "file_kind",
     "open_own_file",
 ]
 
@@ -423,6 +424,15 @@ class NotOwnFileError(OSError):
     a folder, a FIFO, a device, another user's file). ``strerror`` says what it is."""
 
 
+def file_kind(mode: int) -> str:
+    """What an ``st_mode`` is, for messages: "a regular file", "a folder", "a named pipe
+    (FIFO)", "a character device", ..."""
+    kinds = ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a folder"), (stat.S_ISLNK, "a symbolic link"),
+             (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    return next((name for test, name in kinds if test(mode)), "a special file")
+
+
 def _not_own_why(st: os.stat_result, path: Path) -> str:
     """What makes ``st`` (an lstat/fstat) something other than a regular file of ours ("" if it is one)."""
     mode = st.st_mode
@@ -433,10 +443,8 @@ def _not_own_why(st: os.stat_result, path: Path) -> str:
             return "is a symbolic link"
     if stat.S_ISDIR(mode):
         return "is a folder"
-    kinds = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
-             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
     if not stat.S_ISREG(mode):
-        return "is " + next((name for test, name in kinds if test(mode)), "a special file") + ", not a regular file"
+        return f"is {file_kind(mode)}, not a regular file"
     if st.st_uid != os.geteuid():
         return f"is owned by uid {st.st_uid}, not by you (uid {os.geteuid()})"
     return ""

@@ -101,11 +101,6 @@ def _scan(in_dir: Path, prune: Path | None, ids: dict | None = None
     return files, left_out, order
 
 
-_KINDS = ((stat_mod.S_ISDIR, "a folder"), (stat_mod.S_ISFIFO, "a named pipe (FIFO)"),
-          (stat_mod.S_ISCHR, "a character device"), (stat_mod.S_ISBLK, "a block device"),
-          (stat_mod.S_ISSOCK, "a socket"))
-
-
 def _link_text(p: Path) -> str:
     try:
         return f"a link to {os.readlink(p)}"
@@ -114,7 +109,7 @@ def _link_text(p: Path) -> str:
 
 
 def _not_regular(p: Path, st: os.stat_result) -> str:
-    kind = next((name for test, name in _KINDS if test(st.st_mode)), "a special file")
+    kind = fsutil.file_kind(st.st_mode)
     if stat_mod.S_ISDIR(st.st_mode):  # only a link gets here: os.walk enters real folders
         return (f"not a regular file: {_link_text(p)}, a folder; batch does not follow links to folders (a loop "
                 "or a link to a parent would repeat the walk): nothing under it was transcoded; give that folder "

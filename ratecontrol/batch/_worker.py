@@ -117,6 +117,9 @@ def _dest_problem(task: _Task, out_rel: str) -> tuple[_Conflict | None, bool]:
         return None, False
     except NotADirectoryError:
         return _Conflict(f"{dst}: a file is in the way of its folder: not replaced; move it away"), False
+    except OSError as exc:  # a link loop in OUT_DIR (ELOOP), a folder that cannot be searched (EACCES)
+        return _Conflict(f"{dst} cannot be checked ({(exc.strerror or str(exc)).lower()}): nothing written; "
+                         "fix that path in the output folder"), False
     if stat_mod.S_ISDIR(st.st_mode):
         return _Conflict(f"{dst} is a folder: not replaced; move it away or rename it"), False
     if _is_owned((task.owned or {}).get(out_rel), st):

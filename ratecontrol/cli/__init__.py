@@ -85,8 +85,9 @@ def run_group(group: click.Group, argv: list[str] | None = None) -> None:
             group.main(args=argv, standalone_mode=False)
     except click.exceptions.Abort as exc:
         # click turns a KeyboardInterrupt (Ctrl-C, or a stop signal below) into Abort
-        signum = getattr(exc.__cause__, "signum", signal.SIGINT if exc.__cause__ is not None else None)
-        if signum is None:
+        cause = exc.__cause__
+        signum = getattr(cause, "signum", signal.SIGINT) if isinstance(cause, KeyboardInterrupt) else None
+        if signum is None:  # an EOF at a prompt, or click's own abort
             click.echo("aborted", err=True)
             fail(exc, 130, "aborted")
         text = f"interrupted by {signal.Signals(signum).name}"

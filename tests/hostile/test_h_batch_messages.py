@@ -174,3 +174,15 @@ def test_the_overwrite_hint_shows_only_where_overwrite_would_help(tmp_path):
     assert "conflict: a.wav" in res.output and "replaced: b.opus" in res.output
     assert "--overwrite replaces them" not in res.output
     assert spell_flag("overwrite", True) == "--overwrite"
+
+
+def test_a_link_loop_in_out_dir_is_a_conflict_with_its_reason_not_an_internal_error(tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    _wav(src / "sub" / "a.wav")
+    out.mkdir()
+    (out / "sub").symlink_to("sub")  # sub -> sub: every path through it loops
+    rep = transcode_folder(src, out, **KW)
+    (rec,) = rep.records
+    assert rec.status == "conflict", rec.reason
+    assert "internal error" not in rec.reason and "too many levels of symbolic links" in rec.reason
+    assert (out / "sub").is_symlink()
