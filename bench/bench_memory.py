@@ -54,12 +54,15 @@ def make_input(minutes: float, dest: Path) -> Path:
 
 
 def _status(pid: int) -> dict[str, int]:
-    out = {}
+    """RssAnon, RssFile (+ RssShmem: a mapped file in a tmpfs), VmHWM, VmRSS in kB."""
+    out = {"RssFile": 0}
     with open(f"/proc/{pid}/status") as fh:
         for line in fh:
             key, _, rest = line.partition(":")
-            if key in ("RssAnon", "RssFile", "VmHWM", "VmRSS"):
+            if key in ("RssAnon", "VmHWM", "VmRSS"):
                 out[key] = int(rest.split()[0])
+            elif key in ("RssFile", "RssShmem"):
+                out["RssFile"] += int(rest.split()[0])
     return out
 
 
@@ -70,9 +73,11 @@ def measure(inp: Path, out: Path, codec: str, target: float) -> dict:
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
     peak = {"RssAnon": 0, "RssFile": 0, "VmHWM": 0}
+    timeline = []  # (s, anon MB, file MB) once a second: which step holds the peak
     done = threading.Event()
 
     def watch():
+        last = -1.0
         while not done.is_set():
             try:
                 st = _status(proc.pid)
@@ -80,6 +85,10 @@ def measure(inp: Path, out: Path, codec: str, target: float) -> dict:
                 break
             for k in peak:
                 peak[k] = max(peak[k], st.get(k, 0))
+            t = time.perf_counter() - t0
+            if t - last >= 1.0:
+                timeline.append((round(t, 1), st.get("RssAnon", 0) // 1024, st.get("RssFile", 0) // 1024))
+                last = t
             time.sleep(0.05)
 
     th = threading.Thread(target=watch, daemon=True)
@@ -92,7 +101,7 @@ def measure(inp: Path, out: Path, codec: str, target: float) -> dict:
     res = json.loads(stdout)
     return {"anon_peak_mb": round(peak["RssAnon"] / 1024), "file_peak_mb": round(peak["RssFile"] / 1024),
             "rss_peak_mb": round(peak["VmHWM"] / 1024), "wall_s": round(time.perf_counter() - t0, 1),
-            "rung": res.get("rung_label"), "pooled_mos": res.get("pooled_mos")}
+            "rung": res.get("rung_label"), "pooled_mos": res.get("pooled_mos"), "timeline": timeline}
 
 
 def main(argv=None) -> None:
@@ -101,15 +110,19 @@ def main(argv=None) -> None:
     ap.add_argument("--codec", default="opus")
     ap.add_argument("--target", type=float, default=4.3)
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--inputs", type=Path, help="keep the generated FLACs in this folder and reuse them")
     args = ap.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory(prefix="rc-bench-memory-") as tmp:
         for m in args.minutes:
-            inp = make_input(m, Path(tmp) / f"music-{m:g}min.flac")
+            inp = (args.inputs or Path(tmp)) / f"music-{m:g}min.flac"
+            if not inp.exists():
+                make_input(m, inp)
             row = {"minutes": m, **measure(inp, Path(tmp) / f"out-{m:g}.{args.codec}", args.codec, args.target)}
             rows.append(row)
-            print(json.dumps(row), flush=True)
-            inp.unlink()
+            print(json.dumps({k: v for k, v in row.items() if k != "timeline"}), flush=True)
+            if args.inputs is None:
+                inp.unlink()
     if args.out:
         args.out.write_text(json.dumps(rows, indent=1))
 

@@ -53,3 +53,31 @@ def test_reading_a_mapped_decode_through_keeps_it_out_of_the_process(six_minutes
     assert grew < RELEASE_BYTES / 2 ** 20 + 30, (grew, total_mb)
     # the samples read again after their pages were dropped are the same
     assert np.array_equal(a[:, :44_100], first)
+
+
+@pytest.mark.skipif(not hasattr(__import__("mmap"), "MADV_DONTNEED"), reason="no madvise on this platform")
+def test_encoding_a_mapped_decode_keeps_it_out_of_the_process(six_minutes, tmp_path):
+    """The final encode fed the whole mapped track to ffmpeg through a plain-array view
+    (every page stayed) after a whole-track np.isfinite (a bool copy of it)."""
+    import threading
+    import time
+
+    a = media.decode_to_disk(six_minutes, 44_100, 2)
+    before = _resident_mb()
+    peak = [0.0]
+    done = threading.Event()
+
+    def watch():
+        while not done.is_set():
+            peak[0] = max(peak[0], _resident_mb() - before)
+            time.sleep(0.01)
+
+    th = threading.Thread(target=watch, daemon=True)
+    th.start()
+    try:
+        out = media.encode_array(a, 44_100, "opus", "64k", tmp_path / "o.opus")
+    finally:
+        done.set()
+        th.join()
+    assert out.duration_s == pytest.approx(360, abs=0.1)
+    assert peak[0] < RELEASE_BYTES / 2 ** 20 + 30, peak[0]
