@@ -267,3 +267,22 @@ def test_encode_json_shows_the_setting_nominal_and_actual(song, tmp_path, capsys
                              "--json", "--ladder", "--overwrite"], capsys)
     d = json.loads(stdout)
     assert d["search"]["knob_option"] == "" and d["rung_label"] in [r.label for r in load_preset("opus").rungs]
+
+
+def test_a_check_miss_steps_the_knob_by_a_small_step(song):
+    from ratecontrol.options import Options
+    from ratecontrol.presets import load_preset as lp
+    from ratecontrol.probing.prober import CHECK_STEP_X
+    from ratecontrol.probing.session import open_session
+
+    opus = lp("opus")
+    s = open_session(song, opus, Options(scorer="visqol", cache=False))
+    pr = s.prober(opus)
+    i = pr.setting(87)
+    assert pr.rungs[i].label == "87k" and pr.setting(87.2) == i  # snapped to 1 kbps, one index per setting
+    j = pr.step_up(i, 0.01, knob=True)
+    # a miss of 0.01 MOS on the prior slope (0.65 per ln kbps) asks for ~3 %, not a rung (87k -> 96k)
+    assert math.exp(CHECK_STEP_X) * 87 - 1 <= pr.rungs[j].nominal_kbps < 96
+    assert pr.step_up(pr.setting(256), 0.01, knob=True) is None  # the top of the range
+    assert pr.step_up(7, 0.01, knob=False) == 8  # a ladder steps a rung
+    s.close()
