@@ -159,6 +159,45 @@ def run(args) -> None:
             s_exact.close()
 
 
+def replay(args) -> None:
+    """The learned knob search again on the stored rows' tracks (cached probes; new
+    settings are encoded and scored), with search.py's module constants overridden
+    (``--set NAME=VALUE``): probes and choice per row, no exact scoring."""
+    import numpy as np
+
+    import ratecontrol.search as S
+    from ratecontrol.cache import ProbeCache
+    from ratecontrol.options import Options
+    from ratecontrol.presets import load_preset
+    from ratecontrol.probing.session import open_session
+
+    import ratecontrol.probing.prober as P
+
+    for kv in args.set or []:
+        k, v = kv.split("=")
+        setattr(P if hasattr(P, k) else S, k, type(getattr(P if hasattr(P, k) else S, k))(float(v)))
+    defaults = dict(tolerance=S.KNOB_TOLERANCE_MOS, bracket_x=S.KNOB_BRACKET_X, recheck_x=S.RECHECK_X,
+                    slope_prior=S.SLOPE_PRIOR_MOS_PER_X, near_miss=S.NEAR_MISS_MOS)
+    S.search_knob.__kwdefaults__.update(defaults)
+    cache = ProbeCache(args.data / "cache", max_mb=4096)
+    rows = _load(args.data / "rows.json")
+    sessions, counts, over = {}, [], []
+    for r in rows:
+        key = (r["track"], r["preset"])
+        preset = load_preset(r["preset"])
+        if key not in sessions:
+            sessions[key] = open_session(MUSIC / r["track"], preset, Options(scorer="learned", above_source=True,
+                                                                              cache=cache, jobs=1))
+        pk, rk, _ = _search(sessions[key], preset, r["target"], ladder=False)
+        counts.append(len(rk.probes))
+        if r["oracle"]["cross_kbps"]:
+            over.append(rk.chosen.bitrate_kbps / r["oracle"]["cross_kbps"] - 1)
+        print(f"{r['track'][:20]:20} {r['preset']:6} {r['target']}: {rk.chosen.rung_label:>6} "
+              f"{[p.rung_label for p in rk.probes]} (was {r['knob']['label']}, ladder {r['ladder']['label']})")
+    print(f"probes median {np.median(counts):g} mean {np.mean(counts):.2f}; nominal vs oracle mean "
+          f"{100 * np.mean(over):+.1f} %")
+
+
 def report(args) -> None:
     import numpy as np
 
@@ -196,11 +235,14 @@ def main() -> None:
     r.add_argument("--presets", nargs="+", default=["opus", "aac"])
     r.add_argument("--targets", nargs="+", type=float, default=[4.0, 4.3])
     r.add_argument("--data", type=Path, default=DATA)
+    p = sub.add_parser("replay")
+    p.add_argument("--data", type=Path, default=DATA)
+    p.add_argument("--set", nargs="*")
     a = sub.add_parser("report")
     a.add_argument("--data", type=Path, default=DATA)
     a.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
-    run(args) if args.cmd == "run" else report(args)
+    {"run": run, "replay": replay, "report": report}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -23,10 +23,22 @@ to their own file). Schema (unknown keys are errors, so typos do not pass silent
       pair: 1.0                     #   x the stereo rung per channel pair (Opus coupled
       single: 0.5                   #   stream / AAC CPE), per other full-band channel
       lfe: 0.0                      #   (uncoupled stream / SCE), per LFE channel
+    knob:                           # optional: the setting a search may set to any value
+      option: "b:a"                 #   b:a (kbps, scaled for mono/surround like the rungs) or q:a
+      min: 6                        #   the encoder's bounds (stereo kbps for b:a)
+      max: 510
+      resolution: 1                 #   the grid the search snaps to
+      direction: up                 #   up: a higher value spends more bits; down: fewer (LAME -V)
+      label: "{:g}k"                #   how a value is shown ("87k", "V4.35")
     rungs:                          # required, non-empty, nominal_kbps strictly increasing
       - label: 64k
         nominal_kbps: 64            # stereo nominal: for reports and "never above source"
         options: {"b:a": "64k"}     # ffmpeg output options of this rung
+
+The knob (issue 24): the search looks for the lowest knob value that meets the target,
+between the ladder's bottom and top rungs (or ``max_kbps``); the rungs stay as landmarks
+(the first guess) and as the ``ladder=True`` choices. Every rung must set the knob's
+option within its bounds.
 
 Mono policy: bitrate rungs (those with a ``b:a`` option) are scaled; quality rungs
 (``q:a``) keep their options because the encoder's quality scale already spends fewer

@@ -1,4 +1,6 @@
-"""Search a codec ladder for the cheapest rung whose pooled score meets the target.
+"""Search a codec's knob (``search_knob``, the default since issue 24: the lowest setting
+whose pooled score meets the target, to within a tolerance; see the section at the end
+of this module) or its ladder (``search_ladder``: the cheapest rung, ``ladder=True``).
 
 Pure logic: ``search_ladder`` knows nothing about audio; it calls ``evaluate(i)`` for a
 rung index and gets a pooled score back. ``margin`` raises the bar: the search for

@@ -111,7 +111,7 @@ def test_json_summary_carries_margin_and_uncertainty(music, tmp_path, capsys):
 def test_margin_raises_the_bar(music, tmp_path):
     lo = ratecontrol.select_bitrate(music, target_mos=4.0, margin_mos=0.0, cache=False)
     hi = ratecontrol.select_bitrate(music, target_mos=4.0, margin_mos=0.3, cache=False)
-    assert hi.chosen.pooled_mos >= 4.3 and hi.chosen.rung_index >= lo.chosen.rung_index
+    assert hi.chosen.pooled_mos >= 4.3 and hi.chosen.bitrate_kbps >= lo.chosen.bitrate_kbps
     assert all(p.passed == (p.pooled_mos >= 4.3) for p in hi.probes)
 
 

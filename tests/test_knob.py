@@ -192,3 +192,97 @@ def test_knob_keys_are_checked():
                 {"option": "b:a", "min": 6, "max": 510, "resolution": 1, "direction": "sideways"}):
         with pytest.raises(PresetError):
             parse_preset({**base, "knob": bad})
+
+
+# ---------------------------------------------------------------- the real encode path
+# (real ffmpeg / libopus and the exact scorer on 3 s of synthetic music)
+
+SR = 44100
+
+
+@pytest.fixture(scope="module")
+def song(tmp_path_factory):
+    import soundfile as sf
+
+    from conftest import Synth
+
+    p = tmp_path_factory.mktemp("knob") / "song.wav"
+    sf.write(p, Synth(0).music(SR, channels=2, duration_s=3.0, amplitude=0.3).T, SR, subtype="PCM_16")
+    return p
+
+
+def test_ladder_option_reproduces_the_ladder_search_and_the_knob_pays_no_more(song):
+    from ratecontrol import select_bitrate
+    from ratecontrol.options import Options
+    from ratecontrol.search import search_ladder
+
+    lad = select_bitrate(song, target_mos=4.3, codec="opus", scorer="visqol", options=Options(ladder=True))
+    labels = [r.label for r in load_preset("opus").rungs]
+    assert lad.knob_option == "" and lad.chosen.rung_label in labels
+    assert all(p.rung_label in labels for p in lad.probes)
+    # the same choice as the ladder search replayed on the same scores (today's search)
+    by = {p.rung_index: p.pooled_mos for p in lad.probes}
+    replay = search_ladder(len(labels), lambda i: by[i], 4.3, parallel=2)
+    assert replay.chosen == lad.chosen.rung_index
+    knob = select_bitrate(song, target_mos=4.3, codec="opus", scorer="visqol")
+    assert knob.knob_option == "b:a" and knob.chosen.pooled_mos >= 4.3
+    assert knob.chosen.rung_label == f"{knob.chosen.knob_value:g}k"
+    assert knob.chosen.bitrate_kbps <= lad.chosen.bitrate_kbps * 1.05
+
+
+def test_knob_target_unreachable_and_below_the_floor(song):
+    from ratecontrol import errors, select_bitrate
+
+    with pytest.raises(errors.TargetNotReachable) as exc:
+        select_bitrate(song, target_mos=4.74, codec="opus", scorer="visqol")
+    top = exc.value.result.probes
+    assert max(p.bitrate_kbps for p in top) == 256 and not any(p.passed for p in top)
+    low = select_bitrate(song, target_mos=1.5, codec="opus", scorer="visqol")
+    assert low.reached and low.chosen.bitrate_kbps == 16  # the floor: the ladder's bottom
+
+
+def test_max_kbps_bounds_the_knob(song):
+    from ratecontrol import select_bitrate
+
+    res = select_bitrate(song, target_mos=4.74, codec="opus", scorer="visqol", max_kbps=100, best_effort=True)
+    assert not res.reached and res.chosen.bitrate_kbps == 100  # the cap, not the rung below it (96k)
+
+
+def test_encode_json_shows_the_setting_nominal_and_actual(song, tmp_path, capsys):
+    import json
+
+    from conftest import run_cli
+
+    out = tmp_path / "o.opus"
+    rc, stdout, _ = run_cli(["encode", str(song), "--target-mos", "4.0", "--scorer", "visqol", "-o", str(out),
+                             "--json"], capsys)
+    assert rc == 0
+    d = json.loads(stdout)
+    assert d["search"]["knob_option"] == "b:a"
+    assert d["rung_label"] == f"{d['knob_value']:g}k" and d["bitrate_kbps"] == d["knob_value"]
+    size_kbps = out.stat().st_size * 8 / 1000 / d["search"]["duration_s"]
+    assert d["actual_kbps"] == pytest.approx(size_kbps, rel=1e-6)
+    assert all("knob_value" in p and "actual_kbps" in p for p in d["search"]["probes"])
+    rc, stdout, _ = run_cli(["encode", str(song), "--target-mos", "4.0", "--scorer", "visqol", "-o", str(out),
+                             "--json", "--ladder", "--overwrite"], capsys)
+    d = json.loads(stdout)
+    assert d["search"]["knob_option"] == "" and d["rung_label"] in [r.label for r in load_preset("opus").rungs]
+
+
+def test_a_check_miss_steps_the_knob_by_a_small_step(song):
+    from ratecontrol.options import Options
+    from ratecontrol.presets import load_preset as lp
+    from ratecontrol.probing.prober import CHECK_STEP_X
+    from ratecontrol.probing.session import open_session
+
+    opus = lp("opus")
+    s = open_session(song, opus, Options(scorer="visqol", cache=False))
+    pr = s.prober(opus)
+    i = pr.setting(87)
+    assert pr.rungs[i].label == "87k" and pr.setting(87.2) == i  # snapped to 1 kbps, one index per setting
+    j = pr.step_up(i, 0.01, knob=True)
+    # a miss of 0.01 MOS on the prior slope (0.65 per ln kbps) asks for ~3 %, not a rung (87k -> 96k)
+    assert math.exp(CHECK_STEP_X) * 87 - 1 <= pr.rungs[j].nominal_kbps < 96
+    assert pr.step_up(pr.setting(256), 0.01, knob=True) is None  # the top of the range
+    assert pr.step_up(7, 0.01, knob=False) == 8  # a ladder steps a rung
+    s.close()

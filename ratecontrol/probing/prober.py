@@ -361,10 +361,14 @@ def run_search(prober: Prober, target: float, best_effort: bool, parallel: int |
     return prober.result(target, top, probes, False, notes, margin)
 
 
+#: the knob's first probe: this many rungs below the ladder's middle (see first_guess_x)
+FIRST_GUESS_RUNGS_BELOW_MIDDLE = 0
+
+
 def first_guess_x(prober: Prober, target: float) -> float:
     """Where the knob search probes first: the ladder's middle rung (as the ladder search)."""
     ax = prober.axis
-    mid = prober.ladder[len(prober.ladder) // 2]
+    mid = prober.ladder[max(0, len(prober.ladder) // 2 - FIRST_GUESS_RUNGS_BELOW_MIDDLE)]
     return min(max(ax.x_of(prober.preset.knob_value(mid)), ax.lo_x), ax.hi_x)
 
 
