@@ -31,7 +31,7 @@ from ratecontrol.scoring import DEFAULT_POOL, available_scorers, get_scorer, reg
 
 __version__ = "0.1.0"
 
-#: names loaded on first use: the pipeline pulls in scipy.signal, torch and joblib
+#: names loaded on first use: the pipeline pulls in scipy.signal, the scorer and joblib
 #: (~1-3 s), which `ratecontrol --help`, `presets` and `doctor` never need (PEP 562)
 _LAZY = {
     "encode": "ratecontrol.api",

@@ -182,3 +182,29 @@ def test_batch_takes_a_list_of_targets_one_tree_each(music, tmp_path, capsys):
         assert (tmp_path / "out" / f"mos{t}" / "a.opus").exists()
         rep = json.loads((tmp_path / f"r.mos{t}.json").read_text())
         assert rep["records"][0]["status"] == "encoded"
+
+
+def test_demo_says_what_it_encodes(tmp_path):
+    """Issue 26: in a fresh clone (no ../shared/audio) the demo encoded a generated tone
+    while the README said "a real track"; now it says so, and takes the user's file."""
+    import os
+    import shutil
+
+    root = Path(__file__).resolve().parents[1]
+    clone = tmp_path / "clone"  # no ../shared/audio beside it
+    (clone / "scripts").mkdir(parents=True)
+    shutil.copy(root / "scripts" / "demo.sh", clone / "scripts" / "demo.sh")
+    fake = tmp_path / "bin"  # the commands the demo runs, echoed instead of run
+    fake.mkdir()
+    (fake / "ratecontrol").write_text('#!/bin/sh\necho "ran: ratecontrol $*"\n')
+    (fake / "ratecontrol").chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake}{os.pathsep}{os.environ['PATH']}", "DEMO_OUT": str(tmp_path / "out")}
+    r = subprocess.run(["bash", str(clone / "scripts" / "demo.sh")], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "generated 8-s test signal" in r.stdout and "not music" in r.stdout
+    assert "bash scripts/demo.sh YOUR_FILE" in r.stdout
+    assert f"ran: ratecontrol encode {tmp_path / 'out' / 'generated.wav'}" in r.stdout
+    r = subprocess.run(["bash", str(clone / "scripts" / "demo.sh"), "/music/mine.flac"], capture_output=True,
+                       text=True, env=env, timeout=120)
+    assert r.returncode == 0 and "encoding your file /music/mine.flac" in r.stdout
+    assert "ran: ratecontrol encode /music/mine.flac" in r.stdout

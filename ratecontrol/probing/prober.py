@@ -345,17 +345,15 @@ def run_search(prober: Prober, target: float, best_effort: bool, parallel: int |
         f"target MOS {target:g}{with_margin} not reachable with preset '{prober.preset.name}': the top rung "
         f"{top.rung_label} scores {top.pooled_mos:.3f} ({prober.pool})"
     )
-    options = {"best_effort": True}
+    options, advice = {"best_effort": True}, "lower the target, pick another codec, or take the top rung"
     if prober.source_cap_kbps:
         # the ladder stopped at the lossy source's bitrate: the cap, not the codec, may be what fails
         msg = msg.replace(": the top rung", f" at or below the lossy source's ~{prober.source_cap_kbps:.0f} kbps: "
                           "the highest rung allowed,", 1)
         options["above_source"] = True
+        advice = "lower the target, pick another codec, allow rungs above the source's bitrate, or take the top rung"
     if not best_effort:
-        raise TargetNotReachable(msg + "; lower the target, pick another codec, allow rungs above the source's "
-                                 "bitrate, or take the top rung" if prober.source_cap_kbps else
-                                 msg + "; lower the target, pick another codec, or take the top rung",
-                                 result=prober.result(target, None, probes, False, notes, margin),
+        raise TargetNotReachable(f"{msg}; {advice}", result=prober.result(target, None, probes, False, notes, margin),
                                  options=options)
     notes.append(msg + "; best effort: top rung used")
     return prober.result(target, top, probes, False, notes, margin)
