@@ -177,7 +177,8 @@ def replay(args) -> None:
         k, v = kv.split("=")
         setattr(P if hasattr(P, k) else S, k, type(getattr(P if hasattr(P, k) else S, k))(float(v)))
     defaults = dict(tolerance=S.KNOB_TOLERANCE_MOS, bracket_x=S.KNOB_BRACKET_X, recheck_x=S.RECHECK_X,
-                    slope_prior=S.SLOPE_PRIOR_MOS_PER_X, near_miss=S.NEAR_MISS_MOS)
+                    slope_prior=S.SLOPE_PRIOR_MOS_PER_X, near_miss=S.NEAR_MISS_MOS,
+                    max_probes=int(S.MAX_KNOB_PROBES))
     S.search_knob.__kwdefaults__.update(defaults)
     cache = ProbeCache(args.data / "cache", max_mb=4096)
     rows = _load(args.data / "rows.json")

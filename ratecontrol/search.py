@@ -343,6 +343,12 @@ AIM_SHARE = 0.5
 SLOPE_PRIOR_MOS_PER_X = 0.65
 #: the dip rule's step below a near miss: one ladder rung (~22 %, Opus/AAC)
 RECHECK_X = math.log(1.22)
+#: an extrapolation up never steps further than this (ln kbps: x1.6, about two rungs):
+#: curves flatten towards the top, and a linear step from one low score overshoots (80k
+#: -> 256k on a Wesnoth track). bench_knob.py replay, 8 searches (2 tracks x Opus/AAC x
+#: 4.0/4.3): no cap 5.00 probes per search, +2.7 % bits over the oracle; x2 4.50, +3.7 %;
+#: x1.6 4.38, +3.6 %
+MAX_STEP_X = math.log(1.6)
 #: never more than this many probes (a bisection of the widest ladder to 2 % needs 8)
 MAX_KNOB_PROBES = 10
 
@@ -416,7 +422,10 @@ def search_knob(
         def evaluate_many(xs):
             with ThreadPoolExecutor(len(xs)) as ex:
                 return list(ex.map(evaluate, xs))
-    while x is not None and len(order) < max_probes:
+    # the budget counts once a setting has passed: until then the search must still find
+    # a pass or probe the top before it may say "unreachable" (a hard ceiling of twice it)
+    while x is not None and len(order) < 2 * max_probes and (
+            len(order) < max_probes or not any(_passes(s, bar) for s in scores.values())):
         pts = [x]
         if parallel > 1:
             c = _companion(x, scores, bar, lo_x, hi_x, snap, tolerance, bracket_x, slope_prior)
@@ -547,14 +556,14 @@ def _next_bracket(scores, bar, lo_x, hi_x, snap, tolerance, bracket_x, slope_pri
         if math.isnan(s_lo):
             return fresh((lo + hi_x) / 2)
         sl = _knob_slope(sorted((x, s) for x, s in scores.items() if x <= lo and not math.isnan(s))[-2:], slope_prior)
-        step = max((aim - s_lo) / sl, bracket_x)
+        step = min(max((aim - s_lo) / sl, bracket_x), MAX_STEP_X)
         return fresh(lo + step) or fresh(hi_x)
     s_hi = scores[hi]
     if s_hi - bar <= tolerance or hi <= lo_x:
         return None  # close enough above the bar, or the bottom of the range passes
     if lo is None:  # only passes: down from the lowest, by the slope
         sl = _knob_slope(sorted((x, s) for x, s in scores.items() if x >= hi and not math.isnan(s))[:2], slope_prior)
-        step = max((s_hi - aim) / sl, bracket_x)
+        step = max((s_hi - aim) / sl, bracket_x)  # no cap down: curves steepen there
         return fresh(hi - step) or fresh(lo_x)
     if hi - lo <= bracket_x:
         return None
