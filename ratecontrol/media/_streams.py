@@ -165,7 +165,7 @@ def check_mux(container_src, preset, audio_indices, out_path) -> None:
     """Raise a UsageError (before any search) when ``out_path``'s container cannot hold
     ``preset``'s codec in place of audio streams ``audio_indices`` of ``container_src``
     together with its other streams (module docstring)."""
-    from ._encode import encode_array
+    from ._streamed import encode_array
 
     src = check_input_path(container_src)
     out = Path(out_path)
