@@ -40,7 +40,9 @@ def parse_dump(stderr: str) -> dict:
     out: dict = {"format_name": "", "duration": None, "container_kbps": None,
                  "audio": None, "has_cover_art": False,
                  "cover_stream": None, "cover_codec": None, "global_tags": {},
-                 "audio_tags": {}, "has_video": False, "start_s": None, "audio_start_s": None, "other_streams": 0, "audio_streams": 0,
+                 "audio_tags": {}, "has_video": False, "other_streams": 0, "audio_streams": 0,
+                 # where the file and its first audio stream start (s; "start:" in the dump)
+                 "start_s": None, "audio_start_s": None,
                  "duration_estimated": "Estimating duration from bitrate" in stderr}
     in_input = False
     # which tag dict the current "Metadata:" block feeds, and the indent of its entries

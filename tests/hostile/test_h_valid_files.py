@@ -143,3 +143,18 @@ def test_encode_of_a_piped_wav_succeeds(clip, tmp_path):
     piped = _piped(clip, tmp_path / "piped.wav")
     res = ratecontrol.encode(piped, tmp_path / "out.opus", target_mos=4.0, codec="opus", cache=False)
     assert res.verified and res.pooled_mos >= 4.0
+
+
+def test_batch_encodes_a_film_whose_audio_starts_late(clip, tmp_path):
+    """Batch failed such films as truncated (issue 23 class 5)."""
+    from ratecontrol.batch import transcode_folder
+
+    src = tmp_path / "in"
+    src.mkdir()
+    _ff("-f", "lavfi", "-i", "testsrc=size=160x120:rate=10:d=9", "-itsoffset", "3", "-i", clip,
+        "-map", "0:v", "-map", "1:a", "-c:v", "mpeg4", "-c:a", "aac", "-b:a", "192k", src / "film.mp4")
+    _ff("-itsoffset", "3", "-i", clip, "-c:a", "flac", src / "late.mka")
+    rep = transcode_folder(src, tmp_path / "out", target_mos=3.8, codec="opus", jobs=1, cache=False,
+                           progress=False)
+    assert sorted((Path(r.input).name, r.status) for r in rep.records) == [("film.mp4", "encoded"),
+                                                                           ("late.mka", "encoded")]
