@@ -64,7 +64,7 @@ def bench_overhead(files: list[Path], tmp: Path, scorer: str, codecs: list[str])
     No probe cache; the scorer is already loaded (as in a library or batch worker): the
     one-time start-up is measured apart by bench_startup.
     """
-    from ratecontrol import media
+    from bench_cost import plain_cmd
     from ratecontrol.api import encode
     from ratecontrol.presets import load_preset
 
@@ -76,7 +76,9 @@ def bench_overhead(files: list[Path], tmp: Path, scorer: str, codecs: list[str])
                               cache=False, overwrite=True, best_effort=True)
             rungs = p.rungs_for(2)
             rung = rungs[[r.label for r in rungs].index(res.rung_label)]
-            _, t_ff = timed(media.encode_file, f, tmp / f"plain{p.extension}", p, rung)
+            # the plain ffmpeg command a user would type (bench_cost.py), at the chosen rung
+            _, t_ff = timed(subprocess.run, plain_cmd(f, tmp / f"plain{p.extension}", codec, rung.label),
+                            check=True, capture_output=True)
             rows.append({"file": f.name, "codec": codec, "rung": res.rung_label, "encode_s": round(t_rc, 2),
                          "ffmpeg_s": round(t_ff, 2), "overhead_ratio": round(t_rc / t_ff, 2),
                          "probes": len(res.search.probes), "stepped_up": res.stepped_up,

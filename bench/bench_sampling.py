@@ -68,7 +68,7 @@ def measure_file(path: Path, out_dir: Path) -> Path:
         start = labels.index(lowest) if lowest else 0
         for rung in rungs[start:]:
             tmp = out_dir / f".probe{p.extension}"
-            media.encode_file(path, tmp, p, rung, channels=track.channels, sample_rate_hz=track.rate_hz)
+            media.encode_array(track.src, track.rate_hz, p, rung, tmp)
             deg = media.decode_aligned(tmp, p, track.rate_hz, track.channels, track.src.shape[1])
             dw, idx = A._ProbeSource.cut_like(full, deg)
             res[f"{codec}/{rung.label}"] = sc.score(prep, dw).astype(np.float32)
@@ -146,7 +146,7 @@ def exact(path: Path, codec: str, rung_label: str, models: list[str] | None = No
     full = A._ProbeSource(track, None, 1.0)
     with __import__("tempfile").TemporaryDirectory() as td:
         tmp = Path(td) / f"x{p.extension}"
-        media.encode_file(path, tmp, p, rung, channels=track.channels, sample_rate_hz=track.rate_hz)
+        media.encode_array(track.src, track.rate_hz, p, rung, tmp)
         deg = media.decode_aligned(tmp, p, track.rate_hz, track.channels, track.src.shape[1])
     dw, _ = A._ProbeSource.cut_like(full, deg)
     v = get_scorer("visqol")

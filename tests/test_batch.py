@@ -93,7 +93,9 @@ def build_tree(root: Path, shared: Path, presets: Path) -> Path:
     for name, sub in [("56 - JPG PICTURE.flac", "flac"), ("21 - samplerate 22050Hz.flac", "flac/odd"),
                       ("60 - mono audio.flac", "flac/odd")]:
         (root / sub).mkdir(parents=True, exist_ok=True)
-        media.encode_file(fl / name, root / sub / name, flac, "flac", start_s=1.0, duration_s=CLIP_S)
+        clip = media.decode(fl / name, start_s=1.0, duration_s=CLIP_S)
+        media.encode_array(clip, media.inspect(fl / name).sample_rate_hz, flac, "flac", root / sub / name,
+                           tags_from=fl / name)
     (root / "sms").mkdir()
     x, sr = sf.read(shared / "sms-tools" / "flute-A4.wav")
     sf.write(root / "sms" / "flute-A4.wav", x[: int(CLIP_S * sr)], sr, subtype="PCM_16")
@@ -103,10 +105,11 @@ def build_tree(root: Path, shared: Path, presets: Path) -> Path:
     pair = _tone_pair(CLIP_S)
     sf.write(gen / "a.wav", pair, 44100, subtype="PCM_16")
     sf.write(gen / "a.flac", pair[:, ::-1].copy(), 44100, subtype="PCM_16")
-    media.encode_file(gen / "a.wav", gen / "deep" / "er" / "tagged.flac", flac, "flac",
-                      metadata={"title": "Tone Pair", "artist": "Batch Test"})
-    media.encode_file(gen / "a.wav", gen / "mp3-128k.mp3", "mp3", "128k")
-    media.encode_file(gen / "a.wav", gen / "low.mp3", low, "8k")
+    x = media.decode(gen / "a.wav")
+    media.encode_array(x, 44100, flac, "flac", gen / "deep" / "er" / "tagged.flac",
+                       metadata={"title": "Tone Pair", "artist": "Batch Test"})
+    media.encode_array(x, 44100, "mp3", "128k", gen / "mp3-128k.mp3")
+    media.encode_array(x, 44100, low, "8k", gen / "low.mp3")
     (gen / "broken.flac").write_bytes(b"fLaC" + bytes(range(256)) * 16)  # corrupt
     (gen / "empty.wav").write_bytes(b"")
     (gen / "._a.flac").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " * 4)

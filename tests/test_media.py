@@ -33,6 +33,14 @@ def _write(path: Path, audio: np.ndarray, sr: int, subtype: str = "PCM_16") -> P
     return path
 
 
+def _encode_source(src, out, preset, rung, metadata=None, duration_s=None):
+    """``src`` decoded and encoded through media.encode_array (the one encode path),
+    keeping its tags and cover art (``tags_from``)."""
+    x = media.decode(src, duration_s=duration_s)
+    return media.encode_array(x, media.inspect(src).sample_rate_hz, preset, rung, out, metadata=metadata,
+                              tags_from=src)
+
+
 # --------------------------------------------------------------------------- ffmpeg
 
 
@@ -171,7 +179,7 @@ def test_awkward_file_names(tmp_path, synth, monkeypatch, name):
     assert media.inspect(name).sample_rate_hz == 16000
     assert media.decode(name).shape == x.shape
     out = "c:d.mp3" if ":" in name else "-out.mp3"
-    media.encode_file(name, out, "mp3", 0)
+    _encode_source(name, out, "mp3", 0)
     assert media.inspect(out).codec == "mp3"
 
 
@@ -303,14 +311,13 @@ def test_downmix_surround_to_stereo(shared_audio):
 # ------------------------------------------------------------------------ encode
 
 
-def test_encode_file_keeps_tags_and_cover_art(shared_audio, tmp_path):
+def test_encode_keeps_tags_and_cover_art(shared_audio, tmp_path):
     src = shared_audio / "flac-test-files" / "56 - JPG PICTURE.flac"
     note = "ratecontrol opus 96k; mos=4.31"
     for name in ("mp3", "aac", "opus"):
         p = load_preset(name)
         out = tmp_path / f"out{p.extension}"
-        res = media.encode_file(src, out, p, p.rungs[2],
-                                metadata={"title": "Jpg test", "comment": note})
+        res = _encode_source(src, out, p, p.rungs[2], metadata={"title": "Jpg test", "comment": note})
         assert res.path == out and res.size_bytes == out.stat().st_size
         info = media.inspect(out)
         assert info.tags.get("title") == "Jpg test"
@@ -428,8 +435,7 @@ def test_ogg_outputs_keep_cover_as_metadata_block_picture(source, shared_audio, 
     for name in ("opus", "vorbis"):
         p = load_preset(name)
         out = tmp_path / f"out{p.extension}"
-        media.encode_file(src, out, p, p.rungs[1], duration_s=1.0,
-                          metadata={"title": "with cover"})
+        _encode_source(src, out, p, p.rungs[1], duration_s=1.0, metadata={"title": "with cover"})
         got = _ogg_picture(out)
         assert got["type"] == 3  # front cover
         assert got["data"] == want["data"]  # copied, not re-encoded
@@ -444,7 +450,7 @@ def test_ogg_outputs_keep_cover_as_metadata_block_picture(source, shared_audio, 
 def test_ogg_cover_from_gif_becomes_png(shared_audio, tmp_path):
     src = shared_audio / "flac-test-files" / "58 - GIF PICTURE.flac"
     out = tmp_path / "out.opus"
-    media.encode_file(src, out, "opus", "64k", duration_s=1.0)
+    _encode_source(src, out, "opus", "64k", duration_s=1.0)
     got = _ogg_picture(out)
     assert got["type"] == 3 and got["mime"] == "image/png"
     assert got["data"].startswith(b"\x89PNG\r\n\x1a\n")
@@ -454,12 +460,12 @@ def test_ogg_cover_from_gif_becomes_png(shared_audio, tmp_path):
 def test_ogg_output_without_cover_has_no_picture_tag(tmp_path, synth):
     src = _write(tmp_path / "src.wav", synth.tone(44100, 2, 1.0), 44100)
     out = tmp_path / "out.ogg"
-    media.encode_file(src, out, "vorbis", 0)
+    _encode_source(src, out, "vorbis", 0)
     assert not [c for c in _ogg_comments(out) if c.upper().startswith(b"METADATA_BLOCK")]
     assert not media.inspect(out).has_cover_art
 
 
-def test_encode_file_copies_source_tags(tmp_path, synth):
+def test_encode_copies_source_tags(tmp_path, synth):
     src = tmp_path / "src.flac"
     x = synth.tone(44100, 2, 1.0)
     # write a FLAC with tags through ffmpeg itself
@@ -468,12 +474,12 @@ def test_encode_file_copies_source_tags(tmp_path, synth):
                                  "COMMENT": "line one\nline two"})
     assert media.inspect(src).tags["comment"] == "line one\nline two"
     out = tmp_path / "out.mp3"
-    media.encode_file(src, out, "mp3", "128k")
+    _encode_source(src, out, "mp3", "128k")
     tags = media.inspect(out).tags
     assert tags["artist"] == "Some Artist" and tags["album"] == "A=B;C#D"
     assert tags["comment"] == "line one\nline two"
     # our metadata overrides a source tag of the same name (keys are case-insensitive)
-    media.encode_file(src, out, "opus", "64k", metadata={"comment": "ratecontrol"})
+    _encode_source(src, out, "opus", "64k", metadata={"comment": "ratecontrol"})
     tags = media.inspect(out).tags
     assert tags["artist"] == "Some Artist"
     assert [v for k, v in tags.items() if k.lower() == "comment"] == ["ratecontrol"]
@@ -508,36 +514,41 @@ def test_encode_replaces_existing_output_atomically(tmp_path, synth):
     assert [p.name for p in tmp_path.iterdir()] == ["o.mp3"]
 
 
-def test_encode_file_output_errors(tmp_path, synth):
-    src = _write(tmp_path / "x.wav", synth.tone(44100), 44100)
+def test_encode_output_errors(tmp_path, synth):
+    x = synth.tone(44100)
+    src = _write(tmp_path / "x.wav", x, 44100)
     with pytest.raises(OutputError, match="overwrite the input"):
-        media.encode_file(src, src, "mp3", 0)
+        media.encode_array(x, 44100, "mp3", 0, src, tags_from=src)
     with pytest.raises(OutputError, match="does not exist"):
-        media.encode_file(src, tmp_path / "no" / "x.mp3", "mp3", 0)
+        media.encode_array(x, 44100, "mp3", 0, tmp_path / "no" / "x.mp3")
 
 
-def test_encode_file_span_channels_and_rate(tmp_path, synth):
-    src = _write(tmp_path / "x.wav", synth.noise(44100, 2, 3.0), 44100)
+def test_encode_array_channels_and_rate(tmp_path, synth):
     out = tmp_path / "o.opus"
-    media.encode_file(src, out, "opus", "64k", start_s=1.0, duration_s=1.0, channels=1)
+    media.encode_array(synth.noise(44100, 2, 1.0)[:1], 44100, "opus", "64k", out)
     info = media.inspect(out)
     assert info.channels == 1 and info.sample_rate_hz == 48000
     assert info.duration_s == pytest.approx(1.0, abs=0.03)
-    # an explicit output rate (the rate the search probed at); a preset's forced rate wins
+    # the array's rate (the rate the search probed at); a preset's forced rate wins
+    x = synth.noise(32000, 2, 0.5)
     out2 = tmp_path / "o.m4a"
-    media.encode_file(src, out2, "aac", "96k", duration_s=0.5, sample_rate_hz=32000)
+    media.encode_array(x, 32000, "aac", "96k", out2)
     assert media.inspect(out2).sample_rate_hz == 32000
-    media.encode_file(src, out, "opus", "64k", duration_s=0.5, sample_rate_hz=32000)
+    media.encode_array(x, 32000, "opus", "64k", out)
     assert media.inspect(out).sample_rate_hz == 48000
 
 
 def test_encode_surround_with_every_encoder(shared_audio, tmp_path):
-    # FLAC 5.1 decodes as "5.1(side)", which libopus refuses unless remapped
+    # FLAC 5.1 decodes as "5.1(side)", which libopus refuses: decoded into the layout the
+    # encoder takes (as probing/track.py does); MP3 gets the six channels and downmixes
     src = shared_audio / "flac-test-files" / "41 - 6 channels (5.1).flac"
+    info = media.inspect(src)
     for name, ch in (("opus", 6), ("vorbis", 6), ("aac", 6), ("mp3", 2)):
         p = load_preset(name)
         out = tmp_path / f"o{p.extension}"
-        media.encode_file(src, out, p, 0, duration_s=1.0)
+        layout = media.target_layout(info.channel_layout, 6, p.encoder)[0] if p.max_channels > 2 else None
+        x = media.decode(src, duration_s=1.0, layout=layout)
+        media.encode_array(x, info.sample_rate_hz, p, 0, out)
         assert media.inspect(out).channels == ch
 
 
@@ -593,11 +604,10 @@ def test_roundtrip_mono_and_short_input(synth):
 
 def test_decode_aligned_matches_a_finished_encode(tmp_path, synth):
     x = synth.transients(44100, 2, 1.5)
-    src = _write(tmp_path / "src.wav", x, 44100, subtype="FLOAT")
     for name in ("opus", "mp3", "aac"):
         p = load_preset(name)
         out = tmp_path / f"o{p.extension}"
-        media.encode_file(src, out, p, "128k")
+        media.encode_array(x, 44100, p, "128k", out)
         y = media.decode_aligned(out, p, 44100, 2, x.shape[1])
         assert y.shape == x.shape and y.dtype == np.float32
         assert abs(estimate_delay(x, y, 3000)) <= 1, name
@@ -614,7 +624,7 @@ def test_decode_aligned_blocks_equal_the_whole_decode(tmp_path, synth, extra_s):
     for name in ("aac", "opus"):
         p = load_preset(name)
         out = tmp_path / f"o{p.extension}"
-        media.encode_file(src, out, p, "96k")
+        media.encode_array(x, 44100, p, "96k", out)
         whole = media.decode_aligned(out, p, 44100, 2, n)
         blocks = list(media.decode_aligned_blocks(out, p, 44100, 2, n, 10_000))
         assert max(b.shape[1] for b in blocks) <= 10_000

@@ -1,4 +1,5 @@
-"""Encoding with a preset rung, and encode+decode round trips for scoring.
+"""What every encode shares: the preset's encoder options and filters, the output
+checks, and the atomic finish; remux (a probe's encode written out with the tags).
 
 Every output is written to a temporary file in the destination folder and moved into
 place with ``os.replace`` only after ffmpeg succeeded, so a failed or interrupted encode
@@ -22,7 +23,7 @@ from ._inspect import MediaInfo, check_input_path, inspect
 from ._layouts import canonical_layout
 from ._tags import _build, _source_extras
 
-__all__ = ["encode_file", "remux", "check_output_path", "WrittenFile", "ENCODER_INPUT"]
+__all__ = ["remux", "check_output_path", "WrittenFile", "ENCODER_INPUT"]
 
 #: What every encode of ratecontrol feeds the encoder: the decoded track as float32
 #: PCM (f32le on a pipe) at the output rate and channel count. Probes and the shipped
@@ -36,7 +37,7 @@ ENCODER_INPUT = "f32le"
 
 @dataclass(frozen=True)
 class WrittenFile:
-    """What encode_file / encode_array wrote."""
+    """What encode_array / remux wrote."""
 
     path: Path
     size_bytes: int
@@ -80,10 +81,10 @@ def _add_filters(kw: dict, out_rate: int | None, preset: Preset, in_rate: int,
 
     3..8 output channels are coded in ``canonical_layout(out_ch, encoder)`` (the Vorbis
     I order Opus mapping family 1 and libvorbis require, 6.1(back) for AAC's 7-channel
-    configuration; media/_layouts.py): FLAC 5.1 decodes as "5.1(side)", which libopus
-    refuses, and aformat makes swresample move SL/SR onto BL/BR (gain 1). An array
-    encode declares that layout on its input already (the track was decoded into it), so
-    there the filter changes nothing."""
+    configuration; media/_layouts.py). The array's input declares the layout of its
+    own channel count (the track was decoded into it: FLAC 5.1 decodes as "5.1(side)",
+    which libopus refuses), so the filter changes nothing unless the preset takes fewer
+    channels than the array has."""
     filters = []
     layout = canonical_layout(out_ch, preset.encoder)
     if out_ch != in_ch and layout is None:
@@ -181,62 +182,6 @@ def remux(encoded_path, out_path, preset, rung, metadata: dict | None = None, ta
         stream = _build([src["a:0"], *extras.streams], meta_in, extras.meta_path, ff_path(tmp), kw)
         run(stream, what=f"writing {fsutil.final_name(out)} from the chosen probe's encode")
         return _finish(tmp, out, p, r, duration_s)
-    finally:
-        tmp.unlink(missing_ok=True)
-        if extras is not None:
-            extras.meta_path.unlink(missing_ok=True)
-
-
-def encode_file(
-    in_path,
-    out_path,
-    preset,
-    rung,
-    metadata: dict | None = None,
-    start_s: float | None = None,
-    duration_s: float | None = None,
-    channels: int | None = None,
-    sample_rate_hz: int | None = None,
-) -> WrittenFile:
-    """Encode an audio file with one preset rung the way plain ffmpeg does, keeping its
-    tags and cover art: ffmpeg decodes the file and feeds the encoder the decoder's
-    own sample format.
-
-    Not ratecontrol's encode path (that is :func:`encode_array` from the decoded track,
-    ENCODER_INPUT); this is the plain-ffmpeg baseline of the benches and a tool for
-    tests. metadata: extra/overriding tags. start_s / duration_s: encode only this
-    span. channels: downmix/upmix to this count (None keeps the source's, capped at the
-    preset's max_channels). sample_rate_hz: output rate (the preset's forced rate wins).
-    """
-    src_path = check_input_path(in_path)
-    info = inspect(src_path)
-    out_ch = int(channels) if channels is not None else info.channels
-    p, r = _resolve(preset, rung, min(out_ch, load_preset(preset).max_channels))
-    out = check_output_path(out_path, src_path)
-    if start_s is not None and start_s < 0:
-        raise UsageError(f"start_s must be >= 0, got {start_s}")
-    if duration_s is not None and duration_s <= 0:
-        raise UsageError(f"duration_s must be > 0, got {duration_s}")
-    in_kw = {}
-    if start_s:
-        in_kw["ss"] = f"{float(start_s):.6f}"
-    if duration_s is not None:
-        in_kw["t"] = f"{float(duration_s):.6f}"
-    src = ffmpeg.input(ff_path(src_path), **in_kw)
-
-    kw = _output_kwargs(p, r, min(out_ch, p.max_channels))
-    _add_filters(kw, p.sample_rate_hz or sample_rate_hz, p, info.sample_rate_hz,
-                 info.channels, min(out_ch, p.max_channels))
-    tmp = _temp_path(out)
-    extras = None
-    try:
-        extras = _source_extras(src_path, src, p, out, metadata)
-        kw.update(extras.kw)
-        meta_in = ffmpeg.input(ff_path(extras.meta_path), format="ffmetadata")
-        stream = _build([src["a:0"], *extras.streams], meta_in, extras.meta_path, ff_path(tmp), kw)
-        run(stream, what=f"encoding {src_path.name} -> {out.name} with preset "
-                         f"'{p.name}' rung {r.label}")
-        return _finish(tmp, out, p, r)
     finally:
         tmp.unlink(missing_ok=True)
         if extras is not None:
