@@ -18,13 +18,23 @@ Outputs follow the library's path formats (``paths:``, or ``ratecontrol.paths``)
 ``dest`` with the codec's extension, and get the item's tags from the database (as
 convert's ``write_metadata``). Each item records what was done as flexible attributes
 (``rc_codec``, ``rc_target``, ``rc_rung``, ``rc_kbps``, ``rc_mos``, ``rc_path``,
-``rc_settings``), so ``beet ls rc_mos:..4`` works and a second run skips items whose
-output exists and was made with the same settings. ratecontrol writes through a temp
-file and a rename, so a killed run leaves no partial output. A ratecontrol error on one
+``rc_settings``: the latest output), so ``beet ls rc_mos:..4`` works, and
+``rc_outputs`` keeps one record per output file (destination and codec), so a second
+run, to this destination or after another one, skips items whose output exists and
+was made with the same settings.
+
+One file per item: a path that is a library item's own file, another item's output,
+or taken by an earlier item of the run (untagged items share their path-format path)
+goes to ``name.1.ext``, ``name.2.ext``, ... as beets' own moves do, and the item keeps
+that name on later runs. ``--force`` replaces only this item's output or a stray file,
+never a library item's file or another item's output. ratecontrol writes through a temp
+file and its publish rule, so a killed run leaves no partial output and a file that
+appears at the destination during an encode is never replaced. A ratecontrol error on one
 item is one line and the run goes on; the command fails at the end if any item failed.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -38,7 +48,7 @@ except ImportError:  # older beets 2.x
     from beets.ui import get_path_formats
 
 #: the flexible attributes this plugin writes (one prefix, so ``beet modify`` can drop them)
-ATTRS = ("rc_codec", "rc_target", "rc_rung", "rc_kbps", "rc_mos", "rc_path", "rc_settings")
+ATTRS = ("rc_codec", "rc_target", "rc_rung", "rc_kbps", "rc_mos", "rc_path", "rc_settings", "rc_outputs")
 
 #: per-codec keys a ``formats: {codec: {...}}`` entry may set
 FORMAT_KEYS = ("target_mos", "max_kbps", "margin_mos", "best_effort", "pool", "scorer")
@@ -91,10 +101,11 @@ class RatecontrolPlugin(BeetsPlugin):
         if not items:
             self._log.error("Empty query result.")
             return
+        plan = self.plan(lib, items, settings)
         done = skipped = 0
         failed: list[str] = []
         for item in items:
-            state = self.convert_item(item, settings, opts.force, opts.pretend)
+            state = self.convert_item(item, settings, opts.force, opts.pretend, planned=plan[item.id])
             if state in ("done", "pretend"):
                 done += 1
             elif state == "skipped":
@@ -105,6 +116,43 @@ class RatecontrolPlugin(BeetsPlugin):
                   f"{len(failed)} failed ({settings['codec']} at MOS {settings['target_mos']:g})")
         if failed:
             raise ui.UserError(f"rcconvert: {len(failed)} of {len(items)} items failed")
+
+    # -- destinations ------------------------------------------------------------------
+
+    def plan(self, lib, items, settings) -> dict:
+        """item id -> (output path, wanted path, why renamed or ""): one file per item.
+
+        The wanted path is the path formats' (``destination``). It is given up, as
+        beets' own moves do (``util.unique_path``: ``name.1.ext``, ``name.2.ext``...),
+        when it is a library item's own file, another item's rcconvert output (its
+        ``rc_outputs``), or taken by an earlier item of this run. An item keeps the name
+        it was given before for the same wanted path, so reruns find their files."""
+        library_files: set[bytes] = set()
+        owners: dict[bytes, int] = {}
+        for other in lib.items():
+            library_files.add(_norm(other.path))
+            for path in _records(other):
+                owners.setdefault(_norm(os.fsencode(path)), other.id)
+        taken: dict[bytes, int] = {}
+        plan = {}
+        for item in items:
+            wanted = self.destination(item, settings)
+            before = [os.fsencode(p) for p, r in _records(item).items() if r.get("wanted") == os.fsdecode(wanted)]
+            base, ext = os.path.splitext(wanted)
+            why = ""
+            for cand in _candidates(before, wanted, base, ext):
+                n = _norm(cand)
+                if n in library_files:
+                    why = why or "a library item's own file"
+                elif owners.get(n, item.id) != item.id:
+                    why = why or "another item's rcconvert output"
+                elif taken.get(n, item.id) != item.id:
+                    why = why or "another item of this run"
+                else:
+                    break
+            taken[n] = item.id
+            plan[item.id] = (cand, wanted, why if cand != wanted else "")
+        return plan
 
     # -- settings ----------------------------------------------------------------------
 
@@ -173,21 +221,27 @@ class RatecontrolPlugin(BeetsPlugin):
             dest = item.destination(basedir=settings["dest"], path_formats=settings["path_formats"])
             return os.path.splitext(dest)[0] + b"." + ext.encode()
 
-    def convert_item(self, item, settings, force: bool = False, pretend: bool = False) -> str:
-        """Encode one item; "done", "skipped", "pretend", or the one-line failure message."""
+    def convert_item(self, item, settings, force: bool = False, pretend: bool = False, planned=None) -> str:
+        """Encode one item; "done", "skipped", "pretend", or the one-line failure message.
+
+        ``planned``: the item's entry of ``plan`` (computed for the item alone if not given)."""
         import ratecontrol
 
-        dest = self.destination(item, settings)
+        dest, wanted, why = planned or self.plan(item._db, [item], settings)[item.id]
         shown = util.displayable_path(dest)
-        ours = item.get("rc_path") == os.fsdecode(dest)
-        if os.path.exists(dest) and not force:
-            if ours and item.get("rc_settings") == settings["key"]:
+        records = _records(item)
+        ours = records.get(os.fsdecode(dest))
+        exists = os.path.lexists(dest)
+        if exists and not force:
+            if ours is not None and ours.get("settings") == settings["key"]:
                 self._log.info("skipping {} (done with the same settings)", shown)
                 return "skipped"
-            if not ours:
+            if ours is None:
                 msg = f"rcconvert: {shown} exists and was not written by rcconvert for this item; --force replaces it"
                 ui.print_(msg)
                 return msg
+        if why:
+            ui.print_(f"rcconvert: {util.displayable_path(wanted)} is {why}: writing {shown}")
         if pretend:
             ui.print_(f"{util.displayable_path(item.path)} -> {shown}")
             return "pretend"
@@ -196,8 +250,10 @@ class RatecontrolPlugin(BeetsPlugin):
         made = [p for p in (folder, *folder.parents) if not p.exists()]
         try:
             util.mkdirall(dest)
+            # replace only the file found now (ours, or with --force a stray one): one that
+            # appears during the encode is never replaced (ratecontrol's publish rule)
             res = ratecontrol.encode(os.fsdecode(item.path), os.fsdecode(dest), target_mos=settings["target_mos"],
-                                     codec=settings["preset"], options=settings["options"], overwrite=True)
+                                     codec=settings["preset"], options=settings["options"], overwrite=exists)
         except (ratecontrol.RatecontrolError, OSError) as exc:
             for p in made:  # no empty folders left for a failed item (deepest first)
                 try:
@@ -210,6 +266,12 @@ class RatecontrolPlugin(BeetsPlugin):
         if self.config["write_metadata"].get(bool):
             id3v23 = self.config["id3v23"].as_choice([True, False, "inherit"])
             item.try_write(path=dest, id3v23=None if id3v23 == "inherit" else id3v23)
+        # one output per wanted path: an older name for it (a file shared by several items
+        # before there were records per output) is no longer this item's
+        records = {p: r for p, r in records.items() if r.get("wanted") != os.fsdecode(wanted)}
+        records[os.fsdecode(dest)] = {"wanted": os.fsdecode(wanted), "codec": settings["codec"],
+                                      "settings": settings["key"]}
+        item["rc_outputs"] = json.dumps(records, sort_keys=True)
         item["rc_codec"] = settings["codec"]
         item["rc_target"] = settings["target_mos"]
         item["rc_rung"] = res.rung_label
@@ -221,3 +283,34 @@ class RatecontrolPlugin(BeetsPlugin):
         ui.print_(f"{Path(os.fsdecode(dest)).name}: {res.rung_label} ({res.bitrate_kbps:g} kbps), "
                   f"MOS {res.pooled_mos:.2f}{'' if res.verified else ' (search estimate)'}")
         return "done"
+
+
+def _norm(path) -> bytes:
+    """One spelling of a path for comparisons (absolute, normalised, bytes)."""
+    return os.path.normpath(os.path.abspath(os.fsencode(path)))
+
+
+def _records(item) -> dict[str, dict]:
+    """What rcconvert wrote for ``item``: output path -> {wanted, codec, settings}, one
+    entry per destination (``rc_outputs``); an item from before it has only ``rc_path``."""
+    try:
+        records = json.loads(item.get("rc_outputs") or "{}")
+    except ValueError:
+        records = {}
+    if not isinstance(records, dict):
+        records = {}
+    legacy = item.get("rc_path")
+    if legacy and legacy not in records:
+        records[legacy] = {"wanted": legacy, "codec": item.get("rc_codec"), "settings": item.get("rc_settings")}
+    return records
+
+
+def _candidates(before: list[bytes], wanted: bytes, base: bytes, ext: bytes):
+    """The paths an item may be given: its earlier name for this destination, the wanted
+    one, then ``base.1.ext``, ``base.2.ext``, ... (``util.unique_path``'s pattern)."""
+    yield from before
+    yield wanted
+    k = 1
+    while True:
+        yield base + b"." + str(k).encode() + ext
+        k += 1

@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainer import build as B  # noqa: E402
+from trainer import dataset as B  # noqa: E402
 
 
 def _sources(corpus: Path, n: int, tmp: Path) -> Path:

@@ -159,7 +159,7 @@ def _naive_dataset(folder: str):
     import soundfile as sf
     import torch
 
-    from trainer.data import score_to_mos
+    from ratecontrol.contract import score_to_mos
 
     keys = sorted(f[: -len(".original.wav")] for f in os.listdir(folder) if f.endswith(".original.wav"))
 

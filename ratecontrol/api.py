@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ratecontrol.contract import check_target_mos
-from ratecontrol.options import Options
+from ratecontrol.options import Options, check_flag
 from ratecontrol.presets import Preset
 from ratecontrol.probing import compare
 from ratecontrol.probing.auto import AUTO_CODEC, auto_sessions, search_auto
@@ -92,6 +92,7 @@ def encode(source: str | os.PathLike, output: str | os.PathLike | None = None, *
     """
     t0 = time.perf_counter()
     opts = Options.merge(options, **option_fields)
+    overwrite = check_flag("overwrite", overwrite)  # "no" is truthy: never guess a switch
     return encode_input(Path(source), output, target_mos, codec, opts, overwrite, metadata, report, t0)
 
 
@@ -100,7 +101,7 @@ def encode_ladder(source: str | os.PathLike, out_dir: str | os.PathLike | None =
                   report: str | os.PathLike | None = None, **option_fields: Any) -> tuple[EncodeResult, ...]:
     """One encode per target from ONE probe curve (an audio bitrate ladder).
 
-    Outputs go to ``out_dir`` (default: the input's folder; created if missing) as
+    Outputs go to ``out_dir`` (default: the input's folder; it must exist) as
     ``<stem>.mos<target><ext>``. Probes made for one target are reused by the others;
     targets that land on the same rung share one file (each result names it).
     ``report``: a PNG path; each target gets its own, ``.mos<target>`` before the
@@ -108,6 +109,7 @@ def encode_ladder(source: str | os.PathLike, out_dir: str | os.PathLike | None =
     """
     t0 = time.perf_counter()
     opts = Options.merge(options, **option_fields)
+    overwrite = check_flag("overwrite", overwrite)  # "no" is truthy: never guess a switch
     refuse_stream_options(opts, "encode_ladder")
     return encode_targets(Path(source), out_dir, targets, codec, opts, overwrite, report, t0)
 

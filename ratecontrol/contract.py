@@ -26,6 +26,7 @@ __all__ = [
     "MOS_IDENTITY",
     "MOS_CEILING",
     "MODEL_MOS_MAX",
+    "MIN_INPUT_S",
     "SUBSONIC_CUTOFF_HZ",
     "SUBSONIC_ORDER",
 ]
@@ -59,15 +60,26 @@ CONTAINER_EXTENSIONS = {
     "wav": frozenset({".wav"}),
 }
 
-#: the MOS-LQO scale's own bounds
+#: the shortest input that is scored or encoded: one full 1-s window. A shorter clip is
+#: zero-padded to 1 s and the padding pulls every score to identity whatever was done to
+#: the audio. Measured (bench/bench_short_clips.py, docs/scoring.md "Shortest input"; 3
+#: real recordings, p10 of ``ratecontrol score``): at 0.2 s both a 3.5-kHz low-passed
+#: copy and pure silence score 4.727 (learned; exact ViSQOL 4.732 for the low-pass); at
+#: 0.5 s the low-pass scores 3.6-4.1 and at 0.75 s 2.2-3.1, against 1.4-2.2 from 0.95 s on
+MIN_INPUT_S = 1.0
+
+#: the MOS-LQO scale's own bounds (a target is checked against them); MOS_MIN is also the
+#: learned model's lowest output, but its highest is MODEL_MOS_MAX, not MOS_MAX
 MOS_MIN, MOS_MAX = 1.0, 5.0
 #: what an identical copy scores (visqol-python 3.8, 48 kHz, subsonic clean-up)
 MOS_IDENTITY = 4.732
 #: the highest target worth searching for: identity, rounded up (a target above it is
 #: refused at once instead of being searched to the top rung and failing)
 MOS_CEILING = 4.75
-#: the learned model's output bound: a little above identity so its sigmoid is not
-#: pinned at the top (scoring/model.py)
+#: the learned model's output bound, MOS = MOS_MIN + (MODEL_MOS_MAX - MOS_MIN) * sigmoid:
+#: a little above identity so its sigmoid is not pinned at the top (scoring/model.py,
+#: trainer/train.py; export writes it into default.npz as ``mos_max``). Equal to
+#: MOS_CEILING today, but a different promise: changing it changes the model's outputs
 MODEL_MOS_MAX = 4.75
 
 

@@ -11,6 +11,19 @@ from another live run's work (ab-av1 keeps all of its temporary files in one mod
 * a per-process temp folder in the system temp dir: ``ratecontrol-<host>-<pid>-<token>``,
   removed at exit, and by the next run of any command if a kill left it behind.
 
+Every file the tool writes for the user (audio, the report PNG, batch's JSON/CSV reports,
+beets outputs) goes through one publish rule (docs/reliability.md "Class 1"):
+
+* ``claim_output`` checks it before any work: never an input of the run, never another
+  output of the same run, a folder that exists; a file already there only with
+  ``overwrite``. It returns a ``Destination`` that remembers which file was there.
+* ``publish(tmp, destination)`` is the final move: where nothing was there it hard-links
+  the temp file onto the name (``os.link`` fails if the name exists, so a file that
+  appeared during the run, another run's output included, is never replaced); where a
+  file was there and ``overwrite`` allowed it, it is replaced only if it is still that
+  same file (device, inode, size, mtime, ctime), checked and renamed under an ``flock``
+  of the folder so that two of our runs cannot both pass the check.
+
 A temp entry is *stale* when the process named in it is gone (same host), or, for
 another host's entry (a cluster on a shared file system), when it is over a day old.
 ``clean_stale_temps(folder)`` removes only those: a second live run's in-flight files
@@ -20,31 +33,48 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import errno
 import hashlib
 import os
 import re
 import secrets
 import shutil
 import socket
+import stat
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
+
+from ratecontrol.errors import OutputError
+
+try:  # POSIX; elsewhere the final move goes on without the folder lock
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
 
 __all__ = [
     "TEMP_PREFIX",
+    "Destination",
+    "FileId",
     "atomic_output",
     "atomic_write",
+    "claim_output",
     "clean_stale_temps",
     "clean_stale_run_dirs",
     "file_digest",
+    "file_id",
     "final_name",
     "publish",
     "is_temp_name",
     "run_temp_dir",
     "temp_dir_sibling",
     "temp_sibling",
+    "NotOwnFileError",
+    "file_kind",
+    "open_own_file",
 ]
 
 TEMP_PREFIX = ".rc-tmp."
@@ -167,25 +197,168 @@ def clean_stale_temps(folder: str | os.PathLike) -> int:
     return _remove_stale(folder, _TEMP_RE)
 
 
-def publish(tmp: str | os.PathLike, path: str | os.PathLike, mode: int | None = None) -> Path:
-    """Rename a finished temp file onto ``path``, first giving it the permissions a plain
-    ``open`` would (temp files are created 0600); ``mode`` overrides them."""
+@dataclass(frozen=True)
+class FileId:
+    """One version of one file: replaced or rewritten in place, it is another FileId."""
+
+    device: int
+    inode: int
+    size_bytes: int
+    mtime_ns: int
+    ctime_ns: int
+
+
+def file_id(path: str | os.PathLike) -> FileId | None:
+    """The FileId of what is at ``path`` (a symlink itself, not its target); None: nothing."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return FileId(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A checked output path (``claim_output``) and the file found there at the check:
+    ``found`` None means the path was free and nothing may replace a file that appears
+    there later; else only that very file may be replaced. Path-like (``os.fspath``,
+    ``str``), so it goes wherever a path goes until ``publish``."""
+
+    path: Path
+    found: FileId | None = None
+    what: str = "output"
+
+    def __fspath__(self) -> str:
+        return os.fspath(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """The same path after resolving links, or one file under two names (a hard link)."""
+    try:
+        if a.resolve() == b.resolve():
+            return True
+    except (OSError, RuntimeError):  # a link loop: compare what is spelled
+        if os.path.abspath(a) == os.path.abspath(b):
+            return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def claim_output(path: str | os.PathLike, *, overwrite: bool, inputs: Iterable = (), outputs: Iterable = (),
+                 what: str = "output") -> Destination:
+    """Check an output path under the publish rule before any work; the Destination
+    ``publish`` moves the finished file onto.
+
+    Refused with an ``OutputError`` naming ``what`` (``output``, ``report``, ...): a
+    path that is one of ``inputs`` (or a hard link to one), one of this run's other
+    ``outputs`` (paths or Destinations), a folder or anything else that is not a file
+    or a symlink, a path whose folder does not exist or is not writable, and a file
+    already there unless ``overwrite``."""
+    p = Path(path)
+    for inp in inputs:
+        if _same_file(p, Path(inp)):
+            raise OutputError(f"{what} {p} is an input of this run: writing it would destroy the input; "
+                              "choose another path")
+    for other in outputs:
+        other_what = other.what if isinstance(other, Destination) else "output"
+        if _same_file(p, Path(other)):
+            raise OutputError(f"{what} {p} is also the {other_what} of this run; give them different paths")
+    if p.is_dir():
+        raise OutputError(f"{what} path is a folder: {p} (give a file name)")
+    folder = p.parent if str(p.parent) else Path(".")
+    if not folder.is_dir():
+        raise OutputError(f"{what} folder does not exist: {folder} (create it first)")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"{what} folder is not writable: {folder} (check its permissions)")
+    found = file_id(p)
+    if found is not None:
+        if not (os.path.islink(p) or p.is_file()):
+            raise OutputError(f"{what} {p} exists and is not a regular file; choose another path")
+        if not overwrite:
+            raise OutputError(f"{what} {p} already exists; choose another path or replace it",
+                              options={"overwrite": True})
+    return Destination(p, found, what)
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive ``flock`` of ``folder`` (every publisher in it, threads and processes
+    alike: each opens its own descriptor). Where the file system has none (some NFS
+    setups refuse a lock on a read-only descriptor) the move goes on unlocked."""
+    fd = None
+    if fcntl is not None:
+        with contextlib.suppress(OSError):
+            fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+            fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)  # closing the descriptor releases the lock
+
+
+def _appeared(dest: Destination) -> OutputError:
+    return OutputError(f"{dest.what} {dest.path} appeared or changed while this run was writing it (another run?): "
+                       "not replaced, and this run's file was not kept; move it away and run again")
+
+
+#: errors of ``os.link`` on a file system without hard links (FAT, some FUSE and SMB mounts)
+_NO_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV, errno.ENOSYS}
+
+
+def publish(tmp: str | os.PathLike, path: "str | os.PathLike | Destination", mode: int | None = None) -> Path:
+    """Move a finished temp file onto ``path``, first giving it the permissions a plain
+    ``open`` would (temp files are created 0600); ``mode`` overrides them.
+
+    ``path`` a Destination (``claim_output``): the publish rule (module docstring); a
+    file that appeared or changed since the check raises an ``OutputError`` and ``tmp``
+    is left for the caller to remove. A plain path (our own temp files, the cache):
+    renamed over whatever is there."""
     if mode is None:
         umask = os.umask(0)
         os.umask(umask)
         mode = 0o666 & ~umask
     os.chmod(tmp, mode)
-    os.replace(tmp, path)
-    return Path(path)
+    if not isinstance(path, Destination):
+        os.replace(tmp, path)
+        return Path(path)
+    dest = path
+    folder = dest.path.parent if str(dest.path.parent) else Path(".")
+    with _folder_lock(folder):
+        if dest.found is None:
+            try:
+                os.link(tmp, dest.path)
+            except FileExistsError:
+                raise _appeared(dest) from None
+            except OSError as exc:
+                if exc.errno not in _NO_LINKS:
+                    raise
+                # no hard links here: check, then rename, under the folder lock
+                if os.path.lexists(dest.path):
+                    raise _appeared(dest) from None
+                os.replace(tmp, dest.path)
+                return dest.path
+            os.unlink(tmp)
+            return dest.path
+        if file_id(dest.path) != dest.found:
+            raise _appeared(dest)
+        os.replace(tmp, dest.path)
+    return dest.path
 
 
 @contextlib.contextmanager
-def atomic_output(path: str | os.PathLike, mode: int | None = None) -> Iterator[Path]:
-    """Yield a temp path beside ``path``; on success it is renamed onto ``path``.
+def atomic_output(path: "str | os.PathLike | Destination", mode: int | None = None) -> Iterator[Path]:
+    """Yield a temp path beside ``path``; on success it is published onto ``path``
+    (a Destination: under the publish rule, ``publish``).
 
     On any exception the temp file is removed and ``path`` is untouched. ``mode``: the
     final permission bits (default: what a plain ``open`` would give under the umask)."""
-    path = Path(path)
+    path = path if isinstance(path, Destination) else Path(path)
     tmp = temp_sibling(path)
     try:
         yield tmp
@@ -195,16 +368,16 @@ def atomic_output(path: str | os.PathLike, mode: int | None = None) -> Iterator[
             os.unlink(tmp)
 
 
-def atomic_write(path: str | os.PathLike, data: bytes | str, encoding: str = "utf-8") -> Path:
-    """Write ``data`` to ``path`` atomically (temp file + fsync + rename)."""
-    path = Path(path)
+def atomic_write(path: "str | os.PathLike | Destination", data: bytes | str, encoding: str = "utf-8") -> Path:
+    """Write ``data`` to ``path`` atomically (temp file + fsync + ``publish``)."""
+    path = path if isinstance(path, Destination) else Path(path)
     raw = data.encode(encoding) if isinstance(data, str) else data
     with atomic_output(path) as tmp:
         with open(tmp, "wb") as fh:
             fh.write(raw)
             fh.flush()
             os.fsync(fh.fileno())
-    return path
+    return Path(path)
 
 
 def file_digest(path: str | os.PathLike, algorithm: str = "sha256", block_bytes: int = 1 << 20) -> str:
@@ -244,3 +417,65 @@ def run_temp_dir() -> Path:
             _RUN_DIR = d
             atexit.register(shutil.rmtree, str(d), True)
         return _RUN_DIR
+
+
+class NotOwnFileError(OSError):
+    """``open_own_file``: the path is not a regular file of this user (a symbolic link,
+    a folder, a FIFO, a device, another user's file). ``strerror`` says what it is."""
+
+
+def file_kind(mode: int) -> str:
+    """What an ``st_mode`` is, for messages: "a regular file", "a folder", "a named pipe
+    (FIFO)", "a character device", ..."""
+    kinds = ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a folder"), (stat.S_ISLNK, "a symbolic link"),
+             (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    return next((name for test, name in kinds if test(mode)), "a special file")
+
+
+def _not_own_why(st: os.stat_result, path: Path) -> str:
+    """What makes ``st`` (an lstat/fstat) something other than a regular file of ours ("" if it is one)."""
+    mode = st.st_mode
+    if stat.S_ISLNK(mode):
+        try:
+            return f"is a symbolic link (to {os.readlink(path)})"
+        except OSError:
+            return "is a symbolic link"
+    if stat.S_ISDIR(mode):
+        return "is a folder"
+    if not stat.S_ISREG(mode):
+        return f"is {file_kind(mode)}, not a regular file"
+    if st.st_uid != os.geteuid():
+        return f"is owned by uid {st.st_uid}, not by you (uid {os.geteuid()})"
+    return ""
+
+
+def open_own_file(path: str | os.PathLike, flags: int, mode: int = 0o644) -> int:
+    """``os.open(path, flags, mode)`` for a file at a fixed name in a folder others may
+    write to (batch's lock and manifest): never through a symbolic link (``O_NOFOLLOW``),
+    never blocking on a FIFO (opened non-blocking, blocking again once checked), and only
+    a regular file owned by this user. Anything else raises ``NotOwnFileError`` (nothing
+    is created or written through it); other failures are the usual ``OSError``."""
+    path = Path(path)
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        # ELOOP: a link (O_NOFOLLOW); EISDIR: a folder opened for writing; ENXIO: a FIFO
+        # with no reader opened write-only
+        if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.ENODEV, errno.ETXTBSY):
+            try:
+                why = _not_own_why(os.lstat(path), path)
+            except OSError:
+                why = ""
+            if why:
+                raise NotOwnFileError(exc.errno, why, str(path)) from None
+        raise
+    try:
+        why = _not_own_why(os.fstat(fd), path)
+        if why:
+            raise NotOwnFileError(errno.EPERM, why, str(path))
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd

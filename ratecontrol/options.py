@@ -11,20 +11,45 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
+import reprlib
 from dataclasses import dataclass, fields, replace
 from typing import Any, Callable
+
+import numpy as np
 
 from ratecontrol.errors import UsageError
 from ratecontrol.scoring.pooling import DEFAULT_POOL, validate_pool
 
-__all__ = ["Options"]
+__all__ = ["Options", "check_flag"]
+
+#: the Options fields that are switches: a bool and nothing else (a string "false" or
+#: "no" is truthy, and was taken as True: allow_partial="false" encoded 8 % of a file)
+_FLAGS = ("above_source", "best_effort", "verify", "allow_partial", "all_audio_streams", "audio_only", "ladder")
+
+
+def check_flag(name: str, value: Any) -> bool:
+    """``value`` as a bool, or one UsageError naming ``name``: only True/False (and
+    numpy's bools) are switches; "false", "no", 0 or None are refused, not guessed."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise UsageError(f"{name} must be True or False, got {_shown(value)}")
+
+
+def _shown(value: Any) -> str:
+    """A value for a one-line message: its repr, cut so a huge object never floods it."""
+    text = reprlib.repr(value)
+    return f"{text} ({type(value).__name__})" if not isinstance(value, str) else text
 
 
 def _number(name: str, value: Any, *, lo: float | None = None, lo_open: bool = False,
             hi: float | None = None, integer: bool = False) -> float | int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise UsageError(f"{name} must be a number, got {value!r}")
-    v = float(value)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise UsageError(f"{name} must be a number, got {_shown(value)}")
+    try:
+        v = float(value)
+    except OverflowError:  # an int past float's range (10**400) is out of every range here
+        raise UsageError(f"{name} is out of range, got {_shown(value)}") from None
     if not math.isfinite(v):
         raise UsageError(f"{name} must be finite, got {value!r}")
     if integer and v != int(v):
@@ -65,6 +90,9 @@ class Options:
         gets its own rung); not with audio_stream or audio_only.
     audio_only: for an input with video or other streams, write the chosen audio
         stream alone (default: keep every other stream by stream copy).
+    ladder: choose among the preset's standard rungs (64k, 80k, 96k ...) as the first
+        releases did, instead of setting its knob to the lowest value that meets the
+        target (issue 24; presets without a knob, MP3 CBR, always use their rungs).
     """
 
     scorer: Any = None
@@ -83,8 +111,13 @@ class Options:
     audio_stream: int | None = None
     all_audio_streams: bool = False
     audio_only: bool = False
+    ladder: bool = False
 
     def __post_init__(self):
+        for name in _FLAGS:
+            object.__setattr__(self, name, check_flag(name, getattr(self, name)))
+        if not isinstance(self.pool, str):
+            raise UsageError(f"pool must be a pooling name such as 'p10' or 'mean', got {_shown(self.pool)}")
         object.__setattr__(self, "pool", validate_pool(self.pool))
         object.__setattr__(self, "hop_s", _number("hop_s", self.hop_s, lo=0.0, lo_open=True, hi=1.0))
         if self.sample_share is not None:
@@ -98,9 +131,6 @@ class Options:
             object.__setattr__(self, "margin_mos", _number("margin_mos", self.margin_mos, lo=0.0, hi=1.0))
         if self.audio_stream is not None:
             object.__setattr__(self, "audio_stream", _number("audio_stream", self.audio_stream, lo=0, integer=True))
-        for name in ("all_audio_streams", "audio_only"):
-            if not isinstance(getattr(self, name), bool):
-                raise UsageError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.all_audio_streams and self.audio_stream is not None:
             raise UsageError("re-encoding every audio stream and choosing one of them exclude each other; give one",
                              options={"all_audio_streams": True, "audio_stream": "N"})
@@ -109,9 +139,15 @@ class Options:
                              "need their container; drop audio_only, or choose one stream",
                              options={"audio_stream": "N"})
         if self.on_probe is not None and not callable(self.on_probe):
-            raise UsageError(f"on_probe must be callable, got {self.on_probe!r}")
+            raise UsageError(f"on_probe must be callable, got {_shown(self.on_probe)}")
         if self.scorer is not None and not isinstance(self.scorer, str) and not hasattr(self.scorer, "score"):
-            raise UsageError(f"scorer must be a scorer name or a Scorer, got {self.scorer!r}")
+            raise UsageError(f"scorer must be a scorer name or a Scorer, got {_shown(self.scorer)}")
+        # a ProbeCache is recognised by its method, not its class: importing cache.py
+        # here would make every Options load the cache module
+        if not (self.cache is None or isinstance(self.cache, (bool, str, os.PathLike))
+                or hasattr(self.cache, "get_or_compute")):
+            raise UsageError(f"cache must be a ProbeCache, a folder, True/None (the default folder) or "
+                             f"False (none), got {_shown(self.cache)}")
 
     @classmethod
     def merge(cls, options: "Options | None" = None, **overrides: Any) -> "Options":

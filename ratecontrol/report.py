@@ -90,7 +90,7 @@ def segment_spans(start_s, hop_s: float | None = None) -> list[tuple[float, floa
     return [(float(run[0]), float(run[-1] + window_s)) for run in np.split(t, cut)]
 
 
-def render_report(result: SearchResult, path: str | os.PathLike, encode_result: EncodeResult | None = None,
+def render_report(result: SearchResult, path: "str | os.PathLike | fsutil.Destination", encode_result: EncodeResult | None = None,
                   title: str | None = None, n_worst: int = 5) -> Path:
     """Write a PNG: window MOS against time.
 
@@ -109,9 +109,12 @@ def render_report(result: SearchResult, path: str | os.PathLike, encode_result: 
         import matplotlib.pyplot as plt
     except ImportError as exc:  # pragma: no cover - matplotlib is a dependency
         raise UsageError(f"the report plot needs matplotlib ({exc}); pip install matplotlib") from exc
-    out = Path(path)
-    if not out.parent.is_dir():
-        raise OutputError(f"report folder {out.parent} does not exist; create it first")
+    # a Destination (encode's --report, checked before the search) is published under the
+    # publish rule; a plain path is the caller's to replace
+    out = path if isinstance(path, fsutil.Destination) else Path(path)
+    folder = Path(out).parent
+    if not folder.is_dir():
+        raise OutputError(f"report folder {folder} does not exist; create it first")
     if result.chosen is None or not result.chosen.window_mos:
         raise UsageError("nothing to plot: the search scored no windows (silent input?)")
     enc = encode_result
@@ -124,8 +127,18 @@ def render_report(result: SearchResult, path: str | os.PathLike, encode_result: 
     styles = ["-", ":", "-.", "--"]
     by_rung = {p.rung_index: p for p in result.probes}
     c = result.chosen.rung_index
-    shown = [i for i in (c - 1, c, c + 1) if i in by_rung]
-    colours = {c - 1: "tab:red", c: "tab:blue", c + 1: "tab:green"}
+    below, above = c - 1, c + 1
+    if result.knob_option:
+        # a knob search's settings are indexed in probe order: the neighbours are the
+        # probes nearest below and above in bits
+        kb = result.chosen.bitrate_kbps
+        below = max((p for p in result.probes if p.bitrate_kbps < kb), key=lambda p: p.bitrate_kbps,
+                    default=None)
+        above = min((p for p in result.probes if p.bitrate_kbps > kb), key=lambda p: p.bitrate_kbps,
+                    default=None)
+        below, above = (below.rung_index if below else None), (above.rung_index if above else None)
+    shown = [i for i in (below, c, above) if i in by_rung]
+    colours = {below: "tab:red", c: "tab:blue", above: "tab:green"}
     fig, ax = plt.subplots(figsize=(13, 4.4), dpi=110)
     lows = [result.target_mos]
     if result.sampled_s is not None:
@@ -188,4 +201,4 @@ def render_report(result: SearchResult, path: str | os.PathLike, encode_result: 
             fig.savefig(tmp, format="png")
     finally:
         plt.close(fig)
-    return out
+    return Path(out)

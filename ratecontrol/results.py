@@ -25,6 +25,9 @@ class Probe:
     actual_kbps: float | None = None
     #: the preset this probe encoded with
     preset: str = ""
+    #: the knob's value at this probe (kbps for ``b:a``, the quality for ``q:a``; the
+    #: preset's ``knob``), None for a preset without a knob
+    knob_value: float | None = None
 
     @property
     def worst_mos(self) -> float:
@@ -69,6 +72,9 @@ class SearchResult:
     downmixed_from_channels: int | None = None
     #: channels left out of ``window_mos`` and the pool (the LFE: docs/scoring.md)
     unscored_channels: tuple[int, ...] = ()
+    #: the encoder option the search set to any value (``b:a``, ``q:a``; issue 24);
+    #: "" when it chose among the preset's rungs (``ladder=True``, or no knob)
+    knob_option: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return jsonable(asdict(self))
@@ -91,7 +97,7 @@ class EncodeResult:
     #: pooled score of the written file itself (decoded and scored after writing);
     #: None with verify=False. ``pooled_mos`` is this score whenever it exists
     full_track_mos: float | None = None
-    #: rungs stepped up after the full-track check missed the target
+    #: steps up (a rung, or a knob step) after the full-track check missed the target
     stepped_up: int = 0
     preset: str = ""
     #: the written file was decoded and scored (``pooled_mos`` is its own score)
@@ -105,6 +111,11 @@ class EncodeResult:
     #: which audio stream of a several-stream input this is (position among its audio
     #: streams, ``-map 0:a:N``); None for a plain audio file
     audio_stream: int | None = None
+    #: the knob's value of the shipped setting (``search.knob_option``), None on a ladder
+    knob_value: float | None = None
+    #: the written file's own bitrate (its size x 8 / duration), next to the nominal
+    #: ``bitrate_kbps`` the setting asks for
+    actual_kbps: float | None = None
     #: one result per re-encoded audio stream of a several-stream input (each its own
     #: search, rung and score; the fields above are the default or first one); empty for a
     #: plain audio file

@@ -22,6 +22,7 @@ __all__ = [
     "WindowComplexity",
     "window_complexity",
     "SILENCE_RMS_DBFS",
+    "to_model_rate",
 ]
 
 from ratecontrol.contract import MODEL_SAMPLE_RATE_HZ, WINDOW_SAMPLES  # noqa: E402  (1 s at 44.1 kHz)
@@ -153,3 +154,12 @@ def window_complexity(windows: np.ndarray, sample_rate_hz: int = MODEL_SAMPLE_RA
     score = np.where(rms_dbfs < silence_rms_dbfs, 0.0, score)
     return WindowComplexity(rms_dbfs=rms_dbfs, flux_db=flux, bandwidth_hz=bandwidth,
                             score=score)
+
+
+def to_model_rate(audio: np.ndarray, sample_rate_hz: int) -> np.ndarray:
+    """float32 ``audio`` (time on the last axis) at MODEL_SAMPLE_RATE_HZ, through the
+    library's one resampler: public so that trainer/ (which may not import the private
+    ``ratecontrol._resample``) feeds the model windows resampled as the library's are."""
+    from ratecontrol._resample import resample
+
+    return resample(audio, int(sample_rate_hz), MODEL_SAMPLE_RATE_HZ, dtype=np.float32)

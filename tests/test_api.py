@@ -53,11 +53,13 @@ def test_search_meets_target_and_rung_below_fails(song):
     res = select_bitrate(song, target_mos=4.3, codec="opus", scorer="visqol")
     assert res.reached and res.chosen.passed
     assert res.chosen.pooled_mos >= 4.3
-    probed = {p.rung_index: p for p in res.probes}
-    if res.chosen.rung_index > 0:
-        assert not probed[res.chosen.rung_index - 1].passed
+    # the knob's nearest probe below the chosen setting failed (issue 24: settings are
+    # indexed in probe order, so "below" is in bits)
+    below = [p for p in res.probes if p.bitrate_kbps < res.chosen.bitrate_kbps]
+    if below:
+        assert not max(below, key=lambda p: p.bitrate_kbps).passed
     # MOS rises with bitrate across whatever was probed
-    ordered = sorted(res.probes, key=lambda p: p.rung_index)
+    ordered = sorted(res.probes, key=lambda p: p.bitrate_kbps)
     assert ordered[0].pooled_mos < ordered[-1].pooled_mos
 
 
@@ -98,7 +100,7 @@ def test_unreachable_target_and_best_effort(song):
         select_bitrate(song, target_mos=4.74, codec="opus", scorer="visqol")
     assert exc.value.result is not None and exc.value.result.probes
     res = select_bitrate(song, target_mos=4.74, codec="opus", scorer="visqol", best_effort=True)
-    assert not res.reached and res.chosen.rung_index == max(p.rung_index for p in res.probes)
+    assert not res.reached and res.chosen.bitrate_kbps == max(p.bitrate_kbps for p in res.probes)
     assert any("best effort" in n for n in res.notes)
 
 

@@ -19,8 +19,8 @@ import soundfile as sf
 from conftest import Synth
 from ratecontrol.errors import DatasetError, UsageError
 from ratecontrol.windows import window_complexity
-from trainer import build as B
-from trainer.build import builder
+from trainer import dataset as B
+from trainer.dataset import builder, rounds
 
 # both halves of the score range are reachable with these: 3.5-kHz low-pass and Opus at
 # 6 kbps land far below MOS 3 on noise/transients; MP3 at 128 kbps near identity.
@@ -145,7 +145,7 @@ def test_resume_rebuilds_only_the_missing_shard(tiny, tmp_path, monkeypatch):
     def no_labelling(*a, **k):
         raise AssertionError("resume relabelled the pool")
 
-    monkeypatch.setattr(builder, "run_job", no_labelling)
+    monkeypatch.setattr(rounds, "run_job", no_labelling)
     B.build_dataset([src], copy, **TINY)
     assert victim.read_bytes() == before
     assert {p.name: p.stat().st_mtime_ns for p in copy.glob("shard-*.tar")
@@ -316,7 +316,7 @@ def test_label_cache_is_keyed_by_content_and_version(tmp_path):
     B.LabelCache({k: 4.5}, visqol_version="0.0-other").save(path)
     loaded = B.LabelCache.load(path)
     assert loaded.labels == {k: 4.5} and not loaded.usable()
-    from trainer.build.jobs import worker_labels
+    from trainer.dataset.jobs import worker_labels
 
     assert worker_labels(str(path)) == {}  # another version's labels are not used
     with pytest.raises(DatasetError, match="visqol-python 0.0-other"):
@@ -407,10 +407,14 @@ def test_build_config_checks_its_arguments_once(tmp_path):
             B.BuildConfig([tmp_path], tmp_path / "out", **{"pairs": 8, **bad})
 
 
-BUILD_MODULES = ["trainer.build", "trainer.build.config", "trainer.build.settings",
-                 "trainer.build.sources", "trainer.build.jobs", "trainer.build.labels",
-                 "trainer.build.pool", "trainer.build.shards", "trainer.build.builder",
-                 "trainer.build.verify", "trainer.cli", "trainer.cli.build"]
+BUILD_MODULES = ["trainer.dataset", "trainer.dataset.config", "trainer.dataset.settings",
+                 "trainer.dataset.sources", "trainer.dataset.jobs", "trainer.dataset.labels",
+                 "trainer.dataset.pool", "trainer.dataset.rounds", "trainer.dataset.selection",
+                 "trainer.dataset.shards", "trainer.dataset.builder",
+                 "trainer.dataset.verify", "trainer.cli", "trainer.cli.build",
+                 "trainer.corpus", "trainer.corpus._common", "trainer.corpus._packages", "trainer.corpus._music",
+                 "trainer.corpus._render", "trainer.corpus._drums", "trainer.corpus._speech",
+                 "trainer.corpus._recipe", "trainer.cli.corpus"]
 
 
 @pytest.mark.parametrize("name", BUILD_MODULES)
@@ -442,3 +446,35 @@ def test_trainer_library_modules_hold_no_click():
         names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         names |= {(n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
         assert "click" not in names, path
+
+
+def test_bin_targets_split_the_pairs_over_the_bins(tmp_path):
+    from trainer.dataset.pool import BinTargets, PoolState
+
+    bins = BinTargets.for_config(B.BuildConfig([tmp_path], tmp_path / "out", 40, score_range=(0.0, 1.0),
+                                               bin_width=0.25))
+    assert bins.n_bins == 4 and bins.target == {"train": 9, "val": 1} and bins.total == 40
+    assert bins.bins([1.0, 2.9, 5.0]) == [0, 1, 4]  # MOS 5 is above the last bin
+    state = PoolState(n_bins=4, n_settings=1)
+    state.add("train", 0, 0, [0] * 12 + [1])
+    assert bins.filled(state) == 10 and list(bins.deficit(state)["train"]) == [0, 8, 9, 9]
+    with pytest.raises(UsageError, match="too small"):
+        BinTargets.for_config(B.BuildConfig([tmp_path], tmp_path / "out", 3, score_range=(0.0, 1.0),
+                                            bin_width=0.25))
+
+
+def test_selection_keeps_the_same_count_in_every_bin_and_is_seeded(tmp_path):
+    from trainer.dataset.pool import BinTargets
+    from trainer.dataset.selection import select
+
+    bins = BinTargets(edges=np.array([0.0, 0.5, 1.0]), target={"train": 3, "val": 1})
+    metas = [{"round": 0, "jobs": [{"split": "train", "first": 0, "mos": [1.5, 1.5, 1.5, 4.5]},
+                                   {"split": "train", "first": 4, "mos": [4.5, 1.2]},
+                                   {"split": "val", "first": 6, "mos": [1.1, 4.9]}]}]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = select(tmp_path / "a", metas, bins, seed=5)
+    assert a == select(tmp_path / "b", metas, bins, seed=5)
+    assert a["per_bin"] == {"train": 2, "val": 1}  # the upper train bin holds only 2
+    assert a["starved"] == {"train": {"0.50": 2}}
+    assert len(a["pairs"]["train"]) == 4 and sorted(a["pairs"]["val"]) == [[0, 6], [0, 7]]

@@ -63,8 +63,13 @@ def test_auto_probe_lines_name_the_preset_and_probe_table_is_printed_once(music,
     assert len(lines) == len(set(lines)), "each probe printed once"
 
 
-def test_ladder_creates_its_folder(music, tmp_path):
+def test_ladder_writes_into_its_folder_and_never_creates_it(music, tmp_path):
+    """One rule with encode's -o (docs/reliability.md "Class 1"): the folder must exist."""
     out = tmp_path / "new" / "ladder"
+    with pytest.raises(errors.OutputError, match="folder does not exist"):
+        ratecontrol.encode_ladder(music, out, targets=[3.5, 4.0], codec="opus", cache=False)
+    assert not (tmp_path / "new").exists()
+    out.mkdir(parents=True)
     res = ratecontrol.encode_ladder(music, out, targets=[3.5, 4.0], codec="opus", cache=False)
     assert all(Path(r.output_path).parent == out for r in res)
 
@@ -106,7 +111,7 @@ def test_json_summary_carries_margin_and_uncertainty(music, tmp_path, capsys):
 def test_margin_raises_the_bar(music, tmp_path):
     lo = ratecontrol.select_bitrate(music, target_mos=4.0, margin_mos=0.0, cache=False)
     hi = ratecontrol.select_bitrate(music, target_mos=4.0, margin_mos=0.3, cache=False)
-    assert hi.chosen.pooled_mos >= 4.3 and hi.chosen.rung_index >= lo.chosen.rung_index
+    assert hi.chosen.pooled_mos >= 4.3 and hi.chosen.bitrate_kbps >= lo.chosen.bitrate_kbps
     assert all(p.passed == (p.pooled_mos >= 4.3) for p in hi.probes)
 
 

@@ -52,8 +52,9 @@ def test_cache_serves_another_target_and_pool_without_encoding(synth, tmp_path, 
     assert again.probes[0].window_mos == first.probes[0].window_mos
     # another target: only rungs never probed before are encoded
     other = select_bitrate(audio, sample_rate_hz=SR, target_mos=4.4, codec="opus", scorer="visqol", cache=cache)
-    seen = {p.rung_index for p in first.probes} | {p.rung_index for p in again.probes}
-    new = {p.rung_index for p in other.probes} - seen
+    # a setting is its label (a knob setting's index is its place in its own search)
+    seen = {p.rung_label for p in first.probes} | {p.rung_label for p in again.probes}
+    new = {p.rung_label for p in other.probes} - seen
     assert len(count_encodes) == n_first + len(new)
     # different audio misses
     n = len(count_encodes)
@@ -169,10 +170,11 @@ def test_report_png(synth, tmp_path):
     res = encode(src, tmp_path / "r.opus", target_mos=4.0, codec="opus", scorer="visqol", report=png, cache=False)
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
-    c = res.search.chosen.rung_index
-    probed = {p.rung_index for p in res.search.probes}
-    assert c - 1 in probed or c == 0
-    assert c + 1 in probed, "the report shows the rung above the chosen one too"
+    # the report shows the settings probed just below and just above the chosen one
+    # (in bits: a knob setting's index is its place in the search, issue 24)
+    kb = res.search.chosen.bitrate_kbps
+    assert any(p.bitrate_kbps < kb for p in res.search.probes) or res.search.chosen.rung_index == 0
+    assert any(p.bitrate_kbps > kb for p in res.search.probes), "the report shows the setting above the chosen one too"
 
 
 def test_full_track_check_streams_in_chunks_with_the_same_scores(rng, synth):
@@ -243,10 +245,11 @@ def test_one_stream_probes_run_two_rungs_at_once_and_keep_the_search_invariant(s
         peak[0] = 0
         r = select_bitrate(audio, sample_rate_hz=SR, target_mos=4.3, codec="opus", cache=False, jobs=jobs)
         results[jobs] = (r, peak[0])
-        by = {p.rung_index: p for p in r.probes}
-        assert r.chosen.pooled_mos >= 4.3, "the chosen rung passed its own probe"
-        if r.chosen.rung_index > 0:
-            assert by[r.chosen.rung_index - 1].pooled_mos < 4.3, "and the rung below was probed and failed"
+        assert r.chosen.pooled_mos >= 4.3, "the chosen setting passed its own probe"
+        # the knob's settings are indexed in probe order (issue 24): "below" is in bits
+        below = [p for p in r.probes if p.bitrate_kbps < r.chosen.bitrate_kbps]
+        if below:
+            assert max(below, key=lambda p: p.bitrate_kbps).pooled_mos < 4.3, "and the one below failed"
     assert results[None][1] == 2 and results[1][1] == 1  # jobs=1 (batch workers) stays sequential
 
 

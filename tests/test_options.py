@@ -116,3 +116,62 @@ def test_options_round_trip_library_and_cli(tmp_path, monkeypatch, capsys):
         {k: v for k, v in want.to_dict().items() if k not in ("cache", "on_probe")}
     assert d["cache"] is False
     assert Options.merge(want, pool="p10").pool == "p10" and want.pool == "mean"  # frozen, merged copies
+
+
+# --- issue 23 class 4: a switch is a bool, a number a number (not a bool), every type checked
+SWITCHES = ("above_source", "best_effort", "verify", "allow_partial", "all_audio_streams", "audio_only")
+
+
+@pytest.mark.parametrize("field", SWITCHES)
+@pytest.mark.parametrize("bad", ["false", "no", "True", 0, 1, None, [True]])
+def test_switches_take_only_bools(field, bad):
+    with pytest.raises(errors.UsageError, match=f"{field} must be True or False"):
+        Options(**{field: bad})
+
+
+@pytest.mark.parametrize("kw,field", [({"pool": 10}, "pool"), ({"pool": None}, "pool"), ({"cache": 5}, "cache"),
+                                      ({"hop_s": 10 ** 400}, "hop_s"), ({"jobs": True}, "jobs"),
+                                      ({"audio_stream": False}, "audio_stream"), ({"max_kbps": "64"}, "max_kbps")])
+def test_wrong_types_are_usage_errors_naming_the_field(kw, field):
+    with pytest.raises(errors.UsageError, match=field):
+        Options(**kw)
+
+
+def test_numpy_bools_are_bools():
+    assert Options(verify=np.False_).verify is False
+
+
+def test_allow_partial_false_string_does_not_encode_a_cut_file(tmp_path, synth):
+    """allow_partial="false" was taken as True: 0.56 s of a 7-s file encoded "successfully"."""
+    full = tmp_path / "full.flac"
+    sf.write(full, synth.noise(SR, 2, 7.0, 0.1).T, SR)
+    cut = tmp_path / "cut.flac"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 12])
+    out = tmp_path / "out.opus"
+    with pytest.raises(errors.UsageError, match="allow_partial must be True or False"):
+        ratecontrol.encode(cut, out, target_mos=4.0, allow_partial="false")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("call", [
+    lambda p, o: ratecontrol.encode(p, o / "x.opus", target_mos=4.0, overwrite="no"),
+    lambda p, o: ratecontrol.encode(p, o / "x.opus", target_mos=4.0, best_effort="no"),
+    lambda p, o: ratecontrol.encode(p, o / "x.opus", target_mos=4.0, verify="no"),
+    lambda p, o: ratecontrol.encode_ladder(p, o, targets=[4.0], overwrite="no"),
+    lambda p, o: select_bitrate(p, target_mos=4.0, allow_partial="false"),
+    lambda p, o: ratecontrol.score(p, p, allow_partial="no"),
+    lambda p, o: ratecontrol.score(p, p, align_signals="no"),
+    lambda p, o: ratecontrol.transcode_folder(p.parent, o, target_mos=4.0, allow_partial="false"),
+    lambda p, o: ratecontrol.transcode_folder(p.parent, o, target_mos=4.0, resume="no"),
+    lambda p, o: ratecontrol.transcode_folder(p.parent, o, target_mos=4.0, overwrite="no"),
+    lambda p, o: ratecontrol.transcode_folder(p.parent, o, target_mos=4.0, pool=10),
+], ids=["encode-overwrite", "encode-best_effort", "encode-verify", "ladder-overwrite", "select-allow_partial",
+        "score-allow_partial", "score-align", "batch-allow_partial", "batch-resume", "batch-overwrite", "batch-pool"])
+def test_public_functions_refuse_a_wrong_type_before_any_work(tmp_path, call, monkeypatch):
+    src = tmp_path / "in" / "a.wav"
+    src.parent.mkdir()
+    sf.write(src, np.zeros((SR, 2), np.float32), SR)
+    monkeypatch.setattr(media, "decode", lambda *a, **k: pytest.fail("decoded despite a bad argument"))
+    with pytest.raises(errors.UsageError, match="must be"):
+        call(src, tmp_path / "out")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -105,6 +105,7 @@ def short(music, tmp_path_factory):
 
 def test_ladder_report_one_png_per_target(short, tmp_path):
     png = tmp_path / "ladder.png"
+    (tmp_path / "out").mkdir()
     res = encode_ladder(short, tmp_path / "out", targets=[3.8, 4.3], codec="opus", scorer="visqol", cache=False,
                         best_effort=True, report=png)
     assert len(res) == 2
@@ -117,16 +118,25 @@ def test_ladder_report_one_png_per_target(short, tmp_path):
 
 def test_report_that_cannot_be_written_keeps_the_audio(short, tmp_path):
     out = tmp_path / "o.opus"
+    # a report path that can never be written is refused before any work (publish rule)
     bad = tmp_path / "is-a-folder.png"
     bad.mkdir()
-    with pytest.raises(OutputError) as err:
+    with pytest.raises(OutputError, match="report path is a folder"):
         encode(short, out, target_mos=4.0, codec="opus", scorer="visqol", cache=False, report=bad)
+    with pytest.raises(OutputError, match=r"report folder does not exist: .*no \(create it first\)"):
+        encode(short, out, target_mos=4.0, codec="opus", scorer="visqol", cache=False, report=tmp_path / "no" / "r.png")
+    assert not out.exists()
+    # one that fails after the audio is written (a file appeared there): the audio stays
+    late = tmp_path / "late.png"
+
+    def appear(probe):
+        if not late.exists():
+            late.write_bytes(b"someone else's")
+
+    with pytest.raises(OutputError) as err:
+        encode(short, out, target_mos=4.0, codec="opus", scorer="visqol", cache=False, report=late, on_probe=appear)
     msg = str(err.value)
-    assert "\n" not in msg and str(bad) in msg and "the audio was written" in msg and str(out) in msg
+    assert "\n" not in msg and str(late) in msg and "the audio was written" in msg and str(out) in msg
     assert out.stat().st_size > 0 and err.value.result.output_path == str(out)
+    assert late.read_bytes() == b"someone else's"
     assert not list(tmp_path.glob(".*tmp*")), "no temp file left behind"
-    missing = tmp_path / "no" / "r.png"
-    out2 = tmp_path / "o2.opus"
-    with pytest.raises(OutputError, match=r"report .*r\.png not written \(report folder .* does not exist"):
-        encode(short, out2, target_mos=4.0, codec="opus", scorer="visqol", cache=False, report=missing)
-    assert out2.stat().st_size > 0

@@ -12,8 +12,9 @@ optional ``KEY.json`` (provenance, ignored here).
   ``samples_per_epoch``) through a shuffle buffer; validation reads each shard once,
   in order. Shards are split by node (torchrun rank) and by DataLoader worker first,
   so every process sees disjoint shards.
-* Each sample is decoded with soundfile, resampled to 44.1 kHz when needed (one cached
-  torchaudio resampler per rate), downmixed to mono and padded/cropped to 1 s. A sample
+* Each sample is decoded with soundfile, downmixed to mono, resampled to 44.1 kHz when
+  needed (``ratecontrol.windows.to_model_rate``: the library's own resampler) and
+  padded/cropped to 1 s. A sample
   that fails is skipped, logged with its key and reason, and counted: every batch
   carries the number of samples its worker skipped since the last batch, and the
   trainer logs the per-epoch total.
@@ -24,7 +25,6 @@ optional ``KEY.json`` (provenance, ignored here).
 """
 from __future__ import annotations
 
-import functools
 import glob
 import io
 import itertools
@@ -42,6 +42,7 @@ import webdataset as wds
 from torch.utils.data import IterableDataset
 
 from ratecontrol.errors import DatasetError
+from ratecontrol.windows import to_model_rate
 
 __all__ = [
     "SAMPLE_RATE_HZ",
@@ -53,18 +54,14 @@ __all__ = [
     "PairDataset",
     "make_loader",
     "BatchAugment",
-    "score_to_mos",
 ]
 
 log = logging.getLogger("trainer.data")
 
 from ratecontrol.contract import MODEL_SAMPLE_RATE_HZ as SAMPLE_RATE_HZ  # noqa: E402
 from ratecontrol.contract import WINDOW_SAMPLES  # noqa: E402
-
-
-def score_to_mos(score: float) -> float:
-    """The public dataset stores score in 0..1; MOS = 4 * score + 1 (dataset card)."""
-    return 4.0 * float(score) + 1.0
+# the public dataset stores score in 0..1; MOS = 4 * score + 1 (dataset card)
+from ratecontrol.contract import score_to_mos  # noqa: E402
 
 
 # --------------------------------------------------------------------------- shard lists
@@ -168,17 +165,6 @@ def split_shards(urls: Sequence[str], val_shards: int | None = None, val_fractio
 
 
 # --------------------------------------------------------------------------- decoding
-@functools.lru_cache(maxsize=16)
-def _resampler(from_hz: int):
-    import torchaudio
-
-    # the same kaiser-best settings as ratecontrol._resample (one filter family everywhere)
-    return torchaudio.transforms.Resample(
-        from_hz, SAMPLE_RATE_HZ, resampling_method="sinc_interp_kaiser",
-        lowpass_filter_width=64, rolloff=0.9475, beta=14.769656459379492,
-    )
-
-
 def _read_wav(data: bytes) -> np.ndarray:
     import soundfile as sf
 
@@ -187,8 +173,7 @@ def _read_wav(data: bytes) -> np.ndarray:
         raise ValueError("empty audio")
     mono = audio.mean(axis=1)  # downmix
     if rate != SAMPLE_RATE_HZ:
-        with torch.no_grad():
-            mono = _resampler(int(rate))(torch.from_numpy(np.ascontiguousarray(mono))).numpy()
+        mono = to_model_rate(mono, rate)
     if len(mono) >= WINDOW_SAMPLES:
         return np.ascontiguousarray(mono[:WINDOW_SAMPLES])
     return np.pad(mono, (0, WINDOW_SAMPLES - len(mono)))

@@ -17,14 +17,15 @@ import numpy as np
 import torch
 
 from ratecontrol import fsutil
+from ratecontrol.contract import mos_to_score, score_to_mos
 from ratecontrol.errors import DatasetError
 
 __all__ = ["compute_metrics", "predict", "evaluate_checkpoint", "scatter_png", "format_metrics", "EvalResult"]
 
 #: labels at or above this MOS are where codec decisions happen (targets 4.0 .. 4.5)
 HIGH_MOS = 4.0
-#: bin width on the dataset's 0..1 score scale (0.2 MOS)
-SCORE_BIN = 0.05
+#: bin width on the dataset's 0..1 score scale (0.2 MOS): the build's own balance bins
+from trainer.dataset.config import SCORE_BIN_WIDTH as SCORE_BIN  # noqa: E402
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -60,13 +61,14 @@ def compute_metrics(pred: Sequence[float], label: Sequence[float]) -> dict[str, 
     out: dict[str, Any] = _summary(p, y)
     hi = y >= HIGH_MOS
     out["high"] = _summary(p[hi], y[hi])
-    score = (y - 1.0) / 4.0
+    score = mos_to_score(y)
     idx = np.floor(score / SCORE_BIN + 1e-9).astype(int)
     bins = []
     for b in np.unique(idx):
         m = idx == b
         lo = b * SCORE_BIN
-        bins.append({"score_lo": round(lo, 4), "mos_lo": round(1 + 4 * lo, 3), "mos_hi": round(1 + 4 * (lo + SCORE_BIN), 3),
+        bins.append({"score_lo": round(lo, 4), "mos_lo": round(score_to_mos(lo), 3),
+                     "mos_hi": round(score_to_mos(lo + SCORE_BIN), 3),
                      "n": int(m.sum()), "rmse": float(np.sqrt(np.mean((p[m] - y[m]) ** 2))), "bias": float(np.mean(p[m] - y[m]))})
     out["bins"] = bins
     return out

@@ -90,7 +90,8 @@ def export_numpy(checkpoint: str, out_path: str | None = None) -> ExportResult:
     import numpy as np
 
     from ratecontrol import fsutil
-    from ratecontrol.scoring.model import CODE_REVISION, MOS_MAX, MOS_MIN, SubsonicHighpass, load_checkpoint
+    from ratecontrol.contract import MODEL_MOS_MAX, MODEL_SAMPLE_RATE_HZ, MOS_MIN, WINDOW_SAMPLES
+    from ratecontrol.scoring.model import CODE_REVISION, SubsonicHighpass, load_checkpoint
     from ratecontrol.scoring.numpy_model import NUMPY_FORMAT_VERSION, load_numpy_model
 
     checkpoint = os.fspath(checkpoint)
@@ -108,7 +109,7 @@ def export_numpy(checkpoint: str, out_path: str | None = None) -> ExportResult:
                                           "rel_floor_db", "search", "search_below", "subsonic_prefilter")},
         "features": np.array(list(cfg["features"]), dtype=str),
         "prefilter_pad": np.array(pre.pad), "prefilter_gain": pre.gain.numpy().astype(np.float32),
-        "mos_min": np.array(MOS_MIN), "mos_max": np.array(MOS_MAX),
+        "mos_min": np.array(MOS_MIN), "mos_max": np.array(MODEL_MOS_MAX),
         "window": model.frontend.window.numpy().astype(np.float32),
         "band_matrix": model.frontend.band_matrix.numpy().astype(np.float32),
         "gauss": model.gauss.numpy().reshape(3, 3).astype(np.float32),
@@ -122,7 +123,7 @@ def export_numpy(checkpoint: str, out_path: str | None = None) -> ExportResult:
     # prove the numpy runtime loads it and scores like torch
     npm, _ = load_numpy_model(out_path)
     rng = np.random.default_rng(0)
-    t = np.arange(44_100) / 44_100
+    t = np.arange(WINDOW_SAMPLES) / MODEL_SAMPLE_RATE_HZ
     ref = np.stack([0.3 * np.sin(2 * np.pi * (110 * (k + 1)) * t) + 0.05 * rng.standard_normal(t.size)
                     for k in range(6)]).astype(np.float32)
     deg = (ref + np.array([0, 0.001, 0.01, 0.05, 0.2, 0.5])[:, None] * rng.standard_normal(ref.shape)).astype(np.float32)

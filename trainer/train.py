@@ -165,9 +165,9 @@ def _loss(pred: torch.Tensor, mos: torch.Tensor, cfg: Mapping[str, Any]) -> torc
 
 
 def _bounded(logit: torch.Tensor) -> torch.Tensor:
-    from ratecontrol.scoring.model import MOS_MAX, MOS_MIN
+    from ratecontrol.contract import MODEL_MOS_MAX, MOS_MIN
 
-    return MOS_MIN + (MOS_MAX - MOS_MIN) * torch.sigmoid(logit)
+    return MOS_MIN + (MODEL_MOS_MAX - MOS_MIN) * torch.sigmoid(logit)
 
 
 def _stat_batches(cache: Mapping[str, Any], batch_size: int, steps: int, seed: int, epoch: int, rank: int):

@@ -14,13 +14,14 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from ratecontrol import fsutil
 from ratecontrol.errors import (
     OutputError,
     UsageError,
 )
-from ratecontrol.batch._manifest import MANIFEST_NAME, _clean_stale_temps, _Manifest, _OutDirLock, _read_manifest
-from ratecontrol.batch._plan import _check_dirs, _foreign_files, _plan_names, _protected, _walk
-from ratecontrol.batch._records import CONFLICT, ENCODED, FAILED, KEPT, BatchReport, FileRecord, _mb
+from ratecontrol.batch._manifest import LOCK_NAME, MANIFEST_NAME, _clean_stale_temps, _Manifest, _OutDirLock, _read_manifest
+from ratecontrol.batch._plan import _check_dirs, _foreign_files, _plan_names, _protected, _scan, _walk
+from ratecontrol.batch._records import CONFLICT, ENCODED, FAILED, KEPT, SKIPPED, BatchReport, FileRecord, _claim_reports, _mb
 from ratecontrol.batch._worker import _Conflict, _dest_problem, _Result, _run_task, _Task, _write_problem
 from ratecontrol.scoring.pooling import DEFAULT_POOL, validate_pool
 
@@ -177,11 +178,20 @@ def transcode_folder(
     the probe cache, None for each machine's default folder, False for none, or a folder.
     """
     from ratecontrol.contract import check_target_mos
+    from ratecontrol.options import Options, check_flag
     from ratecontrol.presets import load_preset
     from ratecontrol.scoring.base import DEFAULT_SCORER, available_scorers
 
     t0 = time.perf_counter()
     t = check_target_mos(target_mos)
+    # encode's own checks (Options): a bool is a bool, numbers in range, so that
+    # allow_partial="false" is refused instead of being taken as True
+    Options(scorer=scorer, pool=pool, hop_s=hop_s, best_effort=best_effort, jobs=jobs, sample_share=sample_share,
+            allow_partial=allow_partial, all_audio_streams=all_audio_streams, verify=verify, cache=cache)
+    for name, flag in (("copy_other", copy_other), ("resume", resume), ("overwrite", overwrite)):
+        check_flag(name, flag)
+    if progress is not None:
+        check_flag("progress", progress)
     pool = validate_pool(pool)
     if codec == "auto":
         raise UsageError("batch needs one codec (output names and the lossy-source rule depend on it); "
@@ -203,10 +213,13 @@ def transcode_folder(
     if backend not in ("local", "dask"):
         raise UsageError(f"unknown backend {backend!r}; use 'local' or 'dask'")
     src, dst, prune = _check_dirs(in_dir, out_dir)
-    for rp in (json_report, csv_report):  # fail now, not after hours of encoding
-        folder = Path(rp).parent if rp else None
-        if folder is not None and str(folder) and not folder.is_dir():
-            raise OutputError(f"report folder {folder} does not exist; create it first")
+    # the reports under the publish rule, now, not after hours of encoding: never an input
+    # of the run, never one of its outputs (a planned name, a kept or copied file's name)
+    ids: dict = {}
+    rels = _walk(src, prune, ids)
+    planned, _ = _plan_names(rels, preset.extension)
+    reports = _claim_reports(json_report, csv_report, src, ids, dst,
+                             [*planned.values(), *rels, MANIFEST_NAME, LOCK_NAME], overwrite)
     settings = _settings(t, preset, codec, scorer_name, pool, hop_s, best_effort, sample_share, verify)
     if allow_partial:  # only when set: manifests written without it stay valid
         settings["allow_partial"] = True
@@ -223,10 +236,10 @@ def transcode_folder(
     with _OutDirLock(dst):
         report = _run(src, dst, prune, settings, preset, t, scorer, scorer_name, pool, backend, scheduler,
                       jobs, copy_other, cache, resume, overwrite, progress, t0, json_report, csv_report)
-    if json_report:
-        report.write_json(json_report)
-    if csv_report:
-        report.write_csv(csv_report)
+    if "json" in reports:
+        report.write_json(reports["json"])
+    if "csv" in reports:
+        report.write_csv(reports["csv"])
     return report
 
 
@@ -249,7 +262,7 @@ def _run(src, dst, prune, settings, preset, t, scorer, scorer_name, pool, backen
                 "one outside IN_DIR (overwrite does not change this)")
 
     input_ids: dict = {}
-    rels = _walk(src, prune, input_ids)
+    rels, left_out, order = _scan(src, prune, input_ids)
     planned, collisions = _plan_names(rels, preset.extension)
     coll_note = {c.input: f"{c.wanted} is taken by {c.taken_by}: wrote {c.output}" for c in collisions}
     _clean_stale_temps(dst, list(planned.values()) + rels)
@@ -269,7 +282,10 @@ def _run(src, dst, prune, settings, preset, t, scorer, scorer_name, pool, backen
     from joblib import Parallel, delayed
     from tqdm.auto import tqdm
 
-    results: dict[str, FileRecord] = {}
+    # what the walk does not read (a FIFO, a link to /dev/zero or to a folder, ...) is
+    # reported, not left out silently; nothing to resume, so no manifest line
+    results: dict[str, FileRecord] = {rel: FileRecord(input=rel, status=SKIPPED, reason=why)
+                                      for rel, why in left_out.items()}
     manifest = _Manifest(manifest_path, fresh=not resume)
     bar = tqdm(total=len(tasks), unit="file", desc="batch", disable=None if progress is None else not progress,
                file=sys.stderr, dynamic_ncols=True)
@@ -287,8 +303,10 @@ def _run(src, dst, prune, settings, preset, t, scorer, scorer_name, pool, backen
                     rec = _place(res, by_rel[rec.input], lambda r: manifest.append(r, settings))
                 elif not rec.resumed:
                     manifest.append(rec, settings)
-                if rec.collision and rec.status != ENCODED:
-                    rec = replace(rec, collision="")  # nothing was written under the planned name
+                if rec.collision and (rec.status != ENCODED or rec.output != by_rel[rec.input].out_rel):
+                    # nothing was written under the planned name (video='keep' wrote the
+                    # input's own name in place): no rename to report
+                    rec = replace(rec, collision="")
                 results[rec.input] = rec
                 if rec.status in (ENCODED, KEPT):
                     in_b += rec.input_bytes
@@ -309,13 +327,18 @@ def _run(src, dst, prune, settings, preset, t, scorer, scorer_name, pool, backen
                     gen.close()  # joblib aborts: kills the loky workers
             if backend == "local":
                 _kill_local_workers()
+                # the killed workers had no way out: their per-process folders in the
+                # system temp dir (probe encodes) go now, not at some later run's start
+                with contextlib.suppress(Exception):
+                    fsutil.clean_stale_run_dirs()
             with contextlib.suppress(Exception):
                 _clean_stale_temps(dst, list(planned.values()) + rels)
 
     return BatchReport(
         in_dir=str(src), out_dir=str(dst), codec=preset.name, target_mos=t, scorer=scorer_name, pool=pool,
-        backend=backend, jobs=n_jobs, records=tuple(results[r] for r in rels),
-        collisions=tuple(c for c in collisions if results[c.input].status == ENCODED),
+        backend=backend, jobs=n_jobs, records=tuple(results[r] for r in order),
+        collisions=tuple(c for c in collisions
+                         if results[c.input].status == ENCODED and results[c.input].output == c.output),
         seconds=time.perf_counter() - t0, manifest_path=str(manifest_path),
     )
 

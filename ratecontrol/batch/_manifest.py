@@ -36,9 +36,13 @@ def _read_manifest(path: Path) -> tuple[dict[str, dict], dict[str, set]]:
     did not record it). A line cut short by a kill is ignored."""
     last: dict[str, dict] = {}
     owned: dict[str, set] = {}
-    if not path.is_file():
+    try:
+        fd = fsutil.open_own_file(path, os.O_RDONLY)
+    except FileNotFoundError:
         return last, owned
-    with open(path, encoding="utf-8", errors="replace") as fh:
+    except OSError as exc:
+        raise _state_error(path, "manifest", exc) from None
+    with open(fd, encoding="utf-8", errors="replace") as fh:
         for line in fh:
             try:
                 d = json.loads(line)
@@ -74,7 +78,10 @@ class _Manifest:
 
     def __init__(self, path: Path, fresh: bool):
         self.path = path
-        self.fh = open(path, "a+b")
+        try:
+            self.fh = open(fsutil.open_own_file(path, os.O_RDWR | os.O_CREAT | os.O_APPEND), "a+b")
+        except OSError as exc:
+            raise _state_error(path, "manifest", exc) from None
         self.fh.seek(0, os.SEEK_END)
         if self.fh.tell() > 0:
             self.fh.seek(-1, os.SEEK_END)
@@ -87,9 +94,12 @@ class _Manifest:
             self._write({"reset": True, "finished_utc": _utc_now(), "manifest_version": MANIFEST_VERSION})
 
     def _write(self, d: dict) -> None:
-        self.fh.write((json.dumps(d, allow_nan=False) + "\n").encode("utf-8"))
-        self.fh.flush()
-        os.fsync(self.fh.fileno())
+        try:
+            self.fh.write((json.dumps(d, allow_nan=False) + "\n").encode("utf-8"))
+            self.fh.flush()
+            os.fsync(self.fh.fileno())
+        except OSError as exc:  # a full disk mid-run stops the run with one line
+            raise _state_error(self.path, "manifest", exc) from None
 
     def append(self, rec: FileRecord, settings: dict) -> None:
         d = rec.to_dict()
@@ -100,7 +110,8 @@ class _Manifest:
         self._write(d)
 
     def close(self) -> None:
-        self.fh.close()
+        with contextlib.suppress(OSError):  # every line was flushed and fsynced already
+            self.fh.close()
 
 
 def _utc_now() -> str:
@@ -152,10 +163,9 @@ class _OutDirLock:
     def __enter__(self) -> "_OutDirLock":
         for _ in range(50):
             try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+                fd = fsutil.open_own_file(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as exc:
-                raise OutputError(f"cannot create the lock file {self.path} ({exc.strerror}); "
-                                  "check OUT_DIR's permissions") from None
+                raise _state_error(self.path, "lock file", exc) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
@@ -169,14 +179,21 @@ class _OutDirLock:
                 raise OutputError(f"cannot lock {self.path} ({exc.strerror}); the file system may not "
                                   "support locks: choose an OUT_DIR on another one") from None
             try:
-                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+                same = os.fstat(fd).st_ino == os.lstat(self.path).st_ino
             except FileNotFoundError:
                 same = False
             if not same:  # the previous holder removed it after we opened it
                 os.close(fd)
                 continue
-            os.ftruncate(fd, 0)
-            os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+            try:
+                os.ftruncate(fd, 0)
+                os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+            except OSError as exc:
+                # a full disk: no lock file of 0 bytes (or a stale holder's text) is left behind
+                with contextlib.suppress(OSError):
+                    os.unlink(self.path)
+                os.close(fd)
+                raise _state_error(self.path, "lock file", exc) from None
             self.fd = fd
             return self
         raise OutputError(f"cannot take the lock {self.path}; try again")
@@ -187,6 +204,20 @@ class _OutDirLock:
                 os.unlink(self.path)
             os.close(self.fd)
             self.fd = None
+
+
+def _state_error(path: Path, what: str, exc: OSError) -> OutputError:
+    """One line for a state file (the lock, the manifest) batch cannot use."""
+    if isinstance(exc, fsutil.NotOwnFileError):
+        return OutputError(
+            f"{path} {exc.strerror}: batch keeps its {what} at that name and never writes through a link or "
+            "into anything but a regular file of your own; remove it, or choose another OUT_DIR")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return OutputError(f"cannot write the {what} {path}: the disk is full (or your quota is used up); "
+                           "free some space, or choose an OUT_DIR on another disk")
+    if exc.errno == errno.EROFS:
+        return OutputError(f"cannot write the {what} {path}: the file system is read-only; choose another OUT_DIR")
+    return OutputError(f"cannot open the {what} {path} ({exc.strerror or exc}); check OUT_DIR's permissions")
 
 
 def _read_holder(fd: int) -> str:

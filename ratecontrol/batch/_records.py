@@ -23,6 +23,10 @@ CONFLICT = "conflict"
 _DONE = (ENCODED, KEPT, COPIED, SKIPPED)
 #: statuses that wrote a file under ``output``
 _WROTE = (ENCODED, KEPT, COPIED)
+#: how the reason of a ``skipped`` entry the walk does not read starts (a FIFO, a link
+#: to a device or a folder, a dangling link, a folder that cannot be listed:
+#: ``_plan._scan``); the summary lists each of them
+_NOT_READ = ("not a regular file", "cannot list this folder")
 
 
 # --------------------------------------------------------------------------- results
@@ -277,8 +281,13 @@ class BatchReport:
             parts.append(f"{self.n_kept} kept (lossy source)")
         if self.n_copied:
             parts.append(f"{self.n_copied} copied")
-        if self.n_skipped:
+        not_read = [r for r in self._with(SKIPPED) if r.reason.startswith(_NOT_READ)]
+        if self.n_skipped and not not_read:
             parts.append(f"{self.n_skipped} skipped (not audio)")
+        elif self.n_skipped:
+            other = self.n_skipped - len(not_read)
+            parts.append(f"{self.n_skipped} skipped ({f'{other} not audio, ' if other else ''}"
+                         f"{len(not_read)} not regular files or folder links, not read)")
         parts.append(f"{self.n_failed} failed")
         if self.n_conflicts:
             parts.append(f"{self.n_conflicts} conflicts (output path taken, not replaced)")
@@ -304,6 +313,8 @@ class BatchReport:
             lines.append(f"video files: {len(videos)}: {', '.join(what)} (sizes above are whole files)")
         for r in self.failures:
             lines.append(f"failed: {r.input}: {r.reason_as(spell)}")
+        for r in not_read:
+            lines.append(f"skipped: {r.input}: {r.reason_as(spell)}")
         for r in self.conflicts:
             lines.append(f"conflict: {r.input}: {r.reason_as(spell)}")
         for r in self.records:
@@ -313,13 +324,12 @@ class BatchReport:
             lines.append(f"renamed: {c.input} -> {c.output} ({c.wanted} is taken by {c.taken_by})")
         return lines
 
-    def write_json(self, path: str | os.PathLike) -> Path:
-        return _write_report(Path(path), json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
+    def write_json(self, path: "str | os.PathLike | fsutil.Destination") -> Path:
+        return _write_report(path, json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
 
-    def write_csv(self, path: str | os.PathLike) -> Path:
-        cols = [f.name for f in fields(FileRecord)] + ["output_kbps", "audio_kbps"]
+    def write_csv(self, path: "str | os.PathLike | fsutil.Destination") -> Path:
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+        w = csv.DictWriter(buf, fieldnames=_csv_columns(), lineterminator="\n")
         w.writeheader()
         for r in self.records:
             row = r.to_dict()
@@ -329,18 +339,67 @@ class BatchReport:
             row["output_kbps"] = r.output_kbps
             row["audio_kbps"] = r.audio_kbps
             w.writerow({k: ("" if v is None else v) for k, v in row.items()})
-        return _write_report(Path(path), buf.getvalue())
+        return _write_report(path, buf.getvalue())
 
 
-def _write_report(path: Path, text: str) -> Path:
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
+def _csv_columns() -> list[str]:
+    return [f.name for f in fields(FileRecord)] + ["output_kbps", "audio_kbps"]
+
+
+def _write_report(path, text: str) -> Path:
+    """``path`` a Destination (``_claim_reports``, before the run): under the publish rule."""
+    path = path if isinstance(path, fsutil.Destination) else Path(path)
+    folder = Path(path).parent if str(Path(path).parent) else Path(".")
     if not folder.is_dir():
         raise OutputError(f"report folder {folder} does not exist; create it first")
     try:
         return fsutil.atomic_write(path, text)
     except OSError as exc:
         raise OutputError(f"cannot write the report {path} ({exc.strerror}); choose another path") from None
+
+
+def _is_batch_report(path: Path, kind: str) -> bool:
+    """A file a batch run wrote as its ``kind`` report ("json"/"csv"), known by its
+    content: a rerun of the same command may replace it without ``overwrite``."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1 << 16)
+    except OSError:
+        return False
+    text = head.decode("utf-8", "replace")
+    if kind == "csv":
+        return text.split("\n", 1)[0] == ",".join(_csv_columns())
+    return text.startswith('{\n  "in_dir": ') and '"manifest_path": ' in text
+
+
+def _claim_reports(json_report, csv_report, in_dir: Path, input_ids: dict, out_dir: Path, out_rels,
+                   overwrite: bool) -> dict[str, fsutil.Destination]:
+    """batch's --json-report / --csv-report under the publish rule, before any work:
+    never an input of the run (``input_ids``: (st_dev, st_ino) -> the input's path
+    relative to ``in_dir``), never one of its outputs (``out_rels``: paths relative to
+    ``out_dir``, the manifest and lock included) or the other report; an existing file
+    only with ``overwrite``, or when it is a report batch wrote (a rerun of the same
+    command). Looked up by identity and name, so a tree of any size costs nothing."""
+    claimed: dict[str, fsutil.Destination] = {}
+    out_root, rels = out_dir.resolve(), set(out_rels)
+    for kind, rp in (("json", json_report), ("csv", csv_report)):
+        if not rp:
+            continue
+        p = Path(rp)
+        inputs, outputs = [], list(claimed.values())
+        try:
+            st = os.stat(p)
+            if (st.st_dev, st.st_ino) in input_ids:
+                inputs.append(in_dir / input_ids[(st.st_dev, st.st_ino)])
+        except OSError:
+            pass
+        res = p.resolve()
+        if res.is_relative_to(out_root) and res.relative_to(out_root).as_posix() in rels:
+            outputs.append(res)
+        ours = p.is_file() and not p.is_symlink() and _is_batch_report(p, kind)
+        claimed[kind] = fsutil.claim_output(p, overwrite=overwrite or ours, inputs=inputs, outputs=outputs,
+                                            what=f"{kind.upper()} report")
+    return claimed
 
 
 # --------------------------------------------------------------------------- driver

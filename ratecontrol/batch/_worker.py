@@ -117,6 +117,9 @@ def _dest_problem(task: _Task, out_rel: str) -> tuple[_Conflict | None, bool]:
         return None, False
     except NotADirectoryError:
         return _Conflict(f"{dst}: a file is in the way of its folder: not replaced; move it away"), False
+    except OSError as exc:  # a link loop in OUT_DIR (ELOOP), a folder that cannot be searched (EACCES)
+        return _Conflict(f"{dst} cannot be checked ({(exc.strerror or str(exc)).lower()}): nothing written; "
+                         "fix that path in the output folder"), False
     if stat_mod.S_ISDIR(st.st_mode):
         return _Conflict(f"{dst} is a folder: not replaced; move it away or rename it"), False
     if _is_owned((task.owned or {}).get(out_rel), st):
@@ -131,6 +134,15 @@ def _check_dest(task: _Task, out_rel: str) -> None:
     problem, _ = _dest_problem(task, out_rel)
     if problem:
         raise problem
+
+
+def _check_name_fits(task: _Task, out_rel: str) -> None:
+    """The output's name fits the file system's name limit (only ``<stem><ext>`` can be
+    too long: renames are cut to fit when they are planned)."""
+    n = len(Path(out_rel).name.encode())
+    if n > fsutil.NAME_MAX_BYTES:
+        raise _WriteError(f"cannot write {Path(task.out_root) / out_rel}: its name would be {n} bytes, over the "
+                          f"{fsutil.NAME_MAX_BYTES}-byte limit for a file name; give the input a shorter name")
 
 
 class _Work:
@@ -325,6 +337,12 @@ def _run_task(task: _Task) -> _Result:
     except Exception as exc:  # one bad file must not stop a library run
         work.discard()
         return _Result(_failed(exc, t0, base))
+    except BaseException:
+        # Ctrl-C or a stop signal in the driver itself (jobs=1 runs the task there): its
+        # temp folder must not outlive the run (the driver's pid is alive, so no
+        # stale-temp clean-up would take it)
+        work.discard()
+        raise
 
 
 def _copy_into(src: Path, tmp: Path) -> Path:
@@ -409,6 +427,7 @@ def _process(task: _Task, src: Path, base: dict, t0: float, work: _Work) -> tupl
 
     # before hours of work: is the output path ours to write?
     out_rel = task.rel if in_place else task.out_rel
+    _check_name_fits(task, out_rel)
     _check_dest(task, out_rel)
     out = work.file(Path(out_rel).name)
     import warnings

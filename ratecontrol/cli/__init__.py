@@ -5,8 +5,11 @@ Only this module turns RatecontrolError into exit codes: one line on stderr, no 
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+import threading
 import traceback
 
 import click
@@ -78,10 +81,18 @@ def run_group(group: click.Group, argv: list[str] | None = None) -> None:
         sys.exit(code)
 
     try:
-        group.main(args=argv, standalone_mode=False)
+        with _stop_signals_interrupt():
+            group.main(args=argv, standalone_mode=False)
     except click.exceptions.Abort as exc:
-        click.echo("aborted", err=True)
-        fail(exc, 130, "aborted")
+        # click turns a KeyboardInterrupt (Ctrl-C, or a stop signal below) into Abort
+        cause = exc.__cause__
+        signum = getattr(cause, "signum", signal.SIGINT) if isinstance(cause, KeyboardInterrupt) else None
+        if signum is None:  # an EOF at a prompt, or click's own abort
+            click.echo("aborted", err=True)
+            fail(exc, 130, "aborted")
+        text = f"interrupted by {signal.Signals(signum).name}"
+        click.echo(text, err=True)
+        fail(exc, 128 + signum, text)
     except click.ClickException as exc:
         exc.show()
         fail(exc, exc.exit_code, exc.format_message())
@@ -89,11 +100,46 @@ def run_group(group: click.Group, argv: list[str] | None = None) -> None:
         click.echo(f"error: {_one_line(error_message(exc))}", err=True)
         fail(exc, exc.exit_code, error_message(exc))
     except KeyboardInterrupt as exc:
-        click.echo("interrupted", err=True)
-        fail(exc, 130, "interrupted")
+        signum = getattr(exc, "signum", signal.SIGINT)
+        text = f"interrupted by {signal.Signals(signum).name}"
+        click.echo(text, err=True)
+        fail(exc, 128 + signum, text)
     except Exception as exc:  # a bug: one line unless asked for the traceback
         if os.environ.get("RATECONTROL_DEBUG"):
             traceback.print_exc()
         click.echo(f"internal error: {type(exc).__name__}: {_one_line(exc)} (set RATECONTROL_DEBUG=1 for a traceback; "
                    "please report it)", err=True)
         fail(exc, 70, f"{type(exc).__name__}: {exc}")
+
+
+class _Stopped(KeyboardInterrupt):
+    """A stop signal (SIGTERM, SIGHUP) raised in the main thread, as Ctrl-C raises
+    KeyboardInterrupt: the same way out, so every ``finally`` and ``atexit`` clean-up
+    (temp files, this run's temp folder, batch's workers) runs. Exit 128 + signum."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+def _raise_stopped(signum, frame):
+    # a second stop signal is not caught: whoever insists gets the default (immediate) end
+    signal.signal(signum, signal.SIG_DFL)
+    raise _Stopped(signum)
+
+
+@contextlib.contextmanager
+def _stop_signals_interrupt():
+    """SIGTERM and SIGHUP raise _Stopped while a command runs (their default ends the
+    process at once: no clean-up). A signal someone chose to handle or ignore (nohup)
+    is left alone, and the old handlers come back after (main() called in-process)."""
+    old = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(sig) == signal.SIG_DFL:
+                old[sig] = signal.signal(sig, _raise_stopped)
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)

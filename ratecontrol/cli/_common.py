@@ -14,6 +14,7 @@ FLAGS = {
     "above_source": "--above-source", "all_audio_streams": "--all-audio-streams", "allow_partial": "--allow-partial",
     "audio_only": "--audio-only", "audio_stream": "--audio-stream", "backend": "--backend",
     "best_effort": "--best-effort", "cache_dir": "--cache-dir", "cache_max_mb": "--cache-max-mb", "codec": "--codec",
+    "ladder": "--ladder",
     "overwrite": "--overwrite", "report": "--report", "scheduler": "--scheduler", "scorer": "--scorer",
     "video": "--video",
 }

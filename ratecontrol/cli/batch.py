@@ -1,11 +1,12 @@
 """`ratecontrol batch`: a folder tree at a target MOS (the library side is ratecontrol.batch)."""
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import click
 
-from ratecontrol.batch import MANIFEST_NAME, BatchInterrupted, transcode_folder
+from ratecontrol.batch import MANIFEST_NAME, transcode_folder
 from ratecontrol.errors import RatecontrolError
 from ratecontrol.cli._common import spell_flag, targets
 from ratecontrol.scoring.pooling import DEFAULT_POOL, POOL_HELP
@@ -75,16 +76,20 @@ def batch_command(in_dir, out_dir, target_mos, codec, jobs, backend, scheduler, 
                 all_audio_streams=all_audio_streams,
                 cache=False if no_cache else cache_dir, overwrite=overwrite,
             )
-        except BatchInterrupted as exc:
-            click.echo(f"batch {exc}: workers stopped; finished files are in {out / MANIFEST_NAME}, "
-                       "rerun the same command to resume", err=True)
-            raise SystemExit(128 + exc.signum) from None
+        except KeyboardInterrupt as exc:  # Ctrl-C, or a stop signal (BatchInterrupted, the CLI's own)
+            signum = getattr(exc, "signum", signal.SIGINT)
+            click.echo(f"batch interrupted by {signal.Signals(signum).name}: workers stopped; finished files are "
+                       f"in {out / MANIFEST_NAME}, rerun the same command to resume", err=True)
+            raise SystemExit(128 + signum) from None
         if many:
             click.echo(f"target MOS {t:g} -> {out}")
         for line in report.summary_lines(spell=spell_flag):  # options as this command's flags
             click.echo(line)
-        if report.conflicts:
-            click.echo(f"{len(report.conflicts)} file(s) not replaced: they were not written by batch "
+        # the hint only where --overwrite would help: not given yet, and a conflict it
+        # resolves (a folder or one of this run's inputs is never replaced)
+        fixable = [r for r in report.conflicts if r.options.get("overwrite")]
+        if fixable and not overwrite:
+            click.echo(f"{len(fixable)} file(s) not replaced: they were not written by batch "
                        "(or changed since); --overwrite replaces them")
         ok = ok and report.ok
     if not ok:  # some files failed or were not replaced: the summary says which

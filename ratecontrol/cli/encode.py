@@ -13,7 +13,8 @@ from ratecontrol.cli._common import echo_json, fmt, hop_opt, jobs_opt, pool_opt,
 @click.option("--codec", default="opus", show_default=True,
               help="Preset name (see `ratecontrol presets`), a preset YAML file, or 'auto' (smallest output that meets the target).")
 @click.option("-o", "--output", default=None, type=click.Path(path_type=str),
-              help="Output file (default: INPUT with the preset's extension); a folder when several targets are given.")
+              help="Output file (default: INPUT with the preset's extension); a folder when several targets are given. "
+                   "Its folder must exist.")
 @scorer_opt
 @pool_opt
 @hop_opt
@@ -27,6 +28,9 @@ from ratecontrol.cli._common import echo_json, fmt, hop_opt, jobs_opt, pool_opt,
               help="Search for target + MARGIN MOS, a guard against the scorer's error [default: the scorer's own: "
                    "learned 0.03 (the chosen rung then meets the target by exact ViSQOL on 99.8 % of measured "
                    "searches), visqol 0].")
+@click.option("--ladder", is_flag=True,
+              help="Choose among the preset's standard rungs (64k, 80k, 96k ...) instead of the lowest setting "
+                   "of its knob that meets the target.")
 @click.option("--above-source", is_flag=True,
               help="Allow rungs above a lossy input's own bitrate (by default the ladder stops there).")
 @click.option("--allow-partial", is_flag=True,
@@ -39,7 +43,9 @@ from ratecontrol.cli._common import echo_json, fmt, hop_opt, jobs_opt, pool_opt,
               help="Write a PNG of per-window MOS over time: the shipped rung over the whole track, the probed rungs on "
                    "their segments (with several targets: one PNG per target, REPORT.mos<target>.png).")
 @click.option("--best-effort", is_flag=True, help="If even the top rung misses the target, encode at the top rung anyway.")
-@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists (never the input).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace OUTPUT (and --report) if it exists: never the input, and never a file that appears "
+                   "there while the encode runs.")
 @click.option("--audio-stream", type=int, default=None, metavar="N",
               help="For an input with several audio streams (a film's languages, a commentary): re-encode audio "
                    "stream N, counted from 0 among the audio streams (-map 0:a:N); the others are kept as they are "
@@ -51,7 +57,7 @@ from ratecontrol.cli._common import echo_json, fmt, hop_opt, jobs_opt, pool_opt,
                    "other stream by stream copy in the input's container).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 def encode(input_path, target_mos, codec, output, scorer, pool, hop_s, jobs, sample_share, full, no_verify, margin_mos,
-           above_source, allow_partial, no_cache, cache_dir, cache_max_mb, report, best_effort, overwrite, audio_stream,
+           ladder, above_source, allow_partial, no_cache, cache_dir, cache_max_mb, report, best_effort, overwrite, audio_stream,
            all_audio_streams, audio_only, as_json):
     """Encode INPUT at the cheapest rung of a codec ladder that meets --target-mos."""
     from ratecontrol.api import encode as _encode, encode_ladder
@@ -62,7 +68,7 @@ def encode(input_path, target_mos, codec, output, scorer, pool, hop_s, jobs, sam
                        enabled=not no_cache)
     options = Options(scorer=scorer, pool=pool, hop_s=hop_s, best_effort=best_effort, jobs=jobs,
                       sample_share=1.0 if full else sample_share, verify=not no_verify, cache=cache,
-                      margin_mos=margin_mos, allow_partial=allow_partial, above_source=above_source,
+                      margin_mos=margin_mos, ladder=ladder, allow_partial=allow_partial, above_source=above_source,
                       audio_stream=audio_stream, all_audio_streams=all_audio_streams, audio_only=audio_only,
                       on_probe=None if as_json else (lambda p: click.echo(probe_line(p), err=True)))
     common = dict(options=options, overwrite=overwrite)

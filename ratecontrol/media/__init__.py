@@ -2,12 +2,14 @@
 
 No other ratecontrol module starts ffmpeg; they call these functions.
 """
+from ._aligned_decode import decode_aligned, decode_aligned_blocks
 from ._decode import decode, decode_to_disk, resample_filter
-from ._encode import (RoundTrip, WrittenFile, check_output_path, decode_aligned, decode_aligned_blocks, encode_array,
-                      encode_file, remux, roundtrip, StreamedEncode, roundtrip_info)
+from ._encode import WrittenFile, check_output_path, encode_file, remux
+from ._encoders import AVOption, check_preset_options, encoder_options, muxer_options
 from ._ffmpeg import available_encoders, encoder_available, ffmpeg_path, ffmpeg_version, require_encoder
 from ._inspect import MediaInfo, StreamInfo, audio_payload_bytes, default_audio_stream, inspect, is_lossless_codec
 from ._layouts import layout_channels, lfe_indices, target_layout
+from ._streamed import RoundTrip, StreamedEncode, encode_array, roundtrip, roundtrip_info
 from ._streams import check_mux, extract_audio, mux_audio
 
 __all__ = [
@@ -16,6 +18,10 @@ __all__ = [
     "available_encoders",
     "encoder_available",
     "require_encoder",
+    "AVOption",
+    "encoder_options",
+    "muxer_options",
+    "check_preset_options",
     "MediaInfo",
     "inspect",
     "audio_payload_bytes",

@@ -16,10 +16,12 @@ tests/test_media.py).
 """
 from __future__ import annotations
 
+import mmap
 import os
 import re
 import struct
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import ffmpeg
@@ -184,6 +186,21 @@ _DECODE_ERROR_RE = re.compile(
 )
 _LOG_PREFIX_RE = re.compile(r"^(?:\[[^\]]*\]\s*)+")
 
+#: demuxers whose printed Duration is where the stream *ends* (counted from 0), not its
+#: length. Measured (ffmpeg 9.0.2, ``ffmpeg -itsoffset 3 -i 6s.wav -c:a C out.EXT``,
+#: every file decodes to the stream's own 6.0 s): Matroska/WebM 9.00-9.02 s (start
+#: 3.00), NUT 9.00, ASF 8.97 (start 2.96); the length in MP4/M4A/MOV/3GP (6.00-6.02),
+#: FLV 6.02, MPEG-PS 6.00, MPEG-TS 5.98 (start 4.39). Ogg is neither: Opus says 9.01
+#: (start 3.00), FLAC 9.00 (start 0.00), Vorbis 6.00 (start 3.00), so Ogg gets no
+#: length test at all; it never caught a cut Ogg file either (ffmpeg states the last
+#: page's time: the end-of-stream check below does that)
+_DURATION_IS_END = frozenset({"matroska", "nut", "asf"})
+
+#: how a message names a container (ffmpeg's first demuxer name otherwise, upper case)
+_CONTAINER_WORDS = {"mov": "MP4", "matroska": "Matroska", "wav": "WAV", "flac": "FLAC", "mp3": "MP3",
+                    "ogg": "Ogg", "asf": "ASF", "aiff": "AIFF", "mpegts": "MPEG-TS", "caf": "CAF",
+                    "w64": "Wave64"}
+
 _OGG_CRC_TABLE = []
 for _i in range(256):
     _r = _i << 24
@@ -238,11 +255,27 @@ def _ogg_ends_cleanly(path: Path) -> bool | None:
     return None
 
 
-def _wav_header_claim_s(path: Path) -> float | None:
-    """Seconds of audio a WAV's own ``data`` chunk size claims, when that is more than
-    the file holds; None otherwise (complete file, or a streamed WAV with a placeholder
-    size). ffmpeg re-estimates a cut WAV's duration from its size (measured: a cut 7-s
-    WAV says ``Estimating duration from bitrate`` and 2.33 s), so the claim is read here."""
+@dataclass(frozen=True)
+class _WavData:
+    """A WAV's ``data`` chunk as its header states it and as the file holds it."""
+
+    #: bytes the header claims (the ``ds64`` size for RF64); None: the "unknown" sentinel
+    stated_bytes: int | None
+    #: bytes of the file from the start of the samples to its end
+    held_bytes: int
+    byte_rate: int
+    block_align: int
+
+
+#: ``data`` chunk sizes that mean "unknown": a WAV written to a pipe cannot seek back to
+#: fill in its sizes. ffmpeg writes 0xFFFFFFFF (``ffmpeg -i x.wav -f wav - | cat > y.wav``,
+#: 9.0.2); 0 is what writers that never patch their header leave
+_WAV_UNKNOWN_SIZES = (0, 0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF)
+
+
+def _wav_data(path: Path) -> _WavData | None:
+    """The ``data`` chunk of the WAV/RF64 at ``path``; None if it is not one or the chunk
+    is not in the first 64 KiB."""
     try:
         size = path.stat().st_size
         with open(path, "rb") as fh:
@@ -251,23 +284,45 @@ def _wav_header_claim_s(path: Path) -> float | None:
         return None
     if len(head) < 12 or head[8:12] != b"WAVE" or head[:4] not in (b"RIFF", b"RF64"):
         return None
-    pos, byte_rate, data_size = 12, 0, None
+    pos, byte_rate, block_align, ds64 = 12, 0, 0, None
     while pos + 8 <= len(head):
         cid, csize = head[pos:pos + 4], struct.unpack("<I", head[pos + 4:pos + 8])[0]
         if cid == b"ds64" and pos + 32 <= len(head):
-            data_size = struct.unpack("<Q", head[pos + 16:pos + 24])[0]
-        elif cid == b"fmt " and pos + 20 <= len(head):
-            byte_rate = struct.unpack("<I", head[pos + 16:pos + 20])[0]
+            ds64 = struct.unpack("<Q", head[pos + 16:pos + 24])[0]
+        elif cid == b"fmt " and pos + 22 <= len(head):
+            byte_rate, block_align = struct.unpack("<IH", head[pos + 16:pos + 22])
         elif cid == b"data":
-            if head[:4] == b"RIFF" or data_size is None:
-                data_size = csize
-            if data_size in (0, 0xFFFFFFFF) or not byte_rate:
-                return None
-            if pos + 8 + data_size <= size:
-                return None
-            return data_size / byte_rate
+            stated = ds64 if head[:4] == b"RF64" and ds64 is not None else csize
+            return _WavData(None if stated in _WAV_UNKNOWN_SIZES else stated, max(0, size - pos - 8),
+                            byte_rate, block_align)
         pos += 8 + csize + (csize & 1)
     return None
+
+
+def _wav_header_claim_s(path: Path) -> float | None:
+    """Seconds of audio a WAV's own ``data`` chunk size claims, when that is more than
+    the file holds; None otherwise (complete file, or a streamed WAV with a placeholder
+    size). ffmpeg re-estimates a cut WAV's duration from its size (measured: a cut 7-s
+    WAV says ``Estimating duration from bitrate`` and 2.33 s), so the claim is read here."""
+    w = _wav_data(path)
+    if w is None or w.stated_bytes is None or not w.byte_rate or w.stated_bytes <= w.held_bytes:
+        return None
+    return w.stated_bytes / w.byte_rate
+
+
+#: the decode-error lines ffmpeg's WAV demuxer prints for a packet it read short
+_SHORT_PACKET_RE = re.compile(r"Packet corrupt|corrupt input packet")
+
+
+def _streamed_wav_complete(path: Path) -> bool:
+    """True for a WAV whose header gives its size as unknown (a pipe's) and whose
+    samples end on a whole frame: ffmpeg reads such a file in fixed-size packets to its
+    end and flags the last, shorter one "Packet corrupt" / "corrupt input packet" (9.0.2;
+    every sample decodes), so those two lines mean nothing for it. A stream cut inside a
+    frame is still damaged; one cut on a frame boundary cannot be told from a complete one."""
+    w = _wav_data(path)
+    return (w is not None and w.stated_bytes is None and w.block_align > 0
+            and w.held_bytes > 0 and w.held_bytes % w.block_align == 0)
 
 
 def _check_complete(stderr: str, path: Path | None, what: str, n: int, rate: int,
@@ -282,17 +337,23 @@ def _check_complete(stderr: str, path: Path | None, what: str, n: int, rate: int
     d = parse_dump(stderr)
     decoded_s = n / rate if rate else 0.0
     whole = start_s is None and duration_s is None
-    fmt = d["format_name"].split(",")[0] or "container"
+    fmt = d["format_name"].split(",")[0]
     stated = None
-    if d["duration"] and not d["duration_estimated"] and not d["has_video"]:
+    if d["duration"] and not d["duration_estimated"] and not d["has_video"] and fmt != "ogg":
         stated = float(d["duration"])
-    source = f"its {fmt} header states"
+        if fmt in _DURATION_IS_END:
+            # the stream's own samples are what decodes (nothing is put in for a
+            # delayed start), so its length is the end less where it starts
+            stated = max(0.0, stated - max(0.0, d["audio_start_s"] or d["start_s"] or 0.0))
+    source = f"its {_CONTAINER_WORDS.get(fmt, fmt.upper() or 'container')} header states"
     if path is not None and whole and fmt == "wav":
         claim = _wav_header_claim_s(path)
         if claim is not None:
             stated, source = claim, "its WAV data chunk claims"
     errors = [_LOG_PREFIX_RE.sub("", ln.strip()) for ln in stderr.splitlines()
               if _DECODE_ERROR_RE.search(ln)]
+    if errors and path is not None and fmt == "wav" and _streamed_wav_complete(path):
+        errors = [e for e in errors if not _SHORT_PACKET_RE.search(e)]
     expected = None
     if stated is not None:
         expected = max(0.0, stated - float(start_s or 0.0))
@@ -325,6 +386,55 @@ def _check_complete(stderr: str, path: Path | None, what: str, n: int, rate: int
                               options={"allow_partial": True})
 
 
+#: bytes a mapped decode hands out as slices before its pages are dropped from this
+#: process again (madvise MADV_DONTNEED). Every step reads a long track in pieces of a
+#: minute or less (48 kHz stereo float32: 23 MB a minute), so 64 MiB keeps a few of them
+#: resident. Without it every page read stayed in the process: a 60-minute encode's RSS
+#: was 2.25 GB against 1.0 GB for 10 minutes (issue 23; bench/bench_memory.py)
+RELEASE_BYTES = 64 << 20
+
+
+class _Pager:
+    """Counts what slices of one mapping hand out; past RELEASE_BYTES it drops the
+    mapping's pages from the process. The mapping is read-only and shared (file-backed),
+    so a page still in use is read back from the page cache on its next access (a minor
+    fault, no disk read while memory lasts): correct whatever another thread is doing."""
+
+    def __init__(self, mm: mmap.mmap):
+        self.mm, self.handed = mm, 0
+
+    def add(self, nbytes: int) -> None:
+        self.handed += nbytes
+        if self.handed >= RELEASE_BYTES:
+            self.handed = 0
+            self.release()
+
+    def release(self) -> None:
+        advice = getattr(mmap, "MADV_DONTNEED", None)
+        if advice is None:  # no madvise on this platform: the OS keeps the pages as before
+            return
+        try:
+            self.mm.madvise(advice)
+        except (ValueError, OSError):  # the mapping is closed (no reader is left)
+            pass
+
+
+class _PagedMemmap(np.memmap):
+    """The array decode_to_disk returns: a read-only mapped file whose slices count
+    against its ``_Pager`` (views, transposes and slices of it carry the same pager)."""
+
+    def __array_finalize__(self, obj):
+        super().__array_finalize__(obj)
+        self._pager = getattr(obj, "_pager", None)
+
+    def __getitem__(self, key):
+        out = super().__getitem__(key)
+        pager = getattr(self, "_pager", None)
+        if pager is not None and isinstance(out, np.ndarray):
+            pager.add(out.nbytes)
+        return out
+
+
 def decode_to_disk(path, sample_rate_hz: int, channels: int, directory=None,
                    allow_partial: bool = False, layout: str | None = None) -> np.ndarray:
     """:func:`decode` into a temporary file mapped read-only: float32 ``[C, N]``.
@@ -338,6 +448,10 @@ def decode_to_disk(path, sample_rate_hz: int, channels: int, directory=None,
     file is an fsutil temp name, removed by the next run). The array is a
     transposed view of the interleaved ``[N, C]`` file; slices are cheap, ``.copy()``
     one before changing it. ``allow_partial``: as for :func:`decode`.
+
+    Pages read stay in the process only until RELEASE_BYTES more have been sliced out of
+    the array (then they are dropped from it; the file stays in the page cache), so a
+    long input's resident size does not grow with its length.
     """
     ffmpeg_path()  # a broken ffmpeg is FFmpegNotFoundError here, never the input's fault
     p = check_input_path(path)
@@ -356,7 +470,8 @@ def decode_to_disk(path, sample_rate_hz: int, channels: int, directory=None,
             raise EmptyAudioError(f"{p} has no decodable audio samples (empty or truncated file); "
                                   "re-export or re-copy it")
         _check_complete(err, p, str(p), n, rate, None, None, allow_partial)
-        frames = np.memmap(tmp, dtype="<f4", mode="r", shape=(n, ch))
+        frames = _PagedMemmap(tmp, dtype="<f4", mode="r", shape=(n, ch))
+        frames._pager = _Pager(frames._mmap)
     finally:
         os.unlink(tmp)  # the mapping keeps the data until the array is freed
     return frames.T

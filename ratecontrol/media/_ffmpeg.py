@@ -302,8 +302,14 @@ def encoder_available(preset) -> bool:
 
 def require_encoder(preset) -> None:
     """Raise EncoderNotAvailableError (naming the preset, the encoder and what build
-    would have it) if this ffmpeg lacks ``preset``'s encoder."""
+    would have it) if this ffmpeg lacks ``preset``'s encoder; then check the preset's
+    container and options against what this ffmpeg lists for that encoder and muxer
+    (``media._encoders``: an allow-list, so no option can make ffmpeg write elsewhere)."""
     if encoder_available(preset):
+        # imported here: _encoders runs ffmpeg through this module
+        from ._encoders import check_preset_options
+
+        check_preset_options(preset)
         return
     hint = ""
     if preset.encoder.startswith("lib"):

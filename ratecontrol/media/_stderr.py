@@ -11,8 +11,9 @@ from ._ffmpeg import channel_layouts, ff_path, stderr_tail
 
 _DURATION_RE = re.compile(
     r"^\s*Duration:\s*(?P<dur>N/A|\d+:\d+:\d+(?:\.\d+)?)"
-    r"(?:,\s*start:\s*[-\d.]+)?(?:,\s*bitrate:\s*(?P<br>N/A|[\d.]+)\s*kb/s)?"
+    r"(?:,\s*start:\s*(?P<start>[-\d.]+))?(?:,\s*bitrate:\s*(?P<br>N/A|[\d.]+)\s*kb/s)?"
 )
+_STREAM_START_RE = re.compile(r",\s*start (-?\d+(?:\.\d+)?)")
 _STREAM_RE = re.compile(r"^\s*Stream #0:(?P<idx>\d+)\S*:\s*(?P<kind>\w+):\s*(?P<rest>.*)$")
 _INPUT_RE = re.compile(r"^Input #0, (?P<fmt>.+?), from ")
 _META_ENTRY_RE = re.compile(r"^(?P<indent>\s*)(?P<key>[^:]*?)\s*:\s(?P<val>.*)$")
@@ -39,7 +40,7 @@ def parse_dump(stderr: str) -> dict:
     out: dict = {"format_name": "", "duration": None, "container_kbps": None,
                  "audio": None, "has_cover_art": False,
                  "cover_stream": None, "cover_codec": None, "global_tags": {},
-                 "audio_tags": {}, "has_video": False, "other_streams": 0, "audio_streams": 0,
+                 "audio_tags": {}, "has_video": False, "start_s": None, "audio_start_s": None, "other_streams": 0, "audio_streams": 0,
                  "duration_estimated": "Estimating duration from bitrate" in stderr}
     in_input = False
     # which tag dict the current "Metadata:" block feeds, and the indent of its entries
@@ -89,6 +90,8 @@ def parse_dump(stderr: str) -> dict:
         if md:
             if md.group("dur") != "N/A":
                 out["duration"] = hms_to_s(md.group("dur"))
+            if md.group("start"):
+                out["start_s"] = float(md.group("start"))
             br = md.group("br")
             if br and br != "N/A":
                 out["container_kbps"] = float(br)
@@ -104,6 +107,9 @@ def parse_dump(stderr: str) -> dict:
             if kind == "Audio" and out["audio"] is None:
                 out["audio"] = rest
                 current_stream_is_first_audio = True
+                mst = _STREAM_START_RE.search(rest)
+                if mst:
+                    out["audio_start_s"] = float(mst.group(1))
             elif kind == "Video" and "(attached pic)" not in rest:
                 out["has_video"] = True
             elif kind == "Video" and "(attached pic)" in rest and not out["has_cover_art"]:

@@ -155,7 +155,7 @@ def mux_audio(container_src, replaced, out_path, stream_tags: Mapping[int, Mappi
             if hit:
                 raise _refusal(out, ", ".join(sorted({Path(p).suffix for p in replaced.values()})), hit[:160]) from None
             raise
-        fsutil.publish(tmp, out)
+        fsutil.publish(tmp, out_path)  # a Destination: under the publish rule
     finally:
         tmp.unlink(missing_ok=True)
     return out
@@ -165,7 +165,7 @@ def check_mux(container_src, preset, audio_indices, out_path) -> None:
     """Raise a UsageError (before any search) when ``out_path``'s container cannot hold
     ``preset``'s codec in place of audio streams ``audio_indices`` of ``container_src``
     together with its other streams (module docstring)."""
-    from ._encode import encode_array
+    from ._streamed import encode_array
 
     src = check_input_path(container_src)
     out = Path(out_path)

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 
 from ratecontrol import media
-from ratecontrol.errors import TargetNotReachable, UsageError
+from ratecontrol.errors import OutputError, TargetNotReachable, UsageError
 from ratecontrol.presets import Preset, list_presets
 from ratecontrol.results import SearchResult
 from ratecontrol.options import Options
@@ -23,17 +23,22 @@ def auto_presets() -> list[Preset]:
 
 
 def search_auto(sessions: dict[int, Session], target: float, best_effort: bool,
-                margin: float | None = None) -> SearchResult:
+                margin: float | None = None, only: tuple[str, ...] | None = None) -> SearchResult:
     """Every available preset; the one whose chosen probe is smallest wins.
 
     Presets are searched in parallel threads (the work is ffmpeg subprocesses and numpy
     or torch code that releases the GIL), two at a time on this 2-core class of machine.
+    ``only``: the preset names to try (those whose container takes the output's extension).
     """
     # a surround track is decoded once per rate with its channels kept: presets that
     # carry fewer (MP3) are left out rather than fed a downmix scored against 6 channels
-    everything = auto_presets()
+    everything = [p for p in auto_presets() if only is None or p.name in only]
     presets = [p for p in everything if p.max_channels >= sessions[rate_key(p)].track.channels]
     skipped = [p.name for p in everything if p not in presets]
+    if not presets and only is not None:  # the output's extension left only presets that cannot carry the track
+        chans = next(iter(sessions.values())).track.channels
+        raise OutputError(f"codec auto: the output's extension leaves {', '.join(skipped)}, which cannot carry "
+                          f"{chans} channels; choose an extension that another preset writes")
 
     def run(p: Preset):
         try:

@@ -11,9 +11,9 @@ from ratecontrol import media
 from ratecontrol._resample import resample
 from ratecontrol.align import align, estimate_delay
 from ratecontrol.errors import RatecontrolWarning, UsageError
-from ratecontrol.options import Options
+from ratecontrol.options import Options, check_flag
 from ratecontrol.probing.session import resolve_scorer
-from ratecontrol.probing.track import NO_RATE, as_array, check_rate, output_rate, require_finite
+from ratecontrol.probing.track import NO_RATE, as_array, check_long_enough, check_rate, output_rate, require_finite
 from ratecontrol.results import ScoreResult
 from ratecontrol.scoring.pooling import pool as pool_scores
 from ratecontrol.windows import MODEL_SAMPLE_RATE_HZ, cut_windows, is_digital_silence
@@ -34,7 +34,11 @@ def score(reference, degraded, *, scorer: Any = None, pool: str = "p10", sample_
           allow_partial: bool = False) -> ScoreResult:
     """``api.score`` (see there)."""
     opts = Options(scorer=scorer, pool=pool, hop_s=hop_s, jobs=jobs, allow_partial=allow_partial)
+    align_signals = check_flag("align_signals", align_signals)
     pool = opts.pool
+    for x in (reference, degraded):  # before the scorer loads
+        if not isinstance(x, np.ndarray):
+            check_long_enough(media.inspect(x).duration_s, str(x))
     sc = resolve_scorer(opts.scorer, n_jobs=opts.jobs)
     ref, deg, layout = load_pair(reference, degraded, sample_rate_hz, allow_partial)
     if ref.shape[0] != deg.shape[0]:
@@ -95,12 +99,15 @@ def load_pair(reference, degraded, sample_rate_hz: int | None,
         if isinstance(x, np.ndarray):
             if sample_rate_hz is None:
                 raise UsageError(f"pass sample_rate_hz together with the {what} array")
-            out.append(resample(as_array(x, what), check_rate(sample_rate_hz), MODEL_SAMPLE_RATE_HZ))
+            a = as_array(x, what)
+            check_long_enough(a.shape[1] / check_rate(sample_rate_hz), f"the {what} array")
+            out.append(resample(a, check_rate(sample_rate_hz), MODEL_SAMPLE_RATE_HZ))
         else:
             a = media.decode(x, sample_rate_hz=common,
                              channels=None if layout else min(infos[id(x)].channels, 2),
                              allow_partial=allow_partial,
                              layout=layout if layout and x is reference else None)
+            check_long_enough(a.shape[1] / common, str(x))  # what decoded
             out.append(resample(require_finite(a, str(x)), common, MODEL_SAMPLE_RATE_HZ))
     return out[0], out[1], layout
 

@@ -13,8 +13,8 @@ from ratecontrol.contract import check_target_mos
 from ratecontrol.errors import OutputError, UsageError
 from ratecontrol.options import Options
 from ratecontrol.presets import Preset, load_preset
-from ratecontrol.probing.auto import auto_sessions, rate_key, search_auto
-from ratecontrol.probing.output import check_output, default_output
+from ratecontrol.probing.auto import auto_presets, auto_sessions, rate_key, search_auto
+from ratecontrol.probing.output import check_output, claim_report, plan_outputs
 from ratecontrol.probing.prober import Prober, run_search
 from ratecontrol.probing.session import open_session, resolve_preset
 from ratecontrol.probing.verify import finish_encode
@@ -28,27 +28,26 @@ def encode_audio(src: Path, input_path: Path, output, target: float, preset: Pre
     """One audio file's encode: ``src`` is what is decoded (the input itself, or one
     of its audio streams copied out), ``input_path`` names the output and is never
     overwritten; ``preset`` None is codec auto."""
-    if output is not None and preset is not None:
-        check_output(input_path, Path(output), overwrite, preset)  # before any work
+    # every output checked before any work (codec auto: for each preset it may pick)
+    plan = plan_outputs(input_path, output, overwrite, [preset] if preset is not None else auto_presets(), report)
     if preset is None:
         sessions = auto_sessions(src, opts, keep_encodes=True)
     else:
         sessions = {0: open_session(src, preset, opts, keep_encodes=True)}
     try:
         if preset is None:
-            result = search_auto(sessions, target, opts.best_effort, opts.margin_mos)
+            result = search_auto(sessions, target, opts.best_effort, opts.margin_mos, only=tuple(plan.audio))
             preset = load_preset(result.preset)
             session = sessions[rate_key(preset)]
         else:
             session, result = sessions[0], None
-        out = check_output(input_path, Path(output) if output else default_output(input_path, preset), overwrite,
-                           preset)
-        fsutil.clean_stale_temps(out.parent)  # what a killed run left beside its output
+        out = plan.for_preset(preset)
+        fsutil.clean_stale_temps(out.path.parent)  # what a killed run left beside its output
         if result is None:
             result = run_search(session.prober(preset), target, opts.best_effort, margin=opts.margin_mos)
         enc = finish_encode(session, preset, result, src, out, metadata, opts.verify, t0)
-        if report:
-            render(session.prober(preset), enc, report)
+        if plan.report is not None:
+            render(session.prober(preset), enc, plan.report)
         return enc
     finally:
         for s_ in sessions.values():
@@ -68,9 +67,18 @@ def encode_targets(input_path: Path, out_dir, targets: Sequence[float], codec: s
     folder = Path(out_dir) if out_dir else input_path.parent
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"output folder {folder} is a file; give a folder for a ladder")
-    folder.mkdir(parents=True, exist_ok=True)
-    outs = [check_output(input_path, folder / f"{input_path.stem}.mos{t:g}{preset.extension}", overwrite, preset)
-            for t in ts]
+    if not folder.is_dir():  # one rule with encode's output file: folders are never created
+        raise OutputError(f"output folder does not exist: {folder} (create it first)")
+    outs: list = []
+    for t in ts:  # every output checked before any work, each against the others
+        outs.append(check_output(input_path, folder / f"{input_path.stem}.mos{t:g}{preset.extension}", overwrite,
+                                 preset, outputs=outs))
+    reps: list = []
+    if report:
+        from ratecontrol.report import report_path_for
+
+        for t in ts:
+            reps.append(claim_report(report_path_for(report, t), input_path, overwrite, outputs=outs + reps))
     session = open_session(input_path, preset, opts, keep_encodes=True)
     results: list[EncodeResult] = []
     try:
@@ -83,11 +91,8 @@ def encode_targets(input_path: Path, out_dir, targets: Sequence[float], codec: s
                 results.append(replace(same, search=res, seconds=time.perf_counter() - t0))
                 continue
             results.append(finish_encode(session, preset, res, input_path, out, None, opts.verify, t0))
-        if report:
-            from ratecontrol.report import report_path_for
-
-            for t, enc in zip(ts, results):
-                render(session.prober(preset), enc, report_path_for(report, t))
+        for rep, enc in zip(reps, results):
+            render(session.prober(preset), enc, rep)
     finally:
         session.close()
     return tuple(results)
@@ -112,8 +117,20 @@ def _with_upper_neighbour(prober: Prober, result: SearchResult) -> SearchResult:
     """Add a probe of the rung above the chosen one (for the report) if there is one."""
     if result.chosen is None or not result.chosen.window_mos:
         return result
-    i = result.chosen.rung_index + 1
-    if i >= len(prober.rungs) or any(p.rung_index == i for p in result.probes):
-        return result
+    if result.knob_option:
+        # the knob: a setting a rung (RECHECK_X, ~22 %) above, unless a probe lies above
+        if any(p.bitrate_kbps > result.chosen.bitrate_kbps for p in result.probes) or prober.axis is None:
+            return result
+        from ratecontrol.search import RECHECK_X
+
+        ax = prober.axis
+        x = ax.x_of(result.chosen.knob_value)
+        if x >= ax.hi_x - 1e-9:
+            return result
+        i = prober.setting(ax.value_of(min(x + RECHECK_X, ax.hi_x)))
+    else:
+        i = result.chosen.rung_index + 1
+        if i >= len(prober.ladder) or any(p.rung_index == i for p in result.probes):
+            return result
     p = prober.probe(i, result.target_mos)
     return replace(result, probes=result.probes + (replace(p, passed=p.pooled_mos >= result.target_mos),))

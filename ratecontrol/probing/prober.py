@@ -1,6 +1,7 @@
 """Encode, decode and score rungs of one preset; the ladder search over them."""
 from __future__ import annotations
 
+import math
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +18,7 @@ from ratecontrol.presets import Preset, Rung
 from ratecontrol.results import Probe, SearchResult
 from ratecontrol.scoring.base import Scorer
 from ratecontrol.scoring.pooling import pool as pool_scores
-from ratecontrol.search import search_ladder
+from ratecontrol.search import search_knob, search_ladder
 from ratecontrol.windows import is_digital_silence
 from ratecontrol.probing.source import ProbeSource, score_windows
 
@@ -61,7 +62,13 @@ class Prober:
                     f"(lowest is {preset.rungs_for(self.track.channels)[0].nominal_kbps:g})"
                     + ("; the input is a lossy file at that bitrate: keep it as it is, or allow rungs above it"
                        if lossy else ""), options={"above_source": True} if lossy else None)
-        self.rungs = rungs
+        #: every setting probed, by index: the ladder's rungs first (indices as in the
+        #: preset's ladder), then each knob value the search asked for, appended
+        self.ladder = rungs
+        self.rungs: list[Rung] = list(rungs)
+        #: search the rungs, not the knob (Options.ladder; set by the session)
+        self.use_ladder = False
+        self.axis = KnobAxis(preset, self.track.channels, max_kbps) if preset.knob is not None else None
         info = self.track.info
         #: the lossy source's bitrate when it is what cut the ladder (session.open_session
         #: sets max_kbps to it; above_source lifts it), else None: TargetNotReachable says so
@@ -137,6 +144,17 @@ class Prober:
             "scorer": (self.scorer.name, self.scorer.version),
         }
 
+    def setting(self, value: float) -> int:
+        """The index of the setting at knob ``value`` (snapped): a ladder rung with that
+        value, one probed before, or a new one appended to ``rungs``."""
+        rung = self.preset.knob_rung(value, self.track.channels)
+        with self._prep_lock:  # a round's probes ask from threads of their own
+            for r in self.rungs:
+                if r.options == rung.options:
+                    return r.index
+            self.rungs.append(replace(rung, index=len(self.rungs)))
+            return len(self.rungs) - 1
+
     def probe(self, i: int, target: float) -> Probe:
         if i in self.probes:
             return self.probes[i]
@@ -159,6 +177,7 @@ class Prober:
             encoded_bytes=size,
             actual_kbps=size * 8 / 1000 / dur,
             preset=self.preset.name,
+            knob_value=self.preset.knob_value(rung),
         )
         self.probes[i] = p
         if self.on_probe:
@@ -172,7 +191,7 @@ class Prober:
         self.decode_digests.clear()
 
     def result(self, target: float, chosen: Probe | None, probes, reached: bool, notes,
-               margin: float = 0.0) -> SearchResult:
+               margin: float = 0.0, knob: bool = False) -> SearchResult:
         return SearchResult(
             preset=self.preset.name,
             target_mos=target,
@@ -194,7 +213,93 @@ class Prober:
             downmixed_from_channels=self.track.downmixed_from_channels,
             unscored_channels=tuple(sorted(set(range(self.track.channels)) - set(
                 self.track.scored_channels or range(self.track.channels)))),
+            knob_option=self.preset.knob.option if knob and self.preset.knob is not None else "",
         )
+
+    def step_up(self, i: int, miss_mos: float, knob: bool) -> int | None:
+        """The setting to write after the written file at setting ``i`` missed the bar by
+        ``miss_mos``: on a ladder the next rung; on the knob a step sized from the miss by
+        the curve's slope, at least ``CHECK_STEP_X`` (None: already at the top)."""
+        if not knob or self.axis is None:
+            return i + 1 if i + 1 < len(self.ladder) else None
+        x = self.axis.x_of(self.preset.knob_value(self.rungs[i]))
+        if x >= self.axis.hi_x - 1e-9:
+            return None
+        step = max(CHECK_STEP_X, (max(miss_mos, 0.0) + CHECK_AIM_MOS) / self.slope_near(i))
+        return self.setting(self.axis.value_of(min(x + step, self.axis.hi_x)))
+
+    def slope_near(self, i: int) -> float:
+        """MOS per ln kbps around setting ``i`` from the probes on each side (the prior
+        when they do not rise)."""
+        from ratecontrol.search import SLOPE_PRIOR_MOS_PER_X
+
+        pts = sorted((math.log(p.bitrate_kbps), p.pooled_mos) for p in self.probes.values()
+                     if not math.isnan(p.pooled_mos) and p.bitrate_kbps > 0)
+        x0 = math.log(self.rungs[i].nominal_kbps)
+        lower = [q for q in pts if q[0] < x0 - 1e-9]
+        upper = [q for q in pts if q[0] >= x0 - 1e-9]
+        if lower and upper and upper[0][1] > lower[-1][1]:
+            sl = (upper[0][1] - lower[-1][1]) / (upper[0][0] - lower[-1][0])
+            return min(max(sl, SLOPE_PRIOR_MOS_PER_X / 3), 3 * SLOPE_PRIOR_MOS_PER_X)
+        return SLOPE_PRIOR_MOS_PER_X
+
+
+#: a check miss steps the knob up by at least this much (ln kbps: 3 %), and by enough
+#: that the curve's slope predicts the miss made up plus CHECK_AIM_MOS. The check misses
+#: when the sampled probes read a little high (docs/performance.md: sampled vs whole
+#: track within ~0.02-0.05 MOS p10), so a step of a few percent, not a rung (~20 %), is
+#: what it takes
+CHECK_STEP_X = math.log(1.03)
+CHECK_AIM_MOS = 0.01
+
+
+class KnobAxis:
+    """The knob of one preset for one channel count, as the search sees it: ``x`` = ln of
+    the nominal kbps (so the search's tolerances are shares of the bits whatever the
+    knob's unit), from the ladder's bottom to its top or ``max_kbps`` (the caps that cut
+    the ladder bound the knob)."""
+
+    def __init__(self, preset: Preset, channels: int, max_kbps: float | None):
+        self.preset, self.channels, self.knob = preset, channels, preset.knob
+        ladder = preset.rungs_for(channels)
+        vals = [preset.knob_value(r) for r in ladder]
+        self.bounds = preset.knob_bounds(channels)
+        self.span = (min(vals), max(vals))
+        lo_v, hi_v = (min(vals), max(vals)) if self.knob.direction == "up" else (max(vals), min(vals))
+        self.lo_x, self.hi_x = self.x_of(lo_v), self.x_of(hi_v)
+        if max_kbps is not None and max_kbps < math.exp(self.hi_x):
+            self.hi_x = max(self.lo_x, self.x_of(self.value_of(math.log(max_kbps), down=True)))
+
+    def nominal_kbps(self, value: float) -> float:
+        if self.knob.unit == "kbps":
+            return float(value)
+        return self.preset.quality_nominal_kbps(value, self.channels)
+
+    def x_of(self, value: float) -> float:
+        return math.log(self.nominal_kbps(value))
+
+    def value_of(self, x: float, down: bool = False) -> float:
+        """The knob value (snapped to its resolution) whose nominal kbps is exp(x);
+        ``down``: the nearest grid value not above it."""
+        k = self.knob
+        if k.unit == "kbps":
+            v = math.exp(x)
+        else:
+            from scipy.optimize import brentq
+
+            lo, hi = self.span
+            f = lambda q: self.x_of(q) - x  # noqa: E731 - monotone in q
+            if f(lo) * f(hi) > 0:
+                v = lo if abs(f(lo)) < abs(f(hi)) else hi
+            else:
+                v = brentq(f, lo, hi, xtol=k.resolution / 20)
+        s = k.snap(v, self.bounds)
+        if down and self.x_of(s) > x + 1e-9:
+            s = k.snap(s - k.resolution if k.direction == "up" else s + k.resolution, self.bounds)
+        return s
+
+    def snap_x(self, x: float) -> float:
+        return self.x_of(self.value_of(x))
 
 
 def resolve_margin(margin: float | None, scorer) -> float:
@@ -203,10 +308,10 @@ def resolve_margin(margin: float | None, scorer) -> float:
 
 
 def run_search(prober: Prober, target: float, best_effort: bool, parallel: int | None = None,
-               margin: float | None = None) -> SearchResult:
-    """Search ``prober``'s ladder for ``target`` (+ ``margin``: a rung passes when its
-    pooled score is at least ``target + margin``; the result reports both). ``margin``
-    None: the scorer's default."""
+               margin: float | None = None, ladder: bool = False) -> SearchResult:
+    """Search ``prober``'s knob (or its ladder: ``ladder=True``, or a preset without a
+    knob) for ``target`` (+ ``margin``: a setting passes when its pooled score is at least
+    ``target + margin``; the result reports both). ``margin`` None: the scorer's default."""
     margin = resolve_margin(margin, prober.scorer)
     notes: list[str] = []
     bar = target + margin
@@ -221,6 +326,8 @@ def run_search(prober: Prober, target: float, best_effort: bool, parallel: int |
         return prober.result(target, chosen, (chosen,), True, notes)
     k = prober.parallel if parallel is None else parallel
     prober.warm_up()
+    if prober.axis is not None and not (ladder or prober.use_ladder):
+        return _run_knob_search(prober, target, margin, best_effort, notes, k)
     # previous probes (another target on the same curve) seed the bracket for free
     outcome = search_ladder(n, lambda i: prober.probe(i, bar).pooled_mos, target, parallel=k, margin=margin)
     probes = tuple(prober.probes[i] for i, _ in outcome.probes)
@@ -250,3 +357,69 @@ def run_search(prober: Prober, target: float, best_effort: bool, parallel: int |
                                  options=options)
     notes.append(msg + "; best effort: top rung used")
     return prober.result(target, top, probes, False, notes, margin)
+
+
+#: the knob's first probe: this many rungs below the ladder's middle (see first_guess_x)
+FIRST_GUESS_RUNGS_BELOW_MIDDLE = 0
+
+
+def first_guess_x(prober: Prober, target: float) -> float:
+    """Where the knob search probes first: the ladder's middle rung (as the ladder search)."""
+    ax = prober.axis
+    mid = prober.ladder[max(0, len(prober.ladder) // 2 - FIRST_GUESS_RUNGS_BELOW_MIDDLE)]
+    return min(max(ax.x_of(prober.preset.knob_value(mid)), ax.lo_x), ax.hi_x)
+
+
+def _run_knob_search(prober: Prober, target: float, margin: float, best_effort: bool, notes: list,
+                     parallel: int = 1) -> SearchResult:
+    """The knob search (search.search_knob) over ``prober.axis``; probes of the same
+    settings made before (another target on the same curve) are known for free."""
+    ax, track = prober.axis, prober.track
+    bar = target + margin
+    index: dict[float, int] = {}
+
+    def at(x: float) -> int:
+        if x not in index:
+            index[x] = prober.setting(ax.value_of(x))
+        return index[x]
+
+    def evaluate(x: float) -> float:
+        return prober.probe(at(x), bar).pooled_mos
+
+    def cost(x: float) -> float:
+        # the bits the setting actually took (libopus surround can spend fewer at a
+        # higher setting: issue 24's 5.1 track, 100k -> 44.6 kbps, 80k -> 80.4 kbps)
+        p = prober.probes[at(x)]
+        return p.actual_kbps if p.actual_kbps else p.bitrate_kbps
+
+    known = {}
+    for i, p in prober.probes.items():
+        v = prober.preset.knob_value(prober.rungs[i])
+        if v is not None:
+            x = ax.x_of(v)
+            if ax.lo_x - 1e-9 <= x <= ax.hi_x + 1e-9:
+                known[x] = p.pooled_mos
+                index[x] = i
+    outcome = search_knob(evaluate, target, ax.lo_x, ax.hi_x, first_x=first_guess_x(prober, target), margin=margin,
+                          snap=ax.snap_x, cost=cost, known=known, parallel=parallel)
+    probes = tuple(replace(prober.probes[at(x)], passed=bool(s >= bar)) for x, s in outcome.probes)
+    if outcome.chosen is not None:
+        chosen = replace(prober.probes[at(outcome.chosen)], passed=True)
+        if all(p.rung_index != chosen.rung_index for p in probes):
+            probes += (chosen,)  # known from another target's search
+        if track.info and not track.info.lossless and track.info.bitrate_kbps and chosen.bitrate_kbps > track.info.bitrate_kbps:
+            notes.append(f"chosen setting ({chosen.bitrate_kbps:g} kbps) is above the lossy source's "
+                         f"~{track.info.bitrate_kbps:.0f} kbps")
+        return prober.result(target, chosen, probes, True, notes, margin, knob=True)
+    top = replace(prober.probes[at(ax.snap_x(ax.hi_x))], passed=False)
+    if all(p.rung_index != top.rung_index for p in probes):
+        probes += (top,)
+    with_margin = f" (+{margin:g} margin)" if margin else ""
+    msg = (f"target MOS {target:g}{with_margin} not reachable with preset '{prober.preset.name}': the top setting "
+           f"{top.rung_label} scores {top.pooled_mos:.3f} ({prober.pool})")
+    if not best_effort:
+        raise TargetNotReachable(msg + "; lower the target, pick another codec, or take the top setting",
+                                 result=prober.result(target, None, probes, False, notes, margin, knob=True),
+                                 options={"best_effort": True})
+    notes.append(msg + "; best effort: top setting used")
+    return prober.result(target, top, probes, False, notes, margin, knob=True)

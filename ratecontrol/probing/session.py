@@ -66,6 +66,8 @@ class Session:
     sample_max_s: float | None = None
     #: probers keep their whole-track encodes (encode(): the chosen one is the output)
     keep_encodes: bool = False
+    #: search the presets' rungs, not their knobs (Options.ladder)
+    ladder: bool = False
 
     def __post_init__(self):
         self._source: ProbeSource | None = None
@@ -91,6 +93,7 @@ class Session:
             pr = Prober(self.source(), preset, self.scorer, self.pool, self.cache, self.on_probe, self.max_kbps)
             pr.parallel = self._parallel()
             pr.keep_encodes = self.keep_encodes
+            pr.use_ladder = self.ladder
             self._probers[preset.name] = pr
         return self._probers[preset.name]
 
@@ -186,4 +189,4 @@ def open_session(source, preset_for_rate: Preset | None, opts: Options, sample_r
                 f"input is lossy ({info.codec}, ~{info.bitrate_kbps:.0f} kbps): the ladder stops at its bitrate",))
     return Session(track, sc, opts.pool, cache if cache is not None else resolve_cache(opts.cache), opts.hop_s, share,
                    opts.on_probe, max_kbps, opts.jobs, SAMPLE_MAX_S if opts.sample_share is None else None,
-                   keep_encodes)
+                   keep_encodes, opts.ladder)

@@ -13,9 +13,9 @@ from ratecontrol.contract import check_target_mos
 from ratecontrol.errors import InputError, UsageError
 from ratecontrol.options import Options
 from ratecontrol.presets import Preset
-from ratecontrol.probing.auto import AUTO_CODEC
+from ratecontrol.probing.auto import AUTO_CODEC, auto_presets
 from ratecontrol.probing.encode import encode_audio, render
-from ratecontrol.probing.output import check_output
+from ratecontrol.probing.output import check_output, claim_report, plan_outputs
 from ratecontrol.probing.prober import run_search
 from ratecontrol.probing.session import open_session, resolve_preset
 from ratecontrol.probing.verify import TAG_KEY, finish_encode
@@ -46,8 +46,8 @@ def encode_input(input_path: Path, output, target_mos: float, codec: str | Prese
     chosen = chosen_streams(input_path, info, opts)
     if opts.audio_only:
         folder = Path(output).parent if output is not None else input_path.parent
-        if output is not None and preset is not None:
-            check_output(input_path, Path(output), overwrite, preset)  # before any work
+        # before any work (encode_audio checks again, after the copy-out, for its own plan)
+        plan_outputs(input_path, output, overwrite, [preset] if preset is not None else auto_presets(), report)
         extracted = fsutil.temp_sibling(folder / input_path.name, suffix=".mka")
         try:
             media.extract_audio(input_path, chosen[0], extracted)
@@ -60,10 +60,14 @@ def encode_input(input_path: Path, output, target_mos: float, codec: str | Prese
                          "(the container decides which codecs fit), or name a codec",
                          options={"audio_only": True, "codec": "NAME"})
     default = input_path.with_name(f"{input_path.stem}.{preset.name}{input_path.suffix}")
-    out = check_output(input_path, Path(output) if output else default, overwrite, None)
+    # a name without an extension gets the input's: ffmpeg picks the container by it
+    out = check_output(input_path, Path(output) if output else default, overwrite, None,
+                       suffix_if_none=input_path.suffix)
+    reports = {n: claim_report(report if len(chosen) == 1 else stream_report_path(report, n), input_path, overwrite,
+                               outputs=[out]) for n in chosen} if report else {}
     media.check_mux(input_path, preset, chosen, out)  # an impossible pair fails before any search
-    fsutil.clean_stale_temps(out.parent)  # what a killed run left beside its output
-    return _encode_streams(input_path, info, chosen, out, target, preset, opts, metadata, report, t0)
+    fsutil.clean_stale_temps(out.path.parent)  # what a killed run left beside its output
+    return _encode_streams(input_path, info, chosen, out, target, preset, opts, metadata, reports, t0)
 
 
 def chosen_streams(input_path: Path, info: media.MediaInfo, opts: Options) -> list[int]:
@@ -81,8 +85,8 @@ def chosen_streams(input_path: Path, info: media.MediaInfo, opts: Options) -> li
     return [media.default_audio_stream(info)]
 
 
-def _encode_streams(input_path: Path, info: media.MediaInfo, chosen: list[int], out: Path, target: float,
-                    preset: Preset, opts: Options, metadata, report, t0: float) -> EncodeResult:
+def _encode_streams(input_path: Path, info: media.MediaInfo, chosen: list[int], out: fsutil.Destination,
+                    target: float, preset: Preset, opts: Options, metadata, reports: dict, t0: float) -> EncodeResult:
     """Each chosen audio stream copied out, searched and encoded on its own, then all
     of them put back in place of their streams, everything else stream-copied."""
     encoded: dict[int, Path] = {}
@@ -99,9 +103,8 @@ def _encode_streams(input_path: Path, info: media.MediaInfo, chosen: list[int], 
                 try:
                     result = run_search(session.prober(preset), target, opts.best_effort, margin=opts.margin_mos)
                     enc = finish_encode(session, preset, result, extracted, encoded[n], metadata, opts.verify, t0)
-                    if report:
-                        rep = report if len(chosen) == 1 else stream_report_path(report, n)
-                        render(session.prober(preset), replace(enc, output_path=str(out)), rep)
+                    if n in reports:
+                        render(session.prober(preset), replace(enc, output_path=str(out)), reports[n])
                 finally:
                     session.close()
             finally:
@@ -118,7 +121,7 @@ def _encode_streams(input_path: Path, info: media.MediaInfo, chosen: list[int], 
     note = (f"kept the input's {n_other} other stream(s) by stream copy; re-encoded audio stream(s) "
             f"{', '.join(str(n) for n in chosen)} of {info.audio_streams}")
     first = next((r for r in results if r.audio_stream == media.default_audio_stream(info)), results[0])
-    return replace(first, output_bytes=out.stat().st_size, input_bytes=input_path.stat().st_size,
+    return replace(first, output_bytes=out.path.stat().st_size, input_bytes=input_path.stat().st_size,
                    seconds=time.perf_counter() - t0, streams=streams,
                    search=replace(first.search, notes=first.search.notes + (note,)))
 
@@ -129,7 +132,11 @@ def _open_stream_session(extracted: Path, input_path: Path, n: int, preset: Pres
     try:
         return open_session(extracted, preset, opts, keep_encodes=True, scorer=scorer)
     except InputError as exc:
-        raise type(exc)(str(exc).replace(str(extracted), f"{input_path} (audio stream {n})")) from None
+        # the options stay separate (the CLI spells them as flags); the copied-out file's
+        # Matroska header only repeats the length the input's packets give
+        text = Exception.__str__(exc).replace(str(extracted), f"{input_path} (audio stream {n})")
+        raise type(exc)(text.replace("its Matroska header states", "its packets state"),
+                        options=exc.options) from None
 
 
 def stream_report_path(report, audio_index: int) -> Path:

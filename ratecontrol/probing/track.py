@@ -9,6 +9,7 @@ import numpy as np
 
 from ratecontrol import media
 from ratecontrol._resample import python_can_resample, resample
+from ratecontrol.contract import MIN_INPUT_S
 from ratecontrol.errors import InputError, UsageError
 from ratecontrol.media import layout_channels, lfe_indices, target_layout
 from ratecontrol.presets import Preset
@@ -119,6 +120,22 @@ def as_array(audio, what: str) -> np.ndarray:
     return a
 
 
+#: how far below MIN_INPUT_S an input may be: ffmpeg prints durations to 10 ms, and a
+#: 0.99-s clip scored as 1.00 s within 0.001 MOS in the measurement behind MIN_INPUT_S
+#: (the padding is 1 % of its window)
+SHORT_SLACK_S = 0.01
+
+
+def check_long_enough(duration_s: float | None, what: str) -> None:
+    """An InputError, before any search or scoring, when ``what`` lasts less than
+    ``contract.MIN_INPUT_S`` (None: unknown, not checked)."""
+    if duration_s is None or duration_s >= MIN_INPUT_S - SHORT_SLACK_S:
+        return
+    raise InputError(f"{what} is {duration_s:.2f} s long: ratecontrol needs at least {MIN_INPUT_S:g} s of audio "
+                     f"(one full 1-s window; a shorter clip is zero-padded and scores near identity whatever "
+                     f"was done to it); pass a clip of {MIN_INPUT_S:g} s or more")
+
+
 def _wav_bytes(a: np.ndarray, rate: int) -> bytes:
     import io
 
@@ -170,6 +187,7 @@ def load_track(source, rate_for: Callable[[int], int], sample_rate_hz: int | Non
             raise UsageError("pass sample_rate_hz together with an audio array")
         in_rate = check_rate(sample_rate_hz)
         a = as_array(source, "input array")
+        check_long_enough(a.shape[1] / in_rate, "input array")
         if a.shape[0] > 2:
             raise InputError(f"input array has {a.shape[0]} channels; pass mono or stereo")
         rate = rate_for(in_rate)
@@ -179,6 +197,7 @@ def load_track(source, rate_for: Callable[[int], int], sample_rate_hz: int | Non
         return Track(None, media.decode(_wav_bytes(a, in_rate), sample_rate_hz=rate), rate, None, ())
     path = Path(source)
     info = media.inspect(path)
+    check_long_enough(info.duration_s, str(path))  # before the decode: the container's figure
     channels, layout, note = track_channels(info, preset)
     if note:
         notes.append(note)
@@ -189,6 +208,7 @@ def load_track(source, rate_for: Callable[[int], int], sample_rate_hz: int | Non
     else:
         src = media.decode(path, sample_rate_hz=rate, channels=channels, allow_partial=allow_partial,
                            layout=layout or None)
+    check_long_enough(src.shape[1] / rate, str(path))  # what decoded
     require_finite(src, str(path))
     if not info.lossless and info.bitrate_kbps:
         notes.append(f"input is lossy ({info.codec}, ~{info.bitrate_kbps:.0f} kbps): scores are relative to the decoded input")

@@ -37,10 +37,11 @@ def our_tags(preset: Preset, rung, result: SearchResult, track: "Track") -> dict
     return {TAG_KEY: ours}
 
 
-def finish_encode(session: Session, preset: Preset, result: SearchResult, input_path: Path, out: Path,
-                   metadata: dict | None, verify: bool, t0: float) -> EncodeResult:
-    """Write the chosen rung, then decode the written file and score it: the reported
-    score is the shipped file's own; a miss steps up a rung.
+def finish_encode(session: Session, preset: Preset, result: SearchResult, input_path: Path,
+                  out: "Path | fsutil.Destination", metadata: dict | None, verify: bool, t0: float) -> EncodeResult:
+    """Write the chosen setting, then decode the written file and score it: the reported
+    score is the shipped file's own; a miss steps up (a rung on a ladder, a small step
+    sized from the miss on the knob: Prober.step_up).
 
     The output is made by the one encode path the probes took (media.encode_array from
     the decoded track, ENCODER_INPUT): when a probe encoded the whole input at this
@@ -56,6 +57,8 @@ def finish_encode(session: Session, preset: Preset, result: SearchResult, input_
     windows = None  # the check's per-window scores of the written file
     bar = result.target_mos + result.margin_mos
     check = verify and not prober.all_silent
+    knob = bool(result.knob_option)
+    steps = 0
     tmp = fsutil.temp_sibling(out)
     try:
         while True:
@@ -89,13 +92,19 @@ def finish_encode(session: Session, preset: Preset, result: SearchResult, input_
                     job.finish()
             if not check:
                 break
-            if checked >= bar or i == len(rungs) - 1:
+            nxt = None if checked >= bar else prober.step_up(i, bar - checked, knob)
+            if nxt is None:
                 if checked < bar:
-                    notes.append(f"output check: {rung.label} scores {checked:.3f} < target even at the top rung")
+                    notes.append(f"output check: {rung.label} scores {checked:.3f} < target even at the top "
+                                 + ("setting" if knob else "rung"))
                 break
-            notes.append(f"output check: {rung.label} scored {checked:.3f} < {bar:g}; stepped up one rung")
-            i += 1
-        os.replace(tmp, out)
+            # on the knob a small step sized from the miss (Prober.step_up), on a ladder a rung
+            notes.append(f"output check: {rung.label} scored {checked:.3f} < {bar:g}; stepped up "
+                         + (f"to {rungs[nxt].label}" if knob else "one rung"))
+            i, steps = nxt, steps + 1
+        # the publish rule: a file that appeared at ``out`` during the run (another
+        # encode's) is never replaced; ``out`` a plain path is our own temp file
+        fsutil.publish(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
     rung = rungs[i]
@@ -112,13 +121,15 @@ def finish_encode(session: Session, preset: Preset, result: SearchResult, input_
         rung_label=rung.label,
         bitrate_kbps=float(rung.nominal_kbps),
         pooled_mos=final_mos,
-        output_bytes=out.stat().st_size,
+        output_bytes=os.stat(out).st_size,
         input_bytes=input_path.stat().st_size,
         best_effort=not met,
         seconds=time.perf_counter() - t0,
         full_track_mos=checked,
-        stepped_up=i - result.chosen.rung_index,
+        stepped_up=steps,
         preset=preset.name,
+        knob_value=preset.knob_value(rung) if knob else None,
+        actual_kbps=os.stat(out).st_size * 8 / 1000 / track.duration_s if track.duration_s > 0 else None,
         verified=checked is not None,
         output_window_mos=tuple(float(v) for v in w_mos),
         output_window_start_s=tuple(float(v) for v in w_start),

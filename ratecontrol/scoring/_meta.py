@@ -14,8 +14,10 @@ CODE_REVISION = 2
 #: layout of the numpy export (``ratecontrol/weights/default.npz``, trainer/export.py)
 NUMPY_FORMAT_VERSION = 1
 #: bumped whenever ``numpy_model`` changes its arithmetic (part of the numpy runtime's
-#: scorer version, hence of its probe cache keys)
-NUMPY_RUNTIME_REVISION = 1
+#: scorer version, hence of its probe cache keys). 2: BLAS limited to one thread in the
+#: scorer's calls (issue 25); OpenBLAS's sgemm rounds differently with one thread than
+#: with two (~5e-7 relative), <= 5.3e-5 MOS per window on real music
+NUMPY_RUNTIME_REVISION = 2
 
 #: the arithmetic both runtimes share (model.py on torch, numpy_model.py on numpy), kept
 #: in one place so they cannot drift: visqol/nsim.py's stabilisers, and the floor added

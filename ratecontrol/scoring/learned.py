@@ -17,6 +17,11 @@ format version, a missing or corrupt file raise ModelError. Reference features a
 computed once in ``prepare`` (about 6 KB per window, so an hour of stereo is ~45 MB);
 ``score`` streams windows through the model in chunks of ``batch_size`` so memory stays
 flat for long inputs.
+
+Thread limits are scoped to the scorer's own calls (``_scoped``): the numpy runtime's
+BLAS runs ``NUMPY_BLAS_THREADS`` threads inside ``prepare`` and ``score`` only, and
+``threads=`` (torch intra-op threads, or numpy BLAS threads) likewise; the caller's
+settings are back in force when each call returns or raises.
 """
 from __future__ import annotations
 
@@ -24,7 +29,9 @@ import glob
 import hashlib
 import os
 import shutil
+import threading
 import warnings
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from importlib import resources
 
@@ -35,7 +42,7 @@ from ratecontrol.scoring._meta import CODE_REVISION, FORMAT_VERSION, NUMPY_RUNTI
 from ratecontrol.scoring.base import register_scorer
 
 __all__ = ["LearnedScorer", "default_model_path", "default_numpy_model_path", "DEFAULT_MODEL_NAME",
-           "RUNTIME_ENV", "GPU_EXTRA", "choose_runtime", "torch_installed"]
+           "RUNTIME_ENV", "GPU_EXTRA", "choose_runtime", "torch_installed", "NUMPY_BLAS_THREADS"]
 
 DEFAULT_MODEL_NAME = "default.pt"
 #: the numpy runtime's export of DEFAULT_MODEL_NAME (``python -m trainer export-numpy``)
@@ -44,6 +51,77 @@ DEFAULT_NUMPY_MODEL_NAME = "default.npz"
 RUNTIME_ENV = "RATECONTROL_RUNTIME"
 _RUNTIMES = ("auto", "torch", "numpy")
 from ratecontrol.contract import WINDOW_SAMPLES  # noqa: E402
+
+#: BLAS threads of the numpy runtime inside the scorer's calls (``threads=`` overrides;
+#: None leaves the caller's). Its BLAS work is small matmuls (bands: [128 x 47, 1765] @
+#: [1765, 32] per chunk; the 160-64-64-1 head), after each of which OpenBLAS's idle
+#: workers spin: MEASURED-PLACEHOLDER (docs/performance.md "Scoped thread limits
+#: (issue 25)"; issue 25: OPENBLAS_NUM_THREADS=1 saved ~2.3 CPU-s of a 4-minute encode).
+NUMPY_BLAS_THREADS: int | None = 1
+
+# The limits are process state shared with the caller and with the other threads that
+# score at once (probing.Prober scores a round's rungs in threads; OpenBLAS's pthreads
+# build, in numpy's and scipy's wheels, has one process-wide pool). So one thread at a
+# time holds a change of each kind: it applies the limit only where the value it finds
+# differs, and restores what it found when its own call ends; threads that enter
+# meanwhile run as they find the pool (limited while the holder scores). No thread ever
+# restores a value that another one set. threadpoolctl >= 3.8 adds its own rule for
+# OpenBLAS's shared pool: one Python thread controls it until its limits end, and other
+# threads' limits are ignored; a limit found ignored (another thread of the caller's
+# holds it) is left alone here too.
+_scope_lock = threading.Lock()
+_holders: dict[str, threading.Thread] = {}
+
+
+def _limit_blas(n: int):
+    """Limit every loaded BLAS to n threads; return the undo, or None if nothing changed.
+    threadpoolctl's cached controller: building a ThreadpoolController (as
+    ``threadpool_limits`` does on every call) scans the loaded libraries, 3.1 ms per call
+    on this machine against 0.04 ms for a controller's ``limit``; the cache is rebuilt
+    when a module has been imported since."""
+    from threadpoolctl import get_cached_controller
+
+    blas = get_cached_controller().select(user_api="blas")
+    if all(lib.num_threads == n for lib in blas.lib_controllers):
+        return None
+    limiter = blas.limit(limits=n)
+    if not all(lib.num_threads == n for lib in blas.lib_controllers):
+        return None  # another thread controls OpenBLAS's pool: its setting stands
+    stack = ExitStack()
+    stack.enter_context(limiter)  # restores, then ends this thread's control of OpenBLAS
+    return stack.close
+
+
+def _limit_torch(n: int):
+    import torch
+
+    before = torch.get_num_threads()
+    if before == n:
+        return None
+    torch.set_num_threads(n)
+    return lambda: torch.set_num_threads(before)
+
+
+@contextmanager
+def _scoped(kind: str, n: int | None):
+    """Run the body with at most n threads of ``kind`` ("blas" or "torch"; n None: no
+    limit); the caller's setting is back when the body returns or raises (see above)."""
+    undo = None
+    if n:
+        with _scope_lock:
+            if kind not in _holders:
+                undo = (_limit_blas if kind == "blas" else _limit_torch)(int(n))
+                if undo is not None:
+                    _holders[kind] = threading.current_thread()
+    try:
+        yield
+    finally:
+        if undo is not None:
+            with _scope_lock:
+                try:
+                    undo()
+                finally:
+                    del _holders[kind]
 
 
 def default_model_path() -> str:
@@ -198,7 +276,12 @@ class LearnedScorer:
         if self.runtime == "numpy" and not self._init_numpy(model_path, forced):
             self.runtime = "torch"
         if self.runtime == "torch":
-            self._init_torch(model_path, device, threads, runtime)
+            self._init_torch(model_path, device, runtime)
+        #: (kind, n): the thread limit in force inside prepare() and score() only
+        #: (``_scoped``); numpy: BLAS threads (NUMPY_BLAS_THREADS unless threads= says),
+        #: torch: intra-op threads when threads= is given, else torch's own
+        self.thread_limit = (("blas", int(threads) if threads else NUMPY_BLAS_THREADS) if self.runtime == "numpy"
+                             else ("torch", int(threads) if threads else None))
         # CUDA: large batches keep the GPU busy (a 1-s pair is ~0.2 MB of float32 input);
         # CPU: 128 windows keep the STFT working set in cache
         self.batch_size = int(batch_size or (1024 if self.runtime == "torch" and self.device.type == "cuda" else 128))
@@ -238,7 +321,7 @@ class LearnedScorer:
                         f"-np{NUMPY_RUNTIME_REVISION}-{meta['digest']}")
         return True
 
-    def _init_torch(self, model_path: str | None, device: str, threads: int | None, runtime: str | None) -> None:
+    def _init_torch(self, model_path: str | None, device: str, runtime: str | None) -> None:
         try:
             import torch
 
@@ -253,8 +336,6 @@ class LearnedScorer:
             self.device = torch.device(device)
         except RuntimeError as exc:
             raise UsageError(f"unknown device {device!r} for the learned scorer; use auto, cpu or cuda") from exc
-        if threads:
-            torch.set_num_threads(int(threads))
         path = os.fspath(model_path) if model_path else default_model_path()
         if not model_path and not os.path.isfile(path):
             raise ModelError(f"no packaged default model at {path} (a broken install? reinstall ratecontrol); "
@@ -272,6 +353,10 @@ class LearnedScorer:
 
     def prepare(self, ref_windows: np.ndarray) -> _Prepared:
         ref = _check_windows(ref_windows, "reference")
+        with _scoped(*self.thread_limit):
+            return self._prepare(ref)
+
+    def _prepare(self, ref: np.ndarray) -> _Prepared:
         if self.runtime == "numpy":
             parts = [self.model.reference_features(ref[sl]) for sl in self._chunks(len(ref))]
             if not parts:
@@ -296,6 +381,10 @@ class LearnedScorer:
         deg = _check_windows(deg_windows, "degraded")
         if len(deg) != prepared.n_windows:
             raise UsageError(f"{len(deg)} degraded windows for {prepared.n_windows} prepared reference windows")
+        with _scoped(*self.thread_limit):
+            return self._score(prepared, deg)
+
+    def _score(self, prepared: _Prepared, deg: np.ndarray) -> np.ndarray:
         out = np.empty(len(deg), dtype=np.float64)
         if self.runtime == "numpy":
             for sl in self._chunks(len(deg)):

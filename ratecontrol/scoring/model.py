@@ -67,8 +67,6 @@ __all__ = [
     "FORMAT_VERSION",
     "SAMPLE_RATE_HZ",
     "WINDOW_SAMPLES",
-    "MOS_MIN",
-    "MOS_MAX",
     "ARCHITECTURES",
     "NsimNet",
     "MelCnn",
@@ -88,12 +86,12 @@ __all__ = [
 from ratecontrol.scoring._meta import CODE_REVISION, FORMAT_VERSION  # noqa: E402
 from ratecontrol.contract import MODEL_SAMPLE_RATE_HZ as SAMPLE_RATE_HZ  # noqa: E402
 from ratecontrol.contract import WINDOW_SAMPLES  # noqa: E402
-MOS_MIN = 1.0
-#: a little above ViSQOL's identity score (4.73) so the sigmoid is not pinned at the top
-MOS_MAX = 4.75
+# the output range [MOS_MIN, MODEL_MOS_MAX]: the scale's bottom, and a top a little above
+# ViSQOL's identity score (4.73) so the sigmoid is not pinned there (not the scale's MOS_MAX)
+from ratecontrol.contract import MODEL_MOS_MAX, MOS_MIN  # noqa: E402
 
 # ViSQOL v3 audio mode constants (visqol/visqol_manager.py, analysis_window.py, nsim.py)
-_VISQOL_RATE_HZ = 48_000
+from ratecontrol.contract import VISQOL_SAMPLE_RATE_HZ as _VISQOL_RATE_HZ  # noqa: E402
 _NSIM_GAUSSIAN = (
     (0.0113033910173052, 0.0838251475442633, 0.0113033910173052),
     (0.0838251475442633, 0.619485845753726, 0.0838251475442633),
@@ -111,7 +109,7 @@ def _mean_square(x: Tensor) -> Tensor:
 
 
 def _bounded_mos(logit: Tensor) -> Tensor:
-    return MOS_MIN + (MOS_MAX - MOS_MIN) * torch.sigmoid(logit)
+    return MOS_MIN + (MODEL_MOS_MAX - MOS_MIN) * torch.sigmoid(logit)
 
 
 def gammatone_band_matrix(

@@ -18,12 +18,11 @@ from scipy.signal import sosfiltfilt
 
 from ratecontrol._resample import resample
 from ratecontrol.scoring.base import register_scorer
-from ratecontrol.contract import SUBSONIC_CUTOFF_HZ, SUBSONIC_ORDER
-from ratecontrol.windows import MODEL_SAMPLE_RATE_HZ
+# VISQOL_SAMPLE_RATE_HZ is re-exported: the rate this scorer feeds ViSQOL, defined in contract
+from ratecontrol.contract import (MODEL_SAMPLE_RATE_HZ, SUBSONIC_CUTOFF_HZ, SUBSONIC_ORDER,
+                                  VISQOL_SAMPLE_RATE_HZ)
 
 __all__ = ["VISQOL_SAMPLE_RATE_HZ", "visqol_mos", "resample_to_visqol", "VisqolScorer", "subsonic_sos"]
-
-VISQOL_SAMPLE_RATE_HZ = 48_000
 
 
 @functools.lru_cache(maxsize=1)

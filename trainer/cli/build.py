@@ -1,4 +1,4 @@
-"""build-dataset, verify, export-labels: click over :mod:`trainer.build`."""
+"""build-dataset, verify, export-labels: click over :mod:`trainer.dataset`."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from ratecontrol.errors import DatasetError
-from trainer.build.config import DEFAULT_QUIET_SHARE
+from trainer.dataset.config import DEFAULT_QUIET_SHARE
 
 __all__ = ["build_dataset_command", "verify_command", "export_labels_command"]
 
@@ -35,7 +35,7 @@ __all__ = ["build_dataset_command", "verify_command", "export_labels_command"]
 def build_dataset_command(sources, out, pairs, seed, val_fraction, n_jobs, pairs_per_shard,
                           snapshot, quiet_share, prescreen, label_cache):
     """Build (or resume) balanced ViSQOL-labelled pairs as webdataset shards in OUT."""
-    from trainer.build import BuildConfig, build, format_histogram
+    from trainer.dataset import BuildConfig, build, format_histogram
 
     r = build(BuildConfig(tuple(sources), out, pairs, seed=seed, val_fraction=val_fraction,
                           n_jobs=n_jobs, pairs_per_shard=pairs_per_shard, snapshot=snapshot,
@@ -51,7 +51,7 @@ def verify_command(out_dir):
     """Check a shard set: counts, lengths, rates, score histogram, split disjointness.
 
     On a build that has not finished, print where it stands and exit non-zero."""
-    from trainer.build import build_status, format_histogram, verify
+    from trainer.dataset import build_status, format_histogram, verify
 
     if not (Path(out_dir) / "manifest.json").exists() and (Path(out_dir) / "work").exists():
         st = build_status(out_dir)
@@ -83,7 +83,7 @@ def verify_command(out_dir):
 def export_labels_command(outs, dest):
     """Save the ViSQOL labels of build pools OUTS... to a small file that a later
     build-dataset --label-cache reuses (rebuilding a lost pool without relabelling)."""
-    from trainer.build import export_labels
+    from trainer.dataset import export_labels
 
     cache = export_labels(list(outs), dest)
     click.echo(f"{len(cache)} labels in {dest} (visqol-python {cache.visqol_version})")

@@ -8,7 +8,7 @@ import numpy as np
 
 from ratecontrol import fsutil
 from ratecontrol.errors import DatasetError
-from trainer.build.pool import read_rounds, round_paths
+from trainer.dataset.pool import read_rounds, round_paths
 
 __all__ = ["pair_key", "installed_visqol_version", "LabelCache", "export_labels"]
 

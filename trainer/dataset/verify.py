@@ -13,8 +13,8 @@ import numpy as np
 
 from ratecontrol.contract import mos_to_score, score_to_mos
 from ratecontrol.errors import DatasetError
-from trainer.build.config import CLIP_SAMPLES, SAMPLE_RATE_HZ, SCORE_BIN_WIDTH
-from trainer.build.pool import bin_edges, read_rounds, score_bin
+from trainer.dataset.config import CLIP_SAMPLES, SAMPLE_RATE_HZ, SCORE_BIN_WIDTH
+from trainer.dataset.pool import bin_edges, read_rounds, score_bin
 
 __all__ = ["VerifyReport", "verify", "build_status", "format_histogram"]
 

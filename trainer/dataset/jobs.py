@@ -11,9 +11,9 @@ from typing import Mapping
 import numpy as np
 
 from ratecontrol.contract import mos_to_score
-from trainer.build.config import CLIP_SAMPLES, PRESCREEN_MARGIN_MOS, SAMPLE_RATE_HZ, SEGMENT_S
-from trainer.build.labels import LabelCache, pair_key
-from trainer.build.settings import Setting, degrade
+from trainer.dataset.config import CLIP_SAMPLES, PRESCREEN_MARGIN_MOS, SAMPLE_RATE_HZ, SEGMENT_S
+from trainer.dataset.labels import LabelCache, pair_key
+from trainer.dataset.settings import Setting, degrade
 
 __all__ = ["Job", "JobResult", "run_job", "quantise", "worker_labels", "round_record"]
 

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +14,14 @@ from ratecontrol.contract import AUDIO_EXTENSIONS
 from ratecontrol.errors import DatasetError, RatecontrolError
 # window_complexity lives in the library: the sampled search picks probe segments with it
 from ratecontrol.windows import window_complexity
-from trainer.build.config import CLIP_OFFSETS_S, CLIP_SAMPLES, SAMPLE_RATE_HZ, SEGMENT_HOP_S, SEGMENT_S
+from ratecontrol import fsutil
+from trainer.dataset._progress import progress
+from trainer.dataset.config import (CLIP_OFFSETS_S, CLIP_SAMPLES, SAMPLE_RATE_HZ, SEGMENT_HOP_S, SEGMENT_S,
+                                    BuildConfig)
 
-__all__ = ["Source", "scan_sources", "split_sources", "plan_source", "seeded_fraction"]
+__all__ = ["Source", "scan_sources", "split_sources", "plan_source", "seeded_fraction", "Plan", "plan_build"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -117,3 +123,66 @@ def plan_source(path: str) -> dict:
                          "complexity": [round(float(c), 4) for c in comp.score[j * k:(j + 1) * k]],
                          "rms_dbfs": [round(float(c), 2) for c in comp.rms_dbfs[j * k:(j + 1) * k]]})
     return {"duration_s": n / SAMPLE_RATE_HZ, "channels": channels or 1, "segments": segs}
+
+
+@dataclass
+class Plan:
+    """The build's plan: per source its duration, split and channel count; the segments
+    worth encoding (source index, start_s, clip offsets, loudest clip dBFS) and which of
+    them each split may use (indices into ``segments``)."""
+
+    durations: list[float]
+    splits: list[str]
+    channels: list[int]
+    segments: list[tuple] = field(default_factory=list)
+    seg_by_split: dict = field(default_factory=lambda: {"train": [], "val": []})
+
+
+def plan_build(cfg: BuildConfig, sources: list[Source]) -> Plan:
+    """Plan every source (``OUT/work/plan.json``, made once), split the sources and keep
+    the segments whose clips are among the most complex of their source."""
+    path = cfg.out / "work" / "plan.json"
+    if path.exists():
+        plan = json.loads(path.read_text())
+    else:
+        from joblib import Parallel, delayed
+
+        log.info("planning %d sources", len(sources))
+        results = Parallel(n_jobs=cfg.n_jobs)(
+            delayed(plan_source)(s.path)
+            for s in progress(None, cfg.progress, "plan", sources))
+        plan = []
+        for s, r in zip(sources, results):
+            if "error" in r:
+                log.warning("source skipped: %s", r["error"])
+            plan.append({"id": s.id, **r})
+        fsutil.atomic_write(path, json.dumps(plan))
+    durations = [p.get("duration_s", 0.0) for p in plan]
+    out = Plan(durations=durations, splits=split_sources(sources, durations, cfg.val_fraction, cfg.seed),
+               channels=[max(1, int(p.get("channels", 1))) for p in plan])
+    # segments whose clips are among the most complex of their source
+    for i, p in enumerate(plan):
+        segs = p.get("segments", [])
+        scores = np.array([c for s in segs for c in s["complexity"]])
+        if scores.size == 0:
+            continue
+        live = scores[scores > 0]
+        if live.size == 0:
+            continue
+        thr = np.quantile(live, 1 - cfg.complexity_keep)
+        for s in segs:
+            keep = [(o, lv) for o, c, lv in zip(CLIP_OFFSETS_S, s["complexity"],
+                                                s.get("rms_dbfs", [0.0] * len(CLIP_OFFSETS_S)))
+                    if c > 0 and c >= thr]
+            if keep:
+                out.segments.append((i, s["start_s"], tuple(o for o, _ in keep),
+                                     max(lv for _, lv in keep)))
+    for j, (i, *_) in enumerate(out.segments):
+        out.seg_by_split[out.splits[i]].append(j)
+    if not out.seg_by_split["train"] or (cfg.split_pairs["val"] and not out.seg_by_split["val"]):
+        raise DatasetError("not enough usable (non-silent) source audio for a train and a "
+                           f"val split; add sources (have {len(sources)})")
+    log.info("plan: %d segments (%d train, %d val) from %d sources, %.2f h",
+             len(out.segments), len(out.seg_by_split["train"]),
+             len(out.seg_by_split["val"]), len(sources), sum(durations) / 3600)
+    return out

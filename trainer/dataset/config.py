@@ -2,13 +2,16 @@
 one object that carries a build's arguments from the command line to every stage."""
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ratecontrol import fsutil
 from ratecontrol.contract import MODEL_SAMPLE_RATE_HZ, WINDOW_SAMPLES
-from ratecontrol.errors import UsageError
-from trainer.build.settings import Setting, default_settings
+from ratecontrol.errors import DatasetError, UsageError
+from trainer.dataset.settings import Setting, default_settings
 
 __all__ = [
     "SAMPLE_RATE_HZ",
@@ -22,6 +25,8 @@ __all__ = [
     "QUIET_RMS_DBFS",
     "PRESCREEN_MARGIN_MOS",
     "BuildConfig",
+    "config_record",
+    "check_resume",
 ]
 
 SAMPLE_RATE_HZ = MODEL_SAMPLE_RATE_HZ
@@ -69,7 +74,7 @@ class BuildConfig:
     folder. ``snapshot``: generate nothing, write a balanced set from ``out``'s pool into
     this new folder. ``label_cache``: a LabelCache file whose byte-identical pairs are not
     labelled again. ``prescreen``: a learned-scorer checkpoint ("default": the packaged
-    model; None: off). See :func:`trainer.build.build_dataset`.
+    model; None: off). See :func:`trainer.dataset.build_dataset`.
     """
 
     sources: tuple[Path, ...]
@@ -113,3 +118,34 @@ class BuildConfig:
         """Pairs per split: val gets ``val_fraction`` of ``pairs``, rounded."""
         n_val = int(round(self.pairs * self.val_fraction))
         return {"train": self.pairs - n_val, "val": n_val}
+
+
+def config_record(cfg: BuildConfig, source_ids: list[str]) -> dict:
+    """The arguments that decide what a build makes, as ``OUT/work/config.json`` keeps them."""
+    c = cfg
+    return {"format": 1, "pairs": c.pairs, "seed": c.seed,
+            "val_fraction": c.val_fraction, "score_range": list(c.score_range),
+            "bin_width": c.bin_width, "complexity_keep": c.complexity_keep,
+            "segment_s": SEGMENT_S, "clip_offsets_s": list(CLIP_OFFSETS_S),
+            "settings": [dataclasses.asdict(s) for s in c.settings],
+            "sources": list(source_ids),
+            "pairs_per_shard": c.pairs_per_shard,
+            **({"quiet_share": c.quiet_share, "quiet_rms_dbfs": list(QUIET_RMS_DBFS)}
+               if c.quiet_share else {})}
+
+
+def check_resume(cfg: BuildConfig, source_ids: list[str]) -> None:
+    """Refuse to resume ``cfg.out`` with other arguments; record them on a first run."""
+    work = cfg.out / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / "config.json"
+    record = json.loads(json.dumps(config_record(cfg, source_ids)))
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old != record:
+            diff = sorted(k for k in record if old.get(k) != record[k])
+            raise DatasetError(f"{cfg.out} was started with different arguments "
+                               f"({', '.join(diff)} differ); rerun the original command "
+                               "or choose a new --out")
+    else:
+        fsutil.atomic_write(path, json.dumps(record, indent=1))

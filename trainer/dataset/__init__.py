@@ -39,23 +39,25 @@ Method, step by step (each step is checkpointed, so rerunning the same command r
 
 One module per stage::
 
-    config.py     the pair layout, measured defaults, BuildConfig (a build's arguments)
+    config.py     the pair layout, measured defaults, BuildConfig (a build's arguments),
+                  check_resume() (a resumed build has the same arguments)
     settings.py   Setting, default_settings(), degrade(), lowpass()
-    sources.py    Source, scan_sources(), split_sources(), plan_source()
+    sources.py    Source, scan_sources(), split_sources(), plan_source(); plan_build() -> Plan
     jobs.py       Job -> run_job() -> JobResult (in a worker process), round_record()
     labels.py     pair_key(), LabelCache, export_labels()
-    pool.py       score bins, PoolState, the pool's round checkpoints
-    shards.py     write_shard() (tar of WAV/score/json members)
-    builder.py    Builder (plan, pool rounds, selection, shards, manifest), build(),
-                  build_dataset()
+    pool.py       score bins and BinTargets, PoolState, the pool's round checkpoints
+    rounds.py     fill_pool(): choose_jobs() per round, run them, checkpoint; load_pool()
+    selection.py  select(): the balanced selection from the pool
+    shards.py     write_shards() (tars of WAV/score/json members), manifest()
+    builder.py    build(), build_dataset(): the stages above in order (Builder), snapshots
     verify.py     verify(), build_status(), format_histogram()
 
 The click commands are in trainer/cli/build.py.
 """
 from __future__ import annotations
 
-from trainer.build.builder import BuildResult, build, build_dataset
-from trainer.build.config import (
+from trainer.dataset.builder import BuildResult, build, build_dataset
+from trainer.dataset.config import (
     CLIP_OFFSETS_S,
     CLIP_SAMPLES,
     DEFAULT_QUIET_SHARE,
@@ -68,12 +70,12 @@ from trainer.build.config import (
     SEGMENT_S,
     BuildConfig,
 )
-from trainer.build.jobs import Job, JobResult, run_job
-from trainer.build.labels import LabelCache, export_labels, pair_key
-from trainer.build.pool import bin_edges, score_bin
-from trainer.build.settings import Setting, default_settings, degrade, lowpass
-from trainer.build.sources import Source, scan_sources, split_sources
-from trainer.build.verify import VerifyReport, build_status, format_histogram, verify
+from trainer.dataset.jobs import Job, JobResult, run_job
+from trainer.dataset.labels import LabelCache, export_labels, pair_key
+from trainer.dataset.pool import bin_edges, score_bin
+from trainer.dataset.settings import Setting, default_settings, degrade, lowpass
+from trainer.dataset.sources import Source, scan_sources, split_sources
+from trainer.dataset.verify import VerifyReport, build_status, format_histogram, verify
 
 __all__ = [
     "BuildConfig",

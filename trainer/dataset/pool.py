@@ -11,10 +11,13 @@ from typing import Iterator
 import numpy as np
 
 from ratecontrol import fsutil
+from ratecontrol.contract import mos_to_score
 from ratecontrol.errors import UsageError
-from trainer.build.config import SCORE_BIN_WIDTH
+from trainer.dataset.config import SCORE_BIN_WIDTH, BuildConfig
 
-__all__ = ["bin_edges", "score_bin", "PoolState", "round_paths", "read_rounds", "save_round"]
+__all__ = ["bin_edges", "score_bin", "BinTargets", "PoolState", "round_paths", "read_rounds", "save_round"]
+
+_SPLITS = ("train", "val")
 
 
 def bin_edges(score_range: tuple[float, float], width: float = SCORE_BIN_WIDTH) -> np.ndarray:
@@ -32,6 +35,43 @@ def score_bin(score: float, edges: np.ndarray) -> int:
     if score >= edges[-1]:
         return len(edges) - 1
     return int(min(np.searchsorted(edges, score, side="right") - 1, len(edges) - 2))
+
+
+@dataclass(frozen=True)
+class BinTargets:
+    """The score bins (``edges``) and the pairs each split wants in every bin (``target``)."""
+
+    edges: np.ndarray
+    target: dict  # split -> pairs per bin
+
+    @classmethod
+    def for_config(cls, cfg: BuildConfig) -> "BinTargets":
+        edges = bin_edges(cfg.score_range, cfg.bin_width)
+        nb = len(edges) - 1
+        target = {k: v // nb for k, v in cfg.split_pairs.items()}
+        if target["train"] < 1:
+            raise UsageError(f"--pairs {cfg.pairs} is too small for {nb} score bins; "
+                             f"use at least {nb / (1 - cfg.val_fraction):.0f}")
+        return cls(edges, target)
+
+    @property
+    def n_bins(self) -> int:
+        return len(self.edges) - 1
+
+    @property
+    def total(self) -> int:
+        """Pairs of the balanced set, both splits."""
+        return sum(self.target[sp] * self.n_bins for sp in _SPLITS)
+
+    def bins(self, mos_values) -> list[int]:
+        return [score_bin(mos_to_score(m), self.edges) for m in mos_values]
+
+    def deficit(self, state: "PoolState") -> dict:
+        return {sp: np.maximum(self.target[sp] - state.counts.get(sp, np.zeros(self.n_bins, int)), 0)
+                for sp in _SPLITS}
+
+    def filled(self, state: "PoolState") -> int:
+        return int(sum(np.minimum(state.counts.get(sp, 0), self.target[sp]).sum() for sp in _SPLITS))
 
 
 @dataclass
