@@ -10,6 +10,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 work=${MEASURE_DIR:-$(mktemp -d)}
+mkdir -p "$work"
 py=${PYTHON:-python3}
 while [ $# -ge 2 ]; do
   name=$1; spec=$2; shift 2

@@ -104,12 +104,14 @@ def test_lossy_cap_that_makes_the_target_unreachable_says_so(wav, tmp_path, caps
     assert "above_source" not in err
     rc, out, err = run_cli(args + ["--best-effort"], capsys)
     assert rc == 0 and "lossy" in err and "above_source" not in out + err
-    with pytest.raises(errors.TargetNotReachable) as exc:  # the library names its own option
-        import ratecontrol
+    import ratecontrol
 
-        ratecontrol.select_bitrate(src, target_mos=4.72, codec="opus", cache=False)
-    assert exc.value.options == {"best_effort": True, "above_source": True}
-    assert str(exc.value).endswith("(best_effort=True or above_source=True)")
+    for codec in ("opus", "mp3"):  # the knob search and the ladder search
+        with pytest.raises(errors.TargetNotReachable) as exc:  # the library names its own option
+            ratecontrol.select_bitrate(src, target_mos=4.72, codec=codec, cache=False)
+        assert exc.value.options == {"best_effort": True, "above_source": True}
+        assert "lossy source's ~32 kbps" in str(exc.value)
+        assert str(exc.value).endswith("(best_effort=True or above_source=True)")
 
 
 def test_unwritable_and_same_output(wav, tmp_path, capsys):

@@ -99,6 +99,18 @@ def test_runtime_torch_without_torch_is_one_line(song, tmp_path):
     assert not (tmp_path / "o.opus").exists()
 
 
+def test_batch_without_torch_is_one_error_before_any_file(song, tmp_path):
+    """Not one failed record per file: the runtime is checked before the walk."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.flac").write_bytes(song.read_bytes())
+    r = _cli(["batch", str(folder), str(tmp_path / "out"), "--target-mos", "4", "--codec", "opus"],
+             env={"RATECONTROL_RUNTIME": "torch"})
+    assert r.returncode == 8, r.stderr
+    assert r.stderr.startswith("error: RATECONTROL_RUNTIME=torch needs") and len(r.stderr.splitlines()) == 1, r.stderr
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("kwargs,why", [({"model_path": "mine.pt"}, "the model mine.pt"),
                                         ({"device": "cuda"}, "device 'cuda'"),
                                         ({"runtime": "torch"}, "runtime='torch'")])

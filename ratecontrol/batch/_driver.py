@@ -180,7 +180,7 @@ def transcode_folder(
     from ratecontrol.contract import check_target_mos
     from ratecontrol.options import Options, check_flag
     from ratecontrol.presets import load_preset
-    from ratecontrol.scoring.base import DEFAULT_SCORER, available_scorers
+    from ratecontrol.scoring.base import DEFAULT_SCORER, available_scorers, check_scorer
 
     t0 = time.perf_counter()
     t = check_target_mos(target_mos)
@@ -206,6 +206,8 @@ def transcode_folder(
         scorer_name = scorer or DEFAULT_SCORER
         if scorer_name not in available_scorers():
             raise UsageError(f"unknown scorer {scorer_name!r}; use one of {available_scorers()}")
+        if backend == "local":  # the runtime it needs (torch?) is here: one error, not one per file
+            check_scorer(scorer_name)
     else:
         scorer_name = getattr(scorer, "name", type(scorer).__name__)
     if jobs is not None and int(jobs) < 1:

@@ -340,18 +340,7 @@ def run_search(prober: Prober, target: float, best_effort: bool, parallel: int |
             )
         return prober.result(target, chosen, probes, True, notes, margin)
     top = next(p for p in probes if p.rung_index == n - 1)
-    with_margin = f" (+{margin:g} margin)" if margin else ""
-    msg = (
-        f"target MOS {target:g}{with_margin} not reachable with preset '{prober.preset.name}': the top rung "
-        f"{top.rung_label} scores {top.pooled_mos:.3f} ({prober.pool})"
-    )
-    options, advice = {"best_effort": True}, "lower the target, pick another codec, or take the top rung"
-    if prober.source_cap_kbps:
-        # the ladder stopped at the lossy source's bitrate: the cap, not the codec, may be what fails
-        msg = msg.replace(": the top rung", f" at or below the lossy source's ~{prober.source_cap_kbps:.0f} kbps: "
-                          "the highest rung allowed,", 1)
-        options["above_source"] = True
-        advice = "lower the target, pick another codec, allow rungs above the source's bitrate, or take the top rung"
+    msg, advice, options = _not_reachable(prober, target, margin, top, "rung")
     if not best_effort:
         raise TargetNotReachable(f"{msg}; {advice}", result=prober.result(target, None, probes, False, notes, margin),
                                  options=options)
@@ -368,6 +357,24 @@ def first_guess_x(prober: Prober, target: float) -> float:
     ax = prober.axis
     mid = prober.ladder[max(0, len(prober.ladder) // 2 - FIRST_GUESS_RUNGS_BELOW_MIDDLE)]
     return min(max(ax.x_of(prober.preset.knob_value(mid)), ax.lo_x), ax.hi_x)
+
+
+def _not_reachable(prober: Prober, target: float, margin: float, top: Probe, what: str) -> tuple[str, str, dict]:
+    """TargetNotReachable's message, advice and options (``what``: "rung" or "setting").
+    When the lossy source's bitrate cut the ladder, the cap, not the codec, may be what
+    fails: the message names the source's bitrate and the options above_source."""
+    with_margin = f" (+{margin:g} margin)" if margin else ""
+    where = f": the top {what}"
+    advice = f"lower the target, pick another codec, or take the top {what}"
+    options = {"best_effort": True}
+    if prober.source_cap_kbps:
+        where = f" at or below the lossy source's ~{prober.source_cap_kbps:.0f} kbps: the highest {what} allowed,"
+        advice = (f"lower the target, pick another codec, allow {what}s above the source's bitrate, "
+                  f"or take the top {what}")
+        options["above_source"] = True
+    msg = (f"target MOS {target:g}{with_margin} not reachable with preset '{prober.preset.name}'{where} "
+           f"{top.rung_label} scores {top.pooled_mos:.3f} ({prober.pool})")
+    return msg, advice, options
 
 
 def _run_knob_search(prober: Prober, target: float, margin: float, best_effort: bool, notes: list,
@@ -414,12 +421,10 @@ def _run_knob_search(prober: Prober, target: float, margin: float, best_effort: 
     top = replace(prober.probes[at(ax.snap_x(ax.hi_x))], passed=False)
     if all(p.rung_index != top.rung_index for p in probes):
         probes += (top,)
-    with_margin = f" (+{margin:g} margin)" if margin else ""
-    msg = (f"target MOS {target:g}{with_margin} not reachable with preset '{prober.preset.name}': the top setting "
-           f"{top.rung_label} scores {top.pooled_mos:.3f} ({prober.pool})")
+    msg, advice, options = _not_reachable(prober, target, margin, top, "setting")
     if not best_effort:
-        raise TargetNotReachable(msg + "; lower the target, pick another codec, or take the top setting",
+        raise TargetNotReachable(f"{msg}; {advice}",
                                  result=prober.result(target, None, probes, False, notes, margin, knob=True),
-                                 options={"best_effort": True})
+                                 options=options)
     notes.append(msg + "; best effort: top setting used")
     return prober.result(target, top, probes, False, notes, margin, knob=True)
