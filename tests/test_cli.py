@@ -67,6 +67,29 @@ def test_bad_arguments(wav, tmp_path, capsys, args, code, needle):
     assert len(err.strip().splitlines()) == 1, err  # no "searching ..." line before the error
 
 
+@pytest.mark.parametrize("case", ["exists", "no-folder", "report-is-input"])
+def test_output_errors_are_the_error_line_alone(wav, tmp_path, capsys, case):
+    """Issue 26 item 3 (validate, then announce): an output the run may not write is
+    refused before any work, and without a "searching ..." line before the error."""
+    out = tmp_path / "o.opus"
+    args = ["encode", str(wav), "--target-mos", "4", "--codec", "opus", "--no-cache"]
+    if case == "exists":
+        out.write_bytes(b"mine")
+        args += ["-o", str(out)]
+    elif case == "no-folder":
+        args += ["-o", str(tmp_path / "nodir" / "o.opus")]
+    else:
+        args += ["-o", str(out), "--report", str(wav)]
+    before = wav.read_bytes()
+    rc, _, err = run_cli(args, capsys)
+    assert rc == errors.OutputError.exit_code, err
+    lines = [l for l in err.strip().splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), err
+    assert wav.read_bytes() == before
+    if case == "exists":
+        assert out.read_bytes() == b"mine"
+
+
 def test_text_file_named_flac_gets_the_same_words_from_encode_and_batch(tmp_path, capsys):
     """Issue 26: encode said "cannot tell the sample rate / channels ...; convert it to
     WAV or FLAC first" where batch said "ffmpeg cannot read ... as audio"."""

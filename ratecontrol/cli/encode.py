@@ -70,12 +70,13 @@ def encode(input_path, target_mos, codec, output, scorer, pool, hop_s, jobs, sam
                       sample_share=1.0 if full else sample_share, verify=not no_verify, cache=cache,
                       margin_mos=margin_mos, ladder=ladder, allow_partial=allow_partial, above_source=above_source,
                       audio_stream=audio_stream, all_audio_streams=all_audio_streams, audio_only=audio_only,
-                      on_probe=None if as_json else (lambda p: click.echo(probe_line(p), err=True)))
+                      on_probe=None if as_json else _announcing_probe_lines(
+                          f"{input_path}: searching '{codec}' for {pool} MOS >= {','.join(f'{t:g}' for t in target_mos)}"))
     common = dict(options=options, overwrite=overwrite)
+    # validate, then announce: an argument error is the error line alone (issue 26). The
+    # output's checks (the publish rule's claim) run inside the library before any probe,
+    # so the "searching" line is printed with the first probe's line, after all of them.
     _check_arguments(input_path, target_mos, codec, scorer)
-    # validate, then announce: an argument error is the error line alone (issue 26)
-    if not as_json:
-        click.echo(f"{input_path}: searching '{codec}' for {pool} MOS >= {','.join(f'{t:g}' for t in target_mos)}", err=True)
     if len(target_mos) > 1:
         # one report per target: PLOT.mos<target>.png
         results = encode_ladder(input_path, output, targets=target_mos, codec=codec, report=report, **common)
@@ -92,6 +93,20 @@ def encode(input_path, target_mos, codec, output, scorer, pool, hop_s, jobs, sam
         for res in results:
             path = report if len(results) == 1 else report_path_for(report, res.search.target_mos)
             click.echo(f"report: {path}", err=True)
+
+
+def _announcing_probe_lines(announce: str):
+    """An on_probe callback that prints ``announce`` before the first probe's line: by
+    then every check the library makes before work (output path, report path) passed."""
+    said = []
+
+    def on_probe(p) -> None:
+        if not said:
+            said.append(True)
+            click.echo(announce, err=True)
+        click.echo(probe_line(p), err=True)
+
+    return on_probe
 
 
 def _check_arguments(input_path: str, target_mos: list[float], codec: str, scorer: str | None) -> None:
