@@ -21,6 +21,14 @@ Every figure is a ratio against a baseline measured in this same run:
    ``OPENBLAS_NUM_THREADS=1``), alternating variant by variant in every round; wall
    and CPU seconds (self + children) of each run, the chosen rung, and medians.
 
+5. threads (``--only threads --before-tree DIR --inputs F [F ...] [--excerpt-s 60]``,
+   issue 25): fresh-process ``ratecontrol encode`` (Opus, target 4.3) of each input
+   (cut to its first ``--excerpt-s`` seconds after 30 s into a FLAC in a temporary
+   folder when longer) by the checkout ``--before-tree`` (e.g. ``git archive`` of the
+   commit before the scoped thread limits) and by this one (or ``--tree``), A B A B
+   (order reversed every other round): wall and CPU seconds (self + children) of each
+   run, the chosen rung, and medians.
+
 ``--tree DIR`` runs ratecontrol from another checkout (e.g. a `git worktree` of an
 older commit) for before/after figures; the plain-ffmpeg baselines are the same.
 """
@@ -269,6 +277,48 @@ def bench_runtime(tmp: Path, tree: Path | None, rounds: int = 3, variants=("torc
     return out
 
 
+def _excerpt(src: Path, out: Path, seconds: float, start_s: float = 30.0) -> Path:
+    """src itself when it is no longer than ``seconds``, else ``seconds`` of it from
+    ``start_s`` (or from 0 when too short for that) as a FLAC at out."""
+    from ratecontrol import media
+
+    dur = media.inspect(str(src)).duration_s or 0.0
+    if dur <= seconds:
+        return src
+    start = start_s if dur >= start_s + seconds else 0.0
+    subprocess.run([media.ffmpeg_path(), "-hide_banner", "-nostdin", "-y", "-loglevel", "error", "-ss", str(start),
+                    "-t", str(seconds), "-i", str(src), "-vn", "-c:a", "flac", str(out)], check=True)
+    return out
+
+
+def bench_threads(tmp: Path, tree: Path | None, before: Path, inputs: list[Path], rounds: int = 4,
+                  excerpt_s: float = 60.0) -> dict:
+    files = [_excerpt(f, tmp / f"threads-in{i}.flac", excerpt_s) for i, f in enumerate(inputs)]
+    variants = {"before": before, "after": tree or HERE}
+    runs: list[dict] = []
+    for rnd in range(rounds):
+        for name in (list(variants) if rnd % 2 == 0 else list(variants)[::-1]):
+            for i, f in enumerate(files):
+                r = fresh_encode(f, tmp / f"threads-out{i}{_ext('opus')}", "opus", variants[name], plain=False)
+                r["file"] = inputs[i].name
+                runs.append({"round": rnd, "variant": name, **r, "loadavg_1min": round(os.getloadavg()[0], 1)})
+                print(f"  threads {name:<7} {inputs[i].name[:28]:<28} {r['rung']:>5}: {r['rc_s']:6.2f} s wall, "
+                      f"{r['rc_cpu_s']:6.2f} s CPU (load {os.getloadavg()[0]:.1f})", flush=True)
+    out: dict = {"rounds": rounds, "excerpt_s": excerpt_s, "before_tree": str(before), "runs": runs}
+    for i, f in enumerate(inputs):
+        row = {}
+        for name in variants:
+            rs = [r for r in runs if r["variant"] == name and r["file"] == f.name]
+            row[name] = {"median_wall_s": round(statistics.median(r["rc_s"] for r in rs), 2),
+                         "median_cpu_s": round(statistics.median(r["rc_cpu_s"] for r in rs), 2),
+                         "wall_s": [r["rc_s"] for r in rs], "cpu_s": [r["rc_cpu_s"] for r in rs],
+                         "rungs": sorted({r["rung"] for r in rs}), "mos": sorted({r["mos"] for r in rs})}
+        row["cpu_ratio_after_over_before"] = round(row["after"]["median_cpu_s"] / row["before"]["median_cpu_s"], 3)
+        row["wall_ratio_after_over_before"] = round(row["after"]["median_wall_s"] / row["before"]["median_wall_s"], 3)
+        out[f.name] = row
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tree", type=Path, default=None, help="run ratecontrol from this checkout")
@@ -276,6 +326,9 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     ap.add_argument("--rounds", type=int, default=3, help="runtime: alternating rounds")
     ap.add_argument("--variants", nargs="+", default=["torch", "numpy"], choices=sorted(VARIANTS))
+    ap.add_argument("--before-tree", type=Path, default=None, help="threads: the checkout to compare against")
+    ap.add_argument("--inputs", type=Path, nargs="+", default=[], help="threads: the files to encode")
+    ap.add_argument("--excerpt-s", type=float, default=60.0, help="threads: cut longer inputs to this many seconds")
     a = ap.parse_args()
     figs: dict = {"tree": str(a.tree or HERE)}
     with tempfile.TemporaryDirectory() as td:
@@ -288,6 +341,10 @@ def main() -> None:
             figs["batch"] = bench_batch(tmp, a.tree)
         if "runtime" in a.only:
             figs["runtime"] = bench_runtime(tmp, a.tree, a.rounds, tuple(a.variants))
+        if "threads" in a.only:
+            if not a.before_tree or not a.inputs:
+                ap.error("--only threads needs --before-tree and --inputs")
+            figs["threads"] = bench_threads(tmp, a.tree, a.before_tree, a.inputs, a.rounds, a.excerpt_s)
     if a.out:
         Path(a.out).write_text(json.dumps(figs, indent=1))
     print(json.dumps({k: ({kk: vv for kk, vv in v.items() if kk not in ("rows", "runs")} if isinstance(v, dict) else v)

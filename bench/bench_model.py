@@ -2,6 +2,7 @@
 
     python bench/bench_model.py speed  [--model PATH] [--batch 128] [--threads 2] [--seconds 20]
     python bench/bench_model.py runtimes [--seconds-per-file 8] [--rounds 3] [--rungs opus:64k aac:96k]
+    python bench/bench_model.py threads [--seconds-per-file 8] [--rounds 4] [--variants blas1 caller]
     python bench/bench_model.py loader --data 'shards/shard-{000000..000003}.tar' [--workers 0 1 2]
 
 ``speed``: windows/s of the learned scorer's ``score`` with reference features cached
@@ -13,6 +14,15 @@ meaningful when it is quiet; CPU-time per window is not affected by other load).
 intra-op threads) in one process, alternating, on real music (../shared/audio
 flac-test-files, both channels as mono windows) through real codecs: windows/s and CPU
 ms per window of ``prepare`` and ``score``, and the largest per-window difference.
+
+``threads`` (issue 25): the numpy runtime with its BLAS limited to N threads inside the
+scorer's calls (``blasN``; ``blas1`` is the default, ``NUMPY_BLAS_THREADS``) against
+the caller's own BLAS threads (``caller``: OpenBLAS's default, one per core), and
+``torch-default`` / ``torch-1`` for the torch runtime on the CPU, in one process, the
+variants alternating A B A B (order reversed every other round) on the same real-music
+windows as ``runtimes``: windows/s wall and CPU ms per window (process CPU, every
+thread) of ``prepare`` and ``score``, per-round figures, and the largest per-window
+score difference of every variant against ``caller``.
 
 ``realmusic``: held-out check on real recordings the model never trained on
 (../shared/audio): the loudest 1-s windows of music files, each encoded inside a 3-s
@@ -152,6 +162,107 @@ def bench_runtimes(args) -> dict:
                      "prepare_cpu_ms_per_window": 1e3 * r["prepare_cpu"] / r["prepared"]}
     base = out["numpy"]["score_windows_per_s_wall"]
     out["score_wall_ratio_numpy_over"] = {k: base / out[k]["score_windows_per_s_wall"] for k in rows if k != "numpy"}
+    return out
+
+
+def _runtime_windows(args) -> tuple[dict, dict]:
+    """{rung: reference windows}, {rung: degraded windows}: both channels of the
+    flac-test-files music as mono 1-s windows, through each --rungs codec rung."""
+    import glob
+
+    from ratecontrol import media
+    from ratecontrol.presets import load_preset
+
+    sr = 44_100
+    refs, degs = {}, {}
+    files = sorted(glob.glob(os.path.join(args.root, "flac-test-files", "*.flac")))
+    files = [f for f in files if "predictor overflow" not in f]
+    for spec in args.rungs:
+        codec, label = spec.split(":")
+        preset = load_preset(codec)
+        rung = preset.rung(label)
+        r_all, d_all = [], []
+        for f in files:
+            info = media.inspect(f)
+            if info.channels > 2 or (info.duration_s or 0) < 3:
+                continue
+            x = media.decode(f, sample_rate_hz=sr, channels=2)[:, : int(args.seconds_per_file * sr)]
+            n = x.shape[1] // sr * sr
+            y = media.roundtrip(x, sr, preset, rung)[:, :n]
+            r_all.append(x[:, :n].reshape(-1, sr))
+            d_all.append(y.reshape(-1, sr))
+        refs[spec], degs[spec] = np.concatenate(r_all), np.concatenate(d_all)
+    return refs, degs
+
+
+def bench_threads(args) -> dict:
+    from threadpoolctl import threadpool_info
+
+    from ratecontrol.scoring.learned import LearnedScorer
+
+    refs, degs = _runtime_windows(args)
+    scorers = {}
+    for name in args.variants:
+        if name.startswith("torch"):
+            sc = LearnedScorer(runtime="torch", device="cpu", threads=1 if name == "torch-1" else None)
+        else:
+            sc = LearnedScorer(runtime="numpy")
+            # what the scorer does inside its calls: "caller" leaves the process's BLAS threads alone
+            sc.thread_limit = ("blas", None if name == "caller" else int(name[len("blas"):]))
+        scorers[name] = sc
+    spec0 = args.rungs[0]
+    for sc in scorers.values():  # warm-up, not timed: first-call imports and allocations
+        sc.score(sc.prepare(refs[spec0][:8]), degs[spec0][:8])
+    blas_before = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    rows = {n: {"prepare_wall": 0.0, "prepare_cpu": 0.0, "score_wall": 0.0, "score_cpu": 0.0, "windows": 0,
+                "prepared": 0, "rounds": []} for n in args.variants}
+    scores: dict = {}
+    for rnd in range(args.rounds):
+        for name in (args.variants if rnd % 2 == 0 else args.variants[::-1]):
+            sc, row = scorers[name], rows[name]
+            this = {"prepare_wall": 0.0, "prepare_cpu": 0.0, "score_wall": 0.0, "score_cpu": 0.0}
+            for spec in args.rungs:
+                ref, deg = refs[spec], degs[spec]
+                t0, c0 = time.perf_counter(), time.process_time()
+                prep = sc.prepare(ref)
+                this["prepare_wall"] += time.perf_counter() - t0
+                this["prepare_cpu"] += time.process_time() - c0
+                t0, c0 = time.perf_counter(), time.process_time()
+                got = sc.score(prep, deg)
+                this["score_wall"] += time.perf_counter() - t0
+                this["score_cpu"] += time.process_time() - c0
+                row["windows"] += len(deg)
+                row["prepared"] += len(ref)
+                scores.setdefault((name, spec), got)
+            for k, v in this.items():
+                row[k] += v
+            n = sum(len(d) for d in degs.values())
+            row["rounds"].append({"score_w_per_s": round(n / this["score_wall"], 1),
+                                  "score_cpu_ms_per_w": round(1e3 * this["score_cpu"] / n, 3),
+                                  "prepare_w_per_s": round(n / this["prepare_wall"], 1),
+                                  "prepare_cpu_ms_per_w": round(1e3 * this["prepare_cpu"] / n, 3)})
+            print(f"  round {rnd} {name:<14} {row['rounds'][-1]}", file=sys.stderr, flush=True)
+    out: dict = {"windows_per_round": int(sum(len(v) for v in degs.values())), "rounds": args.rounds,
+                 "rungs": args.rungs, "cpus": os.cpu_count(), "blas_threads_outside_scorer": blas_before,
+                 "blas_threads_after": [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"],
+                 "loadavg_1min_end": os.getloadavg()[0]}
+    base = "caller" if "caller" in args.variants else args.variants[0]
+    for name, r in rows.items():
+        out[name] = {"score_windows_per_s_wall": round(r["windows"] / r["score_wall"], 1),
+                     "score_cpu_ms_per_window": round(1e3 * r["score_cpu"] / r["windows"], 3),
+                     "prepare_windows_per_s_wall": round(r["prepared"] / r["prepare_wall"], 1),
+                     "prepare_cpu_ms_per_window": round(1e3 * r["prepare_cpu"] / r["prepared"], 3),
+                     f"max_abs_diff_mos_vs_{base}": max(float(np.abs(scores[(name, s)] - scores[(base, s)]).max())
+                                                        for s in args.rungs),
+                     "per_round": r["rounds"]}
+    for name in rows:
+        if name != base:
+            out[name][f"score_wall_ratio_vs_{base}"] = round(out[base]["score_windows_per_s_wall"]
+                                                             / out[name]["score_windows_per_s_wall"], 3)
+            out[name][f"score_cpu_ratio_vs_{base}"] = round(out[name]["score_cpu_ms_per_window"]
+                                                            / out[base]["score_cpu_ms_per_window"], 3)
+            out[name][f"prepare_cpu_ratio_vs_{base}"] = round(out[name]["prepare_cpu_ms_per_window"]
+                                                              / out[base]["prepare_cpu_ms_per_window"], 3)
     return out
 
 
@@ -311,9 +422,17 @@ def main() -> None:
     rt.add_argument("--seconds-per-file", type=float, default=8.0)
     rt.add_argument("--rounds", type=int, default=3)
     rt.add_argument("--rungs", nargs="+", default=["opus:64k", "aac:96k"])
+    th = sub.add_parser("threads")
+    th.add_argument("--root", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "audio"))
+    th.add_argument("--seconds-per-file", type=float, default=8.0)
+    th.add_argument("--rounds", type=int, default=4)
+    th.add_argument("--rungs", nargs="+", default=["opus:64k", "aac:96k"])
+    th.add_argument("--variants", nargs="+", default=["blas1", "caller"],
+                    help="blasN (numpy, BLAS limited to N in the scorer's calls), caller (numpy, no limit), "
+                         "torch-default, torch-1")
     args = ap.parse_args()
     res = {"speed": bench_speed, "loader": bench_loader, "realmusic": bench_realmusic,
-           "runtimes": bench_runtimes}[args.cmd](args)
+           "runtimes": bench_runtimes, "threads": bench_threads}[args.cmd](args)
     print(json.dumps(res, indent=1))
 
 

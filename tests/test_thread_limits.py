@@ -184,7 +184,15 @@ def test_torch_threads_are_scoped_to_the_calls():
     torch = pytest.importorskip("torch")
     from ratecontrol.scoring.learned import LearnedScorer
 
+    test_process = torch.get_num_threads()
     torch.set_num_threads(2)
+    try:
+        _check_torch_scope(torch, LearnedScorer)
+    finally:
+        torch.set_num_threads(test_process)
+
+
+def _check_torch_scope(torch, LearnedScorer):
     sc = LearnedScorer(runtime="torch", device="cpu", threads=1)
     assert torch.get_num_threads() == 2, "constructing the scorer leaves the process's threads alone"
     seen = []

@@ -55,8 +55,10 @@ from ratecontrol.contract import WINDOW_SAMPLES  # noqa: E402
 #: BLAS threads of the numpy runtime inside the scorer's calls (``threads=`` overrides;
 #: None leaves the caller's). Its BLAS work is small matmuls (bands: [128 x 47, 1765] @
 #: [1765, 32] per chunk; the 160-64-64-1 head), after each of which OpenBLAS's idle
-#: workers spin: MEASURED-PLACEHOLDER (docs/performance.md "Scoped thread limits
-#: (issue 25)"; issue 25: OPENBLAS_NUM_THREADS=1 saved ~2.3 CPU-s of a 4-minute encode).
+#: workers spin. Measured on this 2-core machine (bench/bench_model.py threads, 8 rounds
+#: A B A B, loaded): one thread scored 1.64x the windows/s for 0.70x the CPU per window;
+#: preparing was a wash (0.97x CPU). Issue 25: OPENBLAS_NUM_THREADS=1 saved ~2.3 CPU-s of
+#: a 4-minute encode at no wall cost. docs/performance.md "Scoped thread limits (issue 25)".
 NUMPY_BLAS_THREADS: int | None = 1
 
 # The limits are process state shared with the caller and with the other threads that
@@ -85,10 +87,13 @@ def _limit_blas(n: int):
     if all(lib.num_threads == n for lib in blas.lib_controllers):
         return None
     limiter = blas.limit(limits=n)
-    if not all(lib.num_threads == n for lib in blas.lib_controllers):
-        return None  # another thread controls OpenBLAS's pool: its setting stands
     stack = ExitStack()
-    stack.enter_context(limiter)  # restores, then ends this thread's control of OpenBLAS
+    stack.enter_context(limiter)  # on close: restores, then ends this thread's control of OpenBLAS
+    if not all(lib.num_threads == n for lib in blas.lib_controllers):
+        # another thread controls OpenBLAS's pool: its setting stands (and a library
+        # that did take the limit, e.g. MKL beside it, gets its own value back now)
+        stack.close()
+        return None
     return stack.close
 
 
