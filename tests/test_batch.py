@@ -24,8 +24,8 @@ import soundfile as sf
 
 from ratecontrol import media
 from ratecontrol.batch import MANIFEST_NAME, BatchReport, FileRecord, transcode_folder
-from ratecontrol.batch._manifest import _load_manifest, _Manifest
-from ratecontrol.batch._plan import _plan_names, _walk
+from ratecontrol.batch._manifest import load_manifest, Manifest
+from ratecontrol.batch._plan import plan_names, walk
 from ratecontrol.cli.batch import batch_command
 from ratecontrol.errors import InputNotFoundError, OutputError, RatecontrolError, UsageError
 
@@ -125,7 +125,7 @@ def _manifest_lines(out: Path) -> list[dict]:
 def test_plan_names_resolves_collisions_deterministically():
     rels = ["x/a.flac", "x/a.opus", "x/a.wav", "x/b.flac", "x/b.wav", "x/cover.flac", "x/cover.jpg",
             "x/song", "y/a.wav"]
-    planned, coll = _plan_names(rels, ".opus")
+    planned, coll = plan_names(rels, ".opus")
     assert planned["x/a.flac"] == "x/a.flac.opus"  # a.opus is an input's own name
     assert planned["x/a.opus"] == "x/a.opus"
     assert planned["x/a.wav"] == "x/a.wav.opus"
@@ -139,12 +139,12 @@ def test_plan_names_resolves_collisions_deterministically():
     assert by_input["x/b.wav"].wanted == "x/b.opus" and by_input["x/b.wav"].taken_by == "x/b.flac"
     assert by_input["x/a.flac"].taken_by == "x/a.opus"
     # same input, same answer
-    assert _plan_names(list(rels), ".opus") == (planned, coll)
+    assert plan_names(list(rels), ".opus") == (planned, coll)
 
 
 def test_plan_names_never_reuses_a_name_even_with_many_clashes():
     rels = ["a.flac", "a.flac.opus", "a.wav", "a.wav.opus", "a.aiff", "a.opus"]
-    planned, _ = _plan_names(rels, ".opus")
+    planned, _ = plan_names(rels, ".opus")
     outs = list(planned.values())
     assert len(set(outs)) == len(outs)
     # no input's planned output is another input's own name
@@ -156,22 +156,22 @@ def test_walk_is_sorted_and_skips_out_dir_inside_input(tmp_path):
     for p in ["b/z.wav", "b/a.wav", "a/c.wav", "m.wav", "out/x.opus"]:
         (tmp_path / p).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / p).write_bytes(b"x")
-    rels = _walk(tmp_path, (tmp_path / "out").resolve())
+    rels = walk(tmp_path, (tmp_path / "out").resolve())
     assert rels == ["m.wav", "a/c.wav", "b/a.wav", "b/z.wav"]
 
 
 def test_manifest_survives_a_line_cut_by_a_kill(tmp_path):
     path = tmp_path / MANIFEST_NAME
     good = FileRecord(input="a.wav", status="encoded", output="a.opus", output_bytes=10)
-    m = _Manifest(path, fresh=False)
+    m = Manifest(path, fresh=False)
     m.append(good, {"k": 1})
     m.close()
     with open(path, "ab") as fh:
         fh.write(b'{"input": "b.wav", "status": "enc')  # killed mid-write
-    m = _Manifest(path, fresh=False)
+    m = Manifest(path, fresh=False)
     m.append(FileRecord(input="c.wav", status="failed", reason="bad"), {"k": 1})
     m.close()
-    last = _load_manifest(path)
+    last = load_manifest(path)
     assert set(last) == {"a.wav", "c.wav"}
     assert FileRecord.from_dict(last["a.wav"]).output == "a.opus"
     assert last["c.wav"]["reason"] == "bad"
@@ -469,7 +469,7 @@ def test_dask_path_smoke_on_a_tree_without_encodes(tmp_path):
 
 
 def test_stale_temps_of_a_killed_run_are_removed_and_nothing_else(tmp_path):
-    from ratecontrol.batch._manifest import _clean_stale_temps
+    from ratecontrol.batch._manifest import clean_stale_temps
 
     d = tmp_path / "sub"
     d.mkdir()
@@ -480,5 +480,5 @@ def test_stale_temps_of_a_killed_run_are_removed_and_nothing_else(tmp_path):
     keep = ["a b.opus", ".other.opus.x.part", "notes.txt", ".a b.opus.keep"]
     for n in stale + keep:
         (d / n).write_bytes(b"x")
-    assert _clean_stale_temps(tmp_path, ["sub/a b.opus"]) == len(stale)
+    assert clean_stale_temps(tmp_path, ["sub/a b.opus"]) == len(stale)
     assert sorted(p.name for p in d.iterdir()) == sorted(keep)

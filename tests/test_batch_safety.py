@@ -22,8 +22,8 @@ from click.testing import CliRunner
 
 from ratecontrol import fsutil, media
 from ratecontrol.batch import LOCK_NAME, MANIFEST_NAME, transcode_folder
-from ratecontrol.batch._manifest import _clean_stale_temps, _OutDirLock
-from ratecontrol.batch._plan import _walk
+from ratecontrol.batch._manifest import clean_stale_temps, OutDirLock
+from ratecontrol.batch._plan import walk
 from ratecontrol.cli.batch import batch_command
 from ratecontrol.errors import OutputError, RatecontrolError
 
@@ -169,7 +169,7 @@ def test_a_locked_out_dir_is_refused_at_once_naming_the_holder(tmp_path):
     (src).mkdir()
     (src / "notes.txt").write_text("x")
     out.mkdir()
-    with _OutDirLock(out):
+    with OutDirLock(out):
         assert f"pid {os.getpid()}" in (out / LOCK_NAME).read_text()
         t0 = time.monotonic()
         with pytest.raises(OutputError, match=rf"in use by another ratecontrol batch run \(pid {os.getpid()} "):
@@ -232,7 +232,7 @@ def test_cleanup_removes_dead_runs_temps_and_never_a_live_ones(tmp_path):
     legacy.write_bytes(b"x")
     user = d / ".a.opus.keep"
     user.write_bytes(b"the user's")
-    assert _clean_stale_temps(tmp_path / "out", ["sub/a.opus"]) == 3
+    assert clean_stale_temps(tmp_path / "out", ["sub/a.opus"]) == 3
     assert live.exists() and (live_dir / "a.opus").exists() and user.exists()
     assert not dead.exists() and not dead_dir.exists() and not legacy.exists()
 
@@ -241,7 +241,7 @@ def test_walk_skips_our_temp_files_and_lock(tmp_path):
     (tmp_path / "a.wav").write_bytes(b"x")
     fsutil.temp_sibling(tmp_path / "b.opus")
     (tmp_path / LOCK_NAME).write_text("pid 1")
-    assert _walk(tmp_path, None) == ["a.wav"]
+    assert walk(tmp_path, None) == ["a.wav"]
 
 
 # ------------------------------------------------------------------ item 8: unreadable input

@@ -19,10 +19,14 @@ from ratecontrol.errors import (
     OutputError,
     UsageError,
 )
-from ratecontrol.batch._manifest import LOCK_NAME, MANIFEST_NAME, _clean_stale_temps, _Manifest, _OutDirLock, _read_manifest
-from ratecontrol.batch._plan import _check_dirs, _foreign_files, _plan_names, _protected, _scan, _walk
-from ratecontrol.batch._records import CONFLICT, ENCODED, FAILED, KEPT, SKIPPED, BatchReport, FileRecord, _claim_reports, _mb
-from ratecontrol.batch._worker import _Conflict, _dest_problem, _Result, _run_task, _Task, _write_problem
+# the package's internal API: what the driver shares with its siblings has public names
+# inside the private modules (an underscore name stays private to its own module)
+from ratecontrol.batch._manifest import LOCK_NAME, MANIFEST_NAME, Manifest, OutDirLock, clean_stale_temps, read_manifest
+from ratecontrol.batch._plan import check_dirs, foreign_files, plan_names, protected_outputs, scan, walk
+from ratecontrol.batch._records import (
+    CONFLICT, ENCODED, FAILED, KEPT, SKIPPED, BatchReport, FileRecord, claim_reports, size_text,
+)
+from ratecontrol.batch._worker import Conflict, Result, Task, dest_problem, run_task, write_problem
 from ratecontrol.scoring.pooling import DEFAULT_POOL, validate_pool
 
 
@@ -212,13 +216,13 @@ def transcode_folder(
         raise UsageError(f"jobs must be >= 1, got {jobs}")
     if backend not in ("local", "dask"):
         raise UsageError(f"unknown backend {backend!r}; use 'local' or 'dask'")
-    src, dst, prune = _check_dirs(in_dir, out_dir)
+    src, dst, prune = check_dirs(in_dir, out_dir)
     # the reports under the publish rule, now, not after hours of encoding: never an input
     # of the run, never one of its outputs (a planned name, a kept or copied file's name)
     ids: dict = {}
-    rels = _walk(src, prune, ids)
-    planned, _ = _plan_names(rels, preset.extension)
-    reports = _claim_reports(json_report, csv_report, src, ids, dst,
+    rels = walk(src, prune, ids)
+    planned, _ = plan_names(rels, preset.extension)
+    reports = claim_reports(json_report, csv_report, src, ids, dst,
                              [*planned.values(), *rels, MANIFEST_NAME, LOCK_NAME], overwrite)
     settings = _settings(t, preset, codec, scorer_name, pool, hop_s, best_effort, sample_share, verify)
     if allow_partial:  # only when set: manifests written without it stay valid
@@ -233,7 +237,7 @@ def transcode_folder(
         # only when set: manifests written without it stay valid; compared only for
         # files with several audio streams (_same_settings)
         settings["all_audio_streams"] = True
-    with _OutDirLock(dst):
+    with OutDirLock(dst):
         report = _run(src, dst, prune, settings, preset, t, scorer, scorer_name, pool, backend, scheduler,
                       jobs, copy_other, cache, resume, overwrite, progress, t0, json_report, csv_report)
     if "json" in reports:
@@ -247,12 +251,12 @@ def _run(src, dst, prune, settings, preset, t, scorer, scorer_name, pool, backen
          copy_other, cache, resume, overwrite, progress, t0, json_report, csv_report) -> BatchReport:
     """The run itself, with OUT_DIR locked."""
     manifest_path = dst / MANIFEST_NAME
-    prior, owned = _read_manifest(manifest_path)
+    prior, owned = read_manifest(manifest_path)
     if not resume:
         prior = {}
     if prune is not None:
         ours = {Path(os.path.abspath(r)) for r in (json_report, csv_report) if r}
-        foreign = _foreign_files(dst, owned, ours)
+        foreign = foreign_files(dst, owned, ours)
         if foreign:
             shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
             raise OutputError(
@@ -262,21 +266,21 @@ def _run(src, dst, prune, settings, preset, t, scorer, scorer_name, pool, backen
                 "one outside IN_DIR (overwrite does not change this)")
 
     input_ids: dict = {}
-    rels, left_out, order = _scan(src, prune, input_ids)
-    planned, collisions = _plan_names(rels, preset.extension)
+    rels, left_out, order = scan(src, prune, input_ids)
+    planned, collisions = plan_names(rels, preset.extension)
     coll_note = {c.input: f"{c.wanted} is taken by {c.taken_by}: wrote {c.output}" for c in collisions}
-    _clean_stale_temps(dst, list(planned.values()) + rels)
+    clean_stale_temps(dst, list(planned.values()) + rels)
     driver_pid = os.getpid() if backend == "local" else None
     scorer_arg = scorer if not (scorer is None or isinstance(scorer, str)) else scorer_name
     tasks = []
     for rel in rels:
         cands = {planned[rel], rel}
-        tasks.append(_Task(
+        tasks.append(Task(
             rel=rel, in_path=str(src / rel), out_root=str(dst), out_rel=planned[rel],
             collision=coll_note.get(rel, ""), settings=settings, scorer=scorer_arg,
             copy_other=copy_other, cache=cache, prior=prior.get(rel),
             owned={c: frozenset(owned[c]) for c in cands if c in owned},
-            protected=_protected(dst, cands, input_ids), overwrite=bool(overwrite), driver_pid=driver_pid))
+            protected=protected_outputs(dst, cands, input_ids), overwrite=bool(overwrite), driver_pid=driver_pid))
     by_rel = {tk.rel: tk for tk in tasks}
 
     from joblib import Parallel, delayed
@@ -286,7 +290,7 @@ def _run(src, dst, prune, settings, preset, t, scorer, scorer_name, pool, backen
     # reported, not left out silently; nothing to resume, so no manifest line
     results: dict[str, FileRecord] = {rel: FileRecord(input=rel, status=SKIPPED, reason=why)
                                       for rel, why in left_out.items()}
-    manifest = _Manifest(manifest_path, fresh=not resume)
+    manifest = Manifest(manifest_path, fresh=not resume)
     bar = tqdm(total=len(tasks), unit="file", desc="batch", disable=None if progress is None else not progress,
                file=sys.stderr, dynamic_ncols=True)
     in_b = out_b = failed = 0
@@ -296,7 +300,7 @@ def _run(src, dst, prune, settings, preset, t, scorer, scorer_name, pool, backen
     try:
         with _stop_on_signals(), _Backend(backend, scheduler, jobs, len(tasks)) as n_jobs:
             par = Parallel(return_as="generator_unordered", batch_size=1)
-            gen = par(delayed(_run_task)(tk) for tk in tasks)
+            gen = par(delayed(run_task)(tk) for tk in tasks)
             for res in gen:
                 rec = res.rec
                 if res.tmp is not None:
@@ -313,7 +317,7 @@ def _run(src, dst, prune, settings, preset, t, scorer, scorer_name, pool, backen
                     out_b += rec.output_bytes
                 failed += rec.status in (FAILED, CONFLICT)
                 bar.set_postfix_str(
-                    f"saved {_mb(in_b - out_b)} ({100 * (1 - out_b / in_b) if in_b else 0:.0f}%)"
+                    f"saved {size_text(in_b - out_b)} ({100 * (1 - out_b / in_b) if in_b else 0:.0f}%)"
                     + (f", {failed} failed" if failed else ""), refresh=False)
                 bar.update(1)
         clean_exit = True
@@ -332,7 +336,7 @@ def _run(src, dst, prune, settings, preset, t, scorer, scorer_name, pool, backen
                 with contextlib.suppress(Exception):
                     fsutil.clean_stale_run_dirs()
             with contextlib.suppress(Exception):
-                _clean_stale_temps(dst, list(planned.values()) + rels)
+                clean_stale_temps(dst, list(planned.values()) + rels)
 
     return BatchReport(
         in_dir=str(src), out_dir=str(dst), codec=preset.name, target_mos=t, scorer=scorer_name, pool=pool,
@@ -383,7 +387,7 @@ def _stop_on_signals():
 # --------------------------------------------------------------------------- helpers
 
 
-def _place(res: _Result, task: _Task, record) -> FileRecord:
+def _place(res: Result, task: Task, record) -> FileRecord:
     """Move a worker's finished file onto its output path; ``record(rec)`` writes the
     manifest line, *before* the file appears under its final name (a kill between the
     two leaves a manifest line for a file not yet there, which the next run redoes;
@@ -391,7 +395,7 @@ def _place(res: _Result, task: _Task, record) -> FileRecord:
     rec = res.rec
     tmp = Path(res.tmp)
     try:
-        problem, replacing = _dest_problem(task, rec.output)  # again: hours may have passed
+        problem, replacing = dest_problem(task, rec.output)  # again: hours may have passed
         if problem:
             rec = replace(rec, status=CONFLICT, output=None, output_bytes=0, reason=str(problem),
                           options=problem.options)
@@ -406,13 +410,13 @@ def _place(res: _Result, task: _Task, record) -> FileRecord:
         dst = Path(task.out_root) / rec.output
         try:
             _move_into_place(tmp, dst, may_replace=os.path.lexists(dst))
-        except _Conflict as exc:
+        except Conflict as exc:
             rec = replace(rec, status=CONFLICT, output=None, output_bytes=0, output_mtime_ns=0,
                           replaced=False, notes=res.rec.notes, reason=str(exc), options=exc.options)
             record(rec)
         except OSError as exc:
             rec = replace(rec, status=FAILED, output=None, output_bytes=0, output_mtime_ns=0,
-                          replaced=False, notes=res.rec.notes, reason=_write_problem(dst, exc))
+                          replaced=False, notes=res.rec.notes, reason=write_problem(dst, exc))
             record(rec)
         return rec
     finally:
@@ -429,13 +433,13 @@ def _move_into_place(tmp: Path, dst: Path, may_replace: bool) -> None:
     try:
         os.link(tmp, dst)
     except FileExistsError:
-        raise _Conflict(f"{dst} appeared while the file was being encoded: not replaced; "
+        raise Conflict(f"{dst} appeared while the file was being encoded: not replaced; "
                         "move it away, or let batch replace it", {"overwrite": True}) from None
     except OSError as exc:
         if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV, errno.ENOSYS):
             raise
         if os.path.lexists(dst):  # no hard links on this file system: check, then rename
-            raise _Conflict(f"{dst} appeared while the file was being encoded: not replaced; "
+            raise Conflict(f"{dst} appeared while the file was being encoded: not replaced; "
                             "move it away, or let batch replace it", {"overwrite": True}) from None
         os.replace(tmp, dst)
         return

@@ -17,15 +17,15 @@ from typing import Any
 
 from ratecontrol import fsutil
 from ratecontrol.errors import InputError, RatecontrolError, TargetNotReachable, UsageError
-from ratecontrol.batch._manifest import _is_owned
+from ratecontrol.batch._manifest import is_owned
 from ratecontrol.batch._records import (
-    _DONE, CONFLICT, COPIED, ENCODED, FAILED, KEPT, SKIPPED, FileRecord, _finite,
+    DONE, CONFLICT, COPIED, ENCODED, FAILED, KEPT, SKIPPED, FileRecord, finite,
 )
 from ratecontrol.contract import AUDIO_EXTENSIONS
 
 
 @dataclass(frozen=True)
-class _Task:
+class Task:
     """One file for a worker: everything it needs, nothing that does not pickle cheaply."""
 
     rel: str
@@ -90,13 +90,13 @@ def _read_problem(path, exc: OSError) -> str:
     return f"cannot read {path}: {(exc.strerror or str(exc)).lower()} (check the file)"
 
 
-def _write_problem(path, exc: OSError) -> str:
+def write_problem(path, exc: OSError) -> str:
     if isinstance(exc, PermissionError):
         return f"cannot write {path}: permission denied (make the folder writable)"
     return f"cannot write {path}: {(exc.strerror or str(exc)).lower()}"
 
 
-class _Conflict(Exception):
+class Conflict(Exception):
     """An output path is taken by something batch must not replace. ``str()`` is the
     record's reason (the options, e.g. ``overwrite=True``, at its end, in the library's
     words); ``options`` go into the record as they are."""
@@ -106,37 +106,37 @@ class _Conflict(Exception):
         super().__init__(text + RatecontrolError.options_text(self.options))
 
 
-def _dest_problem(task: _Task, out_rel: str) -> tuple[_Conflict | None, bool]:
+def dest_problem(task: Task, out_rel: str) -> tuple[Conflict | None, bool]:
     """(why ``out_rel`` must not be written, or None; whether writing replaces a foreign file)."""
     dst = Path(task.out_root) / out_rel
     if task.protected and out_rel in task.protected:
-        return _Conflict(task.protected[out_rel]), False
+        return Conflict(task.protected[out_rel]), False
     try:
         st = os.lstat(dst)
     except FileNotFoundError:
         return None, False
     except NotADirectoryError:
-        return _Conflict(f"{dst}: a file is in the way of its folder: not replaced; move it away"), False
+        return Conflict(f"{dst}: a file is in the way of its folder: not replaced; move it away"), False
     except OSError as exc:  # a link loop in OUT_DIR (ELOOP), a folder that cannot be searched (EACCES)
-        return _Conflict(f"{dst} cannot be checked ({(exc.strerror or str(exc)).lower()}): nothing written; "
+        return Conflict(f"{dst} cannot be checked ({(exc.strerror or str(exc)).lower()}): nothing written; "
                          "fix that path in the output folder"), False
     if stat_mod.S_ISDIR(st.st_mode):
-        return _Conflict(f"{dst} is a folder: not replaced; move it away or rename it"), False
-    if _is_owned((task.owned or {}).get(out_rel), st):
+        return Conflict(f"{dst} is a folder: not replaced; move it away or rename it"), False
+    if is_owned((task.owned or {}).get(out_rel), st):
         return None, False
     if task.overwrite:
         return None, True
-    return _Conflict(f"{dst} already exists and batch did not write it (or it changed since): "
+    return Conflict(f"{dst} already exists and batch did not write it (or it changed since): "
                      "not replaced; move it away, or let batch replace it", {"overwrite": True}), False
 
 
-def _check_dest(task: _Task, out_rel: str) -> None:
-    problem, _ = _dest_problem(task, out_rel)
+def _check_dest(task: Task, out_rel: str) -> None:
+    problem, _ = dest_problem(task, out_rel)
     if problem:
         raise problem
 
 
-def _check_name_fits(task: _Task, out_rel: str) -> None:
+def _check_name_fits(task: Task, out_rel: str) -> None:
     """The output's name fits the file system's name limit (only ``<stem><ext>`` can be
     too long: renames are cut to fit when they are planned)."""
     n = len(Path(out_rel).name.encode())
@@ -153,7 +153,7 @@ class _Work:
     write (their own temp files included) stays inside it until the driver moves the
     finished file into place."""
 
-    def __init__(self, task: _Task):
+    def __init__(self, task: Task):
         self.folder = (Path(task.out_root) / task.rel).parent
         self.path: Path | None = None
 
@@ -162,14 +162,14 @@ class _Work:
             try:
                 self.folder.mkdir(parents=True, exist_ok=True)
             except (FileExistsError, NotADirectoryError):
-                raise _Conflict(f"a file is in the way of the output folder {self.folder}: "
+                raise Conflict(f"a file is in the way of the output folder {self.folder}: "
                                 "nothing written; move it away") from None
             except OSError as exc:
-                raise _WriteError(_write_problem(self.folder, exc)) from None
+                raise _WriteError(write_problem(self.folder, exc)) from None
             try:
                 tmp = fsutil.temp_dir_sibling(self.folder / "batch")
             except OSError as exc:
-                raise _WriteError(_write_problem(self.folder, exc)) from None
+                raise _WriteError(write_problem(self.folder, exc)) from None
             self.path = tmp
         return self.path / name
 
@@ -184,7 +184,7 @@ class _WriteError(Exception):
 
 
 @dataclass(frozen=True)
-class _Result:
+class Result:
     """A worker's answer: the record, and the finished file the driver must put in place."""
 
     rec: FileRecord
@@ -193,12 +193,12 @@ class _Result:
     work_dir: str | None = None
 
 
-def _still_done(task: _Task, prior: dict, st: os.stat_result) -> FileRecord | None:
+def _still_done(task: Task, prior: dict, st: os.stat_result) -> FileRecord | None:
     """The prior record if it still holds for this run (input unchanged, output intact)."""
     from ratecontrol import media
 
     status = prior.get("status")
-    if status not in _DONE or prior.get("input_bytes") != st.st_size:
+    if status not in DONE or prior.get("input_bytes") != st.st_size:
         return None
     if status == SKIPPED and task.copy_other:
         return None  # now asked to copy it
@@ -215,7 +215,7 @@ def _still_done(task: _Task, prior: dict, st: os.stat_result) -> FileRecord | No
             ost = out.stat()
         except OSError:
             return None
-        if not _is_owned({(rec.output_bytes, rec.output_mtime_ns or None)}, ost):
+        if not is_owned({(rec.output_bytes, rec.output_mtime_ns or None)}, ost):
             return None
         if status in (ENCODED, KEPT):
             try:
@@ -302,7 +302,7 @@ def _start_watchdog(driver_pid: int | None) -> None:
     _WATCHDOG.start()
 
 
-def _run_task(task: _Task) -> _Result:
+def run_task(task: Task) -> Result:
     """Process one input file; never raises for a file problem (it becomes a failed or
     conflict record). A finished output comes back inside the worker's temp folder."""
     _start_watchdog(task.driver_pid)
@@ -317,26 +317,26 @@ def _run_task(task: _Task) -> _Result:
             if task.prior is not None:
                 done = _still_done(task, task.prior, st)
                 if done is not None:
-                    return _Result(done)
+                    return Result(done)
             base["input_sha256"] = fsutil.file_digest(src)
         except OSError as exc:
-            return _Result(FileRecord(status=FAILED, reason=_read_problem(src, exc),
+            return Result(FileRecord(status=FAILED, reason=_read_problem(src, exc),
                                       seconds=time.perf_counter() - t0, **base))
         rec, tmp = _process(task, src, base, t0, work)
         if tmp is None:
             work.discard()
-            return _Result(rec)
-        return _Result(rec, str(tmp), str(work.path))
-    except _Conflict as exc:
+            return Result(rec)
+        return Result(rec, str(tmp), str(work.path))
+    except Conflict as exc:
         work.discard()
-        return _Result(FileRecord(status=CONFLICT, reason=str(exc), options=exc.options,
+        return Result(FileRecord(status=CONFLICT, reason=str(exc), options=exc.options,
                                   seconds=time.perf_counter() - t0, **base))
     except _WriteError as exc:
         work.discard()
-        return _Result(FileRecord(status=FAILED, reason=str(exc), seconds=time.perf_counter() - t0, **base))
+        return Result(FileRecord(status=FAILED, reason=str(exc), seconds=time.perf_counter() - t0, **base))
     except Exception as exc:  # one bad file must not stop a library run
         work.discard()
-        return _Result(_failed(exc, t0, base))
+        return Result(_failed(exc, t0, base))
     except BaseException:
         # Ctrl-C or a stop signal in the driver itself (jobs=1 runs the task there): its
         # temp folder must not outlive the run (the driver's pid is alive, so no
@@ -351,7 +351,7 @@ def _copy_into(src: Path, tmp: Path) -> Path:
     except PermissionError as exc:
         if not os.access(src, os.R_OK):
             raise _WriteError(_read_problem(src, exc)) from None
-        raise _WriteError(_write_problem(tmp.parent.parent, exc)) from None
+        raise _WriteError(write_problem(tmp.parent.parent, exc)) from None
     shutil.copystat(src, tmp)
     _fsync(tmp)
     return tmp
@@ -368,7 +368,7 @@ def _fsync(path: Path) -> None:
         os.fsync(fh.fileno())
 
 
-def _process(task: _Task, src: Path, base: dict, t0: float, work: _Work) -> tuple[FileRecord, Path | None]:
+def _process(task: Task, src: Path, base: dict, t0: float, work: _Work) -> tuple[FileRecord, Path | None]:
     from ratecontrol import media
 
     try:
@@ -477,7 +477,7 @@ def _process(task: _Task, src: Path, base: dict, t0: float, work: _Work) -> tupl
         status=ENCODED, output=out_rel, output_bytes=res.output_bytes, audio_bytes=audio_bytes,
         audio_stream=audio_stream, encoded_streams=tuple(r.audio_stream for r in streams),
         rung_label=res.rung_label, bitrate_kbps=res.bitrate_kbps,
-        pooled_mos=_finite(res.pooled_mos), full_track_mos=_finite(getattr(res, "full_track_mos", None)),
+        pooled_mos=finite(res.pooled_mos), full_track_mos=finite(getattr(res, "full_track_mos", None)),
         reached=bool(search.reached), n_probes=len(search.probes), notes=notes,
         seconds=time.perf_counter() - t0, **{**base, "duration_s": search.duration_s or base.get("duration_s")},
     ), out
