@@ -198,6 +198,55 @@ def test_bad_arguments_are_one_line_errors(tmp_path):
         transcode_folder(tmp_path / "in", tmp_path / "o", target_mos=4, scorer="nope", progress=False)
 
 
+def test_options_carry_the_settings_the_manifest_held_before(tmp_path):
+    """One Options from the caller to the worker (issue 27); the manifest's settings dict
+    is derived from it and stays what earlier versions wrote, so their files resume."""
+    import pickle
+
+    from ratecontrol.batch._settings import BatchOptions, run_options, run_settings
+    from ratecontrol.batch._worker import Task
+    from ratecontrol.options import Options
+    from ratecontrol.presets import load_preset
+
+    run = BatchOptions(video="keep")
+    opts = run_options(Options(scorer="visqol", best_effort=True), run,
+                       {"sample_share": 0.5, "allow_partial": True, "cache": tmp_path})
+    assert opts.cache == str(tmp_path)  # a folder travels as text
+    settings = run_settings(4, load_preset("opus"), "opus", opts, run.video)
+    # the bytes of a manifest line written before Options (key order included)
+    assert json.dumps(settings) == json.dumps({
+        "target_mos": 4.0, "codec": "opus", "codec_ref": "opus", "scorer": "visqol", "pool": "p10", "hop_s": 1.0,
+        "best_effort": True, "sample_share": 0.5, "verify": True, "allow_partial": True, "video": "keep"})
+    default = run_settings(4.2, load_preset("opus"), "opus", run_options(None, run, {}), "audio")
+    assert list(default) == ["target_mos", "codec", "codec_ref", "scorer", "pool", "hop_s", "best_effort",
+                             "sample_share", "verify", "video"]
+    # what a loky or Dask worker receives pickles, Options included
+    task = Task(rel="a.wav", in_path=str(tmp_path / "a.wav"), out_root=str(tmp_path), out_rel="a.opus",
+                collision="", target_mos=4.0, codec_ref="opus", options=opts, settings=settings, video="keep",
+                copy_other=False, prior=None)
+    assert pickle.loads(pickle.dumps(task)) == task
+
+
+def test_options_object_and_keywords_are_one_set_of_settings(tmp_path):
+    from ratecontrol.options import Options
+
+    (tmp_path / "in").mkdir()
+    with pytest.raises(UsageError, match="unknown option"):
+        transcode_folder(tmp_path / "in", tmp_path / "o", 4, "opus", Options(), progress=False, scorers="x")
+    for bad in (Options(ladder=True), Options(jobs=2), Options(max_kbps=96)):
+        with pytest.raises(UsageError, match="batch does not take"):
+            transcode_folder(tmp_path / "in", tmp_path / "o", 4, "opus", bad, progress=False)
+    with pytest.raises(UsageError, match="video='audio'"):
+        transcode_folder(tmp_path / "in", tmp_path / "o", 4, options=Options(all_audio_streams=True), video="audio")
+    with pytest.raises(UsageError, match="jobs must be"):
+        transcode_folder(tmp_path / "in", tmp_path / "o", 4, jobs=0)
+    assert not (tmp_path / "o").exists()
+    # the Options and a keyword together: the keyword wins, as in encode
+    rep = transcode_folder(tmp_path / "in", tmp_path / "o", 4, "opus", Options(pool="mean"), pool="p5",
+                           progress=False)
+    assert rep.pool == "p5" and rep.n_files == 0
+
+
 def test_tree_without_audio_needs_no_scorer_and_exits_zero(tmp_path):
     from click.testing import CliRunner
 

@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from ratecontrol import fsutil
 from ratecontrol.errors import (
@@ -27,7 +28,8 @@ from ratecontrol.batch._records import (
     CONFLICT, ENCODED, FAILED, KEPT, SKIPPED, BatchReport, FileRecord, claim_reports, size_text,
 )
 from ratecontrol.batch._worker import Conflict, Result, Task, dest_problem, run_task, write_problem
-from ratecontrol.scoring.pooling import DEFAULT_POOL, validate_pool
+from ratecontrol.batch._settings import BatchOptions, run_options, run_settings
+from ratecontrol.options import Options
 
 
 def default_jobs() -> int:
@@ -40,27 +42,6 @@ def default_jobs() -> int:
     import joblib
 
     return max(1, joblib.cpu_count())
-
-
-def _settings(target_mos, preset, codec, scorer_name, pool, hop_s, best_effort, sample_share, verify) -> dict:
-    return {
-        "target_mos": float(target_mos),
-        "codec": preset.name,
-        # what workers load: the packaged name, or the user's YAML path
-        "codec_ref": str(preset.source_path) if (preset.source_path and not _is_packaged(codec)) else preset.name,
-        "scorer": scorer_name,
-        "pool": pool,
-        "hop_s": float(hop_s),
-        "best_effort": bool(best_effort),
-        "sample_share": None if sample_share is None else float(sample_share),
-        "verify": bool(verify),
-    }
-
-
-def _is_packaged(codec) -> bool:
-    from ratecontrol.presets import preset_names
-
-    return isinstance(codec, str) and codec in preset_names()
 
 
 class _Backend:
@@ -123,13 +104,10 @@ class _Backend:
 def transcode_folder(
     in_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
-    *,
     target_mos: float,
     codec: str = "opus",
-    scorer=None,
-    pool: str = DEFAULT_POOL,
-    hop_s: float = 1.0,
-    best_effort: bool = False,
+    options: Options | None = None,
+    *,
     jobs: int | None = None,
     backend: str = "local",
     scheduler=None,
@@ -138,13 +116,9 @@ def transcode_folder(
     csv_report: str | os.PathLike | None = None,
     progress: bool | None = None,
     resume: bool = True,
-    sample_share: float | None = None,
-    allow_partial: bool = False,
     video: str = "keep",
-    all_audio_streams: bool = False,
-    verify: bool = True,
-    cache: bool | str | os.PathLike | None = None,
     overwrite: bool = False,
+    **option_fields: Any,
 ) -> BatchReport:
     """Transcode every audio file under ``in_dir`` into a mirrored tree under ``out_dir``.
 
@@ -153,6 +127,23 @@ def transcode_folder(
     on (check ``report.ok``). Raises a RatecontrolError only for problems with the run
     itself (missing IN_DIR, unwritable OUT_DIR, OUT_DIR locked by another run, bad
     target/codec/scorer/pool, no Dask scheduler).
+
+    How each file is searched and encoded is ``options`` (an ``Options``), with any of
+    its fields also accepted as a keyword (``scorer``, ``pool``, ``hop_s``,
+    ``best_effort``, ``sample_share``, ``verify``, ``cache``, ``allow_partial``,
+    ``all_audio_streams``), as in ``ratecontrol.api.encode``. Batch chooses each file's
+    audio stream and output itself, runs one scorer job per worker and records only
+    these settings in its manifest, so ``jobs``, ``max_kbps``, ``above_source``,
+    ``margin_mos``, ``on_probe``, ``audio_stream``, ``audio_only`` and ``ladder`` are
+    refused. cache: the probe cache, None for each machine's default folder, False for
+    none, or a folder. sample_share, verify: long tracks are probed on a sample of their
+    segments, the written file is scored. allow_partial: encode what decodes of a
+    truncated input (a warning in the record's notes) instead of failing it.
+    all_audio_streams (with video="keep"): re-encode every audio stream of files that
+    have several, each searched on its own (as ``encode`` does; also an audio-only file
+    with several audio streams keeps its container then); the record's rung is the
+    default stream's, ``encoded_streams`` and the notes give each one's. A lossy stream
+    is never encoded above its own bitrate (the stream's, not the container's).
 
     Only files the manifest says batch wrote (unchanged since) are replaced; any other
     file at an output path makes that input a ``conflict`` record, unless
@@ -170,33 +161,19 @@ def transcode_folder(
     name and container with every other stream stream-copied), "audio" (that audio
     stream written alone under the preset's extension, noted in the record) or "skip"
     (skipped, reported); records of such files have ``other_streams`` > 0 and the
-    summary counts them. all_audio_streams (with video="keep"): re-encode every audio
-    stream of such files in place, each searched on its own (as ``encode`` does; also
-    an audio-only file with several audio streams keeps its container then); the
-    record's rung is the default stream's, ``encoded_streams`` and the notes give each
-    one's. A lossy stream is never encoded above its own bitrate (the stream's, not
-    the container's). allow_partial: encode what decodes
-    of a truncated input (a warning in the record's notes) instead of failing it.
-    sample_share, verify: as in
-    ``ratecontrol.api.encode`` (long tracks are probed on a sample of their segments). cache:
-    the probe cache, None for each machine's default folder, False for none, or a folder.
+    summary counts them.
     """
     from ratecontrol.contract import check_target_mos
-    from ratecontrol.options import Options, check_flag
     from ratecontrol.presets import load_preset
-    from ratecontrol.scoring.base import DEFAULT_SCORER, available_scorers
 
     t0 = time.perf_counter()
     t = check_target_mos(target_mos)
-    # encode's own checks (Options): a bool is a bool, numbers in range, so that
-    # allow_partial="false" is refused instead of being taken as True
-    Options(scorer=scorer, pool=pool, hop_s=hop_s, best_effort=best_effort, jobs=jobs, sample_share=sample_share,
-            allow_partial=allow_partial, all_audio_streams=all_audio_streams, verify=verify, cache=cache)
-    for name, flag in (("copy_other", copy_other), ("resume", resume), ("overwrite", overwrite)):
-        check_flag(name, flag)
-    if progress is not None:
-        check_flag("progress", progress)
-    pool = validate_pool(pool)
+    # every knob checked once, here (a bool is a bool, numbers in range: allow_partial="false"
+    # is refused instead of being taken as True), before anything is read or written
+    run = BatchOptions(jobs=jobs, backend=backend, scheduler=scheduler, copy_other=copy_other,
+                       json_report=json_report, csv_report=csv_report, progress=progress, resume=resume,
+                       video=video, overwrite=overwrite)
+    opts = run_options(options, run, option_fields)
     if codec == "auto":
         raise UsageError("batch needs one codec (output names and the lossy-source rule depend on it); "
                          "pick one", options={"codec": "opus"})
@@ -204,18 +181,7 @@ def transcode_folder(
     from ratecontrol import media
 
     media.require_encoder(preset)
-    if cache is not None and not isinstance(cache, bool):
-        cache = str(cache)
-    if scorer is None or isinstance(scorer, str):
-        scorer_name = scorer or DEFAULT_SCORER
-        if scorer_name not in available_scorers():
-            raise UsageError(f"unknown scorer {scorer_name!r}; use one of {available_scorers()}")
-    else:
-        scorer_name = getattr(scorer, "name", type(scorer).__name__)
-    if jobs is not None and int(jobs) < 1:
-        raise UsageError(f"jobs must be >= 1, got {jobs}")
-    if backend not in ("local", "dask"):
-        raise UsageError(f"unknown backend {backend!r}; use 'local' or 'dask'")
+    settings = run_settings(t, preset, codec, opts, run.video)
     src, dst, prune = check_dirs(in_dir, out_dir)
     # the reports under the publish rule, now, not after hours of encoding: never an input
     # of the run, never one of its outputs (a planned name, a kept or copied file's name)
@@ -223,23 +189,9 @@ def transcode_folder(
     rels = walk(src, prune, ids)
     planned, _ = plan_names(rels, preset.extension)
     reports = claim_reports(json_report, csv_report, src, ids, dst,
-                             [*planned.values(), *rels, MANIFEST_NAME, LOCK_NAME], overwrite)
-    settings = _settings(t, preset, codec, scorer_name, pool, hop_s, best_effort, sample_share, verify)
-    if allow_partial:  # only when set: manifests written without it stay valid
-        settings["allow_partial"] = True
-    if video not in ("keep", "audio", "skip"):
-        raise UsageError(f"video must be 'keep', 'audio' or 'skip', got {video!r}")
-    settings["video"] = video  # compared only for files with video (_same_settings)
-    if all_audio_streams:
-        if video != "keep":
-            raise UsageError(f"all_audio_streams re-encodes every audio stream in place, which video={video!r} "
-                             "does not do", options={"video": "keep"})
-        # only when set: manifests written without it stay valid; compared only for
-        # files with several audio streams (_same_settings)
-        settings["all_audio_streams"] = True
+                            [*planned.values(), *rels, MANIFEST_NAME, LOCK_NAME], overwrite)
     with OutDirLock(dst):
-        report = _run(src, dst, prune, settings, preset, t, scorer, scorer_name, pool, backend, scheduler,
-                      jobs, copy_other, cache, resume, overwrite, progress, t0, json_report, csv_report)
+        report = _run(src, dst, prune, t, preset, opts, run, settings, t0)
     if "json" in reports:
         report.write_json(reports["json"])
     if "csv" in reports:
@@ -247,15 +199,15 @@ def transcode_folder(
     return report
 
 
-def _run(src, dst, prune, settings, preset, t, scorer, scorer_name, pool, backend, scheduler, jobs,
-         copy_other, cache, resume, overwrite, progress, t0, json_report, csv_report) -> BatchReport:
+def _run(src: Path, dst: Path, prune: Path | None, t: float, preset, opts: Options, run: BatchOptions,
+         settings: dict, t0: float) -> BatchReport:
     """The run itself, with OUT_DIR locked."""
     manifest_path = dst / MANIFEST_NAME
     prior, owned = read_manifest(manifest_path)
-    if not resume:
+    if not run.resume:
         prior = {}
     if prune is not None:
-        ours = {Path(os.path.abspath(r)) for r in (json_report, csv_report) if r}
+        ours = {Path(os.path.abspath(r)) for r in (run.json_report, run.csv_report) if r}
         foreign = foreign_files(dst, owned, ours)
         if foreign:
             shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
@@ -270,17 +222,19 @@ def _run(src, dst, prune, settings, preset, t, scorer, scorer_name, pool, backen
     planned, collisions = plan_names(rels, preset.extension)
     coll_note = {c.input: f"{c.wanted} is taken by {c.taken_by}: wrote {c.output}" for c in collisions}
     clean_stale_temps(dst, list(planned.values()) + rels)
-    driver_pid = os.getpid() if backend == "local" else None
-    scorer_arg = scorer if not (scorer is None or isinstance(scorer, str)) else scorer_name
+    driver_pid = os.getpid() if run.backend == "local" else None
+    # the workers get the scorer by name (each builds its own, once), an instance as it is
+    task_opts = replace(opts, scorer=opts.scorer if not (opts.scorer is None or isinstance(opts.scorer, str))
+                        else settings["scorer"])
     tasks = []
     for rel in rels:
         cands = {planned[rel], rel}
         tasks.append(Task(
             rel=rel, in_path=str(src / rel), out_root=str(dst), out_rel=planned[rel],
-            collision=coll_note.get(rel, ""), settings=settings, scorer=scorer_arg,
-            copy_other=copy_other, cache=cache, prior=prior.get(rel),
+            collision=coll_note.get(rel, ""), target_mos=settings["target_mos"], codec_ref=settings["codec_ref"], options=task_opts,
+            settings=settings, video=run.video, copy_other=run.copy_other, prior=prior.get(rel),
             owned={c: frozenset(owned[c]) for c in cands if c in owned},
-            protected=protected_outputs(dst, cands, input_ids), overwrite=bool(overwrite), driver_pid=driver_pid))
+            protected=protected_outputs(dst, cands, input_ids), overwrite=run.overwrite, driver_pid=driver_pid))
     by_rel = {tk.rel: tk for tk in tasks}
 
     from joblib import Parallel, delayed
@@ -290,15 +244,15 @@ def _run(src, dst, prune, settings, preset, t, scorer, scorer_name, pool, backen
     # reported, not left out silently; nothing to resume, so no manifest line
     results: dict[str, FileRecord] = {rel: FileRecord(input=rel, status=SKIPPED, reason=why)
                                       for rel, why in left_out.items()}
-    manifest = Manifest(manifest_path, fresh=not resume)
-    bar = tqdm(total=len(tasks), unit="file", desc="batch", disable=None if progress is None else not progress,
+    manifest = Manifest(manifest_path, fresh=not run.resume)
+    bar = tqdm(total=len(tasks), unit="file", desc="batch", disable=None if run.progress is None else not run.progress,
                file=sys.stderr, dynamic_ncols=True)
     in_b = out_b = failed = 0
     n_jobs = 1
     gen = None
     clean_exit = False
     try:
-        with _stop_on_signals(), _Backend(backend, scheduler, jobs, len(tasks)) as n_jobs:
+        with _stop_on_signals(), _Backend(run.backend, run.scheduler, run.jobs, len(tasks)) as n_jobs:
             par = Parallel(return_as="generator_unordered", batch_size=1)
             gen = par(delayed(run_task)(tk) for tk in tasks)
             for res in gen:
@@ -329,7 +283,7 @@ def _run(src, dst, prune, settings, preset, t, scorer, scorer_name, pool, backen
             if gen is not None:
                 with contextlib.suppress(BaseException):
                     gen.close()  # joblib aborts: kills the loky workers
-            if backend == "local":
+            if run.backend == "local":
                 _kill_local_workers()
                 # the killed workers had no way out: their per-process folders in the
                 # system temp dir (probe encodes) go now, not at some later run's start
@@ -339,8 +293,8 @@ def _run(src, dst, prune, settings, preset, t, scorer, scorer_name, pool, backen
                 clean_stale_temps(dst, list(planned.values()) + rels)
 
     return BatchReport(
-        in_dir=str(src), out_dir=str(dst), codec=preset.name, target_mos=t, scorer=scorer_name, pool=pool,
-        backend=backend, jobs=n_jobs, records=tuple(results[r] for r in order),
+        in_dir=str(src), out_dir=str(dst), codec=preset.name, target_mos=t, scorer=settings["scorer"],
+        pool=opts.pool, backend=run.backend, jobs=n_jobs, records=tuple(results[r] for r in order),
         collisions=tuple(c for c in collisions
                          if results[c.input].status == ENCODED and results[c.input].output == c.output),
         seconds=time.perf_counter() - t0, manifest_path=str(manifest_path),

@@ -22,6 +22,7 @@ from ratecontrol.batch._records import (
     DONE, CONFLICT, COPIED, ENCODED, FAILED, KEPT, SKIPPED, FileRecord, finite,
 )
 from ratecontrol.contract import AUDIO_EXTENSIONS
+from ratecontrol.options import Options
 
 
 @dataclass(frozen=True)
@@ -34,11 +35,17 @@ class Task:
     #: planned output, relative to OUT_DIR, for an encode
     out_rel: str
     collision: str
+    target_mos: float
+    #: the preset workers load: its packaged name, or the user's YAML path
+    codec_ref: str
+    #: how encode runs (its scorer a name, each worker builds its own once, or a Scorer);
+    #: the worker adds the per-file choices (every audio stream, the audio alone)
+    options: Options
+    #: the manifest's settings of this run: a prior record counts only with the same
     settings: dict
-    scorer: Any  # a name, or a Scorer instance
+    #: files with video or other streams: "keep", "audio" or "skip"
+    video: str
     copy_other: bool
-    #: probe cache: None (default folder of the machine), False, or a folder
-    cache: Any
     #: the manifest's last record for this input, when it may still be valid
     prior: dict | None
     #: per candidate output (relative to OUT_DIR): the (size, mtime_ns) versions the
@@ -369,62 +376,104 @@ def _fsync(path: Path) -> None:
 
 
 def _process(task: Task, src: Path, base: dict, t0: float, work: _Work) -> tuple[FileRecord, Path | None]:
+    """Decide what the file gets (skip, copy, keep: before any encode), then encode it."""
     from ratecontrol import media
 
     try:
         info = media.inspect(src)
     except InputError as exc:
-        # ._name files are macOS AppleDouble metadata that copy along with the real file
-        if src.suffix.lower() in AUDIO_EXTENSIONS and not src.name.startswith("._"):
-            return _failed(exc, t0, base), None
-        if task.copy_other:
-            _check_dest(task, task.rel)
-            tmp = _copy_into(src, work.file(src.name))
-            return FileRecord(status=COPIED, output=task.rel, reason="not audio: copied unchanged",
-                              seconds=time.perf_counter() - t0, **base), tmp
-        return FileRecord(status=SKIPPED, reason=f"not audio ({_one_line(exc)})",
-                          seconds=time.perf_counter() - t0, **base), None
+        return _not_audio(task, src, exc, base, t0, work)
+    plan = _decide(task, src, info, base)
+    if plan.skip is not None:
+        reason, helps = plan.skip
+        return FileRecord(status=SKIPPED, options=helps, reason=reason, seconds=time.perf_counter() - t0,
+                          **base), None
+    if plan.keep is not None:
+        return _keep(task, src, plan, plan.keep, (), base, t0, work)
+    return _encode(task, src, info, plan, base, t0, work)
 
-    s = task.settings
+
+def _not_audio(task: Task, src: Path, exc: InputError, base: dict, t0: float,
+               work: _Work) -> tuple[FileRecord, Path | None]:
+    """A file ffmpeg cannot read as audio: failed when its name says audio, else copied
+    (copy_other) or skipped."""
+    # ._name files are macOS AppleDouble metadata that copy along with the real file
+    if src.suffix.lower() in AUDIO_EXTENSIONS and not src.name.startswith("._"):
+        return _failed(exc, t0, base), None
+    if task.copy_other:
+        _check_dest(task, task.rel)
+        tmp = _copy_into(src, work.file(src.name))
+        return FileRecord(status=COPIED, output=task.rel, reason="not audio: copied unchanged",
+                          seconds=time.perf_counter() - t0, **base), tmp
+    return FileRecord(status=SKIPPED, reason=f"not audio ({_one_line(exc)})",
+                      seconds=time.perf_counter() - t0, **base), None
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What batch does with one audio input, decided from its probe before any encode."""
+
+    preset: Any
+    #: the streams encode will re-encode (the first is the record's)
+    sources: tuple["_SourceAudio", ...]
+    #: the input's own name and container, every other stream copied (a film; with
+    #: all_audio_streams also an audio-only file with several audio streams)
+    in_place: bool
+    #: more than one audio stream, or video/other streams
+    bundled: bool
     video_note: tuple[str, ...] = ()
-    video = s.get("video", "keep")
-    all_streams = bool(s.get("all_audio_streams"))
-    # in place: the input's own name and container, every other stream copied (a film;
-    # with all_audio_streams also an audio-only file with several audio streams)
-    in_place = video == "keep" and (info.other_streams > 0 or (all_streams and info.audio_streams > 1))
+    #: (reason, options) when the file is skipped (video="skip")
+    skip: tuple[str, dict] | None = None
+    #: the reason the source is copied unchanged before any work (the lossy rule)
+    keep: str | None = None
+
+    @property
+    def lossy(self) -> bool:
+        return any(not a.lossless for a in self.sources)
+
+
+def _decide(task: Task, src: Path, info, base: dict) -> _Plan:
+    """Skip, keep or encode, from the probe alone; fills the record's input fields in ``base``."""
+    video_note: tuple[str, ...] = ()
+    all_streams = task.options.all_audio_streams
+    in_place = task.video == "keep" and (info.other_streams > 0 or (all_streams and info.audio_streams > 1))
+    bundled = info.other_streams > 0 or info.audio_streams > 1
     base.update(duration_s=info.duration_s, input_audio_streams=info.audio_streams)
     if info.other_streams:
         base["other_streams"] = info.other_streams
-        if video == "skip":
+        if task.video == "skip":
             base.update(input_codec=info.codec, lossless=info.lossless)
             helps = {"video": "keep"}
-            return FileRecord(status=SKIPPED, options=helps, reason=f"has {info.other_streams} video/other stream(s)"
-                              + RatecontrolError.options_text(helps), seconds=time.perf_counter() - t0, **base), None
+            return _Plan(None, (), in_place, bundled, skip=(f"has {info.other_streams} video/other stream(s)"
+                                                            + RatecontrolError.options_text(helps), helps))
         if not in_place:
             video_note = (f"input has {info.other_streams} video/other stream(s): batch wrote its default audio "
                           "stream alone (video='audio'; video='keep' re-encodes it in place)",)
     sources = _source_audio(src, info, _chosen_streams(src, info, in_place, all_streams))
     first = sources[0]
-    lossy = any(not a.lossless for a in sources)
-    base.update(input_codec=first.codec, input_kbps=first.kbps, lossless=not lossy)
+    base.update(input_codec=first.codec, input_kbps=first.kbps, lossless=all(a.lossless for a in sources))
     from ratecontrol.presets import load_preset
 
-    preset = load_preset(s["codec_ref"])
-    bundled = info.other_streams > 0 or info.audio_streams > 1
+    preset = load_preset(task.codec_ref)
+    return _Plan(preset, sources, in_place, bundled, video_note, keep=_below_ladder(preset, sources, bundled))
 
-    def keep(reason: str, notes: tuple[str, ...] = ()) -> tuple[FileRecord, Path]:
-        _check_dest(task, task.rel)
-        tmp = _copy_into(src, work.file(src.name))
-        return FileRecord(status=KEPT, output=task.rel, reason=reason, notes=notes,
-                          audio_bytes=_audio_bytes(tmp, first.audio_index), seconds=time.perf_counter() - t0,
-                          **base), tmp
 
-    too_low = _below_ladder(preset, sources, bundled)
-    if too_low is not None:
-        return keep(too_low)
+def _keep(task: Task, src: Path, plan: _Plan, reason: str, notes: tuple[str, ...], base: dict, t0: float,
+          work: _Work) -> tuple[FileRecord, Path]:
+    """The source copied unchanged under its own name (a lossy source batch cannot improve)."""
+    _check_dest(task, task.rel)
+    tmp = _copy_into(src, work.file(src.name))
+    return FileRecord(status=KEPT, output=task.rel, reason=reason, notes=notes,
+                      audio_bytes=_audio_bytes(tmp, plan.sources[0].audio_index), seconds=time.perf_counter() - t0,
+                      **base), tmp
 
+
+def _encode(task: Task, src: Path, info, plan: _Plan, base: dict, t0: float,
+            work: _Work) -> tuple[FileRecord, Path]:
+    """Encode the file (or keep the source when no smaller encode reaches the target)."""
     from ratecontrol.api import encode
 
+    sources, in_place, bundled, lossy = plan.sources, plan.in_place, plan.bundled, plan.lossy
     # before hours of work: is the output path ours to write?
     out_rel = task.rel if in_place else task.out_rel
     _check_name_fits(task, out_rel)
@@ -434,44 +483,43 @@ def _process(task: Task, src: Path, base: dict, t0: float, work: _Work) -> tuple
 
     from ratecontrol.errors import RatecontrolWarning
 
+    # the run's Options with this file's choices: one scorer job (file-level parallelism),
+    # every audio stream only in place, a film's default stream alone under the planned
+    # name (video='audio'); no max_kbps: each stream's session caps its own ladder at
+    # that stream's bitrate when it is lossy (probing.session: one rule for encode and batch)
+    opts = replace(task.options, scorer=_worker_scorer(task.options.scorer), jobs=1,
+                   all_audio_streams=in_place and len(sources) > 1, audio_only=bundled and not in_place)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", RatecontrolWarning)
-            # no max_kbps: each stream's session caps its own ladder at that stream's
-            # bitrate when it is lossy (probing.session: one rule for encode and batch)
-            res = encode(src, out, target_mos=s["target_mos"], codec=s["codec_ref"],
-                         scorer=_worker_scorer(task.scorer), pool=s["pool"], hop_s=s["hop_s"],
-                         best_effort=s["best_effort"], overwrite=False, jobs=1,
-                         sample_share=s["sample_share"], verify=s["verify"], cache=task.cache,
-                         allow_partial=bool(s.get("allow_partial")),
-                         all_audio_streams=in_place and len(sources) > 1,
-                         # video='audio': the default stream alone, under the planned name
-                         audio_only=bundled and not in_place)
+            res = encode(src, out, target_mos=task.target_mos, codec=task.codec_ref, options=opts, overwrite=False)
     except TargetNotReachable as exc:
         if not lossy:
             raise
         best = max((p.pooled_mos for p in (exc.result.probes if exc.result else ())), default=math.nan)
-        return keep(f"no {s['codec']} rung at or below the lossy source's own bitrate ({_kbps_list(sources)}) "
-                    f"reaches MOS {s['target_mos']:g} (best {best:.3f}): copied unchanged")
+        return _keep(task, src, plan, f"no {plan.preset.name} rung at or below the lossy source's own bitrate "
+                     f"({_kbps_list(sources)}) reaches MOS {task.target_mos:g} (best {best:.3f}): copied unchanged",
+                     (), base, t0, work)
     except UsageError as exc:
         if not exc.options.get("above_source"):
             raise
         # the session found no rung at or below a lossy stream's own bitrate (its figure
         # from the stream copied out, which the check above may not have had)
-        return keep(f"{_one_line(exc)}: copied unchanged")
+        return _keep(task, src, plan, f"{_one_line(exc)}: copied unchanged", (), base, t0, work)
     search = res.search
     streams = tuple(res.streams) if in_place and len(sources) > 1 else ()
     # warnings of this file (a partial decode with allow_partial) go into its record
-    notes = tuple(search.notes) + video_note + tuple(f"warning: {w.message}" for w in caught
-                                                     if issubclass(w.category, RatecontrolWarning))
+    notes = tuple(search.notes) + plan.video_note + tuple(f"warning: {w.message}" for w in caught
+                                                          if issubclass(w.category, RatecontrolWarning))
     notes += tuple(f"audio stream {r.audio_stream}: {r.rung_label}, MOS {r.pooled_mos:.3f}" for r in streams)
     if info.has_cover_art and not _has_cover(out):
-        notes += (f"cover art not kept: ffmpeg cannot store it in a {s['codec']} ({out.suffix}) output",)
+        notes += (f"cover art not kept: ffmpeg cannot store it in a {plan.preset.name} ({out.suffix}) output",)
     audio_stream = res.audio_stream if in_place else None
     audio_bytes = _audio_bytes(out, audio_stream or 0)
     if lossy and _not_smaller(src, res, sources, audio_bytes, whole=in_place or not bundled):
         out.unlink(missing_ok=True)
-        return keep(f"the {res.rung_label} encode is not smaller than the lossy source: copied unchanged", notes)
+        return _keep(task, src, plan, f"the {res.rung_label} encode is not smaller than the lossy source: "
+                     "copied unchanged", notes, base, t0, work)
     _fsync(out)
     return FileRecord(
         status=ENCODED, output=out_rel, output_bytes=res.output_bytes, audio_bytes=audio_bytes,
