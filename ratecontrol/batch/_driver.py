@@ -4,10 +4,10 @@ and the stop on SIGTERM/Ctrl-C."""
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import shutil
 import signal
+import stat as stat_mod
 import sys
 import threading
 import time
@@ -363,7 +363,7 @@ def _place(res: Result, task: Task, record) -> FileRecord:
         record(rec)
         dst = Path(task.out_root) / rec.output
         try:
-            _move_into_place(tmp, dst, may_replace=os.path.lexists(dst))
+            _move_into_place(tmp, dst)
         except Conflict as exc:
             rec = replace(rec, status=CONFLICT, output=None, output_bytes=0, output_mtime_ns=0,
                           replaced=False, notes=res.rec.notes, reason=str(exc), options=exc.options)
@@ -378,23 +378,18 @@ def _place(res: Result, task: Task, record) -> FileRecord:
             shutil.rmtree(res.work_dir, ignore_errors=True)
 
 
-def _move_into_place(tmp: Path, dst: Path, may_replace: bool) -> None:
-    """Rename ``tmp`` onto ``dst``; where nothing was there, never clobber a file that
-    appeared meanwhile (a hard link fails if ``dst`` exists)."""
-    if may_replace:
-        os.replace(tmp, dst)
-        return
+def _move_into_place(tmp: Path, dst: Path) -> None:
+    """Publish ``tmp`` onto ``dst`` under the project's publish rule (``fsutil.publish``).
+
+    Batch's own claim has just allowed what is at ``dst`` (``dest_problem``: nothing, a
+    file its manifest says it wrote, or any file with overwrite): that exact file may be
+    replaced; where nothing was, a file that appeared meanwhile is never clobbered (a
+    hard link fails if the name exists). ``claim_output`` is not the claim here: its
+    overwrite flag cannot say "a file this run's manifest wrote". The temp file keeps
+    its mode (a kept or copied file has its source's, as ``copystat`` gave it)."""
+    dest = fsutil.Destination(dst, fsutil.file_id(dst), "output")
     try:
-        os.link(tmp, dst)
-    except FileExistsError:
+        fsutil.publish(tmp, dest, mode=stat_mod.S_IMODE(os.stat(tmp).st_mode))
+    except OutputError:
         raise Conflict(f"{dst} appeared while the file was being encoded: not replaced; "
-                        "move it away, or let batch replace it", {"overwrite": True}) from None
-    except OSError as exc:
-        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV, errno.ENOSYS):
-            raise
-        if os.path.lexists(dst):  # no hard links on this file system: check, then rename
-            raise Conflict(f"{dst} appeared while the file was being encoded: not replaced; "
-                            "move it away, or let batch replace it", {"overwrite": True}) from None
-        os.replace(tmp, dst)
-        return
-    os.unlink(tmp)
+                       "move it away, or let batch replace it", {"overwrite": True}) from None
