@@ -207,34 +207,13 @@ def _run(src: Path, dst: Path, prune: Path | None, t: float, preset, opts: Optio
     if not run.resume:
         prior = {}
     if prune is not None:
-        ours = {Path(os.path.abspath(r)) for r in (run.json_report, run.csv_report) if r}
-        foreign = foreign_files(dst, owned, ours)
-        if foreign:
-            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-            raise OutputError(
-                f"output folder {dst} is inside the input folder and already holds {len(foreign)} "
-                f"file(s) batch did not write ({shown}); batch never reads its own output folder, so "
-                "they would not be transcoded and could be overwritten: choose an empty OUT_DIR or "
-                "one outside IN_DIR (overwrite does not change this)")
+        _refuse_foreign_files(dst, owned, run)
 
     input_ids: dict = {}
     rels, left_out, order = scan(src, prune, input_ids)
     planned, collisions = plan_names(rels, preset.extension)
-    coll_note = {c.input: f"{c.wanted} is taken by {c.taken_by}: wrote {c.output}" for c in collisions}
     clean_stale_temps(dst, list(planned.values()) + rels)
-    driver_pid = os.getpid() if run.backend == "local" else None
-    # the workers get the scorer by name (each builds its own, once), an instance as it is
-    task_opts = replace(opts, scorer=opts.scorer if not (opts.scorer is None or isinstance(opts.scorer, str))
-                        else settings["scorer"])
-    tasks = []
-    for rel in rels:
-        cands = {planned[rel], rel}
-        tasks.append(Task(
-            rel=rel, in_path=str(src / rel), out_root=str(dst), out_rel=planned[rel],
-            collision=coll_note.get(rel, ""), target_mos=settings["target_mos"], codec_ref=settings["codec_ref"], options=task_opts,
-            settings=settings, video=run.video, copy_other=run.copy_other, prior=prior.get(rel),
-            owned={c: frozenset(owned[c]) for c in cands if c in owned},
-            protected=protected_outputs(dst, cands, input_ids), overwrite=run.overwrite, driver_pid=driver_pid))
+    tasks = _tasks(src, dst, opts, run, settings, rels, planned, collisions, prior, owned, input_ids)
     by_rel = {tk.rel: tk for tk in tasks}
 
     from joblib import Parallel, delayed
@@ -280,17 +259,7 @@ def _run(src: Path, dst: Path, prune: Path | None, t: float, preset, opts: Optio
         manifest.close()
         if not clean_exit:
             # interrupted (SIGTERM, Ctrl-C, an error): no worker may go on writing
-            if gen is not None:
-                with contextlib.suppress(BaseException):
-                    gen.close()  # joblib aborts: kills the loky workers
-            if run.backend == "local":
-                _kill_local_workers()
-                # the killed workers had no way out: their per-process folders in the
-                # system temp dir (probe encodes) go now, not at some later run's start
-                with contextlib.suppress(Exception):
-                    fsutil.clean_stale_run_dirs()
-            with contextlib.suppress(Exception):
-                clean_stale_temps(dst, list(planned.values()) + rels)
+            _stop_workers(gen, run.backend, dst, list(planned.values()) + rels)
 
     return BatchReport(
         in_dir=str(src), out_dir=str(dst), codec=preset.name, target_mos=t, scorer=settings["scorer"],
@@ -299,6 +268,55 @@ def _run(src: Path, dst: Path, prune: Path | None, t: float, preset, opts: Optio
                          if results[c.input].status == ENCODED and results[c.input].output == c.output),
         seconds=time.perf_counter() - t0, manifest_path=str(manifest_path),
     )
+
+
+def _refuse_foreign_files(dst: Path, owned: dict, run: BatchOptions) -> None:
+    """An OUT_DIR inside IN_DIR may hold only what batch wrote (the walk leaves it out:
+    anything else there would be neither transcoded nor safe from being written over)."""
+    ours = {Path(os.path.abspath(r)) for r in (run.json_report, run.csv_report) if r}
+    foreign = foreign_files(dst, owned, ours)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise OutputError(
+            f"output folder {dst} is inside the input folder and already holds {len(foreign)} "
+            f"file(s) batch did not write ({shown}); batch never reads its own output folder, so "
+            "they would not be transcoded and could be overwritten: choose an empty OUT_DIR or "
+            "one outside IN_DIR (overwrite does not change this)")
+
+
+def _tasks(src: Path, dst: Path, opts: Options, run: BatchOptions, settings: dict, rels: list[str],
+           planned: dict[str, str], collisions, prior: dict, owned: dict, input_ids: dict) -> list[Task]:
+    """One Task per input: what its worker needs, all of it pickled to the worker."""
+    coll_note = {c.input: f"{c.wanted} is taken by {c.taken_by}: wrote {c.output}" for c in collisions}
+    driver_pid = os.getpid() if run.backend == "local" else None
+    # the workers get the scorer by name (each builds its own, once), an instance as it is
+    task_opts = replace(opts, scorer=opts.scorer if not (opts.scorer is None or isinstance(opts.scorer, str))
+                        else settings["scorer"])
+    tasks = []
+    for rel in rels:
+        cands = {planned[rel], rel}
+        tasks.append(Task(
+            rel=rel, in_path=str(src / rel), out_root=str(dst), out_rel=planned[rel],
+            collision=coll_note.get(rel, ""), target_mos=settings["target_mos"], codec_ref=settings["codec_ref"],
+            options=task_opts, settings=settings, video=run.video, copy_other=run.copy_other, prior=prior.get(rel),
+            owned={c: frozenset(owned[c]) for c in cands if c in owned},
+            protected=protected_outputs(dst, cands, input_ids), overwrite=run.overwrite, driver_pid=driver_pid))
+    return tasks
+
+
+def _stop_workers(gen, backend: str, dst: Path, outputs: list[str]) -> None:
+    """Stop the workers of an interrupted run and remove what they were writing."""
+    if gen is not None:
+        with contextlib.suppress(BaseException):
+            gen.close()  # joblib aborts: kills the loky workers
+    if backend == "local":
+        _kill_local_workers()
+        # the killed workers had no way out: their per-process folders in the
+        # system temp dir (probe encodes) go now, not at some later run's start
+        with contextlib.suppress(Exception):
+            fsutil.clean_stale_run_dirs()
+    with contextlib.suppress(Exception):
+        clean_stale_temps(dst, outputs)
 
 
 def _kill_local_workers() -> None:
