@@ -46,7 +46,7 @@ def walk(in_dir: Path, prune: Path | None, ids: dict | None = None) -> list[str]
 
 
 def scan(in_dir: Path, prune: Path | None, ids: dict | None = None
-          ) -> tuple[list[str], dict[str, str], list[str]]:
+         ) -> tuple[list[str], dict[str, str], list[str]]:
     """(files, left out, order) of the walk of ``in_dir``: sorted per folder, files first,
     then the sub-folders, depth first.
 

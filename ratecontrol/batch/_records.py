@@ -373,7 +373,7 @@ def _is_batch_report(path: Path, kind: str) -> bool:
 
 
 def claim_reports(json_report, csv_report, in_dir: Path, input_ids: dict, out_dir: Path, out_rels,
-                   overwrite: bool) -> dict[str, fsutil.Destination]:
+                  overwrite: bool) -> dict[str, fsutil.Destination]:
     """batch's --json-report / --csv-report under the publish rule, before any work:
     never an input of the run (``input_ids``: (st_dev, st_ino) -> the input's path
     relative to ``in_dir``), never one of its outputs (``out_rels``: paths relative to

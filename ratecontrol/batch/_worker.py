@@ -126,7 +126,7 @@ def dest_problem(task: Task, out_rel: str) -> tuple[Conflict | None, bool]:
         return Conflict(f"{dst}: a file is in the way of its folder: not replaced; move it away"), False
     except OSError as exc:  # a link loop in OUT_DIR (ELOOP), a folder that cannot be searched (EACCES)
         return Conflict(f"{dst} cannot be checked ({(exc.strerror or str(exc)).lower()}): nothing written; "
-                         "fix that path in the output folder"), False
+                        "fix that path in the output folder"), False
     if stat_mod.S_ISDIR(st.st_mode):
         return Conflict(f"{dst} is a folder: not replaced; move it away or rename it"), False
     if is_owned((task.owned or {}).get(out_rel), st):
@@ -134,7 +134,7 @@ def dest_problem(task: Task, out_rel: str) -> tuple[Conflict | None, bool]:
     if task.overwrite:
         return None, True
     return Conflict(f"{dst} already exists and batch did not write it (or it changed since): "
-                     "not replaced; move it away, or let batch replace it", {"overwrite": True}), False
+                    "not replaced; move it away, or let batch replace it", {"overwrite": True}), False
 
 
 def _check_dest(task: Task, out_rel: str) -> None:
@@ -170,7 +170,7 @@ class _Work:
                 self.folder.mkdir(parents=True, exist_ok=True)
             except (FileExistsError, NotADirectoryError):
                 raise Conflict(f"a file is in the way of the output folder {self.folder}: "
-                                "nothing written; move it away") from None
+                               "nothing written; move it away") from None
             except OSError as exc:
                 raise _WriteError(write_problem(self.folder, exc)) from None
             try:
@@ -328,7 +328,7 @@ def run_task(task: Task) -> Result:
             base["input_sha256"] = fsutil.file_digest(src)
         except OSError as exc:
             return Result(FileRecord(status=FAILED, reason=_read_problem(src, exc),
-                                      seconds=time.perf_counter() - t0, **base))
+                                     seconds=time.perf_counter() - t0, **base))
         rec, tmp = _process(task, src, base, t0, work)
         if tmp is None:
             work.discard()
@@ -337,7 +337,7 @@ def run_task(task: Task) -> Result:
     except Conflict as exc:
         work.discard()
         return Result(FileRecord(status=CONFLICT, reason=str(exc), options=exc.options,
-                                  seconds=time.perf_counter() - t0, **base))
+                                 seconds=time.perf_counter() - t0, **base))
     except _WriteError as exc:
         work.discard()
         return Result(FileRecord(status=FAILED, reason=str(exc), seconds=time.perf_counter() - t0, **base))
