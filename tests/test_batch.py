@@ -24,8 +24,8 @@ import soundfile as sf
 
 from ratecontrol import media
 from ratecontrol.batch import MANIFEST_NAME, BatchReport, FileRecord, transcode_folder
-from ratecontrol.batch._manifest import _load_manifest, _Manifest
-from ratecontrol.batch._plan import _plan_names, _walk
+from ratecontrol.batch._manifest import load_manifest, Manifest
+from ratecontrol.batch._plan import plan_names, walk
 from ratecontrol.cli.batch import batch_command
 from ratecontrol.errors import InputNotFoundError, OutputError, RatecontrolError, UsageError
 
@@ -128,7 +128,7 @@ def _manifest_lines(out: Path) -> list[dict]:
 def test_plan_names_resolves_collisions_deterministically():
     rels = ["x/a.flac", "x/a.opus", "x/a.wav", "x/b.flac", "x/b.wav", "x/cover.flac", "x/cover.jpg",
             "x/song", "y/a.wav"]
-    planned, coll = _plan_names(rels, ".opus")
+    planned, coll = plan_names(rels, ".opus")
     assert planned["x/a.flac"] == "x/a.flac.opus"  # a.opus is an input's own name
     assert planned["x/a.opus"] == "x/a.opus"
     assert planned["x/a.wav"] == "x/a.wav.opus"
@@ -142,12 +142,12 @@ def test_plan_names_resolves_collisions_deterministically():
     assert by_input["x/b.wav"].wanted == "x/b.opus" and by_input["x/b.wav"].taken_by == "x/b.flac"
     assert by_input["x/a.flac"].taken_by == "x/a.opus"
     # same input, same answer
-    assert _plan_names(list(rels), ".opus") == (planned, coll)
+    assert plan_names(list(rels), ".opus") == (planned, coll)
 
 
 def test_plan_names_never_reuses_a_name_even_with_many_clashes():
     rels = ["a.flac", "a.flac.opus", "a.wav", "a.wav.opus", "a.aiff", "a.opus"]
-    planned, _ = _plan_names(rels, ".opus")
+    planned, _ = plan_names(rels, ".opus")
     outs = list(planned.values())
     assert len(set(outs)) == len(outs)
     # no input's planned output is another input's own name
@@ -159,22 +159,22 @@ def test_walk_is_sorted_and_skips_out_dir_inside_input(tmp_path):
     for p in ["b/z.wav", "b/a.wav", "a/c.wav", "m.wav", "out/x.opus"]:
         (tmp_path / p).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / p).write_bytes(b"x")
-    rels = _walk(tmp_path, (tmp_path / "out").resolve())
+    rels = walk(tmp_path, (tmp_path / "out").resolve())
     assert rels == ["m.wav", "a/c.wav", "b/a.wav", "b/z.wav"]
 
 
 def test_manifest_survives_a_line_cut_by_a_kill(tmp_path):
     path = tmp_path / MANIFEST_NAME
     good = FileRecord(input="a.wav", status="encoded", output="a.opus", output_bytes=10)
-    m = _Manifest(path, fresh=False)
+    m = Manifest(path, fresh=False)
     m.append(good, {"k": 1})
     m.close()
     with open(path, "ab") as fh:
         fh.write(b'{"input": "b.wav", "status": "enc')  # killed mid-write
-    m = _Manifest(path, fresh=False)
+    m = Manifest(path, fresh=False)
     m.append(FileRecord(input="c.wav", status="failed", reason="bad"), {"k": 1})
     m.close()
-    last = _load_manifest(path)
+    last = load_manifest(path)
     assert set(last) == {"a.wav", "c.wav"}
     assert FileRecord.from_dict(last["a.wav"]).output == "a.opus"
     assert last["c.wav"]["reason"] == "bad"
@@ -199,6 +199,55 @@ def test_bad_arguments_are_one_line_errors(tmp_path):
         transcode_folder(tmp_path / "in", tmp_path / "o", target_mos=4, codec="auto", progress=False)
     with pytest.raises(UsageError, match="scorer"):
         transcode_folder(tmp_path / "in", tmp_path / "o", target_mos=4, scorer="nope", progress=False)
+
+
+def test_options_carry_the_settings_the_manifest_held_before(tmp_path):
+    """One Options from the caller to the worker (issue 27); the manifest's settings dict
+    is derived from it and stays what earlier versions wrote, so their files resume."""
+    import pickle
+
+    from ratecontrol.batch._settings import BatchOptions, run_options, run_settings
+    from ratecontrol.batch._worker import Task
+    from ratecontrol.options import Options
+    from ratecontrol.presets import load_preset
+
+    run = BatchOptions(video="keep")
+    opts = run_options(Options(scorer="visqol", best_effort=True), run,
+                       {"sample_share": 0.5, "allow_partial": True, "cache": tmp_path})
+    assert opts.cache == str(tmp_path)  # a folder travels as text
+    settings = run_settings(4, load_preset("opus"), "opus", opts, run.video)
+    # the bytes of a manifest line written before Options (key order included)
+    assert json.dumps(settings) == json.dumps({
+        "target_mos": 4.0, "codec": "opus", "codec_ref": "opus", "scorer": "visqol", "pool": "p10", "hop_s": 1.0,
+        "best_effort": True, "sample_share": 0.5, "verify": True, "allow_partial": True, "video": "keep"})
+    default = run_settings(4.2, load_preset("opus"), "opus", run_options(None, run, {}), "audio")
+    assert list(default) == ["target_mos", "codec", "codec_ref", "scorer", "pool", "hop_s", "best_effort",
+                             "sample_share", "verify", "video"]
+    # what a loky or Dask worker receives pickles, Options included
+    task = Task(rel="a.wav", in_path=str(tmp_path / "a.wav"), out_root=str(tmp_path), out_rel="a.opus",
+                collision="", target_mos=4.0, codec_ref="opus", options=opts, settings=settings, video="keep",
+                copy_other=False, prior=None)
+    assert pickle.loads(pickle.dumps(task)) == task
+
+
+def test_options_object_and_keywords_are_one_set_of_settings(tmp_path):
+    from ratecontrol.options import Options
+
+    (tmp_path / "in").mkdir()
+    with pytest.raises(UsageError, match="unknown option"):
+        transcode_folder(tmp_path / "in", tmp_path / "o", 4, "opus", Options(), progress=False, scorers="x")
+    for bad in (Options(ladder=True), Options(jobs=2), Options(max_kbps=96)):
+        with pytest.raises(UsageError, match="batch does not take"):
+            transcode_folder(tmp_path / "in", tmp_path / "o", 4, "opus", bad, progress=False)
+    with pytest.raises(UsageError, match="video='audio'"):
+        transcode_folder(tmp_path / "in", tmp_path / "o", 4, options=Options(all_audio_streams=True), video="audio")
+    with pytest.raises(UsageError, match="jobs must be"):
+        transcode_folder(tmp_path / "in", tmp_path / "o", 4, jobs=0)
+    assert not (tmp_path / "o").exists()
+    # the Options and a keyword together: the keyword wins, as in encode
+    rep = transcode_folder(tmp_path / "in", tmp_path / "o", 4, "opus", Options(pool="mean"), pool="p5",
+                           progress=False)
+    assert rep.pool == "p5" and rep.n_files == 0
 
 
 def test_tree_without_audio_needs_no_scorer_and_exits_zero(tmp_path):
@@ -472,7 +521,7 @@ def test_dask_path_smoke_on_a_tree_without_encodes(tmp_path):
 
 
 def test_stale_temps_of_a_killed_run_are_removed_and_nothing_else(tmp_path):
-    from ratecontrol.batch._manifest import _clean_stale_temps
+    from ratecontrol.batch._manifest import clean_stale_temps
 
     d = tmp_path / "sub"
     d.mkdir()
@@ -483,5 +532,5 @@ def test_stale_temps_of_a_killed_run_are_removed_and_nothing_else(tmp_path):
     keep = ["a b.opus", ".other.opus.x.part", "notes.txt", ".a b.opus.keep"]
     for n in stale + keep:
         (d / n).write_bytes(b"x")
-    assert _clean_stale_temps(tmp_path, ["sub/a b.opus"]) == len(stale)
+    assert clean_stale_temps(tmp_path, ["sub/a b.opus"]) == len(stale)
     assert sorted(p.name for p in d.iterdir()) == sorted(keep)

@@ -22,8 +22,8 @@ from click.testing import CliRunner
 
 from ratecontrol import fsutil, media
 from ratecontrol.batch import LOCK_NAME, MANIFEST_NAME, transcode_folder
-from ratecontrol.batch._manifest import _clean_stale_temps, _OutDirLock
-from ratecontrol.batch._plan import _walk
+from ratecontrol.batch._manifest import clean_stale_temps, OutDirLock
+from ratecontrol.batch._plan import walk
 from ratecontrol.cli.batch import batch_command
 from ratecontrol.errors import OutputError, RatecontrolError
 
@@ -169,7 +169,7 @@ def test_a_locked_out_dir_is_refused_at_once_naming_the_holder(tmp_path):
     (src).mkdir()
     (src / "notes.txt").write_text("x")
     out.mkdir()
-    with _OutDirLock(out):
+    with OutDirLock(out):
         assert f"pid {os.getpid()}" in (out / LOCK_NAME).read_text()
         t0 = time.monotonic()
         with pytest.raises(OutputError, match=rf"in use by another ratecontrol batch run \(pid {os.getpid()} "):
@@ -232,7 +232,7 @@ def test_cleanup_removes_dead_runs_temps_and_never_a_live_ones(tmp_path):
     legacy.write_bytes(b"x")
     user = d / ".a.opus.keep"
     user.write_bytes(b"the user's")
-    assert _clean_stale_temps(tmp_path / "out", ["sub/a.opus"]) == 3
+    assert clean_stale_temps(tmp_path / "out", ["sub/a.opus"]) == 3
     assert live.exists() and (live_dir / "a.opus").exists() and user.exists()
     assert not dead.exists() and not dead_dir.exists() and not legacy.exists()
 
@@ -241,7 +241,7 @@ def test_walk_skips_our_temp_files_and_lock(tmp_path):
     (tmp_path / "a.wav").write_bytes(b"x")
     fsutil.temp_sibling(tmp_path / "b.opus")
     (tmp_path / LOCK_NAME).write_text("pid 1")
-    assert _walk(tmp_path, None) == ["a.wav"]
+    assert walk(tmp_path, None) == ["a.wav"]
 
 
 # ------------------------------------------------------------------ item 8: unreadable input
@@ -388,3 +388,51 @@ def test_killed_driver_leaves_no_worker_running_and_no_new_output(tmp_path, sig)
     if sig == signal.SIGKILL:  # a rerun cleans the dead workers' temps and completes the rest
         rep = transcode_folder(src, out, **{**KW, "scorer": "visqol"})
         assert rep.ok and rep.n_encoded == n and not _temps(out)
+
+
+# ------------------------------------------------------------------ the publish rule for batch's outputs
+
+
+def test_finished_files_are_published_under_the_publish_rule(tmp_path, monkeypatch):
+    """Batch's outputs go through ``fsutil.publish`` (issue 27): where nothing was, a hard
+    link that never clobbers; a file batch may replace is replaced only if it is still
+    that file; the temp file's mode is kept (a kept file has its source's)."""
+    import errno
+
+    from ratecontrol.batch import _driver
+    from ratecontrol.batch._worker import Conflict
+
+    def tmp_file(text: str, mode: int) -> Path:
+        p = tmp_path / f".rc-tmp.{text}"
+        p.write_text(text)
+        p.chmod(mode)
+        return p
+
+    dst = tmp_path / "a.opus"
+    _driver._move_into_place(tmp_file("new", 0o604), dst)
+    assert dst.read_text() == "new" and (dst.stat().st_mode & 0o777) == 0o604
+    assert not (tmp_path / ".rc-tmp.new").exists()
+    # what batch's own rule allowed (its own file, or overwrite): replaced
+    _driver._move_into_place(tmp_file("again", 0o644), dst)
+    assert dst.read_text() == "again"
+    # a file that appears after the check is never clobbered: a conflict, the temp left
+    # for the driver's clean-up of the worker's folder
+    monkeypatch.setattr(fsutil, "file_id", lambda p: None)
+    tmp = tmp_file("late", 0o644)
+    with pytest.raises(Conflict, match="appeared while the file was being encoded.*overwrite=True"):
+        _driver._move_into_place(tmp, dst)
+    assert dst.read_text() == "again" and tmp.exists()
+    monkeypatch.undo()
+
+    # a file system without hard links: check, then rename
+    def no_link(*a, **k):
+        raise OSError(errno.EPERM, "no hard links")
+
+    monkeypatch.setattr(os, "link", no_link)
+    other = tmp_path / "b.opus"
+    _driver._move_into_place(tmp_file("renamed", 0o644), other)
+    assert other.read_text() == "renamed"
+    monkeypatch.setattr(fsutil, "file_id", lambda p: None)
+    with pytest.raises(Conflict, match="appeared"):
+        _driver._move_into_place(tmp_file("late2", 0o644), other)
+    assert other.read_text() == "renamed"

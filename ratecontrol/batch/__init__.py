@@ -44,6 +44,11 @@ killed run never leaves a truncated file under a final name and never an output 
 manifest does not know. Temp files whose process is gone are removed at the start of
 the next run (``fsutil.clean_stale_temps``); a live run's never are.
 
+Settings: how each file is searched and encoded is one ``Options`` (its fields also
+accepted as keywords), carried unchanged from the caller to every worker; batch's own
+knobs (jobs, backend, reports, video, ...) are one frozen ``BatchOptions``
+(``_settings``), and the manifest's settings dict is derived from the two.
+
 Parallelism: one task per file through joblib (``loky`` processes locally, or joblib's
 ``dask`` backend on a ``distributed`` cluster: the same code path). Inside a worker the
 scorer runs with one job (file-level parallelism keeps every core busy without nested

@@ -4,26 +4,32 @@ and the stop on SIGTERM/Ctrl-C."""
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import shutil
 import signal
+import stat as stat_mod
 import sys
 import threading
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from ratecontrol import fsutil
 from ratecontrol.errors import (
     OutputError,
     UsageError,
 )
-from ratecontrol.batch._manifest import LOCK_NAME, MANIFEST_NAME, _clean_stale_temps, _Manifest, _OutDirLock, _read_manifest
-from ratecontrol.batch._plan import _check_dirs, _foreign_files, _plan_names, _protected, _scan, _walk
-from ratecontrol.batch._records import CONFLICT, ENCODED, FAILED, KEPT, SKIPPED, BatchReport, FileRecord, _claim_reports, _mb
-from ratecontrol.batch._worker import _Conflict, _dest_problem, _Result, _run_task, _Task, _write_problem
-from ratecontrol.scoring.pooling import DEFAULT_POOL, validate_pool
+# the package's internal API: what the driver shares with its siblings has public names
+# inside the private modules (an underscore name stays private to its own module)
+from ratecontrol.batch._manifest import LOCK_NAME, MANIFEST_NAME, Manifest, OutDirLock, clean_stale_temps, read_manifest
+from ratecontrol.batch._plan import check_dirs, foreign_files, plan_names, protected_outputs, scan, walk
+from ratecontrol.batch._records import (
+    CONFLICT, ENCODED, FAILED, KEPT, SKIPPED, BatchReport, FileRecord, claim_reports, size_text,
+)
+from ratecontrol.batch._worker import Conflict, Result, Task, dest_problem, run_task, write_problem
+from ratecontrol.batch._settings import BatchOptions, run_options, run_settings
+from ratecontrol.options import Options
 
 
 def default_jobs() -> int:
@@ -36,27 +42,6 @@ def default_jobs() -> int:
     import joblib
 
     return max(1, joblib.cpu_count())
-
-
-def _settings(target_mos, preset, codec, scorer_name, pool, hop_s, best_effort, sample_share, verify) -> dict:
-    return {
-        "target_mos": float(target_mos),
-        "codec": preset.name,
-        # what workers load: the packaged name, or the user's YAML path
-        "codec_ref": str(preset.source_path) if (preset.source_path and not _is_packaged(codec)) else preset.name,
-        "scorer": scorer_name,
-        "pool": pool,
-        "hop_s": float(hop_s),
-        "best_effort": bool(best_effort),
-        "sample_share": None if sample_share is None else float(sample_share),
-        "verify": bool(verify),
-    }
-
-
-def _is_packaged(codec) -> bool:
-    from ratecontrol.presets import preset_names
-
-    return isinstance(codec, str) and codec in preset_names()
 
 
 class _Backend:
@@ -119,13 +104,10 @@ class _Backend:
 def transcode_folder(
     in_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
-    *,
     target_mos: float,
     codec: str = "opus",
-    scorer=None,
-    pool: str = DEFAULT_POOL,
-    hop_s: float = 1.0,
-    best_effort: bool = False,
+    options: Options | None = None,
+    *,
     jobs: int | None = None,
     backend: str = "local",
     scheduler=None,
@@ -134,13 +116,9 @@ def transcode_folder(
     csv_report: str | os.PathLike | None = None,
     progress: bool | None = None,
     resume: bool = True,
-    sample_share: float | None = None,
-    allow_partial: bool = False,
     video: str = "keep",
-    all_audio_streams: bool = False,
-    verify: bool = True,
-    cache: bool | str | os.PathLike | None = None,
     overwrite: bool = False,
+    **option_fields: Any,
 ) -> BatchReport:
     """Transcode every audio file under ``in_dir`` into a mirrored tree under ``out_dir``.
 
@@ -149,6 +127,23 @@ def transcode_folder(
     on (check ``report.ok``). Raises a RatecontrolError only for problems with the run
     itself (missing IN_DIR, unwritable OUT_DIR, OUT_DIR locked by another run, bad
     target/codec/scorer/pool, no Dask scheduler).
+
+    How each file is searched and encoded is ``options`` (an ``Options``), with any of
+    its fields also accepted as a keyword (``scorer``, ``pool``, ``hop_s``,
+    ``best_effort``, ``sample_share``, ``verify``, ``cache``, ``allow_partial``,
+    ``all_audio_streams``), as in ``ratecontrol.api.encode``. Batch chooses each file's
+    audio stream and output itself, runs one scorer job per worker and records only
+    these settings in its manifest, so ``jobs``, ``max_kbps``, ``above_source``,
+    ``margin_mos``, ``on_probe``, ``audio_stream``, ``audio_only`` and ``ladder`` are
+    refused. cache: the probe cache, None for each machine's default folder, False for
+    none, or a folder. sample_share, verify: long tracks are probed on a sample of their
+    segments, the written file is scored. allow_partial: encode what decodes of a
+    truncated input (a warning in the record's notes) instead of failing it.
+    all_audio_streams (with video="keep"): re-encode every audio stream of files that
+    have several, each searched on its own (as ``encode`` does; also an audio-only file
+    with several audio streams keeps its container then); the record's rung is the
+    default stream's, ``encoded_streams`` and the notes give each one's. A lossy stream
+    is never encoded above its own bitrate (the stream's, not the container's).
 
     Only files the manifest says batch wrote (unchanged since) are replaced; any other
     file at an output path makes that input a ``conflict`` record, unless
@@ -166,33 +161,20 @@ def transcode_folder(
     name and container with every other stream stream-copied), "audio" (that audio
     stream written alone under the preset's extension, noted in the record) or "skip"
     (skipped, reported); records of such files have ``other_streams`` > 0 and the
-    summary counts them. all_audio_streams (with video="keep"): re-encode every audio
-    stream of such files in place, each searched on its own (as ``encode`` does; also
-    an audio-only file with several audio streams keeps its container then); the
-    record's rung is the default stream's, ``encoded_streams`` and the notes give each
-    one's. A lossy stream is never encoded above its own bitrate (the stream's, not
-    the container's). allow_partial: encode what decodes
-    of a truncated input (a warning in the record's notes) instead of failing it.
-    sample_share, verify: as in
-    ``ratecontrol.api.encode`` (long tracks are probed on a sample of their segments). cache:
-    the probe cache, None for each machine's default folder, False for none, or a folder.
+    summary counts them.
     """
     from ratecontrol.contract import check_target_mos
-    from ratecontrol.options import Options, check_flag
     from ratecontrol.presets import load_preset
-    from ratecontrol.scoring.base import DEFAULT_SCORER, available_scorers, check_scorer
+    from ratecontrol.scoring.base import check_scorer
 
     t0 = time.perf_counter()
     t = check_target_mos(target_mos)
-    # encode's own checks (Options): a bool is a bool, numbers in range, so that
-    # allow_partial="false" is refused instead of being taken as True
-    Options(scorer=scorer, pool=pool, hop_s=hop_s, best_effort=best_effort, jobs=jobs, sample_share=sample_share,
-            allow_partial=allow_partial, all_audio_streams=all_audio_streams, verify=verify, cache=cache)
-    for name, flag in (("copy_other", copy_other), ("resume", resume), ("overwrite", overwrite)):
-        check_flag(name, flag)
-    if progress is not None:
-        check_flag("progress", progress)
-    pool = validate_pool(pool)
+    # every knob checked once, here (a bool is a bool, numbers in range: allow_partial="false"
+    # is refused instead of being taken as True), before anything is read or written
+    run = BatchOptions(jobs=jobs, backend=backend, scheduler=scheduler, copy_other=copy_other,
+                       json_report=json_report, csv_report=csv_report, progress=progress, resume=resume,
+                       video=video, overwrite=overwrite)
+    opts = run_options(options, run, option_fields)
     if codec == "auto":
         raise UsageError("batch needs one codec (output names and the lossy-source rule depend on it); "
                          "pick one", options={"codec": "opus"})
@@ -200,44 +182,21 @@ def transcode_folder(
     from ratecontrol import media
 
     media.require_encoder(preset)
-    if cache is not None and not isinstance(cache, bool):
-        cache = str(cache)
-    if scorer is None or isinstance(scorer, str):
-        scorer_name = scorer or DEFAULT_SCORER
-        if scorer_name not in available_scorers():
-            raise UsageError(f"unknown scorer {scorer_name!r}; use one of {available_scorers()}")
-        if backend == "local":  # the runtime it needs (torch?) is here: one error, not one per file
-            check_scorer(scorer_name)
-    else:
-        scorer_name = getattr(scorer, "name", type(scorer).__name__)
-    if jobs is not None and int(jobs) < 1:
-        raise UsageError(f"jobs must be >= 1, got {jobs}")
-    if backend not in ("local", "dask"):
-        raise UsageError(f"unknown backend {backend!r}; use 'local' or 'dask'")
-    src, dst, prune = _check_dirs(in_dir, out_dir)
+    settings = run_settings(t, preset, codec, opts, run.video)
+    if run.backend == "local" and (opts.scorer is None or isinstance(opts.scorer, str)):
+        # the runtime the scorer needs (torch?) is here: one error, not one per file;
+        # dask workers may have what the driver lacks
+        check_scorer(settings["scorer"])
+    src, dst, prune = check_dirs(in_dir, out_dir)
     # the reports under the publish rule, now, not after hours of encoding: never an input
     # of the run, never one of its outputs (a planned name, a kept or copied file's name)
     ids: dict = {}
-    rels = _walk(src, prune, ids)
-    planned, _ = _plan_names(rels, preset.extension)
-    reports = _claim_reports(json_report, csv_report, src, ids, dst,
-                             [*planned.values(), *rels, MANIFEST_NAME, LOCK_NAME], overwrite)
-    settings = _settings(t, preset, codec, scorer_name, pool, hop_s, best_effort, sample_share, verify)
-    if allow_partial:  # only when set: manifests written without it stay valid
-        settings["allow_partial"] = True
-    if video not in ("keep", "audio", "skip"):
-        raise UsageError(f"video must be 'keep', 'audio' or 'skip', got {video!r}")
-    settings["video"] = video  # compared only for files with video (_same_settings)
-    if all_audio_streams:
-        if video != "keep":
-            raise UsageError(f"all_audio_streams re-encodes every audio stream in place, which video={video!r} "
-                             "does not do", options={"video": "keep"})
-        # only when set: manifests written without it stay valid; compared only for
-        # files with several audio streams (_same_settings)
-        settings["all_audio_streams"] = True
-    with _OutDirLock(dst):
-        report = _run(src, dst, prune, settings, preset, t, scorer, scorer_name, pool, backend, scheduler,
-                      jobs, copy_other, cache, resume, overwrite, progress, t0, json_report, csv_report)
+    rels = walk(src, prune, ids)
+    planned, _ = plan_names(rels, preset.extension)
+    reports = claim_reports(json_report, csv_report, src, ids, dst,
+                            [*planned.values(), *rels, MANIFEST_NAME, LOCK_NAME], overwrite)
+    with OutDirLock(dst):
+        report = _run(src, dst, prune, t, preset, opts, run, settings, t0)
     if "json" in reports:
         report.write_json(reports["json"])
     if "csv" in reports:
@@ -245,40 +204,21 @@ def transcode_folder(
     return report
 
 
-def _run(src, dst, prune, settings, preset, t, scorer, scorer_name, pool, backend, scheduler, jobs,
-         copy_other, cache, resume, overwrite, progress, t0, json_report, csv_report) -> BatchReport:
+def _run(src: Path, dst: Path, prune: Path | None, t: float, preset, opts: Options, run: BatchOptions,
+         settings: dict, t0: float) -> BatchReport:
     """The run itself, with OUT_DIR locked."""
     manifest_path = dst / MANIFEST_NAME
-    prior, owned = _read_manifest(manifest_path)
-    if not resume:
+    prior, owned = read_manifest(manifest_path)
+    if not run.resume:
         prior = {}
     if prune is not None:
-        ours = {Path(os.path.abspath(r)) for r in (json_report, csv_report) if r}
-        foreign = _foreign_files(dst, owned, ours)
-        if foreign:
-            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-            raise OutputError(
-                f"output folder {dst} is inside the input folder and already holds {len(foreign)} "
-                f"file(s) batch did not write ({shown}); batch never reads its own output folder, so "
-                "they would not be transcoded and could be overwritten: choose an empty OUT_DIR or "
-                "one outside IN_DIR (overwrite does not change this)")
+        _refuse_foreign_files(dst, owned, run)
 
     input_ids: dict = {}
-    rels, left_out, order = _scan(src, prune, input_ids)
-    planned, collisions = _plan_names(rels, preset.extension)
-    coll_note = {c.input: f"{c.wanted} is taken by {c.taken_by}: wrote {c.output}" for c in collisions}
-    _clean_stale_temps(dst, list(planned.values()) + rels)
-    driver_pid = os.getpid() if backend == "local" else None
-    scorer_arg = scorer if not (scorer is None or isinstance(scorer, str)) else scorer_name
-    tasks = []
-    for rel in rels:
-        cands = {planned[rel], rel}
-        tasks.append(_Task(
-            rel=rel, in_path=str(src / rel), out_root=str(dst), out_rel=planned[rel],
-            collision=coll_note.get(rel, ""), settings=settings, scorer=scorer_arg,
-            copy_other=copy_other, cache=cache, prior=prior.get(rel),
-            owned={c: frozenset(owned[c]) for c in cands if c in owned},
-            protected=_protected(dst, cands, input_ids), overwrite=bool(overwrite), driver_pid=driver_pid))
+    rels, left_out, order = scan(src, prune, input_ids)
+    planned, collisions = plan_names(rels, preset.extension)
+    clean_stale_temps(dst, list(planned.values()) + rels)
+    tasks = _tasks(src, dst, opts, run, settings, rels, planned, collisions, prior, owned, input_ids)
     by_rel = {tk.rel: tk for tk in tasks}
 
     from joblib import Parallel, delayed
@@ -288,17 +228,17 @@ def _run(src, dst, prune, settings, preset, t, scorer, scorer_name, pool, backen
     # reported, not left out silently; nothing to resume, so no manifest line
     results: dict[str, FileRecord] = {rel: FileRecord(input=rel, status=SKIPPED, reason=why)
                                       for rel, why in left_out.items()}
-    manifest = _Manifest(manifest_path, fresh=not resume)
-    bar = tqdm(total=len(tasks), unit="file", desc="batch", disable=None if progress is None else not progress,
+    manifest = Manifest(manifest_path, fresh=not run.resume)
+    bar = tqdm(total=len(tasks), unit="file", desc="batch", disable=None if run.progress is None else not run.progress,
                file=sys.stderr, dynamic_ncols=True)
     in_b = out_b = failed = 0
     n_jobs = 1
     gen = None
     clean_exit = False
     try:
-        with _stop_on_signals(), _Backend(backend, scheduler, jobs, len(tasks)) as n_jobs:
+        with _stop_on_signals(), _Backend(run.backend, run.scheduler, run.jobs, len(tasks)) as n_jobs:
             par = Parallel(return_as="generator_unordered", batch_size=1)
-            gen = par(delayed(_run_task)(tk) for tk in tasks)
+            gen = par(delayed(run_task)(tk) for tk in tasks)
             for res in gen:
                 rec = res.rec
                 if res.tmp is not None:
@@ -315,7 +255,7 @@ def _run(src, dst, prune, settings, preset, t, scorer, scorer_name, pool, backen
                     out_b += rec.output_bytes
                 failed += rec.status in (FAILED, CONFLICT)
                 bar.set_postfix_str(
-                    f"saved {_mb(in_b - out_b)} ({100 * (1 - out_b / in_b) if in_b else 0:.0f}%)"
+                    f"saved {size_text(in_b - out_b)} ({100 * (1 - out_b / in_b) if in_b else 0:.0f}%)"
                     + (f", {failed} failed" if failed else ""), refresh=False)
                 bar.update(1)
         clean_exit = True
@@ -324,25 +264,64 @@ def _run(src, dst, prune, settings, preset, t, scorer, scorer_name, pool, backen
         manifest.close()
         if not clean_exit:
             # interrupted (SIGTERM, Ctrl-C, an error): no worker may go on writing
-            if gen is not None:
-                with contextlib.suppress(BaseException):
-                    gen.close()  # joblib aborts: kills the loky workers
-            if backend == "local":
-                _kill_local_workers()
-                # the killed workers had no way out: their per-process folders in the
-                # system temp dir (probe encodes) go now, not at some later run's start
-                with contextlib.suppress(Exception):
-                    fsutil.clean_stale_run_dirs()
-            with contextlib.suppress(Exception):
-                _clean_stale_temps(dst, list(planned.values()) + rels)
+            _stop_workers(gen, run.backend, dst, list(planned.values()) + rels)
 
     return BatchReport(
-        in_dir=str(src), out_dir=str(dst), codec=preset.name, target_mos=t, scorer=scorer_name, pool=pool,
-        backend=backend, jobs=n_jobs, records=tuple(results[r] for r in order),
+        in_dir=str(src), out_dir=str(dst), codec=preset.name, target_mos=t, scorer=settings["scorer"],
+        pool=opts.pool, backend=run.backend, jobs=n_jobs, records=tuple(results[r] for r in order),
         collisions=tuple(c for c in collisions
                          if results[c.input].status == ENCODED and results[c.input].output == c.output),
         seconds=time.perf_counter() - t0, manifest_path=str(manifest_path),
     )
+
+
+def _refuse_foreign_files(dst: Path, owned: dict, run: BatchOptions) -> None:
+    """An OUT_DIR inside IN_DIR may hold only what batch wrote (the walk leaves it out:
+    anything else there would be neither transcoded nor safe from being written over)."""
+    ours = {Path(os.path.abspath(r)) for r in (run.json_report, run.csv_report) if r}
+    foreign = foreign_files(dst, owned, ours)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise OutputError(
+            f"output folder {dst} is inside the input folder and already holds {len(foreign)} "
+            f"file(s) batch did not write ({shown}); batch never reads its own output folder, so "
+            "they would not be transcoded and could be overwritten: choose an empty OUT_DIR or "
+            "one outside IN_DIR (overwrite does not change this)")
+
+
+def _tasks(src: Path, dst: Path, opts: Options, run: BatchOptions, settings: dict, rels: list[str],
+           planned: dict[str, str], collisions, prior: dict, owned: dict, input_ids: dict) -> list[Task]:
+    """One Task per input: what its worker needs, all of it pickled to the worker."""
+    coll_note = {c.input: f"{c.wanted} is taken by {c.taken_by}: wrote {c.output}" for c in collisions}
+    driver_pid = os.getpid() if run.backend == "local" else None
+    # the workers get the scorer by name (each builds its own, once), an instance as it is
+    task_opts = replace(opts, scorer=opts.scorer if not (opts.scorer is None or isinstance(opts.scorer, str))
+                        else settings["scorer"])
+    tasks = []
+    for rel in rels:
+        cands = {planned[rel], rel}
+        tasks.append(Task(
+            rel=rel, in_path=str(src / rel), out_root=str(dst), out_rel=planned[rel],
+            collision=coll_note.get(rel, ""), target_mos=settings["target_mos"], codec_ref=settings["codec_ref"],
+            options=task_opts, settings=settings, video=run.video, copy_other=run.copy_other, prior=prior.get(rel),
+            owned={c: frozenset(owned[c]) for c in cands if c in owned},
+            protected=protected_outputs(dst, cands, input_ids), overwrite=run.overwrite, driver_pid=driver_pid))
+    return tasks
+
+
+def _stop_workers(gen, backend: str, dst: Path, outputs: list[str]) -> None:
+    """Stop the workers of an interrupted run and remove what they were writing."""
+    if gen is not None:
+        with contextlib.suppress(BaseException):
+            gen.close()  # joblib aborts: kills the loky workers
+    if backend == "local":
+        _kill_local_workers()
+        # the killed workers had no way out: their per-process folders in the
+        # system temp dir (probe encodes) go now, not at some later run's start
+        with contextlib.suppress(Exception):
+            fsutil.clean_stale_run_dirs()
+    with contextlib.suppress(Exception):
+        clean_stale_temps(dst, outputs)
 
 
 def _kill_local_workers() -> None:
@@ -385,7 +364,7 @@ def _stop_on_signals():
 # --------------------------------------------------------------------------- helpers
 
 
-def _place(res: _Result, task: _Task, record) -> FileRecord:
+def _place(res: Result, task: Task, record) -> FileRecord:
     """Move a worker's finished file onto its output path; ``record(rec)`` writes the
     manifest line, *before* the file appears under its final name (a kill between the
     two leaves a manifest line for a file not yet there, which the next run redoes;
@@ -393,7 +372,7 @@ def _place(res: _Result, task: _Task, record) -> FileRecord:
     rec = res.rec
     tmp = Path(res.tmp)
     try:
-        problem, replacing = _dest_problem(task, rec.output)  # again: hours may have passed
+        problem, replacing = dest_problem(task, rec.output)  # again: hours may have passed
         if problem:
             rec = replace(rec, status=CONFLICT, output=None, output_bytes=0, reason=str(problem),
                           options=problem.options)
@@ -407,14 +386,14 @@ def _place(res: _Result, task: _Task, record) -> FileRecord:
         record(rec)
         dst = Path(task.out_root) / rec.output
         try:
-            _move_into_place(tmp, dst, may_replace=os.path.lexists(dst))
-        except _Conflict as exc:
+            _move_into_place(tmp, dst)
+        except Conflict as exc:
             rec = replace(rec, status=CONFLICT, output=None, output_bytes=0, output_mtime_ns=0,
                           replaced=False, notes=res.rec.notes, reason=str(exc), options=exc.options)
             record(rec)
         except OSError as exc:
             rec = replace(rec, status=FAILED, output=None, output_bytes=0, output_mtime_ns=0,
-                          replaced=False, notes=res.rec.notes, reason=_write_problem(dst, exc))
+                          replaced=False, notes=res.rec.notes, reason=write_problem(dst, exc))
             record(rec)
         return rec
     finally:
@@ -422,23 +401,18 @@ def _place(res: _Result, task: _Task, record) -> FileRecord:
             shutil.rmtree(res.work_dir, ignore_errors=True)
 
 
-def _move_into_place(tmp: Path, dst: Path, may_replace: bool) -> None:
-    """Rename ``tmp`` onto ``dst``; where nothing was there, never clobber a file that
-    appeared meanwhile (a hard link fails if ``dst`` exists)."""
-    if may_replace:
-        os.replace(tmp, dst)
-        return
+def _move_into_place(tmp: Path, dst: Path) -> None:
+    """Publish ``tmp`` onto ``dst`` under the project's publish rule (``fsutil.publish``).
+
+    Batch's own claim has just allowed what is at ``dst`` (``dest_problem``: nothing, a
+    file its manifest says it wrote, or any file with overwrite): that exact file may be
+    replaced; where nothing was, a file that appeared meanwhile is never clobbered (a
+    hard link fails if the name exists). ``claim_output`` is not the claim here: its
+    overwrite flag cannot say "a file this run's manifest wrote". The temp file keeps
+    its mode (a kept or copied file has its source's, as ``copystat`` gave it)."""
+    dest = fsutil.Destination(dst, fsutil.file_id(dst), "output")
     try:
-        os.link(tmp, dst)
-    except FileExistsError:
-        raise _Conflict(f"{dst} appeared while the file was being encoded: not replaced; "
-                        "move it away, or let batch replace it", {"overwrite": True}) from None
-    except OSError as exc:
-        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV, errno.ENOSYS):
-            raise
-        if os.path.lexists(dst):  # no hard links on this file system: check, then rename
-            raise _Conflict(f"{dst} appeared while the file was being encoded: not replaced; "
-                            "move it away, or let batch replace it", {"overwrite": True}) from None
-        os.replace(tmp, dst)
-        return
-    os.unlink(tmp)
+        fsutil.publish(tmp, dest, mode=stat_mod.S_IMODE(os.stat(tmp).st_mode))
+    except OutputError:
+        raise Conflict(f"{dst} appeared while the file was being encoded: not replaced; "
+                       "move it away, or let batch replace it", {"overwrite": True}) from None

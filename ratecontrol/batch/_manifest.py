@@ -16,7 +16,7 @@ from ratecontrol import fsutil
 from ratecontrol.errors import (
     OutputError,
 )
-from ratecontrol.batch._records import _WROTE, FileRecord
+from ratecontrol.batch._records import WROTE, FileRecord
 
 
 #: the resume manifest, at the top of OUT_DIR
@@ -28,7 +28,7 @@ LOCK_NAME = ".ratecontrol-batch.lock"
 MANIFEST_VERSION = 2
 
 
-def _read_manifest(path: Path) -> tuple[dict[str, dict], dict[str, set]]:
+def read_manifest(path: Path) -> tuple[dict[str, dict], dict[str, set]]:
     """(last record per input since the last ``reset`` line, outputs batch wrote).
 
     The second map is over every line, resets included: output path -> the set of
@@ -57,23 +57,23 @@ def _read_manifest(path: Path) -> tuple[dict[str, dict], dict[str, set]]:
                 continue
             last[d["input"]] = d
             out = d.get("output")
-            if d.get("status") in _WROTE and isinstance(out, str) and isinstance(d.get("output_bytes"), int):
+            if d.get("status") in WROTE and isinstance(out, str) and isinstance(d.get("output_bytes"), int):
                 owned.setdefault(out, set()).add((d["output_bytes"], d.get("output_mtime_ns") or None))
     return last, owned
 
 
-def _load_manifest(path: Path) -> dict[str, dict]:
+def load_manifest(path: Path) -> dict[str, dict]:
     """Last record per input (since the last --no-resume); a line cut short by a kill is ignored."""
-    return _read_manifest(path)[0]
+    return read_manifest(path)[0]
 
 
-def _is_owned(versions, st: os.stat_result) -> bool:
+def is_owned(versions, st: os.stat_result) -> bool:
     """True when a file with stat ``st`` is one batch wrote (a recorded size and mtime)."""
     return any(size == st.st_size and (mtime is None or mtime == st.st_mtime_ns)
                for size, mtime in (versions or ()))
 
 
-class _Manifest:
+class Manifest:
     """Append-only JSON lines, one fsync per record so a kill loses at most the line being written."""
 
     def __init__(self, path: Path, fresh: bool):
@@ -118,7 +118,7 @@ def _utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _clean_stale_temps(out_root: Path, planned_outputs: Iterable[str]) -> int:
+def clean_stale_temps(out_root: Path, planned_outputs: Iterable[str]) -> int:
     """Remove temp files of dead runs from the folders of planned outputs; returns how many.
 
     ``fsutil.clean_stale_temps`` removes ``.rc-tmp.<host>.<pid>.*`` files and folders whose
@@ -149,7 +149,7 @@ def _clean_stale_temps(out_root: Path, planned_outputs: Iterable[str]) -> int:
     return n
 
 
-class _OutDirLock:
+class OutDirLock:
     """Exclusive ``flock`` on OUT_DIR/LOCK_NAME for the whole run (holds "pid host").
 
     A second run fails at once with an OutputError naming the holder. The file is
@@ -160,7 +160,7 @@ class _OutDirLock:
         self.path = out_dir / LOCK_NAME
         self.fd: int | None = None
 
-    def __enter__(self) -> "_OutDirLock":
+    def __enter__(self) -> "OutDirLock":
         for _ in range(50):
             try:
                 fd = fsutil.open_own_file(self.path, os.O_RDWR | os.O_CREAT, 0o644)

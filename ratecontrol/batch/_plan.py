@@ -18,7 +18,7 @@ from ratecontrol.batch._records import Collision
 from ratecontrol.contract import AUDIO_EXTENSIONS
 
 
-def _check_dirs(in_dir, out_dir) -> tuple[Path, Path, Path | None]:
+def check_dirs(in_dir, out_dir) -> tuple[Path, Path, Path | None]:
     src = Path(in_dir)
     if not src.exists():
         raise InputNotFoundError(f"input folder not found: {src} (check the path)")
@@ -40,13 +40,13 @@ def _check_dirs(in_dir, out_dir) -> tuple[Path, Path, Path | None]:
     return Path(os.path.abspath(src)), Path(os.path.abspath(dst)), (rd if rd.is_relative_to(rs) else None)
 
 
-def _walk(in_dir: Path, prune: Path | None, ids: dict | None = None) -> list[str]:
-    """Relative '/'-paths of every regular file under ``in_dir`` (``_scan``'s first part)."""
-    return _scan(in_dir, prune, ids)[0]
+def walk(in_dir: Path, prune: Path | None, ids: dict | None = None) -> list[str]:
+    """Relative '/'-paths of every regular file under ``in_dir`` (``scan``'s first part)."""
+    return scan(in_dir, prune, ids)[0]
 
 
-def _scan(in_dir: Path, prune: Path | None, ids: dict | None = None
-          ) -> tuple[list[str], dict[str, str], list[str]]:
+def scan(in_dir: Path, prune: Path | None, ids: dict | None = None
+         ) -> tuple[list[str], dict[str, str], list[str]]:
     """(files, left out, order) of the walk of ``in_dir``: sorted per folder, files first,
     then the sub-folders, depth first.
 
@@ -126,7 +126,7 @@ def _unreadable_entry(p: Path, exc: OSError) -> str:
     return f"not a regular file: cannot read what it is ({(exc.strerror or str(exc)).lower()})"
 
 
-def _plan_names(rels: list[str], extension: str) -> tuple[dict[str, str], list[Collision]]:
+def plan_names(rels: list[str], extension: str) -> tuple[dict[str, str], list[Collision]]:
     """Output name per input (relative to OUT_DIR); see the module docstring for the rule.
 
     Planned before anything is probed, so it cannot depend on probe results: inputs with
@@ -181,7 +181,7 @@ def _suffix(name: str) -> str:
 # --------------------------------------------------------------------------- manifest
 
 
-def _foreign_files(out_dir: Path, owned: dict[str, set], also_ours: set[Path]) -> list[str]:
+def foreign_files(out_dir: Path, owned: dict[str, set], also_ours: set[Path]) -> list[str]:
     """Files under OUT_DIR (relative) that are not batch's: not an output the manifest
     records, not the manifest, the lock, a report of this run or a temp file."""
     found: list[str] = []
@@ -198,7 +198,7 @@ def _foreign_files(out_dir: Path, owned: dict[str, set], also_ours: set[Path]) -
     return found
 
 
-def _protected(dst: Path, cands: set[str], input_ids: dict) -> dict[str, str]:
+def protected_outputs(dst: Path, cands: set[str], input_ids: dict) -> dict[str, str]:
     """Candidate outputs that are (resolve to) input files of this run."""
     out = {}
     for c in cands:

@@ -20,9 +20,9 @@ from ratecontrol.results import jsonable
 ENCODED, KEPT, COPIED, SKIPPED, FAILED = "encoded", "kept", "copied", "skipped", "failed"
 #: an output path held a file batch did not write (or that changed since): not replaced
 CONFLICT = "conflict"
-_DONE = (ENCODED, KEPT, COPIED, SKIPPED)
+DONE = (ENCODED, KEPT, COPIED, SKIPPED)
 #: statuses that wrote a file under ``output``
-_WROTE = (ENCODED, KEPT, COPIED)
+WROTE = (ENCODED, KEPT, COPIED)
 #: how the reason of a ``skipped`` entry the walk does not read starts (a FIFO, a link
 #: to a device or a folder, a dangling link, a folder that cannot be listed:
 #: ``_plan._scan``); the summary lists each of them
@@ -295,7 +295,7 @@ class BatchReport:
         lines = [f"{self.n_files} files in {_fmt_s(self.seconds)}: {', '.join(parts)}{resumed}"]
         if self.input_bytes:
             lines.append(
-                f"audio: {_mb(self.input_bytes)} -> {_mb(self.output_bytes)} "
+                f"audio: {size_text(self.input_bytes)} -> {size_text(self.output_bytes)} "
                 f"(saved {100 * self.saving_fraction:.1f}%), mean {_num(self.mean_kbps, '.1f')} kbps; "
                 f"{self.pool} MOS mean {_num(self.mean_mos)}, lowest {_num(self.min_mos)} "
                 f"(target {self.target_mos:g}, {self.codec}, {self.scorer})"
@@ -347,7 +347,7 @@ def _csv_columns() -> list[str]:
 
 
 def _write_report(path, text: str) -> Path:
-    """``path`` a Destination (``_claim_reports``, before the run): under the publish rule."""
+    """``path`` a Destination (``claim_reports``, before the run): under the publish rule."""
     path = path if isinstance(path, fsutil.Destination) else Path(path)
     folder = Path(path).parent if str(Path(path).parent) else Path(".")
     if not folder.is_dir():
@@ -372,8 +372,8 @@ def _is_batch_report(path: Path, kind: str) -> bool:
     return text.startswith('{\n  "in_dir": ') and '"manifest_path": ' in text
 
 
-def _claim_reports(json_report, csv_report, in_dir: Path, input_ids: dict, out_dir: Path, out_rels,
-                   overwrite: bool) -> dict[str, fsutil.Destination]:
+def claim_reports(json_report, csv_report, in_dir: Path, input_ids: dict, out_dir: Path, out_rels,
+                  overwrite: bool) -> dict[str, fsutil.Destination]:
     """batch's --json-report / --csv-report under the publish rule, before any work:
     never an input of the run (``input_ids``: (st_dev, st_ino) -> the input's path
     relative to ``in_dir``), never one of its outputs (``out_rels``: paths relative to
@@ -405,11 +405,11 @@ def _claim_reports(json_report, csv_report, in_dir: Path, input_ids: dict, out_d
 # --------------------------------------------------------------------------- driver
 
 
-def _finite(x) -> float | None:
+def finite(x) -> float | None:
     return None if x is None or math.isnan(x) else float(x)
 
 
-def _mb(n: float) -> str:
+def size_text(n: float) -> str:
     return f"{n / 1e6:.1f} MB" if abs(n) >= 1e5 else f"{n / 1e3:.0f} kB"
 
 

@@ -17,15 +17,16 @@ from typing import Any
 
 from ratecontrol import fsutil
 from ratecontrol.errors import InputError, RatecontrolError, TargetNotReachable, UsageError
-from ratecontrol.batch._manifest import _is_owned
+from ratecontrol.batch._manifest import is_owned
 from ratecontrol.batch._records import (
-    _DONE, CONFLICT, COPIED, ENCODED, FAILED, KEPT, SKIPPED, FileRecord, _finite,
+    DONE, CONFLICT, COPIED, ENCODED, FAILED, KEPT, SKIPPED, FileRecord, finite,
 )
 from ratecontrol.contract import AUDIO_EXTENSIONS
+from ratecontrol.options import Options
 
 
 @dataclass(frozen=True)
-class _Task:
+class Task:
     """One file for a worker: everything it needs, nothing that does not pickle cheaply."""
 
     rel: str
@@ -34,11 +35,17 @@ class _Task:
     #: planned output, relative to OUT_DIR, for an encode
     out_rel: str
     collision: str
+    target_mos: float
+    #: the preset workers load: its packaged name, or the user's YAML path
+    codec_ref: str
+    #: how encode runs (its scorer a name, each worker builds its own once, or a Scorer);
+    #: the worker adds the per-file choices (every audio stream, the audio alone)
+    options: Options
+    #: the manifest's settings of this run: a prior record counts only with the same
     settings: dict
-    scorer: Any  # a name, or a Scorer instance
+    #: files with video or other streams: "keep", "audio" or "skip"
+    video: str
     copy_other: bool
-    #: probe cache: None (default folder of the machine), False, or a folder
-    cache: Any
     #: the manifest's last record for this input, when it may still be valid
     prior: dict | None
     #: per candidate output (relative to OUT_DIR): the (size, mtime_ns) versions the
@@ -90,13 +97,13 @@ def _read_problem(path, exc: OSError) -> str:
     return f"cannot read {path}: {(exc.strerror or str(exc)).lower()} (check the file)"
 
 
-def _write_problem(path, exc: OSError) -> str:
+def write_problem(path, exc: OSError) -> str:
     if isinstance(exc, PermissionError):
         return f"cannot write {path}: permission denied (make the folder writable)"
     return f"cannot write {path}: {(exc.strerror or str(exc)).lower()}"
 
 
-class _Conflict(Exception):
+class Conflict(Exception):
     """An output path is taken by something batch must not replace. ``str()`` is the
     record's reason (the options, e.g. ``overwrite=True``, at its end, in the library's
     words); ``options`` go into the record as they are."""
@@ -106,37 +113,37 @@ class _Conflict(Exception):
         super().__init__(text + RatecontrolError.options_text(self.options))
 
 
-def _dest_problem(task: _Task, out_rel: str) -> tuple[_Conflict | None, bool]:
+def dest_problem(task: Task, out_rel: str) -> tuple[Conflict | None, bool]:
     """(why ``out_rel`` must not be written, or None; whether writing replaces a foreign file)."""
     dst = Path(task.out_root) / out_rel
     if task.protected and out_rel in task.protected:
-        return _Conflict(task.protected[out_rel]), False
+        return Conflict(task.protected[out_rel]), False
     try:
         st = os.lstat(dst)
     except FileNotFoundError:
         return None, False
     except NotADirectoryError:
-        return _Conflict(f"{dst}: a file is in the way of its folder: not replaced; move it away"), False
+        return Conflict(f"{dst}: a file is in the way of its folder: not replaced; move it away"), False
     except OSError as exc:  # a link loop in OUT_DIR (ELOOP), a folder that cannot be searched (EACCES)
-        return _Conflict(f"{dst} cannot be checked ({(exc.strerror or str(exc)).lower()}): nothing written; "
-                         "fix that path in the output folder"), False
+        return Conflict(f"{dst} cannot be checked ({(exc.strerror or str(exc)).lower()}): nothing written; "
+                        "fix that path in the output folder"), False
     if stat_mod.S_ISDIR(st.st_mode):
-        return _Conflict(f"{dst} is a folder: not replaced; move it away or rename it"), False
-    if _is_owned((task.owned or {}).get(out_rel), st):
+        return Conflict(f"{dst} is a folder: not replaced; move it away or rename it"), False
+    if is_owned((task.owned or {}).get(out_rel), st):
         return None, False
     if task.overwrite:
         return None, True
-    return _Conflict(f"{dst} already exists and batch did not write it (or it changed since): "
-                     "not replaced; move it away, or let batch replace it", {"overwrite": True}), False
+    return Conflict(f"{dst} already exists and batch did not write it (or it changed since): "
+                    "not replaced; move it away, or let batch replace it", {"overwrite": True}), False
 
 
-def _check_dest(task: _Task, out_rel: str) -> None:
-    problem, _ = _dest_problem(task, out_rel)
+def _check_dest(task: Task, out_rel: str) -> None:
+    problem, _ = dest_problem(task, out_rel)
     if problem:
         raise problem
 
 
-def _check_name_fits(task: _Task, out_rel: str) -> None:
+def _check_name_fits(task: Task, out_rel: str) -> None:
     """The output's name fits the file system's name limit (only ``<stem><ext>`` can be
     too long: renames are cut to fit when they are planned)."""
     n = len(Path(out_rel).name.encode())
@@ -153,7 +160,7 @@ class _Work:
     write (their own temp files included) stays inside it until the driver moves the
     finished file into place."""
 
-    def __init__(self, task: _Task):
+    def __init__(self, task: Task):
         self.folder = (Path(task.out_root) / task.rel).parent
         self.path: Path | None = None
 
@@ -162,14 +169,14 @@ class _Work:
             try:
                 self.folder.mkdir(parents=True, exist_ok=True)
             except (FileExistsError, NotADirectoryError):
-                raise _Conflict(f"a file is in the way of the output folder {self.folder}: "
-                                "nothing written; move it away") from None
+                raise Conflict(f"a file is in the way of the output folder {self.folder}: "
+                               "nothing written; move it away") from None
             except OSError as exc:
-                raise _WriteError(_write_problem(self.folder, exc)) from None
+                raise _WriteError(write_problem(self.folder, exc)) from None
             try:
                 tmp = fsutil.temp_dir_sibling(self.folder / "batch")
             except OSError as exc:
-                raise _WriteError(_write_problem(self.folder, exc)) from None
+                raise _WriteError(write_problem(self.folder, exc)) from None
             self.path = tmp
         return self.path / name
 
@@ -184,7 +191,7 @@ class _WriteError(Exception):
 
 
 @dataclass(frozen=True)
-class _Result:
+class Result:
     """A worker's answer: the record, and the finished file the driver must put in place."""
 
     rec: FileRecord
@@ -193,12 +200,12 @@ class _Result:
     work_dir: str | None = None
 
 
-def _still_done(task: _Task, prior: dict, st: os.stat_result) -> FileRecord | None:
+def _still_done(task: Task, prior: dict, st: os.stat_result) -> FileRecord | None:
     """The prior record if it still holds for this run (input unchanged, output intact)."""
     from ratecontrol import media
 
     status = prior.get("status")
-    if status not in _DONE or prior.get("input_bytes") != st.st_size:
+    if status not in DONE or prior.get("input_bytes") != st.st_size:
         return None
     if status == SKIPPED and task.copy_other:
         return None  # now asked to copy it
@@ -215,7 +222,7 @@ def _still_done(task: _Task, prior: dict, st: os.stat_result) -> FileRecord | No
             ost = out.stat()
         except OSError:
             return None
-        if not _is_owned({(rec.output_bytes, rec.output_mtime_ns or None)}, ost):
+        if not is_owned({(rec.output_bytes, rec.output_mtime_ns or None)}, ost):
             return None
         if status in (ENCODED, KEPT):
             try:
@@ -302,7 +309,7 @@ def _start_watchdog(driver_pid: int | None) -> None:
     _WATCHDOG.start()
 
 
-def _run_task(task: _Task) -> _Result:
+def run_task(task: Task) -> Result:
     """Process one input file; never raises for a file problem (it becomes a failed or
     conflict record). A finished output comes back inside the worker's temp folder."""
     _start_watchdog(task.driver_pid)
@@ -317,26 +324,26 @@ def _run_task(task: _Task) -> _Result:
             if task.prior is not None:
                 done = _still_done(task, task.prior, st)
                 if done is not None:
-                    return _Result(done)
+                    return Result(done)
             base["input_sha256"] = fsutil.file_digest(src)
         except OSError as exc:
-            return _Result(FileRecord(status=FAILED, reason=_read_problem(src, exc),
-                                      seconds=time.perf_counter() - t0, **base))
+            return Result(FileRecord(status=FAILED, reason=_read_problem(src, exc),
+                                     seconds=time.perf_counter() - t0, **base))
         rec, tmp = _process(task, src, base, t0, work)
         if tmp is None:
             work.discard()
-            return _Result(rec)
-        return _Result(rec, str(tmp), str(work.path))
-    except _Conflict as exc:
+            return Result(rec)
+        return Result(rec, str(tmp), str(work.path))
+    except Conflict as exc:
         work.discard()
-        return _Result(FileRecord(status=CONFLICT, reason=str(exc), options=exc.options,
-                                  seconds=time.perf_counter() - t0, **base))
+        return Result(FileRecord(status=CONFLICT, reason=str(exc), options=exc.options,
+                                 seconds=time.perf_counter() - t0, **base))
     except _WriteError as exc:
         work.discard()
-        return _Result(FileRecord(status=FAILED, reason=str(exc), seconds=time.perf_counter() - t0, **base))
+        return Result(FileRecord(status=FAILED, reason=str(exc), seconds=time.perf_counter() - t0, **base))
     except Exception as exc:  # one bad file must not stop a library run
         work.discard()
-        return _Result(_failed(exc, t0, base))
+        return Result(_failed(exc, t0, base))
     except BaseException:
         # Ctrl-C or a stop signal in the driver itself (jobs=1 runs the task there): its
         # temp folder must not outlive the run (the driver's pid is alive, so no
@@ -351,7 +358,7 @@ def _copy_into(src: Path, tmp: Path) -> Path:
     except PermissionError as exc:
         if not os.access(src, os.R_OK):
             raise _WriteError(_read_problem(src, exc)) from None
-        raise _WriteError(_write_problem(tmp.parent.parent, exc)) from None
+        raise _WriteError(write_problem(tmp.parent.parent, exc)) from None
     shutil.copystat(src, tmp)
     _fsync(tmp)
     return tmp
@@ -368,63 +375,105 @@ def _fsync(path: Path) -> None:
         os.fsync(fh.fileno())
 
 
-def _process(task: _Task, src: Path, base: dict, t0: float, work: _Work) -> tuple[FileRecord, Path | None]:
+def _process(task: Task, src: Path, base: dict, t0: float, work: _Work) -> tuple[FileRecord, Path | None]:
+    """Decide what the file gets (skip, copy, keep: before any encode), then encode it."""
     from ratecontrol import media
 
     try:
         info = media.inspect(src)
     except InputError as exc:
-        # ._name files are macOS AppleDouble metadata that copy along with the real file
-        if src.suffix.lower() in AUDIO_EXTENSIONS and not src.name.startswith("._"):
-            return _failed(exc, t0, base), None
-        if task.copy_other:
-            _check_dest(task, task.rel)
-            tmp = _copy_into(src, work.file(src.name))
-            return FileRecord(status=COPIED, output=task.rel, reason="not audio: copied unchanged",
-                              seconds=time.perf_counter() - t0, **base), tmp
-        return FileRecord(status=SKIPPED, reason=f"not audio ({_one_line(exc)})",
-                          seconds=time.perf_counter() - t0, **base), None
+        return _not_audio(task, src, exc, base, t0, work)
+    plan = _decide(task, src, info, base)
+    if plan.skip is not None:
+        reason, helps = plan.skip
+        return FileRecord(status=SKIPPED, options=helps, reason=reason, seconds=time.perf_counter() - t0,
+                          **base), None
+    if plan.keep is not None:
+        return _keep(task, src, plan, plan.keep, (), base, t0, work)
+    return _encode(task, src, info, plan, base, t0, work)
 
-    s = task.settings
+
+def _not_audio(task: Task, src: Path, exc: InputError, base: dict, t0: float,
+               work: _Work) -> tuple[FileRecord, Path | None]:
+    """A file ffmpeg cannot read as audio: failed when its name says audio, else copied
+    (copy_other) or skipped."""
+    # ._name files are macOS AppleDouble metadata that copy along with the real file
+    if src.suffix.lower() in AUDIO_EXTENSIONS and not src.name.startswith("._"):
+        return _failed(exc, t0, base), None
+    if task.copy_other:
+        _check_dest(task, task.rel)
+        tmp = _copy_into(src, work.file(src.name))
+        return FileRecord(status=COPIED, output=task.rel, reason="not audio: copied unchanged",
+                          seconds=time.perf_counter() - t0, **base), tmp
+    return FileRecord(status=SKIPPED, reason=f"not audio ({_one_line(exc)})",
+                      seconds=time.perf_counter() - t0, **base), None
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What batch does with one audio input, decided from its probe before any encode."""
+
+    preset: Any
+    #: the streams encode will re-encode (the first is the record's)
+    sources: tuple["_SourceAudio", ...]
+    #: the input's own name and container, every other stream copied (a film; with
+    #: all_audio_streams also an audio-only file with several audio streams)
+    in_place: bool
+    #: more than one audio stream, or video/other streams
+    bundled: bool
     video_note: tuple[str, ...] = ()
-    video = s.get("video", "keep")
-    all_streams = bool(s.get("all_audio_streams"))
-    # in place: the input's own name and container, every other stream copied (a film;
-    # with all_audio_streams also an audio-only file with several audio streams)
-    in_place = video == "keep" and (info.other_streams > 0 or (all_streams and info.audio_streams > 1))
+    #: (reason, options) when the file is skipped (video="skip")
+    skip: tuple[str, dict] | None = None
+    #: the reason the source is copied unchanged before any work (the lossy rule)
+    keep: str | None = None
+
+    @property
+    def lossy(self) -> bool:
+        return any(not a.lossless for a in self.sources)
+
+
+def _decide(task: Task, src: Path, info, base: dict) -> _Plan:
+    """Skip, keep or encode, from the probe alone; fills the record's input fields in ``base``."""
+    video_note: tuple[str, ...] = ()
+    all_streams = task.options.all_audio_streams
+    in_place = task.video == "keep" and (info.other_streams > 0 or (all_streams and info.audio_streams > 1))
+    bundled = info.other_streams > 0 or info.audio_streams > 1
     base.update(duration_s=info.duration_s, input_audio_streams=info.audio_streams)
     if info.other_streams:
         base["other_streams"] = info.other_streams
-        if video == "skip":
+        if task.video == "skip":
             base.update(input_codec=info.codec, lossless=info.lossless)
             helps = {"video": "keep"}
-            return FileRecord(status=SKIPPED, options=helps, reason=f"has {info.other_streams} video/other stream(s)"
-                              + RatecontrolError.options_text(helps), seconds=time.perf_counter() - t0, **base), None
+            return _Plan(None, (), in_place, bundled, skip=(f"has {info.other_streams} video/other stream(s)"
+                                                            + RatecontrolError.options_text(helps), helps))
         if not in_place:
             video_note = (f"input has {info.other_streams} video/other stream(s): batch wrote its default audio "
                           "stream alone (video='audio'; video='keep' re-encodes it in place)",)
     sources = _source_audio(src, info, _chosen_streams(src, info, in_place, all_streams))
     first = sources[0]
-    lossy = any(not a.lossless for a in sources)
-    base.update(input_codec=first.codec, input_kbps=first.kbps, lossless=not lossy)
+    base.update(input_codec=first.codec, input_kbps=first.kbps, lossless=all(a.lossless for a in sources))
     from ratecontrol.presets import load_preset
 
-    preset = load_preset(s["codec_ref"])
-    bundled = info.other_streams > 0 or info.audio_streams > 1
+    preset = load_preset(task.codec_ref)
+    return _Plan(preset, sources, in_place, bundled, video_note, keep=_below_ladder(preset, sources, bundled))
 
-    def keep(reason: str, notes: tuple[str, ...] = ()) -> tuple[FileRecord, Path]:
-        _check_dest(task, task.rel)
-        tmp = _copy_into(src, work.file(src.name))
-        return FileRecord(status=KEPT, output=task.rel, reason=reason, notes=notes,
-                          audio_bytes=_audio_bytes(tmp, first.audio_index), seconds=time.perf_counter() - t0,
-                          **base), tmp
 
-    too_low = _below_ladder(preset, sources, bundled)
-    if too_low is not None:
-        return keep(too_low)
+def _keep(task: Task, src: Path, plan: _Plan, reason: str, notes: tuple[str, ...], base: dict, t0: float,
+          work: _Work) -> tuple[FileRecord, Path]:
+    """The source copied unchanged under its own name (a lossy source batch cannot improve)."""
+    _check_dest(task, task.rel)
+    tmp = _copy_into(src, work.file(src.name))
+    return FileRecord(status=KEPT, output=task.rel, reason=reason, notes=notes,
+                      audio_bytes=_audio_bytes(tmp, plan.sources[0].audio_index), seconds=time.perf_counter() - t0,
+                      **base), tmp
 
+
+def _encode(task: Task, src: Path, info, plan: _Plan, base: dict, t0: float,
+            work: _Work) -> tuple[FileRecord, Path]:
+    """Encode the file (or keep the source when no smaller encode reaches the target)."""
     from ratecontrol.api import encode
 
+    sources, in_place, bundled, lossy = plan.sources, plan.in_place, plan.bundled, plan.lossy
     # before hours of work: is the output path ours to write?
     out_rel = task.rel if in_place else task.out_rel
     _check_name_fits(task, out_rel)
@@ -434,50 +483,49 @@ def _process(task: _Task, src: Path, base: dict, t0: float, work: _Work) -> tupl
 
     from ratecontrol.errors import RatecontrolWarning
 
+    # the run's Options with this file's choices: one scorer job (file-level parallelism),
+    # every audio stream only in place, a film's default stream alone under the planned
+    # name (video='audio'); no max_kbps: each stream's session caps its own ladder at
+    # that stream's bitrate when it is lossy (probing.session: one rule for encode and batch)
+    opts = replace(task.options, scorer=_worker_scorer(task.options.scorer), jobs=1,
+                   all_audio_streams=in_place and len(sources) > 1, audio_only=bundled and not in_place)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", RatecontrolWarning)
-            # no max_kbps: each stream's session caps its own ladder at that stream's
-            # bitrate when it is lossy (probing.session: one rule for encode and batch)
-            res = encode(src, out, target_mos=s["target_mos"], codec=s["codec_ref"],
-                         scorer=_worker_scorer(task.scorer), pool=s["pool"], hop_s=s["hop_s"],
-                         best_effort=s["best_effort"], overwrite=False, jobs=1,
-                         sample_share=s["sample_share"], verify=s["verify"], cache=task.cache,
-                         allow_partial=bool(s.get("allow_partial")),
-                         all_audio_streams=in_place and len(sources) > 1,
-                         # video='audio': the default stream alone, under the planned name
-                         audio_only=bundled and not in_place)
+            res = encode(src, out, target_mos=task.target_mos, codec=task.codec_ref, options=opts, overwrite=False)
     except TargetNotReachable as exc:
         if not lossy:
             raise
         best = max((p.pooled_mos for p in (exc.result.probes if exc.result else ())), default=math.nan)
-        return keep(f"no {s['codec']} rung at or below the lossy source's own bitrate ({_kbps_list(sources)}) "
-                    f"reaches MOS {s['target_mos']:g} (best {best:.3f}): copied unchanged")
+        return _keep(task, src, plan, f"no {plan.preset.name} rung at or below the lossy source's own bitrate "
+                     f"({_kbps_list(sources)}) reaches MOS {task.target_mos:g} (best {best:.3f}): copied unchanged",
+                     (), base, t0, work)
     except UsageError as exc:
         if not exc.options.get("above_source"):
             raise
         # the session found no rung at or below a lossy stream's own bitrate (its figure
         # from the stream copied out, which the check above may not have had)
-        return keep(f"{_one_line(exc)}: copied unchanged")
+        return _keep(task, src, plan, f"{_one_line(exc)}: copied unchanged", (), base, t0, work)
     search = res.search
     streams = tuple(res.streams) if in_place and len(sources) > 1 else ()
     # warnings of this file (a partial decode with allow_partial) go into its record
-    notes = tuple(search.notes) + video_note + tuple(f"warning: {w.message}" for w in caught
-                                                     if issubclass(w.category, RatecontrolWarning))
+    notes = tuple(search.notes) + plan.video_note + tuple(f"warning: {w.message}" for w in caught
+                                                          if issubclass(w.category, RatecontrolWarning))
     notes += tuple(f"audio stream {r.audio_stream}: {r.rung_label}, MOS {r.pooled_mos:.3f}" for r in streams)
     if info.has_cover_art and not _has_cover(out):
-        notes += (f"cover art not kept: ffmpeg cannot store it in a {s['codec']} ({out.suffix}) output",)
+        notes += (f"cover art not kept: ffmpeg cannot store it in a {plan.preset.name} ({out.suffix}) output",)
     audio_stream = res.audio_stream if in_place else None
     audio_bytes = _audio_bytes(out, audio_stream or 0)
     if lossy and _not_smaller(src, res, sources, audio_bytes, whole=in_place or not bundled):
         out.unlink(missing_ok=True)
-        return keep(f"the {res.rung_label} encode is not smaller than the lossy source: copied unchanged", notes)
+        return _keep(task, src, plan, f"the {res.rung_label} encode is not smaller than the lossy source: "
+                     "copied unchanged", notes, base, t0, work)
     _fsync(out)
     return FileRecord(
         status=ENCODED, output=out_rel, output_bytes=res.output_bytes, audio_bytes=audio_bytes,
         audio_stream=audio_stream, encoded_streams=tuple(r.audio_stream for r in streams),
         rung_label=res.rung_label, bitrate_kbps=res.bitrate_kbps,
-        pooled_mos=_finite(res.pooled_mos), full_track_mos=_finite(getattr(res, "full_track_mos", None)),
+        pooled_mos=finite(res.pooled_mos), full_track_mos=finite(getattr(res, "full_track_mos", None)),
         reached=bool(search.reached), n_probes=len(search.probes), notes=notes,
         seconds=time.perf_counter() - t0, **{**base, "duration_s": search.duration_s or base.get("duration_s")},
     ), out

@@ -62,19 +62,22 @@ def batch_command(in_dir, out_dir, target_mos, codec, jobs, backend, scheduler, 
     itself are ever replaced (unless --overwrite). Exit status 1 when any file failed
     or hit a conflict (listed at the end and in the reports).
     """
+    from ratecontrol.options import Options
+
+    # how every file is encoded, one object for every target (the batch knobs stay keywords)
+    options = Options(scorer=scorer, pool=pool, best_effort=best_effort, sample_share=1.0 if full else sample_share,
+                      allow_partial=allow_partial, all_audio_streams=all_audio_streams,
+                      cache=False if no_cache else cache_dir)
     many = len(target_mos) > 1
     ok = True
     for t in target_mos:
         out = Path(out_dir) / f"mos{t:g}" if many else Path(out_dir)
         try:
             report = transcode_folder(
-                in_dir, out, target_mos=t, codec=codec, scorer=scorer, pool=pool,
-                best_effort=best_effort, jobs=jobs, backend=backend, scheduler=scheduler, copy_other=copy_other,
-                json_report=_per_target(json_report, t, many), csv_report=_per_target(csv_report, t, many),
-                progress=False if no_progress else None, resume=not no_resume,
-                sample_share=1.0 if full else sample_share, allow_partial=allow_partial, video=video,
-                all_audio_streams=all_audio_streams,
-                cache=False if no_cache else cache_dir, overwrite=overwrite,
+                in_dir, out, t, codec, options, jobs=jobs, backend=backend, scheduler=scheduler,
+                copy_other=copy_other, json_report=_per_target(json_report, t, many),
+                csv_report=_per_target(csv_report, t, many), progress=False if no_progress else None,
+                resume=not no_resume, video=video, overwrite=overwrite,
             )
         except KeyboardInterrupt as exc:  # Ctrl-C, or a stop signal (BatchInterrupted, the CLI's own)
             signum = getattr(exc, "signum", signal.SIGINT)

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from ratecontrol import media
 from ratecontrol.batch import transcode_folder
-from ratecontrol.batch._plan import _scan
+from ratecontrol.batch._plan import scan
 from ratecontrol.cli._common import spell_flag
 from ratecontrol.cli.batch import batch_command
 
@@ -93,7 +93,7 @@ REASONS = {
 
 
 def test_scan_accounts_for_every_entry_in_walk_order(odd_tree):
-    files, left_out, order = _scan(odd_tree, None)
+    files, left_out, order = scan(odd_tree, None)
     assert files == ["a.wav", "sub/song.wav"]
     assert set(left_out) == set(REASONS)
     for rel, text in REASONS.items():
@@ -143,13 +143,13 @@ def test_a_folder_that_cannot_be_listed_is_reported(tmp_path, monkeypatch):
         return real(path)
 
     monkeypatch.setattr(_plan.os, "scandir", scandir)
-    files, left_out, _ = _scan(src, None)
+    files, left_out, _ = scan(src, None)
     assert files == ["a.wav"]
     assert left_out == {"locked/": "cannot list this folder (permission denied): nothing under it was transcoded; "
                                    "check its permissions"}
     (tmp_path / "in2").mkdir()
     with pytest.raises(InputError, match="cannot list the input folder"):
-        _scan(tmp_path / "in2", None)
+        scan(tmp_path / "in2", None)
 
 
 # ------------------------------------------------------------------ the --overwrite hint

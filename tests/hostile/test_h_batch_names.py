@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 
 from ratecontrol.batch import transcode_folder
-from ratecontrol.batch._plan import _plan_names
+from ratecontrol.batch._plan import plan_names
 
 KW = dict(target_mos=3.6, codec="opus", scorer="learned", jobs=1, progress=False)
 
@@ -21,7 +21,7 @@ def _wav(path, freq=440.0):
 
 def test_plan_cuts_a_collision_rename_to_the_name_limit():
     stem = "a" * 250
-    planned, coll = _plan_names([f"{stem}.flac", f"{stem}.wav", f"d/{'é' * 125}.flac", f"d/{'é' * 125}.wav"], ".opus")
+    planned, coll = plan_names([f"{stem}.flac", f"{stem}.wav", f"d/{'é' * 125}.flac", f"d/{'é' * 125}.wav"], ".opus")
     assert planned[f"{stem}.flac"] == f"{stem}.opus"
     renamed = planned[f"{stem}.wav"]
     assert renamed == "a" * 246 + ".wav.opus"  # the stem cut, the input's extension kept
@@ -36,7 +36,7 @@ def test_plan_cuts_a_collision_rename_to_the_name_limit():
 def test_plan_never_repeats_a_cut_name_with_many_long_clashes():
     stem = "b" * 250
     rels = [f"{stem}{ext}" for ext in (".flac", ".wav", ".aiff", ".mp3", ".ogg")]
-    planned, _ = _plan_names(rels, ".opus")
+    planned, _ = plan_names(rels, ".opus")
     assert len(set(planned.values())) == len(rels)
     assert all(len(v.encode()) <= 255 for v in planned.values())
 
