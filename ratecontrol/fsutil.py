@@ -61,6 +61,7 @@ __all__ = [
     "FileId",
     "atomic_output",
     "atomic_write",
+    "check_output_path",
     "claim_output",
     "clean_stale_temps",
     "clean_stale_run_dirs",
@@ -283,6 +284,21 @@ def claim_output(path: str | os.PathLike, *, overwrite: bool, inputs: Iterable =
             raise OutputError(f"{what} {p} already exists; choose another path or replace it",
                               options={"overwrite": True})
     return Destination(p, found, what)
+
+
+def check_output_path(out_path, in_path: Path | None = None) -> Path:
+    """Refuse an output that is a folder, sits in a missing/unwritable folder, or is the input."""
+    out = Path(out_path)
+    if out.is_dir():
+        raise OutputError(f"output path is a directory: {out} (give a file name)")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputError(f"output folder does not exist: {parent} (create it first)")
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"output folder is not writable: {parent}")
+    if in_path is not None and out.exists() and out.resolve() == in_path.resolve():
+        raise OutputError(f"output would overwrite the input: {out} (choose another name)")
+    return out
 
 
 @contextlib.contextmanager

@@ -1,5 +1,6 @@
-"""What every encode shares: the preset's encoder options and filters, the output
-checks, and the atomic finish; remux (a probe's encode written out with the tags).
+"""What every encode shares: the preset's encoder options and filters and the atomic
+finish (the output path is checked by ``fsutil``, the one place output paths are
+checked); remux (a probe's encode written out with the tags).
 
 Every output is written to a temporary file in the destination folder and moved into
 place with ``os.replace`` only after ffmpeg succeeded, so a failed or interrupted encode
@@ -7,7 +8,6 @@ never leaves a partial file under the final name.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from ._inspect import MediaInfo, check_input_path, inspect
 from ._layouts import canonical_layout
 from ._tags import _build, _source_extras
 
-__all__ = ["remux", "check_output_path", "WrittenFile", "ENCODER_INPUT"]
+__all__ = ["remux", "WrittenFile", "ENCODER_INPUT"]
 
 #: What every encode of ratecontrol feeds the encoder: the decoded track as float32
 #: PCM (f32le on a pipe) at the output rate and channel count. Probes and the shipped
@@ -54,21 +54,6 @@ def _resolve(preset, rung, channels: int) -> tuple[Preset, Rung]:
     if isinstance(rung, Rung):
         return p, rung
     return p, p.rung(rung, channels)
-
-
-def check_output_path(out_path, in_path: Path | None = None) -> Path:
-    """Refuse an output that is a folder, sits in a missing/unwritable folder, or is the input."""
-    out = Path(out_path)
-    if out.is_dir():
-        raise OutputError(f"output path is a directory: {out} (give a file name)")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise OutputError(f"output folder does not exist: {parent} (create it first)")
-    if not os.access(parent, os.W_OK):
-        raise OutputError(f"output folder is not writable: {parent}")
-    if in_path is not None and out.exists() and out.resolve() == in_path.resolve():
-        raise OutputError(f"output would overwrite the input: {out} (choose another name)")
-    return out
 
 
 def _temp_path(out: Path) -> Path:
@@ -169,7 +154,7 @@ def remux(encoded_path, out_path, preset, rung, metadata: dict | None = None, ta
     r = rung if isinstance(rung, Rung) else p.rung(rung, 2)
     enc = check_input_path(encoded_path)
     src_file = check_input_path(tags_from) if tags_from is not None else None
-    out = check_output_path(out_path, src_file)
+    out = fsutil.check_output_path(out_path, src_file)
     src = ffmpeg.input(ff_path(enc))
     kw = {"format": p.format, "c:a": "copy"}
     tmp = _temp_path(out)

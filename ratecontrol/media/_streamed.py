@@ -16,7 +16,7 @@ from .. import fsutil
 from ._aligned_decode import _aligned, _delay_at
 from ._decode import decode_blocks, resample_filter
 from ._encode import (ENCODER_INPUT, WrittenFile, _add_filters, _as_audio, _finish, _output_kwargs, _resolve,
-                      _temp_path, check_output_path)
+                      _temp_path)
 from ._ffmpeg import failure, ff_path, ffmpeg_path, has_loopback_decoder
 from ._inspect import check_input_path
 from ._layouts import canonical_layout
@@ -86,7 +86,7 @@ class StreamedEncode:
         self.channels, self.n = self.audio.shape
         self.preset, self.rung = _resolve(preset, rung, self.channels)
         self.src_file = check_input_path(tags_from) if tags_from is not None else None
-        self.out = check_output_path(out_path, self.src_file)
+        self.out = fsutil.check_output_path(out_path, self.src_file)
         self.metadata, self.block_samples = metadata, int(block_samples)
         # decode_back=False: a plain encode (media.encode_array), nothing read back
         self.loopback = decode_back and has_loopback_decoder()
