@@ -286,19 +286,14 @@ def claim_output(path: str | os.PathLike, *, overwrite: bool, inputs: Iterable =
     return Destination(p, found, what)
 
 
-def check_output_path(out_path, in_path: Path | None = None) -> Path:
-    """Refuse an output that is a folder, sits in a missing/unwritable folder, or is the input."""
-    out = Path(out_path)
-    if out.is_dir():
-        raise OutputError(f"output path is a directory: {out} (give a file name)")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise OutputError(f"output folder does not exist: {parent} (create it first)")
-    if not os.access(parent, os.W_OK):
-        raise OutputError(f"output folder is not writable: {parent}")
-    if in_path is not None and out.exists() and out.resolve() == in_path.resolve():
-        raise OutputError(f"output would overwrite the input: {out} (choose another name)")
-    return out
+def check_output_path(out_path, in_path: Path | None = None) -> Destination:
+    """The output of a media write (an encode, a remux) under the publish rule: checked
+    by ``claim_output`` with ``overwrite`` (a library call replaces what is there, as
+    ``os.replace`` would), ``in_path`` (the source of the tags) refused. A Destination
+    is kept as claimed, so the rule it was claimed under holds to the final move."""
+    if isinstance(out_path, Destination):
+        return out_path
+    return claim_output(out_path, overwrite=True, inputs=() if in_path is None else (in_path,))
 
 
 @contextlib.contextmanager

@@ -3,8 +3,8 @@ finish (the output path is checked by ``fsutil``, the one place output paths are
 checked); remux (a probe's encode written out with the tags).
 
 Every output is written to a temporary file in the destination folder and moved into
-place with ``os.replace`` only after ffmpeg succeeded, so a failed or interrupted encode
-never leaves a partial file under the final name.
+place by ``fsutil.publish`` only after ffmpeg succeeded, so a failed or interrupted
+encode never leaves a partial file under the final name.
 """
 from __future__ import annotations
 
@@ -95,11 +95,12 @@ def _output_kwargs(preset: Preset, rung: Rung, channels: int = 2) -> dict:
     return kw
 
 
-def _finish(tmp: Path, out: Path, preset: Preset, rung: Rung, duration_s: float | None = None) -> WrittenFile:
+def _finish(tmp: Path, dest: fsutil.Destination, preset: Preset, rung: Rung,
+            duration_s: float | None = None) -> WrittenFile:
     size = tmp.stat().st_size
     if size == 0:
-        raise OutputError(f"ffmpeg wrote an empty file for {out}; nothing was saved")
-    fsutil.publish(tmp, out)
+        raise OutputError(f"ffmpeg wrote an empty file for {dest.path}; nothing was saved")
+    out = fsutil.publish(tmp, dest)
     dur = duration_s
     if dur is None:
         try:
@@ -154,7 +155,8 @@ def remux(encoded_path, out_path, preset, rung, metadata: dict | None = None, ta
     r = rung if isinstance(rung, Rung) else p.rung(rung, 2)
     enc = check_input_path(encoded_path)
     src_file = check_input_path(tags_from) if tags_from is not None else None
-    out = fsutil.check_output_path(out_path, src_file)
+    dest = fsutil.check_output_path(out_path, src_file)
+    out = dest.path
     src = ffmpeg.input(ff_path(enc))
     kw = {"format": p.format, "c:a": "copy"}
     tmp = _temp_path(out)
@@ -166,7 +168,7 @@ def remux(encoded_path, out_path, preset, rung, metadata: dict | None = None, ta
         meta_in = ffmpeg.input(ff_path(extras.meta_path), format="ffmetadata")
         stream = _build([src["a:0"], *extras.streams], meta_in, extras.meta_path, ff_path(tmp), kw)
         run(stream, what=f"writing {fsutil.final_name(out)} from the chosen probe's encode")
-        return _finish(tmp, out, p, r, duration_s)
+        return _finish(tmp, dest, p, r, duration_s)
     finally:
         tmp.unlink(missing_ok=True)
         if extras is not None:

@@ -86,7 +86,8 @@ class StreamedEncode:
         self.channels, self.n = self.audio.shape
         self.preset, self.rung = _resolve(preset, rung, self.channels)
         self.src_file = check_input_path(tags_from) if tags_from is not None else None
-        self.out = fsutil.check_output_path(out_path, self.src_file)
+        self.dest = fsutil.check_output_path(out_path, self.src_file)
+        self.out = self.dest.path
         self.metadata, self.block_samples = metadata, int(block_samples)
         # decode_back=False: a plain encode (media.encode_array), nothing read back
         self.loopback = decode_back and has_loopback_decoder()
@@ -225,7 +226,7 @@ class StreamedEncode:
             while self._proc.stdout.read(1 << 20):
                 pass
         self._wait()
-        return _finish(self._tmp, self.out, self.preset, self.rung, duration_s=self.n / self.rate)
+        return _finish(self._tmp, self.dest, self.preset, self.rung, duration_s=self.n / self.rate)
 
     def _cleanup(self) -> None:
         self._stop.set()
