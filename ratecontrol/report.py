@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ratecontrol import fsutil
-from ratecontrol.errors import OutputError, UsageError
+from ratecontrol.errors import UsageError
 from ratecontrol.results import EncodeResult, SearchResult
 from ratecontrol.windows import MODEL_SAMPLE_RATE_HZ, WINDOW_SAMPLES
 
@@ -216,12 +216,9 @@ def render_report(result: SearchResult, path: "str | os.PathLike | fsutil.Destin
     Written to a temp file and renamed. Needs matplotlib (a dependency of ratecontrol).
     """
     plt = _pyplot()
-    # a Destination (encode's --report, checked before the search) is published under the
-    # publish rule; a plain path is the caller's to replace
-    out = path if isinstance(path, fsutil.Destination) else Path(path)
-    folder = Path(out).parent
-    if not folder.is_dir():
-        raise OutputError(f"report folder {folder} does not exist; create it first")
+    # a Destination (encode's --report, checked before the search) is kept as claimed; a
+    # plain path is checked where every output is, and the caller's to replace
+    out = fsutil.check_output_path(path, what="report")
     if result.chosen is None or not result.chosen.window_mos:
         raise UsageError("nothing to plot: the search scored no windows (silent input?)")
     enc = encode_result
@@ -239,4 +236,4 @@ def render_report(result: SearchResult, path: "str | os.PathLike | fsutil.Destin
             fig.savefig(tmp, format="png")
     finally:
         plt.close(fig)
-    return Path(out)
+    return out.path
