@@ -2,8 +2,7 @@
 
 No other ratecontrol module starts ffmpeg; they call these functions.
 """
-from ._aligned_decode import decode_aligned, decode_aligned_blocks
-from ._decode import decode, decode_to_disk, resample_filter
+from ._decode import decode, decode_aligned, decode_aligned_blocks, decode_to_disk, resample_filter
 from ._encode import WrittenFile, remux
 from ._encoders import AVOption, check_preset_options, encoder_options, muxer_options
 from ._ffmpeg import available_encoders, encoder_available, ffmpeg_path, ffmpeg_version, require_encoder

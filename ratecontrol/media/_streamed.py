@@ -13,8 +13,7 @@ import ffmpeg
 import numpy as np
 
 from .. import fsutil
-from ._aligned_decode import _aligned, _delay_at
-from ._decode import decode_blocks, resample_filter
+from ._decode import _aligned, _delay_at, decode_blocks, resample_filter
 from ._encode import (ENCODER_INPUT, WrittenFile, _add_filters, _as_audio, _finish, _output_kwargs, _resolve,
                       _temp_path)
 from ._ffmpeg import failure, ff_path, ffmpeg_path, has_loopback_decoder
