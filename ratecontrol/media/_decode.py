@@ -255,6 +255,59 @@ def decode_to_disk(path, sample_rate_hz: int, channels: int, directory=None,
     return frames.T
 
 
+def _check_decode_args(sample_rate_hz, channels, start_s, duration_s) -> None:
+    if sample_rate_hz is not None and int(sample_rate_hz) <= 0:
+        raise UsageError(f"sample_rate_hz must be positive, got {sample_rate_hz}")
+    if channels is not None and int(channels) <= 0:
+        raise UsageError(f"channels must be positive, got {channels}")
+    if start_s is not None and start_s < 0:
+        raise UsageError(f"start_s must be >= 0, got {start_s}")
+    if duration_s is not None and duration_s <= 0:
+        raise UsageError(f"duration_s must be > 0, got {duration_s}")
+
+
+def _decode_input(path_or_bytes, start_s: float | None, duration_s: float | None):
+    """(ffmpeg input node, the bytes to feed it or None, the checked path or None, the
+    name messages give it) for a file or an in-memory file, with the span to read."""
+    in_kwargs = {}
+    if start_s:
+        in_kwargs["ss"] = f"{float(start_s):.6f}"
+    if duration_s is not None:
+        in_kwargs["t"] = f"{float(duration_s):.6f}"
+    if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
+        data = bytes(path_or_bytes)
+        if not data:
+            raise EmptyAudioError("cannot decode empty bytes (0 bytes of input)")
+        return ffmpeg.input("pipe:", **in_kwargs), data, None, "<bytes input>"
+    p = check_input_path(path_or_bytes)
+    return ffmpeg.input(ff_path(p), **in_kwargs), None, p, str(p)
+
+
+def _read_wav_stream(stream, data: bytes | None, what: str, errs: list[str]) -> list[bytes]:
+    """The WAV ffmpeg writes for ``stream`` as non-empty stdout blocks (``data`` fed on
+    stdin when given); its stderr appended to ``errs``. A failed decode is the error the
+    user can act on (_raise_decode_error); nothing decoded is EmptyAudioError."""
+    try:
+        if data is None:
+            # read in blocks: _parse_wav_blocks frees each as it is converted, so the
+            # peak is ~1x the decoded audio instead of ~2.7x (bytes + join + array)
+            out = list(stream_stdout(stream, _BLOCK_BYTES, what=f"decoding {what}", stderr_out=errs))
+        else:
+            out_b, err_b = run(stream, input=data, what=f"decoding {what}")
+            out = [out_b]
+            errs.append(err_b.decode("utf-8", "replace"))
+    except FFmpegError as exc:
+        _raise_decode_error(exc, what)
+        out = []
+    out = [b for b in out if b]
+    if not out:
+        raise EmptyAudioError(
+            f"{what} has no decodable audio samples (empty or truncated file); "
+            "re-export or re-copy it"
+        )
+    return out
+
+
 def decode(
     path_or_bytes,
     sample_rate_hz: int | None = None,
@@ -283,54 +336,12 @@ def decode(
     TruncatedInputError, InputError (unreadable, not a regular file, a channel count
     ffmpeg cannot downmix), UsageError, FFmpegNotFoundError (broken ffmpeg).
     """
-    if sample_rate_hz is not None and int(sample_rate_hz) <= 0:
-        raise UsageError(f"sample_rate_hz must be positive, got {sample_rate_hz}")
-    if channels is not None and int(channels) <= 0:
-        raise UsageError(f"channels must be positive, got {channels}")
-    if start_s is not None and start_s < 0:
-        raise UsageError(f"start_s must be >= 0, got {start_s}")
-    if duration_s is not None and duration_s <= 0:
-        raise UsageError(f"duration_s must be > 0, got {duration_s}")
+    _check_decode_args(sample_rate_hz, channels, start_s, duration_s)
     ffmpeg_path()  # a broken ffmpeg is FFmpegNotFoundError here, never the input's fault
-
-    in_kwargs = {}
-    if start_s:
-        in_kwargs["ss"] = f"{float(start_s):.6f}"
-    if duration_s is not None:
-        in_kwargs["t"] = f"{float(duration_s):.6f}"
-    if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
-        data = bytes(path_or_bytes)
-        if not data:
-            raise EmptyAudioError("cannot decode empty bytes (0 bytes of input)")
-        what = "<bytes input>"
-        p = None
-        src = ffmpeg.input("pipe:", **in_kwargs)
-    else:
-        data = None
-        p = check_input_path(path_or_bytes)
-        what = str(p)
-        src = ffmpeg.input(ff_path(p), **in_kwargs)
-
+    src, data, p, what = _decode_input(path_or_bytes, start_s, duration_s)
     stream = _pcm_output(src, sample_rate_hz, channels, "wav", layout=layout)
     errs: list[str] = []
-    try:
-        if data is None:
-            # read in blocks: _parse_wav_blocks frees each as it is converted, so the
-            # peak is ~1x the decoded audio instead of ~2.7x (bytes + join + array)
-            out = list(stream_stdout(stream, _BLOCK_BYTES, what=f"decoding {what}", stderr_out=errs))
-        else:
-            out_b, err_b = run(stream, input=data, what=f"decoding {what}")
-            out = [out_b]
-            errs.append(err_b.decode("utf-8", "replace"))
-    except FFmpegError as exc:
-        _raise_decode_error(exc, what)
-        out = []
-    out = [b for b in out if b]
-    if not out:
-        raise EmptyAudioError(
-            f"{what} has no decodable audio samples (empty or truncated file); "
-            "re-export or re-copy it"
-        )
+    out = _read_wav_stream(stream, data, what, errs)
     audio, rate = _parse_wav_blocks(out, what)
     if audio.shape[1] == 0:
         span = "" if start_s is None and duration_s is None else " in the requested span"
