@@ -61,6 +61,7 @@ __all__ = [
     "FileId",
     "atomic_output",
     "atomic_write",
+    "check_output_path",
     "claim_output",
     "clean_stale_temps",
     "clean_stale_run_dirs",
@@ -283,6 +284,17 @@ def claim_output(path: str | os.PathLike, *, overwrite: bool, inputs: Iterable =
             raise OutputError(f"{what} {p} already exists; choose another path or replace it",
                               options={"overwrite": True})
     return Destination(p, found, what)
+
+
+def check_output_path(out_path, in_path: Path | None = None, what: str = "output") -> Destination:
+    """The output of a library write (media's encode and remux, the report PNG) under
+    the publish rule: checked by ``claim_output`` with ``overwrite`` (a library call
+    replaces what is there, as ``os.replace`` would), ``in_path`` (the source of the
+    tags) refused. A Destination is kept as claimed, so the rule it was claimed under
+    holds to the final move."""
+    if isinstance(out_path, Destination):
+        return out_path
+    return claim_output(out_path, overwrite=True, inputs=() if in_path is None else (in_path,), what=what)
 
 
 @contextlib.contextmanager

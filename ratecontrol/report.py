@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ratecontrol import fsutil
-from ratecontrol.errors import OutputError, UsageError
+from ratecontrol.errors import UsageError
 from ratecontrol.results import EncodeResult, SearchResult
 from ratecontrol.windows import MODEL_SAMPLE_RATE_HZ, WINDOW_SAMPLES
 
@@ -90,18 +90,8 @@ def segment_spans(start_s, hop_s: float | None = None) -> list[tuple[float, floa
     return [(float(run[0]), float(run[-1] + window_s)) for run in np.split(t, cut)]
 
 
-def render_report(result: SearchResult, path: "str | os.PathLike | fsutil.Destination", encode_result: EncodeResult | None = None,
-                  title: str | None = None, n_worst: int = 5) -> Path:
-    """Write a PNG: window MOS against time.
-
-    Without ``encode_result``: the chosen rung and the probed rungs next to it on the
-    windows the search scored. With it: also the shipped rung's whole-track window
-    scores (the output check's), and the input's file name in the title. The target
-    (and target + margin) are lines, the ``n_worst`` windows of the shipped rung (else
-    of the chosen probe) are circled, probed segments of a sampled search are shaded.
-
-    Written to a temp file and renamed. Needs matplotlib (a dependency of ratecontrol).
-    """
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend (no display needed)."""
     try:
         import matplotlib
 
@@ -109,23 +99,11 @@ def render_report(result: SearchResult, path: "str | os.PathLike | fsutil.Destin
         import matplotlib.pyplot as plt
     except ImportError as exc:  # pragma: no cover - matplotlib is a dependency
         raise UsageError(f"the report plot needs matplotlib ({exc}); pip install matplotlib") from exc
-    # a Destination (encode's --report, checked before the search) is published under the
-    # publish rule; a plain path is the caller's to replace
-    out = path if isinstance(path, fsutil.Destination) else Path(path)
-    folder = Path(out).parent
-    if not folder.is_dir():
-        raise OutputError(f"report folder {folder} does not exist; create it first")
-    if result.chosen is None or not result.chosen.window_mos:
-        raise UsageError("nothing to plot: the search scored no windows (silent input?)")
-    enc = encode_result
-    shipped = enc is not None and len(enc.output_window_mos) > 0
-    t = np.asarray(result.window_start_s, dtype=float)
-    ch = np.asarray(result.window_channel, dtype=int)
-    hop = _hop_s(t)
-    n_ch = int(max(ch.max(initial=0), max(enc.output_window_channel, default=0) if shipped else 0)) + 1
-    names = channel_names(max(n_ch, result.channels))
-    styles = ["-", ":", "-.", "--"]
-    by_rung = {p.rung_index: p for p in result.probes}
+    return plt
+
+
+def _neighbours(result: SearchResult) -> tuple:
+    """The indexes of the probes drawn beside the chosen one: (below, chosen, above)."""
     c = result.chosen.rung_index
     below, above = c - 1, c + 1
     if result.knob_option:
@@ -137,9 +115,23 @@ def render_report(result: SearchResult, path: "str | os.PathLike | fsutil.Destin
         above = min((p for p in result.probes if p.bitrate_kbps > kb), key=lambda p: p.bitrate_kbps,
                     default=None)
         below, above = (below.rung_index if below else None), (above.rung_index if above else None)
+    return below, c, above
+
+
+#: line styles of the channels, in order (a channel's colour is its rung's)
+_STYLES = ["-", ":", "-.", "--"]
+
+
+def _plot_lines(ax, result: SearchResult, enc: EncodeResult | None, shipped: bool, names: list[str]) -> list[float]:
+    """The shaded probed segments, the shipped rung's lines and the probes' lines; the
+    lowest score of each line (with the target: the y axis keeps them all in view)."""
+    t = np.asarray(result.window_start_s, dtype=float)
+    ch = np.asarray(result.window_channel, dtype=int)
+    hop = _hop_s(t)
+    by_rung = {p.rung_index: p for p in result.probes}
+    below, c, above = _neighbours(result)
     shown = [i for i in (below, c, above) if i in by_rung]
     colours = {below: "tab:red", c: "tab:blue", above: "tab:green"}
-    fig, ax = plt.subplots(figsize=(13, 4.4), dpi=110)
     lows = [result.target_mos]
     if result.sampled_s is not None:
         for k, (a, b) in enumerate(segment_spans(t, hop)):
@@ -148,7 +140,7 @@ def render_report(result: SearchResult, path: "str | os.PathLike | fsutil.Destin
     if shipped:
         lines = gap_broken_lines(enc.output_window_start_s, enc.output_window_channel, enc.output_window_mos)
         for k, (x, y) in lines.items():
-            ax.plot(x, y, lw=1.1, ls=styles[k % len(styles)], color="black" if k == 0 else "0.35", zorder=3,
+            ax.plot(x, y, lw=1.1, ls=_STYLES[k % len(_STYLES)], color="black" if k == 0 else "0.35", zorder=3,
                     label=f"shipped {enc.rung_label}, whole track ({enc.pooled_mos:.2f} {result.pool})"
                           + (f" {names[k]}" if len(lines) > 1 else ""))
             if np.isfinite(y).any():
@@ -157,11 +149,17 @@ def render_report(result: SearchResult, path: "str | os.PathLike | fsutil.Destin
         p = by_rung[i]
         lines = gap_broken_lines(t, ch, p.window_mos, hop)
         for k, (x, y) in lines.items():
-            ax.plot(x, y, marker="o" if k == 0 else "s", ms=3, lw=0.8, ls=styles[k % len(styles)], color=colours[i],
+            ax.plot(x, y, marker="o" if k == 0 else "s", ms=3, lw=0.8, ls=_STYLES[k % len(_STYLES)], color=colours[i],
                     zorder=4, label=f"probe {p.rung_label} ({p.pooled_mos:.2f} {result.pool})"
                                     + (f" {names[k]}" if len(lines) > 1 else ""))
             if np.isfinite(y).any():
                 lows.append(float(np.nanmin(y)))
+    return lows
+
+
+def _circle_worst(ax, result: SearchResult, enc: EncodeResult | None, shipped: bool, n_worst: int) -> None:
+    """Circle the ``n_worst`` windows of the shipped rung (else of the chosen probe)."""
+    t = np.asarray(result.window_start_s, dtype=float)
     if shipped:
         w_mos = np.asarray(enc.output_window_mos, dtype=float)
         w_t = np.asarray(enc.output_window_start_s, dtype=float) + _HALF_WINDOW_S
@@ -175,6 +173,12 @@ def render_report(result: SearchResult, path: "str | os.PathLike | fsutil.Destin
     if worst.size:
         ax.scatter(w_t[worst], w_mos[worst], s=120, facecolors="none", edgecolors="black", lw=1.5, zorder=5,
                    label=f"worst {len(worst)} windows ({worst_of})")
+
+
+def _finish_axes(ax, result: SearchResult, enc: EncodeResult | None, shipped: bool, lows: list[float],
+                 title: str | None) -> None:
+    """The target lines, the axes' labels and limits, the title, grid and legend."""
+    t = np.asarray(result.window_start_s, dtype=float)
     ax.axhline(result.target_mos, color="black", ls="--", lw=1, label=f"target {result.target_mos:g}")
     if result.margin_mos:
         ax.axhline(result.target_mos + result.margin_mos, color="tab:purple", ls="--", lw=0.8,
@@ -185,20 +189,51 @@ def render_report(result: SearchResult, path: "str | os.PathLike | fsutil.Destin
     t_end = max([result.duration_s, float(t.max()) + 2 * _HALF_WINDOW_S]
                 + ([float(max(enc.output_window_start_s)) + 2 * _HALF_WINDOW_S] if shipped else []))
     ax.set_xlim(0, t_end)
-    if title is None:
-        title = f"{result.preset}: chosen {result.chosen.rung_label} for target {result.target_mos:g}"
-        if enc is not None:
-            step = f" (stepped up {enc.stepped_up})" if enc.stepped_up else ""
-            title = (f"{Path(enc.input_path).name}: {result.preset} {enc.rung_label}{step} for target "
-                     f"{result.target_mos:g}, {result.pool} MOS {enc.pooled_mos:.2f}"
-                     + ("" if enc.verified else " (search estimate, not verified)"))
-    ax.set_title(title, fontsize=10)
+    ax.set_title(_title(result, enc) if title is None else title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+
+
+def _title(result: SearchResult, enc: EncodeResult | None) -> str:
+    if enc is None:
+        return f"{result.preset}: chosen {result.chosen.rung_label} for target {result.target_mos:g}"
+    step = f" (stepped up {enc.stepped_up})" if enc.stepped_up else ""
+    return (f"{Path(enc.input_path).name}: {result.preset} {enc.rung_label}{step} for target "
+            f"{result.target_mos:g}, {result.pool} MOS {enc.pooled_mos:.2f}"
+            + ("" if enc.verified else " (search estimate, not verified)"))
+
+
+def render_report(result: SearchResult, path: "str | os.PathLike | fsutil.Destination", encode_result: EncodeResult | None = None,
+                  title: str | None = None, n_worst: int = 5) -> Path:
+    """Write a PNG: window MOS against time.
+
+    Without ``encode_result``: the chosen rung and the probed rungs next to it on the
+    windows the search scored. With it: also the shipped rung's whole-track window
+    scores (the output check's), and the input's file name in the title. The target
+    (and target + margin) are lines, the ``n_worst`` windows of the shipped rung (else
+    of the chosen probe) are circled, probed segments of a sampled search are shaded.
+
+    Written to a temp file and renamed. Needs matplotlib (a dependency of ratecontrol).
+    """
+    plt = _pyplot()
+    # a Destination (encode's --report, checked before the search) is kept as claimed; a
+    # plain path is checked where every output is, and the caller's to replace
+    out = fsutil.check_output_path(path, what="report")
+    if result.chosen is None or not result.chosen.window_mos:
+        raise UsageError("nothing to plot: the search scored no windows (silent input?)")
+    enc = encode_result
+    shipped = enc is not None and len(enc.output_window_mos) > 0
+    ch = np.asarray(result.window_channel, dtype=int)
+    n_ch = int(max(ch.max(initial=0), max(enc.output_window_channel, default=0) if shipped else 0)) + 1
+    names = channel_names(max(n_ch, result.channels))
+    fig, ax = plt.subplots(figsize=(13, 4.4), dpi=110)
+    lows = _plot_lines(ax, result, enc, shipped, names)
+    _circle_worst(ax, result, enc, shipped, n_worst)
+    _finish_axes(ax, result, enc, shipped, lows, title)
     fig.tight_layout()
     try:
         with fsutil.atomic_output(out) as tmp:
             fig.savefig(tmp, format="png")
     finally:
         plt.close(fig)
-    return Path(out)
+    return out.path

@@ -517,10 +517,37 @@ def test_encode_replaces_existing_output_atomically(tmp_path, synth):
 def test_encode_output_errors(tmp_path, synth):
     x = synth.tone(44100)
     src = _write(tmp_path / "x.wav", x, 44100)
-    with pytest.raises(OutputError, match="overwrite the input"):
+    with pytest.raises(OutputError, match="is an input of this run"):
         media.encode_array(x, 44100, "mp3", 0, src, tags_from=src)
     with pytest.raises(OutputError, match="does not exist"):
         media.encode_array(x, 44100, "mp3", 0, tmp_path / "no" / "x.mp3")
+
+
+def test_media_writes_check_outputs_by_the_publish_rule(tmp_path, synth):
+    """media's writes check their output where every output is checked
+    (fsutil.claim_output): the same refusals, word for word, a hard link to the
+    source included, and a claimed Destination keeps its rule to the final move."""
+    from ratecontrol import fsutil
+
+    x = synth.tone(44100)
+    src = _write(tmp_path / "x.wav", x, 44100)
+    link = tmp_path / "link.wav"
+    os.link(src, link)
+    folder = tmp_path / "d.mp3"
+    folder.mkdir()
+    for bad in (link, folder, tmp_path / "no" / "x.mp3"):
+        with pytest.raises(OutputError) as rule:
+            fsutil.claim_output(bad, overwrite=True, inputs=(src,))
+        with pytest.raises(OutputError) as got:
+            media.encode_array(x, 44100, "mp3", 0, bad, tags_from=src)
+        assert str(got.value) == str(rule.value)
+    out = tmp_path / "o.mp3"
+    dest = fsutil.claim_output(out, overwrite=False)
+    with media.StreamedEncode(x, 44100, "mp3", 0, dest, decode_back=False) as job:
+        out.write_bytes(b"another run's file")  # appeared while this encode ran
+        with pytest.raises(OutputError, match="appeared"):
+            job.finish()
+    assert out.read_bytes() == b"another run's file"
 
 
 def test_encode_array_channels_and_rate(tmp_path, synth):

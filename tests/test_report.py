@@ -10,7 +10,7 @@ import soundfile as sf
 from ratecontrol import media
 from ratecontrol.api import encode, encode_ladder
 from ratecontrol.errors import OutputError
-from ratecontrol.report import channel_names, gap_broken_lines, report_path_for, segment_spans
+from ratecontrol.report import render_report, channel_names, gap_broken_lines, report_path_for, segment_spans
 from ratecontrol.scoring.pooling import pool
 
 MUSIC = "flac-test-files/17 - all fixed orders.flac"  # real stereo music, 44.1 kHz
@@ -140,3 +140,23 @@ def test_report_that_cannot_be_written_keeps_the_audio(short, tmp_path):
     assert out.stat().st_size > 0 and err.value.result.output_path == str(out)
     assert late.read_bytes() == b"someone else's"
     assert not list(tmp_path.glob(".*tmp*")), "no temp file left behind"
+
+
+def test_render_report_checks_its_path_where_every_output_is(sampled, tmp_path):
+    """A plain path given to render_report is checked by fsutil.claim_output (the one
+    check of every output path): the same words, and a folder refused before drawing."""
+    from ratecontrol import fsutil
+
+    res, _ = sampled
+    folder = tmp_path / "is-a-folder.png"
+    folder.mkdir()
+    for bad in (folder, tmp_path / "no" / "r.png"):
+        with pytest.raises(OutputError) as rule:
+            fsutil.claim_output(bad, overwrite=True, what="report")
+        with pytest.raises(OutputError) as got:
+            render_report(res.search, bad, encode_result=res)
+        assert str(got.value) == str(rule.value)
+    again = tmp_path / "r.png"
+    again.write_bytes(b"old")
+    assert render_report(res.search, again, encode_result=res) == again  # a library call replaces it
+    assert again.read_bytes()[:8] == PNG

@@ -51,3 +51,42 @@ def test_opus_mos_rises_with_bitrate(rng, synth):
         means.append(sc.score(prep, deg_w).mean())
     assert means[0] < means[1] < means[2]
     assert means[2] > 4.3
+
+
+def test_silent_degraded_window_scores_the_floor(synth):
+    """ViSQOL's level matching divides by a silent degraded window's zero level: NaN and
+    numpy's RuntimeWarning before. Now the floor against sound, identity against
+    silence (as the learned scorer: low, and at the top), with one clear note."""
+    import warnings
+
+    from ratecontrol.contract import MOS_IDENTITY, MOS_MIN
+    from ratecontrol.errors import RatecontrolWarning
+
+    x = synth.music(SR)[0]
+    ref = np.stack([x, np.zeros(SR, np.float32), x])
+    deg = np.stack([np.zeros(SR, np.float32), np.zeros(SR, np.float32), x])
+    sc = get_scorer("visqol")
+    for mos_of in (visqol_mos, lambda r, d: sc.score(sc.prepare(r), d)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            mos = mos_of(ref, deg)
+        assert mos[0] == MOS_MIN and mos[1] == MOS_IDENTITY and mos[2] > 4.6
+        kinds = [w.category for w in caught]
+        assert RatecontrolWarning in kinds and RuntimeWarning not in kinds, kinds
+
+
+def test_cli_score_against_silence_is_a_number_with_a_note(tmp_path, synth):
+    import os
+    import subprocess
+    import sys
+
+    import soundfile as sf
+
+    ref, silent = tmp_path / "ref.wav", tmp_path / "silent.wav"
+    sf.write(str(ref), synth.music(SR, duration_s=2.0)[0], SR)
+    sf.write(str(silent), np.zeros(2 * SR, np.float32), SR)
+    r = subprocess.run([sys.executable, "-m", "ratecontrol", "score", "--scorer", "visqol", str(ref), str(silent)],
+                       capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": "default"})
+    assert r.returncode == 0, r.stderr
+    assert "n/a" not in r.stdout and "1.000" in r.stdout, r.stdout
+    assert "warning: exact ViSQOL has no score" in r.stderr and "RuntimeWarning" not in r.stderr, r.stderr

@@ -2,9 +2,8 @@
 
 No other ratecontrol module starts ffmpeg; they call these functions.
 """
-from ._aligned_decode import decode_aligned, decode_aligned_blocks
-from ._decode import decode, decode_to_disk, resample_filter
-from ._encode import WrittenFile, check_output_path, remux
+from ._decode import decode, decode_aligned, decode_aligned_blocks, decode_to_disk, resample_filter
+from ._encode import WrittenFile, remux
 from ._encoders import AVOption, check_preset_options, encoder_options, muxer_options
 from ._ffmpeg import available_encoders, encoder_available, ffmpeg_path, ffmpeg_version, require_encoder
 from ._inspect import MediaInfo, StreamInfo, audio_payload_bytes, default_audio_stream, inspect, is_lossless_codec
@@ -41,7 +40,6 @@ __all__ = [
     "roundtrip_info",
     "decode_aligned",
     "decode_aligned_blocks",
-    "check_output_path",
     "RoundTrip",
     "WrittenFile",
     "layout_channels",

@@ -1,13 +1,13 @@
-"""What every encode shares: the preset's encoder options and filters, the output
-checks, and the atomic finish; remux (a probe's encode written out with the tags).
+"""What every encode shares: the preset's encoder options and filters and the atomic
+finish (the output path is checked by ``fsutil``, the one place output paths are
+checked); remux (a probe's encode written out with the tags).
 
 Every output is written to a temporary file in the destination folder and moved into
-place with ``os.replace`` only after ffmpeg succeeded, so a failed or interrupted encode
-never leaves a partial file under the final name.
+place by ``fsutil.publish`` only after ffmpeg succeeded, so a failed or interrupted
+encode never leaves a partial file under the final name.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from ._inspect import MediaInfo, check_input_path, inspect
 from ._layouts import canonical_layout
 from ._tags import _build, _source_extras
 
-__all__ = ["remux", "check_output_path", "WrittenFile", "ENCODER_INPUT"]
+__all__ = ["remux", "WrittenFile", "ENCODER_INPUT"]
 
 #: What every encode of ratecontrol feeds the encoder: the decoded track as float32
 #: PCM (f32le on a pipe) at the output rate and channel count. Probes and the shipped
@@ -54,21 +54,6 @@ def _resolve(preset, rung, channels: int) -> tuple[Preset, Rung]:
     if isinstance(rung, Rung):
         return p, rung
     return p, p.rung(rung, channels)
-
-
-def check_output_path(out_path, in_path: Path | None = None) -> Path:
-    """Refuse an output that is a folder, sits in a missing/unwritable folder, or is the input."""
-    out = Path(out_path)
-    if out.is_dir():
-        raise OutputError(f"output path is a directory: {out} (give a file name)")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise OutputError(f"output folder does not exist: {parent} (create it first)")
-    if not os.access(parent, os.W_OK):
-        raise OutputError(f"output folder is not writable: {parent}")
-    if in_path is not None and out.exists() and out.resolve() == in_path.resolve():
-        raise OutputError(f"output would overwrite the input: {out} (choose another name)")
-    return out
 
 
 def _temp_path(out: Path) -> Path:
@@ -110,11 +95,12 @@ def _output_kwargs(preset: Preset, rung: Rung, channels: int = 2) -> dict:
     return kw
 
 
-def _finish(tmp: Path, out: Path, preset: Preset, rung: Rung, duration_s: float | None = None) -> WrittenFile:
+def _finish(tmp: Path, dest: fsutil.Destination, preset: Preset, rung: Rung,
+            duration_s: float | None = None) -> WrittenFile:
     size = tmp.stat().st_size
     if size == 0:
-        raise OutputError(f"ffmpeg wrote an empty file for {out}; nothing was saved")
-    fsutil.publish(tmp, out)
+        raise OutputError(f"ffmpeg wrote an empty file for {dest.path}; nothing was saved")
+    out = fsutil.publish(tmp, dest)
     dur = duration_s
     if dur is None:
         try:
@@ -169,7 +155,8 @@ def remux(encoded_path, out_path, preset, rung, metadata: dict | None = None, ta
     r = rung if isinstance(rung, Rung) else p.rung(rung, 2)
     enc = check_input_path(encoded_path)
     src_file = check_input_path(tags_from) if tags_from is not None else None
-    out = check_output_path(out_path, src_file)
+    dest = fsutil.check_output_path(out_path, src_file)
+    out = dest.path
     src = ffmpeg.input(ff_path(enc))
     kw = {"format": p.format, "c:a": "copy"}
     tmp = _temp_path(out)
@@ -181,7 +168,7 @@ def remux(encoded_path, out_path, preset, rung, metadata: dict | None = None, ta
         meta_in = ffmpeg.input(ff_path(extras.meta_path), format="ffmetadata")
         stream = _build([src["a:0"], *extras.streams], meta_in, extras.meta_path, ff_path(tmp), kw)
         run(stream, what=f"writing {fsutil.final_name(out)} from the chosen probe's encode")
-        return _finish(tmp, out, p, r, duration_s)
+        return _finish(tmp, dest, p, r, duration_s)
     finally:
         tmp.unlink(missing_ok=True)
         if extras is not None:

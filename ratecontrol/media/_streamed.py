@@ -13,10 +13,9 @@ import ffmpeg
 import numpy as np
 
 from .. import fsutil
-from ._aligned_decode import _aligned, _delay_at
-from ._decode import decode_blocks, resample_filter
+from ._decode import _aligned, _delay_at, decode_blocks, resample_filter
 from ._encode import (ENCODER_INPUT, WrittenFile, _add_filters, _as_audio, _finish, _output_kwargs, _resolve,
-                      _temp_path, check_output_path)
+                      _temp_path)
 from ._ffmpeg import failure, ff_path, ffmpeg_path, has_loopback_decoder
 from ._inspect import check_input_path
 from ._layouts import canonical_layout
@@ -86,7 +85,8 @@ class StreamedEncode:
         self.channels, self.n = self.audio.shape
         self.preset, self.rung = _resolve(preset, rung, self.channels)
         self.src_file = check_input_path(tags_from) if tags_from is not None else None
-        self.out = check_output_path(out_path, self.src_file)
+        self.dest = fsutil.check_output_path(out_path, self.src_file)
+        self.out = self.dest.path
         self.metadata, self.block_samples = metadata, int(block_samples)
         # decode_back=False: a plain encode (media.encode_array), nothing read back
         self.loopback = decode_back and has_loopback_decoder()
@@ -225,7 +225,7 @@ class StreamedEncode:
             while self._proc.stdout.read(1 << 20):
                 pass
         self._wait()
-        return _finish(self._tmp, self.out, self.preset, self.rung, duration_s=self.n / self.rate)
+        return _finish(self._tmp, self.dest, self.preset, self.rung, duration_s=self.n / self.rate)
 
     def _cleanup(self) -> None:
         self._stop.set()

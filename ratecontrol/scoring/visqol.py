@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import threading
+import warnings
 from dataclasses import dataclass
 from importlib.metadata import version as _pkg_version
 
@@ -19,10 +20,12 @@ from scipy.signal import sosfiltfilt
 from ratecontrol._resample import resample
 from ratecontrol.scoring.base import register_scorer
 # VISQOL_SAMPLE_RATE_HZ is re-exported: the rate this scorer feeds ViSQOL, defined in contract
-from ratecontrol.contract import (MODEL_SAMPLE_RATE_HZ, SUBSONIC_CUTOFF_HZ, SUBSONIC_ORDER,
+from ratecontrol.contract import (MODEL_SAMPLE_RATE_HZ, MOS_IDENTITY, MOS_MIN, SUBSONIC_CUTOFF_HZ, SUBSONIC_ORDER,
                                   VISQOL_SAMPLE_RATE_HZ)
+from ratecontrol.errors import RatecontrolWarning
+from ratecontrol.windows import is_digital_silence
 
-__all__ = ["VISQOL_SAMPLE_RATE_HZ", "visqol_mos", "resample_to_visqol", "VisqolScorer", "subsonic_sos"]
+__all__ = ["VISQOL_SAMPLE_RATE_HZ", "SILENT_DEGRADED_NOTE", "visqol_mos", "resample_to_visqol", "VisqolScorer", "subsonic_sos"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -78,18 +81,60 @@ def _measure48(ref48: np.ndarray, deg48: np.ndarray) -> np.ndarray:
         )
 
 
+#: the note for a degraded window that is digital silence against sound (one text, so
+#: Python shows it once per run, not once per probe)
+SILENT_DEGRADED_NOTE = (
+    "exact ViSQOL has no score for a degraded window that is digital silence against a reference "
+    f"that is not (its level matching divides by zero): such windows score {MOS_MIN:g}, the scale's floor")
+
+
+def _silence_rule(ref_silent: np.ndarray, deg_silent: np.ndarray) -> np.ndarray:
+    """float [W]: the MOS of the windows ViSQOL cannot score, NaN where it can.
+
+    visqol-python scales the degraded signal to the reference's level, and a degraded
+    window of digital silence (``windows.is_digital_silence``) has none: its score was
+    NaN (with numpy's RuntimeWarning on stderr), at any length. Everything the
+    reference had is gone, so it scores the scale's floor, MOS_MIN, as the learned
+    scorer scores it low (2.34) rather than not at all; both windows silent are the
+    same signal, MOS_IDENTITY (the learned scorer: 4.727). A silent reference window
+    where the codec put sound is scored by ViSQOL as usual (docs/scoring.md)."""
+    fixed = np.full(len(deg_silent), np.nan)
+    fixed[deg_silent & ~ref_silent] = MOS_MIN
+    fixed[deg_silent & ref_silent] = MOS_IDENTITY
+    if (deg_silent & ~ref_silent).any():
+        warnings.warn(RatecontrolWarning(SILENT_DEGRADED_NOTE), stacklevel=3)
+    return fixed
+
+
+def _measure_where_defined(ref48: np.ndarray, deg48: np.ndarray, fixed: np.ndarray, measure) -> np.ndarray:
+    """``fixed`` (_silence_rule) with its NaNs filled by ``measure(ref48, deg48)`` of those windows."""
+    out = fixed.copy()
+    todo = np.isnan(fixed)
+    if todo.any():
+        out[todo] = measure(ref48[todo], deg48[todo])
+    return out
+
+
 def visqol_mos(ref_windows: np.ndarray, deg_windows: np.ndarray) -> np.ndarray:
-    """ViSQOL v3 audio-mode MOS-LQO per window pair (float [W, 44100] at 44.1 kHz each)."""
+    """ViSQOL v3 audio-mode MOS-LQO per window pair (float [W, 44100] at 44.1 kHz each);
+    a silent degraded window by ``_silence_rule``."""
     ref48 = resample_to_visqol(ref_windows)
     deg48 = resample_to_visqol(deg_windows)
     if ref48.shape != deg48.shape:
         raise ValueError(f"reference and degraded windows differ in shape: {ref48.shape} vs {deg48.shape}")
-    return _measure48(ref48, deg48)
+    fixed = _silence_rule(_silent(ref_windows), _silent(deg_windows))
+    return _measure_where_defined(ref48, deg48, fixed, _measure48)
+
+
+def _silent(windows: np.ndarray) -> np.ndarray:
+    w = np.asarray(windows)
+    return is_digital_silence(w if w.ndim == 2 else w[None, :])
 
 
 @dataclass(frozen=True)
 class _Prepared:
     ref48: np.ndarray
+    ref_silent: np.ndarray
 
 
 @register_scorer("visqol")
@@ -103,13 +148,17 @@ class VisqolScorer:
         self.version = f"visqol-python-{_pkg_version('visqol-python')}-audio-48k"
 
     def prepare(self, ref_windows: np.ndarray) -> _Prepared:
-        return _Prepared(resample_to_visqol(ref_windows))
+        return _Prepared(resample_to_visqol(ref_windows), _silent(ref_windows))
 
     def score(self, prepared: _Prepared, deg_windows: np.ndarray) -> np.ndarray:
         deg48 = resample_to_visqol(deg_windows)
         ref48 = prepared.ref48
         if ref48.shape != deg48.shape:
             raise ValueError(f"reference and degraded windows differ in shape: {ref48.shape} vs {deg48.shape}")
+        fixed = _silence_rule(prepared.ref_silent, _silent(deg_windows))
+        return _measure_where_defined(ref48, deg48, fixed, self._measure)
+
+    def _measure(self, ref48: np.ndarray, deg48: np.ndarray) -> np.ndarray:
         n_jobs = self.n_jobs if self.n_jobs > 0 else (os.cpu_count() or 1)
         if n_jobs == 1 or len(ref48) < 8:
             return _measure48(ref48, deg48)
