@@ -190,5 +190,9 @@ def test_a_reused_probe_is_verified_by_its_decode_and_scored_when_it_differs(mus
     monkeypatch.setattr(verify, "pcm_digest", lambda *a: "never-equal")
     rescored = encode(src, tmp_path / "b.opus", target_mos=4.2, cache=False)
     assert same.rung_label == rescored.rung_label
-    assert abs(same.pooled_mos - rescored.pooled_mos) < 1e-6
-    assert np.allclose(same.output_window_mos, rescored.output_window_mos, equal_nan=True)
+    # float noise only: the probe's windows and the fresh decode's are scored in batches
+    # of other sizes, and BLAS (one thread since the scoped limit, issue 25) blocks a
+    # matmul by its size, so sums round in another order (seen: 5e-6 MOS); the claim is
+    # to 0.001, the 4 decimals every report prints
+    assert abs(same.pooled_mos - rescored.pooled_mos) < 1e-4
+    assert np.allclose(same.output_window_mos, rescored.output_window_mos, atol=1e-4, equal_nan=True)
