@@ -124,7 +124,10 @@ def run(args) -> None:
     rows = _load(rows_path)
     done = {(r["track"], r["preset"], r["target"]) for r in rows}
     cache = ProbeCache(args.data / "cache", max_mb=4096)
-    for path in tracks(args.tracks):
+    paths = tracks(args.tracks)
+    if args.names:
+        paths = [MUSIC / n for n in args.names]
+    for path in paths:
         for name in args.presets:
             todo = [t for t in args.targets if (path.name, name, t) not in done]
             if not todo:
@@ -236,6 +239,7 @@ def main() -> None:
     r.add_argument("--presets", nargs="+", default=["opus", "aac"])
     r.add_argument("--targets", nargs="+", type=float, default=[4.0, 4.3])
     r.add_argument("--data", type=Path, default=DATA)
+    r.add_argument("--names", nargs="*", help="these tracks of the music folder, in this order")
     p = sub.add_parser("replay")
     p.add_argument("--data", type=Path, default=DATA)
     p.add_argument("--set", nargs="*")

@@ -349,6 +349,10 @@ RECHECK_X = math.log(1.22)
 #: 4.0/4.3): no cap 5.00 probes per search, +2.7 % bits over the oracle; x2 4.50, +3.7 %;
 #: x1.6 4.38, +3.6 %
 MAX_STEP_X = math.log(1.6)
+#: ... and never less than this (ln kbps): from a near miss the slope asks for a step of
+#: a few percent, which the curve's wiggles (+-0.02 MOS) often undo, and creeping up costs
+#: a probe per step
+MIN_STEP_X = math.log(1.1)
 #: never more than this many probes (a bisection of the widest ladder to 2 % needs 8)
 MAX_KNOB_PROBES = 10
 
@@ -556,14 +560,14 @@ def _next_bracket(scores, bar, lo_x, hi_x, snap, tolerance, bracket_x, slope_pri
         if math.isnan(s_lo):
             return fresh((lo + hi_x) / 2)
         sl = _knob_slope(sorted((x, s) for x, s in scores.items() if x <= lo and not math.isnan(s))[-2:], slope_prior)
-        step = min(max((aim - s_lo) / sl, bracket_x), MAX_STEP_X)
+        step = min(max((aim - s_lo) / sl, MIN_STEP_X), MAX_STEP_X)
         return fresh(lo + step) or fresh(hi_x)
     s_hi = scores[hi]
     if s_hi - bar <= tolerance or hi <= lo_x:
         return None  # close enough above the bar, or the bottom of the range passes
     if lo is None:  # only passes: down from the lowest, by the slope
         sl = _knob_slope(sorted((x, s) for x, s in scores.items() if x >= hi and not math.isnan(s))[:2], slope_prior)
-        step = max((s_hi - aim) / sl, bracket_x)  # no cap down: curves steepen there
+        step = max((s_hi - aim) / sl, MIN_STEP_X)  # no cap down: curves steepen there
         return fresh(hi - step) or fresh(lo_x)
     if hi - lo <= bracket_x:
         return None
