@@ -314,11 +314,18 @@ def _next_probe(lo: int, hi: int, scores: dict[int, float], target: float, n_run
 # last stage) of the probed scores against x crosses ``bar + AIM_SHARE * tolerance``
 # (bar = target + margin), clamped inside the bracket; while only failures (or only
 # passes) are known it extrapolates by the secant slope (else the prior). It stops when a
-# passing probe lies within ``tolerance`` of the bar, or the bracket (lowest pass, highest
-# failure below it) is narrower than ``bracket_x``. The dip rule of the ladder carries over
-# with a rung's width as the step: a failure within ``near_miss`` of the bar with more than
-# ``recheck_x`` of untested knob below it gets a probe ``recheck_x`` lower, and it is
-# settled the same way (a lower recheck that scores no higher speaks for the stretch below).
+# passing probe lies within ``tolerance`` of the bar, the bracket (lowest pass, highest
+# failure below it) is narrower than ``bracket_x``, or the interpolation puts the bar's
+# crossing within ``GAIN_X`` below the lowest pass. The dip rule of the ladder carries over
+# with a rung's width as the step, once the bracket is done: a failure within
+# ``near_miss`` of the bar with more than ``recheck_x`` of untested knob below it, and no
+# lower probe scoring no higher (the curve kept falling), gets a probe ``recheck_x`` lower;
+# a recheck that scores no higher settles the stretch below, one that passes opens a new
+# bracket under it (tests/test_knob.py has a dip only the recheck finds). A fine search
+# nearly always ends on a near miss, so the "lower probe scoring lower" clause is what keeps
+# the rule from costing a probe per search; the caller's first probe sits below the
+# typical crossing (probing/prober.py, FIRST_GUESS_RUNGS_BELOW_MIDDLE) so the search
+# usually comes at the crossing from underneath.
 # The choice is the passing probe of least ``cost`` (default: x; the caller passes the
 # measured bits, so a setting that spends fewer actual bits wins, libopus surround).
 
