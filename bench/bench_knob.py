@@ -124,7 +124,10 @@ def run(args) -> None:
     rows = _load(rows_path)
     done = {(r["track"], r["preset"], r["target"]) for r in rows}
     cache = ProbeCache(args.data / "cache", max_mb=4096)
-    for path in tracks(args.tracks):
+    paths = tracks(args.tracks)
+    if args.names:
+        paths = [MUSIC / n for n in args.names]
+    for path in paths:
         for name in args.presets:
             todo = [t for t in args.targets if (path.name, name, t) not in done]
             if not todo:
@@ -199,11 +202,26 @@ def replay(args) -> None:
           f"{100 * np.mean(over):+.1f} %")
 
 
+#: the tracks never looked at while tuning the search's constants (replay ran on the rest)
+HELD_OUT = ("legends_of_the_north.ogg", "northerners.ogg", "siege_of_laurelmor.ogg")
+
+
 def report(args) -> None:
+    out = {}
+    allrows = [r for r in _load(args.data / "rows.json") if r["oracle"]["cross_kbps"] is not None
+               and r["knob"]["reached"]]
+    for group, rows in (("held out", [r for r in allrows if r["track"] in HELD_OUT]),
+                        ("tuning", [r for r in allrows if r["track"] not in HELD_OUT]), ("all", allrows)):
+        if rows:
+            print(f"-- {group}")
+            out[group] = _summary(rows)
+    if args.json:
+        _save(args.json, out)
+
+
+def _summary(rows) -> dict:
     import numpy as np
 
-    rows = [r for r in _load(args.data / "rows.json") if r["oracle"]["cross_kbps"] is not None
-            and r["knob"]["reached"]]
     out = {"searches": len(rows)}
     print(f"{len(rows)} searches with a reachable target "
           f"({len({r['track'] for r in rows})} tracks, presets {sorted({r['preset'] for r in rows})})")
@@ -224,8 +242,7 @@ def report(args) -> None:
         print(f"{tag:7} nominal bits vs oracle {d['bits_vs_oracle_pct']:+.1f} %; meets target (exact p10) {met}/{len(short)}"
               f", max shortfall {d['max_shortfall']:.3f} ({d['over_0.02']} > 0.02); probes median "
               f"{d['probes_median']:g} mean {d['probes_mean']:.2f}; search {d['search_s_mean']:.1f} s mean")
-    if args.json:
-        _save(args.json, out)
+    return out
 
 
 def main() -> None:
@@ -236,6 +253,7 @@ def main() -> None:
     r.add_argument("--presets", nargs="+", default=["opus", "aac"])
     r.add_argument("--targets", nargs="+", type=float, default=[4.0, 4.3])
     r.add_argument("--data", type=Path, default=DATA)
+    r.add_argument("--names", nargs="*", help="these tracks of the music folder, in this order")
     p = sub.add_parser("replay")
     p.add_argument("--data", type=Path, default=DATA)
     p.add_argument("--set", nargs="*")

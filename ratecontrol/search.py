@@ -314,11 +314,18 @@ def _next_probe(lo: int, hi: int, scores: dict[int, float], target: float, n_run
 # last stage) of the probed scores against x crosses ``bar + AIM_SHARE * tolerance``
 # (bar = target + margin), clamped inside the bracket; while only failures (or only
 # passes) are known it extrapolates by the secant slope (else the prior). It stops when a
-# passing probe lies within ``tolerance`` of the bar, or the bracket (lowest pass, highest
-# failure below it) is narrower than ``bracket_x``. The dip rule of the ladder carries over
-# with a rung's width as the step: a failure within ``near_miss`` of the bar with more than
-# ``recheck_x`` of untested knob below it gets a probe ``recheck_x`` lower, and it is
-# settled the same way (a lower recheck that scores no higher speaks for the stretch below).
+# passing probe lies within ``tolerance`` of the bar, the bracket (lowest pass, highest
+# failure below it) is narrower than ``bracket_x``, or the interpolation puts the bar's
+# crossing within ``GAIN_X`` below the lowest pass. The dip rule of the ladder carries over
+# with a rung's width as the step, once the bracket is done: a failure within
+# ``near_miss`` of the bar with more than ``recheck_x`` of untested knob below it, and no
+# lower probe scoring no higher (the curve kept falling), gets a probe ``recheck_x`` lower;
+# a recheck that scores no higher settles the stretch below, one that passes opens a new
+# bracket under it (tests/test_knob.py has a dip only the recheck finds). A fine search
+# nearly always ends on a near miss, so the "lower probe scoring lower" clause is what keeps
+# the rule from costing a probe per search; the caller's first probe sits below the
+# typical crossing (probing/prober.py, FIRST_GUESS_RUNGS_BELOW_MIDDLE) so the search
+# usually comes at the crossing from underneath.
 # The choice is the passing probe of least ``cost`` (default: x; the caller passes the
 # measured bits, so a setting that spends fewer actual bits wins, libopus surround).
 
@@ -349,6 +356,10 @@ RECHECK_X = math.log(1.22)
 #: 4.0/4.3): no cap 5.00 probes per search, +2.7 % bits over the oracle; x2 4.50, +3.7 %;
 #: x1.6 4.38, +3.6 %
 MAX_STEP_X = math.log(1.6)
+#: ... and never less than this (ln kbps): from a near miss the slope asks for a step of
+#: a few percent, which the curve's wiggles (+-0.02 MOS) often undo, and creeping up costs
+#: a probe per step
+MIN_STEP_X = math.log(1.1)
 #: never more than this many probes (a bisection of the widest ladder to 2 % needs 8)
 MAX_KNOB_PROBES = 10
 
@@ -556,14 +567,14 @@ def _next_bracket(scores, bar, lo_x, hi_x, snap, tolerance, bracket_x, slope_pri
         if math.isnan(s_lo):
             return fresh((lo + hi_x) / 2)
         sl = _knob_slope(sorted((x, s) for x, s in scores.items() if x <= lo and not math.isnan(s))[-2:], slope_prior)
-        step = min(max((aim - s_lo) / sl, bracket_x), MAX_STEP_X)
+        step = min(max((aim - s_lo) / sl, MIN_STEP_X), MAX_STEP_X)
         return fresh(lo + step) or fresh(hi_x)
     s_hi = scores[hi]
     if s_hi - bar <= tolerance or hi <= lo_x:
         return None  # close enough above the bar, or the bottom of the range passes
     if lo is None:  # only passes: down from the lowest, by the slope
         sl = _knob_slope(sorted((x, s) for x, s in scores.items() if x >= hi and not math.isnan(s))[:2], slope_prior)
-        step = max((s_hi - aim) / sl, bracket_x)  # no cap down: curves steepen there
+        step = max((s_hi - aim) / sl, MIN_STEP_X)  # no cap down: curves steepen there
         return fresh(hi - step) or fresh(lo_x)
     if hi - lo <= bracket_x:
         return None

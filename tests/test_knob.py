@@ -286,3 +286,12 @@ def test_a_check_miss_steps_the_knob_by_a_small_step(song):
     assert pr.step_up(pr.setting(256), 0.01, knob=True) is None  # the top of the range
     assert pr.step_up(7, 0.01, knob=False) == 8  # a ladder steps a rung
     s.close()
+
+
+def test_the_cache_key_carries_the_knob_value():
+    from ratecontrol.cache import preset_fingerprint
+
+    opus = load_preset("opus")
+    a, b = opus.knob_rung(87), opus.knob_rung(88)
+    assert preset_fingerprint(opus, a) != preset_fingerprint(opus, b)
+    assert preset_fingerprint(opus, opus.knob_rung(80)) == preset_fingerprint(opus, opus.rung("80k"))

@@ -59,7 +59,7 @@ from ratecontrol.cli._common import echo_json, fmt, hop_opt, jobs_opt, pool_opt,
 def encode(input_path, target_mos, codec, output, scorer, pool, hop_s, jobs, sample_share, full, no_verify, margin_mos,
            ladder, above_source, allow_partial, no_cache, cache_dir, cache_max_mb, report, best_effort, overwrite, audio_stream,
            all_audio_streams, audio_only, as_json):
-    """Encode INPUT at the cheapest rung of a codec ladder that meets --target-mos."""
+    """Encode INPUT at the cheapest setting of a codec that meets --target-mos (a rung of its ladder with --ladder)."""
     from ratecontrol.api import encode as _encode, encode_ladder
     from ratecontrol.cache import DEFAULT_CACHE_MAX_MB, ProbeCache
     from ratecontrol.options import Options
