@@ -57,6 +57,36 @@ pool_opt = click.option("--pool", default=DEFAULT_POOL, show_default=True, help=
 jobs_opt = click.option("-j", "--jobs", type=int, default=None, help="Processes for scoring (default: scorer's own).")
 hop_opt = click.option("--hop", "hop_s", type=float, default=1.0, show_default=True, help="Window hop in seconds.")
 
+# the options `encode` and `batch` share, declared once here so the flag, its type and
+# its default cannot drift apart between the two commands. Where the flag does something
+# different per command (one file vs a tree: exit 3 vs a report note, a conflict rule of
+# its own) the command passes its help; the declaration stays here.
+sample_share_opt = click.option("--sample-share", type=float, default=None,
+                                help="Share of a long track (>= 30 s) the probes score, in evenly spread segments "
+                                     "[default: 0.2, at most 180 s].")
+no_cache_opt = click.option("--no-cache", is_flag=True, help="Do not read or write the probe cache.")
+best_effort_opt = click.option("--best-effort", is_flag=True,
+                               help="If even the top rung misses the target, encode at the top rung anyway.")
+_CACHE_DIR_HELP = "Probe cache folder [default: $RATECONTROL_CACHE_DIR or ~/.cache/ratecontrol{where}]."
+
+
+def full_opt(help: str):
+    return click.option("--full", is_flag=True, help=help)
+
+
+def allow_partial_opt(help: str):
+    return click.option("--allow-partial", is_flag=True, help=help)
+
+
+def overwrite_opt(help: str):
+    return click.option("--overwrite", is_flag=True, help=help)
+
+
+def cache_dir_opt(where: str = ""):
+    """``where`` says where the default folder is when that is not this machine (batch on dask)."""
+    return click.option("--cache-dir", type=click.Path(path_type=str), default=None,
+                        help=_CACHE_DIR_HELP.format(where=where))
+
 
 def targets(ctx, param, value: str) -> list[float]:
     try:

@@ -8,8 +8,10 @@ import click
 
 from ratecontrol.batch import MANIFEST_NAME, transcode_folder
 from ratecontrol.errors import RatecontrolError
-from ratecontrol.cli._common import spell_flag, targets
-from ratecontrol.scoring.pooling import DEFAULT_POOL, POOL_HELP
+from ratecontrol.cli._common import (
+    allow_partial_opt, best_effort_opt, cache_dir_opt, full_opt, no_cache_opt, overwrite_opt, pool_opt,
+    sample_share_opt, scorer_opt, spell_flag, targets,
+)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -25,17 +27,14 @@ from ratecontrol.scoring.pooling import DEFAULT_POOL, POOL_HELP
               help="local: joblib/loky processes; dask: a dask.distributed cluster (--scheduler).")
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help="Dask scheduler address, e.g. tcp://10.0.0.5:8786 (default with --backend dask: a local cluster).")
-@click.option("--scorer", default=None,
-              help="Scoring backend: learned (default, fast model of ViSQOL) or visqol (exact, ~100x slower).")
-@click.option("--pool", default=DEFAULT_POOL, show_default=True, help=f"Pooling of window scores: {POOL_HELP}.")
-@click.option("--best-effort", is_flag=True, help="When even the top rung misses the target, encode at the top rung anyway.")
+@scorer_opt
+@pool_opt
+@best_effort_opt
 @click.option("--copy-other", is_flag=True, help="Copy files that are not audio (cover.jpg, .cue, ...) into OUT_DIR too.")
 @click.option("--json-report", type=click.Path(path_type=str), default=None, help="Write the full report as JSON here.")
 @click.option("--csv-report", type=click.Path(path_type=str), default=None, help="Write one CSV row per file here.")
-@click.option("--sample-share", type=float, default=None,
-              help="Share of a long track (>= 30 s) the probes score, in evenly spread segments "
-                   "[default: 0.2, at most 180 s].")
-@click.option("--full", is_flag=True, help="Probe whole tracks, never a sample.")
+@sample_share_opt
+@full_opt("Probe whole tracks, never a sample.")
 @click.option("--video", type=click.Choice(["keep", "audio", "skip"]), default="keep", show_default=True,
               help="Files with video or other streams: keep re-encodes their default audio stream in place (same "
                    "name and container, video, subtitles and other streams copied, as `ratecontrol encode` does); "
@@ -43,15 +42,12 @@ from ratecontrol.scoring.pooling import DEFAULT_POOL, POOL_HELP
 @click.option("--all-audio-streams", is_flag=True,
               help="With --video keep: re-encode every audio stream of files that have several (each searched on "
                    "its own, each its own rung), not only the default one.")
-@click.option("--allow-partial", is_flag=True,
-              help="Encode what decodes of truncated or damaged inputs (noted in the report) instead of failing them.")
-@click.option("--no-cache", is_flag=True, help="Do not read or write the probe cache.")
-@click.option("--cache-dir", type=click.Path(path_type=str), default=None,
-              help="Probe cache folder [default: $RATECONTROL_CACHE_DIR or ~/.cache/ratecontrol on each machine].")
+@allow_partial_opt("Encode what decodes of truncated or damaged inputs (noted in the report) instead of failing them.")
+@no_cache_opt
+@cache_dir_opt(" on each machine")
 @click.option("--no-resume", is_flag=True, help="Ignore the manifest in OUT_DIR and redo every file.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (default: a bar when stderr is a terminal).")
-@click.option("--overwrite", is_flag=True,
-              help="Replace files at output paths that batch did not write (default: leave them, report a conflict).")
+@overwrite_opt("Replace files at output paths that batch did not write (default: leave them, report a conflict).")
 def batch_command(in_dir, out_dir, target_mos, codec, jobs, backend, scheduler, scorer, pool, best_effort,
                   copy_other, json_report, csv_report, sample_share, full, video, all_audio_streams, allow_partial, no_cache,
                   cache_dir, no_resume, no_progress, overwrite):

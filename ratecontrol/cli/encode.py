@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import click
 
-from ratecontrol.cli._common import echo_json, fmt, hop_opt, jobs_opt, pool_opt, probe_line, scorer_opt, targets
+from ratecontrol.cli._common import (
+    allow_partial_opt, best_effort_opt, cache_dir_opt, echo_json, fmt, full_opt, hop_opt, jobs_opt, no_cache_opt,
+    overwrite_opt, pool_opt, probe_line, sample_share_opt, scorer_opt, targets,
+)
 
 
 @click.command()
@@ -19,10 +22,8 @@ from ratecontrol.cli._common import echo_json, fmt, hop_opt, jobs_opt, pool_opt,
 @pool_opt
 @hop_opt
 @jobs_opt
-@click.option("--sample-share", type=float, default=None,
-              help="Share of a long track (>= 30 s) the probes score, in evenly spread segments "
-                   "[default: 0.2, at most 180 s].")
-@click.option("--full", is_flag=True, help="Probe the whole track, never a sample.")
+@sample_share_opt
+@full_opt("Probe the whole track, never a sample.")
 @click.option("--no-verify", is_flag=True, help="Do not decode and score the written file (the score shown is then the search's estimate).")
 @click.option("--margin", "margin_mos", type=float, default=None,
               help="Search for target + MARGIN MOS, a guard against the scorer's error [default: the scorer's own: "
@@ -33,19 +34,16 @@ from ratecontrol.cli._common import echo_json, fmt, hop_opt, jobs_opt, pool_opt,
                    "of its knob that meets the target.")
 @click.option("--above-source", is_flag=True,
               help="Allow rungs above a lossy input's own bitrate (by default the ladder stops there).")
-@click.option("--allow-partial", is_flag=True,
-              help="Encode what decodes of a truncated or damaged input (one warning) instead of refusing it (exit 3).")
-@click.option("--no-cache", is_flag=True, help="Do not read or write the probe cache.")
-@click.option("--cache-dir", type=click.Path(path_type=str), default=None,
-              help="Probe cache folder [default: $RATECONTROL_CACHE_DIR or ~/.cache/ratecontrol].")
+@allow_partial_opt("Encode what decodes of a truncated or damaged input (one warning) instead of refusing it (exit 3).")
+@no_cache_opt
+@cache_dir_opt()
 @click.option("--cache-max-mb", type=float, default=None, help="Probe cache size cap in MB [default: 256].")
 @click.option("--report", type=click.Path(path_type=str), default=None,
               help="Write a PNG of per-window MOS over time: the shipped rung over the whole track, the probed rungs on "
                    "their segments (with several targets: one PNG per target, REPORT.mos<target>.png).")
-@click.option("--best-effort", is_flag=True, help="If even the top rung misses the target, encode at the top rung anyway.")
-@click.option("--overwrite", is_flag=True,
-              help="Replace OUTPUT (and --report) if it exists: never the input, and never a file that appears "
-                   "there while the encode runs.")
+@best_effort_opt
+@overwrite_opt("Replace OUTPUT (and --report) if it exists: never the input, and never a file that appears "
+               "there while the encode runs.")
 @click.option("--audio-stream", type=int, default=None, metavar="N",
               help="For an input with several audio streams (a film's languages, a commentary): re-encode audio "
                    "stream N, counted from 0 among the audio streams (-map 0:a:N); the others are kept as they are "
