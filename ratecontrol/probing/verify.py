@@ -48,7 +48,6 @@ def finish_encode(session: Session, preset: Preset, result: SearchResult, input_
     rung its packets are stream-copied into the output with the input's tags and cover
     art (media.remux), else the track is encoded again the same way.
     """
-    track = session.track
     prober = session.prober(preset)
     rungs = prober.rungs
     i = result.chosen.rung_index
@@ -63,33 +62,7 @@ def finish_encode(session: Session, preset: Preset, result: SearchResult, input_
     try:
         while True:
             rung = rungs[i]
-            tags = {**our_tags(preset, rung, result, track), **(metadata or {})}
-            if i in prober.encodes:
-                same = track.info is not None and Path(track.info.path) == Path(input_path)
-                media.remux(prober.encodes[i], tmp, preset, rung, metadata=tags, tags_from=input_path,
-                            tags_info=track.info if same else None, duration_s=track.duration_s)
-                if check:
-                    n = track.src.shape[1]
-                    deg = media.decode_aligned(tmp, preset, track.rate_hz, track.channels, n)
-                    if pcm_digest(deg, track.rate_hz) == prober.decode_digests.get(i):
-                        # the written file decodes to the very samples the probe scored:
-                        # its scores are the file's (tests/test_oneencode.py checks both ways)
-                        probe = prober.probes[i]
-                        scores = np.asarray(probe.window_mos, dtype=np.float64)
-                        index = prober.source.index
-                        checked = pool_scores(scores[~np.isnan(scores)], session.pool)
-                        windows = (scores, index.start_s(), index.channel)
-                    else:
-                        checked, windows = score_written(session, prober, deg)
-            else:
-                # one ffmpeg writes the file and decodes its packets back: the check
-                # scores each minute while the next is being encoded
-                with media.StreamedEncode(track.src, track.rate_hz, preset, rung, tmp, metadata=tags,
-                                          tags_from=input_path,
-                                          block_samples=int(CHECK_CHUNK_S * track.rate_hz)) as job:
-                    if check:
-                        checked, windows = score_written(session, prober, job.blocks())
-                    job.finish()
+            checked, windows = _write_rung(session, prober, preset, result, i, input_path, metadata, tmp, check)
             if not check:
                 break
             nxt = None if checked >= bar else prober.step_up(i, bar - checked, knob)
@@ -107,7 +80,56 @@ def finish_encode(session: Session, preset: Preset, result: SearchResult, input_
         fsutil.publish(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
-    rung = rungs[i]
+    return _encode_result(session, preset, result, input_path, out, rungs[i], checked, windows, notes, steps, t0)
+
+
+def _write_rung(session: Session, prober: Prober, preset: Preset, result: SearchResult, i: int, input_path: Path,
+                metadata: dict | None, tmp: Path, check: bool):
+    """Write rung ``i`` to ``tmp`` and, when ``check``, score the written file:
+    ``(pooled, (window_mos, window_start_s, window_channel))``, ``(None, None)``
+    unchecked. A probe's own encode of the whole input is stream-copied and its scores
+    reused when the file decodes to the samples it scored; else the track is encoded."""
+    track = session.track
+    rung = prober.rungs[i]
+    tags = {**our_tags(preset, rung, result, track), **(metadata or {})}
+    checked = windows = None
+    if i in prober.encodes:
+        same = track.info is not None and Path(track.info.path) == Path(input_path)
+        media.remux(prober.encodes[i], tmp, preset, rung, metadata=tags, tags_from=input_path,
+                    tags_info=track.info if same else None, duration_s=track.duration_s)
+        if check:
+            n = track.src.shape[1]
+            deg = media.decode_aligned(tmp, preset, track.rate_hz, track.channels, n)
+            if pcm_digest(deg, track.rate_hz) == prober.decode_digests.get(i):
+                # the written file decodes to the very samples the probe scored:
+                # its scores are the file's (tests/test_oneencode.py checks both ways)
+                probe = prober.probes[i]
+                scores = np.asarray(probe.window_mos, dtype=np.float64)
+                index = prober.source.index
+                checked = pool_scores(scores[~np.isnan(scores)], session.pool)
+                windows = (scores, index.start_s(), index.channel)
+            else:
+                checked, windows = score_written(session, prober, deg)
+    else:
+        # one ffmpeg writes the file and decodes its packets back: the check
+        # scores each minute while the next is being encoded
+        with media.StreamedEncode(track.src, track.rate_hz, preset, rung, tmp, metadata=tags,
+                                  tags_from=input_path,
+                                  block_samples=int(CHECK_CHUNK_S * track.rate_hz)) as job:
+            if check:
+                checked, windows = score_written(session, prober, job.blocks())
+            job.finish()
+    return checked, windows
+
+
+def _encode_result(session: Session, preset: Preset, result: SearchResult, input_path: Path,
+                   out: "Path | fsutil.Destination", rung, checked: float | None, windows, notes: list[str],
+                   steps: int, t0: float) -> EncodeResult:
+    """The EncodeResult of the published file: its checked score when there is one,
+    else the search's estimate (and a note saying so)."""
+    track = session.track
+    bar = result.target_mos + result.margin_mos
+    knob = bool(result.knob_option)
     if checked is None:
         notes.append("output not checked (--no-verify): the score is the search's estimate")
     final_mos = checked if checked is not None else result.chosen.pooled_mos
