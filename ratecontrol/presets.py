@@ -521,74 +521,18 @@ def _check_names(src, data) -> None:
 
 
 def parse_preset(data, source: str | Path | None = None) -> Preset:
-    """Validate a loaded YAML mapping and build a Preset (errors name file and key)."""
+    """Validate a loaded YAML mapping and build a Preset (errors name file and key).
+    The steps run in a fixed order, so a file with several faults is told its first."""
     src = str(source) if source is not None else "<preset>"
-    if not isinstance(data, dict):
-        raise PresetError(f"{src}: a preset file must be a YAML mapping, got "
-                          f"{type(data).__name__}")
-    for k in data:
-        if k not in _TOP_KEYS:
-            raise PresetError(f"{src}: unknown key '{_key(k)}' (allowed: {', '.join(_TOP_KEYS)})")
-    for k in _REQUIRED_TOP:
-        if k not in data:
-            raise PresetError(f"{src}: missing key '{k}'")
-    for k, v in data.items():
-        _check_type(src, k, v, _TOP_KEYS[k])
+    _check_top(src, data)
     _check_names(src, data)
     opts = data.get("options") or {}
     _check_options(src, "options", opts)
     rungs = _parse_rungs(src, "rungs", data["rungs"])
-
-    mono_raw = data.get("mono") or {}
-    for k in mono_raw:
-        if k not in _MONO_KEYS:
-            raise PresetError(f"{src}: unknown key 'mono.{_key(k)}' (allowed: "
-                              f"{', '.join(_MONO_KEYS)})")
-    for k, v in mono_raw.items():
-        _check_type(src, f"mono.{k}", v, _MONO_KEYS[k])
-    policy = mono_raw.get("policy", "scale")
-    if policy not in ("scale", "same", "rungs"):
-        raise PresetError(f"{src}: key 'mono.policy' must be scale, same or rungs, got "
-                          f"{_short(policy)}")
-    if policy == "rungs" and "rungs" not in mono_raw:
-        raise PresetError(f"{src}: missing key 'mono.rungs' (mono.policy is 'rungs')")
-    valid = mono_raw.get("valid_kbps")
-    if valid is not None and (not valid or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in valid)):
-        raise PresetError(f"{src}: key 'mono.valid_kbps' must be a non-empty list of numbers")
-    valid = [_real(src, f"mono.valid_kbps[{i}]", v, 0.0, _MAX_KBPS) for i, v in enumerate(valid or ())]
-    scale = _real(src, "mono.scale", mono_raw.get("scale", 0.5), 0.0, 1.0)
-    if not 0 < scale <= 1:
-        raise PresetError(f"{src}: key 'mono.scale' must be in (0, 1], got {scale}")
-    mono = MonoPolicy(
-        policy=policy,
-        scale=scale,
-        valid_kbps=tuple(valid) if valid else None,
-        min_kbps=_real(src, "mono.min_kbps", mono_raw.get("min_kbps", 0.0), 0.0, _MAX_KBPS),
-        rungs=_parse_rungs(src, "mono.rungs", mono_raw["rungs"]) if policy == "rungs" else (),
-    )
-    sur_raw = data.get("surround")
-    surround = None
-    if sur_raw is not None:
-        for k in sur_raw:
-            if k not in _SURROUND_KEYS:
-                raise PresetError(f"{src}: unknown key 'surround.{_key(k)}' (allowed: "
-                                  f"{', '.join(_SURROUND_KEYS)})")
-        for k, v in sur_raw.items():
-            _check_type(src, f"surround.{k}", v, _SURROUND_KEYS[k])
-        surround = SurroundRule(**{k: _real(src, f"surround.{k}", v, 0.0, 4.0) for k, v in sur_raw.items()})
+    mono = _parse_mono(src, data.get("mono") or {})
+    surround = _parse_surround(src, data.get("surround"))
     knob = _parse_knob(src, data.get("knob"), rungs)
-    delay = data.get("decoder_delay_samples", 0)
-    delay_rate = data.get("decoder_delay_rate_hz")
-    if delay and not delay_rate:
-        raise PresetError(f"{src}: missing key 'decoder_delay_rate_hz' "
-                          "(decoder_delay_samples is not 0)")
-    if delay_rate is not None and not _RATE_RANGE_HZ[0] <= delay_rate <= _RATE_RANGE_HZ[1]:
-        raise PresetError(f"{src}: key 'decoder_delay_rate_hz' must be from {_RATE_RANGE_HZ[0]} to "
-                          f"{_RATE_RANGE_HZ[1]} Hz, got {_short(delay_rate)}")
-    if abs(delay) > _RATE_RANGE_HZ[1]:  # a second at the highest rate: no codec delays that long
-        raise PresetError(f"{src}: key 'decoder_delay_samples' must be within +-{_RATE_RANGE_HZ[1]}, "
-                          f"got {_short(delay)}")
+    delay, delay_rate = _parse_delay(src, data)
     sr = data.get("sample_rate_hz")
     if sr is not None and not _RATE_RANGE_HZ[0] <= sr <= _RATE_RANGE_HZ[1]:
         raise PresetError(f"{src}: key 'sample_rate_hz' must be from {_RATE_RANGE_HZ[0]} to "
@@ -614,6 +558,81 @@ def parse_preset(data, source: str | Path | None = None) -> Preset:
         surround=surround,
         knob=knob,
     )
+
+
+def _check_top(src, data) -> None:
+    """The file is a mapping of known keys, the required ones present, each of its type."""
+    if not isinstance(data, dict):
+        raise PresetError(f"{src}: a preset file must be a YAML mapping, got "
+                          f"{type(data).__name__}")
+    for k in data:
+        if k not in _TOP_KEYS:
+            raise PresetError(f"{src}: unknown key '{_key(k)}' (allowed: {', '.join(_TOP_KEYS)})")
+    for k in _REQUIRED_TOP:
+        if k not in data:
+            raise PresetError(f"{src}: missing key '{k}'")
+    for k, v in data.items():
+        _check_type(src, k, v, _TOP_KEYS[k])
+
+
+def _parse_mono(src, mono_raw) -> MonoPolicy:
+    """``mono: {policy: scale | same | rungs, scale, valid_kbps, min_kbps, rungs}``."""
+    for k in mono_raw:
+        if k not in _MONO_KEYS:
+            raise PresetError(f"{src}: unknown key 'mono.{_key(k)}' (allowed: "
+                              f"{', '.join(_MONO_KEYS)})")
+    for k, v in mono_raw.items():
+        _check_type(src, f"mono.{k}", v, _MONO_KEYS[k])
+    policy = mono_raw.get("policy", "scale")
+    if policy not in ("scale", "same", "rungs"):
+        raise PresetError(f"{src}: key 'mono.policy' must be scale, same or rungs, got "
+                          f"{_short(policy)}")
+    if policy == "rungs" and "rungs" not in mono_raw:
+        raise PresetError(f"{src}: missing key 'mono.rungs' (mono.policy is 'rungs')")
+    valid = mono_raw.get("valid_kbps")
+    if valid is not None and (not valid or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in valid)):
+        raise PresetError(f"{src}: key 'mono.valid_kbps' must be a non-empty list of numbers")
+    valid = [_real(src, f"mono.valid_kbps[{i}]", v, 0.0, _MAX_KBPS) for i, v in enumerate(valid or ())]
+    scale = _real(src, "mono.scale", mono_raw.get("scale", 0.5), 0.0, 1.0)
+    if not 0 < scale <= 1:
+        raise PresetError(f"{src}: key 'mono.scale' must be in (0, 1], got {scale}")
+    return MonoPolicy(
+        policy=policy,
+        scale=scale,
+        valid_kbps=tuple(valid) if valid else None,
+        min_kbps=_real(src, "mono.min_kbps", mono_raw.get("min_kbps", 0.0), 0.0, _MAX_KBPS),
+        rungs=_parse_rungs(src, "mono.rungs", mono_raw["rungs"]) if policy == "rungs" else (),
+    )
+
+
+def _parse_surround(src, sur_raw) -> SurroundRule | None:
+    """``surround:`` (optional): each of its known keys a number from 0 to 4."""
+    if sur_raw is None:
+        return None
+    for k in sur_raw:
+        if k not in _SURROUND_KEYS:
+            raise PresetError(f"{src}: unknown key 'surround.{_key(k)}' (allowed: "
+                              f"{', '.join(_SURROUND_KEYS)})")
+    for k, v in sur_raw.items():
+        _check_type(src, f"surround.{k}", v, _SURROUND_KEYS[k])
+    return SurroundRule(**{k: _real(src, f"surround.{k}", v, 0.0, 4.0) for k, v in sur_raw.items()})
+
+
+def _parse_delay(src, data) -> tuple:
+    """``decoder_delay_samples`` and the rate it is counted at (needed when not 0)."""
+    delay = data.get("decoder_delay_samples", 0)
+    delay_rate = data.get("decoder_delay_rate_hz")
+    if delay and not delay_rate:
+        raise PresetError(f"{src}: missing key 'decoder_delay_rate_hz' "
+                          "(decoder_delay_samples is not 0)")
+    if delay_rate is not None and not _RATE_RANGE_HZ[0] <= delay_rate <= _RATE_RANGE_HZ[1]:
+        raise PresetError(f"{src}: key 'decoder_delay_rate_hz' must be from {_RATE_RANGE_HZ[0]} to "
+                          f"{_RATE_RANGE_HZ[1]} Hz, got {_short(delay_rate)}")
+    if abs(delay) > _RATE_RANGE_HZ[1]:  # a second at the highest rate: no codec delays that long
+        raise PresetError(f"{src}: key 'decoder_delay_samples' must be within +-{_RATE_RANGE_HZ[1]}, "
+                          f"got {_short(delay)}")
+    return delay, delay_rate
 
 
 def _parse_knob(src, raw, rungs) -> Knob | None:
