@@ -43,8 +43,8 @@ def finish_encode(session: Session, preset: Preset, result: SearchResult, input_
     score is the shipped file's own; a miss steps up (a rung on a ladder, a small step
     sized from the miss on the knob: Prober.step_up).
 
-    The output is made by the one encode path the probes took (media.encode_array from
-    the decoded track, ENCODER_INPUT): when a probe encoded the whole input at this
+    The output is made by the one encode path the probes took (media.StreamedEncode
+    from the decoded track, ENCODER_INPUT): when a probe encoded the whole input at this
     rung its packets are stream-copied into the output with the input's tags and cover
     art (media.remux), else the track is encoded again the same way.
     """
