@@ -29,7 +29,8 @@ sys.meta_path.insert(0, _NoTorch())
 """
 
 #: modules that need torch by design (the torch runtime of the learned scorer)
-TORCH_MODULES = {"ratecontrol.scoring.model"}
+TORCH_MODULES = {"ratecontrol.scoring.model", "ratecontrol.scoring._frontend", "ratecontrol.scoring._nsimnet",
+                 "ratecontrol.scoring._melcnn", "ratecontrol.scoring._bounded"}
 #: runs the command line when imported
 NOT_IMPORTED = TORCH_MODULES | {"ratecontrol.__main__"}
 
