@@ -207,7 +207,7 @@ def test_options_carry_the_settings_the_manifest_held_before(tmp_path):
     import pickle
 
     from ratecontrol.batch._settings import BatchOptions, run_options, run_settings
-    from ratecontrol.batch._worker import Task
+    from ratecontrol.batch._task import Task
     from ratecontrol.options import Options
     from ratecontrol.presets import load_preset
 

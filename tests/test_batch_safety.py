@@ -400,7 +400,7 @@ def test_finished_files_are_published_under_the_publish_rule(tmp_path, monkeypat
     import errno
 
     from ratecontrol.batch import _driver
-    from ratecontrol.batch._worker import Conflict
+    from ratecontrol.batch._dest import Conflict
 
     def tmp_file(text: str, mode: int) -> Path:
         p = tmp_path / f".rc-tmp.{text}"

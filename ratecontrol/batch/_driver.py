@@ -27,7 +27,9 @@ from ratecontrol.batch._plan import check_dirs, foreign_files, plan_names, prote
 from ratecontrol.batch._records import (
     CONFLICT, ENCODED, FAILED, KEPT, SKIPPED, BatchReport, FileRecord, claim_reports, size_text,
 )
-from ratecontrol.batch._worker import Conflict, Result, Task, dest_problem, run_task, write_problem
+from ratecontrol.batch._dest import Conflict, dest_problem, write_problem
+from ratecontrol.batch._task import Result, Task
+from ratecontrol.batch._worker import run_task
 from ratecontrol.batch._settings import BatchOptions, run_options, run_settings
 from ratecontrol.options import Options
 
