@@ -414,7 +414,8 @@ BUILD_MODULES = ["trainer.dataset", "trainer.dataset.config", "trainer.dataset.s
                  "trainer.dataset.verify", "trainer.cli", "trainer.cli.build",
                  "trainer.corpus", "trainer.corpus._common", "trainer.corpus._packages", "trainer.corpus._music",
                  "trainer.corpus._render", "trainer.corpus._drums", "trainer.corpus._speech",
-                 "trainer.corpus._recipe", "trainer.cli.corpus"]
+                 "trainer.corpus._recipe", "trainer.cli.corpus", "trainer.train", "trainer.train._config",
+                 "trainer.train._dist", "trainer.train._precompute", "trainer.train._runlog", "trainer.train._fit"]
 
 
 @pytest.mark.parametrize("name", BUILD_MODULES)

@@ -1,29 +1,6 @@
-"""Train the quality model on labelled shards.
-
-``python -m trainer fit --config trainer/configs/nsimnet.yaml --data 'shards/shard-{000000..000071}.tar' --out runs/nsimnet``
-
-AdamW, linear warm-up then cosine decay, AMP on CUDA, gradient clipping, a checkpoint
-every epoch (``last.pt``, resumed automatically when present) and the best one by
-validation RMSE (``best.pt``), early stopping, CSV log (``log.csv``) and TensorBoard
-when installed. Validation data: ``--val-data``, else the manifest's val split, else the
-last shards of ``--data`` (``data.val_shards`` / ``data.val_fraction``).
-
-Distributed: run under torchrun (``torchrun --nproc_per_node=N -m trainer fit ...``);
-NCCL on CUDA, gloo on CPU. Each rank reads disjoint shards (split by node, then by
-worker), DistributedDataParallel averages gradients, validation predictions are
-gathered on every rank so all ranks take the same early-stopping decision, and rank 0
-writes logs and checkpoints. See docs/model.md.
-
-Checkpoints are library checkpoints (format_version, arch, kwargs, state_dict) plus a
-``train_state`` entry, all tensors/primitives, so ``torch.load(weights_only=True)``,
-``trainer evaluate`` and ``trainer export`` read them directly.
-"""
+"""fit(): one training run in its steps (``trainer.train`` describes it)."""
 from __future__ import annotations
 
-import copy
-import csv
-import datetime
-import json
 import logging
 import math
 import os
@@ -37,72 +14,16 @@ import torch
 import yaml
 
 from ratecontrol.errors import DatasetError, ModelError, UsageError
+from trainer.train._config import _run_config
+from trainer.train._dist import _Dist
+from trainer.train._precompute import _stat_batches, _statistics_cache, _use_precompute
+from trainer.train._runlog import _CsvLog, _log_epoch, _tensorboard
 
-__all__ = ["DEFAULT_CONFIG", "load_config", "fit", "FitResult"]
+__all__ = ["FitResult", "fit"]
 
 log = logging.getLogger("trainer.train")
 
-DEFAULT_CONFIG: dict[str, Any] = {
-    "seed": 1234,
-    "model": {"arch": "nsimnet", "kwargs": {}},
-    "data": {
-        "batch_size": 64,
-        "samples_per_epoch": 20000,
-        "shuffle_buffer": 2000,
-        "num_workers": 1,
-        "val_shards": None,
-        "val_fraction": 0.1,
-        "val_batch_size": 128,
-        # nsimnet's frontend has no parameters: compute its band statistics once per
-        # pair (cached in the run folder) and train the head on them; "auto" = when the
-        # model allows it and no augmentation is on
-        "precompute": "auto",
-    },
-    "augment": {"shift": False, "gain_db": [0.0, 0.0], "reverse_p": 0.0},
-    "optim": {"lr": 3.0e-3, "weight_decay": 1.0e-4, "betas": [0.9, 0.999]},
-    "schedule": {"warmup_steps": 100, "min_lr_ratio": 0.02},
-    "loss": {"high_mos": 4.0, "high_weight": 2.0},
-    "epochs": 40,
-    "grad_clip": 1.0,
-    "amp": True,
-    "threads": None,
-    "early_stopping": {"patience": 8, "min_delta": 0.0005},
-}
 
-
-def _merge(base: dict, over: Mapping, path: str, source: str) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        if k not in base:
-            raise UsageError(f"{source}: unknown config key {path}{k!r}; known keys: {sorted(base)}")
-        if isinstance(base[k], dict) and k != "kwargs":
-            if not isinstance(v, Mapping):
-                raise UsageError(f"{source}: config key {path}{k!r} must be a mapping")
-            out[k] = _merge(base[k], v, f"{path}{k}.", source)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
-
-
-def load_config(config: str | Mapping[str, Any] | None) -> dict[str, Any]:
-    """DEFAULT_CONFIG overridden by a YAML file or a mapping; unknown keys are errors."""
-    if config is None:
-        return copy.deepcopy(DEFAULT_CONFIG)
-    if isinstance(config, Mapping):
-        return _merge(DEFAULT_CONFIG, config, "", "config")
-    try:
-        with open(config, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh) or {}
-    except FileNotFoundError as exc:
-        raise UsageError(f"training config {config} not found; see trainer/configs/ for examples") from exc
-    except yaml.YAMLError as exc:
-        raise UsageError(f"training config {config} is not valid YAML: {str(exc).splitlines()[0]}") from exc
-    if not isinstance(data, Mapping):
-        raise UsageError(f"training config {config} must be a YAML mapping")
-    return _merge(DEFAULT_CONFIG, data, "", str(config))
-
-
-# --------------------------------------------------------------------------- helpers
 @dataclass(frozen=True)
 class FitResult:
     out_dir: str
@@ -113,38 +34,6 @@ class FitResult:
     epochs_run: int
     stopped_early: bool
     duration_s: float
-
-
-class _Dist:
-    """torchrun environment: rank/world and the process group (gloo on CPU)."""
-
-    def __init__(self, device: torch.device):
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        self.enabled = self.world > 1
-        if self.enabled and not torch.distributed.is_initialized():
-            backend = "nccl" if device.type == "cuda" else "gloo"
-            torch.distributed.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30))
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def gather(self, obj: Any) -> list[Any]:
-        if not self.enabled:
-            return [obj]
-        out: list[Any] = [None] * self.world
-        torch.distributed.all_gather_object(out, obj)
-        return out
-
-    def barrier(self) -> None:
-        if self.enabled:
-            torch.distributed.barrier()
-
-    def close(self) -> None:
-        if self.enabled and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
 
 
 def _lr_lambda(warmup: int, total: int, min_ratio: float):
@@ -170,50 +59,9 @@ def _bounded(logit: torch.Tensor) -> torch.Tensor:
     return MOS_MIN + (MODEL_MOS_MAX - MOS_MIN) * torch.sigmoid(logit)
 
 
-def _stat_batches(cache: Mapping[str, Any], batch_size: int, steps: int, seed: int, epoch: int, rank: int):
-    """``steps`` batches drawn with replacement from precomputed statistics (the same
-    count on every rank, as DDP needs), seeded by (seed, epoch, rank)."""
-    n = len(cache["mos"])
-    if n == 0:
-        raise DatasetError("this rank has no precomputed training pairs (fewer shards than ranks?)")
-    g = torch.Generator().manual_seed(int(seed) * 1_000_003 + epoch * 1009 + rank)
-    for i in range(steps):
-        idx = torch.randint(0, n, (batch_size,), generator=g)
-        yield {"stats": cache["stats"][idx], "mos": cache["mos"][idx], "skipped": cache["skipped"] if i == 0 else 0}
-
-
 def _rng_state() -> dict[str, Any]:
     return {"torch": torch.get_rng_state(), "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
             "python": repr(random.getstate())}
-
-
-class _CsvLog:
-    FIELDS = ["epoch", "step", "lr", "train_loss", "train_pairs", "train_pairs_per_s", "skipped",
-              "val_pairs", "val_pearson", "val_spearman", "val_rmse", "val_rmse_high", "val_pearson_high",
-              "val_skipped", "best", "epoch_s"]
-
-    def __init__(self, path: str):
-        self.path = path
-        new = not os.path.exists(path)
-        self.fh = open(path, "a", newline="", encoding="utf-8")
-        self.w = csv.DictWriter(self.fh, fieldnames=self.FIELDS)
-        if new:
-            self.w.writeheader()
-
-    def write(self, row: Mapping[str, Any]) -> None:
-        self.w.writerow({k: row.get(k, "") for k in self.FIELDS})
-        self.fh.flush()
-
-    def close(self) -> None:
-        self.fh.close()
-
-
-def _tensorboard(out_dir: str):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except Exception:  # tensorboard not installed: CSV only
-        return None
-    return SummaryWriter(os.path.join(out_dir, "tb"))
 
 
 def _data_split(data, val_data, manifest, cfg) -> tuple[list[str], list[str], str]:
@@ -243,54 +91,6 @@ def _data_split(data, val_data, manifest, cfg) -> tuple[list[str], list[str], st
     return train_urls, val_urls, how
 
 
-# --------------------------------------------------------------------------- precompute
-def _statistics_cache(model, urls: list[str], batch_size: int, num_workers: int, dev: torch.device,
-                      path: str, rank: int) -> dict[str, Any]:
-    """{"stats": [N, bands, features], "mos": [N], "skipped": int} of this rank's shards,
-    computed with the model's fixed frontend; reused from ``path`` when it was made for
-    the same shards and frontend settings."""
-    from trainer.data import PairDataset, make_loader
-
-    ident = {"urls": list(urls), "config": {k: v for k, v in model.config.items() if k != "hidden"}, "rank": rank,
-             "world": int(os.environ.get("WORLD_SIZE", "1"))}
-    if os.path.exists(path):
-        cached = torch.load(path, map_location="cpu", weights_only=True)
-        if cached.get("ident") == json.loads(json.dumps(ident)):
-            return cached
-    stats, mos, skipped, t0 = [], [], 0, time.time()
-    loader = make_loader(PairDataset(urls, train=False, batch_size=batch_size), num_workers=num_workers, device=str(dev))
-    with torch.no_grad():
-        for batch in loader:
-            skipped += int(batch["skipped"])
-            if len(batch["mos"]) == 0:
-                continue
-            ref = batch["ref"].to(dev, non_blocking=True)
-            deg = batch["deg"].to(dev, non_blocking=True)
-            stats.append(model.band_statistics(model.reference_features(ref), deg).float().cpu())
-            mos.append(batch["mos"].float())
-    if not stats:
-        out = {"stats": torch.zeros(0), "mos": torch.zeros(0), "skipped": skipped, "ident": ident}
-    else:
-        out = {"stats": torch.cat(stats), "mos": torch.cat(mos), "skipped": skipped, "ident": ident}
-    out["seconds"] = time.time() - t0
-    from ratecontrol.scoring.model import save_checkpoint
-
-    save_checkpoint(out, path)
-    log.info("precomputed statistics of %d pairs in %.0f s -> %s (%d skipped)", len(out["mos"]), out["seconds"], path, skipped)
-    return out
-
-
-def _use_precompute(cfg: Mapping[str, Any], model, augment) -> bool:
-    want = cfg["data"]["precompute"]
-    can = hasattr(model, "predict_statistics") and not augment.active
-    if want == "auto":
-        return can
-    if want and not can:
-        raise UsageError("data.precompute needs a model with a fixed frontend (nsimnet) and no augmentation")
-    return bool(want)
-
-
-# --------------------------------------------------------------------------- fit
 @dataclass
 class _Run:
     """One training run as fit sets it up: config, device, model, optimiser, data, and the
@@ -337,17 +137,6 @@ class _Run:
     @property
     def num_workers(self) -> int:
         return int(self.cfg["data"]["num_workers"])
-
-
-def _run_config(config, epochs, num_workers, samples_per_epoch) -> dict[str, Any]:
-    cfg = load_config(config)
-    if epochs is not None:
-        cfg["epochs"] = int(epochs)
-    if num_workers is not None:
-        cfg["data"]["num_workers"] = int(num_workers)
-    if samples_per_epoch is not None:
-        cfg["data"]["samples_per_epoch"] = int(samples_per_epoch)
-    return cfg
 
 
 def _start(cfg: dict[str, Any], device: str, out_dir: str) -> _Run:
@@ -530,23 +319,6 @@ def _checkpoint(run: _Run, epoch: int, m: dict[str, Any], improved: bool) -> Non
     if improved:
         ck.pop("train_state")
         save_checkpoint(ck, run.best_path)
-
-
-def _log_epoch(run: _Run, csv_log: _CsvLog, tb, epoch: int, t0: float, train: tuple, m: dict[str, Any],
-               val_skipped: int, improved: bool) -> None:
-    loss_sum, pairs, skipped, train_s = train
-    row = {"epoch": epoch, "step": run.step, "lr": run.sched.get_last_lr()[0], "train_loss": loss_sum / max(1, pairs),
-           "train_pairs": pairs, "train_pairs_per_s": pairs / train_s if train_s > 0 else "",
-           "skipped": skipped, "val_pairs": m["n"], "val_pearson": m["pearson"], "val_spearman": m["spearman"],
-           "val_rmse": m["rmse"], "val_rmse_high": m["high"]["rmse"], "val_pearson_high": m["high"]["pearson"],
-           "val_skipped": val_skipped, "best": int(improved), "epoch_s": time.time() - t0}
-    csv_log.write(row)
-    if tb is not None:
-        for k in ("train_loss", "val_rmse", "val_rmse_high", "val_pearson", "lr"):
-            tb.add_scalar(k, row[k], epoch)
-    log.info("epoch %d: train loss %.4f (%d pairs, %.0f/s, %d skipped) | val r %.4f rmse %.4f rmse>=4 %.4f (%d skipped)%s",
-             epoch, row["train_loss"], pairs, row["train_pairs_per_s"] or 0, skipped, m["pearson"], m["rmse"],
-             m["high"]["rmse"], val_skipped, "  *best*" if improved else "")
 
 
 def fit(
