@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .errors import PresetError
 
-__all__ = ["Rung", "MonoPolicy", "SurroundRule", "SURROUND_GROUPS", "Preset", "Knob"]
+__all__ = ["Rung", "MonoPolicy", "SurroundRule", "SURROUND_GROUPS", "Preset", "Knob", "parse_kbps", "short_repr"]
 
 #: channel count -> (channel pairs, other full-band channels, LFE channels) of the layout
 #: a track of that many channels is coded in (3.0, quad, 5.0, 5.1, 6.1, 7.1): Opus
@@ -25,7 +25,7 @@ _REPR.maxstring = _REPR.maxother = 80
 _REPR.maxlong = 40
 
 
-def _short(value) -> str:
+def short_repr(value) -> str:
     """``repr(value)`` cut to under a hundred characters (nested lists and mappings to
     their first few items)."""
     return _REPR.repr(value)
@@ -46,7 +46,7 @@ class Rung:
     def bitrate_kbps(self) -> float | None:
         """The ``b:a`` value in kbps for bitrate rungs, None for quality rungs."""
         val = self.options.get("b:a")
-        return None if val is None else _parse_kbps(val)
+        return None if val is None else parse_kbps(val)
 
 
 @dataclass(frozen=True)
@@ -180,7 +180,7 @@ class Preset:
         if self.knob is None or self.knob.option not in rung.options:
             return None
         val = rung.options[self.knob.option]
-        return _parse_kbps(val) if self.knob.option == "b:a" else float(val)
+        return parse_kbps(val) if self.knob.option == "b:a" else float(val)
 
     def knob_bounds(self, channels: int) -> tuple[float, float]:
         """The knob's encoder bounds for ``channels`` (a bitrate knob scaled like the rungs)."""
@@ -235,21 +235,21 @@ class Preset:
                 if r.label == str(label_or_index):
                     return r
         raise PresetError(
-            f"preset '{self.name}' has no rung {_short(label_or_index)} for {channels} "
+            f"preset '{self.name}' has no rung {short_repr(label_or_index)} for {channels} "
             f"channel(s); rungs are {', '.join(r.label for r in ladder)}"
         )
 
 
-def _parse_kbps(val) -> float:
+def parse_kbps(val) -> float:
     """'64k' / '64000' / 64000 / '1.5M' -> kbps (ValueError for anything else)."""
     if isinstance(val, (int, float)):
         try:
             return float(val) / 1000.0
         except OverflowError:  # an int past float's range
-            raise ValueError(f"not a bitrate: {_short(val)}") from None
+            raise ValueError(f"not a bitrate: {short_repr(val)}") from None
     m = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([kKmM]?)\s*", str(val))
     if not m:
-        raise ValueError(f"not a bitrate: {_short(val)}")
+        raise ValueError(f"not a bitrate: {short_repr(val)}")
     num = float(m.group(1))
     unit = m.group(2).lower()
     return num if unit == "k" else num * 1000.0 if unit == "m" else num / 1000.0

@@ -7,7 +7,7 @@ import math
 import re
 from pathlib import Path
 
-from ._preset_ladder import SURROUND_GROUPS, Knob, MonoPolicy, Preset, Rung, SurroundRule, _parse_kbps, _short
+from ._preset_ladder import SURROUND_GROUPS, Knob, MonoPolicy, Preset, Rung, SurroundRule, parse_kbps, short_repr
 from .contract import CONTAINER_EXTENSIONS
 from .errors import PresetError
 
@@ -59,7 +59,7 @@ def _check_type(src, key, val, t):
         raise PresetError(f"{src}: key '{key}' must be {_type_name(t)}, got a boolean")
     if not isinstance(val, t):
         raise PresetError(
-            f"{src}: key '{key}' must be {_type_name(t)}, got {type(val).__name__} {_short(val)}"
+            f"{src}: key '{key}' must be {_type_name(t)}, got {type(val).__name__} {short_repr(val)}"
         )
 
 
@@ -70,7 +70,7 @@ def _real(src, key, val, lo: float, hi: float) -> float:
     except (OverflowError, TypeError, ValueError):
         v = math.nan
     if isinstance(val, bool) or not math.isfinite(v) or not lo <= v <= hi:
-        raise PresetError(f"{src}: key '{key}' must be a number in [{lo:g}, {hi:g}], got {_short(val)}")
+        raise PresetError(f"{src}: key '{key}' must be a number in [{lo:g}, {hi:g}], got {short_repr(val)}")
     return v
 
 
@@ -88,7 +88,7 @@ def _check_options(src, where, opts):
         if not isinstance(k, str) or not isinstance(v, _OPTION_VALUE) or isinstance(v, bool):
             raise PresetError(
                 f"{src}: key '{where}.{_key(k)}' must map an option name to a string or number, "
-                f"got {_short(v)}"
+                f"got {short_repr(v)}"
             )
         if not _OPTION_NAME_RE.match(k) or k.split(":")[0] in _RESERVED_OPTIONS:
             raise PresetError(
@@ -100,7 +100,7 @@ def _check_options(src, where, opts):
         # other control characters and NaN are no encoder setting either
         if isinstance(v, str) and (len(v) > _MAX_TEXT or not v.isprintable()):
             raise PresetError(f"{src}: key '{where}.{k}' must be printable text of at most {_MAX_TEXT} "
-                              f"characters, got {_short(v)}")
+                              f"characters, got {short_repr(v)}")
         if isinstance(v, float) and not math.isfinite(v):
             raise PresetError(f"{src}: key '{where}.{k}' must be a finite number, got {v!r}")
 
@@ -125,15 +125,15 @@ def _parse_rungs(src, where, raw) -> tuple[Rung, ...]:
         _check_options(src, f"{here}.options", item["options"])
         label = item["label"]
         if not label or len(label) > _MAX_TEXT or not label.isprintable():
-            raise PresetError(f"{src}: key '{here}.label' must be a non-empty printable name, got {_short(label)}")
+            raise PresetError(f"{src}: key '{here}.label' must be a non-empty printable name, got {short_repr(label)}")
         if "b:a" in item["options"]:
             try:
-                kbps = _parse_kbps(item["options"]["b:a"])
+                kbps = parse_kbps(item["options"]["b:a"])
             except ValueError:
                 kbps = math.nan
             if not 0 < kbps <= _MAX_KBPS:  # also NaN
                 raise PresetError(f"{src}: key '{here}.options.b:a' is not a bitrate from 1 bit/s to "
-                                  f"{_MAX_KBPS:g} kbps: {_short(item['options']['b:a'])}") from None
+                                  f"{_MAX_KBPS:g} kbps: {short_repr(item['options']['b:a'])}") from None
         nominal = _real(src, f"{here}.nominal_kbps", item["nominal_kbps"], 0.0, _MAX_KBPS)
         if nominal <= 0:
             raise PresetError(f"{src}: key '{here}.nominal_kbps' must be > 0, got {nominal}")
@@ -147,7 +147,7 @@ def _parse_rungs(src, where, raw) -> tuple[Rung, ...]:
     labels = [r.label for r in rungs]
     if len(set(labels)) != len(labels):
         twice = sorted({x for x in labels if labels.count(x) > 1})
-        raise PresetError(f"{src}: key '{where}' has duplicate labels {_short(twice)}")
+        raise PresetError(f"{src}: key '{where}' has duplicate labels {short_repr(twice)}")
     return tuple(rungs)
 
 
@@ -160,14 +160,14 @@ def _check_names(src, data) -> None:
     for key in ("name", "encoder"):
         if not _NAME_RE.match(data[key]):
             raise PresetError(f"{src}: key '{key}' must be a name of letters, digits, '_', '.', '+' or '-' "
-                              f"(at most 64), got {_short(data[key])}")
+                              f"(at most 64), got {short_repr(data[key])}")
     fmt, ext = data["format"], data["extension"]
     if fmt not in CONTAINER_EXTENSIONS:
         raise PresetError(f"{src}: key 'format' must be one of the audio containers ratecontrol writes "
-                          f"({', '.join(sorted(CONTAINER_EXTENSIONS))}), got {_short(fmt)}")
+                          f"({', '.join(sorted(CONTAINER_EXTENSIONS))}), got {short_repr(fmt)}")
     if ext not in CONTAINER_EXTENSIONS[fmt]:
         raise PresetError(f"{src}: key 'extension' must be one of {', '.join(sorted(CONTAINER_EXTENSIONS[fmt]))} "
-                          f"for format {fmt}, got {_short(ext)}")
+                          f"for format {fmt}, got {short_repr(ext)}")
 
 
 def parse_preset(data, source: str | Path | None = None) -> Preset:
@@ -186,11 +186,11 @@ def parse_preset(data, source: str | Path | None = None) -> Preset:
     sr = data.get("sample_rate_hz")
     if sr is not None and not _RATE_RANGE_HZ[0] <= sr <= _RATE_RANGE_HZ[1]:
         raise PresetError(f"{src}: key 'sample_rate_hz' must be from {_RATE_RANGE_HZ[0]} to "
-                          f"{_RATE_RANGE_HZ[1]} Hz (or null: keep the input's), got {_short(sr)}")
+                          f"{_RATE_RANGE_HZ[1]} Hz (or null: keep the input's), got {short_repr(sr)}")
     max_ch = data.get("max_channels", 8)
     # surround ladders are defined for the layouts of up to 8 channels (SURROUND_GROUPS)
     if not 1 <= max_ch <= max(SURROUND_GROUPS):
-        raise PresetError(f"{src}: key 'max_channels' must be from 1 to {max(SURROUND_GROUPS)}, got {_short(max_ch)}")
+        raise PresetError(f"{src}: key 'max_channels' must be from 1 to {max(SURROUND_GROUPS)}, got {short_repr(max_ch)}")
     return Preset(
         name=data["name"],
         description=data.get("description", ""),
@@ -236,7 +236,7 @@ def _parse_mono(src, mono_raw) -> MonoPolicy:
     policy = mono_raw.get("policy", "scale")
     if policy not in ("scale", "same", "rungs"):
         raise PresetError(f"{src}: key 'mono.policy' must be scale, same or rungs, got "
-                          f"{_short(policy)}")
+                          f"{short_repr(policy)}")
     if policy == "rungs" and "rungs" not in mono_raw:
         raise PresetError(f"{src}: missing key 'mono.rungs' (mono.policy is 'rungs')")
     valid = mono_raw.get("valid_kbps")
@@ -278,10 +278,10 @@ def _parse_delay(src, data) -> tuple:
                           "(decoder_delay_samples is not 0)")
     if delay_rate is not None and not _RATE_RANGE_HZ[0] <= delay_rate <= _RATE_RANGE_HZ[1]:
         raise PresetError(f"{src}: key 'decoder_delay_rate_hz' must be from {_RATE_RANGE_HZ[0]} to "
-                          f"{_RATE_RANGE_HZ[1]} Hz, got {_short(delay_rate)}")
+                          f"{_RATE_RANGE_HZ[1]} Hz, got {short_repr(delay_rate)}")
     if abs(delay) > _RATE_RANGE_HZ[1]:  # a second at the highest rate: no codec delays that long
         raise PresetError(f"{src}: key 'decoder_delay_samples' must be within +-{_RATE_RANGE_HZ[1]}, "
-                          f"got {_short(delay)}")
+                          f"got {short_repr(delay)}")
     return delay, delay_rate
 
 
@@ -299,18 +299,18 @@ def _parse_knob(src, raw, rungs) -> Knob | None:
     for k, v in raw.items():
         _check_type(src, f"knob.{k}", v, _KNOB_KEYS[k])
     if raw["option"] not in ("b:a", "q:a"):
-        raise PresetError(f"{src}: key 'knob.option' must be b:a or q:a, got {_short(raw['option'])}")
+        raise PresetError(f"{src}: key 'knob.option' must be b:a or q:a, got {short_repr(raw['option'])}")
     lo, hi, res = (_real(src, f"knob.{k}", raw[k], -_MAX_KBPS, _MAX_KBPS) for k in ("min", "max", "resolution"))
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi and 0 < res <= hi - lo):
         raise PresetError(f"{src}: key 'knob' needs min < max and 0 < resolution <= max - min")
     direction = raw.get("direction", "up")
     if direction not in ("up", "down"):
-        raise PresetError(f"{src}: key 'knob.direction' must be up or down, got {_short(direction)}")
+        raise PresetError(f"{src}: key 'knob.direction' must be up or down, got {short_repr(direction)}")
     label = raw.get("label", "{:g}k" if raw["option"] == "b:a" else "q{:g}")
     # one plain replacement field of a small width: "{:>999999999}" would allocate a GB,
     # "{0.x}" / "{0[0]}" raise AttributeError / TypeError
     if not _KNOB_LABEL_RE.match(label):
-        raise PresetError(f"{src}: key 'knob.label' must format one number, like '{{:g}}k', got {_short(label)}")
+        raise PresetError(f"{src}: key 'knob.label' must format one number, like '{{:g}}k', got {short_repr(label)}")
     try:
         label.format(1.5)
     except (IndexError, KeyError, ValueError):
@@ -320,9 +320,9 @@ def _parse_knob(src, raw, rungs) -> Knob | None:
         if knob.option not in r.options:
             raise PresetError(f"{src}: rung {r.label} does not set the knob's option {knob.option}")
         try:
-            v = _parse_kbps(r.options[knob.option]) if knob.option == "b:a" else float(r.options[knob.option])
+            v = parse_kbps(r.options[knob.option]) if knob.option == "b:a" else float(r.options[knob.option])
         except (ValueError, OverflowError):  # q:a: "x" or a 400-digit int
-            raise PresetError(f"{src}: rung {r.label} sets {knob.option} to {_short(r.options[knob.option])}, "
+            raise PresetError(f"{src}: rung {r.label} sets {knob.option} to {short_repr(r.options[knob.option])}, "
                               "not a number") from None
         if not lo <= v <= hi:
             raise PresetError(f"{src}: rung {r.label} sets {knob.option} outside the knob's [{lo:g}, {hi:g}]")

@@ -11,14 +11,14 @@ from ratecontrol.batch._task import Task
 from ratecontrol.errors import RatecontrolError
 
 
-def _audio_bytes(path: Path, audio_index: int = 0) -> int | None:
+def stream_bytes(path: Path, audio_index: int = 0) -> int | None:
     from ratecontrol import media
 
     return media.audio_payload_bytes(path, audio_index)
 
 
 @dataclass(frozen=True)
-class _Plan:
+class Plan:
     """What batch does with one audio input, decided from its probe before any encode."""
 
     preset: Any
@@ -40,7 +40,7 @@ class _Plan:
         return any(not a.lossless for a in self.sources)
 
 
-def _decide(task: Task, src: Path, info, base: dict) -> _Plan:
+def decide(task: Task, src: Path, info, base: dict) -> Plan:
     """Skip, keep or encode, from the probe alone; fills the record's input fields in ``base``."""
     video_note: tuple[str, ...] = ()
     all_streams = task.options.all_audio_streams
@@ -52,7 +52,7 @@ def _decide(task: Task, src: Path, info, base: dict) -> _Plan:
         if task.video == "skip":
             base.update(input_codec=info.codec, lossless=info.lossless)
             helps = {"video": "keep"}
-            return _Plan(None, (), in_place, bundled, skip=(f"has {info.other_streams} video/other stream(s)"
+            return Plan(None, (), in_place, bundled, skip=(f"has {info.other_streams} video/other stream(s)"
                                                             + RatecontrolError.options_text(helps), helps))
         if not in_place:
             video_note = (f"input has {info.other_streams} video/other stream(s): batch wrote its default audio "
@@ -63,7 +63,7 @@ def _decide(task: Task, src: Path, info, base: dict) -> _Plan:
     from ratecontrol.presets import load_preset
 
     preset = load_preset(task.codec_ref)
-    return _Plan(preset, sources, in_place, bundled, video_note, keep=_below_ladder(preset, sources, bundled))
+    return Plan(preset, sources, in_place, bundled, video_note, keep=_below_ladder(preset, sources, bundled))
 
 
 @dataclass(frozen=True)
@@ -132,11 +132,11 @@ def _below_ladder(preset, sources: tuple[_SourceAudio, ...], bundled: bool) -> s
     return None
 
 
-def _kbps_list(sources: tuple[_SourceAudio, ...]) -> str:
+def kbps_list(sources: tuple[_SourceAudio, ...]) -> str:
     return ", ".join(f"~{a.kbps:.0f} kbps" if a.kbps else "unknown kbps" for a in sources if not a.lossless)
 
 
-def _not_smaller(src: Path, res, sources: tuple[_SourceAudio, ...], audio_bytes: int | None, whole: bool) -> bool:
+def not_smaller(src: Path, res, sources: tuple[_SourceAudio, ...], audio_bytes: int | None, whole: bool) -> bool:
     """The encode is not smaller than the lossy source it replaces.
 
     Whole files when the output is the input's container (its other streams are copied
@@ -144,5 +144,5 @@ def _not_smaller(src: Path, res, sources: tuple[_SourceAudio, ...], audio_bytes:
     stream was written on its own (video='audio': the film's size is mostly video)."""
     if whole:
         return res.output_bytes >= res.input_bytes
-    src_audio = _audio_bytes(src, sources[0].audio_index)
+    src_audio = stream_bytes(src, sources[0].audio_index)
     return bool(src_audio and audio_bytes) and audio_bytes >= src_audio

@@ -53,22 +53,22 @@ def dest_problem(task: Task, out_rel: str) -> tuple[Conflict | None, bool]:
                     "not replaced; move it away, or let batch replace it", {"overwrite": True}), False
 
 
-def _check_dest(task: Task, out_rel: str) -> None:
+def check_dest(task: Task, out_rel: str) -> None:
     problem, _ = dest_problem(task, out_rel)
     if problem:
         raise problem
 
 
-def _check_name_fits(task: Task, out_rel: str) -> None:
+def check_name_fits(task: Task, out_rel: str) -> None:
     """The output's name fits the file system's name limit (only ``<stem><ext>`` can be
     too long: renames are cut to fit when they are planned)."""
     n = len(Path(out_rel).name.encode())
     if n > fsutil.NAME_MAX_BYTES:
-        raise _WriteError(f"cannot write {Path(task.out_root) / out_rel}: its name would be {n} bytes, over the "
+        raise WriteError(f"cannot write {Path(task.out_root) / out_rel}: its name would be {n} bytes, over the "
                           f"{fsutil.NAME_MAX_BYTES}-byte limit for a file name; give the input a shorter name")
 
 
-class _Work:
+class WorkDir:
     """A worker's temp folder next to the task's outputs (created on first use).
 
     Named by fsutil (``.rc-tmp.<host>.<pid>.<token>.batch``): while this process lives no
@@ -88,11 +88,11 @@ class _Work:
                 raise Conflict(f"a file is in the way of the output folder {self.folder}: "
                                "nothing written; move it away") from None
             except OSError as exc:
-                raise _WriteError(write_problem(self.folder, exc)) from None
+                raise WriteError(write_problem(self.folder, exc)) from None
             try:
                 tmp = fsutil.temp_dir_sibling(self.folder / "batch")
             except OSError as exc:
-                raise _WriteError(write_problem(self.folder, exc)) from None
+                raise WriteError(write_problem(self.folder, exc)) from None
             self.path = tmp
         return self.path / name
 
@@ -102,5 +102,5 @@ class _Work:
             self.path = None
 
 
-class _WriteError(Exception):
+class WriteError(Exception):
     """Writing the output failed (message: one line)."""

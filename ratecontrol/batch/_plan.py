@@ -153,7 +153,7 @@ def plan_names(rels: list[str], extension: str) -> tuple[dict[str, str], list[Co
             # a rename must still be a valid name: its stem is cut to NAME_MAX, keeping the
             # input's extension, ".k" and the output's (a 250-byte-stem a.wav next to a.flac
             # would otherwise ask for a 259-byte a.wav.opus). ``wanted`` itself is never cut:
-            # too long, it fails that file with its reason (_worker._check_name_fits).
+            # too long, it fails that file with its reason (_dest.check_name_fits).
             own = name[len(stem):]
             candidates = [wanted, _fit(stem, own + extension)] + [_fit(stem, f"{own}.{k}{extension}")
                                                                  for k in range(2, 10_000)]

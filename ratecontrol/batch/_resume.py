@@ -12,7 +12,7 @@ from ratecontrol.batch._task import Task
 from ratecontrol.errors import RatecontrolError
 
 
-def _still_done(task: Task, prior: dict, st: os.stat_result) -> FileRecord | None:
+def still_done(task: Task, prior: dict, st: os.stat_result) -> FileRecord | None:
     """The prior record if it still holds for this run (input unchanged, output intact)."""
     from ratecontrol import media
 

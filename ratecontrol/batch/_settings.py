@@ -109,10 +109,10 @@ def run_settings(target_mos: float, preset, codec, opts: Options, video: str) ->
     }
     if opts.allow_partial:  # only when set: manifests written without it stay valid
         settings["allow_partial"] = True
-    settings["video"] = video  # compared only for files with video (_worker._same_settings)
+    settings["video"] = video  # compared only for files with video (_resume._same_settings)
     if opts.all_audio_streams:
         # only when set: manifests written without it stay valid; compared only for
-        # files with several audio streams (_worker._same_settings)
+        # files with several audio streams (_resume._same_settings)
         settings["all_audio_streams"] = True
     return settings
 

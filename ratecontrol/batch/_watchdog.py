@@ -47,7 +47,7 @@ def _watch_driver(driver_pid: int) -> None:
             os._exit(3)
 
 
-def _start_watchdog(driver_pid: int | None) -> None:
+def start_watchdog(driver_pid: int | None) -> None:
     global _WATCHDOG
     if driver_pid is None or _WATCHDOG is not None or os.getpid() == driver_pid:
         return  # dask, already watching, or running in the driver itself (-j 1)

@@ -13,14 +13,14 @@ from typing import Any
 
 from ratecontrol import fsutil
 from ratecontrol.errors import InputError, RatecontrolError, TargetNotReachable, UsageError
-from ratecontrol.batch._decide import _Plan, _audio_bytes, _decide, _kbps_list, _not_smaller
-from ratecontrol.batch._dest import Conflict, _check_dest, _check_name_fits, _Work, _WriteError, write_problem
+from ratecontrol.batch._decide import Plan, decide, kbps_list, not_smaller, stream_bytes
+from ratecontrol.batch._dest import Conflict, WorkDir, WriteError, check_dest, check_name_fits, write_problem
 from ratecontrol.batch._records import (
     CONFLICT, COPIED, ENCODED, FAILED, KEPT, SKIPPED, FileRecord, finite,
 )
-from ratecontrol.batch._resume import _still_done
+from ratecontrol.batch._resume import still_done
 from ratecontrol.batch._task import Result, Task
-from ratecontrol.batch._watchdog import _start_watchdog
+from ratecontrol.batch._watchdog import start_watchdog
 from ratecontrol.contract import AUDIO_EXTENSIONS
 
 #: scorers created in this process, by name: a model loads once per worker
@@ -74,17 +74,17 @@ def _has_cover(path: Path) -> bool:
 def run_task(task: Task) -> Result:
     """Process one input file; never raises for a file problem (it becomes a failed or
     conflict record). A finished output comes back inside the worker's temp folder."""
-    _start_watchdog(task.driver_pid)
+    start_watchdog(task.driver_pid)
     t0 = time.perf_counter()
     src = Path(task.in_path)
     base = {"input": task.rel, "collision": task.collision}
-    work = _Work(task)
+    work = WorkDir(task)
     try:
         try:
             st = src.stat()
             base.update(input_bytes=st.st_size, input_mtime_ns=st.st_mtime_ns)
             if task.prior is not None:
-                done = _still_done(task, task.prior, st)
+                done = still_done(task, task.prior, st)
                 if done is not None:
                     return Result(done)
             base["input_sha256"] = fsutil.file_digest(src)
@@ -100,7 +100,7 @@ def run_task(task: Task) -> Result:
         work.discard()
         return Result(FileRecord(status=CONFLICT, reason=str(exc), options=exc.options,
                                  seconds=time.perf_counter() - t0, **base))
-    except _WriteError as exc:
+    except WriteError as exc:
         work.discard()
         return Result(FileRecord(status=FAILED, reason=str(exc), seconds=time.perf_counter() - t0, **base))
     except Exception as exc:  # one bad file must not stop a library run
@@ -119,8 +119,8 @@ def _copy_into(src: Path, tmp: Path) -> Path:
         shutil.copyfile(src, tmp)
     except PermissionError as exc:
         if not os.access(src, os.R_OK):
-            raise _WriteError(_read_problem(src, exc)) from None
-        raise _WriteError(write_problem(tmp.parent.parent, exc)) from None
+            raise WriteError(_read_problem(src, exc)) from None
+        raise WriteError(write_problem(tmp.parent.parent, exc)) from None
     shutil.copystat(src, tmp)
     _fsync(tmp)
     return tmp
@@ -132,7 +132,7 @@ def _fsync(path: Path) -> None:
         os.fsync(fh.fileno())
 
 
-def _process(task: Task, src: Path, base: dict, t0: float, work: _Work) -> tuple[FileRecord, Path | None]:
+def _process(task: Task, src: Path, base: dict, t0: float, work: WorkDir) -> tuple[FileRecord, Path | None]:
     """Decide what the file gets (skip, copy, keep: before any encode), then encode it."""
     from ratecontrol import media
 
@@ -140,7 +140,7 @@ def _process(task: Task, src: Path, base: dict, t0: float, work: _Work) -> tuple
         info = media.inspect(src)
     except InputError as exc:
         return _not_audio(task, src, exc, base, t0, work)
-    plan = _decide(task, src, info, base)
+    plan = decide(task, src, info, base)
     if plan.skip is not None:
         reason, helps = plan.skip
         return FileRecord(status=SKIPPED, options=helps, reason=reason, seconds=time.perf_counter() - t0,
@@ -151,14 +151,14 @@ def _process(task: Task, src: Path, base: dict, t0: float, work: _Work) -> tuple
 
 
 def _not_audio(task: Task, src: Path, exc: InputError, base: dict, t0: float,
-               work: _Work) -> tuple[FileRecord, Path | None]:
+               work: WorkDir) -> tuple[FileRecord, Path | None]:
     """A file ffmpeg cannot read as audio: failed when its name says audio, else copied
     (copy_other) or skipped."""
     # ._name files are macOS AppleDouble metadata that copy along with the real file
     if src.suffix.lower() in AUDIO_EXTENSIONS and not src.name.startswith("._"):
         return _failed(exc, t0, base), None
     if task.copy_other:
-        _check_dest(task, task.rel)
+        check_dest(task, task.rel)
         tmp = _copy_into(src, work.file(src.name))
         return FileRecord(status=COPIED, output=task.rel, reason="not audio: copied unchanged",
                           seconds=time.perf_counter() - t0, **base), tmp
@@ -167,26 +167,26 @@ def _not_audio(task: Task, src: Path, exc: InputError, base: dict, t0: float,
 
 
 
-def _keep(task: Task, src: Path, plan: _Plan, reason: str, notes: tuple[str, ...], base: dict, t0: float,
-          work: _Work) -> tuple[FileRecord, Path]:
+def _keep(task: Task, src: Path, plan: Plan, reason: str, notes: tuple[str, ...], base: dict, t0: float,
+          work: WorkDir) -> tuple[FileRecord, Path]:
     """The source copied unchanged under its own name (a lossy source batch cannot improve)."""
-    _check_dest(task, task.rel)
+    check_dest(task, task.rel)
     tmp = _copy_into(src, work.file(src.name))
     return FileRecord(status=KEPT, output=task.rel, reason=reason, notes=notes,
-                      audio_bytes=_audio_bytes(tmp, plan.sources[0].audio_index), seconds=time.perf_counter() - t0,
+                      audio_bytes=stream_bytes(tmp, plan.sources[0].audio_index), seconds=time.perf_counter() - t0,
                       **base), tmp
 
 
-def _encode(task: Task, src: Path, info, plan: _Plan, base: dict, t0: float,
-            work: _Work) -> tuple[FileRecord, Path]:
+def _encode(task: Task, src: Path, info, plan: Plan, base: dict, t0: float,
+            work: WorkDir) -> tuple[FileRecord, Path]:
     """Encode the file (or keep the source when no smaller encode reaches the target)."""
     from ratecontrol.api import encode
 
     sources, in_place, bundled, lossy = plan.sources, plan.in_place, plan.bundled, plan.lossy
     # before hours of work: is the output path ours to write?
     out_rel = task.rel if in_place else task.out_rel
-    _check_name_fits(task, out_rel)
-    _check_dest(task, out_rel)
+    check_name_fits(task, out_rel)
+    check_dest(task, out_rel)
     out = work.file(Path(out_rel).name)
     import warnings
 
@@ -207,7 +207,7 @@ def _encode(task: Task, src: Path, info, plan: _Plan, base: dict, t0: float,
             raise
         best = max((p.pooled_mos for p in (exc.result.probes if exc.result else ())), default=math.nan)
         return _keep(task, src, plan, f"no {plan.preset.name} rung at or below the lossy source's own bitrate "
-                     f"({_kbps_list(sources)}) reaches MOS {task.target_mos:g} (best {best:.3f}): copied unchanged",
+                     f"({kbps_list(sources)}) reaches MOS {task.target_mos:g} (best {best:.3f}): copied unchanged",
                      (), base, t0, work)
     except UsageError as exc:
         if not exc.options.get("above_source"):
@@ -224,8 +224,8 @@ def _encode(task: Task, src: Path, info, plan: _Plan, base: dict, t0: float,
     if info.has_cover_art and not _has_cover(out):
         notes += (f"cover art not kept: ffmpeg cannot store it in a {plan.preset.name} ({out.suffix}) output",)
     audio_stream = res.audio_stream if in_place else None
-    audio_bytes = _audio_bytes(out, audio_stream or 0)
-    if lossy and _not_smaller(src, res, sources, audio_bytes, whole=in_place or not bundled):
+    audio_bytes = stream_bytes(out, audio_stream or 0)
+    if lossy and not_smaller(src, res, sources, audio_bytes, whole=in_place or not bundled):
         out.unlink(missing_ok=True)
         return _keep(task, src, plan, f"the {res.rung_label} encode is not smaller than the lossy source: "
                      "copied unchanged", notes, base, t0, work)

@@ -8,9 +8,9 @@ from torch import Tensor
 # ViSQOL's identity score (4.73) so the sigmoid is not pinned there (not the scale's MOS_MAX)
 from ratecontrol.contract import MODEL_MOS_MAX, MOS_MIN
 
-__all__: list[str] = []
+__all__ = ["bounded_mos"]
 
 
-def _bounded_mos(logit: Tensor) -> Tensor:
+def bounded_mos(logit: Tensor) -> Tensor:
     return MOS_MIN + (MODEL_MOS_MAX - MOS_MIN) * torch.sigmoid(logit)
 

@@ -13,7 +13,7 @@ from ratecontrol.contract import WINDOW_SAMPLES
 # ViSQOL v3 audio mode constants (visqol/visqol_manager.py, analysis_window.py, nsim.py)
 from ratecontrol.contract import VISQOL_SAMPLE_RATE_HZ as _VISQOL_RATE_HZ
 
-__all__ = ["gammatone_band_matrix", "GammatoneFrontend", "subsonic_power_response", "SubsonicHighpass"]
+__all__ = ["gammatone_band_matrix", "GammatoneFrontend", "subsonic_power_response", "SubsonicHighpass", "flush_tiny"]
 
 
 def gammatone_band_matrix(
@@ -72,10 +72,10 @@ def gammatone_band_matrix(
     side[0] = 1.0
     if n_fft % 2 == 0:
         side[-1] = 1.0
-    return _flush_tiny((resp * side / float(n_fft) ** 2).T.astype(np.float32))
+    return flush_tiny((resp * side / float(n_fft) ** 2).T.astype(np.float32))
 
 
-def _flush_tiny(matrix):
+def flush_tiny(matrix):
     """Zero weights more than 120 dB under their band's peak. The far skirts of the
     responses (a 50-Hz band at 20 kHz, through the resampler's stop band) are subnormal
     float32 numbers, and subnormals made the band matmul ~10x slower on a CPU."""

@@ -8,7 +8,7 @@ import torchaudio
 from torch import Tensor, nn
 
 from ratecontrol.contract import MODEL_SAMPLE_RATE_HZ as SAMPLE_RATE_HZ
-from ratecontrol.scoring._bounded import _bounded_mos
+from ratecontrol.scoring._bounded import bounded_mos
 
 __all__ = ["MelCnn"]
 
@@ -48,7 +48,7 @@ class MelCnn(nn.Module):
             x = self._pair_image(ref_feats, deg)
         h = self.cnn(x)
         h = torch.cat([h.mean((2, 3)), h.amax((2, 3))], dim=1)
-        return _bounded_mos(self.head(h).squeeze(-1).float())
+        return bounded_mos(self.head(h).squeeze(-1).float())
 
     def _pair_image(self, ref_feats: Mapping[str, Tensor], deg: Tensor) -> Tensor:
         deg_ms = deg.float().pow(2).mean(-1)

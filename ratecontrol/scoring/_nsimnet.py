@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ratecontrol.scoring._bounded import _bounded_mos
+from ratecontrol.scoring._bounded import bounded_mos
 from ratecontrol.scoring._frontend import GammatoneFrontend, SubsonicHighpass
 from ratecontrol.scoring._meta import DB_EPS, NSIM_C1 as _NSIM_C1, NSIM_C3 as _NSIM_C3
 
@@ -217,7 +217,7 @@ class NsimNet(nn.Module):
     def predict_statistics(self, stats: Tensor) -> Tensor:
         """MOS from ``band_statistics`` output (the trainer precomputes those once: the
         frontend has no parameters)."""
-        return _bounded_mos(self.head(stats.flatten(1)).squeeze(-1).float())
+        return bounded_mos(self.head(stats.flatten(1)).squeeze(-1).float())
 
     def forward_from_reference(self, ref_feats: Mapping[str, Tensor], deg: Tensor) -> Tensor:
         # the STFT, dB and NSIM arithmetic stay in float32 under CUDA autocast (NSIM

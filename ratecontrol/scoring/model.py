@@ -62,7 +62,7 @@ from ratecontrol.errors import ModelError
 # GammatoneFrontend and SubsonicHighpass are not in __all__ but were always importable from
 # here (trainer/export.py, tests/test_model.py import SubsonicHighpass)
 from ratecontrol.scoring._frontend import (  # noqa: F401
-    GammatoneFrontend, SubsonicHighpass, _flush_tiny, gammatone_band_matrix, subsonic_power_response,
+    GammatoneFrontend, SubsonicHighpass, flush_tiny, gammatone_band_matrix, subsonic_power_response,
 )
 from ratecontrol.scoring._melcnn import MelCnn
 from ratecontrol.scoring._nsimnet import NsimNet
@@ -198,6 +198,6 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     frontend = getattr(model, "frontend", None)
     if frontend is not None and hasattr(frontend, "band_matrix"):
         with torch.no_grad():
-            _flush_tiny(frontend.band_matrix)
+            flush_tiny(frontend.band_matrix)
     model.eval()
     return model.to(map_location), ckpt

@@ -9,7 +9,7 @@ import yaml
 
 from ratecontrol.errors import UsageError
 
-__all__ = ["DEFAULT_CONFIG", "load_config"]
+__all__ = ["DEFAULT_CONFIG", "load_config", "run_config"]
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "seed": 1234,
@@ -71,7 +71,7 @@ def load_config(config: str | Mapping[str, Any] | None) -> dict[str, Any]:
     return _merge(DEFAULT_CONFIG, data, "", str(config))
 
 
-def _run_config(config, epochs, num_workers, samples_per_epoch) -> dict[str, Any]:
+def run_config(config, epochs, num_workers, samples_per_epoch) -> dict[str, Any]:
     cfg = load_config(config)
     if epochs is not None:
         cfg["epochs"] = int(epochs)

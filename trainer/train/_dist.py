@@ -7,10 +7,10 @@ from typing import Any
 
 import torch
 
-__all__: list[str] = []
+__all__ = ["Dist"]
 
 
-class _Dist:
+class Dist:
     """torchrun environment: rank/world and the process group (gloo on CPU)."""
 
     def __init__(self, device: torch.device):

@@ -14,12 +14,12 @@ import torch
 import yaml
 
 from ratecontrol.errors import DatasetError, ModelError, UsageError
-from trainer.train._config import _run_config
-from trainer.train._dist import _Dist
-from trainer.train._precompute import _stat_batches, _statistics_cache, _use_precompute
-from trainer.train._runlog import _CsvLog, _log_epoch, _tensorboard
+from trainer.train._config import run_config
+from trainer.train._dist import Dist
+from trainer.train._precompute import stat_batches, statistics_cache, use_precompute
+from trainer.train._runlog import CsvLog, log_epoch, tensorboard
 
-__all__ = ["FitResult", "fit"]
+__all__ = ["FitResult", "fit", "Run"]
 
 log = logging.getLogger("trainer.train")
 
@@ -92,13 +92,13 @@ def _data_split(data, val_data, manifest, cfg) -> tuple[list[str], list[str], st
 
 
 @dataclass
-class _Run:
+class Run:
     """One training run as fit sets it up: config, device, model, optimiser, data, and the
     progress that a checkpoint saves (epoch, step, best so far, epochs without a gain)."""
 
     cfg: dict
     dev: torch.device
-    dist: _Dist
+    dist: Dist
     out_dir: str
     model: Any = None
     opt: Any = None
@@ -139,12 +139,12 @@ class _Run:
         return int(self.cfg["data"]["num_workers"])
 
 
-def _start(cfg: dict[str, Any], device: str, out_dir: str) -> _Run:
+def _start(cfg: dict[str, Any], device: str, out_dir: str) -> Run:
     """Device and process group, threads, per-rank seeds."""
     from trainer.evaluate import resolve_device
 
     dev = resolve_device(device)
-    dist = _Dist(dev)
+    dist = Dist(dev)
     if dist.enabled and dev.type == "cuda":
         dev = torch.device("cuda", dist.local_rank)
         torch.cuda.set_device(dev)
@@ -154,10 +154,10 @@ def _start(cfg: dict[str, Any], device: str, out_dir: str) -> _Run:
     random.seed(seed + dist.rank)
     np.random.seed((seed + dist.rank) % 2**32)
     torch.manual_seed(seed + dist.rank)
-    return _Run(cfg=cfg, dev=dev, dist=dist, out_dir=out_dir)
+    return Run(cfg=cfg, dev=dev, dist=dist, out_dir=out_dir)
 
 
-def _build_model(run: _Run, init_from: str | None) -> None:
+def _build_model(run: Run, init_from: str | None) -> None:
     """Model (same initial weights on every rank), AdamW, warm-up + cosine schedule, AMP scaler."""
     from ratecontrol.scoring.model import build_model, load_checkpoint
 
@@ -179,7 +179,7 @@ def _build_model(run: _Run, init_from: str | None) -> None:
     run.scaler = torch.amp.GradScaler("cuda", enabled=run.use_amp)
 
 
-def _resume(run: _Run) -> None:
+def _resume(run: Run) -> None:
     """Continue from ``last.pt``: weights, optimiser, schedule, scaler and progress."""
     last_path, cfg = run.last_path, run.cfg
     ckpt = torch.load(last_path, map_location="cpu", weights_only=True)
@@ -200,7 +200,7 @@ def _resume(run: _Run) -> None:
                  run.best_rmse, run.best_epoch)
 
 
-def _setup_data(run: _Run, train_urls: list[str], val_urls: list[str]) -> None:
+def _setup_data(run: Run, train_urls: list[str], val_urls: list[str]) -> None:
     """Augmentation, datasets, and (nsimnet without augmentation) the precomputed
     statistics the head trains on; wraps model or head in DDP when distributed."""
     from trainer.data import BatchAugment, PairDataset
@@ -212,16 +212,16 @@ def _setup_data(run: _Run, train_urls: list[str], val_urls: list[str]) -> None:
     run.train_ds = PairDataset(train_urls, train=True, batch_size=int(dcfg["batch_size"]), seed=run.seed,
                                shuffle_buffer=int(dcfg["shuffle_buffer"]), samples_per_epoch=int(dcfg["samples_per_epoch"]))
     run.val_ds = PairDataset(val_urls, train=False, batch_size=int(dcfg["val_batch_size"]))
-    run.precompute = _use_precompute(cfg, model, run.augment)
+    run.precompute = use_precompute(cfg, model, run.augment)
     device_ids = [dev.index] if dev.type == "cuda" else None
     run.net = model
     if dist.enabled and not run.precompute:
         run.net = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
     if run.precompute:
         vb, nw = int(dcfg["val_batch_size"]), run.num_workers
-        run.train_cache = _statistics_cache(model, train_urls, vb, nw, dev,
+        run.train_cache = statistics_cache(model, train_urls, vb, nw, dev,
                                             os.path.join(run.out_dir, f"stats-train-rank{dist.rank}.pt"), dist.rank)
-        run.val_cache = _statistics_cache(model, val_urls, vb, nw, dev,
+        run.val_cache = statistics_cache(model, val_urls, vb, nw, dev,
                                           os.path.join(run.out_dir, f"stats-val-rank{dist.rank}.pt"), dist.rank)
         run.head_net = (torch.nn.parallel.DistributedDataParallel(model.head, device_ids=device_ids)
                         if dist.enabled else model.head)
@@ -235,7 +235,7 @@ def _setup_data(run: _Run, train_urls: list[str], val_urls: list[str]) -> None:
         run.training_data["val_pairs"] = sum(dist.gather(len(run.val_cache["mos"])))
 
 
-def _train_epoch(run: _Run, epoch: int) -> tuple[float, int, int, float]:
+def _train_epoch(run: Run, epoch: int) -> tuple[float, int, int, float]:
     """One epoch of optimiser steps: (loss sum, pairs, skipped pairs) over all ranks, and
     this rank's seconds."""
     from trainer.data import make_loader
@@ -247,7 +247,7 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[float, int, int, float]:
     run.model.train()
     gen = augment.generator(run.seed + dist.rank, epoch, dev) if augment.active else None
     loss_sum, pairs, skipped = 0.0, 0, 0
-    for batch in (_stat_batches(run.train_cache, bs, run.steps_per_epoch, run.seed, epoch, dist.rank) if run.precompute
+    for batch in (stat_batches(run.train_cache, bs, run.steps_per_epoch, run.seed, epoch, dist.rank) if run.precompute
                   else make_loader(run.train_ds, num_workers=run.num_workers, device=str(dev))):
         skipped += int(batch["skipped"])
         mos = batch["mos"].to(dev, non_blocking=True)
@@ -279,7 +279,7 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[float, int, int, float]:
     return loss_sum, pairs, skipped, train_s
 
 
-def _validate(run: _Run) -> tuple[dict[str, Any], int]:
+def _validate(run: Run) -> tuple[dict[str, Any], int]:
     """Metrics of the validation predictions gathered from every rank, and skipped pairs."""
     from trainer.data import make_loader
     from trainer.evaluate import compute_metrics, predict
@@ -304,7 +304,7 @@ def _validate(run: _Run) -> tuple[dict[str, Any], int]:
     return compute_metrics(pred, label), val_skipped
 
 
-def _checkpoint(run: _Run, epoch: int, m: dict[str, Any], improved: bool) -> None:
+def _checkpoint(run: Run, epoch: int, m: dict[str, Any], improved: bool) -> None:
     """``last.pt`` (with the train state to resume from) and, on a gain, ``best.pt``."""
     from ratecontrol.scoring.model import checkpoint_dict, save_checkpoint
 
@@ -336,7 +336,7 @@ def fit(
     init_from: str | None = None,
 ) -> FitResult:
     """Train; returns where the best checkpoint is and how it scored on validation."""
-    cfg = _run_config(config, epochs, num_workers, samples_per_epoch)
+    cfg = run_config(config, epochs, num_workers, samples_per_epoch)
     run = _start(cfg, device, out_dir)
     dist = run.dist
     train_urls, val_urls, run.split_how = _data_split(data, val_data, manifest, cfg)
@@ -349,8 +349,8 @@ def fit(
     if dist.main:
         with open(os.path.join(out_dir, "config.yaml"), "w", encoding="utf-8") as fh:
             yaml.safe_dump({"config": cfg, "data": run.training_data, "world_size": dist.world}, fh, sort_keys=False)
-        csv_log = _CsvLog(os.path.join(out_dir, "log.csv"))
-        tb = _tensorboard(out_dir)
+        csv_log = CsvLog(os.path.join(out_dir, "log.csv"))
+        tb = tensorboard(out_dir)
         log.info("training %s on %d shards, validating on %s; %d steps/epoch x %d epochs, device %s, world %d",
                  cfg["model"]["arch"], len(train_urls), run.split_how, run.steps_per_epoch, cfg["epochs"], run.dev,
                  dist.world)
@@ -372,7 +372,7 @@ def fit(
                 run.bad_epochs += 1
             if dist.main:
                 _checkpoint(run, epoch, m, improved)
-                _log_epoch(run, csv_log, tb, epoch, t0, train, m, val_skipped, improved)
+                log_epoch(run, csv_log, tb, epoch, t0, train, m, val_skipped, improved)
             dist.barrier()
             if run.bad_epochs >= patience:
                 stopped_early = True

@@ -12,12 +12,12 @@ import torch
 
 from ratecontrol.errors import DatasetError, UsageError
 
-__all__: list[str] = []
+__all__ = ["stat_batches", "statistics_cache", "use_precompute"]
 
 log = logging.getLogger("trainer.train")
 
 
-def _stat_batches(cache: Mapping[str, Any], batch_size: int, steps: int, seed: int, epoch: int, rank: int):
+def stat_batches(cache: Mapping[str, Any], batch_size: int, steps: int, seed: int, epoch: int, rank: int):
     """``steps`` batches drawn with replacement from precomputed statistics (the same
     count on every rank, as DDP needs), seeded by (seed, epoch, rank)."""
     n = len(cache["mos"])
@@ -29,7 +29,7 @@ def _stat_batches(cache: Mapping[str, Any], batch_size: int, steps: int, seed: i
         yield {"stats": cache["stats"][idx], "mos": cache["mos"][idx], "skipped": cache["skipped"] if i == 0 else 0}
 
 
-def _statistics_cache(model, urls: list[str], batch_size: int, num_workers: int, dev: torch.device,
+def statistics_cache(model, urls: list[str], batch_size: int, num_workers: int, dev: torch.device,
                       path: str, rank: int) -> dict[str, Any]:
     """{"stats": [N, bands, features], "mos": [N], "skipped": int} of this rank's shards,
     computed with the model's fixed frontend; reused from ``path`` when it was made for
@@ -65,7 +65,7 @@ def _statistics_cache(model, urls: list[str], batch_size: int, num_workers: int,
     return out
 
 
-def _use_precompute(cfg: Mapping[str, Any], model, augment) -> bool:
+def use_precompute(cfg: Mapping[str, Any], model, augment) -> bool:
     want = cfg["data"]["precompute"]
     can = hasattr(model, "predict_statistics") and not augment.active
     if want == "auto":

@@ -9,14 +9,14 @@ import time
 from typing import TYPE_CHECKING, Any, Mapping
 
 if TYPE_CHECKING:
-    from trainer.train._fit import _Run
+    from trainer.train._fit import Run
 
-__all__: list[str] = []
+__all__ = ["CsvLog", "tensorboard", "log_epoch"]
 
 log = logging.getLogger("trainer.train")
 
 
-class _CsvLog:
+class CsvLog:
     FIELDS = ["epoch", "step", "lr", "train_loss", "train_pairs", "train_pairs_per_s", "skipped",
               "val_pairs", "val_pearson", "val_spearman", "val_rmse", "val_rmse_high", "val_pearson_high",
               "val_skipped", "best", "epoch_s"]
@@ -37,7 +37,7 @@ class _CsvLog:
         self.fh.close()
 
 
-def _tensorboard(out_dir: str):
+def tensorboard(out_dir: str):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except Exception:  # tensorboard not installed: CSV only
@@ -45,7 +45,7 @@ def _tensorboard(out_dir: str):
     return SummaryWriter(os.path.join(out_dir, "tb"))
 
 
-def _log_epoch(run: _Run, csv_log: _CsvLog, tb, epoch: int, t0: float, train: tuple, m: dict[str, Any],
+def log_epoch(run: Run, csv_log: CsvLog, tb, epoch: int, t0: float, train: tuple, m: dict[str, Any],
                val_skipped: int, improved: bool) -> None:
     loss_sum, pairs, skipped, train_s = train
     row = {"epoch": epoch, "step": run.step, "lr": run.sched.get_last_lr()[0], "train_loss": loss_sum / max(1, pairs),
