@@ -63,6 +63,20 @@ def _check_type(src, key, val, t):
         )
 
 
+def _check_keys(src, prefix: str, raw: dict, keys: dict, required: tuple = ()) -> None:
+    """Every key of ``raw`` known (``keys``: name -> type), the ``required`` ones present,
+    each value of its type, in that order; ``prefix`` ("mono.", "" at the top level) is how
+    the messages name the keys."""
+    for k in raw:
+        if k not in keys:
+            raise PresetError(f"{src}: unknown key '{prefix}{_key(k)}' (allowed: {', '.join(keys)})")
+    for k in required:
+        if k not in raw:
+            raise PresetError(f"{src}: missing key '{prefix}{k}'")
+    for k, v in raw.items():
+        _check_type(src, f"{prefix}{k}", v, keys[k])
+
+
 def _real(src, key, val, lo: float, hi: float) -> float:
     """A YAML number as a finite float in [lo, hi], or a PresetError naming the key."""
     try:
@@ -215,24 +229,12 @@ def _check_top(src, data) -> None:
     if not isinstance(data, dict):
         raise PresetError(f"{src}: a preset file must be a YAML mapping, got "
                           f"{type(data).__name__}")
-    for k in data:
-        if k not in _TOP_KEYS:
-            raise PresetError(f"{src}: unknown key '{_key(k)}' (allowed: {', '.join(_TOP_KEYS)})")
-    for k in _REQUIRED_TOP:
-        if k not in data:
-            raise PresetError(f"{src}: missing key '{k}'")
-    for k, v in data.items():
-        _check_type(src, k, v, _TOP_KEYS[k])
+    _check_keys(src, "", data, _TOP_KEYS, _REQUIRED_TOP)
 
 
 def _parse_mono(src, mono_raw) -> MonoPolicy:
     """``mono: {policy: scale | same | rungs, scale, valid_kbps, min_kbps, rungs}``."""
-    for k in mono_raw:
-        if k not in _MONO_KEYS:
-            raise PresetError(f"{src}: unknown key 'mono.{_key(k)}' (allowed: "
-                              f"{', '.join(_MONO_KEYS)})")
-    for k, v in mono_raw.items():
-        _check_type(src, f"mono.{k}", v, _MONO_KEYS[k])
+    _check_keys(src, "mono.", mono_raw, _MONO_KEYS)
     policy = mono_raw.get("policy", "scale")
     if policy not in ("scale", "same", "rungs"):
         raise PresetError(f"{src}: key 'mono.policy' must be scale, same or rungs, got "
@@ -260,12 +262,7 @@ def _parse_surround(src, sur_raw) -> SurroundRule | None:
     """``surround:`` (optional): each of its known keys a number from 0 to 4."""
     if sur_raw is None:
         return None
-    for k in sur_raw:
-        if k not in _SURROUND_KEYS:
-            raise PresetError(f"{src}: unknown key 'surround.{_key(k)}' (allowed: "
-                              f"{', '.join(_SURROUND_KEYS)})")
-    for k, v in sur_raw.items():
-        _check_type(src, f"surround.{k}", v, _SURROUND_KEYS[k])
+    _check_keys(src, "surround.", sur_raw, _SURROUND_KEYS)
     return SurroundRule(**{k: _real(src, f"surround.{k}", v, 0.0, 4.0) for k, v in sur_raw.items()})
 
 
@@ -290,14 +287,7 @@ def _parse_knob(src, raw, rungs) -> Knob | None:
     down, ``label``: a format for one number). Every rung must set the option, in range."""
     if raw is None:
         return None
-    for k in raw:
-        if k not in _KNOB_KEYS:
-            raise PresetError(f"{src}: unknown key 'knob.{_key(k)}' (allowed: {', '.join(_KNOB_KEYS)})")
-    for k in ("option", "min", "max", "resolution"):
-        if k not in raw:
-            raise PresetError(f"{src}: missing key 'knob.{k}'")
-    for k, v in raw.items():
-        _check_type(src, f"knob.{k}", v, _KNOB_KEYS[k])
+    _check_keys(src, "knob.", raw, _KNOB_KEYS, ("option", "min", "max", "resolution"))
     if raw["option"] not in ("b:a", "q:a"):
         raise PresetError(f"{src}: key 'knob.option' must be b:a or q:a, got {short_repr(raw['option'])}")
     lo, hi, res = (_real(src, f"knob.{k}", raw[k], -_MAX_KBPS, _MAX_KBPS) for k in ("min", "max", "resolution"))
