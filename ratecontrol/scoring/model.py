@@ -59,6 +59,7 @@ import torch
 from torch import Tensor, nn
 
 from ratecontrol.errors import ModelError
+from ratecontrol.scoring._bounded import bounded_mos
 # GammatoneFrontend and SubsonicHighpass are not in __all__ but were always importable from
 # here (trainer/export.py, tests/test_model.py import SubsonicHighpass)
 from ratecontrol.scoring._frontend import (  # noqa: F401
@@ -81,6 +82,7 @@ __all__ = [
     "load_checkpoint",
     "index_features",
     "subsonic_power_response",
+    "bounded_mos",
 ]
 
 # the checkpoint layout version and the code revision (part of the learned scorer's

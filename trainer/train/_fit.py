@@ -53,12 +53,6 @@ def _loss(pred: torch.Tensor, mos: torch.Tensor, cfg: Mapping[str, Any]) -> torc
     return (w * (pred.float() - mos) ** 2).sum() / w.sum()
 
 
-def _bounded(logit: torch.Tensor) -> torch.Tensor:
-    from ratecontrol.contract import MODEL_MOS_MAX, MOS_MIN
-
-    return MOS_MIN + (MODEL_MOS_MAX - MOS_MIN) * torch.sigmoid(logit)
-
-
 def _rng_state() -> dict[str, Any]:
     return {"torch": torch.get_rng_state(), "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
             "python": repr(random.getstate())}
@@ -238,6 +232,7 @@ def _setup_data(run: Run, train_urls: list[str], val_urls: list[str]) -> None:
 def _train_epoch(run: Run, epoch: int) -> tuple[float, int, int, float]:
     """One epoch of optimiser steps: (loss sum, pairs, skipped pairs) over all ranks, and
     this rank's seconds."""
+    from ratecontrol.scoring.model import bounded_mos
     from trainer.data import make_loader
 
     cfg, dev, dist, augment = run.cfg, run.dev, run.dist, run.augment
@@ -253,7 +248,7 @@ def _train_epoch(run: Run, epoch: int) -> tuple[float, int, int, float]:
         mos = batch["mos"].to(dev, non_blocking=True)
         if run.precompute:
             with torch.autocast(device_type=dev.type, enabled=run.use_amp):
-                pred = _bounded(run.head_net(batch["stats"].to(dev, non_blocking=True).flatten(1)).squeeze(-1).float())
+                pred = bounded_mos(run.head_net(batch["stats"].to(dev, non_blocking=True).flatten(1)).squeeze(-1).float())
         else:
             ref = batch["ref"].to(dev, non_blocking=True)
             deg = batch["deg"].to(dev, non_blocking=True)
