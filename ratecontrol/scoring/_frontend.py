@@ -109,18 +109,11 @@ def _resampler_power_response(freqs_hz: np.ndarray, from_hz: int, to_hz: int) ->
 
 
 class GammatoneFrontend(nn.Module):
-    """Band mean-square energies [B, n_bands, frames] of 1-s windows (see module doc)."""
+    """Band mean-square energies [B, n_bands, frames] of 1-s windows (see module doc).
+    Built by NsimNet, whose arguments (and their defaults, which checkpoints record) it takes."""
 
-    def __init__(
-        self,
-        n_fft: int = 3528,
-        hop_length: int = 882,
-        n_bands: int = 32,
-        fmin_hz: float = 50.0,
-        first_frame: int = 14,
-        n_frames: int = 30,
-        design: bool = True,
-    ):
+    def __init__(self, n_fft: int, hop_length: int, n_bands: int, fmin_hz: float, first_frame: int, n_frames: int,
+                 design: bool = True):
         super().__init__()
         self.n_fft, self.hop_length, self.n_bands = n_fft, hop_length, n_bands
         self.first_frame, self.n_frames = first_frame, n_frames
