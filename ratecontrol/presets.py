@@ -76,6 +76,11 @@ __all__ = [
     "parse_yaml",
 ]
 
+# the names defined in the private modules keep this module as their home, as before the
+# split (httpx's __init__ does the same): pickles, reprs and help() say ratecontrol.presets.Preset
+for _obj in (Rung, MonoPolicy, SurroundRule, Preset, Knob, parse_preset, parse_yaml):
+    _obj.__module__ = __name__
+
 #: the packaged presets (``package-data: presets/*.yaml`` in pyproject.toml)
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 

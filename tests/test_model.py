@@ -155,6 +155,19 @@ def _default_weights() -> str:
     return p
 
 
+def test_shipped_checkpoint_loads_and_classes_keep_their_public_home():
+    """model.py is split into private modules (issue 27): the shipped checkpoint still
+    loads through ratecontrol.scoring.model, and its classes still say they live there
+    (what a pickle, a repr or help() names)."""
+    from ratecontrol.scoring import model as M
+
+    net, ckpt = M.load_checkpoint(_default_weights())
+    assert isinstance(net, M.NsimNet) and ckpt["format_version"] == M.FORMAT_VERSION
+    for obj in (M.NsimNet, M.MelCnn, M.GammatoneFrontend, M.SubsonicHighpass, M.bounded_mos):
+        assert obj.__module__ == "ratecontrol.scoring.model", obj
+    assert float(M.bounded_mos(torch.tensor(-1e9))) == 1.0
+
+
 def test_default_model_identity_near_top_and_lowpass_lower():
     from ratecontrol.scoring.base import get_scorer
 

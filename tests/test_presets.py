@@ -47,6 +47,17 @@ def test_packaged_presets():
         assert head.startswith("#") and ("http" in head or "ISO" in head), p.name
 
 
+def test_records_keep_their_public_home():
+    """presets.py is split into private modules (issue 27): a Preset still pickles (to a
+    dask worker) under ratecontrol.presets and loads back equal."""
+    import pickle
+
+    p = load_preset("opus")
+    blob = pickle.dumps(p)
+    assert b"ratecontrol.presets" in blob and b"_preset_" not in blob
+    assert pickle.loads(blob) == p and Preset.__module__ == "ratecontrol.presets"
+
+
 def test_packaged_ladder_details():
     opus = load_preset("opus")
     assert opus.encoder == "libopus" and opus.sample_rate_hz == 48000

@@ -60,9 +60,7 @@ from torch import Tensor, nn
 
 from ratecontrol.errors import ModelError
 from ratecontrol.scoring._bounded import bounded_mos
-# GammatoneFrontend and SubsonicHighpass are not in __all__ but were always importable from
-# here (trainer/export.py, tests/test_model.py import SubsonicHighpass)
-from ratecontrol.scoring._frontend import (  # noqa: F401
+from ratecontrol.scoring._frontend import (
     GammatoneFrontend, SubsonicHighpass, flush_tiny, gammatone_band_matrix, subsonic_power_response,
 )
 from ratecontrol.scoring._melcnn import MelCnn
@@ -83,6 +81,9 @@ __all__ = [
     "index_features",
     "subsonic_power_response",
     "bounded_mos",
+    "GammatoneFrontend",
+    "SubsonicHighpass",
+    "CODE_REVISION",
 ]
 
 # the checkpoint layout version and the code revision (part of the learned scorer's
@@ -90,9 +91,16 @@ __all__ = [
 # a change to what the model computes (_frontend.py, _nsimnet.py, _melcnn.py, _bounded.py)
 # must bump CODE_REVISION there (and re-export default.npz, whose runtime in
 # numpy_model.py mirrors them); trainer/export.py imports CODE_REVISION from here
-from ratecontrol.scoring._meta import CODE_REVISION, FORMAT_VERSION  # noqa: E402,F401
+from ratecontrol.scoring._meta import CODE_REVISION, FORMAT_VERSION  # noqa: E402
 from ratecontrol.contract import MODEL_SAMPLE_RATE_HZ as SAMPLE_RATE_HZ  # noqa: E402
 from ratecontrol.contract import WINDOW_SAMPLES  # noqa: E402
+
+# the names defined in the private modules keep this module as their home, as before the
+# split (httpx's __init__ does the same): pickles, reprs and help() say
+# ratecontrol.scoring.model.NsimNet
+for _obj in (NsimNet, MelCnn, GammatoneFrontend, SubsonicHighpass, gammatone_band_matrix, subsonic_power_response,
+             bounded_mos):
+    _obj.__module__ = __name__
 
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {"nsimnet": NsimNet, "melcnn": MelCnn}
