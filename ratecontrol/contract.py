@@ -77,8 +77,8 @@ MOS_IDENTITY = 4.732
 #: refused at once instead of being searched to the top rung and failing)
 MOS_CEILING = 4.75
 #: the learned model's output bound, MOS = MOS_MIN + (MODEL_MOS_MAX - MOS_MIN) * sigmoid:
-#: a little above identity so its sigmoid is not pinned at the top (scoring/model.py,
-#: trainer/train.py; export writes it into default.npz as ``mos_max``). Equal to
+#: a little above identity so its sigmoid is not pinned at the top (scoring/_bounded.py's
+#: bounded_mos, which trainer/train/_fit.py uses; export writes it into default.npz as ``mos_max``). Equal to
 #: MOS_CEILING today, but a different promise: changing it changes the model's outputs
 MODEL_MOS_MAX = 4.75
 
