@@ -288,8 +288,8 @@ def simulate(args) -> None:
 
     import numpy as np
 
-    import ratecontrol.search as S
     import ratecontrol.guess as G
+    import ratecontrol.search as S
 
     _apply_sets(args.set)
     rows = [r for r in _load(args.data / "curves.json") if r["preset"] in args.presets]
@@ -357,22 +357,24 @@ def fit(args) -> None:
 
 
 def _apply_sets(sets) -> None:
+    """``NAME=VALUE``: set a module constant of the knob search (ratecontrol.knob_search),
+    the first guess (ratecontrol.guess) or the prober, and the search's keyword defaults."""
     import ratecontrol.guess as G
+    import ratecontrol.knob_search as K
     import ratecontrol.probing.prober as P
-    import ratecontrol.search as S
 
     for kv in sets or []:
         k, v = kv.split("=")
-        mod = next(m for m in (P, G, S) if hasattr(m, k))
+        mod = next(m for m in (P, G, K) if hasattr(m, k))
         setattr(mod, k, type(getattr(mod, k))(float(v)))
-    S.search_knob.__kwdefaults__.update(
-        dict(tolerance=S.KNOB_TOLERANCE_MOS, bracket_x=S.KNOB_BRACKET_X, recheck_x=S.RECHECK_X,
-             slope_prior=S.KNOB_SLOPE_PRIOR_MOS_PER_X, near_miss=S.KNOB_NEAR_MISS_MOS, max_probes=int(S.MAX_KNOB_PROBES)))
+    K.search_knob.__kwdefaults__.update(
+        dict(tolerance=K.KNOB_TOLERANCE_MOS, bracket_x=K.KNOB_BRACKET_X, recheck_x=K.RECHECK_X,
+             slope_prior=K.KNOB_SLOPE_PRIOR_MOS_PER_X, near_miss=K.KNOB_NEAR_MISS_MOS, max_probes=int(K.MAX_KNOB_PROBES)))
 
 
 def replay(args) -> None:
     """The learned knob search again on the stored rows' tracks (cached probes; new
-    settings are encoded and scored), with search.py's module constants overridden
+    settings are encoded and scored), with the knob search's module constants (ratecontrol.knob_search, guess, prober) overridden
     (``--set NAME=VALUE``): probes and choice per row, no exact scoring."""
     import numpy as np
 

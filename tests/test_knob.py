@@ -166,7 +166,7 @@ def test_the_second_probe_lands_on_the_crossing_by_the_slope_prior():
 def test_a_bracket_within_the_stop_width_needs_no_more_probes():
     # fail at 100k, pass at 104k (4 %, within KNOB_BRACKET_X) far above the bar: a step
     # in the curve; a third probe could save at most 4 % of the bits, so none is made
-    from ratecontrol.search import KNOB_BRACKET_X
+    from ratecontrol.knob_search import KNOB_BRACKET_X
 
     assert math.log(1.04) < KNOB_BRACKET_X
     calls = []
