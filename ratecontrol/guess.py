@@ -1,8 +1,12 @@
-"""The knob search's first guess (issue 24): where the crossing of a target is likely to
-lie for a preset, from cheap features of the reference.
+"""The knob search's first guess (issue 24, round 2): where the crossing of a target is
+likely to lie for a preset, from cheap features of the reference.
 
 Pure numpy on the reference's scoring windows (the prober already has them); no encode,
-no scorer.
+no scorer. Off by default (``FIRST_GUESS_FROM_PRIOR``): measured once on the held-out
+Wesnoth searches with round 2's other search constants it did not pay (bits +7.6 % over
+the continuous oracle against +5.2 %, probes mean 4.25 against 4.33; docs/performance.md,
+"Round 2 (probes and bits)"), and the prior's error (sd 0.25-0.28 in ln kbps, ~30 %) is
+about the spread of the crossings themselves.
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ import numpy as np
 
 from ratecontrol.windows import window_complexity
 
-__all__ = ["FIRST_GUESS_OFFSET_X", "FEATURE_WINDOWS", "PRIORS", "Prior", "ReferenceFeatures", "prior_x",
+__all__ = ["FIRST_GUESS_FROM_PRIOR", "FIRST_GUESS_OFFSET_X", "FEATURE_WINDOWS", "PRIORS", "Prior", "ReferenceFeatures", "prior_x",
            "reference_features"]
 
 #: the features look at no more than this many windows (evenly spread): an hour of input
@@ -83,6 +87,10 @@ PRIORS: dict[str, Prior] = {
     "opus": Prior(a=4.4019, b=1.5969, c=0.5738, feature="complexity", centre=1.3903),
     "aac": Prior(a=4.8971, b=1.0529, c=0.1310, feature="complexity", centre=1.3623),
 }
+
+#: the knob search's first probe comes from PRIORS (True) or, by default, from the rung
+#: rule of probing/prober.py (a rung below the ladder's middle); see the module docstring
+FIRST_GUESS_FROM_PRIOR = False
 
 #: the first probe sits this far (ln kbps) from the prior's predicted crossing: a little
 #: below, so the search more often comes at the crossing from underneath, where the dip
