@@ -2,7 +2,14 @@
 oracle made with the exact scorer, on long real music.
 
     nice -n 10 python bench/bench_knob.py run --tracks 6 --presets opus aac --targets 4.0 4.3
-    python bench/bench_knob.py report [--json F]
+    python bench/bench_knob.py report [--json F] [--rows rows.json]
+    python bench/bench_knob.py replay [--set NAME=VALUE ...]       # the tuning tracks again
+    nice -n 10 python bench/bench_knob.py curves                    # learned rung curves + features
+    python bench/bench_knob.py fit                                  # the first guess's prior
+    python bench/bench_knob.py simulate [--set NAME=VALUE ...]      # the search on those curves
+
+(issue 24 round 2: ``curves`` / ``fit`` / ``simulate`` tune the first guess and the knob
+search's constants without encoding; docs/performance.md, "Round 2 (probes and bits)".)
 
 ``run``: for each track, preset and target, the default search (learned scorer, its
 0.03 margin, the track sampled as encode samples it: 20 % in 3-s segments, one probe at a
