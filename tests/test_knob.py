@@ -145,6 +145,114 @@ def test_every_probe_is_snapped_and_none_repeats(rng):
         assert all(abs(x - kbps_snap(x)) < 1e-12 and LO - 1e-12 <= x <= HI + 1e-12 for x in xs)
 
 
+# ---------------------------------------------------------------- round 2: fewer probes (issue 24)
+
+
+def test_the_second_probe_lands_on_the_crossing_by_the_slope_prior():
+    # a first guess 10 % below the crossing (round 2's prior offset) on a curve as steep as
+    # the slope prior: the step up by the prior lands inside the tolerance band, so the
+    # search ends on its second probe
+    slope = 1.0
+    f = linear(2.5, slope)
+    cross = LO + (4.2 - 2.5) / slope
+    out = search_knob(f, 4.2, LO, HI, snap=kbps_snap, first_x=cross - 0.1, slope_prior=slope)
+    assert len(out.probes) == 2, [(round(math.exp(x)), round(s, 3)) for x, s in out.probes]
+    assert 4.2 <= f(out.chosen) <= 4.2 + KNOB_TOLERANCE_MOS
+
+
+def test_a_bracket_within_the_stop_width_needs_no_more_probes():
+    # fail at 100k, pass at 104k (4 %, within a 7 % bracket_x: round 2's value) far above
+    # the bar: a step in the curve; a third probe could save at most 4 % of the bits, so
+    # none is made
+    bracket_x = math.log(1.07)
+    calls = []
+
+    def f(x):
+        calls.append(x)
+        return 4.0 if math.exp(x) < 103.5 else 4.4
+
+    known = {math.log(100): 4.0, math.log(104): 4.4}
+    out = search_knob(f, 4.2, LO, HI, snap=kbps_snap, known=known, bracket_x=bracket_x)
+    assert calls == [] and round(math.exp(out.chosen)) == 104
+    wide = search_knob(f, 4.2, LO, HI, snap=kbps_snap, known={math.log(90): 4.0, math.log(104): 4.4},
+                       bracket_x=bracket_x)
+    assert wide.probes, "a wider bracket is searched (the test has teeth)"
+
+
+def test_the_near_miss_threshold_decides_the_recheck():
+    # a failure 0.06 under the bar with nothing probed a rung below it: rechecked at the
+    # default (0.08, as on the ladder), not at round 2's 0.04 (measured, not kept:
+    # docs/performance.md, "Round 2")
+    from ratecontrol.search import KNOB_NEAR_MISS_MOS, NEAR_MISS_MOS, RECHECK_X
+
+    assert KNOB_NEAR_MISS_MOS == NEAR_MISS_MOS > 0.06
+
+    def f(x):  # a step at 100k: 0.06 under the bar below it, passing above
+        return 4.14 if math.exp(x) < 100 else 4.22 + 0.5 * (x - math.log(100))
+
+    out = search_knob(f, 4.2, LO, HI, snap=kbps_snap, first_x=math.log(130), near_miss=0.04)
+    assert 100 <= round(math.exp(out.chosen)) <= 105
+    assert not any(x < math.log(99) - RECHECK_X * 0.99 for x, _ in out.probes)
+    default = search_knob(f, 4.2, LO, HI, snap=kbps_snap, first_x=math.log(130))
+    assert any(x < math.log(99) - RECHECK_X * 0.99 for x, _ in default.probes), "0.08 rechecks"
+
+
+def test_reference_features_and_the_prior_on_real_audio(shared_audio):
+    # cheap features of real recordings: a busy orchestra excerpt is more complex than a
+    # solo flute note, so its first guess is higher; the guess rises with the target
+    import soundfile as sf
+
+    from ratecontrol.guess import prior_x, reference_features
+    from ratecontrol.windows import cut_windows, to_model_rate
+
+    def feats(name):
+        x, sr = sf.read(shared_audio / "sms-tools" / name, dtype="float32", always_2d=True)
+        w, _ = cut_windows(to_model_rate(x.T, sr))
+        return reference_features(w)
+
+    orch, flute = feats("orchestra.wav"), feats("flute-A4.wav")
+    assert orch.complexity > flute.complexity > 0
+    assert -60 < flute.rms_dbfs < 0 and 1000 < orch.bandwidth_hz < 22050
+    for preset in ("opus", "aac"):
+        assert prior_x(preset, 4.33, orch) > prior_x(preset, 4.33, flute)
+        assert prior_x(preset, 4.53, orch) > prior_x(preset, 4.03, orch)
+    assert prior_x("vorbis", 4.33, orch) is None  # no prior: the caller's rung rule
+
+
+@pytest.mark.parametrize("name, codec", [("sms-tools/orchestra.wav", "opus"), ("flac-test-files/01 - blocksize 4096.flac",
+                                                                              "aac"),
+                                         ("flac-test-files/01 - blocksize 4096.flac", "vorbis")])
+def test_first_guess_on_real_audio_rung_by_default_prior_when_asked(shared_audio, name, codec, monkeypatch):
+    from ratecontrol import guess
+    from ratecontrol.options import Options
+    from ratecontrol.presets import load_preset as lp
+    from ratecontrol.probing.prober import FIRST_GUESS_RUNGS_BELOW_MIDDLE, first_guess_x, resolve_margin
+    from ratecontrol.probing.session import open_session
+
+    preset = lp(codec)
+    s = open_session(shared_audio / name, preset, Options(scorer="learned", cache=False))
+    pr = s.prober(preset)
+    ax = pr.axis
+    mid = pr.ladder[len(pr.ladder) // 2 - FIRST_GUESS_RUNGS_BELOW_MIDDLE]
+    rung_x = ax.x_of(preset.knob_value(mid))
+    assert not guess.FIRST_GUESS_FROM_PRIOR
+    assert first_guess_x(pr, 4.2) == pytest.approx(rung_x)  # the default: the first release's rule
+    monkeypatch.setattr(guess, "FIRST_GUESS_FROM_PRIOR", True)
+    x = first_guess_x(pr, 4.2)
+    assert ax.lo_x <= x <= ax.hi_x
+    level = 4.2 + resolve_margin(None, pr.scorer)
+    p = guess.prior_x(codec, level, guess.reference_features(pr.source.ref_w))
+    if p is None:
+        assert x == pytest.approx(rung_x)  # no prior for the preset: the rung rule
+    else:
+        ratio = np.median([r.nominal_kbps for r in preset.rungs_for(s.track.channels)]) / np.median(
+            [r.nominal_kbps for r in preset.rungs_for(2)])
+        assert (s.track.channels == 1) == (ratio < 1)
+        assert x == pytest.approx(min(max(p + math.log(ratio), ax.lo_x), ax.hi_x))
+        assert x != pytest.approx(rung_x)
+    s.close()
+
+
 # ---------------------------------------------------------------- presets
 
 

@@ -352,15 +352,31 @@ def run_search(prober: Prober, target: float, best_effort: bool, parallel: int |
 #: Vorbis q3, LAME V5). Starting below the crossing makes the search come at it from
 #: underneath, where a near miss has a lower probe that scored lower (no dip recheck to
 #: pay). bench_knob.py replay on the 3 tuning tracks (9 searches, Opus/AAC, 4.0/4.3):
-#: the middle rung 4.56 probes per search, one below 3.78, two below 5.56
+#: the middle rung 4.56 probes per search, one below 3.78, two below 5.56. (Round 2 of
+#: issue 24 measured a per-preset prior instead, ratecontrol.guess; off by default)
 FIRST_GUESS_RUNGS_BELOW_MIDDLE = 1
 
 
 def first_guess_x(prober: Prober, target: float) -> float:
-    """Where the knob search probes first: a rung below the ladder's middle."""
+    """Where the knob search probes first: a rung below the ladder's middle; with
+    ``guess.FIRST_GUESS_FROM_PRIOR`` (off by default) the preset's prior crossing of
+    target + the scorer's default margin from cheap features of the reference, scaled
+    from stereo to the track's channels, for a preset that has a prior."""
+    from ratecontrol import guess
+
     ax = prober.axis
-    mid = prober.ladder[max(0, len(prober.ladder) // 2 - FIRST_GUESS_RUNGS_BELOW_MIDDLE)]
-    return min(max(ax.x_of(prober.preset.knob_value(mid)), ax.lo_x), ax.hi_x)
+    x = None
+    if guess.FIRST_GUESS_FROM_PRIOR and prober.preset.name in guess.PRIORS:
+        level = target + resolve_margin(None, prober.scorer)
+        x = guess.prior_x(prober.preset.name, level, guess.reference_features(prober.source.ref_w))
+        # the prior is in stereo kbps; mono and surround ladders are scaled (and have other
+        # lengths: Opus mono 12 rungs, 12-128k): scale by the ratio of the ladders' median rungs
+        own, stereo = prober.preset.rungs_for(prober.track.channels), prober.preset.rungs_for(2)
+        x += math.log(float(np.median([r.nominal_kbps for r in own])) / float(np.median([r.nominal_kbps for r in stereo])))
+    if x is None:
+        mid = prober.ladder[max(0, len(prober.ladder) // 2 - FIRST_GUESS_RUNGS_BELOW_MIDDLE)]
+        x = ax.x_of(prober.preset.knob_value(mid))
+    return min(max(x, ax.lo_x), ax.hi_x)
 
 
 def _not_reachable(prober: Prober, target: float, margin: float, top: Probe, what: str) -> tuple[str, str, dict]:
