@@ -14,7 +14,8 @@ MODULES = ["ratecontrol", "ratecontrol.api", "ratecontrol.errors", "ratecontrol.
            "ratecontrol.fsutil", "ratecontrol.results", "ratecontrol.search", "ratecontrol.cache", "ratecontrol.media",
            "ratecontrol.batch", "ratecontrol.cli", "ratecontrol.probing.streams", "ratecontrol.probing.encode",
            "ratecontrol.probing.output", "ratecontrol.probing.compare", "ratecontrol.presets",
-           "ratecontrol.scoring.model"]
+           "ratecontrol.scoring.model", "ratecontrol.knob_search", "ratecontrol.ladder_search",
+           "ratecontrol.guess"]
 
 
 def _defined_here(mod: types.ModuleType) -> set[str]:
