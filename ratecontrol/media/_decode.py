@@ -32,7 +32,7 @@ from ..errors import EmptyAudioError, FFmpegError, FFmpegNotFoundError, InputErr
 from ..fsutil import run_temp_dir, temp_sibling
 from ..presets import Preset, load_preset
 from ._complete import _check_complete
-from ._ffmpeg import ff_path, ffmpeg_path, has_soxr, run, stream_stdout
+from ._ffmpeg import batch_filter, ff_path, ffmpeg_path, has_soxr, run, stream_stdout
 from ._inspect import check_input_path
 from ._stderr import no_decoder, no_decoder_message, nothing_decoded, open_error
 
@@ -62,6 +62,9 @@ def _pcm_output(src, sample_rate_hz: int | None, channels: int | None, fmt: str,
     if sample_rate_hz is not None:
         filters.append(resample_filter(sample_rate_hz))
         out_kwargs["ar"] = int(sample_rate_hz)
+    batch = batch_filter()  # big frames to the pcm encoder, muxer and pipe (_ffmpeg.OUT_FRAME_SAMPLES)
+    if batch:
+        filters.append(batch)
     if filters:
         out_kwargs["af"] = ",".join(filters)
     if channels is not None and not layout and int(channels) <= 2:
