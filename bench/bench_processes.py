@@ -171,7 +171,7 @@ def _wait4(cmd: list[str], env: dict, stdout=subprocess.DEVNULL) -> tuple[float,
 
 
 def whole(tree: Path, codec: str, track: Path, work: Path) -> dict:
-    out = work / f"o.{codec}"
+    out = work / ("o.opus" if codec == "opus" else "o.m4a")
     js = work / "o.json"
     cmd = [sys.executable, "-m", "ratecontrol", "encode", str(track), "--target-mos", "4.3", "--codec", codec,
            "-o", str(out), "--no-cache", "--overwrite", "--json"]
@@ -215,6 +215,7 @@ def main() -> None:
     ap.add_argument("--jobs", nargs="+", default=list(JOBS), choices=list(JOBS))
     ap.add_argument("--codecs", nargs="+", default=["opus", "aac"], choices=["opus", "aac"])
     ap.add_argument("--strace", action="store_true", help="also count the ffmpeg processes' futex/read/write calls")
+    ap.add_argument("--strace-rounds", type=int, default=1, help="rounds of the (separate) strace pass")
     ap.add_argument("--ablate", action="store_true",
                     help="jobs: also the after tree with each lever off (" + ", ".join(ABLATIONS) + ")")
     ap.add_argument("--out", type=Path)
@@ -241,7 +242,7 @@ def main() -> None:
             rows = {j: {n: [] for n in names} for j in a.jobs}
             passes = [False] + ([True] if a.strace and shutil.which("strace") else [])
             for traced in passes:
-                for r in range(a.rounds if not traced else 1):
+                for r in range(a.rounds if not traced else a.strace_rounds):
                     for job in a.jobs:
                         for name in order(r, names):
                             sdir = None
@@ -264,7 +265,7 @@ def main() -> None:
                         line.append(f"{k} {_fmt(b)} -> {_fmt(f)} ({f / b:.2f}x)" if b else f"{k} {_fmt(b)} -> {_fmt(f)}")
                     if rr.get("before_strace") and rr.get(f"{name}_strace"):
                         for k in ("ff_futex", "ff_read", "ff_write"):
-                            line.append(f"{k} {rr['before_strace'][0][k]} -> {rr[name + '_strace'][0][k]}")
+                            line.append(f"{k} {_med(rr['before_strace'], k):.0f} -> {_med(rr[name + '_strace'], k):.0f}")
                     print(" | ".join(line))
         if "whole" in a.only:
             rows = {c: {"before": [], "after": [], "plain": []} for c in a.codecs}
