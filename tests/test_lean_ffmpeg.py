@@ -1,9 +1,10 @@
 """Lean ffmpeg processes (issue 25 lever 3): the PCM ffmpeg hands back is regrouped into
 big frames (``asetnsamples``, media._ffmpeg.OUT_FRAME_SAMPLES) and read through a 1-MiB
-pipe; neither may change a sample or a packet.
+pipe, and an input is decoded by one decoder thread (DECODER_THREADS); none of it may
+change a sample or a packet.
 
-Each comparison runs the same job with the lever on and off (OUT_FRAME_SAMPLES = 0 is
-the command before issue 25): decodes of real FLACs with odd block sizes, resampled and
+Each comparison runs the same job with the levers on and off (all three 0 is the
+command before issue 25): decodes of real FLACs with odd block sizes, resampled and
 not; the loopback decode of every preset's streamed encode, whose packets (ffmpeg's
 per-packet MD5s) must be the same too.
 """
@@ -31,6 +32,7 @@ def unbatched(monkeypatch):
     def off():
         monkeypatch.setattr(_ffmpeg, "OUT_FRAME_SAMPLES", 0)
         monkeypatch.setattr(_ffmpeg, "PIPE_BYTES", 0)
+        monkeypatch.setattr(_ffmpeg, "DECODER_THREADS", 0)
     return off
 
 
@@ -136,3 +138,16 @@ def test_widen_pipe_is_only_a_speed_up(monkeypatch):
     finally:
         os.close(r)
         os.close(w)
+
+
+def test_an_input_is_decoded_by_one_decoder_thread_in_big_frames(shared_audio):
+    """The decode command: ``-threads 1`` before ``-i`` (FLAC decodes frame-threaded by
+    default, one thread per core) and the batching filter last in its chain."""
+    import ffmpeg
+
+    from ratecontrol.media._decode import _decode_input, _pcm_output
+
+    src, *_ = _decode_input(shared_audio / MUSIC, 0.5, 1.0)
+    cmd = ffmpeg.compile(_pcm_output(src, 48_000, 2, "wav"))
+    assert cmd[cmd.index("-threads") + 1] == "1" and cmd.index("-threads") < cmd.index("-i")
+    assert cmd[cmd.index("-af") + 1].endswith(f"asetnsamples=n={_ffmpeg.OUT_FRAME_SAMPLES}:p=0")

@@ -41,6 +41,8 @@ __all__ = [
     "PIPE_BYTES",
     "OUT_FRAME_SAMPLES",
     "batch_filter",
+    "DECODER_THREADS",
+    "decoder_options",
 ]
 
 #: how many stderr lines an FFmpegError message keeps (the useful part is at the end)
@@ -283,6 +285,22 @@ OUT_FRAME_SAMPLES = 1 << 16
 def batch_filter() -> str | None:
     """The filter that regroups PCM into OUT_FRAME_SAMPLES frames (None when off)."""
     return f"asetnsamples=n={int(OUT_FRAME_SAMPLES)}:p=0" if OUT_FRAME_SAMPLES else None
+
+
+#: threads of the decoder of an input ratecontrol decodes (``-threads`` before ``-i``).
+#: ffmpeg's default is one per core for decoders with frame threading (FLAC, WavPack,
+#: ALAC list "Threading capabilities: frame"), and each frame then travels between
+#: them: the 4-minute FLAC of 610-sample blocks decoded batched measured 210k / 202k
+#: futex calls, 67k / 71k voluntary context switches and 0.71 / 0.82 sys-s with the
+#: default, 110k / 111k, 48k / 57k and 0.53 / 0.60 with 1 thread, same wall (2 cores,
+#: docs/performance.md "Lean ffmpeg processes"). Decoding is bit-exact either way
+#: (tests/test_lean_ffmpeg.py). 0: ffmpeg's default (the bench's "before")
+DECODER_THREADS = 1
+
+
+def decoder_options() -> dict:
+    """ffmpeg-python input options for an input ratecontrol decodes."""
+    return {"threads": int(DECODER_THREADS)} if DECODER_THREADS else {}
 
 
 def _version_text() -> str:
