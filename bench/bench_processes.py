@@ -1,7 +1,8 @@
 """Issue 25 lever 3: what the ffmpeg processes of an encode cost, job by job, before/after.
 
     python bench/bench_processes.py --before-tree DIR [--tree DIR] [--track FILE]
-        [--rounds N] [--only jobs whole] [--strace] [--codecs opus aac] [--out FILE.json]
+        [--rounds N] [--only jobs whole] [--jobs decode probe ...] [--strace [--strace-rounds N]]
+        [--ablate] [--codecs opus aac] [--out FILE.json]
 
 ``--before-tree``: a checkout to compare with, e.g. ``git archive fe9b849 | tar -x -C
 /work/data/base14``; ``--tree``: the checkout measured as "after" (default: this one).
@@ -22,6 +23,8 @@ every other round), each measurement in a fresh Python process with that tree fi
    (RUSAGE_SELF: its feed/reader threads), and with ``--strace`` (strace on PATH) the
    futex / read / write calls of the ffmpeg process (``strace -f -c``; a separate
    pass, since strace itself costs CPU).
+   ``--ablate`` adds the "after" tree with one lever off again (media._ffmpeg's
+   PIPE_BYTES or OUT_FRAME_SAMPLES set to 0 in the worker).
 2. whole: a fresh ``python -m ratecontrol encode TRACK --target-mos 4.3 --codec C
    --no-cache --overwrite --json`` per tree and codec: wall, CPU user/sys (the process
    and its waited-for children, os.wait4), context switches, the chosen setting; and a
