@@ -24,7 +24,7 @@ every other round), each measurement in a fresh Python process with that tree fi
    futex / read / write calls of the ffmpeg process (``strace -f -c``; a separate
    pass, since strace itself costs CPU).
    ``--ablate`` adds the "after" tree with one lever off again (media._ffmpeg's
-   PIPE_BYTES or OUT_FRAME_SAMPLES set to 0 in the worker).
+   PIPE_BYTES, OUT_FRAME_SAMPLES or DECODER_THREADS set to 0 in the worker).
 2. whole: a fresh ``python -m ratecontrol encode TRACK --target-mos 4.3 --codec C
    --no-cache --overwrite --json`` per tree and codec: wall, CPU user/sys (the process
    and its waited-for children, os.wait4), context switches, the chosen setting; and a
@@ -149,7 +149,8 @@ def _strace_wrapper(folder: Path, exe: str) -> Path:
 
 
 #: --ablate: the "after" tree with one lever turned off again
-ABLATIONS = {"after_pipe64k": "PIPE_BYTES=0", "after_unbatched": "OUT_FRAME_SAMPLES=0"}
+ABLATIONS = {"after_pipe64k": "PIPE_BYTES=0", "after_unbatched": "OUT_FRAME_SAMPLES=0",
+             "after_decoder_threads": "DECODER_THREADS=0"}
 
 
 def run_job(tree: Path, job: str, track: Path, strace_dir: Path | None, exe: str, setting: str = "") -> dict:
