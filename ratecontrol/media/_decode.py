@@ -32,7 +32,7 @@ from ..errors import EmptyAudioError, FFmpegError, FFmpegNotFoundError, InputErr
 from ..fsutil import run_temp_dir, temp_sibling
 from ..presets import Preset, load_preset
 from ._complete import _check_complete
-from ._ffmpeg import ff_path, ffmpeg_path, has_soxr, run, stream_stdout
+from ._ffmpeg import batch_filter, decoder_options, ff_path, ffmpeg_path, has_soxr, run, stream_stdout
 from ._inspect import check_input_path
 from ._stderr import no_decoder, no_decoder_message, nothing_decoded, open_error
 
@@ -62,6 +62,9 @@ def _pcm_output(src, sample_rate_hz: int | None, channels: int | None, fmt: str,
     if sample_rate_hz is not None:
         filters.append(resample_filter(sample_rate_hz))
         out_kwargs["ar"] = int(sample_rate_hz)
+    batch = batch_filter()  # big frames to the pcm encoder, muxer and pipe (_ffmpeg.OUT_FRAME_SAMPLES)
+    if batch:
+        filters.append(batch)
     if filters:
         out_kwargs["af"] = ",".join(filters)
     if channels is not None and not layout and int(channels) <= 2:
@@ -76,7 +79,8 @@ def decode_blocks(path, sample_rate_hz: int, channels: int, block_samples: int):
     file we encoded is read back whole (the full-track check); raises FFmpegError.
     """
     ch = int(channels)
-    stream = _pcm_output(ffmpeg.input(ff_path(check_input_path(path))), int(sample_rate_hz), ch, "f32le")
+    stream = _pcm_output(ffmpeg.input(ff_path(check_input_path(path)), **decoder_options()), int(sample_rate_hz), ch,
+                         "f32le")
     for frames in _frames(stream_stdout(stream, 4 * ch * int(block_samples), what=f"decoding {path}"), ch):
         yield frames.T.copy()
 
@@ -237,7 +241,7 @@ def decode_to_disk(path, sample_rate_hz: int, channels: int, directory=None,
     rate = int(sample_rate_hz)
     tmp = temp_sibling(Path(directory if directory is not None else run_temp_dir()) / "decode.f32")
     try:
-        stream = _pcm_output(ffmpeg.input(ff_path(p)), rate, ch, "f32le", str(tmp), layout)
+        stream = _pcm_output(ffmpeg.input(ff_path(p), **decoder_options()), rate, ch, "f32le", str(tmp), layout)
         err = ""
         try:
             err = run(stream.global_args("-y"), what=f"decoding {p}")[1].decode("utf-8", "replace")
@@ -269,7 +273,7 @@ def _check_decode_args(sample_rate_hz, channels, start_s, duration_s) -> None:
 def _decode_input(path_or_bytes, start_s: float | None, duration_s: float | None):
     """(ffmpeg input node, the bytes to feed it or None, the checked path or None, the
     name messages give it) for a file or an in-memory file, with the span to read."""
-    in_kwargs = {}
+    in_kwargs = decoder_options()  # one decoder thread (_ffmpeg.DECODER_THREADS)
     if start_s:
         in_kwargs["ss"] = f"{float(start_s):.6f}"
     if duration_s is not None:

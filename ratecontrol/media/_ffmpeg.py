@@ -37,6 +37,12 @@ __all__ = [
     "clear_cache",
     "ff_path",
     "binary_problem",
+    "widen_pipe",
+    "PIPE_BYTES",
+    "OUT_FRAME_SAMPLES",
+    "batch_filter",
+    "DECODER_THREADS",
+    "decoder_options",
 ]
 
 #: how many stderr lines an FFmpegError message keeps (the useful part is at the end)
@@ -215,6 +221,7 @@ def stream_stdout(stream, block_bytes: int, what: str = "ffmpeg", stderr_out: li
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errf, stdin=subprocess.DEVNULL)
         except OSError as exc:
             raise FFmpegError(f"{what}: cannot run ffmpeg: {exc}", cmd=cmd) from exc
+        widen_pipe(proc.stdout)
         try:
             while True:
                 block = proc.stdout.read(block_bytes)
@@ -233,6 +240,67 @@ def stream_stdout(stream, block_bytes: int, what: str = "ffmpeg", stderr_out: li
             raise failure(what, cmd, err)
         if stderr_out is not None:
             stderr_out.append(err)
+
+
+#: capacity asked for the stdout pipes ratecontrol reads PCM from (Linux F_SETPIPE_SZ;
+#: 0 leaves the 64-KiB default). 1 MiB is what an unprivileged process may ask for
+#: (/proc/sys/fs/pipe-max-size default). On the 4-minute track, with OUT_FRAME_SAMPLES
+#: on, it cut the Python reader's context switches 862 -> 250 (decode), 2140 -> 1634
+#: (final encode + check); ffmpeg's own figures did not move, and on stdin (the array
+#: feed) nothing did, so stdin keeps 64 KiB (bench/bench_processes.py --ablate,
+#: docs/performance.md "Lean ffmpeg processes")
+PIPE_BYTES = 1 << 20
+
+#: F_SETPIPE_SZ from <linux/fcntl.h> (Python's fcntl has it from 3.10 on Linux only)
+_F_SETPIPE_SZ = 1031
+
+
+def widen_pipe(fileobj) -> None:
+    """Ask the kernel for a PIPE_BYTES pipe behind ``fileobj`` (a Popen pipe), so one
+    read or write moves up to a MiB instead of 64 KiB; a no-op where the platform or
+    its limit refuses (macOS, Windows, a lowered pipe-max-size): only a speed-up."""
+    if not PIPE_BYTES or fileobj is None:
+        return
+    try:
+        import fcntl
+
+        fcntl.fcntl(fileobj.fileno(), getattr(fcntl, "F_SETPIPE_SZ", _F_SETPIPE_SZ), PIPE_BYTES)
+    except (ImportError, OSError, ValueError):
+        pass
+
+
+#: samples per frame of the raw PCM an ffmpeg hands back to ratecontrol (decodes, the
+#: loopback decode of an encode). Decoders emit small frames (Opus 960 samples, a FLAC
+#: file of 610-sample blocks 18,885 frames in 4 minutes, MP3 1152) and ffmpeg 7+ hands
+#: every frame from thread to thread (filter, pcm encoder, muxer) and writes each one to
+#: the pipe: ``asetnsamples`` regroups them into 64-Ki-sample frames after the last
+#: filter, so those steps run 68x (Opus) to 107x (that FLAC) less often: the 4-minute
+#: check's pipe writes 12,094 -> 2,906 (ffmpeg's 32-KiB write buffer), its voluntary
+#: context switches 98.9k -> 73.0k, sys 1.19 -> 0.97 s. Samples are unchanged (``p=0``: the last
+#: frame is not padded); tests/test_lean_ffmpeg.py compares them with the unbatched
+#: decode. 0 turns it off (the bench's "before" of this lever)
+OUT_FRAME_SAMPLES = 1 << 16
+
+
+def batch_filter() -> str | None:
+    """The filter that regroups PCM into OUT_FRAME_SAMPLES frames (None when off)."""
+    return f"asetnsamples=n={int(OUT_FRAME_SAMPLES)}:p=0" if OUT_FRAME_SAMPLES else None
+
+
+#: threads of the decoder of an input ratecontrol decodes (``-threads`` before ``-i``).
+#: ffmpeg's default is one per core for decoders with frame threading (FLAC, WavPack,
+#: ALAC list "Threading capabilities: frame"), and each frame then travels between
+#: them: the 4-minute FLAC of 610-sample blocks decoded batched measured 210k / 202k
+#: futex calls, 67k / 71k voluntary context switches and 0.71 / 0.82 sys-s with the
+#: default, 110k / 111k, 48k / 57k and 0.53 / 0.60 with 1 thread, same wall (2 cores,
+#: docs/performance.md "Lean ffmpeg processes"). Decoding is bit-exact either way
+#: (tests/test_lean_ffmpeg.py). 0: ffmpeg's default (the bench's "before")
+DECODER_THREADS = 1
+
+
+def decoder_options() -> dict:
+    """ffmpeg-python input options for an input ratecontrol decodes."""
+    return {"threads": int(DECODER_THREADS)} if DECODER_THREADS else {}
 
 
 def _version_text() -> str:

@@ -16,7 +16,7 @@ from .. import fsutil
 from ._decode import _aligned, _delay_at, decode_blocks, resample_filter
 from ._encode import (ENCODER_INPUT, WrittenFile, _add_filters, _as_audio, _finish, _output_kwargs, _resolve,
                       _temp_path)
-from ._ffmpeg import failure, ff_path, ffmpeg_path, has_loopback_decoder
+from ._ffmpeg import batch_filter, failure, ff_path, ffmpeg_path, has_loopback_decoder, widen_pipe
 from ._inspect import check_input_path
 from ._layouts import canonical_layout
 from ._tags import _build, _source_extras
@@ -120,6 +120,9 @@ class StreamedEncode:
                 # output 0 stream 0 is the encoded audio: decode its packets, raw f32 on stdout
                 # (back at the input's rate, with the resampler a decode of the file uses)
                 lb = "anull" if int(p.sample_rate_hz or self.rate) == self.rate else resample_filter(self.rate)
+                # the decoder's small frames (Opus: 960 samples) regrouped before the pcm
+                # encoder, muxer and pipe (_ffmpeg.OUT_FRAME_SAMPLES: same samples)
+                lb = ",".join(f for f in (lb, batch_filter()) if f)
                 # (3+ channels: no -ac, which would convert to ffmpeg's default layout; the
                 # decoder gives back the layout the encoder was fed)
                 cmd += ["-dec", "0:0", "-filter_complex", f"[dec:0]{lb}[rc_loop]", "-map", "[rc_loop]",
@@ -130,6 +133,10 @@ class StreamedEncode:
             self._errf = tempfile.TemporaryFile()
             self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=self._errf,
                                           stdout=subprocess.PIPE if self.loopback else subprocess.DEVNULL)
+            # the decode read back in MiB reads (_ffmpeg.PIPE_BYTES); stdin is left at
+            # 64 KiB: ffmpeg's demuxer reads 64 KiB at a time whatever the pipe holds, and
+            # a wider one measured no fewer wake-ups (bench/bench_processes.py --ablate)
+            widen_pipe(self._proc.stdout)
         except BaseException:
             self._cleanup()
             raise
