@@ -127,13 +127,15 @@ def _env(tree: Path | None) -> dict:
     return env
 
 
-def plain_cmd(src: Path, out: Path, preset: str, rung_label: str, channels: int = 2) -> list[str]:
-    """The plain ffmpeg command a user would type for this preset rung."""
+def plain_cmd(src: Path, out: Path, preset: str, rung_label: str, channels: int = 2,
+              knob_value: float | None = None) -> list[str]:
+    """The plain ffmpeg command a user would type for this preset rung (or knob setting:
+    ``knob_value``, which a search on the knob chooses)."""
     from ratecontrol import media
     from ratecontrol.presets import load_preset
 
     p = load_preset(preset)
-    rung = p.rung(rung_label, channels)
+    rung = p.knob_rung(knob_value, channels) if knob_value is not None else p.rung(rung_label, channels)
     cmd = [media.ffmpeg_path(), "-hide_banner", "-nostdin", "-y", "-i", str(src), "-vn", "-c:a", p.encoder]
     for k, v in {**p.options, **rung.options}.items():
         cmd += [f"-{k}", str(v)]
@@ -165,7 +167,7 @@ def fresh_encode(src: Path, out: Path, codec: str, tree: Path | None, env: dict 
         return {"file": src.name, "codec": codec, "rung": j["rung_label"], "rc_s": round(wall, 2),
                 "rc_cpu_s": round(cpu, 2), "probes": len(j["search"]["probes"]), "mos": j["pooled_mos"]}
     pw, pc, _ = _timed_run(plain_cmd(src, out.with_name("plain-" + out.name), j["preset"], j["rung_label"],
-                                     j["search"]["channels"]))
+                                     j["search"]["channels"], j.get("knob_value")))
     return {"file": src.name, "codec": codec, "rung": j["rung_label"], "rc_s": round(wall, 2), "rc_cpu_s": round(cpu, 2),
             "ffmpeg_s": round(pw, 2), "ffmpeg_cpu_s": round(pc, 2), "ratio": round(wall / pw, 2),
             "probes": len(j["search"]["probes"]), "stepped_up": j.get("stepped_up"), "mos": j["pooled_mos"]}

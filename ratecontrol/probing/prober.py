@@ -359,8 +359,9 @@ class Prober:
         if part:
             notes = list(notes) + [
                 f"{len(part)} later probe(s) encoded only the segments near the bar and a guard sample "
-                f"({', '.join(f'{a} of {b}' for a, b in part)}); the other windows count at their score at a "
-                f"lower setting less {CRITICAL_SLACK_MOS:g} MOS, above the pool's edge"]
+                f"({', '.join(f'{a} of {b}' for a, b in part)}); each other window counts at its score expected "
+                f"from the settings measured around it less {CRITICAL_SLACK_MOS:g} MOS, above every window "
+                f"the pool reads"]
         return SearchResult(
             preset=self.preset.name,
             target_mos=target,
