@@ -96,3 +96,38 @@ def test_probes_stay_whole_for_an_encoder_that_carries_state_across_segments(lon
     n = len(crit.source.index)
     crit._measured[crit.setting(96.0)] = (np.ones(n, bool), np.full(n, 4.7))
     assert crit._plan(crit.setting(160.0), BAR) is None
+
+
+def _fake_encodes(crit, tail_piece, guard_piece, guard_mos):
+    """Replace the encodes (pure logic below): the tail piece's windows score 3.0, the
+    guard piece's ``guard_mos``, every other 4.5; records which pieces each round asks."""
+    wp, asked = crit.source.window_piece, []
+
+    def fake(i, pieces):
+        asked.append(sorted(pieces))
+        w = wp[np.isin(wp, sorted(pieces))]
+        s = np.where(w == tail_piece, 3.0, np.where(w == guard_piece, guard_mos, 4.5))
+        return {"window_mos": s.tolist(), "encoded_bytes": 100, "encoded_s": 1.0}
+
+    crit._measure_pieces = fake
+    return wp, asked
+
+
+def test_windows_left_out_count_at_their_bound_above_the_pools_edge(long_music):
+    crit, _ = _probers(long_music)
+    wp, asked = _fake_encodes(crit, 0, 3, 4.5)
+    bound = lambda pooled: np.where(wp == 5, 2.5, 4.4)  # noqa: E731 - piece 5's bound is in the tail
+    scores, got, _, _ = crit._measure_critical(crit.setting(128.0), bound, {0, 3}, {3})
+    # piece 5 could be the p10 window: encoded in a second round; the others are not
+    assert asked == [[0, 3], [5]]
+    assert set(wp[got].tolist()) == {0, 3, 5}
+    assert (scores[~got] == 4.4).all()
+    assert np.percentile(scores, 10, method="lower") == 3.0  # the pool reads measured windows only
+
+
+def test_a_guard_window_in_the_pools_tail_makes_the_probe_encode_every_segment(long_music):
+    crit, _ = _probers(long_music)
+    wp, asked = _fake_encodes(crit, 0, 3, 2.0)  # the guard falls below the tail
+    scores, got, _, _ = crit._measure_critical(crit.setting(128.0), lambda pooled: np.full(len(wp), 4.4), {0, 3}, {3})
+    assert got.all()
+    assert asked == [[0, 3], sorted(set(range(len(crit.source.pieces))) - {0, 3})]
