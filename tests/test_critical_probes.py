@@ -86,7 +86,7 @@ def test_probes_stay_whole_for_a_mean_pool(long_music):
     pr = Prober(ses.source(), load_preset("opus"), ses.scorer, "mean", ProbeCache(enabled=False))
     pr.critical = True
     pr._measured[pr.setting(64.0)] = (np.ones(len(pr.source.index), bool), np.full(len(pr.source.index), 4.7))
-    assert pr._plan(pr.setting(128.0), BAR) is None
+    assert pr._plan(pr.setting(128.0)) is None
 
 
 def test_probes_stay_whole_for_an_encoder_that_carries_state_across_segments(long_music):
@@ -95,7 +95,7 @@ def test_probes_stay_whole_for_an_encoder_that_carries_state_across_segments(lon
     crit, _ = _probers(long_music, "aac")
     n = len(crit.source.index)
     crit._measured[crit.setting(96.0)] = (np.ones(n, bool), np.full(n, 4.7))
-    assert crit._plan(crit.setting(160.0), BAR) is None
+    assert crit._plan(crit.setting(160.0)) is None
 
 
 def _fake_encodes(crit, tail_piece, guard_piece, guard_mos):

@@ -161,15 +161,17 @@ class Prober:
         return {"window_mos": [float(v) for v in scores], "encoded_bytes": int(sum(rt.size_bytes for rt in rts)),
                 "encoded_s": sub.audio.shape[1] / self.track.rate_hz}
 
-    def _plan(self, i: int, bar: float):
+    def _plan(self, i: int):
         """Which segments a probe of setting ``i`` encodes: None (all of them), or
-        ``(lower, pieces, guard)``. ``lower`` [W]: each window's lower bound at ``i``, its
-        score at a lower setting less ``CRITICAL_SLACK_MOS`` (the scores rise with the
-        bits, within that slack: docs/performance.md "Cost, round 3"); ``pieces``: the
-        segments holding a window whose bound is within ``CRITICAL_SELECT_MOS`` of the
-        pooled score expected at ``i`` (the tail the pool is made of), any
-        window of reference silence, and ``guard``: one in ``CRITICAL_GUARD_EVERY`` of
-        the others, spread in time, that checks the rise."""
+        ``(bound, pieces, guard)``. ``bound(pooled)`` [W]: each window's lower bound at
+        ``i`` when the pool there is ``pooled``: its score at a lower setting less
+        ``CRITICAL_SLACK_MOS``, and (``CRITICAL_RULE`` "rank") its expected score
+        (``_predicted_windows``) less the slack; ``pieces``: the segments holding a
+        window whose bound is within ``CRITICAL_SELECT_MOS`` of the pool expected at
+        ``i`` (the tail the pool is made of) or a window of reference silence, and
+        ``guard``: one in ``CRITICAL_GUARD_EVERY`` of the others, spread in time, that
+        checks the tail kept its windows. The plan aims at the pool, not at the target:
+        a probe's scores serve every target (encode_ladder)."""
         if not (self.critical and self.source.sampled and hasattr(self.scorer, "gather")
                 and self.preset.encoder in CRITICAL_ENCODERS and _pool_edge(np.zeros(1), self.pool) is not None):
             return None
@@ -262,7 +264,7 @@ class Prober:
         got = np.zeros(len(wp), bool)
         scores = np.full(len(wp), np.nan)
         size, enc_s, todo, done = 0, 0.0, set(pieces), set()
-        lower = bound(np.nan)
+        lower = None
         while todo:
             out = self.cache.get_or_compute(self.cache_key(i, todo), lambda t=frozenset(todo): self._measure_pieces(i, t))
             at = np.flatnonzero(np.isin(wp, sorted(todo)))
@@ -299,7 +301,7 @@ class Prober:
             return self.probes[i]
         rung = self.rungs[i]
         t0 = time.perf_counter()
-        plan = self._plan(i, target)
+        plan = self._plan(i)
         if plan is None:
             out = self.cache.get_or_compute(self.cache_key(i), lambda: self._measure(i))
             scores = np.asarray(out["window_mos"], dtype=np.float64)
