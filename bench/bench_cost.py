@@ -29,6 +29,11 @@ Every figure is a ratio against a baseline measured in this same run:
    (order reversed every other round): wall and CPU seconds (self + children) of each
    run, the chosen rung, and medians.
 
+6. paired (``--only paired --before-tree DIR --inputs F [F ...] [--codecs opus aac]
+   [--rounds N]``, issue 25 round 3): fresh-process encodes of each input by both
+   checkouts, A B A B, each beside a plain ffmpeg encode at its chosen setting: wall and
+   CPU ratios per run and their medians.
+
 ``--tree DIR`` runs ratecontrol from another checkout (e.g. a `git worktree` of an
 older commit) for before/after figures; the plain-ffmpeg baselines are the same.
 """
@@ -122,13 +127,15 @@ def _env(tree: Path | None) -> dict:
     return env
 
 
-def plain_cmd(src: Path, out: Path, preset: str, rung_label: str, channels: int = 2) -> list[str]:
-    """The plain ffmpeg command a user would type for this preset rung."""
+def plain_cmd(src: Path, out: Path, preset: str, rung_label: str, channels: int = 2,
+              knob_value: float | None = None) -> list[str]:
+    """The plain ffmpeg command a user would type for this preset rung (or knob setting:
+    ``knob_value``, which a search on the knob chooses)."""
     from ratecontrol import media
     from ratecontrol.presets import load_preset
 
     p = load_preset(preset)
-    rung = p.rung(rung_label, channels)
+    rung = p.knob_rung(knob_value, channels) if knob_value is not None else p.rung(rung_label, channels)
     cmd = [media.ffmpeg_path(), "-hide_banner", "-nostdin", "-y", "-i", str(src), "-vn", "-c:a", p.encoder]
     for k, v in {**p.options, **rung.options}.items():
         cmd += [f"-{k}", str(v)]
@@ -160,7 +167,7 @@ def fresh_encode(src: Path, out: Path, codec: str, tree: Path | None, env: dict 
         return {"file": src.name, "codec": codec, "rung": j["rung_label"], "rc_s": round(wall, 2),
                 "rc_cpu_s": round(cpu, 2), "probes": len(j["search"]["probes"]), "mos": j["pooled_mos"]}
     pw, pc, _ = _timed_run(plain_cmd(src, out.with_name("plain-" + out.name), j["preset"], j["rung_label"],
-                                     j["search"]["channels"]))
+                                     j["search"]["channels"], j.get("knob_value")))
     return {"file": src.name, "codec": codec, "rung": j["rung_label"], "rc_s": round(wall, 2), "rc_cpu_s": round(cpu, 2),
             "ffmpeg_s": round(pw, 2), "ffmpeg_cpu_s": round(pc, 2), "ratio": round(wall / pw, 2),
             "probes": len(j["search"]["probes"]), "stepped_up": j.get("stepped_up"), "mos": j["pooled_mos"]}
@@ -319,6 +326,40 @@ def bench_threads(tmp: Path, tree: Path | None, before: Path, inputs: list[Path]
     return out
 
 
+def bench_paired(tmp: Path, tree: Path | None, before: Path, inputs: list[Path], codecs=("opus", "aac"),
+                 rounds: int = 2) -> dict:
+    """Issue 25 round 3: fresh-process ``ratecontrol encode`` of each input by the
+    checkout ``--before-tree`` and by this one (or ``--tree``), A B A B (order reversed
+    every other round), each beside a plain ffmpeg encode at the setting it chose (run
+    right after it): wall and CPU seconds (self + children) and both ratios."""
+    variants = {"before": before, "after": tree or HERE}
+    runs: list[dict] = []
+    for rnd in range(rounds):
+        for codec in codecs:
+            for name in (list(variants) if rnd % 2 == 0 else list(variants)[::-1]):
+                for i, f in enumerate(inputs):
+                    r = fresh_encode(f, tmp / f"paired-out{i}{_ext(codec)}", codec, variants[name])
+                    r.update(round=rnd, variant=name, cpu_ratio=round(r["rc_cpu_s"] / r["ffmpeg_cpu_s"], 2),
+                             loadavg_1min=round(os.getloadavg()[0], 1))
+                    runs.append(r)
+                    print(f"  paired {name:<6} {codec:<5} {f.name[:24]:<24} {r['rung']:>5} {r['probes']}p: "
+                          f"{r['rc_s']:6.2f} s / {r['rc_cpu_s']:6.2f} CPU-s; ffmpeg {r['ffmpeg_s']:5.2f} s / "
+                          f"{r['ffmpeg_cpu_s']:5.2f} CPU-s -> wall {r['ratio']:.2f}x, CPU {r['cpu_ratio']:.2f}x "
+                          f"(load {r['loadavg_1min']})", flush=True)
+    out: dict = {"rounds": rounds, "before_tree": str(before), "runs": runs}
+    for codec in codecs:
+        for f in inputs:
+            row = {}
+            for name in variants:
+                rs = [r for r in runs if r["variant"] == name and r["file"] == f.name and r["codec"] == codec]
+                row[name] = {k: round(statistics.median(r[k] for r in rs), 2)
+                             for k in ("rc_s", "rc_cpu_s", "ffmpeg_s", "ffmpeg_cpu_s", "ratio", "cpu_ratio")}
+                row[name]["rungs"] = sorted({r["rung"] for r in rs})
+                row[name]["probes"] = sorted({r["probes"] for r in rs})
+            out[f"{codec}:{f.name}"] = row
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tree", type=Path, default=None, help="run ratecontrol from this checkout")
@@ -329,6 +370,7 @@ def main() -> None:
     ap.add_argument("--before-tree", type=Path, default=None, help="threads: the checkout to compare against")
     ap.add_argument("--inputs", type=Path, nargs="+", default=[], help="threads: the files to encode")
     ap.add_argument("--excerpt-s", type=float, default=60.0, help="threads: cut longer inputs to this many seconds")
+    ap.add_argument("--codecs", nargs="+", default=["opus", "aac"], help="paired: the codecs")
     a = ap.parse_args()
     figs: dict = {"tree": str(a.tree or HERE)}
     with tempfile.TemporaryDirectory() as td:
@@ -341,6 +383,10 @@ def main() -> None:
             figs["batch"] = bench_batch(tmp, a.tree)
         if "runtime" in a.only:
             figs["runtime"] = bench_runtime(tmp, a.tree, a.rounds, tuple(a.variants))
+        if "paired" in a.only:
+            if not a.before_tree or not a.inputs:
+                ap.error("--only paired needs --before-tree and --inputs")
+            figs["paired"] = bench_paired(tmp, a.tree, a.before_tree, a.inputs, tuple(a.codecs), a.rounds)
         if "threads" in a.only:
             if not a.before_tree or not a.inputs:
                 ap.error("--only threads needs --before-tree and --inputs")

@@ -3,6 +3,7 @@
     python bench/bench_sampling.py measure [--out DIR] [FILES...]   # slow: full-track scores per rung
     python bench/bench_sampling.py analyse [--out DIR]              # fast: strategies vs the full track
     python bench/bench_sampling.py exact FILE [--codec opus --rung 64k]  # learned vs ViSQOL by window level
+    python bench/bench_sampling.py critical FILES... [--json F]  # critical-segment probes vs full sample (issue 25)
 
 ``measure`` encodes every relevant rung of opus, aac and mp3 over the WHOLE of each long
 input and keeps the learned scorer's per-window MOS (1-s windows, hop 1 s, per channel),
@@ -171,9 +172,95 @@ def exact(path: Path, codec: str, rung_label: str, models: list[str] | None = No
     return results
 
 
+def _cpu() -> float:
+    import resource
+
+    s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
+
+
+def critical(files: list[Path], codecs=("opus", "aac"), targets=(4.3,), rules=("rank",),
+             full_cache: Path | None = None) -> dict:
+    """Issue 25 lever 1: the knob search with critical-segment probes (one search per
+    rule of ``prober.CRITICAL_RULE``) against the same search with every probe on the
+    full sample, on long real music. Per (file, codec, target): the chosen setting of
+    each, the probes, the segments encoded, the CPU seconds of each search (self +
+    children; the full search's only when its probes are not in ``full_cache``), and for
+    every critical-segment probe the full sample's pooled score at the same setting (a
+    shadow probe, not counted)."""
+    import time
+
+    from ratecontrol.cache import ProbeCache
+    from ratecontrol.options import Options
+    from ratecontrol.presets import load_preset
+    from ratecontrol.probing import prober as P
+    from ratecontrol.probing.session import open_session
+
+    cases, shadows = [], []
+    k = 0
+    for f in files:
+        for codec in codecs:
+            preset = load_preset(codec)
+            ses = open_session(str(f), preset, Options(cache=False, best_effort=True, above_source=True))
+            src = ses.source()
+            n_seg = len(src.pieces)
+            for t in targets:
+                out = {}
+                modes = ("full",) + tuple(rules)
+                k += 1
+                for mode in (modes if k % 2 else modes[::-1]):
+                    cache = ProbeCache(full_cache) if (mode == "full" and full_cache) else ProbeCache(enabled=False)
+                    pr = P.Prober(src, preset, ses.scorer, ses.pool, cache)
+                    pr.critical = mode != "full"
+                    P.CRITICAL_RULE = mode if mode != "full" else P.CRITICAL_RULE
+                    c0, w0 = _cpu(), time.perf_counter()
+                    res = P.run_search(pr, t, True)
+                    segs = sum(pr.partial[p.rung_index][0] if p.rung_index in pr.partial else n_seg for p in res.probes)
+                    out[mode] = {"cpu_s": _cpu() - c0, "wall_s": time.perf_counter() - w0,
+                                 "chosen": res.chosen.bitrate_kbps, "probes": len(res.probes), "segments": segs,
+                                 "pooled": [(p.bitrate_kbps, p.pooled_mos) for p in res.probes],
+                                 "partial": {pr.rungs[i].nominal_kbps: v for i, v in pr.partial.items()}, "pr": pr}
+                fp = out["full"].pop("pr")
+                for rule in rules:
+                    cp = out[rule].pop("pr")
+                    for i, (a, b) in cp.partial.items():
+                        j = fp.setting(cp.preset.knob_value(cp.rungs[i]))
+                        shadow = fp.probe(j, t + 0.03)
+                        shadows.append({"rule": rule, "file": f.name, "codec": codec, "target": t,
+                                        "kbps": cp.rungs[i].nominal_kbps, "crit_pooled": cp.probes[i].pooled_mos,
+                                        "full_pooled": shadow.pooled_mos, "pieces": [a, b],
+                                        "same_pass": (cp.probes[i].pooled_mos >= t + 0.03) == (shadow.pooled_mos >= t + 0.03)})
+                case = {"file": f.name, "codec": codec, "target": t, "segments_per_probe": n_seg,
+                        **{f"{m}_{kk}": v for m in out for kk, v in out[m].items()}}
+                for rule in rules:
+                    case[f"{rule}_same_choice"] = out[rule]["chosen"] == out["full"]["chosen"]
+                cases.append(case)
+                print(f"{f.name[:24]:<24} {codec:<5} {t}: full {out['full']['chosen']:g}k {out['full']['probes']}p "
+                      f"{out['full']['segments']}seg {out['full']['cpu_s']:.1f}CPU-s | "
+                      + " | ".join(f"{r} {out[r]['chosen']:g}k {out[r]['probes']}p {out[r]['segments']}seg "
+                                   f"{out[r]['cpu_s']:.1f}CPU-s {out[r]['partial']}" for r in rules), flush=True)
+            ses.close()
+    summary = {"cases": len(cases)}
+    for rule in rules:
+        sh = [s_ for s_ in shadows if s_["rule"] == rule]
+        diffs = [abs(s_["crit_pooled"] - s_["full_pooled"]) for s_ in sh]
+        summary[rule] = {
+            "same_choice": sum(c[f"{rule}_same_choice"] for c in cases),
+            "cpu_s": round(sum(c[f"{rule}_cpu_s"] for c in cases), 1),
+            "segments": sum(c[f"{rule}_segments"] for c in cases), "probes": sum(c[f"{rule}_probes"] for c in cases),
+            "bits_vs_full": round(float(np.mean([c[f"{rule}_chosen"] / c["full_chosen"] for c in cases])), 4),
+            "partial_probes": len(sh), "same_pass": sum(s_["same_pass"] for s_ in sh),
+            "pooled_absdiff_max": max(diffs) if diffs else None,
+            "pooled_absdiff_median": float(np.median(diffs)) if diffs else None}
+    summary["full"] = {"cpu_s": round(sum(c["full_cpu_s"] for c in cases), 1),
+                       "segments": sum(c["full_segments"] for c in cases), "probes": sum(c["full_probes"] for c in cases)}
+    print(json.dumps(summary, indent=1))
+    return {"summary": summary, "cases": cases, "shadows": shadows}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("cmd", choices=["measure", "analyse", "exact"])
+    ap.add_argument("cmd", choices=["measure", "analyse", "exact", "critical"])
     ap.add_argument("--codec", default="opus")
     ap.add_argument("--rung", default="64k")
     ap.add_argument("files", nargs="*")
@@ -181,11 +268,17 @@ def main() -> None:
     ap.add_argument("--share", type=float, default=0.2)
     ap.add_argument("--strategies", nargs="*", default=["hardest", "spread", "level"])
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--full-cache", type=Path, default=None,
+                    help="critical: a probe cache for the full-sample searches (a rerun skips their encodes)")
     ap.add_argument("--model", action="append", default=None,
                     help="exact: a learned-scorer checkpoint to compare (repeatable; default the packaged one)")
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
-    if a.cmd == "exact":
+    if a.cmd == "critical":
+        res = critical([Path(f) for f in a.files], full_cache=a.full_cache)
+        if a.json:
+            a.json.write_text(json.dumps(res, indent=1, default=float))
+    elif a.cmd == "exact":
         exact(Path(a.files[0]), a.codec, a.rung, a.model)
     elif a.cmd == "measure":
         from bench_fastpath import build_long_track

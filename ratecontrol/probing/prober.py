@@ -17,9 +17,8 @@ from ratecontrol.errors import TargetNotReachable, UsageError
 from ratecontrol.presets import Preset, Rung
 from ratecontrol.results import Probe, SearchResult
 from ratecontrol.scoring.base import Scorer
-from ratecontrol.scoring.pooling import pool as pool_scores
+from ratecontrol.scoring.pooling import pool as pool_scores, validate_pool
 from ratecontrol.search import search_knob, search_ladder
-from ratecontrol.windows import is_digital_silence
 from ratecontrol.probing.source import ProbeSource, score_windows
 
 
@@ -75,9 +74,7 @@ class Prober:
         self.source_cap_kbps = (max_kbps if info is not None and not info.lossless and info.bitrate_kbps
                                 and max_kbps == float(info.bitrate_kbps)
                                 and len(rungs) < len(preset.rungs_for(self.track.channels)) else None)
-        self.ref_silent = is_digital_silence(source.ref_w)
-        self._prepared = None
-        self._prep_job = None  # _start_prep's prepare(), running beside the first encode
+        self.ref_silent = source.ref_silent
         self._prep_lock = threading.Lock()
         self.probes: dict[int, Probe] = {}
         #: rungs probed at once (set by the session; see PARALLEL_PROBES)
@@ -89,6 +86,13 @@ class Prober:
         #: digest of each kept encode's aligned decode: a written copy that decodes to the
         #: same samples carries the probe's window scores (nothing to score again)
         self.decode_digests: dict[int, str] = {}
+        #: later probes of a sampled source encode only the segments that can change the
+        #: pooled score (``_plan``; issue 25 lever 1); False: every probe encodes them all
+        self.critical = CRITICAL_PROBES
+        #: per setting probed: (windows measured at it, their scores; nan elsewhere)
+        self._measured: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        #: settings probed on part of the segments: index -> (segments encoded, of)
+        self.partial: dict[int, tuple[int, int]] = {}
 
     @property
     def all_silent(self) -> bool:
@@ -102,19 +106,13 @@ class Prober:
         """Prepare the reference in a thread of its own, once, when the first probe is
         measured (not for probes the cache answers): it is computed while that probe's
         ffmpeg encodes, and the probe waits for it only when it scores (a short input's
-        reference takes ~0.1 s of a ~0.8 s encode; issue 13)."""
-        with self._prep_lock:
-            if self._prepared is None and self._prep_job is None and (~self.ref_silent).any():
-                ex = ThreadPoolExecutor(1)
-                self._prep_job = ex.submit(self.scorer.prepare, self.source.ref_w[~self.ref_silent])
-                ex.shutdown(wait=False)
+        reference takes ~0.1 s of a ~0.8 s encode; issue 13). The source keeps it: every
+        prober of the source and the full-track check share it (issue 25)."""
+        if (~self.ref_silent).any():
+            self.source.reference(self.scorer, background=True)
 
     def _prep(self):
-        if self._prepared is None:
-            job = self._prep_job
-            self._prepared = (job.result() if job is not None
-                              else self.scorer.prepare(self.source.ref_w[~self.ref_silent]))
-        return self._prepared
+        return self.source.reference(self.scorer).result()
 
     def window_scores(self, deg_w: np.ndarray) -> np.ndarray:
         """MOS per window; nan where both reference and degraded are digital silence."""
@@ -131,8 +129,8 @@ class Prober:
         return {"window_mos": [float(s) for s in self.window_scores(deg_w)],
                 "encoded_bytes": int(sum(rt.size_bytes for rt in rts))}
 
-    def cache_key(self, i: int) -> dict:
-        return {
+    def cache_key(self, i: int, pieces=None) -> dict:
+        key = {
             "v": 2,
             "pcm": self.source.digest,
             "spans": self.source.encode_spans(),
@@ -143,6 +141,149 @@ class Prober:
             "ffmpeg": media.ffmpeg_version(),
             "scorer": (self.scorer.name, self.scorer.version),
         }
+        if pieces is not None:  # a critical-segment probe's encode of these pieces only
+            key["subset"] = sorted(int(k) for k in pieces)
+        return key
+
+    def _measure_pieces(self, i: int, pieces) -> dict:
+        """Encode, decode and score only ``pieces`` of the source at setting ``i``."""
+        self._start_prep()
+        sub = self.source.subset(pieces)
+        rts = encode_rung(sub, self.preset, self.rungs[i])
+        deg_w, _ = sub.windows(np.concatenate([rt.audio for rt in rts], axis=1))
+        at = np.flatnonzero(np.isin(self.source.window_piece, sorted(pieces)))  # the same windows, in order
+        if len(at) != len(deg_w):
+            raise RuntimeError(f"{len(deg_w)} windows from {len(pieces)} pieces, expected {len(at)}")
+        silent = self.ref_silent[at]
+        rows = (np.cumsum(~self.ref_silent) - 1)[at[~silent]]  # their rows in the prepared reference
+        prep = self.scorer.gather([(self._prep(), rows)]) if len(rows) else None
+        scores = score_windows(self.scorer, silent, prep, lambda: self.source.ref_w[at], deg_w)
+        return {"window_mos": [float(v) for v in scores], "encoded_bytes": int(sum(rt.size_bytes for rt in rts)),
+                "encoded_s": sub.audio.shape[1] / self.track.rate_hz}
+
+    def _plan(self, i: int):
+        """Which segments a probe of setting ``i`` encodes: None (all of them), or
+        ``(bound, pieces, guard)``. ``bound(pooled)`` [W]: each window's lower bound at
+        ``i`` when the pool there is ``pooled``: its score at a lower setting less
+        ``CRITICAL_SLACK_MOS``, and (``CRITICAL_RULE`` "rank") its expected score
+        (``_predicted_windows``) less the slack; ``pieces``: the segments holding a
+        window whose bound is within ``CRITICAL_SELECT_MOS`` of the pool expected at
+        ``i`` (the tail the pool is made of) or a window of reference silence, and
+        ``guard``: one in ``CRITICAL_GUARD_EVERY`` of the others, spread in time, that
+        checks the tail kept its windows. The plan aims at the pool, not at the target:
+        a probe's scores serve every target (encode_ladder)."""
+        if not (self.critical and self.source.sampled and hasattr(self.scorer, "gather")
+                and self.preset.encoder in CRITICAL_ENCODERS and _pool_edge(np.zeros(1), self.pool) is not None):
+            return None
+        kbps = self.rungs[i].nominal_kbps
+        below = [j for j in self._measured if self.rungs[j].nominal_kbps < kbps]
+        if not below:
+            return None  # nothing below this setting bounds its scores
+        mono = np.full(len(self.ref_silent), -np.inf)
+        for j in below:
+            got, sc = self._measured[j]
+            m = got & np.isfinite(sc)
+            mono[m] = np.maximum(mono[m], sc[m] - CRITICAL_SLACK_MOS)
+        if CRITICAL_RULE == "rank":
+            shift, fixed = self._predicted_windows(i, below)
+
+            def bound(pooled: float) -> np.ndarray:
+                return np.maximum(mono, np.maximum(fixed, shift + pooled) - CRITICAL_SLACK_MOS)
+        else:
+            def bound(pooled: float) -> np.ndarray:
+                return mono
+        edge = self._predicted_pool(i)
+        wp = self.source.window_piece
+        n = len(self.source.pieces)
+        crit = set(wp[(bound(edge) < edge + CRITICAL_SELECT_MOS) | self.ref_silent].tolist())
+        rest = [k for k in range(n) if k not in crit]
+        guard = set(rest[CRITICAL_GUARD_EVERY // 2 :: CRITICAL_GUARD_EVERY])
+        if len(crit) + len(guard) > CRITICAL_MAX_SHARE * n:
+            return None  # little to save
+        return bound, crit | guard, guard
+
+    def _predicted_windows(self, i: int, below: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Each window's score expected at setting ``i`` as ``(shift, fixed)``: the
+        expectation is ``max(fixed, shift + pooled)`` for the pooled score ``pooled`` at
+        ``i`` (-inf where unknown). Between the nearest settings measured below and above
+        it at which the window was measured, ``fixed``: interpolated in ln kbps; from
+        the nearest below, ``shift``: its score there less that setting's pooled score
+        (the tail stays the tail: the window keeps its distance from the pool)."""
+        kbps = self.rungs[i].nominal_kbps
+        x = math.log(kbps)
+        n = len(self.ref_silent)
+        # per window, the nearest setting below and above ``i`` at which it was measured
+        lo_s, lo_x = np.full(n, np.nan), np.full(n, np.nan)
+        shift = np.full(n, -np.inf)
+        for j in sorted(below, key=lambda j: self.rungs[j].nominal_kbps):
+            got, sc = self._measured[j]
+            m = got & np.isfinite(sc)
+            lo_s[m], lo_x[m] = sc[m], math.log(self.rungs[j].nominal_kbps)
+            shift[m] = sc[m] - self.probes[j].pooled_mos
+        hi_s, hi_x = np.full(n, np.nan), np.full(n, np.nan)
+        above = [j for j in self._measured if self.rungs[j].nominal_kbps > kbps]
+        for j in sorted(above, key=lambda j: -self.rungs[j].nominal_kbps):
+            got, sc = self._measured[j]
+            m = got & np.isfinite(sc)
+            hi_s[m], hi_x[m] = sc[m], math.log(self.rungs[j].nominal_kbps)
+        fixed = np.full(n, -np.inf)
+        both = np.isfinite(lo_s) & np.isfinite(hi_s)
+        fixed[both] = lo_s[both] + (hi_s[both] - lo_s[both]) * (x - lo_x[both]) / np.maximum(hi_x[both] - lo_x[both], 1e-9)
+        return shift, fixed
+
+    def _predicted_pool(self, i: int) -> float:
+        """The pooled score expected at setting ``i``: the probed curve interpolated in
+        ln kbps, extrapolated above its top at its last slope (the slope prior's range,
+        as ``slope_near``). Only where the planned segments end: a wrong guess costs
+        another encode of the segments it left out, never a wrong pool."""
+        pts = sorted((math.log(p.bitrate_kbps), p.pooled_mos) for p in self.probes.values()
+                     if not math.isnan(p.pooled_mos) and p.bitrate_kbps > 0)
+        x = math.log(self.rungs[i].nominal_kbps)
+        lo = [q for q in pts if q[0] < x]
+        hi = [q for q in pts if q[0] >= x]
+        if lo and hi:
+            (x0, y0), (x1, y1) = lo[-1], hi[0]
+            return y0 + (y1 - y0) * (x - x0) / max(x1 - x0, 1e-9)
+        from ratecontrol.search import SLOPE_PRIOR_MOS_PER_X
+
+        sl = SLOPE_PRIOR_MOS_PER_X
+        if len(lo) >= 2 and lo[-1][0] > lo[-2][0]:
+            sl = (lo[-1][1] - lo[-2][1]) / (lo[-1][0] - lo[-2][0])
+            sl = min(max(sl, SLOPE_PRIOR_MOS_PER_X / 3), 3 * SLOPE_PRIOR_MOS_PER_X)
+        return lo[-1][1] + sl * (x - lo[-1][0])
+
+    def _measure_critical(self, i: int, bound, pieces: set, guard: set):
+        """Scores of setting ``i`` from the planned segments, then as many more as it
+        takes for the pool to be the full sample's: a window not encoded counts at its
+        bound (``bound(pooled)``), which must lie above the pool's edge (the largest
+        score the pool reads: the p10 window itself); windows at or below it get their
+        segments encoded. A guard window at or below the edge (the plan missed the tail)
+        makes the probe encode every segment. Returns (window scores, measured mask,
+        bytes, seconds encoded)."""
+        wp = self.source.window_piece
+        got = np.zeros(len(wp), bool)
+        scores = np.full(len(wp), np.nan)
+        size, enc_s, todo, done = 0, 0.0, set(pieces), set()
+        lower = None
+        while todo:
+            out = self.cache.get_or_compute(self.cache_key(i, todo), lambda t=frozenset(todo): self._measure_pieces(i, t))
+            at = np.flatnonzero(np.isin(wp, sorted(todo)))
+            scores[at] = out["window_mos"]
+            got[at] = True
+            size += out["encoded_bytes"]
+            enc_s += out["encoded_s"]
+            done |= todo
+            # the pool as if every window left out lay above it, and their bounds at it
+            vals = np.where(got, scores, np.inf)
+            edge = _pool_edge(vals[~np.isnan(vals)], self.pool)
+            lower = bound(edge)
+            if guard and (got & np.isin(wp, sorted(guard)) & (scores <= edge)).any():
+                # a guard window is in the pool's tail: the plan missed windows like it,
+                # and the bounds of those left out cannot be trusted: encode them all
+                todo, guard = set(range(len(self.source.pieces))) - done, set()
+                continue
+            todo = set(wp[~got & (lower <= edge)].tolist()) - done
+        return np.where(got, scores, lower), got, size, enc_s
 
     def setting(self, value: float) -> int:
         """The index of the setting at knob ``value`` (snapped): a ladder rung with that
@@ -160,12 +301,24 @@ class Prober:
             return self.probes[i]
         rung = self.rungs[i]
         t0 = time.perf_counter()
-        out = self.cache.get_or_compute(self.cache_key(i), lambda: self._measure(i))
-        scores = np.asarray(out["window_mos"], dtype=np.float64)
+        plan = self._plan(i)
+        if plan is None:
+            out = self.cache.get_or_compute(self.cache_key(i), lambda: self._measure(i))
+            scores = np.asarray(out["window_mos"], dtype=np.float64)
+            size = out["encoded_bytes"]
+            self._measured[i] = (np.ones(len(scores), bool), scores)
+            # bits per second of the probe encode (context included, as encoded)
+            actual = size * 8 / 1000 / (self.source.audio.shape[1] / self.track.rate_hz)
+        else:
+            scores, got, size, enc_s = self._measure_critical(i, *plan)
+            self._measured[i] = (got, np.where(got, scores, np.nan))
+            n_got = len(set(self.source.window_piece[got].tolist()))
+            if n_got < len(self.source.pieces):
+                self.partial[i] = (n_got, len(self.source.pieces))
+                actual = self._estimated_kbps(i)
+            else:
+                actual = size * 8 / 1000 / enc_s
         pooled = pool_scores(scores[~np.isnan(scores)], self.pool)
-        size = out["encoded_bytes"]
-        # bits per second of the probe encode (context included, as encoded)
-        dur = self.source.audio.shape[1] / self.track.rate_hz
         p = Probe(
             rung_index=i,
             rung_label=rung.label,
@@ -175,7 +328,7 @@ class Prober:
             passed=bool(not np.isnan(pooled) and pooled >= target),
             seconds=time.perf_counter() - t0,
             encoded_bytes=size,
-            actual_kbps=size * 8 / 1000 / dur,
+            actual_kbps=actual,
             preset=self.preset.name,
             knob_value=self.preset.knob_value(rung),
         )
@@ -183,6 +336,18 @@ class Prober:
         if self.on_probe:
             self.on_probe(p)
         return p
+
+    def _estimated_kbps(self, i: int) -> float:
+        """A critical-segment probe's bits per second: its nominal kbps at the actual /
+        nominal ratio of the nearest setting probed on every segment (its own segments
+        are the quiet ones, where VBR spends less: their own rate would make a higher
+        setting look cheaper to the search's cost)."""
+        full = [j for j in self.probes if j not in self.partial and self.probes[j].actual_kbps]
+        kbps = self.rungs[i].nominal_kbps
+        if not full:
+            return float(kbps)
+        j = min(full, key=lambda j: abs(math.log(self.rungs[j].nominal_kbps / kbps)))
+        return float(kbps) * self.probes[j].actual_kbps / self.probes[j].bitrate_kbps
 
     def discard_encodes(self) -> None:
         for path in self.encodes.values():
@@ -192,6 +357,13 @@ class Prober:
 
     def result(self, target: float, chosen: Probe | None, probes, reached: bool, notes,
                margin: float = 0.0, knob: bool = False) -> SearchResult:
+        part = [self.partial[p.rung_index] for p in probes if p.rung_index in self.partial]
+        if part:
+            notes = list(notes) + [
+                f"{len(part)} later probe(s) encoded only the segments near the bar and a guard sample "
+                f"({', '.join(f'{a} of {b}' for a, b in part)}); each other window counts at its score expected "
+                f"from the settings measured around it less {CRITICAL_SLACK_MOS:g} MOS, above every window "
+                f"the pool reads"]
         return SearchResult(
             preset=self.preset.name,
             target_mos=target,
@@ -300,6 +472,47 @@ class KnobAxis:
 
     def snap_x(self, x: float) -> float:
         return self.x_of(self.value_of(x))
+
+
+#: Critical-segment probes (issue 25 lever 1; measured in docs/performance.md "Cost, round
+#: 3"): a window's score at a higher setting is taken to be at least its score at a lower
+#: one less this slack (MOS) ...
+CRITICAL_SLACK_MOS = 0.1
+#: ... windows whose bound lies within this of the pooled score expected at the setting
+#: (the probed curve, interpolated) are encoded: the tail the 10th percentile is made of ...
+CRITICAL_SELECT_MOS = 0.15
+#: ... with one in this many of the other segments as a guard of the rise ...
+CRITICAL_GUARD_EVERY = 4
+#: ... unless that is more than this share of the segments (then all are encoded)
+CRITICAL_MAX_SHARE = 0.75
+#: the default: later probes encode only the critical segments
+CRITICAL_PROBES = True
+#: ... for these encoders only: a segment's encode must not depend on the segments before
+#: it in the same ffmpeg run (it does not have them in a critical-segment probe). libopus
+#: settles within the 1 s of context: 11 critical-segment probes on 6 long real tracks
+#: were within 0.015 MOS of the full sample's pool (7 identical), same pass/fail in all.
+#: ffmpeg's aac carries its rate control across segments: 15 such probes read up to
+#: 0.09 MOS off, and 2 passed where the full sample failed (docs/performance.md "Cost,
+#: round 3")
+CRITICAL_ENCODERS = ("libopus",)
+#: how a window left out is bounded: "monotone" (its score at a lower setting less the
+#: slack) or "rank" (also: its score expected at the setting, interpolated between the
+#: settings measured around it, or moved by the pool's rise above them, less the slack)
+CRITICAL_RULE = "rank"
+
+
+def _pool_edge(scores: np.ndarray, pool: str) -> float | None:
+    """The largest window score ``pool`` reads (a window above it does not change the
+    pooled value), or None for a pool every window changes (the mean)."""
+    m = validate_pool(pool)
+    if m == "mean":
+        return None
+    if scores.size == 0:
+        return float("inf")
+    if m == "min" or m.startswith("p"):
+        return pool_scores(scores, m)
+    k = max(1, int(np.ceil(float(m[len("worst"):]) / 100.0 * scores.size)))
+    return float(np.sort(scores)[k - 1])
 
 
 def resolve_margin(margin: float | None, scorer) -> float:

@@ -14,6 +14,7 @@ from ratecontrol.errors import UsageError
 from ratecontrol.presets import Preset, load_preset
 from ratecontrol.results import Probe
 from ratecontrol.scoring.base import Scorer, check_scorer, get_scorer
+from ratecontrol.windows import is_digital_silence
 from ratecontrol.probing.prober import Prober
 from ratecontrol.probing.sampling import CONTEXT_S, DEFAULT_SAMPLE_SHARE, SAMPLE_MAX_S, pick_segments
 from ratecontrol.probing.source import ProbeSource, prepare_windows, score_windows
@@ -116,6 +117,38 @@ class Session:
             if b == n:
                 break
 
+    def _prepare_piece(self, piece: ProbeSource):
+        """(silence mask, prepared non-silent reference windows or None) of one check
+        piece. The windows the probes' sampled source has prepared already (the same
+        1-s grid: segments start on whole seconds, as the check's pieces do) are taken
+        from it (``Scorer.gather``), only the rest is prepared: one preparation of each
+        reference window per track (issue 25 lever 2). The taken rows were prepared
+        from the segment's own resampled piece, the check's from the minute's: the
+        resampler is the same kernel at the same phase; scores agree within 1e-4 MOS (2.5e-5
+        measured on 40 s of real music)
+        (tests/test_shared_reference.py)."""
+        ref_w = piece.ref_w
+        src = self._source
+        rows = src.prepared_rows(self.scorer) if src is not None and src.sampled else None
+        if not rows:
+            return prepare_windows(self.scorer, ref_w)
+        silent = is_digital_silence(ref_w)
+        live = np.flatnonzero(~silent)
+        if not live.size:
+            return silent, None
+        idx = piece.index
+        hits = [rows.get((int(idx.channel[j]), int(idx.start_sample[j]))) for j in live]
+        taken = [k for k, h in enumerate(hits) if h is not None]
+        if not taken:
+            return silent, self.scorer.prepare(ref_w[live])
+        fresh = [k for k, h in enumerate(hits) if h is None]
+        prep_src = hits[taken[0]][0]
+        parts = [(prep_src, np.array([hits[k][1] for k in taken], np.intp))]
+        if fresh:
+            parts.append((self.scorer.prepare(ref_w[live[fresh]]), np.arange(len(fresh), dtype=np.intp)))
+        joined = self.scorer.gather(parts)  # taken rows, then fresh ones: back to window order
+        return silent, self.scorer.gather([(joined, np.argsort(np.array(taken + fresh), kind="stable"))])
+
     def full_track_scores(self, deg, chunk_s: float = CHECK_CHUNK_S, with_index: bool = False):
         """Window scores of a whole decoded encode, a ``CHECK_CHUNK_S`` piece at a time.
 
@@ -145,7 +178,7 @@ class Session:
             if (a, b) in self._check_ref:
                 piece, silent, prep = self._check_ref[(a, b)]
             else:
-                silent, prep = prepare_windows(self.scorer, piece.ref_w)
+                silent, prep = self._prepare_piece(piece)
                 if keep:
                     self._check_ref[(a, b)] = (piece, silent, prep)
             lo, hi = max(0, a - ctx), min(n, b + ctx)

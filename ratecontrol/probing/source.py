@@ -4,6 +4,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
@@ -79,6 +81,75 @@ class ProbeSource:
             self.pieces = tuple(pieces)
             self.audio = chunks[0] if len(chunks) == 1 else np.concatenate(chunks, axis=1)
         self.sampled = segments is not None
+        #: the prepared reference per scorer (``reference``): one preparation shared by
+        #: every prober of this source (codec=auto probes several presets on it) and by
+        #: the full-track check, which takes these windows' rows instead of preparing
+        #: them again (issue 25 lever 2)
+        self._refs: dict[int, tuple[Scorer, Future]] = {}
+        self._refs_lock = threading.Lock()
+
+    @functools.cached_property
+    def window_piece(self) -> np.ndarray:
+        """int [W]: the piece each window of ``windows()`` comes from (windows are cut
+        piece by piece, so each piece's windows are one run)."""
+        rate = self.track.rate_hz
+        starts = np.array([int(round(p.start * MODEL_SAMPLE_RATE_HZ / rate)) for p in self.pieces])
+        return np.searchsorted(starts, self.index.start_sample, side="right") - 1
+
+    def subset(self, pieces) -> "ProbeSource":
+        """A source of only these pieces (indices into ``pieces``), each cut with the
+        same codec context as here: its windows are these pieces' windows, in order."""
+        return ProbeSource(self.track, [(self.pieces[k].start, self.pieces[k].length) for k in sorted(pieces)],
+                           self.hop_s)
+
+    @functools.cached_property
+    def ref_silent(self) -> np.ndarray:
+        """bool [W]: reference windows that are digital silence (never prepared)."""
+        return is_digital_silence(self.ref_w)
+
+    def reference(self, scorer: Scorer, background: bool = False) -> Future:
+        """The scorer-prepared non-silent reference windows (a Future of the prepared
+        object, or of None when all are silence), prepared once per scorer.
+        ``background``: start the preparation in a thread of its own (a probe's first
+        encode runs meanwhile) instead of in the first caller's thread."""
+        with self._refs_lock:
+            hit = self._refs.get(id(scorer))
+            if hit is not None:
+                return hit[1]
+            fut: Future = Future()
+            self._refs[id(scorer)] = (scorer, fut)  # the scorer kept alive: its id stays its own
+
+        def run():
+            try:
+                live = ~self.ref_silent
+                fut.set_result(scorer.prepare(self.ref_w[live]) if live.any() else None)
+            except BaseException as exc:  # the waiting probe raises it
+                fut.set_exception(exc)
+
+        if background:
+            ex = ThreadPoolExecutor(1)
+            ex.submit(run)
+            ex.shutdown(wait=False)
+        else:
+            run()
+        return fut
+
+    def prepared_rows(self, scorer: Scorer) -> dict[tuple[int, int], tuple[object, int]] | None:
+        """``{(channel, start_sample): (prepared, row)}`` of this source's prepared
+        non-silent reference windows for ``scorer`` when it has been prepared (or is being
+        prepared) and the scorer can take rows out of it (``gather``), else None."""
+        hit = self._refs.get(id(scorer))
+        if hit is None or not hasattr(scorer, "gather"):
+            return None
+        try:
+            prep = hit[1].result()
+        except Exception:
+            return None
+        if prep is None:
+            return None
+        live = np.flatnonzero(~self.ref_silent)
+        idx = self.index
+        return {(int(idx.channel[j]), int(idx.start_sample[j])): (prep, r) for r, j in enumerate(live)}
 
     # windows and digest are computed on first use: the full-track check builds
     # sources per minute and keeps only their geometry once the reference is prepared

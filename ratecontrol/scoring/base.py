@@ -28,6 +28,11 @@ class Scorer(Protocol):
     result is much smaller than the windows, so a whole track's prepared reference may
     be kept (the full-track check then prepares it while ffmpeg encodes).
 
+    Optional ``gather(parts) -> prepared``, where ``parts`` is a list of ``(prepared,
+    rows)``: a prepared reference made of those rows of others, in order (a scorer
+    whose prepared reference is per window). The full-track check then takes the
+    windows the probes prepared instead of preparing them again.
+
     Optional ``default_margin_mos`` (default 0) and ``pooled_error_mos`` (default None):
     for a scorer that approximates exact ViSQOL, the search margin its decisions need
     and its measured error on a track's pooled score (reported with every result).

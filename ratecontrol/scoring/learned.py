@@ -249,6 +249,18 @@ def _check_windows(windows: np.ndarray, what: str) -> np.ndarray:
     return np.ascontiguousarray(w, dtype=np.float32)
 
 
+def _torch_index(rows):
+    import torch
+
+    return torch.as_tensor(np.asarray(rows, np.int64))
+
+
+def _torch_cat(cols):
+    import torch
+
+    return torch.cat(cols)
+
+
 @dataclass(frozen=True)
 class _Prepared:
     #: reference features per window, on the CPU (dict of [W, ...] tensors, or numpy
@@ -381,6 +393,18 @@ class LearnedScorer:
                 probe = self.model.reference_features(torch.zeros(1, WINDOW_SAMPLES, device=self.device))
             feats = {k: v[:0].cpu() for k, v in probe.items()}
         return _Prepared(feats, len(ref))
+
+    def gather(self, parts) -> _Prepared:
+        """One prepared reference made of rows of others: ``parts`` is a list of
+        ``(prepared, rows)`` (rows: int indices into that prepared), concatenated in
+        order. The features are per window, so a window's rows score exactly as when it
+        was prepared (the full-track check takes the probes' windows: issue 25)."""
+        feats: dict = {}
+        for k in parts[0][0].features:
+            cols = [p.features[k][np.asarray(rows, np.intp)] if isinstance(p.features[k], np.ndarray)
+                    else p.features[k][_torch_index(rows)] for p, rows in parts]
+            feats[k] = np.concatenate(cols) if isinstance(cols[0], np.ndarray) else _torch_cat(cols)
+        return _Prepared(feats, int(sum(len(rows) for _, rows in parts)))
 
     def score(self, prepared: _Prepared, deg_windows: np.ndarray) -> np.ndarray:
         deg = _check_windows(deg_windows, "degraded")
