@@ -16,6 +16,7 @@ from ratecontrol.presets import Preset, load_preset
 from ratecontrol.probing.auto import auto_presets, auto_sessions, rate_key, search_auto
 from ratecontrol.probing.output import check_output, claim_report, plan_outputs
 from ratecontrol.probing.prober import Prober, run_search
+from ratecontrol.probing.request import EncodeRequest
 from ratecontrol.probing.session import open_session, resolve_preset
 from ratecontrol.probing.verify import finish_encode
 from ratecontrol.results import EncodeResult, SearchResult
@@ -23,13 +24,14 @@ from ratecontrol.results import EncodeResult, SearchResult
 __all__ = ["encode_audio", "encode_targets", "render"]
 
 
-def encode_audio(src: Path, input_path: Path, output, target: float, preset: Preset | None, opts: Options,
-                 overwrite: bool, metadata, report, t0: float) -> EncodeResult:
+def encode_audio(req: EncodeRequest, src: Path) -> EncodeResult:
     """One audio file's encode: ``src`` is what is decoded (the input itself, or one
-    of its audio streams copied out), ``input_path`` names the output and is never
-    overwritten; ``preset`` None is codec auto."""
+    of its audio streams copied out), ``req.input_path`` names the output and is never
+    overwritten; ``req.preset`` None is codec auto."""
+    input_path, output, target, preset, opts = req.input_path, req.output, req.target_mos, req.preset, req.options
     # every output checked before any work (codec auto: for each preset it may pick)
-    plan = plan_outputs(input_path, output, overwrite, [preset] if preset is not None else auto_presets(), report)
+    plan = plan_outputs(input_path, output, req.overwrite, [preset] if preset is not None else auto_presets(),
+                        req.report)
     if preset is None:
         sessions = auto_sessions(src, opts, keep_encodes=True)
     else:
@@ -45,7 +47,7 @@ def encode_audio(src: Path, input_path: Path, output, target: float, preset: Pre
         fsutil.clean_stale_temps(out.path.parent)  # what a killed run left beside its output
         if result is None:
             result = run_search(session.prober(preset), target, opts.best_effort, margin=opts.margin_mos)
-        enc = finish_encode(session, preset, result, src, out, metadata, opts.verify, t0)
+        enc = finish_encode(session, preset, result, src, out, req.metadata, opts.verify, req.t0_s)
         if plan.report is not None:
             render(session.prober(preset), enc, plan.report)
         return enc
