@@ -60,10 +60,10 @@ def select_bitrate(source, *, target_mos: float, codec: str | Preset = "opus", o
     refuse_stream_options(opts, "select_bitrate")
     target = check_target_mos(target_mos)
     if codec == AUTO_CODEC:
-        return search_auto(auto_sessions(source, opts, sample_rate_hz), target, opts.best_effort, opts.margin_mos)
+        return search_auto(auto_sessions(source, opts, sample_rate_hz), target, opts)
     preset = resolve_preset(codec)
     s = open_session(source, preset, opts, sample_rate_hz)
-    return run_search(s.prober(preset), target, opts.best_effort, margin=opts.margin_mos)
+    return run_search(s.prober(preset), target, opts)
 
 
 def encode(source: str | os.PathLike, output: str | os.PathLike | None = None, *, target_mos: float,

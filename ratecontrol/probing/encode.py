@@ -38,7 +38,7 @@ def encode_audio(req: EncodeRequest, src: Path) -> EncodeResult:
         sessions = {0: open_session(src, preset, opts, keep_encodes=True)}
     try:
         if preset is None:
-            result = search_auto(sessions, target, opts.best_effort, opts.margin_mos, only=tuple(plan.audio))
+            result = search_auto(sessions, target, opts, only=tuple(plan.audio))
             preset = load_preset(result.preset)
             session = sessions[rate_key(preset)]
         else:
@@ -46,7 +46,7 @@ def encode_audio(req: EncodeRequest, src: Path) -> EncodeResult:
         out = plan.for_preset(preset)
         fsutil.clean_stale_temps(out.path.parent)  # what a killed run left beside its output
         if result is None:
-            result = run_search(session.prober(preset), target, opts.best_effort, margin=opts.margin_mos)
+            result = run_search(session.prober(preset), target, opts)
         enc = finish_encode(session, preset, result, src, out, req.metadata, opts.verify, req.t0_s)
         if plan.report is not None:
             render(session.prober(preset), enc, plan.report)
@@ -85,7 +85,7 @@ def encode_targets(input_path: Path, out_dir, targets: Sequence[float], codec: s
     results: list[EncodeResult] = []
     try:
         for t, out in zip(ts, outs):
-            res = run_search(session.prober(preset), t, opts.best_effort, margin=opts.margin_mos)
+            res = run_search(session.prober(preset), t, opts)
             same = next((r for r in results if r.search.chosen.rung_index == res.chosen.rung_index
                          and r.stepped_up == 0 and r.pooled_mos >= t + res.margin_mos), None)
             if same is not None:

@@ -101,7 +101,7 @@ def _encode_streams(req: EncodeRequest, chosen: list[int], out: fsutil.Destinati
                 session = _open_stream_session(extracted, input_path, n, preset, opts, scorer)
                 scorer = session.scorer  # one scorer for every stream
                 try:
-                    result = run_search(session.prober(preset), target, opts.best_effort, margin=opts.margin_mos)
+                    result = run_search(session.prober(preset), target, opts)
                     enc = finish_encode(session, preset, result, extracted, encoded[n], req.metadata, opts.verify, t0)
                     if n in reports:
                         render(session.prober(preset), replace(enc, output_path=str(out)), reports[n])
