@@ -13,8 +13,8 @@ from ratecontrol.contract import check_target_mos
 from ratecontrol.errors import OutputError, UsageError
 from ratecontrol.options import Options
 from ratecontrol.presets import Preset, load_preset
-from ratecontrol.probing.auto import auto_presets, auto_sessions, rate_key, search_auto
-from ratecontrol.probing.output import check_output, claim_report, plan_outputs
+from ratecontrol.probing.auto import auto_sessions, rate_key, search_auto
+from ratecontrol.probing.output import OutputPlan, check_output, claim_report
 from ratecontrol.probing.prober import Prober, run_search
 from ratecontrol.probing.request import EncodeRequest
 from ratecontrol.probing.session import open_session, resolve_preset
@@ -24,14 +24,12 @@ from ratecontrol.results import EncodeResult, SearchResult
 __all__ = ["encode_audio", "encode_targets", "render"]
 
 
-def encode_audio(req: EncodeRequest, src: Path) -> EncodeResult:
+def encode_audio(req: EncodeRequest, src: Path, plan: OutputPlan) -> EncodeResult:
     """One audio file's encode: ``src`` is what is decoded (the input itself, or one
     of its audio streams copied out), ``req.input_path`` names the output and is never
-    overwritten; ``req.preset`` None is codec auto."""
-    input_path, output, target, preset, opts = req.input_path, req.output, req.target_mos, req.preset, req.options
-    # every output checked before any work (codec auto: for each preset it may pick)
-    plan = plan_outputs(input_path, output, req.overwrite, [preset] if preset is not None else auto_presets(),
-                        req.report)
+    overwritten; ``req.preset`` None is codec auto. ``plan``: every output, checked by
+    the caller before any work (codec auto: for each preset it may pick)."""
+    target, preset, opts = req.target_mos, req.preset, req.options
     if preset is None:
         sessions = auto_sessions(src, opts, keep_encodes=True)
     else:

@@ -14,7 +14,7 @@ from ratecontrol.options import Options
 from ratecontrol.presets import Preset
 from ratecontrol.probing.auto import auto_presets
 from ratecontrol.probing.encode import encode_audio, render
-from ratecontrol.probing.output import check_output, claim_report, plan_outputs
+from ratecontrol.probing.output import OutputPlan, check_output, claim_report, plan_outputs
 from ratecontrol.probing.prober import run_search
 from ratecontrol.probing.request import EncodeRequest
 from ratecontrol.probing.session import open_session
@@ -39,17 +39,15 @@ def encode_input(req: EncodeRequest) -> EncodeResult:
         if opts.audio_stream not in (None, 0):
             raise UsageError(f"{input_path} has one audio stream: there is no audio stream {opts.audio_stream} "
                              "(they count from 0)")
-        return encode_audio(req, input_path)
+        return encode_audio(req, input_path, _plan(req))
     chosen = chosen_streams(input_path, info, opts)
     if opts.audio_only:
         folder = Path(output).parent if output is not None else input_path.parent
-        # before any work (encode_audio checks again, after the copy-out, for its own plan)
-        plan_outputs(input_path, output, req.overwrite, [preset] if preset is not None else auto_presets(),
-                     req.report)
+        plan = _plan(req)  # before any work, once: the copy-out below does not change it
         extracted = fsutil.temp_sibling(folder / input_path.name, suffix=".mka")
         try:
             media.extract_audio(input_path, chosen[0], extracted)
-            enc = encode_audio(req, extracted)
+            enc = encode_audio(req, extracted, plan)
         finally:
             extracted.unlink(missing_ok=True)
         return replace(enc, input_path=str(input_path), audio_stream=chosen[0])
@@ -67,6 +65,13 @@ def encode_input(req: EncodeRequest) -> EncodeResult:
     media.check_mux(input_path, preset, chosen, out)  # an impossible pair fails before any search
     fsutil.clean_stale_temps(out.path.parent)  # what a killed run left beside its output
     return _encode_streams(req, chosen, out, reports)
+
+
+def _plan(req: EncodeRequest) -> OutputPlan:
+    """Every output of an audio encode (codec auto: for each preset it may pick), checked
+    before any work, once."""
+    presets = [req.preset] if req.preset is not None else auto_presets()
+    return plan_outputs(req.input_path, req.output, req.overwrite, presets, req.report)
 
 
 def chosen_streams(input_path: Path, info: media.MediaInfo, opts: Options) -> list[int]:
