@@ -82,7 +82,8 @@ class Options:
     margin_mos: search for target + margin_mos (a guard against the learned scorer's
         error); None = the scorer's own default (learned 0.03, from the oracle bench in
         docs/performance.md; visqol 0).
-    on_probe: called with each Probe as it finishes.
+    on_probe: called with each Probe as it finishes, one call at a time (probes of one
+        round run on threads of their own; the calls never overlap).
     audio_stream: for an input with several audio streams, which one is scored and
         re-encoded: its position among the audio streams (0 = the first, as ffmpeg's
         ``-map 0:a:N``); None = the one marked default, else the first.

@@ -123,3 +123,31 @@ def test_public_names_are_exported():
         assert hasattr(ratecontrol, name), name
     for name in ("encode", "select_bitrate", "score", "RatecontrolError", "SearchResult", "EncodeResult"):
         assert name in ratecontrol.__all__
+
+
+@pytest.mark.parametrize("codec", ["opus", "auto"])
+def test_on_probe_is_never_called_from_two_threads_at_once(tmp_path, codec):
+    """The knob search probes two settings at a time on two cores (knob_search
+    evaluate_many): the user's callback still runs one call at a time, so a printer or a
+    callback that touches files needs no lock of its own (CI stop 29 failed on a
+    callback that raced itself). codec auto searches two presets at once."""
+    import threading
+    import time
+
+    src = tmp_path / "in.wav"
+    sf.write(src, Synth(5).music(44_100, channels=2, duration_s=2.0, amplitude=0.3).T, 44_100, subtype="PCM_16")
+    inside, most, calls = [0], [0], []
+    guard = threading.Lock()
+
+    def slow(probe):
+        with guard:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        time.sleep(0.3)  # long enough for a second probe thread to arrive
+        calls.append(probe)
+        with guard:
+            inside[0] -= 1
+
+    res = select_bitrate(src, target_mos=4.0, codec=codec, cache=False, jobs=2, on_probe=slow)
+    assert len(calls) == (res.probes_total or len(res.probes)) >= 2
+    assert most[0] == 1

@@ -12,7 +12,7 @@ from ratecontrol.presets import Preset, list_presets
 from ratecontrol.results import SearchResult
 from ratecontrol.options import Options
 from ratecontrol.probing.prober import run_search
-from ratecontrol.probing.session import Session, open_session, resolve_cache, resolve_scorer
+from ratecontrol.probing.session import Session, one_call_at_a_time, open_session, resolve_cache, resolve_scorer
 
 
 #: ``codec="auto"``: try every available preset, keep the smallest output
@@ -79,6 +79,7 @@ def auto_sessions(source, opts: Options, sample_rate_hz: int | None = None, keep
     """One session per output rate (48 kHz for Opus, the source's for the rest); the
     scorer and cache are shared."""
     sessions: dict[int, Session] = {}
+    opts = replace(opts, on_probe=one_call_at_a_time(opts.on_probe))  # one lock for every session
     shared_scorer = resolve_scorer(opts.scorer, n_jobs=opts.jobs)
     shared_cache = resolve_cache(opts.cache)
     for p in auto_presets():

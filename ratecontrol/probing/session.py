@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, Callable
@@ -193,6 +194,22 @@ class Session:
         return scores
 
 
+def one_call_at_a_time(on_probe: Callable[[Probe], None] | None) -> Callable[[Probe], None] | None:
+    """``on_probe`` behind a lock: a round's probes (PARALLEL_PROBES) and codec auto's
+    presets run on threads of their own, yet Options.on_probe promises calls that never
+    overlap (a printer or a callback that touches files needs no lock of its own).
+    Wrapping twice keeps the first wrapper, so every session of a run shares one lock."""
+    if on_probe is None or getattr(on_probe, "_one_at_a_time", False):
+        return on_probe
+    lock = threading.Lock()
+
+    def serialized(probe: Probe) -> None:
+        with lock:
+            on_probe(probe)
+    serialized._one_at_a_time = True  # type: ignore[attr-defined]
+    return serialized
+
+
 def open_session(source, preset_for_rate: Preset | None, opts: Options, sample_rate_hz: int | None = None,
                  keep_encodes: bool = False, scorer: Scorer | None = None, cache: ProbeCache | None = None) -> Session:
     """Decode ``source`` for ``preset_for_rate`` (None: the source's own rate rule) and
@@ -221,5 +238,5 @@ def open_session(source, preset_for_rate: Preset | None, opts: Options, sample_r
             track = replace(track, notes=track.notes + (
                 f"input is lossy ({info.codec}, ~{info.bitrate_kbps:.0f} kbps): the ladder stops at its bitrate",))
     return Session(track, sc, opts.pool, cache if cache is not None else resolve_cache(opts.cache), opts.hop_s, share,
-                   opts.on_probe, max_kbps, opts.jobs, SAMPLE_MAX_S if opts.sample_share is None else None,
+                   one_call_at_a_time(opts.on_probe), max_kbps, opts.jobs, SAMPLE_MAX_S if opts.sample_share is None else None,
                    keep_encodes, opts.ladder)
