@@ -70,13 +70,14 @@ def _save(path: Path, obj) -> None:
 
 
 def _search(session, preset, target, ladder):
+    from ratecontrol.options import Options
     from ratecontrol.probing.prober import run_search
 
     session._probers.pop(preset.name, None)  # a fresh prober: its probes are this search's own
     pr = session.prober(preset)
     pr.parallel = 1
     t0 = time.perf_counter()
-    res = run_search(pr, target, True, parallel=1, ladder=ladder)
+    res = run_search(pr, target, Options(best_effort=True), parallel=1, ladder=ladder)
     return pr, res, time.perf_counter() - t0
 
 

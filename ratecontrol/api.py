@@ -36,6 +36,7 @@ from ratecontrol.probing import compare
 from ratecontrol.probing.auto import AUTO_CODEC, auto_sessions, search_auto
 from ratecontrol.probing.encode import encode_targets
 from ratecontrol.probing.prober import run_search
+from ratecontrol.probing.request import EncodeRequest
 from ratecontrol.probing.session import open_session, resolve_preset
 from ratecontrol.probing.streams import encode_input, refuse_stream_options
 from ratecontrol.results import EncodeResult, ScoreResult, SearchResult
@@ -59,10 +60,10 @@ def select_bitrate(source, *, target_mos: float, codec: str | Preset = "opus", o
     refuse_stream_options(opts, "select_bitrate")
     target = check_target_mos(target_mos)
     if codec == AUTO_CODEC:
-        return search_auto(auto_sessions(source, opts, sample_rate_hz), target, opts.best_effort, opts.margin_mos)
+        return search_auto(auto_sessions(source, opts, sample_rate_hz), target, opts)
     preset = resolve_preset(codec)
     s = open_session(source, preset, opts, sample_rate_hz)
-    return run_search(s.prober(preset), target, opts.best_effort, margin=opts.margin_mos)
+    return run_search(s.prober(preset), target, opts)
 
 
 def encode(source: str | os.PathLike, output: str | os.PathLike | None = None, *, target_mos: float,
@@ -93,7 +94,7 @@ def encode(source: str | os.PathLike, output: str | os.PathLike | None = None, *
     t0 = time.perf_counter()
     opts = Options.merge(options, **option_fields)
     overwrite = check_flag("overwrite", overwrite)  # "no" is truthy: never guess a switch
-    return encode_input(Path(source), output, target_mos, codec, opts, overwrite, metadata, report, t0)
+    return encode_input(EncodeRequest.build(source, output, target_mos, codec, opts, overwrite, metadata, report, t0))
 
 
 def encode_ladder(source: str | os.PathLike, out_dir: str | os.PathLike | None = None, *, targets: Sequence[float],

@@ -73,8 +73,8 @@ def test_a_critical_segment_probe_decides_as_the_full_sample_probe(long_music):
 @pytest.mark.slow
 def test_a_search_with_critical_segment_probes_chooses_the_full_sample_searchs_setting(long_music):
     crit, full = _probers(long_music)
-    a = run_search(crit, 4.3, True)
-    b = run_search(full, 4.3, True)
+    a = run_search(crit, 4.3, Options(best_effort=True))
+    b = run_search(full, 4.3, Options(best_effort=True))
     assert crit.partial  # the rule was used
     assert a.chosen.bitrate_kbps == b.chosen.bitrate_kbps
     assert [p.bitrate_kbps for p in a.probes] == [p.bitrate_kbps for p in b.probes]

@@ -270,3 +270,24 @@ def test_the_default_disposition_picks_the_stream():
                            bitrate_kbps=448.0, lossless=False, format_name="matroska", bits_per_sample=None,
                            has_cover_art=False, streams=streams)
     assert media.default_audio_stream(info) == 1
+
+
+def test_audio_only_checks_its_output_once(films, tmp_path, monkeypatch):
+    """issue 27 item 3: the output of an audio_only encode is claimed once, before the
+    copy-out, not again by encode_audio after it (a spy on the real claim; the encode is
+    real)."""
+    from ratecontrol.probing import output as output_mod
+
+    claims: list[Path] = []
+    real = output_mod.claim_output
+
+    def spy(path, **kw):
+        claims.append(Path(path))
+        return real(path, **kw)
+
+    monkeypatch.setattr(output_mod, "claim_output", spy)
+    src = tmp_path / "film.mkv"
+    shutil.copy(films[".mkv"], src)
+    res = ratecontrol.encode(src, tmp_path / "a.opus", target_mos=3.8, codec="opus", cache=False, audio_only=True)
+    assert Path(res.output_path) == tmp_path / "a.opus" and res.audio_stream == 0
+    assert claims == [tmp_path / "a.opus"]

@@ -22,8 +22,8 @@ def auto_presets() -> list[Preset]:
     return [p for p in list_presets() if media.encoder_available(p)]
 
 
-def search_auto(sessions: dict[int, Session], target: float, best_effort: bool,
-                margin: float | None = None, only: tuple[str, ...] | None = None) -> SearchResult:
+def search_auto(sessions: dict[int, Session], target: float, options: Options,
+                only: tuple[str, ...] | None = None) -> SearchResult:
     """Every available preset; the one whose chosen probe is smallest wins.
 
     Presets are searched in parallel threads (the work is ffmpeg subprocesses and numpy
@@ -32,6 +32,8 @@ def search_auto(sessions: dict[int, Session], target: float, best_effort: bool,
     """
     # a surround track is decoded once per rate with its channels kept: presets that
     # carry fewer (MP3) are left out rather than fed a downmix scored against 6 channels
+    # each preset is searched without best effort (an unreachable one is only left out)
+    strict = replace(options, best_effort=False)
     everything = [p for p in auto_presets() if only is None or p.name in only]
     presets = [p for p in everything if p.max_channels >= sessions[rate_key(p)].track.channels]
     skipped = [p.name for p in everything if p not in presets]
@@ -42,7 +44,7 @@ def search_auto(sessions: dict[int, Session], target: float, best_effort: bool,
 
     def run(p: Preset):
         try:
-            return p, run_search(sessions[rate_key(p)].prober(p), target, False, parallel=1, margin=margin), None
+            return p, run_search(sessions[rate_key(p)].prober(p), target, strict, parallel=1), None
         except TargetNotReachable as exc:
             return p, None, exc
 
@@ -54,13 +56,13 @@ def search_auto(sessions: dict[int, Session], target: float, best_effort: bool,
         for p, r, _ in outcomes
     )
     if not ok:
-        if not best_effort:
+        if not options.best_effort:
             raise TargetNotReachable(f"target MOS {target:g} not reachable with any preset ({summary}); "
                                      "lower the target or take the closest preset's top rung",
                                      options={"best_effort": True})
         # best effort: the preset whose top rung came closest
         p, _, exc = max(outcomes, key=lambda o: o[2].result.probes[-1].pooled_mos if o[2].result else -1)
-        res = run_search(sessions[rate_key(p)].prober(p), target, True, margin=margin)
+        res = run_search(sessions[rate_key(p)].prober(p), target, options)
         return replace(res, notes=res.notes + (f"codec auto: {summary}",))
     total = sum(len(r.probes) if r is not None else len(exc.result.probes) if exc and exc.result else 0
                 for _, r, exc in outcomes)

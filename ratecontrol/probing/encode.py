@@ -13,9 +13,10 @@ from ratecontrol.contract import check_target_mos
 from ratecontrol.errors import OutputError, UsageError
 from ratecontrol.options import Options
 from ratecontrol.presets import Preset, load_preset
-from ratecontrol.probing.auto import auto_presets, auto_sessions, rate_key, search_auto
-from ratecontrol.probing.output import check_output, claim_report, plan_outputs
+from ratecontrol.probing.auto import auto_sessions, rate_key, search_auto
+from ratecontrol.probing.output import OutputPlan, check_output, claim_report
 from ratecontrol.probing.prober import Prober, run_search
+from ratecontrol.probing.request import EncodeRequest
 from ratecontrol.probing.session import open_session, resolve_preset
 from ratecontrol.probing.verify import finish_encode
 from ratecontrol.results import EncodeResult, SearchResult
@@ -23,20 +24,19 @@ from ratecontrol.results import EncodeResult, SearchResult
 __all__ = ["encode_audio", "encode_targets", "render"]
 
 
-def encode_audio(src: Path, input_path: Path, output, target: float, preset: Preset | None, opts: Options,
-                 overwrite: bool, metadata, report, t0: float) -> EncodeResult:
+def encode_audio(req: EncodeRequest, src: Path, plan: OutputPlan) -> EncodeResult:
     """One audio file's encode: ``src`` is what is decoded (the input itself, or one
-    of its audio streams copied out), ``input_path`` names the output and is never
-    overwritten; ``preset`` None is codec auto."""
-    # every output checked before any work (codec auto: for each preset it may pick)
-    plan = plan_outputs(input_path, output, overwrite, [preset] if preset is not None else auto_presets(), report)
+    of its audio streams copied out), ``req.input_path`` names the output and is never
+    overwritten; ``req.preset`` None is codec auto. ``plan``: every output, checked by
+    the caller before any work (codec auto: for each preset it may pick)."""
+    target, preset, opts = req.target_mos, req.preset, req.options
     if preset is None:
         sessions = auto_sessions(src, opts, keep_encodes=True)
     else:
         sessions = {0: open_session(src, preset, opts, keep_encodes=True)}
     try:
         if preset is None:
-            result = search_auto(sessions, target, opts.best_effort, opts.margin_mos, only=tuple(plan.audio))
+            result = search_auto(sessions, target, opts, only=tuple(plan.audio))
             preset = load_preset(result.preset)
             session = sessions[rate_key(preset)]
         else:
@@ -44,8 +44,8 @@ def encode_audio(src: Path, input_path: Path, output, target: float, preset: Pre
         out = plan.for_preset(preset)
         fsutil.clean_stale_temps(out.path.parent)  # what a killed run left beside its output
         if result is None:
-            result = run_search(session.prober(preset), target, opts.best_effort, margin=opts.margin_mos)
-        enc = finish_encode(session, preset, result, src, out, metadata, opts.verify, t0)
+            result = run_search(session.prober(preset), target, opts)
+        enc = finish_encode(session, preset, result, src, out, req.metadata, opts.verify, req.t0_s)
         if plan.report is not None:
             render(session.prober(preset), enc, plan.report)
         return enc
@@ -83,7 +83,7 @@ def encode_targets(input_path: Path, out_dir, targets: Sequence[float], codec: s
     results: list[EncodeResult] = []
     try:
         for t, out in zip(ts, outs):
-            res = run_search(session.prober(preset), t, opts.best_effort, margin=opts.margin_mos)
+            res = run_search(session.prober(preset), t, opts)
             same = next((r for r in results if r.search.chosen.rung_index == res.chosen.rung_index
                          and r.stepped_up == 0 and r.pooled_mos >= t + res.margin_mos), None)
             if same is not None:

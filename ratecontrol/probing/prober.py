@@ -14,6 +14,7 @@ import numpy as np
 from ratecontrol import media
 from ratecontrol.cache import ProbeCache, pcm_digest, preset_fingerprint
 from ratecontrol.errors import TargetNotReachable, UsageError
+from ratecontrol.options import Options
 from ratecontrol.presets import Preset, Rung
 from ratecontrol.results import Probe, SearchResult
 from ratecontrol.scoring.base import Scorer
@@ -520,12 +521,16 @@ def resolve_margin(margin: float | None, scorer) -> float:
     return float(getattr(scorer, "default_margin_mos", 0.0) if margin is None else margin)
 
 
-def run_search(prober: Prober, target: float, best_effort: bool, parallel: int | None = None,
-               margin: float | None = None, ladder: bool = False) -> SearchResult:
-    """Search ``prober``'s knob (or its ladder: ``ladder=True``, or a preset without a
-    knob) for ``target`` (+ ``margin``: a setting passes when its pooled score is at least
-    ``target + margin``; the result reports both). ``margin`` None: the scorer's default."""
-    margin = resolve_margin(margin, prober.scorer)
+def run_search(prober: Prober, target: float, options: Options | None = None, *, parallel: int | None = None,
+               ladder: bool = False) -> SearchResult:
+    """Search ``prober``'s knob (or its ladder: ``options.ladder``, ``ladder=True``, or a
+    preset without a knob) for ``target`` (+ ``options.margin_mos``: a setting passes when
+    its pooled score is at least ``target + margin``; the result reports both; None: the
+    scorer's default). ``options.best_effort``: the top setting instead of
+    TargetNotReachable. ``parallel``: probes at once (None: the prober's own)."""
+    opts = Options() if options is None else options
+    best_effort, ladder = opts.best_effort, ladder or opts.ladder
+    margin = resolve_margin(opts.margin_mos, prober.scorer)
     notes: list[str] = []
     bar = target + margin
     track, n = prober.track, len(prober.rungs)

@@ -9,15 +9,15 @@ from dataclasses import replace
 from pathlib import Path
 
 from ratecontrol import fsutil, media
-from ratecontrol.contract import check_target_mos
 from ratecontrol.errors import InputError, UsageError
 from ratecontrol.options import Options
 from ratecontrol.presets import Preset
-from ratecontrol.probing.auto import AUTO_CODEC, auto_presets
+from ratecontrol.probing.auto import auto_presets
 from ratecontrol.probing.encode import encode_audio, render
-from ratecontrol.probing.output import check_output, claim_report, plan_outputs
+from ratecontrol.probing.output import OutputPlan, check_output, claim_report, plan_outputs
 from ratecontrol.probing.prober import run_search
-from ratecontrol.probing.session import open_session, resolve_preset
+from ratecontrol.probing.request import EncodeRequest
+from ratecontrol.probing.session import open_session
 from ratecontrol.probing.verify import TAG_KEY, finish_encode
 from ratecontrol.results import EncodeResult
 
@@ -31,27 +31,23 @@ def refuse_stream_options(opts: Options, what: str) -> None:
                          "options of encode (copy the stream out first, e.g. with media.extract_audio)")
 
 
-def encode_input(input_path: Path, output, target_mos: float, codec: str | Preset, opts: Options, overwrite: bool,
-                 metadata, report, t0: float) -> EncodeResult:
+def encode_input(req: EncodeRequest) -> EncodeResult:
     """``api.encode`` of any input: a plain audio file goes to ``encode_audio``; an
     input with more streams keeps them (or, ``audio_only``, gives its chosen stream)."""
-    info = media.inspect(input_path)  # one clear error for a missing / non-audio / empty input
-    target = check_target_mos(target_mos)
-    preset = None if codec == AUTO_CODEC else resolve_preset(codec)
+    input_path, info, opts, preset, output = req.input_path, req.info, req.options, req.preset, req.output
     if info.other_streams == 0 and info.audio_streams <= 1:
         if opts.audio_stream not in (None, 0):
             raise UsageError(f"{input_path} has one audio stream: there is no audio stream {opts.audio_stream} "
                              "(they count from 0)")
-        return encode_audio(input_path, input_path, output, target, preset, opts, overwrite, metadata, report, t0)
+        return encode_audio(req, input_path, _plan(req))
     chosen = chosen_streams(input_path, info, opts)
     if opts.audio_only:
         folder = Path(output).parent if output is not None else input_path.parent
-        # before any work (encode_audio checks again, after the copy-out, for its own plan)
-        plan_outputs(input_path, output, overwrite, [preset] if preset is not None else auto_presets(), report)
+        plan = _plan(req)  # before any work, once: the copy-out below does not change it
         extracted = fsutil.temp_sibling(folder / input_path.name, suffix=".mka")
         try:
             media.extract_audio(input_path, chosen[0], extracted)
-            enc = encode_audio(extracted, input_path, output, target, preset, opts, overwrite, metadata, report, t0)
+            enc = encode_audio(req, extracted, plan)
         finally:
             extracted.unlink(missing_ok=True)
         return replace(enc, input_path=str(input_path), audio_stream=chosen[0])
@@ -61,13 +57,21 @@ def encode_input(input_path: Path, output, target_mos: float, codec: str | Prese
                          options={"audio_only": True, "codec": "NAME"})
     default = input_path.with_name(f"{input_path.stem}.{preset.name}{input_path.suffix}")
     # a name without an extension gets the input's: ffmpeg picks the container by it
-    out = check_output(input_path, Path(output) if output else default, overwrite, None,
+    out = check_output(input_path, Path(output) if output else default, req.overwrite, None,
                        suffix_if_none=input_path.suffix)
-    reports = {n: claim_report(report if len(chosen) == 1 else stream_report_path(report, n), input_path, overwrite,
-                               outputs=[out]) for n in chosen} if report else {}
+    report = req.report
+    reports = {n: claim_report(report if len(chosen) == 1 else stream_report_path(report, n), input_path,
+                               req.overwrite, outputs=[out]) for n in chosen} if report else {}
     media.check_mux(input_path, preset, chosen, out)  # an impossible pair fails before any search
     fsutil.clean_stale_temps(out.path.parent)  # what a killed run left beside its output
-    return _encode_streams(input_path, info, chosen, out, target, preset, opts, metadata, reports, t0)
+    return _encode_streams(req, chosen, out, reports)
+
+
+def _plan(req: EncodeRequest) -> OutputPlan:
+    """Every output of an audio encode (codec auto: for each preset it may pick), checked
+    before any work, once."""
+    presets = [req.preset] if req.preset is not None else auto_presets()
+    return plan_outputs(req.input_path, req.output, req.overwrite, presets, req.report)
 
 
 def chosen_streams(input_path: Path, info: media.MediaInfo, opts: Options) -> list[int]:
@@ -85,10 +89,11 @@ def chosen_streams(input_path: Path, info: media.MediaInfo, opts: Options) -> li
     return [media.default_audio_stream(info)]
 
 
-def _encode_streams(input_path: Path, info: media.MediaInfo, chosen: list[int], out: fsutil.Destination,
-                    target: float, preset: Preset, opts: Options, metadata, reports: dict, t0: float) -> EncodeResult:
+def _encode_streams(req: EncodeRequest, chosen: list[int], out: fsutil.Destination, reports: dict) -> EncodeResult:
     """Each chosen audio stream copied out, searched and encoded on its own, then all
     of them put back in place of their streams, everything else stream-copied."""
+    input_path, info, target, preset, opts, t0 = (req.input_path, req.info, req.target_mos, req.preset,
+                                                  req.options, req.t0_s)
     encoded: dict[int, Path] = {}
     results: list[EncodeResult] = []
     scorer = None
@@ -101,8 +106,8 @@ def _encode_streams(input_path: Path, info: media.MediaInfo, chosen: list[int], 
                 session = _open_stream_session(extracted, input_path, n, preset, opts, scorer)
                 scorer = session.scorer  # one scorer for every stream
                 try:
-                    result = run_search(session.prober(preset), target, opts.best_effort, margin=opts.margin_mos)
-                    enc = finish_encode(session, preset, result, extracted, encoded[n], metadata, opts.verify, t0)
+                    result = run_search(session.prober(preset), target, opts)
+                    enc = finish_encode(session, preset, result, extracted, encoded[n], req.metadata, opts.verify, t0)
                     if n in reports:
                         render(session.prober(preset), replace(enc, output_path=str(out)), reports[n])
                 finally:
