@@ -42,7 +42,7 @@ def encode_audio(req: EncodeRequest, src: Path, plan: OutputPlan) -> EncodeResul
         fsutil.clean_stale_temps(out.path.parent)  # what a killed run left beside its output
         if result is None:
             result = run_search(session.prober(preset), target, opts)
-        enc = finish_encode(session, preset, result, src, out, req.metadata, opts.verify, req.t0_s)
+        enc = finish_encode(req, session, preset, result, src, out)
         if plan.report is not None:
             render(session.prober(preset), enc, plan.report)
         return enc
@@ -77,7 +77,7 @@ def encode_targets(req: LadderRequest) -> tuple[EncodeResult, ...]:
                 # the same rung for another target: one file, named by both results
                 results.append(replace(same, search=res, seconds=time.perf_counter() - t0))
                 continue
-            results.append(finish_encode(session, preset, res, input_path, out, None, opts.verify, t0))
+            results.append(finish_encode(req, session, preset, res, input_path, out))
         for rep, enc in zip(reps, results):
             render(session.prober(preset), enc, rep)
     finally:

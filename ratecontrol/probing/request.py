@@ -74,6 +74,11 @@ class LadderRequest:
     report: str | os.PathLike | None = None
     t0_s: float = field(default_factory=time.perf_counter)
 
+    @property
+    def metadata(self) -> None:
+        """The caller's tags for the output: a ladder takes none (``EncodeRequest.metadata``)."""
+        return None
+
     @classmethod
     def build(cls, source, out_dir, targets: Sequence[float], codec: str | Preset, options: Options, overwrite: bool,
               report=None, t0_s: float | None = None) -> "LadderRequest":
