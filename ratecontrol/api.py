@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 from typing import Any, Sequence
 
 from ratecontrol.contract import check_target_mos
@@ -36,7 +35,7 @@ from ratecontrol.probing import compare
 from ratecontrol.probing.auto import AUTO_CODEC, auto_sessions, search_auto
 from ratecontrol.probing.encode import encode_targets
 from ratecontrol.probing.prober import run_search
-from ratecontrol.probing.request import EncodeRequest
+from ratecontrol.probing.request import EncodeRequest, LadderRequest
 from ratecontrol.probing.session import open_session, resolve_preset
 from ratecontrol.probing.streams import encode_input, refuse_stream_options
 from ratecontrol.results import EncodeResult, ScoreResult, SearchResult
@@ -112,7 +111,7 @@ def encode_ladder(source: str | os.PathLike, out_dir: str | os.PathLike | None =
     opts = Options.merge(options, **option_fields)
     overwrite = check_flag("overwrite", overwrite)  # "no" is truthy: never guess a switch
     refuse_stream_options(opts, "encode_ladder")
-    return encode_targets(Path(source), out_dir, targets, codec, opts, overwrite, report, t0)
+    return encode_targets(LadderRequest.build(source, out_dir, targets, codec, opts, overwrite, report, t0))
 
 
 def score(reference, degraded, *, scorer: Any = None, pool: str = "p10", sample_rate_hz: int | None = None,

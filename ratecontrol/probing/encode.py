@@ -6,18 +6,15 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
 
-from ratecontrol import fsutil, media
-from ratecontrol.contract import check_target_mos
-from ratecontrol.errors import OutputError, UsageError
-from ratecontrol.options import Options
-from ratecontrol.presets import Preset, load_preset
+from ratecontrol import fsutil
+from ratecontrol.errors import OutputError
+from ratecontrol.presets import load_preset
 from ratecontrol.probing.auto import auto_sessions, rate_key, search_auto
 from ratecontrol.probing.output import OutputPlan, check_output, claim_report
 from ratecontrol.probing.prober import Prober, run_search
-from ratecontrol.probing.request import EncodeRequest
-from ratecontrol.probing.session import open_session, resolve_preset
+from ratecontrol.probing.request import EncodeRequest, LadderRequest
+from ratecontrol.probing.session import open_session
 from ratecontrol.probing.verify import finish_encode
 from ratecontrol.results import EncodeResult, SearchResult
 
@@ -45,7 +42,7 @@ def encode_audio(req: EncodeRequest, src: Path, plan: OutputPlan) -> EncodeResul
         fsutil.clean_stale_temps(out.path.parent)  # what a killed run left beside its output
         if result is None:
             result = run_search(session.prober(preset), target, opts)
-        enc = finish_encode(session, preset, result, src, out, req.metadata, opts.verify, req.t0_s)
+        enc = finish_encode(req, session, preset, result, src, out)
         if plan.report is not None:
             render(session.prober(preset), enc, plan.report)
         return enc
@@ -54,21 +51,11 @@ def encode_audio(req: EncodeRequest, src: Path, plan: OutputPlan) -> EncodeResul
             s_.close()
 
 
-def encode_targets(input_path: Path, out_dir, targets: Sequence[float], codec: str | Preset, opts: Options,
-                   overwrite: bool, report, t0: float) -> tuple[EncodeResult, ...]:
+def encode_targets(req: LadderRequest) -> tuple[EncodeResult, ...]:
     """``api.encode_ladder``: one session, one probe curve, one output per distinct rung."""
-    media.inspect(input_path)
-    if isinstance(targets, (str, bytes)) or not isinstance(targets, Sequence):
-        raise UsageError(f"targets must be a list of MOS values, got {targets!r}")
-    ts = sorted({check_target_mos(t) for t in targets})
-    if not ts:
-        raise UsageError("give at least one target MOS")
-    preset = resolve_preset(codec)
-    folder = Path(out_dir) if out_dir else input_path.parent
-    if folder.exists() and not folder.is_dir():
-        raise OutputError(f"output folder {folder} is a file; give a folder for a ladder")
-    if not folder.is_dir():  # one rule with encode's output file: folders are never created
-        raise OutputError(f"output folder does not exist: {folder} (create it first)")
+    input_path, ts, preset, opts, overwrite, t0 = (req.input_path, req.targets_mos, req.preset, req.options,
+                                                   req.overwrite, req.t0_s)
+    report, folder = req.report, req.out_dir
     outs: list = []
     for t in ts:  # every output checked before any work, each against the others
         outs.append(check_output(input_path, folder / f"{input_path.stem}.mos{t:g}{preset.extension}", overwrite,
@@ -90,7 +77,7 @@ def encode_targets(input_path: Path, out_dir, targets: Sequence[float], codec: s
                 # the same rung for another target: one file, named by both results
                 results.append(replace(same, search=res, seconds=time.perf_counter() - t0))
                 continue
-            results.append(finish_encode(session, preset, res, input_path, out, None, opts.verify, t0))
+            results.append(finish_encode(req, session, preset, res, input_path, out))
         for rep, enc in zip(reps, results):
             render(session.prober(preset), enc, rep)
     finally:

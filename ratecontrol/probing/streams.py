@@ -107,7 +107,7 @@ def _encode_streams(req: EncodeRequest, chosen: list[int], out: fsutil.Destinati
                 scorer = session.scorer  # one scorer for every stream
                 try:
                     result = run_search(session.prober(preset), target, opts)
-                    enc = finish_encode(session, preset, result, extracted, encoded[n], req.metadata, opts.verify, t0)
+                    enc = finish_encode(req, session, preset, result, extracted, encoded[n])
                     if n in reports:
                         render(session.prober(preset), replace(enc, output_path=str(out)), reports[n])
                 finally:

@@ -5,6 +5,7 @@ import os
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,6 +18,9 @@ from ratecontrol.probing.prober import Prober
 from ratecontrol.probing.session import CHECK_CHUNK_S, Session
 from ratecontrol.probing.source import ForwardReader
 from ratecontrol.probing.track import Track
+
+if TYPE_CHECKING:
+    from ratecontrol.probing.request import EncodeRequest, LadderRequest
 
 
 #: the tag ratecontrol writes its settings under (ID3v2 TXXX:RATECONTROL, a Vorbis
@@ -37,17 +41,22 @@ def our_tags(preset: Preset, rung, result: SearchResult, track: "Track") -> dict
     return {TAG_KEY: ours}
 
 
-def finish_encode(session: Session, preset: Preset, result: SearchResult, input_path: Path,
-                  out: "Path | fsutil.Destination", metadata: dict | None, verify: bool, t0: float) -> EncodeResult:
+def finish_encode(req: "EncodeRequest | LadderRequest", session: Session, preset: Preset, result: SearchResult,
+                  input_path: Path, out: "Path | fsutil.Destination") -> EncodeResult:
     """Write the chosen setting, then decode the written file and score it: the reported
     score is the shipped file's own; a miss steps up (a rung on a ladder, a small step
     sized from the miss on the knob: Prober.step_up).
+
+    ``req``: the call (its metadata, ``options.verify``, ``t0_s``); ``session``,
+    ``preset``, ``result``: the search's; ``input_path``: what was decoded (the input,
+    or one of its audio streams copied out); ``out``: where the file goes.
 
     The output is made by the one encode path the probes took (media.StreamedEncode
     from the decoded track, ENCODER_INPUT): when a probe encoded the whole input at this
     rung its packets are stream-copied into the output with the input's tags and cover
     art (media.remux), else the track is encoded again the same way.
     """
+    metadata, verify = req.metadata, req.options.verify
     prober = session.prober(preset)
     rungs = prober.rungs
     i = result.chosen.rung_index
@@ -80,7 +89,8 @@ def finish_encode(session: Session, preset: Preset, result: SearchResult, input_
         fsutil.publish(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
-    return _encode_result(session, preset, result, input_path, out, rungs[i], checked, windows, notes, steps, t0)
+    return _encode_result(session, preset, result, input_path, out, rungs[i], checked, windows, notes, steps,
+                          req.t0_s)
 
 
 def _write_rung(session: Session, prober: Prober, preset: Preset, result: SearchResult, i: int, input_path: Path,
