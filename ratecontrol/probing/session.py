@@ -11,7 +11,6 @@ import numpy as np
 
 from ratecontrol import media
 from ratecontrol.cache import ProbeCache
-from ratecontrol.errors import UsageError
 from ratecontrol.presets import Preset, load_preset
 from ratecontrol.results import Probe
 from ratecontrol.scoring.base import Scorer, check_scorer, get_scorer
