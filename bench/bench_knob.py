@@ -71,7 +71,7 @@ def _save(path: Path, obj) -> None:
 
 def _search(session, preset, target, ladder):
     from ratecontrol.options import Options
-    from ratecontrol.probing.prober import run_search
+    from ratecontrol.probing.searching import run_search
 
     session._probers.pop(preset.name, None)  # a fresh prober: its probes are this search's own
     pr = session.prober(preset)
@@ -370,10 +370,11 @@ def _apply_sets(sets) -> None:
     import ratecontrol.guess as G
     import ratecontrol.knob_search as K
     import ratecontrol.probing.prober as P
+    import ratecontrol.probing.searching as S
 
     for kv in sets or []:
         k, v = kv.split("=")
-        mod = next(m for m in (P, G, K) if hasattr(m, k))
+        mod = next(m for m in (P, S, G, K) if hasattr(m, k))
         setattr(mod, k, type(getattr(mod, k))(float(v)))
     K.search_knob.__kwdefaults__.update(
         dict(tolerance=K.KNOB_TOLERANCE_MOS, bracket_x=K.KNOB_BRACKET_X, recheck_x=K.RECHECK_X,

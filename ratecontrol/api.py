@@ -10,7 +10,8 @@ api.py hands off to apply/audio):
 3. ``probing.source``: the reference windows (44.1 kHz, 1 s), prepared once;
 4. ``probing.prober``: each probe encodes the probe source at one rung through the one
    encode path (``media.encode_array``), decodes it, scores the same windows (cached
-   on disk by content, cache.py); the ladder search (search.py) picks the next rung;
+   on disk by content, cache.py); ``probing.searching`` runs the knob or ladder
+   search (search.py) over them, which picks the next setting;
 5. ``probing.verify``: write the chosen rung (a whole-track probe is stream-copied
    into the output), decode the written file and score it; a miss steps up a rung;
 6. ``probing.auto``: ``codec="auto"``;
@@ -34,7 +35,7 @@ from ratecontrol.presets import Preset
 from ratecontrol.probing import compare
 from ratecontrol.probing.auto import AUTO_CODEC, auto_sessions, search_auto
 from ratecontrol.probing.encode import encode_targets
-from ratecontrol.probing.prober import run_search
+from ratecontrol.probing.searching import run_search
 from ratecontrol.probing.request import EncodeRequest, LadderRequest
 from ratecontrol.probing.session import open_session, resolve_preset
 from ratecontrol.probing.streams import encode_input, refuse_stream_options

@@ -89,7 +89,7 @@ PRIORS: dict[str, Prior] = {
 }
 
 #: the knob search's first probe comes from PRIORS (True) or, by default, from the rung
-#: rule of probing/prober.py (a rung below the ladder's middle); see the module docstring
+#: rule of probing/searching.py (a rung below the ladder's middle); see the module docstring
 FIRST_GUESS_FROM_PRIOR = False
 
 #: the first probe sits this far (ln kbps) from the prior's predicted crossing: a little

@@ -40,7 +40,7 @@ __all__ = ["KNOB_NEAR_MISS_MOS", "KNOB_SLOPE_PRIOR_MOS_PER_X", "KNOB_TOLERANCE_M
 # bracket under it (tests/test_knob.py has a dip only the recheck finds). A fine search
 # nearly always ends on a near miss, so the "lower probe scoring lower" clause is what keeps
 # the rule from costing a probe per search; the caller's first probe sits below the
-# typical crossing (probing/prober.py, FIRST_GUESS_RUNGS_BELOW_MIDDLE) so the search
+# typical crossing (probing/searching.py, FIRST_GUESS_RUNGS_BELOW_MIDDLE) so the search
 # usually comes at the crossing from underneath. (Round 2 of issue 24 measured a first
 # guess from a per-preset prior on the reference's complexity, ratecontrol/guess.py; it is
 # off by default: docs/performance.md, "Round 2".)

@@ -15,7 +15,8 @@ from ratecontrol import media
 from ratecontrol.cache import ProbeCache
 from ratecontrol.options import Options
 from ratecontrol.presets import load_preset
-from ratecontrol.probing.prober import Prober, _pool_edge, run_search
+from ratecontrol.probing.prober import Prober, _pool_edge
+from ratecontrol.probing.searching import run_search
 from ratecontrol.probing.session import open_session
 
 MUSIC = ["flac-test-files/17 - all fixed orders.flac", "flac-test-files/01 - blocksize 4096.flac",

@@ -13,7 +13,7 @@ import ratecontrol
 MODULES = ["ratecontrol", "ratecontrol.api", "ratecontrol.errors", "ratecontrol.options", "ratecontrol.contract",
            "ratecontrol.fsutil", "ratecontrol.results", "ratecontrol.search", "ratecontrol.cache", "ratecontrol.media",
            "ratecontrol.batch", "ratecontrol.cli", "ratecontrol.probing.streams", "ratecontrol.probing.encode",
-           "ratecontrol.probing.output", "ratecontrol.probing.request", "ratecontrol.probing.compare", "ratecontrol.presets",
+           "ratecontrol.probing.output", "ratecontrol.probing.request", "ratecontrol.probing.searching", "ratecontrol.probing.compare", "ratecontrol.presets",
            "ratecontrol.scoring.model", "ratecontrol.knob_search", "ratecontrol.ladder_search",
            "ratecontrol.guess"]
 

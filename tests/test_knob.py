@@ -226,7 +226,7 @@ def test_first_guess_on_real_audio_rung_by_default_prior_when_asked(shared_audio
     from ratecontrol import guess
     from ratecontrol.options import Options
     from ratecontrol.presets import load_preset as lp
-    from ratecontrol.probing.prober import FIRST_GUESS_RUNGS_BELOW_MIDDLE, first_guess_x, resolve_margin
+    from ratecontrol.probing.searching import FIRST_GUESS_RUNGS_BELOW_MIDDLE, first_guess_x, resolve_margin
     from ratecontrol.probing.session import open_session
 
     preset = lp(codec)

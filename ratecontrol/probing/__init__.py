@@ -3,7 +3,8 @@
     track     decode an input once, at the output's rate, in the layout the encoder takes
     sampling  which segments of a long input the probes encode
     source    the probe source: what each probe encodes, its windows, their scores
-    prober    one preset's probes (encode + decode + score a rung) and the ladder search
+    prober    one preset's probes (encode + decode + score a rung)
+    searching the knob or ladder search run over a prober's probes (run_search)
     session   one input, one scorer, one cache, the probers of each preset
     verify    write the chosen rung and score the written file (a miss steps up)
     auto      codec="auto": every available preset, the smallest output

@@ -11,7 +11,7 @@ from ratecontrol.errors import OutputError, TargetNotReachable, UsageError
 from ratecontrol.presets import Preset, list_presets
 from ratecontrol.results import SearchResult
 from ratecontrol.options import Options
-from ratecontrol.probing.prober import run_search
+from ratecontrol.probing.searching import run_search
 from ratecontrol.probing.session import Session, one_call_at_a_time, open_session, resolve_cache, resolve_scorer
 
 

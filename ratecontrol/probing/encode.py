@@ -12,7 +12,8 @@ from ratecontrol.errors import OutputError
 from ratecontrol.presets import load_preset
 from ratecontrol.probing.auto import auto_sessions, rate_key, search_auto
 from ratecontrol.probing.output import OutputPlan, check_output, claim_report
-from ratecontrol.probing.prober import Prober, run_search
+from ratecontrol.probing.prober import Prober
+from ratecontrol.probing.searching import run_search
 from ratecontrol.probing.request import EncodeRequest, LadderRequest
 from ratecontrol.probing.session import open_session
 from ratecontrol.probing.verify import finish_encode

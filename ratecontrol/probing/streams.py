@@ -15,7 +15,7 @@ from ratecontrol.presets import Preset
 from ratecontrol.probing.auto import auto_presets
 from ratecontrol.probing.encode import encode_audio, render
 from ratecontrol.probing.output import OutputPlan, check_output, claim_report, plan_outputs
-from ratecontrol.probing.prober import run_search
+from ratecontrol.probing.searching import run_search
 from ratecontrol.probing.request import EncodeRequest
 from ratecontrol.probing.session import open_session
 from ratecontrol.probing.verify import TAG_KEY, finish_encode
