@@ -1,6 +1,8 @@
 """Issue 13: what a target-quality encode costs against a plain ffmpeg encode.
 
     python bench/bench_cost.py [--tree DIR] [--only long short batch] [--out FILE.json]
+    python bench/bench_cost.py --only short --inputs F ... --short-rounds 2 --fresh 0
+    python bench/bench_cost.py --only batch --inputs F ... --batch-files 20 --batch-rounds 2
 
 Every figure is a ratio against a baseline measured in this same run:
 
@@ -8,11 +10,18 @@ Every figure is a ratio against a baseline measured in this same run:
    process (4-min 48 kHz stereo FLAC of the real music in ../shared/audio,
    concatenated) / a plain `ffmpeg -i X.flac -c:a ENC <rung options> out` process at
    the rung ratecontrol chose; Opus and AAC.
-2. short: the real music files of ../shared/audio of 10-30 s, probed whole: in one
-   warm process (scorer loaded, as in a library or batch worker) `ratecontrol.encode`
-   / the plain ffmpeg process; and the fresh-process ratio too.
-3. batch: `ratecontrol batch IN OUT -j 2` over 20 real tracks / plain ffmpeg over the
-   same files two at a time at each file's chosen rung; wall and CPU seconds.
+2. short: the real music files of ../shared/audio of 10-30 s (or ``--inputs F ...``),
+   probed whole: in one warm process (scorer loaded, one untimed encode first, as in a
+   library or batch worker) each `ratecontrol.encode` followed at once by the plain
+   ffmpeg process at the setting it chose, run from that process: wall and CPU
+   seconds (all threads + waited-for ffmpeg children) of both (``--short-rounds N``: the
+   list again, order reversed; ``--codecs``); and ``--fresh N`` fresh-process ratios.
+3. batch: `ratecontrol batch IN OUT -j 2 --no-cache` over ``--batch-files`` real tracks
+   (``--inputs F ...``, else the short recordings) / plain ffmpeg over the same files
+   two at a time at each file's chosen setting; wall and CPU seconds in all, and per
+   file (the worker's CPU around its task, ``timed_task``; the plain process's own,
+   os.wait4), each file's output-check step-ups; ``--batch-rounds N``: batch then plain,
+   plain then batch, ... (A B B A).
 
 4. runtime (``--only runtime [--rounds N] [--variants torch numpy]``): the learned
    scorer's runtimes (session 8): fresh-process ``ratecontrol encode`` of the 4-min
@@ -374,7 +383,9 @@ def bench_batch(tmp: Path, tree: Path | None, n: int = 20, codec: str = "opus", 
         recs = json.loads(report.read_text())["records"]
         per = {r["input"]: {"status": r["status"], "rung": r.get("rung_label"), "mos": r.get("pooled_mos"),
                             "probes": r.get("n_probes"), "duration_s": r.get("duration_s"),
-                            "cpu_s": _note(r, "bench_cpu_s"), "wall_s": _note(r, "bench_wall_s")} for r in recs}
+                            "cpu_s": _note(r, "bench_cpu_s"), "wall_s": _note(r, "bench_wall_s"),
+                            # the output check's step-ups: each a whole re-encode and check
+                            "stepped_up": sum("stepped up" in n for n in r.get("notes") or ())} for r in recs}
         for r in recs:
             if r.get("status") == "encoded":
                 settings.setdefault(r["input"], (r["rung_label"], r.get("bitrate_kbps")))
@@ -413,7 +424,7 @@ def bench_batch(tmp: Path, tree: Path | None, n: int = 20, codec: str = "opus", 
     for rel in sorted(b[0]["per_file"]):
         rc_cpu = [r["per_file"][rel]["cpu_s"] for r in b if r["per_file"].get(rel, {}).get("cpu_s") is not None]
         pl_cpu = [r["per_file"][rel]["cpu_s"] for r in p if rel in r["per_file"]]
-        row = {k: b[0]["per_file"][rel][k] for k in ("status", "rung", "mos", "probes", "duration_s")}
+        row = {k: b[0]["per_file"][rel].get(k) for k in ("status", "rung", "mos", "probes", "duration_s", "stepped_up")}
         row["rungs"] = sorted({str(r["per_file"][rel]["rung"]) for r in b})
         if rc_cpu:
             row["rc_cpu_s"] = round(med(rc_cpu), 2)
