@@ -1,6 +1,8 @@
 """Issue 13: what a target-quality encode costs against a plain ffmpeg encode.
 
     python bench/bench_cost.py [--tree DIR] [--only long short batch] [--out FILE.json]
+    python bench/bench_cost.py --only short --inputs F ... --short-rounds 2 --fresh 0
+    python bench/bench_cost.py --only batch --inputs F ... --batch-files 20 --batch-rounds 2
 
 Every figure is a ratio against a baseline measured in this same run:
 
@@ -8,11 +10,18 @@ Every figure is a ratio against a baseline measured in this same run:
    process (4-min 48 kHz stereo FLAC of the real music in ../shared/audio,
    concatenated) / a plain `ffmpeg -i X.flac -c:a ENC <rung options> out` process at
    the rung ratecontrol chose; Opus and AAC.
-2. short: the real music files of ../shared/audio of 10-30 s, probed whole: in one
-   warm process (scorer loaded, as in a library or batch worker) `ratecontrol.encode`
-   / the plain ffmpeg process; and the fresh-process ratio too.
-3. batch: `ratecontrol batch IN OUT -j 2` over 20 real tracks / plain ffmpeg over the
-   same files two at a time at each file's chosen rung; wall and CPU seconds.
+2. short: the real music files of ../shared/audio of 10-30 s (or ``--inputs F ...``),
+   probed whole: in one warm process (scorer loaded, one untimed encode first, as in a
+   library or batch worker) each `ratecontrol.encode` followed at once by the plain
+   ffmpeg process at the setting it chose, run from that process: wall and CPU
+   seconds (all threads + waited-for ffmpeg children) of both (``--short-rounds N``: the
+   list again, order reversed; ``--codecs``); and ``--fresh N`` fresh-process ratios.
+3. batch: `ratecontrol batch IN OUT -j 2 --no-cache` over ``--batch-files`` real tracks
+   (``--inputs F ...``, else the short recordings) / plain ffmpeg over the same files
+   two at a time at each file's chosen setting; wall and CPU seconds in all, and per
+   file (the worker's CPU around its task, ``timed_task``; the plain process's own,
+   os.wait4), each file's output-check step-ups; ``--batch-rounds N``: batch then plain,
+   plain then batch, ... (A B B A).
 
 4. runtime (``--only runtime [--rounds N] [--variants torch numpy]``): the learned
    scorer's runtimes (session 8): fresh-process ``ratecontrol encode`` of the 4-min
@@ -43,12 +52,12 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -184,75 +193,278 @@ def bench_long(tmp: Path, tree: Path | None, codecs=("opus", "aac")) -> list[dic
     return rows
 
 
-def bench_short(tmp: Path, tree: Path | None, codecs=("opus", "aac")) -> dict:
-    files = short_tracks(tmp / "short")
-    code = (
-        "import json, sys, time\n"
-        "from pathlib import Path\n"
-        "import ratecontrol\n"
-        "from ratecontrol.scoring import get_scorer\n"
-        "sc = get_scorer(None)\n"
-        "rows = []\n"
-        "for f, codec, out in json.loads(sys.argv[1]):\n"
-        "    t0 = time.perf_counter()\n"
-        "    r = ratecontrol.encode(f, out, target_mos=%r, codec=codec, scorer=sc, cache=False, overwrite=True,"
-        " best_effort=True)\n"
-        "    rows.append([time.perf_counter() - t0, r.rung_label, len(r.search.probes), r.search.channels])\n"
-        "print(json.dumps(rows))\n" % TARGET)
+_WARM = """
+import json, os, resource, subprocess, sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[2])
+import ratecontrol
+from bench_cost import plain_cmd
+from ratecontrol.scoring import get_scorer
+
+def cpu():
+    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+
+sc = get_scorer(None)
+jobs = json.loads(sys.argv[1])
+# one untimed encode first: what a warm process (a library, a batch worker) has paid already
+f, codec, out = jobs[0][:3]
+ratecontrol.encode(f, out, target_mos=%r, codec=codec, scorer=sc, cache=False, overwrite=True, best_effort=True)
+rows = []
+for f, codec, out in jobs:
+    row = {}
+    def rc():
+        c0, t0 = cpu(), time.perf_counter()
+        r = ratecontrol.encode(f, out, target_mos=%r, codec=codec, scorer=sc, cache=False, overwrite=True,
+                               best_effort=True)
+        row.update(rc_s=time.perf_counter() - t0, rc_cpu_s=cpu() - c0, rung=r.rung_label,
+                   knob=getattr(r, "knob_value", None), probes=len(r.search.probes), channels=r.search.channels,
+                   mos=r.pooled_mos)
+    def plain():
+        cmd = plain_cmd(Path(f), Path(out).with_name("plain-" + Path(out).name), codec, row["rung"],
+                        row["channels"], row["knob"])
+        c0, t0 = cpu(), time.perf_counter()
+        subprocess.run(cmd, capture_output=True, check=True)
+        row.update(ffmpeg_s=time.perf_counter() - t0, ffmpeg_cpu_s=cpu() - c0)
+    rc()
+    plain()
+    row.update(file=f, codec=codec, loadavg_1min=os.getloadavg()[0])
+    rows.append(row)
+print(json.dumps(rows))
+""" % (TARGET, TARGET)
+
+
+def bench_short(tmp: Path, tree: Path | None, codecs=("opus", "aac"), inputs: list[Path] | None = None,
+                rounds: int = 1, fresh: int = 6) -> dict:
+    """Short inputs in one warm process (scorer loaded, one untimed encode first): each
+    ``ratecontrol.encode`` followed at once by the plain ffmpeg encode at the setting it
+    chose, run from the same process, so each pair sees the same load; wall and CPU
+    seconds (the process, all its threads, and its waited-for ffmpeg children) of both.
+    ``inputs``: the files (default: the real recordings of ../shared/audio cut or looped
+    to 10-30 s); ``rounds``: the whole list again (order reversed every other round);
+    ``fresh``: also this many fresh-process encodes (wall ratio only)."""
+    files = list(inputs) if inputs else short_tracks(tmp / "short")
     jobs = [[str(f), c, str(tmp / f"short-{i}-{c}{_ext(c)}")] for i, f in enumerate(files) for c in codecs]
-    res = subprocess.run([sys.executable, "-c", code, json.dumps(jobs)], capture_output=True, text=True,
-                         env=_env(tree))
+    order = [j for rnd in range(rounds) for j in (jobs if rnd % 2 == 0 else jobs[::-1])]
+    res = subprocess.run([sys.executable, "-c", _WARM, json.dumps(order), str(HERE / "bench")], capture_output=True,
+                         text=True, env=_env(tree))
     if res.returncode:
         raise RuntimeError(res.stderr[-1500:])
-    warm = json.loads(res.stdout.strip().splitlines()[-1])
     rows = []
-    for (f, codec, out), (t_rc, rung, probes, ch) in zip(jobs, warm):
-        pw, _, _ = _timed_run(plain_cmd(Path(f), Path(out).with_name("plain-" + Path(out).name), codec, rung, ch))
-        rows.append({"file": Path(f).name, "codec": codec, "rung": rung, "rc_warm_s": round(t_rc, 3),
-                     "ffmpeg_s": round(pw, 3), "ratio_warm": round(t_rc / pw, 2), "probes": probes})
+    for r in json.loads(res.stdout.strip().splitlines()[-1]):
+        rows.append({"file": Path(r["file"]).name, "codec": r["codec"], "rung": r["rung"], "probes": r["probes"],
+                     "mos": round(r["mos"], 4), "rc_warm_s": round(r["rc_s"], 3), "rc_cpu_s": round(r["rc_cpu_s"], 3),
+                     "ffmpeg_s": round(r["ffmpeg_s"], 3), "ffmpeg_cpu_s": round(r["ffmpeg_cpu_s"], 3),
+                     "ratio_warm": round(r["rc_s"] / r["ffmpeg_s"], 2),
+                     "cpu_ratio_warm": round(r["rc_cpu_s"] / max(r["ffmpeg_cpu_s"], 1e-3), 2),
+                     "loadavg_1min": round(r["loadavg_1min"], 1)})
     # fresh process on a few of them (each pays the interpreter + torch start-up)
-    for r in rows[:: max(1, len(rows) // 6)]:
+    for r in rows[: len(jobs)][:: max(1, len(jobs) // fresh)] if fresh else []:
         f = next(j[0] for j in jobs if Path(j[0]).name == r["file"])
         fr = fresh_encode(Path(f), tmp / f"fresh-{r['codec']}{_ext(r['codec'])}", r["codec"], tree)
         r["ratio_fresh"] = fr["ratio"]
-    out = {"files": len(files), "rows": rows,
-           "median_ratio_warm": round(statistics.median(r["ratio_warm"] for r in rows), 2),
-           "median_ratio_fresh": round(statistics.median(r["ratio_fresh"] for r in rows if "ratio_fresh" in r), 2),
-           "median_probes": statistics.median(r["probes"] for r in rows)}
+    med = statistics.median
+    out = {"files": len(files), "inputs": [str(f) for f in files], "rounds": rounds, "rows": rows,
+           "median_ratio_warm": round(med(r["ratio_warm"] for r in rows), 2),
+           "median_cpu_ratio_warm": round(med(r["cpu_ratio_warm"] for r in rows), 2),
+           "median_rc_cpu_s": round(med(r["rc_cpu_s"] for r in rows), 3),
+           "median_ffmpeg_cpu_s": round(med(r["ffmpeg_cpu_s"] for r in rows), 3),
+           "median_probes": med(r["probes"] for r in rows)}
+    if any("ratio_fresh" in r for r in rows):
+        out["median_ratio_fresh"] = round(med(r["ratio_fresh"] for r in rows if "ratio_fresh" in r), 2)
     for c in codecs:
-        out[f"median_ratio_warm_{c}"] = round(statistics.median(r["ratio_warm"] for r in rows if r["codec"] == c), 2)
-    print(f"  short: median warm {out['median_ratio_warm']}x, fresh {out['median_ratio_fresh']}x, "
-          f"median probes {out['median_probes']}", flush=True)
+        rc = [r for r in rows if r["codec"] == c]
+        out[f"median_ratio_warm_{c}"] = round(med(r["ratio_warm"] for r in rc), 2)
+        out[f"median_cpu_ratio_warm_{c}"] = round(med(r["cpu_ratio_warm"] for r in rc), 2)
+        out[f"median_probes_{c}"] = med(r["probes"] for r in rc)
+    print(f"  short: median warm wall {out['median_ratio_warm']}x, CPU {out['median_cpu_ratio_warm']}x "
+          f"(fresh {out.get('median_ratio_fresh')}x), median probes {out['median_probes']}", flush=True)
     return out
 
 
-def bench_batch(tmp: Path, tree: Path | None, n: int = 20, codec: str = "opus") -> dict:
+def timed_task(task):
+    """``batch._worker.run_task`` with the worker's CPU seconds for this one file (the
+    process, all its threads, and its waited-for ffmpeg children; a local worker runs
+    one file at a time) appended to the record's notes as ``bench_cpu_s=X``."""
+    from dataclasses import replace
+
+    from ratecontrol.batch._worker import run_task
+
+    def cpu():
+        a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+
+    c0, t0 = cpu(), time.perf_counter()
+    res = run_task(task)
+    note = f"bench_cpu_s={cpu() - c0:.3f} bench_wall_s={time.perf_counter() - t0:.3f}"
+    return replace(res, rec=replace(res.rec, notes=tuple(res.rec.notes) + (note,)))
+
+
+_BATCH = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import bench_cost
+from ratecontrol.batch import _driver
+from ratecontrol.cli import main
+_driver.run_task = bench_cost.timed_task  # per-file CPU in each record's notes
+try:
+    main(sys.argv[2:])
+except SystemExit as e:
+    code = e.code
+else:
+    code = 0
+from joblib.externals.loky import get_reusable_executor
+get_reusable_executor().shutdown(wait=True)  # reap the workers: their CPU counts in ours
+sys.exit(code)
+"""
+
+
+def _note(rec: dict, key: str) -> float | None:
+    for n in rec.get("notes") or ():
+        for part in n.split():
+            if part.startswith(key + "="):
+                return float(part.split("=", 1)[1])
+    return None
+
+
+def _plain_pair(items: list[tuple[Path, Path, list[str]]]) -> tuple[float, float, list[float]]:
+    """Plain ffmpeg over ``items`` (src, out, cmd) two at a time: (wall s, CPU s in all,
+    CPU s of each process, from os.wait4)."""
+    import threading
+
+    cpus = [0.0] * len(items)
+    nxt = iter(range(len(items)))
+    lock = threading.Lock()
+
+    def worker():
+        while True:
+            with lock:
+                i = next(nxt, None)
+            if i is None:
+                return
+            p = subprocess.Popen(items[i][2], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            _, status, ru = os.wait4(p.pid, 0)
+            p.returncode = os.waitstatus_to_exitcode(status)
+            if p.returncode:
+                raise RuntimeError(f"plain ffmpeg exited {p.returncode}: {items[i][2]}")
+            cpus[i] = ru.ru_utime + ru.ru_stime
+
+    t0 = time.perf_counter()
+    ths = [threading.Thread(target=worker) for _ in range(2)]
+    for t in ths:
+        t.start()
+    for t in ths:
+        t.join()
+    return time.perf_counter() - t0, sum(cpus), cpus
+
+
+def bench_batch(tmp: Path, tree: Path | None, n: int = 20, codec: str = "opus", inputs: list[Path] | None = None,
+                rounds: int = 1, jobs: int = 2) -> dict:
+    """``ratecontrol batch IN OUT -j 2 --no-cache`` over ``n`` files / plain ffmpeg over the
+    same files two at a time at each file's chosen setting. ``inputs``: the files (default:
+    the real recordings of ../shared/audio at 10-30 s); ``rounds``: batch then plain in
+    even rounds, plain then batch in odd ones (A B B A ...; plain needs the settings, so
+    round 0's are reused). Wall, CPU in all (the batch process, its workers and their
+    ffmpeg children, reaped) and CPU per file (each worker's, around its task)."""
     src = tmp / "batch-in"
-    files = short_tracks(tmp / "batch-pool")
+    files = list(inputs) if inputs else short_tracks(tmp / "batch-pool")
     src.mkdir()
     for i in range(n):
         f = files[i % len(files)]
         os.link(f, src / f"{i:02d}-{f.name}")
-    out = tmp / "batch-out"
-    report = tmp / "batch.json"
-    wall, cpu, _ = _timed_run(_rc_cmd(tree) + ["batch", str(src), str(out), "--target-mos", str(TARGET), "--codec", codec,
-                                               "-j", "2", "--json-report", str(report)], _env(tree))
-    recs = json.loads(report.read_text())["records"]
-    plain = [(src / r["input"], r["rung_label"])
-             for r in recs if r.get("status") == "encoded"]
-    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(2) as ex:
-        list(ex.map(lambda a: subprocess.run(plain_cmd(a[1][0], tmp / f"plain-{a[0]}.opus", codec, a[1][1]),
-                                             capture_output=True, check=True), enumerate(plain)))
-    pw = time.perf_counter() - t0
-    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    pc = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
-    outd = {"files": n, "encoded": len(plain), "rc_wall_s": round(wall, 1), "rc_cpu_s": round(cpu, 1),
-            "ffmpeg_wall_s": round(pw, 1), "ffmpeg_cpu_s": round(pc, 1), "wall_ratio": round(wall / pw, 2),
-            "cpu_ratio": round(cpu / pc, 2)}
-    print(f"  batch: {outd}", flush=True)
+    runs: list[dict] = []
+    settings: dict[str, tuple] = {}
+
+    def run_rc(rnd):
+        out, report = tmp / f"batch-out{rnd}", tmp / f"batch{rnd}.json"
+        wall, cpu, _ = _timed_run([sys.executable, "-c", _BATCH, str(HERE / "bench"), "batch", str(src), str(out),
+                                   "--target-mos", str(TARGET), "--codec", codec, "-j", str(jobs), "--no-cache",
+                                   "--no-progress", "--json-report", str(report)], _env(tree))
+        recs = json.loads(report.read_text())["records"]
+        per = {r["input"]: {"status": r["status"], "rung": r.get("rung_label"), "mos": r.get("pooled_mos"),
+                            "probes": r.get("n_probes"), "duration_s": r.get("duration_s"),
+                            "cpu_s": _note(r, "bench_cpu_s"), "wall_s": _note(r, "bench_wall_s"),
+                            # the output check's step-ups: each a whole re-encode and check
+                            "stepped_up": sum("stepped up" in n for n in r.get("notes") or ())} for r in recs}
+        for r in recs:
+            if r.get("status") == "encoded":
+                settings.setdefault(r["input"], (r["rung_label"], r.get("bitrate_kbps")))
+        shutil.rmtree(out, ignore_errors=True)
+        runs.append({"round": rnd, "kind": "batch", "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
+                     "per_file": per, "loadavg_1min": round(os.getloadavg()[0], 2)})
+        print(f"  batch   round {rnd}: {wall:7.1f} s wall, {cpu:7.1f} CPU-s (load {os.getloadavg()[0]:.1f})",
+              flush=True)
+
+    def run_plain(rnd):
+        items = []
+        for rel, (rung, _) in sorted(settings.items()):
+            dst = tmp / f"plain-{rel}{_ext(codec)}"
+            ch = _channels(src / rel)
+            items.append((src / rel, dst, plain_cmd(src / rel, dst, codec, rung, ch, _knob(codec, rung, ch))))
+        wall, cpu, cpus = _plain_pair(items)
+        runs.append({"round": rnd, "kind": "plain", "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
+                     "per_file": {rel: {"cpu_s": round(c, 3)} for (rel, _), c in zip(sorted(settings.items()), cpus)},
+                     "loadavg_1min": round(os.getloadavg()[0], 2)})
+        for it in items:
+            it[1].unlink(missing_ok=True)
+        print(f"  plain   round {rnd}: {wall:7.1f} s wall, {cpu:7.1f} CPU-s (load {os.getloadavg()[0]:.1f})",
+              flush=True)
+
+    for rnd in range(rounds):
+        if rnd % 2 == 0 or not settings:
+            run_rc(rnd)
+            run_plain(rnd)
+        else:
+            run_plain(rnd)
+            run_rc(rnd)
+    med = statistics.median
+    b = [r for r in runs if r["kind"] == "batch"]
+    p = [r for r in runs if r["kind"] == "plain"]
+    per_file = {}
+    for rel in sorted(b[0]["per_file"]):
+        rc_cpu = [r["per_file"][rel]["cpu_s"] for r in b if r["per_file"].get(rel, {}).get("cpu_s") is not None]
+        pl_cpu = [r["per_file"][rel]["cpu_s"] for r in p if rel in r["per_file"]]
+        row = {k: b[0]["per_file"][rel].get(k) for k in ("status", "rung", "mos", "probes", "duration_s", "stepped_up")}
+        row["rungs"] = sorted({str(r["per_file"][rel]["rung"]) for r in b})
+        if rc_cpu:
+            row["rc_cpu_s"] = round(med(rc_cpu), 2)
+        if pl_cpu:
+            row["ffmpeg_cpu_s"] = round(med(pl_cpu), 2)
+            if rc_cpu:
+                row["cpu_ratio"] = round(row["rc_cpu_s"] / row["ffmpeg_cpu_s"], 2)
+        per_file[rel] = row
+    outd = {"files": n, "jobs": jobs, "codec": codec, "inputs": [str(f) for f in files[:n]], "runs": runs,
+            "per_file": per_file,
+            "encoded": sum(1 for r in b[0]["per_file"].values() if r["status"] == "encoded"),
+            "rc_wall_s": med(r["wall_s"] for r in b), "rc_cpu_s": med(r["cpu_s"] for r in b),
+            "ffmpeg_wall_s": med(r["wall_s"] for r in p), "ffmpeg_cpu_s": med(r["cpu_s"] for r in p),
+            "rc_cpu_in_tasks_s": med(round(sum(v["cpu_s"] or 0 for v in r["per_file"].values()), 2) for r in b)}
+    outd["wall_ratio"] = round(outd["rc_wall_s"] / outd["ffmpeg_wall_s"], 2)
+    outd["cpu_ratio"] = round(outd["rc_cpu_s"] / outd["ffmpeg_cpu_s"], 2)
+    outd["median_file_cpu_ratio"] = round(med(v["cpu_ratio"] for v in per_file.values() if "cpu_ratio" in v), 2)
+    print(f"  batch: {({k: v for k, v in outd.items() if k not in ('runs', 'per_file', 'inputs')})}", flush=True)
     return outd
+
+
+def _knob(codec: str, label: str, channels: int) -> float | None:
+    """The knob value a record's setting label stands for (None: a ladder rung's label)."""
+    from ratecontrol.errors import RatecontrolError
+    from ratecontrol.presets import load_preset
+
+    p = load_preset(codec)
+    try:
+        p.rung(label, channels)
+        return None
+    except RatecontrolError:
+        pre, _, post = p.knob.label.partition("{")
+        post = post.partition("}")[2]
+        return float(label[len(pre): len(label) - len(post) if post else None])
+
+
+def _channels(path: Path) -> int:
+    from ratecontrol import media
+
+    return media.inspect(path).channels
 
 
 VARIANTS = {"torch": {"RATECONTROL_RUNTIME": "torch"}, "numpy": {"RATECONTROL_RUNTIME": "numpy"},
@@ -370,7 +582,11 @@ def main() -> None:
     ap.add_argument("--before-tree", type=Path, default=None, help="threads: the checkout to compare against")
     ap.add_argument("--inputs", type=Path, nargs="+", default=[], help="threads: the files to encode")
     ap.add_argument("--excerpt-s", type=float, default=60.0, help="threads: cut longer inputs to this many seconds")
-    ap.add_argument("--codecs", nargs="+", default=["opus", "aac"], help="paired: the codecs")
+    ap.add_argument("--codecs", nargs="+", default=["opus", "aac"], help="paired, short: the codecs")
+    ap.add_argument("--short-rounds", type=int, default=1, help="short: the list again, order reversed")
+    ap.add_argument("--fresh", type=int, default=6, help="short: fresh-process encodes too (0: none)")
+    ap.add_argument("--batch-rounds", type=int, default=1, help="batch: rounds, batch/plain order alternating")
+    ap.add_argument("--batch-files", type=int, default=20, help="batch: files in the tree")
     a = ap.parse_args()
     figs: dict = {"tree": str(a.tree or HERE)}
     with tempfile.TemporaryDirectory() as td:
@@ -378,9 +594,9 @@ def main() -> None:
         if "long" in a.only:
             figs["long"] = bench_long(tmp, a.tree)
         if "short" in a.only:
-            figs["short"] = bench_short(tmp, a.tree)
+            figs["short"] = bench_short(tmp, a.tree, tuple(a.codecs), a.inputs or None, a.short_rounds, a.fresh)
         if "batch" in a.only:
-            figs["batch"] = bench_batch(tmp, a.tree)
+            figs["batch"] = bench_batch(tmp, a.tree, a.batch_files, inputs=a.inputs or None, rounds=a.batch_rounds)
         if "runtime" in a.only:
             figs["runtime"] = bench_runtime(tmp, a.tree, a.rounds, tuple(a.variants))
         if "paired" in a.only:
