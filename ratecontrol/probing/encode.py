@@ -3,7 +3,6 @@ the report; and a ladder of targets from one probe curve (``api.encode`` /
 ``api.encode_ladder``; an input with several streams goes through streams.py first)."""
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -17,14 +16,10 @@ from ratecontrol.probing.prober import Prober
 from ratecontrol.probing.searching import run_search
 from ratecontrol.probing.request import EncodeRequest, LadderRequest
 from ratecontrol.probing.session import open_session
-from ratecontrol.probing.verify import Speculator, finish_encode
+from ratecontrol.probing.verify import finish_encode
 from ratecontrol.results import EncodeResult, SearchResult
 
 __all__ = ["encode_audio", "encode_targets", "render"]
-
-#: issue 25 lever 5: start the final encode + check of a setting the knob search may end
-#: on beside its probe (docs/performance.md "Cost, round 3: lever 5"). Off until measured
-SPECULATE = False
 
 
 def encode_audio(req: EncodeRequest, src: Path, plan: OutputPlan) -> EncodeResult:
@@ -46,19 +41,9 @@ def encode_audio(req: EncodeRequest, src: Path, plan: OutputPlan) -> EncodeResul
             session, result = sessions[0], None
         out = plan.for_preset(preset)
         fsutil.clean_stale_temps(out.path.parent)  # what a killed run left beside its output
-        spec = None
         if result is None:
-            # one file, one preset, cores to spare: the final encode may start beside the
-            # search's last probe (issue 25 lever 5; Options.jobs 1 is a batch worker's one core)
-            if SPECULATE and opts.verify and opts.jobs != 1 and (os.cpu_count() or 1) > 1:
-                spec = Speculator(session, preset, target, src, req.metadata, out)
-            try:
-                result = run_search(session.prober(preset), target, opts, speculate=spec)
-            except BaseException:
-                if spec is not None:
-                    spec.close()
-                raise
-        enc = finish_encode(req, session, preset, result, src, out, speculation=spec)
+            result = run_search(session.prober(preset), target, opts)
+        enc = finish_encode(req, session, preset, result, src, out)
         if plan.report is not None:
             render(session.prober(preset), enc, plan.report)
         return enc

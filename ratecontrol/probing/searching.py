@@ -23,15 +23,12 @@ def resolve_margin(margin: float | None, scorer) -> float:
 
 
 def run_search(prober: Prober, target: float, options: Options | None = None, *, parallel: int | None = None,
-               ladder: bool = False, speculate=None) -> SearchResult:
+               ladder: bool = False) -> SearchResult:
     """Search ``prober``'s knob (or its ladder: ``options.ladder``, ``ladder=True``, or a
     preset without a knob) for ``target`` (+ ``options.margin_mos``: a setting passes when
     its pooled score is at least ``target + margin``; the result reports both; None: the
     scorer's default). ``options.best_effort``: the top setting instead of
-    TargetNotReachable. ``parallel``: probes at once (None: the prober's own).
-    ``speculate`` (verify.Speculator; the knob, one probe at a time, a sampled source):
-    the final encode of a setting the search may end on starts beside its probe
-    (issue 25 lever 5)."""
+    TargetNotReachable. ``parallel``: probes at once (None: the prober's own)."""
     opts = Options() if options is None else options
     best_effort, ladder = opts.best_effort, ladder or opts.ladder
     margin = resolve_margin(opts.margin_mos, prober.scorer)
@@ -49,8 +46,7 @@ def run_search(prober: Prober, target: float, options: Options | None = None, *,
     k = prober.parallel if parallel is None else parallel
     prober.warm_up()
     if prober.axis is not None and not (ladder or prober.use_ladder):
-        spec = speculate if (speculate is not None and k == 1 and prober.source.sampled) else None
-        return _run_knob_search(prober, target, margin, best_effort, notes, k, spec)
+        return _run_knob_search(prober, target, margin, best_effort, notes, k)
     # previous probes (another target on the same curve) seed the bracket for free
     outcome = search_ladder(n, lambda i: prober.probe(i, bar).pooled_mos, target, parallel=k, margin=margin)
     probes = tuple(prober.probes[i] for i, _ in outcome.probes)
@@ -120,25 +116,8 @@ def _not_reachable(prober: Prober, target: float, margin: float, top: Probe, wha
     return msg, advice, options
 
 
-#: which probes a speculative final encode starts beside (issue 25 lever 5): "bracketed"
-#: (a failure known below it and a pass above: the probe aims into the tolerance band of
-#: a closed bracket) or "any" (every probe after the first but the dip rechecks)
-SPECULATE_ON = "bracketed"
-
-
-def _speculate_here(x: float, seen: dict[float, float], bar: float) -> bool:
-    passes = [a for a, s in seen.items() if s >= bar]
-    if not passes:
-        return SPECULATE_ON == "any" and bool(seen)
-    hi = min(passes)
-    below = [a for a in seen if a < hi]
-    if x >= hi or (below and x < max(below)):
-        return False  # above the lowest pass (never chosen), or a dip recheck
-    return bool(below) or SPECULATE_ON == "any"
-
-
 def _run_knob_search(prober: Prober, target: float, margin: float, best_effort: bool, notes: list,
-                     parallel: int = 1, speculate=None) -> SearchResult:
+                     parallel: int = 1) -> SearchResult:
     """The knob search (search.search_knob) over ``prober.axis``; probes of the same
     settings made before (another target on the same curve) are known for free."""
     ax, track = prober.axis, prober.track
@@ -150,19 +129,8 @@ def _run_knob_search(prober: Prober, target: float, margin: float, best_effort: 
             index[x] = prober.setting(ax.value_of(x))
         return index[x]
 
-    seen: dict[float, float] = {}
-
     def evaluate(x: float) -> float:
-        i = at(x)
-        if speculate is not None and i not in prober.probes and _speculate_here(x, seen, bar):
-            speculate.start(i)
-        s = prober.probe(i, bar).pooled_mos
-        seen[x] = s
-        if speculate is not None and speculate.live is not None:
-            live_x = ax.x_of(prober.preset.knob_value(prober.rungs[speculate.live.i]))
-            if (speculate.live.i == i and not s >= bar) or (s >= bar and x < live_x):
-                speculate.drop()  # its probe failed, or a lower setting passes: it will not be chosen
-        return s
+        return prober.probe(at(x), bar).pooled_mos
 
     def cost(x: float) -> float:
         # the bits the setting actually took (libopus surround can spend fewer at a
@@ -178,7 +146,6 @@ def _run_knob_search(prober: Prober, target: float, margin: float, best_effort: 
             if ax.lo_x - 1e-9 <= x <= ax.hi_x + 1e-9:
                 known[x] = p.pooled_mos
                 index[x] = i
-    seen.update(known)
     outcome = search_knob(evaluate, target, ax.lo_x, ax.hi_x, first_x=first_guess_x(prober, target), margin=margin,
                           snap=ax.snap_x, cost=cost, known=known, parallel=parallel)
     probes = tuple(replace(prober.probes[at(x)], passed=bool(s >= bar)) for x, s in outcome.probes)

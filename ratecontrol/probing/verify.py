@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -43,8 +42,7 @@ def our_tags(preset: Preset, rung, result: SearchResult, track: "Track") -> dict
 
 
 def finish_encode(req: "EncodeRequest | LadderRequest", session: Session, preset: Preset, result: SearchResult,
-                  input_path: Path, out: "Path | fsutil.Destination",
-                  speculation: "Speculator | None" = None) -> EncodeResult:
+                  input_path: Path, out: "Path | fsutil.Destination") -> EncodeResult:
     """Write the chosen setting, then decode the written file and score it: the reported
     score is the shipped file's own; a miss steps up (a rung on a ladder, a small step
     sized from the miss on the knob: Prober.step_up).
@@ -70,21 +68,10 @@ def finish_encode(req: "EncodeRequest | LadderRequest", session: Session, preset
     knob = bool(result.knob_option)
     steps = 0
     tmp = fsutil.temp_sibling(out)
-    # a final encode + check of the chosen setting started beside its probe (issue 25
-    # lever 5): its file and scores are this setting's own; any other is dropped here
-    spec = speculation.take(i) if speculation is not None and check else None
-    if speculation is not None:
-        speculation.close()
     try:
         while True:
             rung = rungs[i]
-            if spec is not None:
-                checked, windows = spec.result()
-                os.replace(spec.tmp, tmp)
-                spec = None
-            else:
-                checked, windows = _write_rung(session, prober, preset, result, i, input_path, metadata, tmp,
-                                               check)
+            checked, windows = _write_rung(session, prober, preset, result, i, input_path, metadata, tmp, check)
             if not check:
                 break
             nxt = None if checked >= bar else prober.step_up(i, bar - checked, knob)
@@ -101,15 +88,13 @@ def finish_encode(req: "EncodeRequest | LadderRequest", session: Session, preset
         # encode's) is never replaced; ``out`` a plain path is our own temp file
         fsutil.publish(tmp, out)
     finally:
-        if spec is not None:
-            spec.cancel()
         tmp.unlink(missing_ok=True)
     return _encode_result(session, preset, result, input_path, out, rungs[i], checked, windows, notes, steps,
                           req.t0_s)
 
 
-def _write_rung(session: Session, prober: Prober, preset: Preset, result, i: int, input_path: Path,
-                metadata: dict | None, tmp: Path, check: bool, stop: threading.Event | None = None):
+def _write_rung(session: Session, prober: Prober, preset: Preset, result: SearchResult, i: int, input_path: Path,
+                metadata: dict | None, tmp: Path, check: bool):
     """Write rung ``i`` to ``tmp`` and, when ``check``, score the written file:
     ``(pooled, (window_mos, window_start_s, window_channel))``, ``(None, None)``
     unchecked. A probe's own encode of the whole input is stream-copied and its scores
@@ -142,98 +127,9 @@ def _write_rung(session: Session, prober: Prober, preset: Preset, result, i: int
                                   tags_from=input_path,
                                   block_samples=int(CHECK_CHUNK_S * track.rate_hz)) as job:
             if check:
-                checked, windows = score_written(session, prober, job.blocks() if stop is None
-                                                 else _until(job.blocks(), stop))
-            elif stop is not None and stop.is_set():
-                raise Cancelled
+                checked, windows = score_written(session, prober, job.blocks())
             job.finish()
     return checked, windows
-
-
-class Cancelled(Exception):
-    """A speculative finish was called off (its probe failed, or another setting won)."""
-
-
-def _until(blocks, stop: threading.Event):
-    for b in blocks:
-        if stop.is_set():
-            raise Cancelled  # leaves StreamedEncode's ``with``: ffmpeg killed, its temp file removed
-        yield b
-
-
-class SpeculativeFinish:
-    """The final encode and full-track check of setting ``i``, in a thread of its own,
-    into a temp sibling of the output (nothing is published from here)."""
-
-    def __init__(self, session: Session, prober: Prober, preset: Preset, tag_result, i: int, input_path: Path,
-                 metadata: dict | None, out):
-        self.i = i
-        self.tmp = fsutil.temp_sibling(out)
-        self._stop = threading.Event()
-        self._value = self._error = None
-        args = (session, prober, preset, tag_result, i, input_path, metadata, self.tmp, True, self._stop)
-        self._thread = threading.Thread(target=self._run, args=args, name="ratecontrol-speculative", daemon=True)
-        self._thread.start()
-
-    def _run(self, *args) -> None:
-        try:
-            self._value = _write_rung(*args)
-        except BaseException as exc:  # handed to result(); Cancelled when called off
-            self._error = exc
-
-    def result(self):
-        """``(checked, windows)`` of the file at ``tmp`` (waits for it)."""
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._value
-
-    def cancel(self) -> None:
-        """Call it off and remove its file (waits for the thread: ffmpeg is gone after)."""
-        self._stop.set()
-        self._thread.join()
-        self.tmp.unlink(missing_ok=True)
-
-
-class Speculator:
-    """Issue 25 lever 5: the search (run_search's ``speculate``) starts the final encode
-    of a setting while its probe runs; at most one at a time. ``finish_encode`` takes
-    it when its setting is the one chosen, else it is called off and its temp file
-    removed. ``started`` / ``used`` count for the hit rate."""
-
-    def __init__(self, session: Session, preset: Preset, target: float, input_path: Path, metadata: dict | None,
-                 out):
-        from types import SimpleNamespace
-
-        self.session, self.preset, self.input_path, self.metadata, self.out = (session, preset, input_path,
-                                                                            metadata, out)
-        # what our_tags reads of the search's result: known before the search ends
-        self._tags = SimpleNamespace(target_mos=target, pool=session.pool, scorer=session.scorer.name)
-        self.live: SpeculativeFinish | None = None
-        self.started = self.used = 0
-
-    def start(self, i: int) -> None:
-        if self.live is None:
-            self.live = SpeculativeFinish(self.session, self.session.prober(self.preset), self.preset, self._tags, i,
-                                          self.input_path, self.metadata, self.out)
-            self.started += 1
-
-    def drop(self, i: int | None = None) -> None:
-        """Call off the live speculation (only if it is of setting ``i``, when given)."""
-        if self.live is not None and (i is None or self.live.i == i):
-            self.live.cancel()
-            self.live = None
-
-    def take(self, i: int) -> SpeculativeFinish | None:
-        """The live speculation if it is of setting ``i`` (the caller now owns it)."""
-        if self.live is not None and self.live.i == i:
-            got, self.live = self.live, None
-            self.used += 1
-            return got
-        return None
-
-    def close(self) -> None:
-        self.drop()
 
 
 def _encode_result(session: Session, preset: Preset, result: SearchResult, input_path: Path,
