@@ -387,16 +387,19 @@ class Prober:
             knob_option=self.preset.knob.option if knob and self.preset.knob is not None else "",
         )
 
-    def step_up(self, i: int, miss_mos: float, knob: bool) -> int | None:
+    def step_up(self, i: int, miss_mos: float, knob: bool, steps_taken: int = 0) -> int | None:
         """The setting to write after the written file at setting ``i`` missed the bar by
         ``miss_mos``: on a ladder the next rung; on the knob a step sized from the miss by
-        the curve's slope, at least ``CHECK_STEP_X`` (None: already at the top)."""
+        the curve's slope, at least ``CHECK_STEP_X``, doubled for each step already taken
+        in vain (``steps_taken``: the whole track's curve is flat there, so the probes'
+        slope misleads) (None: already at the top)."""
         if not knob or self.axis is None:
             return i + 1 if i + 1 < len(self.ladder) else None
         x = self.axis.x_of(self.preset.knob_value(self.rungs[i]))
         if x >= self.axis.hi_x - 1e-9:
             return None
-        step = max(CHECK_STEP_X, (max(miss_mos, 0.0) + CHECK_AIM_MOS) / self.slope_near(i))
+        floor_x = CHECK_STEP_X * 2 ** max(0, steps_taken)
+        step = max(floor_x, (max(miss_mos, 0.0) + CHECK_AIM_MOS) / self.slope_near(i))
         return self.setting(self.axis.value_of(min(x + step, self.axis.hi_x)))
 
     def slope_near(self, i: int) -> float:
@@ -415,12 +418,18 @@ class Prober:
         return SLOPE_PRIOR_MOS_PER_X
 
 
-#: a check miss steps the knob up by at least this much (ln kbps: 3 %), and by enough
+#: a check miss steps the knob up by at least this much (ln kbps: 6 %), and by enough
 #: that the curve's slope predicts the miss made up plus CHECK_AIM_MOS. The check misses
 #: when the sampled probes read a little high (docs/performance.md: sampled vs whole
 #: track within ~0.02-0.05 MOS p10), so a step of a few percent, not a rung (~20 %), is
-#: what it takes
-CHECK_STEP_X = math.log(1.03)
+#: what it takes. Not 3 %: near the crossing the whole track's p10 rises slower than the
+#: probes' (its worst windows are not all in the sample): of 7 Wesnoth tracks that missed
+#: (docs/performance.md, "Check step-ups"), 3 % steps needed a second write on 3
+#: (battle 66k 4.324 -> 68k 4.329 -> 71k; casualties 117k 4.318 -> 121k 4.318 -> 125k),
+#: and each write is a whole-track encode + check (~2x a plain encode). A step that
+#: missed again doubles the next one's floor (main_menu: 61k 4.263, 65k 4.262, 73k 4.280,
+#: 80k 4.282, 87k, 92k 4.362: five writes at a fixed floor, three when it doubles)
+CHECK_STEP_X = math.log(1.06)
 CHECK_AIM_MOS = 0.01
 
 

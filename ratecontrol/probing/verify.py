@@ -74,7 +74,7 @@ def finish_encode(req: "EncodeRequest | LadderRequest", session: Session, preset
             checked, windows = _write_rung(session, prober, preset, result, i, input_path, metadata, tmp, check)
             if not check:
                 break
-            nxt = None if checked >= bar else prober.step_up(i, bar - checked, knob)
+            nxt = None if checked >= bar else prober.step_up(i, bar - checked, knob, steps)
             if nxt is None:
                 if checked < bar:
                     notes.append(f"output check: {rung.label} scores {checked:.3f} < target even at the top "
