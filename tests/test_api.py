@@ -125,12 +125,13 @@ def test_public_names_are_exported():
         assert name in ratecontrol.__all__
 
 
-@pytest.mark.parametrize("codec", ["opus", "auto"])
-def test_on_probe_is_never_called_from_two_threads_at_once(tmp_path, codec):
+@pytest.mark.parametrize("codec, ladder", [("opus", True), ("auto", False)])
+def test_on_probe_is_never_called_from_two_threads_at_once(tmp_path, codec, ladder):
     """The knob search probes two settings at a time on two cores (knob_search
     evaluate_many): the user's callback still runs one call at a time, so a printer or a
     callback that touches files needs no lock of its own (CI stop 29 failed on a
-    callback that raced itself). codec auto searches two presets at once."""
+    callback that raced itself). The ladder search probes two rungs at once, codec auto
+    searches two presets at once."""
     import threading
     import time
 
@@ -148,6 +149,37 @@ def test_on_probe_is_never_called_from_two_threads_at_once(tmp_path, codec):
         with guard:
             inside[0] -= 1
 
-    res = select_bitrate(src, target_mos=4.0, codec=codec, cache=False, jobs=2, on_probe=slow)
+    res = select_bitrate(src, target_mos=4.0, codec=codec, cache=False, jobs=2, on_probe=slow, ladder=ladder)
     assert len(calls) == (res.probes_total or len(res.probes)) >= 2
     assert most[0] == 1
+
+
+def test_a_short_input_probes_the_knob_one_setting_at_a_time_and_a_ladder_two(tmp_path, monkeypatch):
+    """Two knob settings at once cost 1.45x the CPU and 1.08x the wall on 10 short real
+    items (docs/performance.md, "Short inputs: one probe at a time"): the knob search goes
+    one at a time; a ladder search still takes two rungs a round."""
+    import threading
+    import time
+
+    from ratecontrol.probing.prober import Prober
+
+    src = tmp_path / "in.wav"
+    sf.write(src, Synth(6).music(44_100, channels=2, duration_s=2.0, amplitude=0.3).T, 44_100, subtype="PCM_16")
+    real, guard, inside, most = Prober.probe, threading.Lock(), [0], [0]
+
+    def probe(self, *a, **k):
+        with guard:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        try:
+            time.sleep(0.2)  # long enough for a second probe thread to arrive
+            return real(self, *a, **k)
+        finally:
+            with guard:
+                inside[0] -= 1
+
+    monkeypatch.setattr(Prober, "probe", probe)
+    select_bitrate(src, target_mos=4.0, codec="opus", cache=False, jobs=2)
+    knob, most[0] = most[0], 0
+    select_bitrate(src, target_mos=4.0, codec="opus", cache=False, jobs=2, ladder=True)
+    assert (knob, most[0]) == (1, 2)

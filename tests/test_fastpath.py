@@ -220,7 +220,9 @@ def test_forward_reader_serves_overlapping_forward_ranges_from_blocks():
         r[:, 100:200]  # behind the retained data
 
 
-def test_one_stream_probes_run_two_rungs_at_once_and_keep_the_search_invariant(synth, monkeypatch):
+def test_one_stream_ladder_probes_run_two_rungs_at_once_and_keep_the_search_invariant(synth, monkeypatch):
+    # the knob search goes one setting at a time (test_api, docs/performance.md "Short
+    # inputs: one probe at a time"); a ladder search takes two rungs a round
     import threading
     import time as _time
 
@@ -243,10 +245,10 @@ def test_one_stream_probes_run_two_rungs_at_once_and_keep_the_search_invariant(s
     results = {}
     for jobs in (None, 1):
         peak[0] = 0
-        r = select_bitrate(audio, sample_rate_hz=SR, target_mos=4.3, codec="opus", cache=False, jobs=jobs)
+        r = select_bitrate(audio, sample_rate_hz=SR, target_mos=4.3, codec="opus", cache=False, jobs=jobs,
+                           ladder=True)
         results[jobs] = (r, peak[0])
         assert r.chosen.pooled_mos >= 4.3, "the chosen setting passed its own probe"
-        # the knob's settings are indexed in probe order (issue 24): "below" is in bits
         below = [p for p in r.probes if p.bitrate_kbps < r.chosen.bitrate_kbps]
         if below:
             assert max(below, key=lambda p: p.bitrate_kbps).pooled_mos < 4.3, "and the one below failed"
