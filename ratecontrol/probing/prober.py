@@ -387,6 +387,13 @@ class Prober:
             knob_option=self.preset.knob.option if knob and self.preset.knob is not None else "",
         )
 
+    @property
+    def searches_ladder(self) -> bool:
+        """run_search takes the rungs, not the knob: the preset has no knob (MP3 CBR) or
+        the ladder was asked for (``use_ladder``); the one rule for the search and for
+        how many probes a round takes (session.PARALLEL_PROBES)."""
+        return self.axis is None or self.use_ladder
+
     def step_up(self, i: int, miss_mos: float, knob: bool, steps_taken: int = 0) -> int | None:
         """The setting to write after the written file at setting ``i`` missed the bar by
         ``miss_mos``: on a ladder the next rung; on the knob a step sized from the miss by

@@ -45,7 +45,7 @@ def run_search(prober: Prober, target: float, options: Options | None = None, *,
         return prober.result(target, chosen, (chosen,), True, notes)
     k = prober.parallel if parallel is None else parallel
     prober.warm_up()
-    if prober.axis is not None and not (ladder or prober.use_ladder):
+    if not (ladder or prober.searches_ladder):
         return _run_knob_search(prober, target, margin, best_effort, notes, k)
     # previous probes (another target on the same curve) seed the bracket for free
     outcome = search_ladder(n, lambda i: prober.probe(i, bar).pooled_mos, target, parallel=k, margin=margin)

@@ -29,9 +29,9 @@ CHECK_CHUNK_S = 60.0
 #: (whole-track probes of inputs under SAMPLE_MIN_DURATION_S): on a smooth 13-rung ladder
 #: 2 per round take 2.4 rounds instead of 3.75 sequential probes (tests/test_search.py),
 #: for ~27 % more encoding. The knob search probes one setting at a time: two at once
-#: measured worse on both counts (10 short real items x Opus/AAC, warm process, idle
-#: machine, docs/performance.md "Short inputs: one probe at a time"): 130 probes
-#: instead of 88, 1.45x the CPU and 1.08x the wall, and 1.4 % more bits
+#: measured worse (10 short real items x Opus/AAC, warm process, idle machine,
+#: docs/performance.md "Short inputs: one probe at a time"): 130 probes instead of 88,
+#: 1.45x the CPU, 1.08x the wall summed (AAC alone 0.96x), and 1.4 % more bits
 PARALLEL_PROBES = 2
 
 def resolve_preset(codec: str | Preset) -> Preset:
@@ -85,22 +85,21 @@ class Session:
                                                                    max_s=self.sample_max_s), self.hop_s)
         return self._source
 
-    def _parallel(self, preset: Preset) -> int:
+    def _parallel(self, pr: Prober) -> int:
         # a probe already split over PROBE_PROCESSES ffmpeg processes fills the cores;
         # a one-stream probe of a ladder search leaves one idle: probe two rungs at once.
         # The knob search goes one setting at a time (PARALLEL_PROBES). jobs=1 (batch
         # workers, one core each) keeps it sequential.
-        ladder = self.ladder or preset.knob is None
-        if ladder and self.jobs != 1 and len(self.source().encode_spans()) == 1:
+        if pr.searches_ladder and self.jobs != 1 and len(self.source().encode_spans()) == 1:
             return max(1, min(PARALLEL_PROBES, os.cpu_count() or 1))
         return 1
 
     def prober(self, preset: Preset) -> Prober:
         if preset.name not in self._probers:
             pr = Prober(self.source(), preset, self.scorer, self.pool, self.cache, self.on_probe, self.max_kbps)
-            pr.parallel = self._parallel(preset)
-            pr.keep_encodes = self.keep_encodes
             pr.use_ladder = self.ladder
+            pr.parallel = self._parallel(pr)
+            pr.keep_encodes = self.keep_encodes
             self._probers[preset.name] = pr
         return self._probers[preset.name]
 
