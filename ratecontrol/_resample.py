@@ -11,6 +11,8 @@ import math
 
 import numpy as np
 
+from ratecontrol._threads import BLAS_THREADS, scoped
+
 __all__ = ["resample", "python_can_resample"]
 
 #: the largest reduced input rate (from_hz / gcd) resampled here: torchaudio's kernel
@@ -96,19 +98,31 @@ def resample(audio: np.ndarray, from_hz: int, to_hz: int, dtype=np.float32) -> n
     padded = np.zeros((rows.shape[0], total), dtype=x.dtype)
     padded[:, width : width + n] = rows
     out = np.empty((rows.shape[0], n_frames * new), dtype=x.dtype)
+    # one BLAS thread for the products (BLAS_THREADS): OpenBLAS's second worker spun
+    # between them while ffmpeg used the other core (docs/performance.md "BLAS limits
+    # around the resampler")
+    with scoped("blas", BLAS_THREADS):
+        _products(padded, out, kernel=kernel, taps=taps, orig=orig, new=new,
+                  chunks=chunks, n_frames=n_frames, rows=rows.shape[0])
+    return np.ascontiguousarray(out[:, :out_len]).reshape(*shape[:-1], out_len)
+
+
+def _products(padded: np.ndarray, out: np.ndarray, kernel: np.ndarray, taps: int, orig: int, new: int,
+              chunks: int, n_frames: int, rows: int) -> None:
+    """``out`` = the ``padded`` rows filtered by the polyphase ``kernel``."""
     if orig >= 16:
         # out[f] = sum_c P[f + c] @ K_c: P is the padded signal as [frames, orig] (a
         # reshape, no copy) and K_c the kernel's c-th group of orig columns
-        kp = np.zeros((new, chunks * orig), dtype=x.dtype)
+        kp = np.zeros((new, chunks * orig), dtype=padded.dtype)
         kp[:, :taps] = kernel
         kc = [np.ascontiguousarray(kp[:, c * orig : (c + 1) * orig].T) for c in range(chunks)]
-        frames = padded.reshape(rows.shape[0], -1, orig)
+        frames = padded.reshape(rows, -1, orig)
         for f0 in range(0, n_frames, _FRAMES_PER_BLOCK):
             f1 = min(n_frames, f0 + _FRAMES_PER_BLOCK)
             acc = frames[:, f0:f1] @ kc[0]
             for c in range(1, chunks):
                 acc += frames[:, f0 + c : f1 + c] @ kc[c]
-            out[:, f0 * new : f1 * new] = acc.reshape(rows.shape[0], -1)
+            out[:, f0 * new : f1 * new] = acc.reshape(rows, -1)
     else:  # e.g. 22.05 -> 44.1 kHz: few samples per frame, so copy whole frames
         from numpy.lib.stride_tricks import sliding_window_view
 
@@ -117,5 +131,4 @@ def resample(audio: np.ndarray, from_hz: int, to_hz: int, dtype=np.float32) -> n
         for f0 in range(0, n_frames, _FRAMES_PER_BLOCK):
             f1 = min(n_frames, f0 + _FRAMES_PER_BLOCK)
             block = np.ascontiguousarray(view[:, f0:f1]) @ kt
-            out[:, f0 * new : f1 * new] = block.reshape(rows.shape[0], -1)
-    return np.ascontiguousarray(out[:, :out_len]).reshape(*shape[:-1], out_len)
+            out[:, f0 * new : f1 * new] = block.reshape(rows, -1)

@@ -218,3 +218,32 @@ def _check_torch_scope(torch, LearnedScorer):
     assert torch.get_num_threads() == 2
     # without threads= the torch runtime keeps torch's own threads
     assert LearnedScorer(runtime="torch", device="cpu").thread_limit == ("torch", None)
+
+
+@pytest.mark.parametrize("caller", [None, 2])
+def test_the_resampler_runs_one_blas_thread_and_gives_the_callers_back(monkeypatch, caller):
+    """Issue 25: the resampler's polyphase products (48 -> 44.1 kHz for every probe and
+    the check) ran OpenBLAS's default pool, whose idle worker spun beside ffmpeg; they
+    run BLAS_THREADS (1) now, the caller's setting back afterwards, and the output is
+    the one a caller limiting BLAS to one thread itself gets."""
+    from ratecontrol import _resample
+    from ratecontrol._threads import BLAS_THREADS
+
+    assert BLAS_THREADS == 1
+    seen: list[list[int]] = []
+    products = _resample._products
+
+    def spy(*a, **k):
+        seen.append(_blas_threads())
+        return products(*a, **k)
+
+    monkeypatch.setattr(_resample, "_products", spy)
+    x = Synth(7).music(48_000, channels=2, duration_s=2.0).astype(np.float32)
+    with threadpool_limits(limits=caller, user_api="blas"):
+        before = _blas_threads()
+        y = _resample.resample(x, 48_000, 44_100)
+        assert _blas_threads() == before
+    assert seen and all(s == [1] * len(s) for s in seen)
+    with threadpool_limits(limits=1, user_api="blas"):
+        ref = _resample.resample(x, 48_000, 44_100)
+    np.testing.assert_array_equal(y, ref)

@@ -18,7 +18,7 @@ computed once in ``prepare`` (about 6 KB per window, so an hour of stereo is ~45
 ``score`` streams windows through the model in chunks of ``batch_size`` so memory stays
 flat for long inputs.
 
-Thread limits are scoped to the scorer's own calls (``_scoped``): the numpy runtime's
+Thread limits are scoped to the scorer's own calls (``ratecontrol._threads.scoped``): the numpy runtime's
 BLAS runs ``NUMPY_BLAS_THREADS`` threads inside ``prepare`` and ``score`` only, and
 ``threads=`` (torch intra-op threads, or numpy BLAS threads) likewise; the caller's
 settings are back in force when each call returns or raises.
@@ -29,14 +29,13 @@ import glob
 import hashlib
 import os
 import shutil
-import threading
 import warnings
-from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from importlib import resources
 
 import numpy as np
 
+from ratecontrol._threads import scoped
 from ratecontrol.errors import ModelError, RatecontrolWarning, UsageError
 from ratecontrol.scoring._meta import CODE_REVISION, FORMAT_VERSION, NUMPY_RUNTIME_REVISION
 from ratecontrol.scoring.base import register_scorer
@@ -61,72 +60,6 @@ from ratecontrol.contract import WINDOW_SAMPLES  # noqa: E402
 #: a 4-minute encode at no wall cost. docs/performance.md "Scoped thread limits (issue 25)".
 NUMPY_BLAS_THREADS: int | None = 1
 
-# The limits are process state shared with the caller and with the other threads that
-# score at once (probing.Prober scores a round's rungs in threads; OpenBLAS's pthreads
-# build, in numpy's and scipy's wheels, has one process-wide pool). So one thread at a
-# time holds a change of each kind: it applies the limit only where the value it finds
-# differs, and restores what it found when its own call ends; threads that enter
-# meanwhile run as they find the pool (limited while the holder scores). No thread ever
-# restores a value that another one set. threadpoolctl >= 3.8 adds its own rule for
-# OpenBLAS's shared pool: one Python thread controls it until its limits end, and other
-# threads' limits are ignored; a limit found ignored (another thread of the caller's
-# holds it) is left alone here too.
-_scope_lock = threading.Lock()
-_holders: dict[str, threading.Thread] = {}
-
-
-def _limit_blas(n: int):
-    """Limit every loaded BLAS to n threads; return the undo, or None if nothing changed.
-    threadpoolctl's cached controller: building a ThreadpoolController (as
-    ``threadpool_limits`` does on every call) scans the loaded libraries, 3.1 ms per call
-    on this machine against 0.04 ms for a controller's ``limit``; the cache is rebuilt
-    when a module has been imported since."""
-    from threadpoolctl import get_cached_controller
-
-    blas = get_cached_controller().select(user_api="blas")
-    if all(lib.num_threads == n for lib in blas.lib_controllers):
-        return None
-    limiter = blas.limit(limits=n)
-    stack = ExitStack()
-    stack.enter_context(limiter)  # on close: restores, then ends this thread's control of OpenBLAS
-    if not all(lib.num_threads == n for lib in blas.lib_controllers):
-        # another thread controls OpenBLAS's pool: its setting stands (and a library
-        # that did take the limit, e.g. MKL beside it, gets its own value back now)
-        stack.close()
-        return None
-    return stack.close
-
-
-def _limit_torch(n: int):
-    import torch
-
-    before = torch.get_num_threads()
-    if before == n:
-        return None
-    torch.set_num_threads(n)
-    return lambda: torch.set_num_threads(before)
-
-
-@contextmanager
-def _scoped(kind: str, n: int | None):
-    """Run the body with at most n threads of ``kind`` ("blas" or "torch"; n None: no
-    limit); the caller's setting is back when the body returns or raises (see above)."""
-    undo = None
-    if n:
-        with _scope_lock:
-            if kind not in _holders:
-                undo = (_limit_blas if kind == "blas" else _limit_torch)(int(n))
-                if undo is not None:
-                    _holders[kind] = threading.current_thread()
-    try:
-        yield
-    finally:
-        if undo is not None:
-            with _scope_lock:
-                try:
-                    undo()
-                finally:
-                    del _holders[kind]
 
 
 def default_model_path() -> str:
@@ -295,7 +228,7 @@ class LearnedScorer:
         if self.runtime == "torch":
             self._init_torch(model_path, device, runtime)
         #: (kind, n): the thread limit in force inside prepare() and score() only
-        #: (``_scoped``); numpy: BLAS threads (NUMPY_BLAS_THREADS unless threads= says),
+        #: (``ratecontrol._threads.scoped``); numpy: BLAS threads (NUMPY_BLAS_THREADS unless threads= says),
         #: torch: intra-op threads when threads= is given, else torch's own
         self.thread_limit = (("blas", int(threads) if threads else NUMPY_BLAS_THREADS) if self.runtime == "numpy"
                              else ("torch", int(threads) if threads else None))
@@ -370,7 +303,7 @@ class LearnedScorer:
 
     def prepare(self, ref_windows: np.ndarray) -> _Prepared:
         ref = _check_windows(ref_windows, "reference")
-        with _scoped(*self.thread_limit):
+        with scoped(*self.thread_limit):
             return self._prepare(ref)
 
     def _prepare(self, ref: np.ndarray) -> _Prepared:
@@ -410,7 +343,7 @@ class LearnedScorer:
         deg = _check_windows(deg_windows, "degraded")
         if len(deg) != prepared.n_windows:
             raise UsageError(f"{len(deg)} degraded windows for {prepared.n_windows} prepared reference windows")
-        with _scoped(*self.thread_limit):
+        with scoped(*self.thread_limit):
             return self._score(prepared, deg)
 
     def _score(self, prepared: _Prepared, deg: np.ndarray) -> np.ndarray:
