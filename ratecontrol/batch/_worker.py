@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ratecontrol import fsutil
+from ratecontrol._malloc import tune_if_asked
 from ratecontrol.errors import InputError, RatecontrolError, TargetNotReachable, UsageError
 from ratecontrol.batch._decide import Plan, decide, kbps_list, not_smaller, stream_bytes
 from ratecontrol.batch._dest import Conflict, WorkDir, WriteError, check_dest, check_name_fits, write_problem
@@ -75,6 +76,7 @@ def run_task(task: Task) -> Result:
     """Process one input file; never raises for a file problem (it becomes a failed or
     conflict record). A finished output comes back inside the worker's temp folder."""
     start_watchdog(task.driver_pid)
+    tune_if_asked()  # a worker of the CLI's batch: its allocator settings (ratecontrol._malloc)
     t0 = time.perf_counter()
     src = Path(task.in_path)
     base = {"input": task.rel, "collision": task.collision}
