@@ -74,61 +74,87 @@ def resample(audio: np.ndarray, from_hz: int, to_hz: int, dtype=np.float32) -> n
     computes (equal to its output within 2e-6, tests/test_resample.py), a block of
     frames at a time. numpy only (session 8): a CPU encode never imports torch here.
     torchaudio's conv1d took 2.3-4.8 s for 4 minutes of 48 kHz stereo on this 2-core
-    machine and grew faster than the length; the products take ~0.3 s."""
-    x = np.ascontiguousarray(np.asarray(audio, dtype=dtype))
+    machine and grew faster than the length; the products take ~0.3 s.
+
+    Memory: the output, plus one block's padded input and products, reused from block
+    to block (issue 25: the whole padded copy, a product per kernel group per block and
+    the final cut made ~150 MB of short-lived arrays per minute of stereo, each faulted
+    in and zeroed afresh; docs/performance.md "Cost, round 4")."""
     if from_hz == to_hz:
-        return x.copy()
+        return np.array(audio, dtype=dtype, order="C", copy=True)
     if not python_can_resample(from_hz, to_hz):
         from ratecontrol.errors import UsageError
 
         raise UsageError(f"resampling {from_hz} -> {to_hz} Hz needs a filter of "
                          f"~{4 * (to_hz // math.gcd(from_hz, to_hz)) ** 2 / 1e9:.1f} GB here; "
                          "decode such audio with ratecontrol.media.decode(sample_rate_hz=...) (ffmpeg resamples it)")
+    x = np.asarray(audio, dtype=dtype)
     kernel, width, orig, new = _kernel(int(from_hz), int(to_hz), np.dtype(dtype).name)
     shape = x.shape
     n = shape[-1]
-    rows = x.reshape(-1, n)
+    rows = x.reshape(-1, n)  # a view where it can be (a [C, N] slice stays one)
     taps = kernel.shape[1]
     out_len = -(-new * n // orig)
     # torchaudio pads (width, width + orig); the extra zeros up to a whole number of
     # frames change no sum (they meet zero kernel columns or frames past out_len)
     chunks = -(-taps // orig)  # kernel columns in groups of one frame stride
     n_frames = (n + 2 * width + orig - taps) // orig + 1
-    total = (n_frames + chunks) * orig
-    padded = np.zeros((rows.shape[0], total), dtype=x.dtype)
-    padded[:, width : width + n] = rows
-    out = np.empty((rows.shape[0], n_frames * new), dtype=x.dtype)
+    out = np.empty((rows.shape[0], out_len), dtype=x.dtype)
     # one BLAS thread for the products (BLAS_THREADS): OpenBLAS's second worker spun
-    # between them while ffmpeg used the other core (docs/performance.md "BLAS limits
-    # around the resampler")
+    # between them while ffmpeg used the other core (docs/performance.md "Cost, round 4")
     with scoped("blas", BLAS_THREADS):
-        _products(padded, out, kernel=kernel, taps=taps, orig=orig, new=new,
-                  chunks=chunks, n_frames=n_frames, rows=rows.shape[0])
-    return np.ascontiguousarray(out[:, :out_len]).reshape(*shape[:-1], out_len)
+        _products(rows, out, kernel, width, taps, orig, new, chunks, n_frames)
+    return out.reshape(*shape[:-1], out_len)
 
 
-def _products(padded: np.ndarray, out: np.ndarray, kernel: np.ndarray, taps: int, orig: int, new: int,
-              chunks: int, n_frames: int, rows: int) -> None:
-    """``out`` = the ``padded`` rows filtered by the polyphase ``kernel``."""
+def _padded_block(rows: np.ndarray, buf: np.ndarray, s0: int, s1: int, width: int) -> np.ndarray:
+    """Samples ``s0:s1`` of the rows padded with ``width`` zeros in front (and zeros past
+    their end), written into ``buf``; returns that view of it."""
+    n = rows.shape[1]
+    view = buf[:, : s1 - s0]
+    a0, a1 = min(max(s0, width), s1), max(min(s1, width + n), min(max(s0, width), s1))
+    view[:, : a0 - s0] = 0
+    view[:, a0 - s0 : a1 - s0] = rows[:, a0 - width : a1 - width]
+    view[:, a1 - s0 :] = 0
+    return view
+
+
+def _products(rows: np.ndarray, out: np.ndarray, kernel: np.ndarray, width: int, taps: int, orig: int, new: int,
+              chunks: int, n_frames: int) -> None:
+    """``out`` = the rows, padded, filtered by the polyphase ``kernel`` (cut to out's length)."""
+    r, out_len = out.shape
+    block = min(_FRAMES_PER_BLOCK, n_frames)
     if orig >= 16:
         # out[f] = sum_c P[f + c] @ K_c: P is the padded signal as [frames, orig] (a
         # reshape, no copy) and K_c the kernel's c-th group of orig columns
-        kp = np.zeros((new, chunks * orig), dtype=padded.dtype)
+        kp = np.zeros((new, chunks * orig), dtype=rows.dtype)
         kp[:, :taps] = kernel
         kc = [np.ascontiguousarray(kp[:, c * orig : (c + 1) * orig].T) for c in range(chunks)]
-        frames = padded.reshape(rows, -1, orig)
-        for f0 in range(0, n_frames, _FRAMES_PER_BLOCK):
-            f1 = min(n_frames, f0 + _FRAMES_PER_BLOCK)
-            acc = frames[:, f0:f1] @ kc[0]
+        buf = np.empty((r, (block + chunks) * orig), dtype=rows.dtype)
+        acc_buf = np.empty((r, block, new), dtype=rows.dtype)
+        tmp_buf = np.empty((r, block, new), dtype=rows.dtype)
+        for f0 in range(0, n_frames, block):
+            f1 = min(n_frames, f0 + block)
+            nb = f1 - f0
+            frames = _padded_block(rows, buf, f0 * orig, (f1 + chunks) * orig, width).reshape(r, -1, orig)
+            acc, tmp = acc_buf[:, :nb], tmp_buf[:, :nb]
+            np.matmul(frames[:, 0:nb], kc[0], out=acc)
             for c in range(1, chunks):
-                acc += frames[:, f0 + c : f1 + c] @ kc[c]
-            out[:, f0 * new : f1 * new] = acc.reshape(rows, -1)
+                np.matmul(frames[:, c : c + nb], kc[c], out=tmp)
+                acc += tmp
+            lo, hi = f0 * new, min(f1 * new, out_len)
+            if hi > lo:
+                out[:, lo:hi] = acc.reshape(r, -1)[:, : hi - lo]
     else:  # e.g. 22.05 -> 44.1 kHz: few samples per frame, so copy whole frames
         from numpy.lib.stride_tricks import sliding_window_view
 
         kt = np.ascontiguousarray(kernel.T)
-        view = sliding_window_view(padded, taps, axis=-1)[:, ::orig]
-        for f0 in range(0, n_frames, _FRAMES_PER_BLOCK):
-            f1 = min(n_frames, f0 + _FRAMES_PER_BLOCK)
-            block = np.ascontiguousarray(view[:, f0:f1]) @ kt
-            out[:, f0 * new : f1 * new] = block.reshape(rows, -1)
+        span = (block - 1) * orig + taps
+        buf = np.empty((r, span), dtype=rows.dtype)
+        for f0 in range(0, n_frames, block):
+            f1 = min(n_frames, f0 + block)
+            piece = _padded_block(rows, buf, f0 * orig, (f1 - 1) * orig + taps, width)
+            prod = np.ascontiguousarray(sliding_window_view(piece, taps, axis=-1)[:, ::orig]) @ kt
+            lo, hi = f0 * new, min(f1 * new, out_len)
+            if hi > lo:
+                out[:, lo:hi] = prod.reshape(r, -1)[:, : hi - lo]

@@ -72,3 +72,29 @@ def test_odd_rates_are_refused_here_and_taken_through_ffmpeg_by_the_pipeline(rng
         resample(x, 35_467, 44_100)
     t = load_track(x, lambda r: output_rate(NO_RATE, r), 35_467)
     assert t.rate_hz == 44_100 and abs(t.src.shape[1] - 44_100) <= 2
+
+
+def test_blockwise_products_equal_the_filter_over_one_padded_copy():
+    """Issue 25: the resampler pads and multiplies one block at a time into reused
+    buffers (no whole padded copy, no product per kernel group per block). Its output
+    is the filter applied to one padded copy of the whole input (to float rounding: the
+    sums are grouped differently): across block boundaries, on both product paths
+    (48 -> 44.1 kHz and 22.05 -> 44.1 kHz), for a strided [C, N] view as input. (Against
+    the one-copy code before it, on 10 rate pairs x 7 shapes: equal bit for bit.)"""
+    from ratecontrol import _resample
+
+    rng = np.random.default_rng(5)
+    for from_hz, to_hz in ((48_000, 44_100), (22_050, 44_100), (96_000, 44_100)):
+        kernel, width, orig, new = _resample._kernel(from_hz, to_hz, "float32")
+        n = 2 * _resample._FRAMES_PER_BLOCK * orig + 777  # three blocks, the last one short
+        x = rng.standard_normal((n, 2)).astype(np.float32).T  # interleaved decode, as probes read it
+        got = _resample.resample(x, from_hz, to_hz)
+        # the same sums over one padded copy of the whole input
+        taps = kernel.shape[1]
+        padded = np.zeros((2, n + 2 * width + 2 * orig + taps), np.float32)
+        padded[:, width:width + n] = x
+        out_len = -(-new * n // orig)
+        frames = np.stack([padded[:, f * orig: f * orig + taps] for f in range(-(-out_len // new))], axis=1)
+        want = (frames @ np.ascontiguousarray(kernel.T)).reshape(2, -1)[:, :out_len]
+        assert got.shape == want.shape and got.flags.c_contiguous
+        np.testing.assert_allclose(got, want, atol=1e-5)
