@@ -1,7 +1,7 @@
 """The C allocator settings of ratecontrol's own processes: the CLI, and the batch workers
 it starts (loky processes inherit ``ENV``). A library caller's process is left alone.
 
-Why (issue 25, docs/performance.md "Allocator churn"): an encode allocates and frees
+Why (issue 25, docs/performance.md "Cost, round 4"): an encode allocates and frees
 arrays of one to tens of MB all the time (a minute of decoded audio, its resampled
 copy, the scorer's batches), and glibc hands such blocks back to the kernel on free
 (mmap'd blocks above its dynamic threshold; per-thread arenas; the heap top past the

@@ -5,9 +5,10 @@ after every matrix product. The learned scorer's band matmuls and the resampler'
 polyphase products (``_resample.resample``) are small and many, so on a 2-core machine
 doing ffmpeg's work beside them the spinning cost CPU for no wall time: issue 25 measured
 ``OPENBLAS_NUM_THREADS=1`` saving ~2.3 CPU-s of a 4-minute encode, and
-docs/performance.md "Scoped thread limits" / "BLAS limits around the resampler" the
-parts. ``scoped`` applies such a limit for the body only: the caller's process state is
-back when the body returns or raises (tests/test_thread_limits.py).
+docs/performance.md "Scoped thread limits" (the scorer) and "Cost, round 4" (the
+resampler: 0.91x CPU) the parts. ``scoped`` applies such a limit for the body only:
+the caller's process state is back when the body returns or raises
+(tests/test_thread_limits.py).
 """
 from __future__ import annotations
 
