@@ -1,8 +1,6 @@
 """What each probe encodes, how windows are cut from it, and how they are scored."""
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import functools
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -11,6 +9,7 @@ from typing import Callable
 
 import numpy as np
 
+from ratecontrol._malloc import trim_heap
 from ratecontrol._resample import resample
 from ratecontrol.cache import pcm_digest
 from ratecontrol.scoring.base import Scorer
@@ -31,31 +30,6 @@ class Piece:
     length: int  # scored length
     before: int  # context before the segment inside the piece
     after: int  # context after
-
-
-def _malloc_trim():
-    """glibc's ``malloc_trim``, or None (musl, macOS, Windows)."""
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None
-
-
-_MALLOC_TRIM = _malloc_trim()
-
-
-def trim_heap() -> None:
-    """Return the free pages inside the C heap to the OS (glibc ``malloc_trim(0)``).
-
-    Why: the full-track check keeps each minute's prepared reference (~6 KB per window,
-    small arrays that land in the heap) between one minute's transient arrays (windows,
-    the scorer's batches: tens of MB each, in the heap once glibc's dynamic mmap
-    threshold has risen). glibc returns heap memory only from its top, so the kept
-    pieces pinned the freed space around them: anonymous memory grew ~3.5 MB per minute
-    of input (714 MB for 10 minutes, 890 MB for 60; bench/bench_memory.py) for ~0.7 MB
-    of features. ``malloc_trim(0)`` also releases free pages in the middle of the heap."""
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
 
 
 class ProbeSource:
