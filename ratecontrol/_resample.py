@@ -112,7 +112,8 @@ def _padded_block(rows: np.ndarray, buf: np.ndarray, s0: int, s1: int, width: in
     their end), written into ``buf``; returns that view of it."""
     n = rows.shape[1]
     view = buf[:, : s1 - s0]
-    a0, a1 = min(max(s0, width), s1), max(min(s1, width + n), min(max(s0, width), s1))
+    a0 = min(max(s0, width), s1)  # where the rows start inside s0:s1 ...
+    a1 = max(min(s1, width + n), a0)  # ... and end (a0 == a1: all padding)
     view[:, : a0 - s0] = 0
     view[:, a0 - s0 : a1 - s0] = rows[:, a0 - width : a1 - width]
     view[:, a1 - s0 :] = 0

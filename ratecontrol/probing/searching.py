@@ -53,10 +53,7 @@ def run_search(prober: Prober, target: float, options: Options | None = None, *,
     probes = tuple(replace(p, passed=bool(p.pooled_mos >= bar)) for p in probes)
     if outcome.chosen is not None:
         chosen = next(p for p in probes if p.rung_index == outcome.chosen)
-        if track.info and not track.info.lossless and track.info.bitrate_kbps and chosen.bitrate_kbps > track.info.bitrate_kbps:
-            notes.append(
-                f"chosen rung ({chosen.bitrate_kbps:g} kbps) is above the lossy source's ~{track.info.bitrate_kbps:.0f} kbps"
-            )
+        _note_above_source(track, chosen, "rung", notes)
         return prober.result(target, chosen, probes, True, notes, margin)
     top = next(p for p in probes if p.rung_index == n - 1)
     msg, advice, options = _not_reachable(prober, target, margin, top, "rung")
@@ -96,6 +93,15 @@ def first_guess_x(prober: Prober, target: float) -> float:
         mid = prober.ladder[max(0, len(prober.ladder) // 2 - FIRST_GUESS_RUNGS_BELOW_MIDDLE)]
         x = ax.x_of(prober.preset.knob_value(mid))
     return min(max(x, ax.lo_x), ax.hi_x)
+
+
+def _note_above_source(track, chosen: Probe, what: str, notes: list) -> None:
+    """Say so when the chosen ``what`` ("rung" or "setting") spends more than a lossy
+    source's own bitrate (``above_source`` lifted the cap)."""
+    info = track.info
+    if info and not info.lossless and info.bitrate_kbps and chosen.bitrate_kbps > info.bitrate_kbps:
+        notes.append(f"chosen {what} ({chosen.bitrate_kbps:g} kbps) is above the lossy source's "
+                     f"~{info.bitrate_kbps:.0f} kbps")
 
 
 def _not_reachable(prober: Prober, target: float, margin: float, top: Probe, what: str) -> tuple[str, str, dict]:
@@ -153,9 +159,7 @@ def _run_knob_search(prober: Prober, target: float, margin: float, best_effort: 
         chosen = replace(prober.probes[at(outcome.chosen)], passed=True)
         if all(p.rung_index != chosen.rung_index for p in probes):
             probes += (chosen,)  # known from another target's search
-        if track.info and not track.info.lossless and track.info.bitrate_kbps and chosen.bitrate_kbps > track.info.bitrate_kbps:
-            notes.append(f"chosen setting ({chosen.bitrate_kbps:g} kbps) is above the lossy source's "
-                         f"~{track.info.bitrate_kbps:.0f} kbps")
+        _note_above_source(track, chosen, "setting", notes)
         return prober.result(target, chosen, probes, True, notes, margin, knob=True)
     top = replace(prober.probes[at(ax.snap_x(ax.hi_x))], passed=False)
     if all(p.rung_index != top.rung_index for p in probes):

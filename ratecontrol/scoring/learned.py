@@ -18,10 +18,10 @@ computed once in ``prepare`` (about 6 KB per window, so an hour of stereo is ~45
 ``score`` streams windows through the model in chunks of ``batch_size`` so memory stays
 flat for long inputs.
 
-Thread limits are scoped to the scorer's own calls (``ratecontrol._threads.scoped``): the numpy runtime's
-BLAS runs ``NUMPY_BLAS_THREADS`` threads inside ``prepare`` and ``score`` only, and
-``threads=`` (torch intra-op threads, or numpy BLAS threads) likewise; the caller's
-settings are back in force when each call returns or raises.
+Thread limits are scoped to the scorer's own calls (``ratecontrol._threads.scoped``):
+the numpy runtime's BLAS runs ``NUMPY_BLAS_THREADS`` threads inside ``prepare`` and
+``score`` only, and ``threads=`` (torch intra-op threads, or numpy BLAS threads)
+likewise; the caller's settings are back in force when each call returns or raises.
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ from importlib import resources
 
 import numpy as np
 
-from ratecontrol._threads import scoped
+from ratecontrol._threads import BLAS_THREADS, scoped
 from ratecontrol.errors import ModelError, RatecontrolWarning, UsageError
 from ratecontrol.scoring._meta import CODE_REVISION, FORMAT_VERSION, NUMPY_RUNTIME_REVISION
 from ratecontrol.scoring.base import register_scorer
@@ -58,7 +58,8 @@ from ratecontrol.contract import WINDOW_SAMPLES  # noqa: E402
 #: A B A B, loaded): one thread scored 1.64x the windows/s for 0.70x the CPU per window;
 #: preparing was a wash (0.97x CPU). Issue 25: OPENBLAS_NUM_THREADS=1 saved ~2.3 CPU-s of
 #: a 4-minute encode at no wall cost. docs/performance.md "Scoped thread limits (issue 25)".
-NUMPY_BLAS_THREADS: int | None = 1
+#: The same value as the resampler's (ratecontrol._threads.BLAS_THREADS, defined there once).
+NUMPY_BLAS_THREADS: int | None = BLAS_THREADS
 
 
 
@@ -228,8 +229,8 @@ class LearnedScorer:
         if self.runtime == "torch":
             self._init_torch(model_path, device, runtime)
         #: (kind, n): the thread limit in force inside prepare() and score() only
-        #: (``ratecontrol._threads.scoped``); numpy: BLAS threads (NUMPY_BLAS_THREADS unless threads= says),
-        #: torch: intra-op threads when threads= is given, else torch's own
+        #: (``ratecontrol._threads.scoped``); numpy: BLAS threads (NUMPY_BLAS_THREADS unless
+        #: threads= says), torch: intra-op threads when threads= is given, else torch's own
         self.thread_limit = (("blas", int(threads) if threads else NUMPY_BLAS_THREADS) if self.runtime == "numpy"
                              else ("torch", int(threads) if threads else None))
         # CUDA: large batches keep the GPU busy (a 1-s pair is ~0.2 MB of float32 input);
