@@ -153,6 +153,13 @@ def plain_cmd(src: Path, out: Path, preset: str, rung_label: str, channels: int 
     return cmd + ["-f", p.format, str(out)]
 
 
+def cpu() -> float:
+    """CPU seconds (user + sys) of this process, all its threads, and its waited-for
+    children (ffmpeg, workers) so far."""
+    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+
+
 def _timed_run(cmd, env=None) -> tuple[float, float, subprocess.CompletedProcess]:
     """(wall s, CPU s of the child, result)."""
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -194,16 +201,12 @@ def bench_long(tmp: Path, tree: Path | None, codecs=("opus", "aac")) -> list[dic
 
 
 _WARM = """
-import json, os, resource, subprocess, sys, time
+import json, os, subprocess, sys, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[2])
 import ratecontrol
-from bench_cost import plain_cmd
+from bench_cost import cpu, plain_cmd
 from ratecontrol.scoring import get_scorer
-
-def cpu():
-    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
 
 sc = get_scorer(None)
 jobs = json.loads(sys.argv[1])
@@ -289,10 +292,6 @@ def timed_task(task):
     from dataclasses import replace
 
     from ratecontrol.batch._worker import run_task
-
-    def cpu():
-        a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-        return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
 
     c0, t0 = cpu(), time.perf_counter()
     res = run_task(task)
