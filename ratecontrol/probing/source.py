@@ -167,6 +167,21 @@ class ProbeSource:
         cuts = sorted(set(cuts)) + [n]
         return list(zip(cuts[:-1], cuts[1:]))
 
+    def warm_up(self, offset: int, n: int) -> np.ndarray | None:
+        """Up to ``n`` samples of the track just before the encoded region of the piece
+        that starts at ``offset`` in ``audio`` (the first piece of an encode span), or
+        None where there is none (that region starts the track, or ``n`` is 0): what a
+        span's encoder is run in on before the piece (prober.WARM_UP_S)."""
+        if n <= 0:
+            return None
+        piece = next((p for p in self.pieces if p.offset == offset), None)
+        if piece is None:
+            raise ValueError(f"no piece starts at {offset} of the probe audio")
+        b0 = piece.start - piece.before  # where the piece's encoded region starts in the track
+        if b0 <= 0:
+            return None
+        return self.track.src[:, max(0, b0 - n) : b0]
+
     @staticmethod
     def cut_like(source: "ProbeSource", x: np.ndarray) -> tuple[np.ndarray, WindowIndex]:
         """Windows of ``x``, which must be shaped like ``source.audio``."""
