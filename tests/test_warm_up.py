@@ -143,3 +143,20 @@ def test_warmed_aac_spans_read_the_full_track_encode_s_windows_closer(shared_aud
         P.WARM_UP_S.update(saved)
     assert err[saved["aac"]] < err[0.0], err
 
+
+
+@pytest.mark.parametrize("codec", ["aac", "opus"])
+def test_a_lead_in_is_encoded_first_and_left_out_of_the_decode(synth, codec):
+    """media.roundtrip_info(lead_in=...): the same stream as the two fed together (no
+    copy of them is made), the decode of the audio only, its bytes less the lead-in's."""
+    x = synth.music(RATE, channels=2, duration_s=6.0).astype(np.float32)
+    lead, body = x[:, : 2 * RATE], x[:, 2 * RATE :]
+    preset = load_preset(codec)
+    rung = preset.knob_rung(96.0, 2)
+    got = media.roundtrip_info(body, RATE, preset, rung, lead_in=lead)
+    whole = media.roundtrip_info(x, RATE, preset, rung)
+    assert got.audio.shape == body.shape
+    np.testing.assert_array_equal(got.audio, whole.audio[:, 2 * RATE :])
+    assert got.size_bytes == round(whole.size_bytes * body.shape[1] / x.shape[1])
+    with pytest.raises(ValueError):
+        media.roundtrip_info(body, RATE, preset, rung, lead_in=lead[:1])

@@ -75,14 +75,20 @@ class StreamedEncode:
     sample, priming removed (tests/test_oneencode.py, every preset); where ffmpeg has no
     loopback decoder the file is decoded after the encode instead (same samples).
     ``decode_back=False`` makes it the plain array encode (``encode_array``).
+    ``lead_in``: audio [C, L] encoded before ``audio`` in the same stream (a probe's
+    warm-up): the file holds both, ``blocks()`` yields the decode of ``audio`` only.
     """
 
     def __init__(self, audio: np.ndarray, sample_rate_hz: int, preset, rung, out_path,
                  metadata: dict | None = None, tags_from=None, block_samples: int = _FEED_SAMPLES,
-                 decode_back: bool = True):
+                 decode_back: bool = True, lead_in: np.ndarray | None = None):
         self.audio = _as_audio(audio)
         self.rate = int(sample_rate_hz)
         self.channels, self.n = self.audio.shape
+        self.lead = _as_audio(lead_in) if lead_in is not None else None
+        if self.lead is not None and self.lead.shape[0] != self.channels:
+            raise ValueError(f"lead-in has {self.lead.shape[0]} channels, the audio {self.channels}")
+        self.n_lead = 0 if self.lead is None else self.lead.shape[1]
         self.preset, self.rung = _resolve(preset, rung, self.channels)
         self.src_file = check_input_path(tags_from) if tags_from is not None else None
         self.dest = fsutil.check_output_path(out_path, self.src_file)
@@ -146,9 +152,10 @@ class StreamedEncode:
 
     def _feed(self) -> None:
         try:
-            for a in range(0, self.n, _FEED_SAMPLES):
-                block = np.ascontiguousarray(self.audio[:, a : a + _FEED_SAMPLES].T, dtype="<f4")
-                self._proc.stdin.write(memoryview(block).cast("B"))
+            for x in (self.lead, self.audio):
+                for a in range(0, 0 if x is None else x.shape[1], _FEED_SAMPLES):
+                    block = np.ascontiguousarray(x[:, a : a + _FEED_SAMPLES].T, dtype="<f4")
+                    self._proc.stdin.write(memoryview(block).cast("B"))
         except (BrokenPipeError, ValueError, OSError):  # ffmpeg stopped (or was killed)
             pass
         except BaseException as exc:  # pragma: no cover - reported by finish()
@@ -207,7 +214,13 @@ class StreamedEncode:
     def blocks(self):
         """The decode, aligned with the input: exactly N samples in all."""
         delay = _delay_at(self.preset, self.rate)
-        yield from _aligned(self._raw_blocks(), self.channels, self.n, self.block_samples, delay)
+        skip = self.n_lead  # the lead-in's decode is not the caller's
+        for x in _aligned(self._raw_blocks(), self.channels, self.n_lead + self.n, self.block_samples, delay):
+            if skip:
+                k = min(skip, x.shape[1])
+                x, skip = x[:, k:], skip - k
+            if x.shape[1]:
+                yield x
 
     def _wait(self) -> None:
         if self._done:
@@ -232,7 +245,7 @@ class StreamedEncode:
             while self._proc.stdout.read(1 << 20):
                 pass
         self._wait()
-        return _finish(self._tmp, self.dest, self.preset, self.rung, duration_s=self.n / self.rate)
+        return _finish(self._tmp, self.dest, self.preset, self.rung, duration_s=(self.n_lead + self.n) / self.rate)
 
     def _cleanup(self) -> None:
         self._stop.set()
@@ -255,20 +268,25 @@ class StreamedEncode:
         self._cleanup()
 
 
-def roundtrip_info(audio: np.ndarray, sample_rate_hz: int, preset, rung, keep: bool = False) -> RoundTrip:
+def roundtrip_info(audio: np.ndarray, sample_rate_hz: int, preset, rung, keep: bool = False,
+                   lead_in: np.ndarray | None = None) -> RoundTrip:
     """Encode ``audio`` [C, N] with a rung, decode it back; see :func:`roundtrip`.
 
     ``keep``: leave the encoded file in this process's temp folder
     (``fsutil.run_temp_dir``) and return its path as ``encoded_path``; the caller
-    deletes it (a kill leaves it to the next run's clean-up)."""
+    deletes it (a kill leaves it to the next run's clean-up). ``lead_in``: [C, L] audio
+    encoded first in the same stream and left out of the decode (StreamedEncode); the
+    size is then the file's bytes less the lead-in's share by duration."""
     a = _as_audio(audio)
     channels, n = a.shape
     p, r = _resolve(preset, rung, channels)
     enc = fsutil.temp_sibling(fsutil.run_temp_dir() / f"rt{p.extension}")
     try:
-        with StreamedEncode(a, sample_rate_hz, p, r, enc, block_samples=max(n, 1)) as job:
+        with StreamedEncode(a, sample_rate_hz, p, r, enc, block_samples=max(n, 1), lead_in=lead_in) as job:
             dec = np.concatenate(list(job.blocks()), axis=1)
             size = job.finish().size_bytes
+            if job.n_lead:
+                size = int(round(size * n / (n + job.n_lead)))
     except BaseException:
         enc.unlink(missing_ok=True)
         raise

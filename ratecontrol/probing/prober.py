@@ -46,9 +46,7 @@ def encode_rung(source: ProbeSource, preset: Preset, rung: Rung, keep: bool = Fa
             return media.roundtrip_info(audio[:, a:b], rate, preset, rung, keep=keep)
         # the span's encoder runs in on the track's audio before its first piece; that
         # part of the decode is dropped, and its share of the bytes (by duration)
-        w = pre.shape[1]
-        rt = media.roundtrip_info(np.concatenate([pre, audio[:, a:b]], axis=1), rate, preset, rung)
-        return replace(rt, audio=rt.audio[:, w:], size_bytes=int(round(rt.size_bytes * (b - a) / (b - a + w))))
+        return media.roundtrip_info(audio[:, a:b], rate, preset, rung, lead_in=pre)
 
     spans = source.encode_spans()
     if len(spans) == 1:
