@@ -1,14 +1,12 @@
-"""Sampled probes that encode as the full-track encode does (prober.WARM_UP_S,
-CONTINUOUS_ENCODERS; docs/performance.md "Cold encoders in sampled probes").
+"""Sampled probes that encode as the full-track encode does (prober.WARM_UP_S;
+docs/performance.md "Cold encoders in sampled probes").
 
 A sampled probe encodes its pieces (each segment with 1 s of codec context) in
 PROBE_PROCESSES ffmpeg processes. ffmpeg's native aac adapts its rate control over
 seconds, so a span that started cold in the middle of a track coded its first pieces
 worse than the full-track encode does at the same place (0.38 MOS on one piece of a
-real track); libopus read them high. Each span is now run in on the seconds of the
-track before its first piece, and that part of the decode is dropped. libvorbis's
-output depends on the whole stream since its start: its probes encode the track from
-the start and keep the pieces' part of the decode.
+real track). Each span is now run in on the 20 s of the track before its first piece,
+and that part of the decode is dropped.
 """
 from __future__ import annotations
 
@@ -68,25 +66,6 @@ def test_sampled_probes_warm_up_per_encoder_and_their_cache_keys_say_so(track_mu
     assert "warm_up" not in opus.cache_key(0)  # the keys of their earlier probes stay valid
     whole = ProbeSource(ses.track, None, 1.0)
     assert P.warm_up_samples(whole, aac.preset) == 0  # a whole-track probe starts at the start
-
-
-def test_a_sampled_vorbis_probe_decodes_as_the_full_track_encode(track_music):
-    """libvorbis: the probe's pieces are the full-track encode's decode, sample for sample
-    (the old probe encoded the pieces one after another and coded them differently)."""
-    ses = _session(track_music, "vorbis")
-    pr = ses.prober(load_preset("vorbis"))
-    src = pr.source
-    assert src.sampled and "continuous" in pr.cache_key(0)
-    rung = pr.rungs[pr.setting(3.0)]
-    (rt,) = P.encode_rung(src, pr.preset, rung)
-    assert rt.audio.shape == src.audio.shape
-    full = media.roundtrip_info(ses.track.src, RATE, pr.preset, rung)
-    for p in src.pieces:
-        got = rt.audio[:, p.offset + p.before : p.offset + p.before + p.length]
-        want = full.audio[:, p.start : p.start + p.length]
-        np.testing.assert_array_equal(got, want)
-    # bytes: the encode's rate over the probe's length
-    assert abs(rt.size_bytes * 8 / 1000 / (src.audio.shape[1] / RATE) - full.bitrate_kbps) < 0.1 * full.bitrate_kbps
 
 
 def test_a_warmed_span_decodes_to_its_own_samples_in_place(track_music):

@@ -11,14 +11,14 @@ from typing import Callable
 
 import numpy as np
 
-from ratecontrol import fsutil, media
+from ratecontrol import media
 from ratecontrol.cache import ProbeCache, pcm_digest, preset_fingerprint
 from ratecontrol.errors import UsageError
 from ratecontrol.presets import Preset, Rung
 from ratecontrol.results import Probe, SearchResult
 from ratecontrol.scoring.base import Scorer
 from ratecontrol.scoring.pooling import pool as pool_scores, validate_pool
-from ratecontrol.probing.source import ForwardReader, ProbeSource, score_windows
+from ratecontrol.probing.source import ProbeSource, score_windows
 
 
 def ladder(preset: Preset, channels: int, max_kbps: float | None) -> tuple[Rung, ...]:
@@ -30,55 +30,22 @@ def ladder(preset: Preset, channels: int, max_kbps: float | None) -> tuple[Rung,
 def encode_rung(source: ProbeSource, preset: Preset, rung: Rung, keep: bool = False) -> list[media.RoundTrip]:
     """Encode and decode ``source``'s audio at ``rung``: one ffmpeg per encode span
     (``PROBE_PROCESSES`` of them side by side for a sampled probe), each span run in on
-    the track's audio before it (``WARM_UP_S``); a sampled probe of a
-    ``CONTINUOUS_ENCODERS`` encoder encodes the track from its start instead and keeps
-    the pieces' part of the decode. ``keep``: a whole-track probe keeps its encoded file
-    (the output, if it is chosen)."""
+    the track's audio before it (``WARM_UP_S``). ``keep``: a whole-track probe keeps its
+    encoded file (the output, if it is chosen)."""
     audio, rate = source.audio, source.track.rate_hz
-    if source.sampled and preset.encoder in CONTINUOUS_ENCODERS:
-        return [_continuous(source, preset, rung)]
     warm = warm_up_samples(source, preset)
 
     def roundtrip(span, keep=False):
         a, b = span
-        pre = source.warm_up(a, warm)
-        if pre is None:
-            return media.roundtrip_info(audio[:, a:b], rate, preset, rung, keep=keep)
-        # the span's encoder runs in on the track's audio before its first piece; that
-        # part of the decode is dropped, and its share of the bytes (by duration)
-        return media.roundtrip_info(audio[:, a:b], rate, preset, rung, lead_in=pre)
+        # the span's encoder runs in on the track's audio before its first piece (none
+        # where warm is 0); that part of the decode is dropped, and its share of the bytes
+        return media.roundtrip_info(audio[:, a:b], rate, preset, rung, keep=keep, lead_in=source.warm_up(a, warm))
 
     spans = source.encode_spans()
     if len(spans) == 1:
         return [roundtrip(spans[0], keep and not source.sampled)]
     with ThreadPoolExecutor(len(spans)) as ex:  # independent ffmpeg processes, one per core
         return list(ex.map(roundtrip, spans))
-
-
-def _continuous(source: ProbeSource, preset: Preset, rung: Rung) -> media.RoundTrip:
-    """A sampled probe of an encoder whose output depends on the whole stream before it:
-    the track encoded from its start to the last piece's end, in one stream as the
-    output will be, and the pieces (context included) cut from that decode, in order,
-    as it streams by (a minute at a time: memory stays that of the sample). Its bytes
-    are the encode's bytes per second over the probe's length."""
-    track = source.track
-    end = max(p.start + p.length + p.after for p in source.pieces)
-    enc = fsutil.temp_sibling(fsutil.run_temp_dir() / f"rt{preset.extension}")
-    try:
-        with media.StreamedEncode(track.src[:, :end], track.rate_hz, preset, rung, enc,
-                                  block_samples=int(_CONTINUOUS_BLOCK_S * track.rate_hz)) as job:
-            dec = ForwardReader(job.blocks(), track.channels, end)
-            audio = np.concatenate([np.array(dec[:, p.start - p.before : p.start + p.length + p.after])
-                                    for p in source.pieces], axis=1)
-            size = job.finish().size_bytes
-    finally:
-        enc.unlink(missing_ok=True)
-    return media.RoundTrip(audio=audio, size_bytes=int(round(size * audio.shape[1] / end)),
-                           bitrate_kbps=size * 8 / 1000 / (end / track.rate_hz))
-
-
-#: the decode of a continuous probe is read a minute at a time
-_CONTINUOUS_BLOCK_S = 60.0
 
 
 #: Seconds of the track's own audio that each encode span of a sampled probe is run in
@@ -91,14 +58,12 @@ _CONTINUOUS_BLOCK_S = 60.0
 #: 0.013 with 20 s; 8 real tracks end to end: 1.3 % fewer bits, 4.4 probes instead of
 #: 4.9, the same CPU). libopus read a cold span's first piece up to 0.12 high and 3 s
 #: fixed it (window error 0.016 -> 0.010), but it changed no decision and no step-up on
-#: 20 tracks and cost a probe on another: not kept.
+#: 20 tracks and cost a probe on another: not kept. libvorbis's sampled probes read
+#: 0.3-0.7 MOS high (it codes a passage differently unless its stream starts where the
+#: track starts); probes that encoded the track from its start were exact, but on 8 real
+#: tracks they cost 14 % more CPU and 3.8 % more bits than the check's step-ups from the
+#: biased probes: not kept either.
 WARM_UP_S = {"aac": 20.0}
-#: Encoders whose output at a point depends on the stream since its start, not only on
-#: the last seconds: libvorbis coded every piece of a sample ~2 dB (SNR) better than the
-#: full-track encode at the same place, even after 40 s of other audio; only the track's
-#: own start reproduced it (the sampled p10 read 0.3-0.7 MOS high on 3 real tracks). A
-#: sampled probe of one encodes the track from the start and scores the sample only.
-CONTINUOUS_ENCODERS = ("libvorbis",)
 
 
 def warm_up_samples(source: ProbeSource, preset: Preset) -> int:
@@ -210,8 +175,6 @@ class Prober:
         warm = warm_up_samples(self.source, self.preset)
         if warm:  # (absent where there is none: the keys of earlier probes stay valid)
             key["warm_up"] = warm
-        if self.source.sampled and self.preset.encoder in CONTINUOUS_ENCODERS:
-            key["continuous"] = True
         return key
 
     def _measure_pieces(self, i: int, pieces) -> dict:
