@@ -194,6 +194,7 @@ def critical(files: list[Path], codecs=("opus", "aac"), targets=(4.3,), rules=("
     from ratecontrol.options import Options
     from ratecontrol.presets import load_preset
     from ratecontrol.probing import prober as P
+    from ratecontrol.probing.searching import run_search
     from ratecontrol.probing.session import open_session
 
     cases, shadows = [], []
@@ -214,7 +215,7 @@ def critical(files: list[Path], codecs=("opus", "aac"), targets=(4.3,), rules=("
                     pr.critical = mode != "full"
                     P.CRITICAL_RULE = mode if mode != "full" else P.CRITICAL_RULE
                     c0, w0 = _cpu(), time.perf_counter()
-                    res = P.run_search(pr, t, Options(best_effort=True))
+                    res = run_search(pr, t, Options(best_effort=True))
                     segs = sum(pr.partial[p.rung_index][0] if p.rung_index in pr.partial else n_seg for p in res.probes)
                     out[mode] = {"cpu_s": _cpu() - c0, "wall_s": time.perf_counter() - w0,
                                  "chosen": res.chosen.bitrate_kbps, "probes": len(res.probes), "segments": segs,
