@@ -128,6 +128,7 @@ def search_knob(
     cost: Callable[[float], float] | None = None,
     tolerance: float = KNOB_TOLERANCE_MOS,
     bracket_x: float = KNOB_BRACKET_X,
+    gain_x: float = GAIN_X,
     near_miss: float = KNOB_NEAR_MISS_MOS,
     recheck_x: float = RECHECK_X,
     rule: str = DEFAULT_RULE,
@@ -138,7 +139,8 @@ def search_knob(
     evaluate_many: Callable[[Sequence[float]], Sequence[float]] | None = None,
 ) -> KnobOutcome:
     """Find the cheapest ``x`` in ``[lo_x, hi_x]`` with ``evaluate(x) >= target + margin``,
-    to within ``tolerance`` MOS above the bar or ``bracket_x`` in x.
+    to within ``tolerance`` MOS above the bar or ``bracket_x`` in x, or until the curve puts
+    the bar's crossing within ``gain_x`` below the lowest pass.
 
     ``snap(x)``: the nearest x the knob can take (its resolution); every probe is
     snapped. ``first_x``: the first probe (default: the middle). ``cost(x)``: what the
@@ -167,7 +169,7 @@ def search_knob(
     x = snap(min(max((lo_x + hi_x) / 2 if first_x is None else first_x, lo_x), hi_x))
     if scores:
         x = _next_knob(scores, bar, lo_x, hi_x, snap, tolerance, bracket_x, near_miss, recheck_x,
-                       rule, rechecked, slope_prior)
+                       rule, rechecked, slope_prior, gain_x)
     if parallel > 1 and evaluate_many is None:
         def evaluate_many(xs):
             with ThreadPoolExecutor(len(xs)) as ex:
@@ -186,7 +188,7 @@ def search_knob(
             scores[xi] = s
             order.append((xi, s))
         x = _next_knob(scores, bar, lo_x, hi_x, snap, tolerance, bracket_x, near_miss, recheck_x,
-                       rule, rechecked, slope_prior)
+                       rule, rechecked, slope_prior, gain_x)
     passing = [x for x, s in scores.items() if _passes(s, bar)]
     chosen = min(passing, key=lambda x: (cost(x), x)) if passing else None
     return KnobOutcome(chosen=chosen, probes=tuple(order))
@@ -271,8 +273,8 @@ def _crossing(scores: dict[float, float], lo: float, hi: float, level: float) ->
 
 
 def _next_knob(scores, bar, lo_x, hi_x, snap, tolerance, bracket_x, near_miss, recheck_x, rule,
-               rechecked, slope_prior) -> float | None:
-    x = _next_bracket(scores, bar, lo_x, hi_x, snap, tolerance, bracket_x, slope_prior)
+               rechecked, slope_prior, gain_x=GAIN_X) -> float | None:
+    x = _next_bracket(scores, bar, lo_x, hi_x, snap, tolerance, bracket_x, slope_prior, gain_x)
     if x is not None or not any(_passes(s, bar) for s in scores.values()):
         return x
     # the bracket is done: now the dip rule. A near miss below the lowest pass with more
@@ -288,7 +290,7 @@ def _next_knob(scores, bar, lo_x, hi_x, snap, tolerance, bracket_x, near_miss, r
     return None
 
 
-def _next_bracket(scores, bar, lo_x, hi_x, snap, tolerance, bracket_x, slope_prior) -> float | None:
+def _next_bracket(scores, bar, lo_x, hi_x, snap, tolerance, bracket_x, slope_prior, gain_x=GAIN_X) -> float | None:
     passes = sorted(x for x, s in scores.items() if _passes(s, bar))
     hi = passes[0] if passes else None
     below = [x for x in scores if hi is None or x < hi]
@@ -318,8 +320,8 @@ def _next_bracket(scores, bar, lo_x, hi_x, snap, tolerance, bracket_x, slope_pri
     if hi - lo <= bracket_x:
         return None
     at_bar = _crossing(scores, lo, hi, bar)
-    if at_bar is not None and hi - at_bar <= GAIN_X:
-        return None  # the curve predicts the bar within GAIN_X below the pass: too little to win
+    if at_bar is not None and hi - at_bar <= gain_x:
+        return None  # the curve predicts the bar within gain_x below the pass: too little to win
     x = _crossing(scores, lo, hi, aim)
     span = hi - lo
     if x is None:
