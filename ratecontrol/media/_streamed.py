@@ -213,14 +213,9 @@ class StreamedEncode:
 
     def blocks(self):
         """The decode, aligned with the input: exactly N samples in all."""
-        delay = _delay_at(self.preset, self.rate)
-        skip = self.n_lead  # the lead-in's decode is not the caller's
-        for x in _aligned(self._raw_blocks(), self.channels, self.n_lead + self.n, self.block_samples, delay):
-            if skip:
-                k = min(skip, x.shape[1])
-                x, skip = x[:, k:], skip - k
-            if x.shape[1]:
-                yield x
+        # the lead-in's decode is not the caller's: dropped with the codec's delay
+        delay = _delay_at(self.preset, self.rate) + self.n_lead
+        yield from _aligned(self._raw_blocks(), self.channels, self.n, self.block_samples, delay)
 
     def _wait(self) -> None:
         if self._done:
