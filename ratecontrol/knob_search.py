@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 from ratecontrol.ladder_search import DEFAULT_RULE, NEAR_MISS_MOS, RULES, _passes
 
 __all__ = ["KNOB_NEAR_MISS_MOS", "KNOB_SLOPE_PRIOR_MOS_PER_X", "KNOB_TOLERANCE_MOS", "KnobOutcome", "RECHECK_X",
-           "SLOPE_PRIOR_MOS_PER_X", "search_knob"]
+           "SLOPE_PRIOR_MOS_PER_X", "search_knob", "step_down_x"]
 
 # ---------------------------------------------------------------- the continuous knob (issue 24)
 #
@@ -333,3 +333,60 @@ def _next_bracket(scores, bar, lo_x, hi_x, snap, tolerance, bracket_x, slope_pri
     if nxt is None or not lo < nxt < hi:
         return None  # the bracket is within the knob's resolution
     return nxt
+
+
+# ---------------------------------------------------------------- the check's step down
+#
+# A sampled search decides on 20 % of the track, and the sample's p10 reads the whole
+# track's to about +-0.065 MOS (docs/performance.md, "Where a sampled search stops").
+# Near the bar the whole track's curve is often flat (20 Wesnoth tracks, Opus 4.3,
+# full-track p10 on a 4 % grid: frantic-old 4.331 at 81k .. 4.358 at 103k), so that
+# error is worth 10-30 % of the bits: the files written on those 20 tracks took 9.0 %
+# more bits than the settings where their whole-track p10 crosses the bar
+# (docs/performance.md, "The written file against the whole track's curve"). When the
+# check passes, its offset from the sample at the same setting says how far the sample
+# read low; the sample's own curve, shifted by it, predicts where the whole track
+# crosses (``step_down_x``), and the caller writes and checks that setting too.
+
+#: the step down aims this far above the bar (MOS), so a small prediction error still passes
+STEP_DOWN_AIM_MOS = 0.02
+#: ... and is taken only when it saves at least this much (ln kbps: 5 %): a second write
+#: and check costs about two plain encodes, ...
+STEP_DOWN_MIN_X = math.log(1.05)
+#: ... and never goes further than this below the written setting (ln kbps: 30 %)
+STEP_DOWN_MAX_X = math.log(1.3)
+
+
+def step_down_x(probes: Sequence[tuple[float, float]], x: float, checked: float, bar: float, *,
+                aim: float = STEP_DOWN_AIM_MOS, min_x: float = STEP_DOWN_MIN_X, max_x: float = STEP_DOWN_MAX_X,
+                slope_prior: float = KNOB_SLOPE_PRIOR_MOS_PER_X) -> float | None:
+    """Where to write next after the file written at ``x`` passed its check with
+    ``checked`` >= ``bar`` (None: stay). ``probes``: the search's (x, pooled score) on
+    its sample, ``x`` among them. The probes' curve is moved by ``checked`` minus the
+    sample's score at ``x``; the step goes down to where that curve (PCHIP through the
+    probes) crosses ``bar + aim``, no lower than the highest probe below ``x`` that
+    still fails when moved, by ``slope_prior`` below the lowest probe when every one
+    passes moved; at most ``max_x``, and only when at least ``min_x``."""
+    pts = sorted({float(a): float(b) for a, b in probes if not math.isnan(b)}.items())
+    xs = [p[0] for p in pts]
+    if not checked >= bar or x not in xs:
+        return None
+    offset = checked - pts[xs.index(x)][1]
+    moved = [(a, b + offset) for a, b in pts]
+    level = bar + aim
+    lowest, fail = x, None
+    for a, b in reversed([p for p in moved if p[0] <= x]):
+        if b >= level:
+            lowest = a
+        else:
+            fail = (a, b)
+            break
+    lowest_mos = dict(moved)[lowest]
+    if fail is None:
+        to = lowest - max(lowest_mos - level, 0.0) / slope_prior
+    else:
+        to = _crossing(dict(moved), fail[0], lowest, level)
+        if to is None:
+            to = lowest
+    to = max(to, x - max_x)
+    return to if x - to >= min_x else None

@@ -380,7 +380,7 @@ def test_encode_json_shows_the_setting_nominal_and_actual(song, tmp_path, capsys
 def test_a_check_miss_steps_the_knob_by_a_small_step(song):
     from ratecontrol.options import Options
     from ratecontrol.presets import load_preset as lp
-    from ratecontrol.probing.prober import CHECK_STEP_X
+    from ratecontrol.probing.steps import CHECK_STEP_X, step_up
     from ratecontrol.probing.session import open_session
 
     opus = lp("opus")
@@ -388,11 +388,11 @@ def test_a_check_miss_steps_the_knob_by_a_small_step(song):
     pr = s.prober(opus)
     i = pr.setting(87)
     assert pr.rungs[i].label == "87k" and pr.setting(87.2) == i  # snapped to 1 kbps, one index per setting
-    j = pr.step_up(i, 0.01, knob=True)
+    j = step_up(pr, i, 0.01, knob=True)
     # a miss of 0.01 MOS on the prior slope (0.65 per ln kbps) asks for ~3 %, not a rung (87k -> 96k)
     assert math.exp(CHECK_STEP_X) * 87 - 1 <= pr.rungs[j].nominal_kbps < 96
-    assert pr.step_up(pr.setting(256), 0.01, knob=True) is None  # the top of the range
-    assert pr.step_up(7, 0.01, knob=False) == 8  # a ladder steps a rung
+    assert step_up(pr, pr.setting(256), 0.01, knob=True) is None  # the top of the range
+    assert step_up(pr, 7, 0.01, knob=False) == 8  # a ladder steps a rung
     s.close()
 
 
@@ -404,13 +404,15 @@ def test_a_check_miss_steps_at_least_six_percent_and_doubles_after_a_vain_step(s
     from ratecontrol.presets import load_preset as lp
     from ratecontrol.probing.session import open_session
 
+    from ratecontrol.probing.steps import step_up
+
     opus = lp("opus")
     s = open_session(song, opus, Options(scorer="visqol", cache=False))
     pr = s.prober(opus)
     i = pr.setting(100)
-    kbps = [pr.rungs[pr.step_up(i, 0.0, knob=True, steps_taken=n)].nominal_kbps for n in range(3)]
+    kbps = [pr.rungs[step_up(pr, i, 0.0, knob=True, steps_taken=n)].nominal_kbps for n in range(3)]
     assert kbps[0] >= 106 and kbps[1] >= 112 and kbps[2] >= 126  # floors 6 %, 12.4 %, 26.2 % (ln kbps doubled)
-    assert pr.step_up(7, 0.01, knob=False, steps_taken=3) == 8  # a ladder still steps a rung
+    assert step_up(pr, 7, 0.01, knob=False, steps_taken=3) == 8  # a ladder still steps a rung
     s.close()
 
 

@@ -7,6 +7,8 @@
     searching the knob or ladder search run over a prober's probes (run_search)
     session   one input, one scorer, one cache, the probers of each preset
     verify    write the chosen rung and score the written file (a miss steps up)
+    steps     where the check goes next: a step up after a miss, a step down after a
+              sampled search's file passed well above the bar
     auto      codec="auto": every available preset, the smallest output
     output    the output path, checked before any work (folder, container extension)
     encode    one audio input from search to report; a ladder of targets
