@@ -83,22 +83,37 @@ def _scored(track, out):
 
 
 def test_a_second_write_that_passes_is_shipped_with_its_own_score(track, tmp_path, monkeypatch):
-    # a higher setting stands in for the lower one step_down would pick, so that its
-    # check surely passes: what is tested is that the second file replaces the first
+    # a setting 1 kbps below the written one stands in for the predicted step, so that
+    # its check passes (the signal and the encoder are deterministic): what is tested is
+    # that the second file replaces the first, with its own score
     picked = []
 
-    def other(pr, i, checked, bar):
-        j = pr.setting(pr.preset.knob_value(pr.rungs[i]) * 1.4)
-        picked.append((pr.rungs[i].label, pr.rungs[j].label))
+    def lower(pr, i, checked, bar):
+        j = pr.setting(pr.preset.knob_value(pr.rungs[i]) - 1)
+        picked.append((pr.rungs[i].label, pr.rungs[j].label, checked))
         return j
 
-    monkeypatch.setattr(steps, "step_down", other)
+    monkeypatch.setattr(steps, "step_down", lower)
     r, out = _encode(track, tmp_path)
     assert picked and r.stepped_down == 1 and r.stepped_up == 0
     assert r.rung_label == picked[0][1] != r.search.chosen.rung_label
+    assert r.bitrate_kbps < r.search.chosen.bitrate_kbps and r.pooled_mos <= picked[0][2] + 0.02
+    assert r.pooled_mos >= r.search.target_mos + r.search.margin_mos
     assert r.pooled_mos == pytest.approx(_scored(track, out), abs=1e-4)
     assert any("stepped down to" in n for n in r.search.notes)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.opus"]  # no temp file left
+
+
+def test_a_second_write_that_passes_but_is_no_smaller_is_dropped(track, tmp_path, monkeypatch):
+    # libopus can spend fewer bits at a higher setting (5.1, issue 24): the smaller
+    # passing file ships. A higher setting stands in here: larger, so the first stays
+    monkeypatch.setattr(steps, "step_down",
+                        lambda pr, i, checked, bar: pr.setting(pr.preset.knob_value(pr.rungs[i]) * 1.4))
+    r, out = _encode(track, tmp_path)
+    assert r.stepped_down == 0 and r.rung_label == r.search.chosen.rung_label
+    assert any("no smaller, kept " + r.rung_label in n for n in r.search.notes)
+    assert r.pooled_mos == pytest.approx(_scored(track, out), abs=1e-4)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.opus"]
 
 
 def test_a_second_write_that_fails_is_dropped(track, tmp_path, monkeypatch):

@@ -47,8 +47,6 @@ def step_down(prober: Prober, i: int, checked: float, bar: float) -> int | None:
     """The setting to write and check next after the written file at knob setting
     ``i`` of a *sampled* source passed with ``checked`` (None: keep it):
     knob_search.step_down_x over ``prober``'s probes."""
-    from ratecontrol.knob_search import step_down_x
-
     if prober.axis is None or not prober.source.sampled:
         return None
     xs = {}
@@ -69,8 +67,6 @@ def step_down(prober: Prober, i: int, checked: float, bar: float) -> int | None:
 def slope_near(prober: Prober, i: int) -> float:
     """MOS per ln kbps around setting ``i`` from the probes on each side (the prior
     when they do not rise)."""
-    from ratecontrol.search import SLOPE_PRIOR_MOS_PER_X
-
     pts = sorted((math.log(p.bitrate_kbps), p.pooled_mos) for p in prober.probes.values()
                  if not math.isnan(p.pooled_mos) and p.bitrate_kbps > 0)
     x0 = math.log(prober.rungs[i].nominal_kbps)

@@ -43,10 +43,11 @@ def our_tags(preset: Preset, rung, result: SearchResult, track: "Track") -> dict
 
 
 #: after a sampled knob search, a file whose check passes may be followed by one write
-#: lower (steps.step_down, knob_search.step_down_x), kept when its own check passes.
-#: 20 Wesnoth tracks, Opus 4.3, simulated on their whole-track curves: -3.2 % bits, 8
-#: extra writes of 20, 1 of them failing (docs/performance.md, "The written file against
-#: the whole track's curve")
+#: lower (steps.step_down, knob_search.step_down_x), kept when its own check passes and
+#: it is smaller. 20 Wesnoth tracks, Opus 4.3, as a batch worker (bench/bench_written.py):
+#: bits -3.6 % (written over the whole-track crossing +8.4 % -> +4.4 %), 7 stepped down
+#: and 1 tried in vain, CPU +10 % / +21 % in two pairs (docs/performance.md, "The written
+#: file against the whole track's curve")
 STEP_DOWN = True
 
 
@@ -94,23 +95,8 @@ def finish_encode(req: "EncodeRequest | LadderRequest", session: Session, preset
                          + (f"to {rungs[nxt].label}" if knob else "one rung"))
             i, steps = nxt, steps + 1
         if check and knob and STEP_DOWN and steps == 0 and checked is not None and checked >= bar:
-            j = steps_.step_down(prober, i, checked, bar)
-            if j is not None:
-                # the sample read the track low: write the setting where the whole track
-                # is predicted to cross, and keep whichever passing file is smaller
-                down = fsutil.temp_sibling(out)
-                try:
-                    got, got_w = _write_rung(session, prober, preset, result, j, input_path, metadata, down, check)
-                    if got >= bar:
-                        notes.append(f"output check: {rungs[i].label} scored {checked:.3f}; stepped down to "
-                                     f"{rungs[j].label} ({got:.3f})")
-                        os.replace(down, tmp)
-                        i, checked, windows, stepped_down = j, got, got_w, 1
-                    else:
-                        notes.append(f"output check: {rungs[i].label} scored {checked:.3f}; {rungs[j].label} "
-                                     f"scored {got:.3f} < {bar:g}, kept {rungs[i].label}")
-                finally:
-                    down.unlink(missing_ok=True)
+            i, checked, windows, stepped_down = _step_down(session, prober, preset, result, i, checked, windows,
+                                                           input_path, metadata, out, tmp, notes)
         # the publish rule: a file that appeared at ``out`` during the run (another
         # encode's) is never replaced; ``out`` a plain path is our own temp file
         fsutil.publish(tmp, out)
@@ -118,6 +104,32 @@ def finish_encode(req: "EncodeRequest | LadderRequest", session: Session, preset
         tmp.unlink(missing_ok=True)
     return _encode_result(session, preset, result, input_path, out, rungs[i], checked, windows, notes, steps,
                           req.t0_s, stepped_down)
+
+
+def _step_down(session: Session, prober: Prober, preset: Preset, result: SearchResult, i: int, checked: float,
+               windows, input_path: Path, metadata: dict | None, out, tmp: Path, notes: list[str]):
+    """After the file at setting ``i`` (in ``tmp``) passed its check with ``checked``:
+    write and check the setting steps.step_down predicts (the sample read the track
+    low), and move it into ``tmp`` when it passes and is smaller. Returns the shipped
+    ``(i, checked, windows, stepped_down)``."""
+    bar = result.target_mos + result.margin_mos
+    rungs = prober.rungs
+    j = steps_.step_down(prober, i, checked, bar)
+    if j is None:
+        return i, checked, windows, 0
+    down = fsutil.temp_sibling(out)
+    try:
+        got, got_w = _write_rung(session, prober, preset, result, j, input_path, metadata, down, True)
+        if got >= bar and down.stat().st_size < tmp.stat().st_size:
+            notes.append(f"output check: {rungs[i].label} scored {checked:.3f}; stepped down to "
+                         f"{rungs[j].label} ({got:.3f})")
+            os.replace(down, tmp)
+            return j, got, got_w, 1
+        notes.append(f"output check: {rungs[i].label} scored {checked:.3f}; {rungs[j].label} scored {got:.3f}"
+                     + (f" < {bar:g}" if got < bar else " but is no smaller") + f", kept {rungs[i].label}")
+        return i, checked, windows, 0
+    finally:
+        down.unlink(missing_ok=True)
 
 
 def _write_rung(session: Session, prober: Prober, preset: Preset, result: SearchResult, i: int, input_path: Path,
