@@ -341,7 +341,7 @@ def _next_bracket(scores, bar, lo_x, hi_x, snap, tolerance, bracket_x, slope_pri
 # track's to about +-0.065 MOS (docs/performance.md, "Where a sampled search stops").
 # Near the bar the whole track's curve is often flat (20 Wesnoth tracks, Opus 4.3,
 # full-track p10 on a 4 % grid: frantic-old 4.331 at 81k .. 4.358 at 103k), so that
-# error is worth 10-30 % of the bits: the files written on those 20 tracks took 9.0 %
+# error is worth 10-30 % of the bits: the files written on those 20 tracks took 8.4 %
 # more bits than the settings where their whole-track p10 crosses the bar
 # (docs/performance.md, "The written file against the whole track's curve"). When the
 # check passes, its offset from the sample at the same setting says how far the sample
