@@ -164,3 +164,15 @@ def run_cli(args, capsys):
         raise SystemExit(0)
     out = capsys.readouterr()
     return exc.value.code, out.out, out.err
+
+
+def load_bench(name: str):
+    """bench/NAME.py as a module (the benches are scripts, not a package), for tests of
+    their pure helpers."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_under_test", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
