@@ -371,9 +371,11 @@ def step_down_x(probes: Sequence[tuple[float, float]], x: float, checked: float,
     xs = [p[0] for p in pts]
     if not checked >= bar or x not in xs:
         return None
+    level = bar + aim
+    if checked < level:
+        return None  # the written file is within the aim of the bar: nothing to win
     offset = checked - pts[xs.index(x)][1]
     moved = [(a, b + offset) for a, b in pts]
-    level = bar + aim
     lowest, fail = x, None
     for a, b in reversed([p for p in moved if p[0] <= x]):
         if b >= level:

@@ -40,6 +40,14 @@ def test_no_step_when_the_check_passes_near_the_bar_or_fails():
     assert step_down_x(probes, L(90), 4.5, BAR) is None           # the written setting was not probed
 
 
+def test_a_check_within_the_aim_of_the_bar_stays_even_with_one_probe():
+    # AAC northern_mountains: the first probe passed within the sampled stop and was the
+    # only one; its check passed by 0.012, under the step's aim: no step (this crashed
+    # in PCHIP on one point before)
+    assert step_down_x([(L(112), 4.338)], L(112), 4.342, BAR) is None
+    assert step_down_x([(L(112), 4.338)], L(112), BAR + STEP_DOWN_AIM_MOS - 1e-6, BAR) is None
+
+
 def test_never_below_a_probe_that_still_fails_when_moved():
     probes = [(L(60), 4.10), (L(80), 4.30), (L(100), 4.36)]
     # offset +0.04: 80k moves to 4.34 (< bar + aim 4.35), so the step stays above 80k
