@@ -369,11 +369,9 @@ def step_down_x(probes: Sequence[tuple[float, float]], x: float, checked: float,
     passes moved; at most ``max_x``, and only when at least ``min_x``."""
     pts = sorted({float(a): float(b) for a, b in probes if not math.isnan(b)}.items())
     xs = [p[0] for p in pts]
-    if not checked >= bar or x not in xs:
-        return None
     level = bar + aim
-    if checked < level:
-        return None  # the written file is within the aim of the bar: nothing to win
+    if not checked >= level or x not in xs:
+        return None  # a miss, or a pass within the aim of the bar: nothing to win
     offset = checked - pts[xs.index(x)][1]
     moved = [(a, b + offset) for a, b in pts]
     lowest, fail = x, None

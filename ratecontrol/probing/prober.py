@@ -317,6 +317,11 @@ class Prober:
             todo = set(wp[~got & (lower <= edge)].tolist()) - done
         return np.where(got, scores, lower), got, size, enc_s
 
+    def knob_x(self, i: int) -> float | None:
+        """Setting ``i`` on the knob's axis (ln nominal kbps); None off the knob."""
+        v = None if self.axis is None else self.preset.knob_value(self.rungs[i])
+        return None if v is None else self.axis.x_of(v)
+
     def setting(self, value: float) -> int:
         """The index of the setting at knob ``value`` (snapped): a ladder rung with that
         value, one probed before, or a new one appended to ``rungs``."""

@@ -158,12 +158,10 @@ def _run_knob_search(prober: Prober, target: float, margin: float, best_effort: 
 
     known = {}
     for i, p in prober.probes.items():
-        v = prober.preset.knob_value(prober.rungs[i])
-        if v is not None:
-            x = ax.x_of(v)
-            if ax.lo_x - 1e-9 <= x <= ax.hi_x + 1e-9:
-                known[x] = p.pooled_mos
-                index[x] = i
+        x = prober.knob_x(i)
+        if x is not None and ax.lo_x - 1e-9 <= x <= ax.hi_x + 1e-9:
+            known[x] = p.pooled_mos
+            index[x] = i
     # a sampled source stops within the sample's own error of the bar (SAMPLED_STOP_*)
     stops = (dict(tolerance=SAMPLED_TOLERANCE_MOS, bracket_x=SAMPLED_STOP_X, gain_x=SAMPLED_STOP_X)
              if prober.source.sampled else {})

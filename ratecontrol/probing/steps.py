@@ -36,33 +36,28 @@ def step_up(prober: Prober, i: int, miss_mos: float, knob: bool, steps_taken: in
     slope misleads) (None: already at the top)."""
     if not knob or prober.axis is None:
         return i + 1 if i + 1 < len(prober.ladder) else None
-    x = prober.axis.x_of(prober.preset.knob_value(prober.rungs[i]))
+    x = prober.knob_x(i)
     if x >= prober.axis.hi_x - 1e-9:
         return None
     floor_x = CHECK_STEP_X * 2 ** max(0, steps_taken)
     step = max(floor_x, (max(miss_mos, 0.0) + CHECK_AIM_MOS) / slope_near(prober, i))
     return prober.setting(prober.axis.value_of(min(x + step, prober.axis.hi_x)))
 
+
 def step_down(prober: Prober, i: int, checked: float, bar: float) -> int | None:
     """The setting to write and check next after the written file at knob setting
     ``i`` of a *sampled* source passed with ``checked`` (None: keep it):
     knob_search.step_down_x over ``prober``'s probes."""
-    if prober.axis is None or not prober.source.sampled:
+    x = prober.knob_x(i)
+    if x is None or not prober.source.sampled:
         return None
-    xs = {}
-    for j, p in prober.probes.items():
-        v = prober.preset.knob_value(prober.rungs[j])
-        if v is not None and not math.isnan(p.pooled_mos):
-            xs[prober.axis.x_of(v)] = p.pooled_mos
-    v = prober.preset.knob_value(prober.rungs[i])
-    if v is None:
-        return None
-    x = prober.axis.x_of(v)
-    to = step_down_x(list(xs.items()), x, checked, bar)
+    probes = [(xj, p.pooled_mos) for j, p in prober.probes.items() if (xj := prober.knob_x(j)) is not None]
+    to = step_down_x(probes, x, checked, bar)
     if to is None:
         return None
     j = prober.setting(prober.axis.value_of(max(to, prober.axis.lo_x)))
-    return j if prober.axis.x_of(prober.preset.knob_value(prober.rungs[j])) < x - 1e-9 else None
+    return j if prober.knob_x(j) < x - 1e-9 else None
+
 
 def slope_near(prober: Prober, i: int) -> float:
     """MOS per ln kbps around setting ``i`` from the probes on each side (the prior
