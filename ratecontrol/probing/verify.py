@@ -14,7 +14,7 @@ from ratecontrol.cache import pcm_digest
 from ratecontrol.presets import Preset
 from ratecontrol.results import EncodeResult, SearchResult
 from ratecontrol.scoring.pooling import pool as pool_scores
-from ratecontrol.probing import steps as steps_
+from ratecontrol.probing import steps
 from ratecontrol.probing.prober import Prober
 from ratecontrol.probing.session import CHECK_CHUNK_S, Session
 from ratecontrol.probing.source import ForwardReader
@@ -76,7 +76,7 @@ def finish_encode(req: "EncodeRequest | LadderRequest", session: Session, preset
     bar = result.target_mos + result.margin_mos
     check = verify and not prober.all_silent
     knob = bool(result.knob_option)
-    steps = stepped_down = 0
+    stepped_up = stepped_down = 0
     tmp = fsutil.temp_sibling(out)
     try:
         while True:
@@ -84,7 +84,7 @@ def finish_encode(req: "EncodeRequest | LadderRequest", session: Session, preset
             checked, windows = _write_rung(session, prober, preset, result, i, input_path, metadata, tmp, check)
             if not check:
                 break
-            nxt = None if checked >= bar else steps_.step_up(prober, i, bar - checked, knob, steps)
+            nxt = None if checked >= bar else steps.step_up(prober, i, bar - checked, knob, stepped_up)
             if nxt is None:
                 if checked < bar:
                     notes.append(f"output check: {rung.label} scores {checked:.3f} < target even at the top "
@@ -93,8 +93,8 @@ def finish_encode(req: "EncodeRequest | LadderRequest", session: Session, preset
             # on the knob a small step sized from the miss (steps.step_up), on a ladder a rung
             notes.append(f"output check: {rung.label} scored {checked:.3f} < {bar:g}; stepped up "
                          + (f"to {rungs[nxt].label}" if knob else "one rung"))
-            i, steps = nxt, steps + 1
-        if check and knob and STEP_DOWN and steps == 0 and checked is not None and checked >= bar:
+            i, stepped_up = nxt, stepped_up + 1
+        if check and knob and STEP_DOWN and stepped_up == 0 and checked is not None and checked >= bar:
             i, checked, windows, stepped_down = _step_down(session, prober, preset, result, i, checked, windows,
                                                            input_path, metadata, out, tmp, notes)
         # the publish rule: a file that appeared at ``out`` during the run (another
@@ -102,7 +102,7 @@ def finish_encode(req: "EncodeRequest | LadderRequest", session: Session, preset
         fsutil.publish(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
-    return _encode_result(session, preset, result, input_path, out, rungs[i], checked, windows, notes, steps,
+    return _encode_result(session, preset, result, input_path, out, rungs[i], checked, windows, notes, stepped_up,
                           req.t0_s, stepped_down)
 
 
@@ -114,7 +114,7 @@ def _step_down(session: Session, prober: Prober, preset: Preset, result: SearchR
     ``(i, checked, windows, stepped_down)``."""
     bar = result.target_mos + result.margin_mos
     rungs = prober.rungs
-    j = steps_.step_down(prober, i, checked, bar)
+    j = steps.step_down(prober, i, checked, bar)
     if j is None:
         return i, checked, windows, 0
     down = fsutil.temp_sibling(out)
@@ -173,7 +173,7 @@ def _write_rung(session: Session, prober: Prober, preset: Preset, result: Search
 
 def _encode_result(session: Session, preset: Preset, result: SearchResult, input_path: Path,
                    out: "Path | fsutil.Destination", rung, checked: float | None, windows, notes: list[str],
-                   steps: int, t0: float, stepped_down: int = 0) -> EncodeResult:
+                   stepped_up: int, t0: float, stepped_down: int = 0) -> EncodeResult:
     """The EncodeResult of the published file: its checked score when there is one,
     else the search's estimate (and a note saying so)."""
     track = session.track
@@ -197,7 +197,7 @@ def _encode_result(session: Session, preset: Preset, result: SearchResult, input
         best_effort=not met,
         seconds=time.perf_counter() - t0,
         full_track_mos=checked,
-        stepped_up=steps,
+        stepped_up=stepped_up,
         stepped_down=stepped_down,
         preset=preset.name,
         knob_value=preset.knob_value(rung) if knob else None,
