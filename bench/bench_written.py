@@ -13,7 +13,7 @@ whole track's p10 only to about +-0.065 MOS. This bench measures what ships:
 ``run``: each file encoded as a batch worker does (``ratecontrol.encode``, jobs=1, no
 cache), one JSON row per file (written setting, actual kbps, the search's probes, the
 check's notes, the step-up / step-down, CPU = user + sys of the process and its ffmpeg
-children, wall); ``--step-down 0`` turns the check's step down off (verify.STEP_DOWN).
+children, wall); ``--step-down 0`` turns the check's step down off (``step_down=False``).
 Resumable (rows are saved after each file).
 
 ``curves``: the learned p10 of the *whole track*, encoded by the path the output takes
@@ -74,10 +74,8 @@ def run(args) -> None:
     import tempfile
 
     import ratecontrol
-    import ratecontrol.probing.verify as verify
     from ratecontrol.presets import load_preset
 
-    verify.STEP_DOWN = bool(args.step_down)
     rows = _load(args.out)
     done = {r["file"] for r in rows}
     scratch = Path(tempfile.mkdtemp(prefix="bench-written-"))
@@ -86,7 +84,8 @@ def run(args) -> None:
             continue
         c0, t0 = _cpu(), time.perf_counter()
         r = ratecontrol.encode(f, scratch / f"out{load_preset(args.codec).extension}", target_mos=args.target,
-                               codec=args.codec, jobs=1, cache=False, overwrite=True)
+                               codec=args.codec, jobs=1, cache=False, overwrite=True,
+                               step_down=bool(args.step_down))
         rows.append(dict(file=Path(f).name, path=str(f), codec=args.codec, target=args.target,
                          bar=r.search.target_mos + r.search.margin_mos, chosen=r.search.chosen.rung_label,
                          written=r.rung_label, kbps=r.bitrate_kbps, knob=r.knob_value, actual_kbps=r.actual_kbps,

@@ -25,7 +25,8 @@ __all__ = ["Options", "check_flag"]
 
 #: the Options fields that are switches: a bool and nothing else (a string "false" or
 #: "no" is truthy, and was taken as True: allow_partial="false" encoded 8 % of a file)
-_FLAGS = ("above_source", "best_effort", "verify", "allow_partial", "all_audio_streams", "audio_only", "ladder")
+_FLAGS = ("above_source", "best_effort", "verify", "allow_partial", "all_audio_streams", "audio_only", "ladder",
+          "step_down")
 
 
 def check_flag(name: str, value: Any) -> bool:
@@ -94,6 +95,11 @@ class Options:
     ladder: choose among the preset's standard rungs (64k, 80k, 96k ...) as the first
         releases did, instead of setting its knob to the lowest value that meets the
         target (issue 24; presets without a knob, MP3 CBR, always use their rungs).
+    step_down: after a sampled knob search, when the written file's check passes well
+        above the bar, write and check the setting where the sample's curve, moved by the
+        check's offset, crosses it, and ship that smaller file when its own check passes
+        (default on: 20 real tracks, Opus, bits -3.6 % for CPU +10-21 %; docs/performance.md
+        "The written file against the whole track's curve"). False saves that CPU.
     """
 
     scorer: Any = None
@@ -113,6 +119,7 @@ class Options:
     all_audio_streams: bool = False
     audio_only: bool = False
     ladder: bool = False
+    step_down: bool = True
 
     def __post_init__(self):
         for name in _FLAGS:

@@ -223,6 +223,9 @@ def test_options_carry_the_settings_the_manifest_held_before(tmp_path):
     default = run_settings(4.2, load_preset("opus"), "opus", run_options(None, run, {}), "audio")
     assert list(default) == ["target_mos", "codec", "codec_ref", "scorer", "pool", "hop_s", "best_effort",
                              "sample_share", "verify", "video"]
+    # the step down (on by default) is recorded only when off
+    off = run_settings(4.2, load_preset("opus"), "opus", run_options(None, run, {"step_down": False}), "audio")
+    assert off["step_down"] is False and list(off)[-2:] == ["step_down", "video"]
     # what a loky or Dask worker receives pickles, Options included
     task = Task(rel="a.wav", in_path=str(tmp_path / "a.wav"), out_root=str(tmp_path), out_rel="a.opus",
                 collision="", target_mos=4.0, codec_ref="opus", options=opts, settings=settings, video="keep",

@@ -103,14 +103,14 @@ def test_options_round_trip_library_and_cli(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["encode", str(src), "--target-mos", "4.2", "--pool", "mean", "--hop", "0.5",
               "--sample-share", "0.3", "--margin", "0.02", "--allow-partial", "--best-effort",
-              "--no-verify", "--no-cache", "-j", "1", "--json"])
+              "--no-verify", "--no-step-down", "--no-cache", "-j", "1", "--json"])
     assert exc.value.code == errors.TargetNotReachable.exit_code
     # --json on error: one JSON object on stdout (issue 18 item 8)
     assert json.loads(capsys.readouterr().out) == {"error": "TargetNotReachable", "message": "stop here",
                                                    "exit_code": errors.TargetNotReachable.exit_code}
     got = seen[0]
     want = Options(pool="mean", hop_s=0.5, sample_share=0.3, margin_mos=0.02, allow_partial=True, best_effort=True,
-                   verify=False, jobs=1)
+                   verify=False, step_down=False, jobs=1)
     d = got.to_dict()
     assert {k: v for k, v in d.items() if k not in ("cache", "on_probe")} == \
         {k: v for k, v in want.to_dict().items() if k not in ("cache", "on_probe")}
@@ -119,7 +119,8 @@ def test_options_round_trip_library_and_cli(tmp_path, monkeypatch, capsys):
 
 
 # --- issue 23 class 4: a switch is a bool, a number a number (not a bool), every type checked
-SWITCHES = ("above_source", "best_effort", "verify", "allow_partial", "all_audio_streams", "audio_only")
+SWITCHES = ("above_source", "best_effort", "verify", "allow_partial", "all_audio_streams", "audio_only", "ladder",
+            "step_down")
 
 
 @pytest.mark.parametrize("field", SWITCHES)

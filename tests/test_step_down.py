@@ -1,4 +1,4 @@
-"""The check's step down (knob_search.step_down_x, probing.steps.step_down, verify.STEP_DOWN):
+"""The check's step down (knob_search.step_down_x, probing.steps.step_down, Options.step_down):
 after a sampled knob search, a written file whose whole-track check passes well above the
 bar is followed by one write lower, where the sample's curve moved by the check's offset
 crosses the bar; the lower file is shipped only when its own check passes.
@@ -137,12 +137,56 @@ def test_a_second_write_that_fails_is_dropped(track, tmp_path, monkeypatch):
 def test_no_second_write_off_the_knob_or_with_step_down_off(track, tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(steps, "step_down", lambda pr, *a: calls.append(a))
-    monkeypatch.setattr(verify, "STEP_DOWN", False)
-    r, _ = _encode(track, tmp_path)
+    r, _ = _encode(track, tmp_path, step_down=False)
     assert calls == [] and r.stepped_down == 0
-    monkeypatch.setattr(verify, "STEP_DOWN", True)
     r, _ = _encode(track, tmp_path, "b.opus", ladder=True)
     assert calls == [] and r.stepped_down == 0
+    r, _ = _encode(track, tmp_path, "c.opus")  # on by default: the same call asks for a step
+    assert len(calls) == 1
+
+
+def test_the_cli_and_batch_take_no_step_down(track, tmp_path, monkeypatch):
+    """``--no-step-down`` reaches the encode (CLI) and every batch worker (its Options),
+    and the manifest records it only when off; a rerun with or without it keeps the
+    files already done (both met the target by their own check)."""
+    import json
+
+    from click.testing import CliRunner
+
+    from ratecontrol.cli import cli
+
+    seen = []
+    real = verify._step_down
+
+    def spy(*a, **k):
+        seen.append(a)
+        return real(*a, **k)
+
+    monkeypatch.setattr(verify, "_step_down", spy)
+    out = tmp_path / "cli.opus"
+    res = CliRunner().invoke(cli, ["encode", str(track), "--target-mos", "3.6", "-o", str(out), "--no-cache",
+                                   "--no-step-down", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["stepped_down"] == 0 and seen == []
+    res = CliRunner().invoke(cli, ["encode", str(track), "--target-mos", "3.6", "-o", str(tmp_path / "on.opus"),
+                                   "--no-cache", "--json"])
+    assert res.exit_code == 0, res.output
+    assert len(seen) == 1  # the default tries it
+
+    seen.clear()
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "t.flac").symlink_to(track)
+    res = CliRunner().invoke(cli, ["batch", str(tmp_path / "in"), str(tmp_path / "out"), "--target-mos", "3.6",
+                                   "--no-step-down", "--no-cache", "--no-progress", "-j", "1"])
+    assert res.exit_code == 0, res.output
+    lines = [json.loads(x) for x in (tmp_path / "out" / ".ratecontrol-manifest.jsonl").read_text().splitlines()]
+    recs = [x for x in lines if x.get("settings")]
+    assert recs and all(x["settings"]["step_down"] is False for x in recs)
+    # the rerun with the step down on resumes the file instead of encoding it again
+    res = CliRunner().invoke(cli, ["batch", str(tmp_path / "in"), str(tmp_path / "out"), "--target-mos", "3.6",
+                                   "--no-cache", "--no-progress", "-j", "1"])
+    assert res.exit_code == 0, res.output
+    assert "1 already done" in res.output, res.output
 
 
 def test_a_whole_track_probe_source_never_steps_down(synth):

@@ -48,8 +48,13 @@ def still_done(task: Task, prior: dict, st: os.stat_result) -> FileRecord | None
 def _same_settings(prior: dict, settings: dict) -> bool:
     """The prior record was made with these settings; video counts only for files
     that have video and all_audio_streams only for files with several audio streams
-    (changing either does not redo a music library)."""
+    (changing either does not redo a music library). step_down never counts: with or
+    without it the file met the target by its own check; it only says how hard the run
+    tried to make the file smaller, so turning it off to finish a library sooner keeps
+    the files already done."""
     old, new = dict(prior.get("settings") or {}), dict(settings)
+    old.pop("step_down", None)
+    new.pop("step_down", None)
     if not prior.get("other_streams"):
         old.pop("video", None)
         new.pop("video", None)

@@ -93,8 +93,8 @@ def run_settings(target_mos: float, preset, codec, opts: Options, video: str) ->
     """The manifest's settings dict: a prior record is resumed only with the same one.
 
     Its keys, their order and their values are what manifests have held since version 2
-    (allow_partial and all_audio_streams only when set), so an older manifest's files
-    still resume."""
+    (allow_partial and all_audio_streams only when set, step_down only when off), so an
+    older manifest's files still resume."""
     settings = {
         "target_mos": float(target_mos),
         "codec": preset.name,
@@ -109,6 +109,8 @@ def run_settings(target_mos: float, preset, codec, opts: Options, video: str) ->
     }
     if opts.allow_partial:  # only when set: manifests written without it stay valid
         settings["allow_partial"] = True
+    if not opts.step_down:  # only when off (the default is on): manifests written without it stay valid
+        settings["step_down"] = False
     settings["video"] = video  # compared only for files with video (_resume._same_settings)
     if opts.all_audio_streams:
         # only when set: manifests written without it stay valid; compared only for

@@ -19,7 +19,7 @@ FLAGS = {
     "video": "--video",
 }
 #: options whose False has a flag of its own
-OFF_FLAGS = {"cache": "--no-cache", "verify": "--no-verify"}
+OFF_FLAGS = {"cache": "--no-cache", "verify": "--no-verify", "step_down": "--no-step-down"}
 
 
 def spell_flag(name: str, value) -> str:
@@ -76,6 +76,13 @@ def full_opt(help: str):
 
 def allow_partial_opt(help: str):
     return click.option("--allow-partial", is_flag=True, help=help)
+
+
+def no_step_down_opt(f):
+    return click.option("--no-step-down", is_flag=True,
+                        help="After a sampled search, do not try one setting lower when the written file's check "
+                             "passes well above the target (saves a second write and check on some tracks, "
+                             "~10-20 % of the CPU; the files are ~3.6 % larger).")(f)
 
 
 def overwrite_opt(help: str):

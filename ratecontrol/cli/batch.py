@@ -9,8 +9,8 @@ import click
 from ratecontrol.batch import MANIFEST_NAME, transcode_folder
 from ratecontrol.errors import RatecontrolError
 from ratecontrol.cli._common import (
-    allow_partial_opt, best_effort_opt, cache_dir_opt, full_opt, no_cache_opt, overwrite_opt, pool_opt,
-    sample_share_opt, scorer_opt, spell_flag, targets,
+    allow_partial_opt, best_effort_opt, cache_dir_opt, full_opt, no_cache_opt, no_step_down_opt, overwrite_opt,
+    pool_opt, sample_share_opt, scorer_opt, spell_flag, targets,
 )
 
 
@@ -43,13 +43,14 @@ from ratecontrol.cli._common import (
               help="With --video keep: re-encode every audio stream of files that have several (each searched on "
                    "its own, each its own rung), not only the default one.")
 @allow_partial_opt("Encode what decodes of truncated or damaged inputs (noted in the report) instead of failing them.")
+@no_step_down_opt
 @no_cache_opt
 @cache_dir_opt(" on each machine")
 @click.option("--no-resume", is_flag=True, help="Ignore the manifest in OUT_DIR and redo every file.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (default: a bar when stderr is a terminal).")
 @overwrite_opt("Replace files at output paths that batch did not write (default: leave them, report a conflict).")
 def batch_command(in_dir, out_dir, target_mos, codec, jobs, backend, scheduler, scorer, pool, best_effort,
-                  copy_other, json_report, csv_report, sample_share, full, video, all_audio_streams, allow_partial, no_cache,
+                  copy_other, json_report, csv_report, sample_share, full, video, all_audio_streams, allow_partial, no_step_down, no_cache,
                   cache_dir, no_resume, no_progress, overwrite):
     """Transcode every audio file under IN_DIR into a mirrored tree under OUT_DIR.
 
@@ -62,7 +63,7 @@ def batch_command(in_dir, out_dir, target_mos, codec, jobs, backend, scheduler, 
 
     # how every file is encoded, one object for every target (the batch knobs stay keywords)
     options = Options(scorer=scorer, pool=pool, best_effort=best_effort, sample_share=1.0 if full else sample_share,
-                      allow_partial=allow_partial, all_audio_streams=all_audio_streams,
+                      allow_partial=allow_partial, all_audio_streams=all_audio_streams, step_down=not no_step_down,
                       cache=False if no_cache else cache_dir)
     many = len(target_mos) > 1
     ok = True

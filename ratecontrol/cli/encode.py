@@ -5,7 +5,7 @@ import click
 
 from ratecontrol.cli._common import (
     allow_partial_opt, best_effort_opt, cache_dir_opt, echo_json, fmt, full_opt, hop_opt, jobs_opt, no_cache_opt,
-    overwrite_opt, pool_opt, probe_line, sample_share_opt, scorer_opt, targets,
+    no_step_down_opt, overwrite_opt, pool_opt, probe_line, sample_share_opt, scorer_opt, targets,
 )
 
 
@@ -25,6 +25,7 @@ from ratecontrol.cli._common import (
 @sample_share_opt
 @full_opt("Probe the whole track, never a sample.")
 @click.option("--no-verify", is_flag=True, help="Do not decode and score the written file (the score shown is then the search's estimate).")
+@no_step_down_opt
 @click.option("--margin", "margin_mos", type=float, default=None,
               help="Search for target + MARGIN MOS, a guard against the scorer's error [default: the scorer's own: "
                    "learned 0.03 (the chosen rung then meets the target by exact ViSQOL on 99.8 % of measured "
@@ -54,7 +55,8 @@ from ratecontrol.cli._common import (
               help="For an input with video or other streams: write the chosen audio stream alone (default: keep every "
                    "other stream by stream copy in the input's container).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
-def encode(input_path, target_mos, codec, output, scorer, pool, hop_s, jobs, sample_share, full, no_verify, margin_mos,
+def encode(input_path, target_mos, codec, output, scorer, pool, hop_s, jobs, sample_share, full, no_verify, no_step_down,
+           margin_mos,
            ladder, above_source, allow_partial, no_cache, cache_dir, cache_max_mb, report, best_effort, overwrite, audio_stream,
            all_audio_streams, audio_only, as_json):
     """Encode INPUT at the cheapest setting of a codec that meets --target-mos (a rung of its ladder with --ladder)."""
@@ -65,7 +67,7 @@ def encode(input_path, target_mos, codec, output, scorer, pool, hop_s, jobs, sam
     cache = ProbeCache(cache_dir, max_mb=DEFAULT_CACHE_MAX_MB if cache_max_mb is None else cache_max_mb,
                        enabled=not no_cache)
     options = Options(scorer=scorer, pool=pool, hop_s=hop_s, best_effort=best_effort, jobs=jobs,
-                      sample_share=1.0 if full else sample_share, verify=not no_verify, cache=cache,
+                      sample_share=1.0 if full else sample_share, verify=not no_verify, step_down=not no_step_down, cache=cache,
                       margin_mos=margin_mos, ladder=ladder, allow_partial=allow_partial, above_source=above_source,
                       audio_stream=audio_stream, all_audio_streams=all_audio_streams, audio_only=audio_only,
                       on_probe=None if as_json else _announcing_probe_lines(

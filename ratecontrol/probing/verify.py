@@ -42,20 +42,15 @@ def our_tags(preset: Preset, rung, result: SearchResult, track: "Track") -> dict
     return {TAG_KEY: ours}
 
 
-#: after a sampled knob search, a file whose check passes may be followed by one write
-#: lower (steps.step_down, knob_search.step_down_x), kept when its own check passes and
-#: it is smaller. 20 Wesnoth tracks, Opus 4.3, as a batch worker (bench/bench_written.py):
-#: bits -3.6 % (written over the whole-track crossing +8.4 % -> +4.4 %), 7 stepped down
-#: and 1 tried in vain, CPU +10 % / +21 % in two pairs (docs/performance.md, "The written
-#: file against the whole track's curve")
-STEP_DOWN = True
-
-
 def finish_encode(req: "EncodeRequest | LadderRequest", session: Session, preset: Preset, result: SearchResult,
                   input_path: Path, out: "Path | fsutil.Destination") -> EncodeResult:
     """Write the chosen setting, then decode the written file and score it: the reported
     score is the shipped file's own; a miss steps up (a rung on a ladder, a small step
-    sized from the miss on the knob: steps.step_up).
+    sized from the miss on the knob: steps.step_up). After a sampled knob search whose
+    first check passes, ``options.step_down`` (default on) tries one write lower
+    (``_step_down``; 20 Wesnoth tracks, Opus 4.3: bits -3.6 %, written over the
+    whole-track crossing +8.4 % -> +4.4 %, CPU +10-21 %; docs/performance.md "The written
+    file against the whole track's curve").
 
     ``req``: the call (its metadata, ``options.verify``, ``t0_s``); ``session``,
     ``preset``, ``result``: the search's; ``input_path``: what was decoded (the input,
@@ -94,7 +89,7 @@ def finish_encode(req: "EncodeRequest | LadderRequest", session: Session, preset
             notes.append(f"output check: {rung.label} scored {checked:.3f} < {bar:g}; stepped up "
                          + (f"to {rungs[nxt].label}" if knob else "one rung"))
             i, stepped_up = nxt, stepped_up + 1
-        if check and knob and STEP_DOWN and stepped_up == 0 and checked is not None and checked >= bar:
+        if check and knob and req.options.step_down and stepped_up == 0 and checked is not None and checked >= bar:
             i, checked, windows, stepped_down = _step_down(session, prober, preset, result, i, checked, windows,
                                                            input_path, metadata, out, tmp, notes)
         # the publish rule: a file that appeared at ``out`` during the run (another
