@@ -50,8 +50,8 @@ from ratecontrol.cli._common import (
 @click.option("--no-progress", is_flag=True, help="No progress bar (default: a bar when stderr is a terminal).")
 @overwrite_opt("Replace files at output paths that batch did not write (default: leave them, report a conflict).")
 def batch_command(in_dir, out_dir, target_mos, codec, jobs, backend, scheduler, scorer, pool, best_effort,
-                  copy_other, json_report, csv_report, sample_share, full, video, all_audio_streams, allow_partial, no_step_down, no_cache,
-                  cache_dir, no_resume, no_progress, overwrite):
+                  copy_other, json_report, csv_report, sample_share, full, video, all_audio_streams, allow_partial,
+                  no_step_down, no_cache, cache_dir, no_resume, no_progress, overwrite):
     """Transcode every audio file under IN_DIR into a mirrored tree under OUT_DIR.
 
     Resumable: rerun the same command after an interruption and finished files are

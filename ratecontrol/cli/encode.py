@@ -55,10 +55,9 @@ from ratecontrol.cli._common import (
               help="For an input with video or other streams: write the chosen audio stream alone (default: keep every "
                    "other stream by stream copy in the input's container).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
-def encode(input_path, target_mos, codec, output, scorer, pool, hop_s, jobs, sample_share, full, no_verify, no_step_down,
-           margin_mos,
-           ladder, above_source, allow_partial, no_cache, cache_dir, cache_max_mb, report, best_effort, overwrite, audio_stream,
-           all_audio_streams, audio_only, as_json):
+def encode(input_path, target_mos, codec, output, scorer, pool, hop_s, jobs, sample_share, full, no_verify,
+           no_step_down, margin_mos, ladder, above_source, allow_partial, no_cache, cache_dir, cache_max_mb, report,
+           best_effort, overwrite, audio_stream, all_audio_streams, audio_only, as_json):
     """Encode INPUT at the cheapest setting of a codec that meets --target-mos (a rung of its ladder with --ladder)."""
     from ratecontrol.api import encode as _encode, encode_ladder
     from ratecontrol.cache import DEFAULT_CACHE_MAX_MB, ProbeCache
@@ -67,9 +66,10 @@ def encode(input_path, target_mos, codec, output, scorer, pool, hop_s, jobs, sam
     cache = ProbeCache(cache_dir, max_mb=DEFAULT_CACHE_MAX_MB if cache_max_mb is None else cache_max_mb,
                        enabled=not no_cache)
     options = Options(scorer=scorer, pool=pool, hop_s=hop_s, best_effort=best_effort, jobs=jobs,
-                      sample_share=1.0 if full else sample_share, verify=not no_verify, step_down=not no_step_down, cache=cache,
-                      margin_mos=margin_mos, ladder=ladder, allow_partial=allow_partial, above_source=above_source,
-                      audio_stream=audio_stream, all_audio_streams=all_audio_streams, audio_only=audio_only,
+                      sample_share=1.0 if full else sample_share, verify=not no_verify, step_down=not no_step_down,
+                      cache=cache, margin_mos=margin_mos, ladder=ladder, allow_partial=allow_partial,
+                      above_source=above_source, audio_stream=audio_stream, all_audio_streams=all_audio_streams,
+                      audio_only=audio_only,
                       on_probe=None if as_json else _announcing_probe_lines(
                           f"{input_path}: searching '{codec}' for {pool} MOS >= {','.join(f'{t:g}' for t in target_mos)}"))
     common = dict(options=options, overwrite=overwrite)
