@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -61,22 +61,22 @@ def finish_encode(req: "EncodeRequest | LadderRequest", session: Session, preset
     rung its packets are stream-copied into the output with the input's tags and cover
     art (media.remux), else the track is encoded again the same way.
     """
-    metadata, verify = req.metadata, req.options.verify
-    prober = session.prober(preset)
+    w = _Writer(session, session.prober(preset), preset, result, input_path, req.metadata)
+    prober = w.prober
     rungs = prober.rungs
     i = result.chosen.rung_index
     notes = list(result.notes)
     checked = None
     windows = None  # the check's per-window scores of the written file
     bar = result.target_mos + result.margin_mos
-    check = verify and not prober.all_silent
+    check = req.options.verify and not prober.all_silent
     knob = bool(result.knob_option)
     stepped_up = stepped_down = 0
     tmp = fsutil.temp_sibling(out)
     try:
         while True:
             rung = rungs[i]
-            checked, windows = _write_rung(session, prober, preset, result, i, input_path, metadata, tmp, check)
+            checked, windows = w.write(i, tmp, check)
             if not check:
                 break
             nxt = None if checked >= bar else steps.step_up(prober, i, bar - checked, knob, stepped_up)
@@ -90,8 +90,7 @@ def finish_encode(req: "EncodeRequest | LadderRequest", session: Session, preset
                          + (f"to {rungs[nxt].label}" if knob else "one rung"))
             i, stepped_up = nxt, stepped_up + 1
         if check and knob and req.options.step_down and stepped_up == 0 and checked is not None and checked >= bar:
-            i, checked, windows, stepped_down = _step_down(session, prober, preset, result, i, checked, windows,
-                                                           input_path, metadata, out, tmp, notes)
+            i, checked, windows, stepped_down = _step_down(w, i, checked, windows, out, tmp, notes)
         # the publish rule: a file that appeared at ``out`` during the run (another
         # encode's) is never replaced; ``out`` a plain path is our own temp file
         fsutil.publish(tmp, out)
@@ -101,20 +100,19 @@ def finish_encode(req: "EncodeRequest | LadderRequest", session: Session, preset
                           req.t0_s, stepped_down)
 
 
-def _step_down(session: Session, prober: Prober, preset: Preset, result: SearchResult, i: int, checked: float,
-               windows, input_path: Path, metadata: dict | None, out, tmp: Path, notes: list[str]):
+def _step_down(w: "_Writer", i: int, checked: float, windows, out, tmp: Path, notes: list[str]):
     """After the file at setting ``i`` (in ``tmp``) passed its check with ``checked``:
     write and check the setting steps.step_down predicts (the sample read the track
     low), and move it into ``tmp`` when it passes and is smaller. Returns the shipped
     ``(i, checked, windows, stepped_down)``."""
-    bar = result.target_mos + result.margin_mos
-    rungs = prober.rungs
-    j = steps.step_down(prober, i, checked, bar)
+    bar = w.result.target_mos + w.result.margin_mos
+    rungs = w.prober.rungs
+    j = steps.step_down(w.prober, i, checked, bar)
     if j is None:
         return i, checked, windows, 0
     down = fsutil.temp_sibling(out)
     try:
-        got, got_w = _write_rung(session, prober, preset, result, j, input_path, metadata, down, True)
+        got, got_w = w.write(j, down, True)
         if got >= bar and down.stat().st_size < tmp.stat().st_size:
             notes.append(f"output check: {rungs[i].label} scored {checked:.3f}; stepped down to "
                          f"{rungs[j].label} ({got:.3f})")
@@ -127,43 +125,56 @@ def _step_down(session: Session, prober: Prober, preset: Preset, result: SearchR
         down.unlink(missing_ok=True)
 
 
-def _write_rung(session: Session, prober: Prober, preset: Preset, result: SearchResult, i: int, input_path: Path,
-                metadata: dict | None, tmp: Path, check: bool):
-    """Write rung ``i`` to ``tmp`` and, when ``check``, score the written file:
-    ``(pooled, (window_mos, window_start_s, window_channel))``, ``(None, None)``
-    unchecked. A probe's own encode of the whole input is stream-copied and its scores
-    reused when the file decodes to the samples it scored; else the track is encoded."""
-    track = session.track
-    rung = prober.rungs[i]
-    tags = {**our_tags(preset, rung, result, track), **(metadata or {})}
-    checked = windows = None
-    if i in prober.encodes:
-        same = track.info is not None and Path(track.info.path) == Path(input_path)
-        media.remux(prober.encodes[i], tmp, preset, rung, metadata=tags, tags_from=input_path,
-                    tags_info=track.info if same else None, duration_s=track.duration_s)
-        if check:
-            n = track.src.shape[1]
-            deg = media.decode_aligned(tmp, preset, track.rate_hz, track.channels, n)
-            if pcm_digest(deg, track.rate_hz) == prober.decode_digests.get(i):
-                # the written file decodes to the very samples the probe scored:
-                # its scores are the file's (tests/test_oneencode.py checks both ways)
-                probe = prober.probes[i]
-                scores = np.asarray(probe.window_mos, dtype=np.float64)
-                index = prober.source.index
-                checked = pool_scores(scores[~np.isnan(scores)], session.pool)
-                windows = (scores, index.start_s(), index.channel)
-            else:
-                checked, windows = score_written(session, prober, deg)
-    else:
-        # one ffmpeg writes the file and decodes its packets back: the check
-        # scores each minute while the next is being encoded
-        with media.StreamedEncode(track.src, track.rate_hz, preset, rung, tmp, metadata=tags,
-                                  tags_from=input_path,
-                                  block_samples=int(CHECK_CHUNK_S * track.rate_hz)) as job:
+@dataclass(frozen=True)
+class _Writer:
+    """What every write of one encode's output shares (the first, a step up, a step
+    down): the search's session, prober, preset and result, the decoded input and the
+    caller's tags."""
+
+    session: Session
+    prober: Prober
+    preset: Preset
+    result: SearchResult
+    input_path: Path
+    metadata: dict | None
+
+    def write(self, i: int, tmp: Path, check: bool):
+        """Write rung ``i`` to ``tmp`` and, when ``check``, score the written file:
+        ``(pooled, (window_mos, window_start_s, window_channel))``, ``(None, None)``
+        unchecked. A probe's own encode of the whole input is stream-copied and its scores
+        reused when the file decodes to the samples it scored; else the track is encoded."""
+        session, prober, preset, input_path = self.session, self.prober, self.preset, self.input_path
+        track = session.track
+        rung = prober.rungs[i]
+        tags = {**our_tags(preset, rung, self.result, track), **(self.metadata or {})}
+        checked = windows = None
+        if i in prober.encodes:
+            same = track.info is not None and Path(track.info.path) == Path(input_path)
+            media.remux(prober.encodes[i], tmp, preset, rung, metadata=tags, tags_from=input_path,
+                        tags_info=track.info if same else None, duration_s=track.duration_s)
             if check:
-                checked, windows = score_written(session, prober, job.blocks())
-            job.finish()
-    return checked, windows
+                n = track.src.shape[1]
+                deg = media.decode_aligned(tmp, preset, track.rate_hz, track.channels, n)
+                if pcm_digest(deg, track.rate_hz) == prober.decode_digests.get(i):
+                    # the written file decodes to the very samples the probe scored:
+                    # its scores are the file's (tests/test_oneencode.py checks both ways)
+                    probe = prober.probes[i]
+                    scores = np.asarray(probe.window_mos, dtype=np.float64)
+                    index = prober.source.index
+                    checked = pool_scores(scores[~np.isnan(scores)], session.pool)
+                    windows = (scores, index.start_s(), index.channel)
+                else:
+                    checked, windows = score_written(session, prober, deg)
+        else:
+            # one ffmpeg writes the file and decodes its packets back: the check
+            # scores each minute while the next is being encoded
+            with media.StreamedEncode(track.src, track.rate_hz, preset, rung, tmp, metadata=tags,
+                                      tags_from=input_path,
+                                      block_samples=int(CHECK_CHUNK_S * track.rate_hz)) as job:
+                if check:
+                    checked, windows = score_written(session, prober, job.blocks())
+                job.finish()
+        return checked, windows
 
 
 def _encode_result(session: Session, preset: Preset, result: SearchResult, input_path: Path,
