@@ -1,7 +1,7 @@
 """The written file against the whole track's curve (issue 24): how many bits the shipped
 files take over the setting where each track's *whole-track* p10 crosses the bar.
 
-    python bench/bench_written.py run --out A.json [--step-down 0|1] [--target 4.3] [--codec opus] FILE ...
+    python bench/bench_written.py run --out A.json [--step-down 0|1] [--sample-share S] [--target 4.3] [--codec opus] FILE ...
     python bench/bench_written.py curves --from A.json --out curves.json FILE ...
     python bench/bench_written.py report --curves curves.json A.json [B.json]    # A1.json+A2.json: a split run
     python bench/bench_written.py exact --from B.json --out exact.json [--curves curves.json] FILE ...
@@ -13,7 +13,8 @@ whole track's p10 only to about +-0.065 MOS. This bench measures what ships:
 ``run``: each file encoded as a batch worker does (``ratecontrol.encode``, jobs=1, no
 cache), one JSON row per file (written setting, actual kbps, the search's probes, the
 check's notes, the step-up / step-down, CPU = user + sys of the process and its ffmpeg
-children, wall); ``--step-down 0`` turns the check's step down off (``step_down=False``).
+children, wall); ``--step-down 0`` turns the check's step down off (``step_down=False``);
+``--sample-share`` sets the share of a long track the probes score (default: the library's).
 Resumable (rows are saved after each file).
 
 ``curves``: the learned p10 of the *whole track*, encoded by the path the output takes
@@ -85,7 +86,7 @@ def run(args) -> None:
         c0, t0 = _cpu(), time.perf_counter()
         r = ratecontrol.encode(f, scratch / f"out{load_preset(args.codec).extension}", target_mos=args.target,
                                codec=args.codec, jobs=1, cache=False, overwrite=True,
-                               step_down=bool(args.step_down))
+                               step_down=bool(args.step_down), sample_share=args.sample_share)
         rows.append(dict(file=Path(f).name, path=str(f), codec=args.codec, target=args.target,
                          bar=r.search.target_mos + r.search.margin_mos, chosen=r.search.chosen.rung_label,
                          written=r.rung_label, kbps=r.bitrate_kbps, knob=r.knob_value, actual_kbps=r.actual_kbps,
@@ -303,6 +304,7 @@ def main() -> None:
     r.add_argument("files", nargs="+")
     r.add_argument("--out", type=Path, required=True)
     r.add_argument("--step-down", type=int, default=1)
+    r.add_argument("--sample-share", type=float, default=None)
     r.add_argument("--target", type=float, default=4.3)
     r.add_argument("--codec", default="opus")
     c = sub.add_parser("curves")
