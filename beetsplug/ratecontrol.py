@@ -74,6 +74,7 @@ class RatecontrolPlugin(BeetsPlugin):
             "margin_mos": None,
             "best_effort": False,
             "cache": True,
+            "step_down": True,
             "write_metadata": True,
             "id3v23": "inherit",
         })
@@ -192,6 +193,9 @@ class RatecontrolPlugin(BeetsPlugin):
         fields = {k: pick(k) for k in ("scorer", "pool", "max_kbps", "margin_mos", "best_effort")}
         fields = {k: v for k, v in fields.items() if v is not None}
         fields["cache"] = bool(self.config["cache"].get())
+        # not in ``key``: with or without it an output met the target by its own check, so
+        # turning it off (less CPU) does not re-encode items already done
+        fields["step_down"] = self.config["step_down"].get()
         try:
             options = ratecontrol.Options(**fields)
         except ratecontrol.RatecontrolError as exc:

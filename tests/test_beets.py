@@ -116,3 +116,22 @@ def test_rcconvert_encodes_tags_records_and_resumes(beets_lib, capsys, synth):
     assert "1 encoded, 0 skipped, 0 failed" in capsys.readouterr().out
     it = next(i for i in lib.items() if i.title == "Tone One")
     assert it["rc_target"] == pytest.approx(3.6)
+
+
+def test_step_down_config_reaches_the_options_and_is_no_redo_key(beets_lib):
+    """``step_down: false`` turns the check's step down off (Options.step_down); the
+    redo key stays the same, so items done with it on are not re-encoded; a value that
+    is not a bool is one UserError line."""
+    from types import SimpleNamespace
+
+    lib, _ = beets_lib
+    plugin = plugins.find_plugins()[0]
+    flags = SimpleNamespace(target_mos=None, codec=None, dest=None)
+    on = plugin.settings(flags)
+    config["ratecontrol"]["step_down"] = False
+    off = plugin.settings(flags)
+    assert on["options"].step_down is True and off["options"].step_down is False
+    assert on["key"] == off["key"]
+    config["ratecontrol"]["step_down"] = "no"
+    with pytest.raises(ui.UserError, match="step_down must be True or False"):
+        plugin.settings(flags)
