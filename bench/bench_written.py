@@ -203,12 +203,17 @@ def exact(args) -> None:
         print(f"{name[:28]:28} {r0['written']:>6}  learned {row['learned']:.4f} (check {learned:.4f})  exact "
               f"{row['exact']:.4f}  target {r0['target']}  {row['sec']:.0f} s", flush=True)
     if args.curves:
-        _exact_report(rows, [r for part in args.curves.split("+") for r in _load(Path(part))])
+        summary, per = _exact_report(rows, [r for part in args.curves.split("+") for r in _load(Path(part))])
+        print(json.dumps(summary))
+        for p in per:
+            print(f"  {p['file'][:28]:28} written {p['written']:6.0f}k  exact crossing ~{p['crossing']:6.1f}k  "
+                  f"{p['over_crossing_pct']:+5.1f} %")
 
 
-def _exact_report(rows: list, curve_rows: list) -> None:
+def _exact_report(rows: list, curve_rows: list) -> tuple[dict, list]:
     """Meets the target by exact ViSQOL, the learned - exact p10 differences, and the bits over
-    the exact crossing of the target estimated on the shifted learned curve."""
+    the exact crossing of the target estimated on the learned whole-track curve moved by
+    each track's learned - exact difference at its written setting: ``(summary, per file)``."""
     import numpy as np
 
     shifted = []
@@ -225,10 +230,7 @@ def _exact_report(rows: list, curve_rows: list) -> None:
                    exact_over_target_mean=round(float(ex.mean()), 4), learned_minus_exact_mean=round(float(d.mean()), 4),
                    learned_minus_exact_sd=round(float(d.std(ddof=1)), 4) if len(d) > 1 else None,
                    over_exact_crossing_pct=tot["over_crossing_pct"])
-    print(json.dumps(summary))
-    for p in per:
-        print(f"  {p['file'][:28]:28} written {p['written']:6.0f}k  exact crossing ~{p['crossing']:6.1f}k  "
-              f"{p['over_crossing_pct']:+5.1f} %")
+    return summary, per
 
 
 def _gap(run_rows: list, curve_rows: list) -> tuple[list, dict]:

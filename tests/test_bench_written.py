@@ -37,3 +37,19 @@ def test_a_file_written_below_the_grid_first_failure_is_its_own_oracle(bench):
     curve = _curve([(86, 4.31), (90, 4.36)])
     per, tot = bench._gap([_run(88.0)], curve)  # 88k passed its own check; 86k on the grid fails
     assert per[0]["lowest_pass"] == 88 and tot["over_crossing_pct"] == 0
+
+
+def test_the_exact_crossing_is_the_learned_curve_moved_by_the_tracks_own_error(bench):
+    # the learned check read the written 100k 0.02 above exact ViSQOL: the learned curve
+    # moved down by 0.02 crosses the *target* (4.30, not the bar) between 80k and 84k
+    curve = _curve([(80, 4.30), (84, 4.33), (88, 4.35), (100, 4.40)])
+    row = dict(_run(100.0), target=4.30, learned=4.40, exact=4.38)
+    summary, per = bench._exact_report([row], curve)
+    want = math.exp(math.log(80) + (4.30 - 4.28) / (4.31 - 4.28) * (math.log(84) - math.log(80)))
+    assert per[0]["crossing"] == pytest.approx(want, abs=0.05)
+    assert summary["meets"] == 1 and summary["worst_shortfall"] == 0
+    assert summary["learned_minus_exact_mean"] == pytest.approx(0.02)
+    assert summary["over_exact_crossing_pct"] == pytest.approx(100 * (100 / want - 1), abs=0.05)
+    short = dict(row, exact=4.29)
+    summary, _ = bench._exact_report([short], curve)
+    assert summary["meets"] == 0 and summary["worst_shortfall"] == pytest.approx(-0.01)
