@@ -20,7 +20,7 @@ Resumable (rows are saved after each file).
 ``curves``: the learned p10 of the *whole track*, encoded by the path the output takes
 (media.StreamedEncode from the decoded track) and scored as the check scores it
 (verify.score_written), on a 4 % grid from one step above the setting a ``run`` wrote
-down to a clear failure (< bar - 0.03) or 8 steps. Resumable.
+down to a clear failure (< bar - 0.03, or ``--stop-below``) or 8 steps. Resumable.
 
 ``report``: per file and in total (duration-weighted actual kbps), the written bits over
 the lowest grid setting that passes going down from the written one (``lowest pass``),
@@ -147,9 +147,10 @@ def curves(args) -> None:
             return row["p10"]
 
         w = r0["kbps"]
+        stop = r0["bar"] - 0.03 if args.stop_below is None else args.stop_below
         at(round(w * math.exp(STEP_X)))
         for k in range(MAX_STEPS + 1):
-            if at(round(w * math.exp(-k * STEP_X))) < r0["bar"] - 0.03:
+            if at(round(w * math.exp(-k * STEP_X))) < stop:
                 break
         sess.close()
         scratch.rmdir()
@@ -313,6 +314,8 @@ def main() -> None:
     c.add_argument("files", nargs="+")
     c.add_argument("--from", dest="from_run", type=Path, required=True)
     c.add_argument("--out", type=Path, required=True)
+    c.add_argument("--stop-below", type=float, default=None,
+                   help="go down until the p10 is under this (default: the bar - 0.03); lower it for exact's crossing")
     p = sub.add_parser("report")
     p.add_argument("runs", nargs="+")
     p.add_argument("--curves", required=True, help="curves.json (C1.json+C2.json: several)")
