@@ -99,8 +99,9 @@ class EncodeResult:
     full_track_mos: float | None = None
     #: steps up (a rung, or a knob step) after the full-track check missed the target
     stepped_up: int = 0
-    #: 1 when a lower setting was written after the check passed and its own check
-    #: passed too (a sampled search's sample read the track low): that file is shipped
+    #: how many lower settings were written after the check passed, whose own checks
+    #: passed too (a sampled search's sample read the track low, or a step up landed
+    #: well above the bar; at most probing.steps.STEP_DOWN_WRITES): the last is shipped
     stepped_down: int = 0
     preset: str = ""
     #: the written file was decoded and scored (``pooled_mos`` is its own score)

@@ -17,7 +17,8 @@ import soundfile as sf
 
 import ratecontrol
 from ratecontrol import knob_search
-from ratecontrol.knob_search import STEP_DOWN_AIM_MOS, STEP_DOWN_MAX_X, STEP_DOWN_MIN_X, step_down_x
+from ratecontrol.knob_search import (STEP_DOWN_AIM_MOS, STEP_DOWN_MAX_X, STEP_DOWN_MIN_X, step_down_between,
+                                     step_down_x)
 from ratecontrol.probing import steps, verify
 
 L = math.log
@@ -66,6 +67,18 @@ def test_every_lower_probe_passing_moved_extrapolates_by_the_prior_within_the_ca
     assert x == pytest.approx(want)
     x = step_down_x([(L(64), 4.385)], L(64), 4.70, BAR)
     assert x == pytest.approx(L(64) - STEP_DOWN_MAX_X)
+
+
+def test_after_a_step_up_the_step_down_interpolates_between_the_two_checks():
+    # main_menu (Opus 4.3): 82k scored 4.273, the doubled step up wrote 104k, 4.390;
+    # the two whole-track checks cross bar + aim (4.35) near 96k
+    to = step_down_between((L(82), 4.273), (L(104), 4.390), BAR)
+    want = L(82) + (BAR + STEP_DOWN_AIM_MOS - 4.273) / (4.390 - 4.273) * (L(104) - L(82))
+    assert to == pytest.approx(want) and L(95) < to < L(97)
+    # a 6 % step up that passed by little: nothing to win
+    assert step_down_between((L(100), 4.32), (L(106), 4.36), BAR) is None
+    assert step_down_between((L(82), 4.273), (L(104), BAR + 0.01), BAR) is None  # passed within the aim
+    assert step_down_between((L(82), BAR + 0.001), (L(104), 4.39), BAR) is None  # "miss" that passed
 
 
 RATE = 48_000
@@ -126,11 +139,82 @@ def test_a_second_write_that_passes_but_is_no_smaller_is_dropped(track, tmp_path
 
 def test_a_second_write_that_fails_is_dropped(track, tmp_path, monkeypatch):
     monkeypatch.setattr(steps, "step_down", lambda pr, i, checked, bar: pr.setting(6.0))
+    monkeypatch.setattr(steps, "step_down_after_up", lambda *a: None)  # no third write (the next test)
     r, out = _encode(track, tmp_path)
     assert r.stepped_down == 0 and r.rung_label == r.search.chosen.rung_label
     assert r.pooled_mos >= r.search.target_mos + r.search.margin_mos
     assert r.pooled_mos == pytest.approx(_scored(track, out), abs=1e-4)
     assert any("kept " + r.rung_label in n for n in r.search.notes)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.opus"]
+
+
+def test_a_step_down_that_fails_is_followed_by_one_between_the_two_checks(track, tmp_path, monkeypatch):
+    # elvish-theme (Opus 4.3): 128k passed with 4.555, the moved sample curve's 117k
+    # scored 4.285, and the whole track passes from 118k. Here the first step down is
+    # made to fail (6k); the next write lies between 6k and the written setting, found
+    # from the two whole-track checks, and ships when it passes
+    seen = []
+    real_between = steps.step_down_after_up
+
+    def between(pr, miss_i, miss_mos, i, checked, bar):
+        j = real_between(pr, miss_i, miss_mos, i, checked, bar)
+        seen.append((pr.rungs[miss_i].nominal_kbps, None if j is None else pr.rungs[j].nominal_kbps,
+                     pr.rungs[i].nominal_kbps))
+        return j
+
+    monkeypatch.setattr(steps, "step_down", lambda pr, i, checked, bar: pr.setting(6.0))
+    monkeypatch.setattr(steps, "step_down_after_up", between)
+    r, out = _encode(track, tmp_path)
+    bar = r.search.target_mos + r.search.margin_mos
+    assert seen and seen[0][0] == 6.0 and seen[0][2] == r.search.chosen.bitrate_kbps
+    low, mid, high = seen[0]
+    assert mid is not None and low < mid < high
+    assert len(seen) <= steps.STEP_DOWN_WRITES - 1  # the failed first write counted
+    assert any(n.endswith("< %g, kept %s" % (bar, r.search.chosen.rung_label)) for n in r.search.notes)
+    if r.stepped_down:
+        assert r.bitrate_kbps == mid and r.pooled_mos >= bar
+    assert r.pooled_mos == pytest.approx(_scored(track, out), abs=1e-4)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.opus"]
+
+
+def test_a_step_up_that_lands_well_above_is_followed_by_one_write_between(track, tmp_path, monkeypatch):
+    # the search's choice is cut by 20 % so that the first check misses, and the step up is
+    # made to overshoot (1.3x the search's choice): the next write lies between the
+    # two checks and ships, with its own score, as it passes (measured: 13k 2.79 ->
+    # 21k 4.52 -> 16k 4.48, then 14k between 13k and 16k fails; the signal and the
+    # encoder are deterministic)
+    from dataclasses import replace
+
+    from ratecontrol.probing import encode as encode_mod
+
+    real_search, real_between, seen = encode_mod.run_search, steps.step_down_after_up, {}
+
+    def cut(prober, target, opts):
+        res = real_search(prober, target, opts)
+        seen["chosen_kbps"] = res.chosen.bitrate_kbps
+        return replace(res, chosen=replace(res.chosen, rung_index=prober.setting(res.chosen.bitrate_kbps * 0.8)))
+
+    def overshoot(pr, i, miss, knob, taken=0):
+        return pr.setting(seen["chosen_kbps"] * 1.3)
+
+    def between(pr, miss_i, miss_mos, i, checked, bar):
+        j = real_between(pr, miss_i, miss_mos, i, checked, bar)
+        seen.setdefault("between", (pr.rungs[miss_i].nominal_kbps, None if j is None else pr.rungs[j].nominal_kbps,
+                                    pr.rungs[i].nominal_kbps, miss_mos, checked))  # the first
+        return j
+
+    monkeypatch.setattr(encode_mod, "run_search", cut)
+    monkeypatch.setattr(steps, "step_up", overshoot)
+    monkeypatch.setattr(steps, "step_down_after_up", between)
+    r, out = _encode(track, tmp_path)
+    bar = r.search.target_mos + r.search.margin_mos
+    assert r.stepped_up == 1
+    low, mid, high, miss_mos, high_mos = seen["between"]
+    assert miss_mos < bar <= high_mos
+    assert high_mos >= bar + STEP_DOWN_AIM_MOS + 0.05 and mid is not None and low < mid < high
+    assert r.stepped_down == 1 and r.bitrate_kbps == mid
+    assert any(f"stepped down to {r.rung_label}" in n for n in r.search.notes)
+    assert r.pooled_mos >= bar and r.pooled_mos == pytest.approx(_scored(track, out), abs=1e-4)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.opus"]
 
 

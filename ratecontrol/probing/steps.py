@@ -1,16 +1,18 @@
 """Where the check goes next (verify.finish_encode): after a written file missed the bar,
 a step up (``step_up``); after a sampled search's file passed well above it, a step down
-(``step_down``). Moved out of prober.py (one job per module): they read a prober's probes
+(``step_down``), and after a step up that passed well above, one between the two checks
+(``step_down_after_up``). Moved out of prober.py (one job per module): they read a prober's probes
 and knob, and decide nothing about how a probe is made."""
 from __future__ import annotations
 
 import math
 
-from ratecontrol.knob_search import step_down_x
+from ratecontrol.knob_search import step_down_between, step_down_x
 from ratecontrol.search import SLOPE_PRIOR_MOS_PER_X
 from ratecontrol.probing.prober import Prober
 
-__all__ = ["CHECK_AIM_MOS", "CHECK_STEP_X", "slope_near", "step_down", "step_up"]
+__all__ = ["CHECK_AIM_MOS", "CHECK_STEP_X", "STEP_DOWN_WRITES", "slope_near", "step_down", "step_down_after_up",
+           "step_up"]
 
 
 #: a check miss steps the knob up by at least this much (ln kbps: 6 %), and by enough
@@ -26,6 +28,16 @@ __all__ = ["CHECK_AIM_MOS", "CHECK_STEP_X", "slope_near", "step_down", "step_up"
 #: 80k 4.282, 87k, 92k 4.362: five writes at a fixed floor, three when it doubles)
 CHECK_STEP_X = math.log(1.06)
 CHECK_AIM_MOS = 0.01
+
+
+#: at most this many lower writes after the written file passed (verify._step_down):
+#: the first from the sample's moved curve or between a step up's two checks, a second
+#: between the two whole-track checks that then bracket the crossing. Measured cases:
+#: elvish-theme (Opus 4.3) 128k 4.555, the moved sample curve's 117k 4.285 failed, and
+#: its whole-track p10 passes from 118k; Vorbis battle-epic q3.65 3.838 -> step up q9
+#: 4.664 -> q6.9 4.224 failed (docs/performance.md, session 15). Each write is a whole
+#: encode and check (~1.7 plain encodes of CPU).
+STEP_DOWN_WRITES = 2
 
 
 def step_up(prober: Prober, i: int, miss_mos: float, knob: bool, steps_taken: int = 0) -> int | None:
@@ -57,6 +69,22 @@ def step_down(prober: Prober, i: int, checked: float, bar: float) -> int | None:
         return None
     j = prober.setting(prober.axis.value_of(max(to, prober.axis.lo_x)))
     return j if prober.knob_x(j) < x - 1e-9 else None
+
+
+def step_down_after_up(prober: Prober, miss_i: int, miss_mos: float, i: int, checked: float,
+                       bar: float) -> int | None:
+    """The setting to write and check next after the check stepped up from knob setting
+    ``miss_i`` (which scored ``miss_mos`` < ``bar``) to ``i``, which passed with
+    ``checked`` (None: keep it): knob_search.step_down_between the two checks, strictly
+    between the two settings once snapped to the knob."""
+    xm, x = prober.knob_x(miss_i), prober.knob_x(i)
+    if xm is None or x is None:
+        return None
+    to = step_down_between((xm, miss_mos), (x, checked), bar)
+    if to is None:
+        return None
+    j = prober.setting(prober.axis.value_of(to))
+    return j if xm + 1e-9 < prober.knob_x(j) < x - 1e-9 else None
 
 
 def slope_near(prober: Prober, i: int) -> float:

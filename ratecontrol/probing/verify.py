@@ -46,11 +46,12 @@ def finish_encode(req: "EncodeRequest | LadderRequest", session: Session, preset
                   input_path: Path, out: "Path | fsutil.Destination") -> EncodeResult:
     """Write the chosen setting, then decode the written file and score it: the reported
     score is the shipped file's own; a miss steps up (a rung on a ladder, a small step
-    sized from the miss on the knob: steps.step_up). After a sampled knob search whose
-    first check passes, ``options.step_down`` (default on) tries one write lower
-    (``_step_down``; 20 Wesnoth tracks, Opus 4.3: bits -3.6 %, written over the
-    whole-track crossing +8.4 % -> +4.4 %, CPU +10-21 %; docs/performance.md "The written
-    file against the whole track's curve").
+    sized from the miss on the knob: steps.step_up). On the knob, ``options.step_down``
+    (default on) then tries lower writes (``_step_down``): after a sampled search whose
+    first check passed well above the bar (steps.step_down; 20 Wesnoth tracks, Opus 4.3:
+    bits -3.6 %, written over the whole-track crossing +8.4 % -> +4.4 %, CPU +10-21 %;
+    docs/performance.md "The written file against the whole track's curve"), or between
+    a check that missed and one that passed well above (steps.step_down_after_up).
 
     ``req``: the call (its metadata, ``options.verify``, ``t0_s``); ``session``,
     ``preset``, ``result``: the search's; ``input_path``: what was decoded (the input,
@@ -72,6 +73,7 @@ def finish_encode(req: "EncodeRequest | LadderRequest", session: Session, preset
     check = req.options.verify and not prober.all_silent
     knob = bool(result.knob_option)
     stepped_up = stepped_down = 0
+    miss = None  # (setting, score) of the last check that missed
     tmp = fsutil.temp_sibling(out)
     try:
         while True:
@@ -88,9 +90,10 @@ def finish_encode(req: "EncodeRequest | LadderRequest", session: Session, preset
             # on the knob a small step sized from the miss (steps.step_up), on a ladder a rung
             notes.append(f"output check: {rung.label} scored {checked:.3f} < {bar:g}; stepped up "
                          + (f"to {rungs[nxt].label}" if knob else "one rung"))
+            miss = (i, checked)
             i, stepped_up = nxt, stepped_up + 1
-        if check and knob and req.options.step_down and stepped_up == 0 and checked is not None and checked >= bar:
-            i, checked, windows, stepped_down = _step_down(w, i, checked, windows, out, tmp, notes)
+        if check and knob and req.options.step_down and checked is not None and checked >= bar:
+            i, checked, windows, stepped_down = _step_down(w, i, checked, windows, miss, out, tmp, notes)
         # the publish rule: a file that appeared at ``out`` during the run (another
         # encode's) is never replaced; ``out`` a plain path is our own temp file
         fsutil.publish(tmp, out)
@@ -100,29 +103,45 @@ def finish_encode(req: "EncodeRequest | LadderRequest", session: Session, preset
                           req.t0_s, stepped_down)
 
 
-def _step_down(w: "_Writer", i: int, checked: float, windows, out, tmp: Path, notes: list[str]):
-    """After the file at setting ``i`` (in ``tmp``) passed its check with ``checked``:
-    write and check the setting steps.step_down predicts (the sample read the track
-    low), and move it into ``tmp`` when it passes and is smaller. Returns the shipped
-    ``(i, checked, windows, stepped_down)``."""
+def _step_down(w: "_Writer", i: int, checked: float, windows, miss: tuple[int, float] | None, out, tmp: Path,
+               notes: list[str]):
+    """After the file at knob setting ``i`` (in ``tmp``) passed its check with
+    ``checked``: up to ``steps.STEP_DOWN_WRITES`` lower writes, each shipped instead (moved
+    into ``tmp``) when it passes and is smaller. The first goes where the sample's curve,
+    moved by the check's offset, crosses the bar (steps.step_down) when no check has
+    missed yet; once one has (``miss``: a step up's, or a step down's that failed), where
+    the two whole-track checks around the crossing put it (steps.step_down_after_up).
+    Returns the shipped ``(i, checked, windows, stepped_down)``, ``stepped_down`` the
+    number of lower files shipped."""
     bar = w.result.target_mos + w.result.margin_mos
     rungs = w.prober.rungs
-    j = steps.step_down(w.prober, i, checked, bar)
-    if j is None:
-        return i, checked, windows, 0
-    down = fsutil.temp_sibling(out)
-    try:
-        got, got_w = w.write(j, down, True)
-        if got >= bar and down.stat().st_size < tmp.stat().st_size:
-            notes.append(f"output check: {rungs[i].label} scored {checked:.3f}; stepped down to "
-                         f"{rungs[j].label} ({got:.3f})")
-            os.replace(down, tmp)
-            return j, got, got_w, 1
-        notes.append(f"output check: {rungs[i].label} scored {checked:.3f}; {rungs[j].label} scored {got:.3f}"
-                     + (f" < {bar:g}" if got < bar else " but is no smaller") + f", kept {rungs[i].label}")
-        return i, checked, windows, 0
-    finally:
-        down.unlink(missing_ok=True)
+    stepped = 0
+    for _ in range(steps.STEP_DOWN_WRITES):
+        if miss is None:
+            if stepped:
+                break  # no failure below to bracket the crossing with: the moved sample curve was used
+            j = steps.step_down(w.prober, i, checked, bar)
+        else:
+            j = steps.step_down_after_up(w.prober, miss[0], miss[1], i, checked, bar)
+        if j is None:
+            break
+        down = fsutil.temp_sibling(out)
+        try:
+            got, got_w = w.write(j, down, True)
+            if got >= bar and down.stat().st_size < tmp.stat().st_size:
+                notes.append(f"output check: {rungs[i].label} scored {checked:.3f}; stepped down to "
+                             f"{rungs[j].label} ({got:.3f})")
+                os.replace(down, tmp)
+                i, checked, windows, stepped = j, got, got_w, stepped + 1
+                continue
+            notes.append(f"output check: {rungs[i].label} scored {checked:.3f}; {rungs[j].label} scored {got:.3f}"
+                         + (f" < {bar:g}" if got < bar else " but is no smaller") + f", kept {rungs[i].label}")
+            if got >= bar:
+                break  # passed but larger (libopus surround): nothing below to bracket
+            miss = (j, got)
+        finally:
+            down.unlink(missing_ok=True)
+    return i, checked, windows, stepped
 
 
 @dataclass(frozen=True)
