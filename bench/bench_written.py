@@ -4,7 +4,7 @@ files take over the setting where each track's *whole-track* p10 crosses the bar
     python bench/bench_written.py run --out A.json [--step-down 0|1] [--sample-share S] [--target 4.3] [--codec opus] FILE ...
     python bench/bench_written.py curves --from A.json --out curves.json FILE ...
     python bench/bench_written.py report --curves curves.json A.json [B.json]    # A1.json+A2.json: a split run
-    python bench/bench_written.py exact --from B.json --out exact.json [--curves curves.json] FILE ...
+    python bench/bench_written.py exact --from B.json --out exact.json [--curves curves.json] [--with E2.json] FILE ...
 
 bench_knob.py measures the search on its sample against an exact oracle on that same
 sample; the full-track check then decides what is written, and the sample reads the
@@ -204,6 +204,7 @@ def exact(args) -> None:
         print(f"{name[:28]:28} {r0['written']:>6}  learned {row['learned']:.4f} (check {learned:.4f})  exact "
               f"{row['exact']:.4f}  target {r0['target']}  {row['sec']:.0f} s", flush=True)
     if args.curves:
+        rows = rows + [r for part in (args.with_rows.split("+") if args.with_rows else []) for r in _load(Path(part))]
         summary, per = _exact_report(rows, [r for part in args.curves.split("+") for r in _load(Path(part))])
         print(json.dumps(summary))
         for p in per:
@@ -326,6 +327,8 @@ def main() -> None:
     e.add_argument("--out", type=Path, required=True)
     e.add_argument("--curves", default=None, help="curves.json of the same tracks (C1.json+C2.json: several)")
     e.add_argument("--jobs", type=int, default=2, help="processes for the exact scorer")
+    e.add_argument("--with", dest="with_rows", default=None,
+                   help="exact rows of other files (X.json+Y.json: a split run) counted in the summary too")
     args = ap.parse_args()
     {"run": run, "curves": curves, "report": report, "exact": exact}[args.cmd](args)
 
