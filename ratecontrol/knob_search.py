@@ -394,13 +394,14 @@ def step_down_x(probes: Sequence[tuple[float, float]], x: float, checked: float,
 
 def step_down_between(miss: tuple[float, float], passed: tuple[float, float], bar: float, *,
                       aim: float = STEP_DOWN_AIM_MOS, min_x: float = STEP_DOWN_MIN_X) -> float | None:
-    """Where to write next after the check stepped up: the file at ``miss`` = (x, score)
-    missed the bar, the one written above it at ``passed`` passed (None: keep it). Both
-    scores are whole-track checks, not the sample's, so the crossing of ``bar + aim`` is
-    interpolated linearly in x between them; the step is taken only when it saves at
-    least ``min_x``. Why: a step up that missed again doubles (probing.steps.step_up:
-    6, 12.4, 26 %), and the last one can land far above the bar (main_menu, Opus 4.3:
-    82k scored 4.273, 104k 4.390; its whole-track p10 crosses 4.33 near 89k)."""
+    """Where to write next once two checks bracket the crossing: the file at ``miss`` =
+    (x, score) missed the bar (a step up's first write, or a step down that failed), the
+    one at ``passed`` above it passed (None: keep it). Both scores are whole-track checks,
+    not the sample's, so the crossing of ``bar + aim`` is interpolated linearly in x
+    between them; the step is taken only when it saves at least ``min_x``. Why: a step up
+    that missed again doubles (probing.steps.step_up: 6, 12.4, 26 %), and the last one can
+    land far above the bar (main_menu, Opus 4.3: 82k scored 4.273, 104k 4.390; its
+    whole-track p10 crosses 4.33 near 86k)."""
     (xm, sm), (xp, sp) = miss, passed
     level = bar + aim
     if not (xm < xp and sm < bar and sp >= level):

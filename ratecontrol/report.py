@@ -197,7 +197,8 @@ def _finish_axes(ax, result: SearchResult, enc: EncodeResult | None, shipped: bo
 def _title(result: SearchResult, enc: EncodeResult | None) -> str:
     if enc is None:
         return f"{result.preset}: chosen {result.chosen.rung_label} for target {result.target_mos:g}"
-    steps = ([f"stepped up {enc.stepped_up}"] if enc.stepped_up else []) + (["stepped down"] if enc.stepped_down else [])
+    steps = [f"stepped up {enc.stepped_up}"] if enc.stepped_up else []
+    steps += ["stepped down"] if enc.stepped_down else []
     step = f" ({', '.join(steps)})" if steps else ""
     return (f"{Path(enc.input_path).name}: {result.preset} {enc.rung_label}{step} for target "
             f"{result.target_mos:g}, {result.pool} MOS {enc.pooled_mos:.2f}"

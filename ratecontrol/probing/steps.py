@@ -1,8 +1,8 @@
 """Where the check goes next (verify.finish_encode): after a written file missed the bar,
 a step up (``step_up``); after a sampled search's file passed well above it, a step down
-(``step_down``), and after a step up that passed well above, one between the two checks
-(``step_down_after_up``). Moved out of prober.py (one job per module): they read a prober's probes
-and knob, and decide nothing about how a probe is made."""
+(``step_down``); once a miss and a pass well above bracket the crossing, a write between
+the two checks (``step_down_after_up``). Moved out of prober.py (one job per module):
+they read a prober's probes and knob, and decide nothing about how a probe is made."""
 from __future__ import annotations
 
 import math
@@ -34,9 +34,10 @@ CHECK_AIM_MOS = 0.01
 #: the first from the sample's moved curve or between a step up's two checks, a second
 #: between the two whole-track checks that then bracket the crossing. Measured cases:
 #: elvish-theme (Opus 4.3) 128k 4.555, the moved sample curve's 117k 4.285 failed, and
-#: its whole-track p10 passes from 118k; Vorbis battle-epic q3.65 3.838 -> step up q9
-#: 4.664 -> q6.9 4.224 failed (docs/performance.md, session 15). Each write is a whole
-#: encode and check (~1.7 plain encodes of CPU).
+#: its whole-track p10 passes from 118k (now 120k, 4.336, ships); main_menu 104k ->
+#: 96k -> 91k. A third write was not tried: each is a whole encode and check (~1.7
+#: plain encodes of CPU), and curves that dip make them fail (Vorbis battle-epic: q3.65
+#: 3.838 -> step up q9 4.664 -> q6.9 4.224, q7.7 4.070; docs/performance.md, session 15).
 STEP_DOWN_WRITES = 2
 
 
@@ -73,10 +74,11 @@ def step_down(prober: Prober, i: int, checked: float, bar: float) -> int | None:
 
 def step_down_after_up(prober: Prober, miss_i: int, miss_mos: float, i: int, checked: float,
                        bar: float) -> int | None:
-    """The setting to write and check next after the check stepped up from knob setting
-    ``miss_i`` (which scored ``miss_mos`` < ``bar``) to ``i``, which passed with
-    ``checked`` (None: keep it): knob_search.step_down_between the two checks, strictly
-    between the two settings once snapped to the knob."""
+    """The setting to write and check next when knob setting ``miss_i`` scored
+    ``miss_mos`` < ``bar`` (a step up's first write, or a step down that failed) and
+    setting ``i`` above it passed with ``checked`` (None: keep ``i``):
+    knob_search.step_down_between the two checks, strictly between the two settings
+    once snapped to the knob."""
     xm, x = prober.knob_x(miss_i), prober.knob_x(i)
     if xm is None or x is None:
         return None
