@@ -164,7 +164,6 @@ def exact(args) -> None:
     from ratecontrol.options import Options
     from ratecontrol.presets import load_preset
     from ratecontrol.probing.session import CHECK_CHUNK_S, open_session
-    from ratecontrol.probing.verify import score_written
 
     start = {r["file"]: r for r in _load(args.from_run)}
     rows = _load(args.out)
@@ -186,22 +185,21 @@ def exact(args) -> None:
             blocks = list(job.blocks())
             job.finish()
         deg = np.concatenate(blocks, axis=1)
-        learned, _ = score_written(sess, pr, iter([deg]))
         ref = np.asarray(tr.src)
         sess.close()
         out.unlink()
-        # the same 1-s windows as the check (no alignment: the decode is aligned already)
+        # the check's windows and score: ``ratecontrol score`` equals the check (tests/test_oneencode.py;
+        # no alignment here, the decode is aligned already)
         lr = ratecontrol.score(ref, deg, sample_rate_hz=tr.rate_hz, align_signals=False)
         ex = ratecontrol.score(ref, deg, sample_rate_hz=tr.rate_hz, align_signals=False, scorer="visqol",
                                jobs=args.jobs)
         row = dict(file=name, kbps=r0["kbps"], knob=r0["knob"], target=r0["target"], bar=r0["bar"],
-                   actual_kbps=r0["actual_kbps"], duration_s=r0["duration_s"], learned_check=float(learned),
-                   learned=lr.pooled_mos, exact=ex.pooled_mos, learned_windows=[round(float(v), 4) for v in lr.window_mos],
+                   actual_kbps=r0["actual_kbps"], duration_s=r0["duration_s"], learned=lr.pooled_mos, exact=ex.pooled_mos, learned_windows=[round(float(v), 4) for v in lr.window_mos],
                    exact_windows=[round(float(v), 4) for v in ex.window_mos], cpu=_cpu() - c0,
                    sec=time.perf_counter() - t0)
         rows.append(row)
         _save(args.out, rows)
-        print(f"{name[:28]:28} {r0['written']:>6}  learned {row['learned']:.4f} (check {learned:.4f})  exact "
+        print(f"{name[:28]:28} {r0['written']:>6}  learned {row['learned']:.4f}  exact "
               f"{row['exact']:.4f}  target {r0['target']}  {row['sec']:.0f} s", flush=True)
     if args.curves:
         rows = rows + [r for part in (args.with_rows.split("+") if args.with_rows else []) for r in _load(Path(part))]
@@ -222,9 +220,7 @@ def _exact_report(rows: list, curve_rows: list) -> tuple[dict, list]:
     for t in rows:
         err = t["learned"] - t["exact"]
         # the learned whole-track curve, moved by this track's error: where it crosses the target
-        tr = dict(t, written=t["kbps"], steps=0, stepped_down=0, notes=[], probe_list=[], cpu=0, wall=0,
-                  full_mos=t["exact"], bar=t["target"], actual_kbps=t["actual_kbps"])
-        shifted.append((tr, [dict(c, p10=c["p10"] - err) for c in curve_rows if c["file"] == t["file"]]))
+        shifted.append((dict(t, bar=t["target"]), [dict(c, p10=c["p10"] - err) for c in curve_rows if c["file"] == t["file"]]))
     per, tot = _gap([s[0] for s in shifted], [c for s in shifted for c in s[1]])
     d = np.array([t["learned"] - t["exact"] for t in rows])
     ex = np.array([t["exact"] - t["target"] for t in rows])

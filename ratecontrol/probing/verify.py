@@ -69,7 +69,7 @@ def finish_encode(req: "EncodeRequest | LadderRequest", session: Session, preset
     notes = list(result.notes)
     checked = None
     windows = None  # the check's per-window scores of the written file
-    bar = result.target_mos + result.margin_mos
+    bar = w.bar
     check = req.options.verify and not prober.all_silent
     knob = bool(result.knob_option)
     stepped_up = stepped_down = 0
@@ -99,8 +99,7 @@ def finish_encode(req: "EncodeRequest | LadderRequest", session: Session, preset
         fsutil.publish(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
-    return _encode_result(session, preset, result, input_path, out, rungs[i], checked, windows, notes, stepped_up,
-                          req.t0_s, stepped_down)
+    return _encode_result(w, out, rungs[i], checked, windows, notes, stepped_up, req.t0_s, stepped_down)
 
 
 def _step_down(w: "_Writer", i: int, checked: float, windows, miss: tuple[int, float] | None, out, tmp: Path,
@@ -113,7 +112,7 @@ def _step_down(w: "_Writer", i: int, checked: float, windows, miss: tuple[int, f
     the two whole-track checks around the crossing put it (steps.step_down_after_up).
     Returns the shipped ``(i, checked, windows, stepped_down)``, ``stepped_down`` the
     number of lower files shipped."""
-    bar = w.result.target_mos + w.result.margin_mos
+    bar = w.bar
     rungs = w.prober.rungs
     stepped = 0
     for _ in range(steps.STEP_DOWN_WRITES):
@@ -157,6 +156,11 @@ class _Writer:
     input_path: Path
     metadata: dict | None
 
+    @property
+    def bar(self) -> float:
+        """What a written file's check must reach: the target plus the search's margin."""
+        return self.result.target_mos + self.result.margin_mos
+
     def write(self, i: int, tmp: Path, check: bool):
         """Write rung ``i`` to ``tmp`` and, when ``check``, score the written file:
         ``(pooled, (window_mos, window_start_s, window_channel))``, ``(None, None)``
@@ -196,13 +200,11 @@ class _Writer:
         return checked, windows
 
 
-def _encode_result(session: Session, preset: Preset, result: SearchResult, input_path: Path,
-                   out: "Path | fsutil.Destination", rung, checked: float | None, windows, notes: list[str],
-                   stepped_up: int, t0: float, stepped_down: int = 0) -> EncodeResult:
+def _encode_result(w: "_Writer", out: "Path | fsutil.Destination", rung, checked: float | None, windows,
+                   notes: list[str], stepped_up: int, t0: float, stepped_down: int = 0) -> EncodeResult:
     """The EncodeResult of the published file: its checked score when there is one,
     else the search's estimate (and a note saying so)."""
-    track = session.track
-    bar = result.target_mos + result.margin_mos
+    track, preset, result, input_path, bar = w.session.track, w.preset, w.result, w.input_path, w.bar
     knob = bool(result.knob_option)
     if checked is None:
         notes.append("output not checked (--no-verify): the score is the search's estimate")
